@@ -1,0 +1,132 @@
+// Active Shift Layer, gradient with respect to the shift parameters (DESIGN.md §1):
+//
+//   dxpos[c] = sum over n, i, j of dout * ((1-ty)(q01-q00) + ty (q11-q10))
+//   dypos[c] = sum over n, i, j of dout * ((1-tx)(q10-q00) + tx (q11-q01))
+//
+// A fixed-order two-pass reduction, so the result is bitwise identical from run to run:
+// `partial_sums` gives every (chunk of CHUNK positions, channel) pair to one workgroup, which
+// reduces it by a tree in workgroup memory; `finish` gives every channel to one workgroup,
+// which reduces that channel's partial sums the same way.
+
+// Mirrors `AslParams` in src/gpu/kernels/asl.rs.
+struct AslParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    // Number of chunks the N*Ho*Wo positions of a channel are split into.
+    chunks: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+const PER_INVOCATION: u32 = 4u;
+// Positions per chunk; the Rust side uses the same number (`ASL_SHIFT_CHUNK`).
+const CHUNK: u32 = WG_SIZE * PER_INVOCATION;
+const SHIFT_LIMIT: f32 = 1048576.0;
+
+@group(0) @binding(0) var<uniform> params: AslParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+// [2, C]: xpos then ypos.
+@group(0) @binding(3) var<storage, read> shift: array<f32>;
+// [C, chunks, 2]: per-chunk sums of dxpos and dypos.
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+// [2, C]: dxpos then dypos.
+@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
+
+var<workgroup> sh_gx: array<f32, WG_SIZE>;
+var<workgroup> sh_gy: array<f32, WG_SIZE>;
+
+fn sample(base: u32, row: i32, col: i32) -> f32 {
+    if (row < 0 || col < 0 || row >= i32(params.h) || col >= i32(params.w)) {
+        return 0.0;
+    }
+    return x[base + u32(row) * params.w + u32(col)];
+}
+
+// Tree reduction of sh_gx / sh_gy; the result is in element 0. Call from uniform control flow.
+fn reduce_workgroup(li: u32) {
+    for (var width = WG_SIZE / 2u; width > 0u; width = width / 2u) {
+        workgroupBarrier();
+        if (li < width) {
+            sh_gx[li] += sh_gx[li + width];
+            sh_gy[li] += sh_gy[li + width];
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn partial_sums(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let chunk = wg.x;
+    let c = wg.y;
+    let plane_out = params.ho * params.wo;
+    let total = params.n * plane_out;
+
+    let xp = clamp(shift[c], -SHIFT_LIMIT, SHIFT_LIMIT);
+    let yp = clamp(shift[params.c + c], -SHIFT_LIMIT, SHIFT_LIMIT);
+    let fx = floor(xp);
+    let fy = floor(yp);
+    let tx = xp - fx;
+    let ty = yp - fy;
+    let ix = i32(fx);
+    let iy = i32(fy);
+
+    var gx = 0.0;
+    var gy = 0.0;
+    for (var k = 0u; k < PER_INVOCATION; k++) {
+        let e = chunk * CHUNK + k * WG_SIZE + li;
+        if (e < total) {
+            let n = e / plane_out;
+            let pos = e % plane_out;
+            let i = pos / params.wo;
+            let j = pos % params.wo;
+            let row = i32(i * params.stride) + iy;
+            let col = i32(j * params.stride) + ix;
+            let base = (n * params.c + c) * params.h * params.w;
+            let q00 = sample(base, row, col);
+            let q01 = sample(base, row, col + 1);
+            let q10 = sample(base, row + 1, col);
+            let q11 = sample(base, row + 1, col + 1);
+            let g = dout[(n * params.c + c) * plane_out + pos];
+            gx += g * ((1.0 - ty) * (q01 - q00) + ty * (q11 - q10));
+            gy += g * ((1.0 - tx) * (q10 - q00) + tx * (q11 - q01));
+        }
+    }
+    sh_gx[li] = gx;
+    sh_gy[li] = gy;
+    reduce_workgroup(li);
+    if (li == 0u) {
+        let slot = (c * params.chunks + chunk) * 2u;
+        partials[slot] = sh_gx[0];
+        partials[slot + 1u] = sh_gy[0];
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn finish(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let c = wg.x;
+    var gx = 0.0;
+    var gy = 0.0;
+    for (var k = li; k < params.chunks; k += WG_SIZE) {
+        let slot = (c * params.chunks + k) * 2u;
+        gx += partials[slot];
+        gy += partials[slot + 1u];
+    }
+    sh_gx[li] = gx;
+    sh_gy[li] = gy;
+    reduce_workgroup(li);
+    if (li == 0u) {
+        grad[c] = sh_gx[0];
+        grad[params.c + c] = sh_gy[0];
+    }
+}

@@ -1,0 +1,71 @@
+// Active Shift Layer, forward (DESIGN.md §1).
+//
+//   out[n, c, i, j] = bilinear sample of x[n, c] at row i*s + ypos[c], column j*s + xpos[c],
+//                     each of the four taps reading 0 outside the image.
+//
+// One invocation per output pixel; workgroup_id.y is the channel, workgroup_id.z the image, so
+// every invocation of a workgroup shares one shift.
+
+// Mirrors `AslParams` in src/gpu/kernels/asl.rs.
+struct AslParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    chunks: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+// Shifts are clamped to +-2^20 pixels before use: any larger shift already reads nothing but
+// zero fill, and the clamp keeps every integer index far from i32 overflow.
+const SHIFT_LIMIT: f32 = 1048576.0;
+
+@group(0) @binding(0) var<uniform> params: AslParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// [2, C]: xpos (horizontal) for every channel, then ypos (vertical).
+@group(0) @binding(2) var<storage, read> shift: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn sample(base: u32, row: i32, col: i32) -> f32 {
+    if (row < 0 || col < 0 || row >= i32(params.h) || col >= i32(params.w)) {
+        return 0.0;
+    }
+    return x[base + u32(row) * params.w + u32(col)];
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let c = wg.y;
+    let n = wg.z;
+    let idx = wg.x * WG_SIZE + li;
+    if (idx >= params.ho * params.wo) {
+        return;
+    }
+    let i = idx / params.wo;
+    let j = idx % params.wo;
+
+    let xp = clamp(shift[c], -SHIFT_LIMIT, SHIFT_LIMIT);
+    let yp = clamp(shift[params.c + c], -SHIFT_LIMIT, SHIFT_LIMIT);
+    let fx = floor(xp);
+    let fy = floor(yp);
+    let tx = xp - fx;
+    let ty = yp - fy;
+
+    let row = i32(i * params.stride) + i32(fy);
+    let col = i32(j * params.stride) + i32(fx);
+    let base = (n * params.c + c) * params.h * params.w;
+    let q00 = sample(base, row, col);
+    let q01 = sample(base, row, col + 1);
+    let q10 = sample(base, row + 1, col);
+    let q11 = sample(base, row + 1, col + 1);
+
+    let top = (1.0 - tx) * q00 + tx * q01;
+    let bottom = (1.0 - tx) * q10 + tx * q11;
+    out[(n * params.c + c) * params.ho * params.wo + idx] = (1.0 - ty) * top + ty * bottom;
+}

@@ -1,0 +1,134 @@
+// 1x1 convolution as a tiled GEMM, per image:  Y[co, p] = sum_ci W[co, ci] * X[ci, src(p)],
+// where src(i, j) = (i*s, j*s) for stride s, followed by an optional epilogue applied in this
+// order: per-channel affine (y = scale[co] * y + bias[co]), residual add (y += R[n, co, p]),
+// ReLU.
+//
+// A workgroup of 16x16 invocations computes a 64 (output channels) x 64 (output pixels) tile;
+// each invocation owns 4x4 outputs spaced 16 apart so that neighbouring invocations touch
+// neighbouring pixels. The K dimension (input channels) is walked in steps of 16 through
+// workgroup memory (2 x 4 KiB).
+
+// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
+struct Conv1x1Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    // bit 0: affine, bit 1: residual add, bit 2: ReLU.
+    flags: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+const TILE_M: u32 = 64u;
+const TILE_N: u32 = 64u;
+const TILE_K: u32 = 16u;
+const FLAG_AFFINE: u32 = 1u;
+const FLAG_RESIDUAL: u32 = 2u;
+const FLAG_RELU: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> params: Conv1x1Params;
+// [N, Cin, H, W]
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// [Cout, Cin]
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+// [Cout] each; bound to a placeholder when the affine flag is off.
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+// [N, Cout, Ho, Wo]; bound to a placeholder when the residual flag is off.
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+// [N, Cout, Ho, Wo]
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+// sh_w[k * TILE_M + m] = W[tile_m + m, k0 + k];  sh_x[k * TILE_N + p] = X[k0 + k, src(tile_n + p)]
+var<workgroup> sh_w: array<f32, 1024>;
+var<workgroup> sh_x: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let n = wg.z;
+    let tile_n = wg.x * TILE_N;
+    let tile_m = wg.y * TILE_M;
+    let plane_in = params.h * params.w;
+    let plane_out = params.ho * params.wo;
+    let x_base = n * params.cin * plane_in;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < params.cin; k0 += TILE_K) {
+        for (var l = 0u; l < 4u; l++) {
+            let e = li + l * WG_SIZE;
+            // Weights: consecutive invocations read consecutive input channels of a row.
+            let wm = e / TILE_K;
+            let wk = e % TILE_K;
+            let co = tile_m + wm;
+            let ci = k0 + wk;
+            var wv = 0.0;
+            if (co < params.cout && ci < params.cin) {
+                wv = weight[co * params.cin + ci];
+            }
+            sh_w[wk * TILE_M + wm] = wv;
+            // Activations: consecutive invocations read consecutive pixels of a channel.
+            let xk = e / TILE_N;
+            let xp = e % TILE_N;
+            let p = tile_n + xp;
+            let cx = k0 + xk;
+            var xv = 0.0;
+            if (p < plane_out && cx < params.cin) {
+                let src = (p / params.wo) * params.stride * params.w + (p % params.wo) * params.stride;
+                xv = x[x_base + cx * plane_in + src];
+            }
+            sh_x[xk * TILE_N + xp] = xv;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TILE_K; k++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var r = 0u; r < 4u; r++) {
+                a[r] = sh_w[k * TILE_M + lid.y + 16u * r];
+                b[r] = sh_x[k * TILE_N + lid.x + 16u * r];
+            }
+            for (var r = 0u; r < 4u; r++) {
+                for (var c = 0u; c < 4u; c++) {
+                    acc[r][c] += a[r] * b[c];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let y_base = n * params.cout * plane_out;
+    for (var r = 0u; r < 4u; r++) {
+        let co = tile_m + lid.y + 16u * r;
+        if (co >= params.cout) {
+            continue;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let p = tile_n + lid.x + 16u * c;
+            if (p >= plane_out) {
+                continue;
+            }
+            let idx = y_base + co * plane_out + p;
+            var v = acc[r][c];
+            if ((params.flags & FLAG_AFFINE) != 0u) {
+                v = scale[co] * v + bias[co];
+            }
+            if ((params.flags & FLAG_RESIDUAL) != 0u) {
+                v += residual[idx];
+            }
+            if ((params.flags & FLAG_RELU) != 0u) {
+                v = max(v, 0.0);
+            }
+            y[idx] = v;
+        }
+    }
+}

@@ -1,0 +1,109 @@
+// Gradient of the 1x1 convolution with respect to its weights, as a tiled GEMM over the whole
+// batch:
+//
+//   dW[co, ci] = sum over images n and output pixels p of dY[n, co, p] * X[n, ci, src(p)]
+//
+// with src(i, j) = (i*s, j*s). K = N * Ho * Wo is walked in steps of 16 in a fixed order by the
+// single workgroup that owns a 64 x 64 tile of dW, so the result is the same on every run.
+
+// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
+struct Conv1x1Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    flags: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+const TILE_M: u32 = 64u;
+const TILE_N: u32 = 64u;
+const TILE_K: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> params: Conv1x1Params;
+// [N, Cout, Ho, Wo]
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+// [N, Cin, H, W]
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+// [Cout, Cin]
+@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+
+// sh_g[k * TILE_M + m] = dY[kk, tile_m + m];  sh_x[k * TILE_N + c] = X[kk, tile_n + c], kk = k0 + k
+var<workgroup> sh_g: array<f32, 1024>;
+var<workgroup> sh_x: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let tile_n = wg.x * TILE_N;
+    let tile_m = wg.y * TILE_M;
+    let plane_in = params.h * params.w;
+    let plane_out = params.ho * params.wo;
+    let total = params.n * plane_out;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < total; k0 += TILE_K) {
+        for (var l = 0u; l < 4u; l++) {
+            // Consecutive invocations walk consecutive pixels (k) of one channel (m).
+            let e = li + l * WG_SIZE;
+            let m = e / TILE_K;
+            let k = e % TILE_K;
+            let kk = k0 + k;
+            var gv = 0.0;
+            var xv = 0.0;
+            if (kk < total) {
+                let n = kk / plane_out;
+                let p = kk % plane_out;
+                let co = tile_m + m;
+                if (co < params.cout) {
+                    gv = dy[(n * params.cout + co) * plane_out + p];
+                }
+                let ci = tile_n + m;
+                if (ci < params.cin) {
+                    let src = (p / params.wo) * params.stride * params.w + (p % params.wo) * params.stride;
+                    xv = x[(n * params.cin + ci) * plane_in + src];
+                }
+            }
+            sh_g[k * TILE_M + m] = gv;
+            sh_x[k * TILE_N + m] = xv;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TILE_K; k++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var r = 0u; r < 4u; r++) {
+                a[r] = sh_g[k * TILE_M + lid.y + 16u * r];
+                b[r] = sh_x[k * TILE_N + lid.x + 16u * r];
+            }
+            for (var r = 0u; r < 4u; r++) {
+                for (var c = 0u; c < 4u; c++) {
+                    acc[r][c] += a[r] * b[c];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var r = 0u; r < 4u; r++) {
+        let co = tile_m + lid.y + 16u * r;
+        if (co >= params.cout) {
+            continue;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let ci = tile_n + lid.x + 16u * c;
+            if (ci < params.cin) {
+                dw[co * params.cin + ci] = acc[r][c];
+            }
+        }
+    }
+}

@@ -1,0 +1,35 @@
+// Normalized shift gradient (DESIGN.md §1): every channel's (dxpos, dypos) pair is scaled to
+// unit L2 norm in place; a zero pair is left alone. The pair is first divided by its larger
+// magnitude so that squaring neither underflows (tiny gradients) nor overflows.
+
+// Mirrors `NormalizeParams` in src/gpu/kernels/asl.rs.
+struct NormalizeParams {
+    c: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> params: NormalizeParams;
+// [2, C]: dxpos then dypos.
+@group(0) @binding(1) var<storage, read_write> grad: array<f32>;
+
+@compute @workgroup_size(WG_SIZE)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= params.c) {
+        return;
+    }
+    let gx = grad[c];
+    let gy = grad[params.c + c];
+    let m = max(abs(gx), abs(gy));
+    if (m > 0.0) {
+        let a = gx / m;
+        let b = gy / m;
+        let norm = sqrt(a * a + b * b);
+        grad[c] = a / norm;
+        grad[params.c + c] = b / norm;
+    }
+}

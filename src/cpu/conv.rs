@@ -1,0 +1,213 @@
+//! Convolutions on the CPU: the 1x1 convolution (a GEMM) with its epilogue and both gradients,
+//! and the 3x3 pad-1 convolution. Mirrors `shaders/conv1x1*.wgsl`.
+
+use super::check_len;
+use crate::error::{Error, Result};
+use crate::shape::{Shape4, check_nonempty, check_stride};
+use num_traits::Float;
+
+/// What the 1x1 convolution applies to its result, in this order: per-output-channel affine
+/// `y = scale[co] * y + bias[co]`, residual add `y += residual`, ReLU.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a, T> {
+    /// `(scale, bias)`, each `[Cout]`.
+    pub affine: Option<(&'a [T], &'a [T])>,
+    /// A tensor of the output's shape added to the result.
+    pub residual: Option<&'a [T]>,
+    /// Clamp negative results to zero.
+    pub relu: bool,
+}
+
+impl<T> Default for Epilogue<'_, T> {
+    fn default() -> Self {
+        Self {
+            affine: None,
+            residual: None,
+            relu: false,
+        }
+    }
+}
+
+/// Flat index of the input pixel that output pixel `p` of a stride-`s` 1x1 conv reads.
+fn src_index(p: usize, wo: usize, w: usize, stride: usize) -> usize {
+    (p / wo) * stride * w + (p % wo) * stride
+}
+
+fn check_weight<T>(op: &'static str, w: &[T], cout: usize, cin: usize) -> Result<()> {
+    check_len(op, "weight", w, cout * cin, format!("[{cout}, {cin}]"))
+}
+
+/// 1x1 convolution with stride: `y[n, co, i, j] = sum_ci w[co, ci] * x[n, ci, i*s, j*s]`,
+/// then the [`Epilogue`]. `w` is `[Cout, Cin]`; returns `[N, Cout, Ho, Wo]`.
+pub fn conv1x1<T: Float>(
+    x: &[T],
+    xs: Shape4,
+    w: &[T],
+    cout: usize,
+    stride: usize,
+    epilogue: Epilogue<'_, T>,
+) -> Result<Vec<T>> {
+    const OP: &str = "conv1x1";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_len(OP, "input", x, xs.len(), xs)?;
+    check_weight(OP, w, cout, xs.c)?;
+    let ys = xs.strided(cout, stride);
+    if let Some((scale, bias)) = epilogue.affine {
+        check_len(OP, "affine scale", scale, cout, format!("[{cout}]"))?;
+        check_len(OP, "affine bias", bias, cout, format!("[{cout}]"))?;
+    }
+    if let Some(r) = epilogue.residual {
+        check_len(OP, "residual", r, ys.len(), ys)?;
+    }
+    let (po, pi) = (ys.plane(), xs.plane());
+    let mut y = vec![T::zero(); ys.len()];
+    let mut row = vec![T::zero(); po];
+    for n in 0..xs.n {
+        for co in 0..cout {
+            row.iter_mut().for_each(|v| *v = T::zero());
+            for ci in 0..xs.c {
+                let wv = w[co * xs.c + ci];
+                let plane = &x[(n * xs.c + ci) * pi..][..pi];
+                for (p, acc) in row.iter_mut().enumerate() {
+                    *acc = *acc + wv * plane[src_index(p, ys.w, xs.w, stride)];
+                }
+            }
+            let base = (n * cout + co) * po;
+            for (p, &acc) in row.iter().enumerate() {
+                let mut v = acc;
+                if let Some((scale, bias)) = epilogue.affine {
+                    v = scale[co] * v + bias[co];
+                }
+                if let Some(r) = epilogue.residual {
+                    v = v + r[base + p];
+                }
+                if epilogue.relu {
+                    v = v.max(T::zero());
+                }
+                y[base + p] = v;
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// Gradient of [`conv1x1`] (without epilogue) with respect to its input: returns `dx` of shape
+/// `xs`; pixels the stride skipped get zero.
+pub fn conv1x1_backward_input<T: Float>(
+    dy: &[T],
+    xs: Shape4,
+    w: &[T],
+    cout: usize,
+    stride: usize,
+) -> Result<Vec<T>> {
+    const OP: &str = "conv1x1_backward_input";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_weight(OP, w, cout, xs.c)?;
+    let ys = xs.strided(cout, stride);
+    check_len(OP, "output gradient", dy, ys.len(), ys)?;
+    let (po, pi) = (ys.plane(), xs.plane());
+    let mut dx = vec![T::zero(); xs.len()];
+    for n in 0..xs.n {
+        for ci in 0..xs.c {
+            let dst = &mut dx[(n * xs.c + ci) * pi..][..pi];
+            for co in 0..cout {
+                let wv = w[co * xs.c + ci];
+                let g = &dy[(n * cout + co) * po..][..po];
+                for (p, &gv) in g.iter().enumerate() {
+                    let q = src_index(p, ys.w, xs.w, stride);
+                    dst[q] = dst[q] + wv * gv;
+                }
+            }
+        }
+    }
+    Ok(dx)
+}
+
+/// Gradient of [`conv1x1`] (without epilogue) with respect to its weights, summed over the
+/// batch: returns `[Cout, Cin]`.
+pub fn conv1x1_backward_weight<T: Float>(
+    dy: &[T],
+    x: &[T],
+    xs: Shape4,
+    cout: usize,
+    stride: usize,
+) -> Result<Vec<T>> {
+    const OP: &str = "conv1x1_backward_weight";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_len(OP, "input", x, xs.len(), xs)?;
+    let ys = xs.strided(cout, stride);
+    check_len(OP, "output gradient", dy, ys.len(), ys)?;
+    let (po, pi) = (ys.plane(), xs.plane());
+    let mut dw = vec![T::zero(); cout * xs.c];
+    for co in 0..cout {
+        for ci in 0..xs.c {
+            let mut acc = T::zero();
+            for n in 0..xs.n {
+                let g = &dy[(n * cout + co) * po..][..po];
+                let plane = &x[(n * xs.c + ci) * pi..][..pi];
+                for (p, &gv) in g.iter().enumerate() {
+                    acc = acc + gv * plane[src_index(p, ys.w, xs.w, stride)];
+                }
+            }
+            dw[co * xs.c + ci] = acc;
+        }
+    }
+    Ok(dw)
+}
+
+/// 3x3 convolution, padding 1, stride `s`, no bias: `w` is `[Cout, Cin, 3, 3]`;
+/// `y[n, co, i, j] = sum w[co, ci, ky, kx] * x[n, ci, i*s + ky - 1, j*s + kx - 1]` (zero
+/// outside). Returns `[N, Cout, (H-1)/s + 1, (W-1)/s + 1]`.
+pub fn conv3x3<T: Float>(
+    x: &[T],
+    xs: Shape4,
+    w: &[T],
+    cout: usize,
+    stride: usize,
+) -> Result<Vec<T>> {
+    const OP: &str = "conv3x3";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_len(OP, "input", x, xs.len(), xs)?;
+    if w.len() != cout * xs.c * 9 {
+        return Err(Error::shape(
+            OP,
+            "weight",
+            format!("[{cout}, {}, 3, 3]", xs.c),
+            format!("{} elements", w.len()),
+        ));
+    }
+    let ys = xs.strided(cout, stride);
+    let mut y = vec![T::zero(); ys.len()];
+    for n in 0..xs.n {
+        for co in 0..cout {
+            for i in 0..ys.h {
+                for j in 0..ys.w {
+                    let mut acc = T::zero();
+                    for ci in 0..xs.c {
+                        let plane = &x[(n * xs.c + ci) * xs.plane()..][..xs.plane()];
+                        for ky in 0..3 {
+                            let r = (i * stride + ky) as i64 - 1;
+                            if r < 0 || r >= xs.h as i64 {
+                                continue;
+                            }
+                            for kx in 0..3 {
+                                let c = (j * stride + kx) as i64 - 1;
+                                if c < 0 || c >= xs.w as i64 {
+                                    continue;
+                                }
+                                let wv = w[((co * xs.c + ci) * 3 + ky) * 3 + kx];
+                                acc = acc + wv * plane[r as usize * xs.w + c as usize];
+                            }
+                        }
+                    }
+                    y[((n * cout + co) * ys.h + i) * ys.w + j] = acc;
+                }
+            }
+        }
+    }
+    Ok(y)
+}

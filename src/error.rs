@@ -1,0 +1,97 @@
+//! The library's error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in `activeshift`, with messages that say what was expected and
+/// what was found.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No GPU adapter could be found (or none matched `WGPU_ADAPTER_NAME`).
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+
+    /// The adapter lacks a limit or capability the kernels need.
+    #[error("adapter `{adapter}` cannot run activeshift: {reason}")]
+    UnsupportedAdapter {
+        /// Name of the adapter that was rejected.
+        adapter: String,
+        /// What it lacks.
+        reason: String,
+    },
+
+    /// Creating the logical device failed.
+    #[error("could not create a device: {0}")]
+    RequestDevice(String),
+
+    /// A tensor or parameter has the wrong shape for an operation.
+    #[error("{op}: {what}: expected {expected}, found {found}")]
+    Shape {
+        /// The operation or kernel that checked the shape.
+        op: &'static str,
+        /// Which argument was wrong.
+        what: String,
+        /// What the operation needs.
+        expected: String,
+        /// What it was given.
+        found: String,
+    },
+
+    /// An argument is out of its valid range (e.g. stride 0).
+    #[error("{op}: invalid argument: {msg}")]
+    InvalidArgument {
+        /// The operation that rejected the argument.
+        op: &'static str,
+        /// Why.
+        msg: String,
+    },
+
+    /// A request exceeds a limit of the device (buffer size, dispatch size).
+    #[error("{op}: {what} needs {needed}, but the device allows at most {limit}")]
+    DeviceLimit {
+        /// The operation that hit the limit.
+        op: &'static str,
+        /// Which limit.
+        what: &'static str,
+        /// What was needed.
+        needed: u64,
+        /// What the device allows.
+        limit: u64,
+    },
+
+    /// Reading a buffer back from the GPU failed (device lost, mapping error).
+    #[error("reading back from the GPU failed: {0}")]
+    Readback(String),
+
+    /// The GPU device was lost or reported an error while running kernels.
+    #[error("GPU device error: {0}")]
+    Device(String),
+}
+
+/// Shorthand for `Result<T, activeshift::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Build a [`Error::Shape`] error.
+    pub(crate) fn shape(
+        op: &'static str,
+        what: impl Into<String>,
+        expected: impl std::fmt::Display,
+        found: impl std::fmt::Display,
+    ) -> Self {
+        Error::Shape {
+            op,
+            what: what.into(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
+
+    /// Build an [`Error::InvalidArgument`] error.
+    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            op,
+            msg: msg.into(),
+        }
+    }
+}

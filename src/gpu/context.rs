@@ -1,0 +1,199 @@
+//! Creating or adopting a wgpu device.
+
+use super::kernels::Kernels;
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+/// A wgpu device and queue plus everything activeshift builds on them (pipelines are built
+/// lazily, once per context, the first time a kernel is used).
+///
+/// Create one with [`GpuContext::new`] (activeshift picks and opens an adapter) or
+/// [`GpuContext::from_device`] (a host application hands over the device it already owns).
+/// `wgpu::Device` and `wgpu::Queue` are cheap reference-counted handles, so the host keeps
+/// using its own.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    kernels: Kernels,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+/// The limits every activeshift kernel stays within: WebGPU's defaults (256 invocations per
+/// workgroup, 8 storage buffers per stage, 16 KiB of workgroup memory, 128 MiB per binding).
+/// A device handed to [`GpuContext::from_device`] must provide at least these.
+pub fn required_limits() -> wgpu::Limits {
+    wgpu::Limits::defaults()
+}
+
+fn check_limits(adapter: &str, have: &wgpu::Limits) -> Result<()> {
+    let mut missing = Vec::new();
+    required_limits().check_limits_with_fail_fn(have, false, |name, needed, allowed| {
+        missing.push(format!("{name}: needs {needed}, has {allowed}"));
+    });
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedAdapter {
+            adapter: adapter.to_string(),
+            reason: format!("limits below WebGPU's defaults ({})", missing.join("; ")),
+        })
+    }
+}
+
+impl GpuContext {
+    /// Pick an adapter and open a device on it.
+    ///
+    /// Honours wgpu's environment variables: `WGPU_BACKEND` (e.g. `vulkan`, `gl`),
+    /// `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter name; an error if none
+    /// matches) and `WGPU_POWER_PREF`. Requires WebGPU's default limits; takes the optional
+    /// features `SHADER_F16` and `TIMESTAMP_QUERY` where the adapter has them.
+    pub async fn new() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = select_adapter(&instance).await?;
+        let info = adapter.get_info();
+        let downlevel = adapter.get_downlevel_capabilities();
+        if !downlevel
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        {
+            return Err(Error::UnsupportedAdapter {
+                adapter: info.name.clone(),
+                reason: "it has no compute shaders".into(),
+            });
+        }
+        let adapter_limits = adapter.limits();
+        check_limits(&info.name, &adapter_limits)?;
+        // Take the WebGPU defaults, but let tensors grow to what the adapter allows.
+        let mut limits = required_limits();
+        limits.max_storage_buffer_binding_size = adapter_limits.max_storage_buffer_binding_size;
+        limits.max_buffer_size = adapter_limits.max_buffer_size;
+        let optional = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & optional;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("activeshift"),
+                required_features: features,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        Ok(Self::assemble(device, queue, info))
+    }
+
+    /// Adopt a device and queue that a host application already owns. Checks that the device
+    /// provides [`required_limits`]; activeshift needs no optional feature.
+    pub fn from_device(
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        info: wgpu::AdapterInfo,
+    ) -> Result<Self> {
+        check_limits(&info.name, &device.limits())?;
+        Ok(Self::assemble(device.clone(), queue.clone(), info))
+    }
+
+    fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        let lost = Arc::new(Mutex::new(None));
+        let flag = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = flag.lock() {
+                *slot = Some(format!("{reason:?}: {message}"));
+            }
+        });
+        Self {
+            device,
+            queue,
+            info,
+            kernels: Kernels::default(),
+            lost,
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The adapter the device belongs to.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// One line naming the adapter, its backend and driver.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        format!(
+            "{} ({:?}, {:?}, driver: {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+
+    /// The kernels (pipelines are built on first use and cached).
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    /// An error if the device has been lost.
+    pub fn check_device(&self) -> Result<()> {
+        match self.lost.lock().ok().and_then(|s| s.clone()) {
+            Some(msg) => Err(Error::Device(format!("device lost ({msg})"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Record work with `f` into a fresh command encoder and submit it.
+    pub fn submit<F>(&self, f: F) -> Result<wgpu::SubmissionIndex>
+    where
+        F: FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    {
+        self.check_device()?;
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("activeshift"),
+            });
+        f(&mut encoder)?;
+        Ok(self.queue.submit([encoder.finish()]))
+    }
+}
+
+/// The adapter named by `WGPU_ADAPTER_NAME`, else wgpu's default choice.
+async fn select_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let wanted = wanted.to_lowercase();
+        let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        return adapters
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+            .ok_or_else(|| {
+                Error::NoAdapter(format!(
+                    "WGPU_ADAPTER_NAME={wanted:?} matches none of {names:?}"
+                ))
+            });
+    }
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            Error::NoAdapter(format!(
+                "{e} (on Linux without a GPU, install Mesa's software Vulkan driver: \
+                 `apt-get install mesa-vulkan-drivers libvulkan1`)"
+            ))
+        })
+}

@@ -1,0 +1,173 @@
+//! f32 tensors living in GPU storage buffers.
+
+use super::GpuContext;
+use crate::error::{Error, Result};
+use crate::shape::Shape4;
+use wgpu::util::DeviceExt;
+
+/// An f32 tensor in a GPU storage buffer: a shape (row-major, activations in NCHW) and the
+/// buffer holding exactly that many elements.
+#[derive(Debug, Clone)]
+pub struct GpuTensor {
+    dims: Vec<usize>,
+    buffer: wgpu::Buffer,
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+fn byte_size(ctx: &GpuContext, dims: &[usize]) -> Result<u64> {
+    let elems = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::invalid("tensor", format!("shape {dims:?} overflows")))?;
+    if elems == 0 {
+        return Err(Error::shape(
+            "tensor",
+            "shape",
+            "at least one element",
+            format!("{dims:?}"),
+        ));
+    }
+    let bytes = (elems as u64).saturating_mul(4);
+    let limit = u64::from(ctx.device().limits().max_storage_buffer_binding_size);
+    if bytes > limit {
+        return Err(Error::DeviceLimit {
+            op: "tensor",
+            what: "bytes per storage buffer binding",
+            needed: bytes,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+impl GpuTensor {
+    /// Upload `data` as a tensor of shape `dims`.
+    pub fn from_slice(ctx: &GpuContext, dims: &[usize], data: &[f32]) -> Result<Self> {
+        let bytes = byte_size(ctx, dims)?;
+        if data.len() as u64 * 4 != bytes {
+            return Err(Error::shape(
+                "tensor upload",
+                "data",
+                format!("{} elements for shape {dims:?}", bytes / 4),
+                format!("{} elements", data.len()),
+            ));
+        }
+        let buffer = ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("activeshift tensor"),
+                contents: bytemuck::cast_slice(data),
+                usage: USAGE,
+            });
+        Ok(Self {
+            dims: dims.to_vec(),
+            buffer,
+        })
+    }
+
+    /// A zero-filled tensor of shape `dims`.
+    pub fn zeros(ctx: &GpuContext, dims: &[usize]) -> Result<Self> {
+        let size = byte_size(ctx, dims)?;
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("activeshift tensor"),
+            size,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            dims: dims.to_vec(),
+            buffer,
+        })
+    }
+
+    /// A tensor of shape `dims` with every element `value` (tests use NaN to poison outputs).
+    pub fn filled(ctx: &GpuContext, dims: &[usize], value: f32) -> Result<Self> {
+        let len = byte_size(ctx, dims)? as usize / 4;
+        Self::from_slice(ctx, dims, &vec![value; len])
+    }
+
+    /// Overwrite the contents with `data` (queued; takes effect before the next submission).
+    pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
+        if data.len() != self.len() {
+            return Err(Error::shape(
+                "tensor write",
+                "data",
+                format!("{} elements for shape {:?}", self.len(), self.dims),
+                format!("{} elements", data.len()),
+            ));
+        }
+        ctx.queue()
+            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Copy the contents back to the host. Never blocks on the web: on native the device is
+    /// polled until the copy is done, in the browser the future resolves when the browser has
+    /// mapped the buffer.
+    pub async fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        let size = self.buffer.size();
+        let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("activeshift readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.submit(|enc| {
+            enc.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, size);
+            Ok(())
+        })?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("the map callback was dropped".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        ctx.check_device()?;
+        let data = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// [`GpuTensor::read`], blocking the calling thread (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_blocking(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
+        pollster::block_on(self.read(ctx))
+    }
+
+    /// The shape.
+    pub fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+
+    /// The shape as NCHW, or a shape error naming `op` and `what`.
+    pub fn shape4(&self, op: &'static str, what: &str) -> Result<Shape4> {
+        Shape4::from_dims(op, what, &self.dims)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Always false: a tensor holds at least one element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The storage buffer (usage `STORAGE | COPY_SRC | COPY_DST`).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}

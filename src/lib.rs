@@ -1,0 +1,41 @@
+//! # activeshift
+//!
+//! Active Shift networks (Jeon & Kim, NeurIPS 2018) on any GPU through wgpu, with every kernel
+//! written in WGSL, and a CPU twin of every kernel that serves as test reference and fallback.
+//!
+//! The Active Shift Layer (ASL) replaces a spatial convolution by a learnable per-channel
+//! sub-pixel shift followed by a 1x1 convolution. This crate provides:
+//!
+//! - [`GpuContext`]: opens a device (honouring `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`) or adopts a
+//!   host application's `wgpu::Device` and `wgpu::Queue`;
+//! - [`GpuTensor`]: f32 tensors in storage buffers, with async readback that works on native
+//!   and on the web;
+//! - [`gpu::kernels`]: one type per WGSL kernel (ASL forward and both gradients, the
+//!   normalized shift gradient, the tiled 1x1 GEMM with epilogue and its backward GEMMs);
+//! - [`cpu`]: the same computations in plain Rust.
+//!
+//! ```no_run
+//! # async fn demo() -> activeshift::Result<()> {
+//! use activeshift::{GpuContext, GpuTensor};
+//! let ctx = GpuContext::new().await?;
+//! let x = GpuTensor::from_slice(&ctx, &[1, 2, 4, 4], &[1.0; 32])?;
+//! // xpos then ypos, one per channel
+//! let shift = GpuTensor::from_slice(&ctx, &[2, 2], &[0.5, -1.0, 0.25, 2.0])?;
+//! let out = GpuTensor::zeros(&ctx, &[1, 2, 4, 4])?;
+//! ctx.submit(|enc| {
+//!     ctx.kernels().asl_forward(ctx.device()).record(&ctx, enc, &x, &shift, 1, &out)
+//! })?;
+//! let values = out.read(&ctx).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cpu;
+mod error;
+pub mod gpu;
+mod shape;
+
+pub use error::{Error, Result};
+pub use gpu::{GpuContext, GpuTensor};
+pub use shape::Shape4;

@@ -1,0 +1,245 @@
+//! Helpers shared by the integration tests: one GPU context per test binary, fresh random
+//! inputs with a printed seed, and error measures.
+#![allow(dead_code)]
+
+use activeshift::{GpuContext, GpuTensor};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::io::Write;
+use std::sync::OnceLock;
+
+/// The shared GPU context, or `None` when no adapter exists and the run does not require one.
+///
+/// With `ACTIVESHIFT_REQUIRE_GPU=1` (as in CI) a missing adapter fails the test instead of
+/// skipping it. With `ACTIVESHIFT_GPU_TEST_LOG=FILE` every GPU test that runs appends one line
+/// to FILE, so CI can report how many ran.
+pub fn gpu(test: &str) -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Result<GpuContext, String>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()));
+    match ctx {
+        Ok(ctx) => {
+            if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG") {
+                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                    let _ = writeln!(f, "{test}\t{}", ctx.adapter_info().name);
+                }
+            }
+            Some(ctx)
+        }
+        Err(e) => {
+            if std::env::var("ACTIVESHIFT_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("ACTIVESHIFT_REQUIRE_GPU=1 but no GPU adapter is usable: {e}");
+            }
+            eprintln!("skipping {test}: no GPU adapter ({e})");
+            None
+        }
+    }
+}
+
+/// A random generator with a fresh seed (or `ACTIVESHIFT_TEST_SEED`), printed so a failure can
+/// be replayed.
+pub fn rng(test: &str) -> (StdRng, u64) {
+    let seed = std::env::var("ACTIVESHIFT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: seed {seed} (replay with ACTIVESHIFT_TEST_SEED={seed})");
+    (StdRng::seed_from_u64(seed), seed)
+}
+
+/// `len` values uniform in `[lo, hi)`.
+pub fn uniform(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// A value uniform in `[lo, hi)`.
+pub fn between(rng: &mut StdRng, lo: f32, hi: f32) -> f32 {
+    rng.random_range(lo..hi)
+}
+
+/// `len` values uniform in `[lo, hi)`, as f64.
+pub fn uniform64(rng: &mut StdRng, len: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Relative error `max |a - b| / max |b|` (infinity norms); NaN anywhere gives infinity.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    let mut diff = 0.0f64;
+    let mut scale = 0.0f64;
+    for (&x, &y) in a.iter().zip(b) {
+        if !x.is_finite() || !y.is_finite() {
+            return f64::INFINITY;
+        }
+        diff = diff.max((f64::from(x) - f64::from(y)).abs());
+        scale = scale.max(f64::from(y).abs());
+    }
+    if scale == 0.0 { diff } else { diff / scale }
+}
+
+/// Convert to f64.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// Convert to f32.
+pub fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// Upload a tensor.
+pub fn upload(ctx: &GpuContext, dims: &[usize], data: &[f32]) -> GpuTensor {
+    GpuTensor::from_slice(ctx, dims, data).expect("upload")
+}
+
+/// A tensor poisoned with NaN, to be overwritten by a kernel.
+pub fn poisoned(ctx: &GpuContext, dims: &[usize]) -> GpuTensor {
+    GpuTensor::filled(ctx, dims, f32::NAN).expect("poisoned tensor")
+}
+
+/// Read a tensor back.
+pub fn read(ctx: &GpuContext, t: &GpuTensor) -> Vec<f32> {
+    t.read_blocking(ctx).expect("readback")
+}
+
+use activeshift::Shape4;
+use activeshift::cpu;
+use activeshift::gpu::kernels::Conv1x1Epilogue;
+
+/// The kernels under test, behind one interface so every reference test runs on the CPU
+/// implementation and on the GPU kernels alike. All f32.
+pub trait Impl {
+    /// Name for messages.
+    fn name(&self) -> String;
+    /// ASL forward.
+    fn forward(&self, x: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32>;
+    /// ASL input gradient; `xs` is the forward input's shape.
+    fn backward_input(&self, dout: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32>;
+    /// ASL shift gradient.
+    fn backward_shift(&self, x: &[f32], xs: Shape4, dout: &[f32], shift: &[f32], s: usize)
+    -> Vec<f32>;
+    /// Normalized shift gradient.
+    fn normalize(&self, grad: &[f32]) -> Vec<f32>;
+    /// 1x1 convolution without epilogue.
+    fn conv1x1(&self, x: &[f32], xs: Shape4, w: &[f32], cout: usize, s: usize) -> Vec<f32>;
+}
+
+/// The CPU implementation (f32).
+pub struct Cpu;
+
+impl Impl for Cpu {
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+    fn forward(&self, x: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32> {
+        cpu::asl_forward(x, xs, shift, s).expect("cpu asl_forward")
+    }
+    fn backward_input(&self, dout: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32> {
+        cpu::asl_backward_input(dout, xs, shift, s).expect("cpu asl_backward_input")
+    }
+    fn backward_shift(
+        &self,
+        x: &[f32],
+        xs: Shape4,
+        dout: &[f32],
+        shift: &[f32],
+        s: usize,
+    ) -> Vec<f32> {
+        cpu::asl_backward_shift(x, xs, dout, shift, s).expect("cpu asl_backward_shift")
+    }
+    fn normalize(&self, grad: &[f32]) -> Vec<f32> {
+        let mut g = grad.to_vec();
+        cpu::normalize_shift_grad(&mut g).expect("cpu normalize");
+        g
+    }
+    fn conv1x1(&self, x: &[f32], xs: Shape4, w: &[f32], cout: usize, s: usize) -> Vec<f32> {
+        cpu::conv1x1(x, xs, w, cout, s, Default::default()).expect("cpu conv1x1")
+    }
+}
+
+/// The GPU kernels; every output is poisoned with NaN before the kernel runs.
+pub struct Gpu(pub &'static GpuContext);
+
+impl Impl for Gpu {
+    fn name(&self) -> String {
+        format!("gpu ({})", self.0.adapter_info().name)
+    }
+    fn forward(&self, x: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32> {
+        let ctx = self.0;
+        let xt = upload(ctx, &xs.dims(), x);
+        let st = upload(ctx, &[2, xs.c], shift);
+        let out = poisoned(ctx, &xs.strided(xs.c, s).dims());
+        ctx.submit(|enc| ctx.kernels().asl_forward(ctx.device()).record(ctx, enc, &xt, &st, s, &out))
+            .expect("gpu asl_forward");
+        read(ctx, &out)
+    }
+    fn backward_input(&self, dout: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32> {
+        let ctx = self.0;
+        let dt = upload(ctx, &xs.strided(xs.c, s).dims(), dout);
+        let st = upload(ctx, &[2, xs.c], shift);
+        let dx = poisoned(ctx, &xs.dims());
+        ctx.submit(|enc| {
+            ctx.kernels().asl_backward_input(ctx.device()).record(ctx, enc, &dt, &st, s, &dx)
+        })
+        .expect("gpu asl_backward_input");
+        read(ctx, &dx)
+    }
+    fn backward_shift(
+        &self,
+        x: &[f32],
+        xs: Shape4,
+        dout: &[f32],
+        shift: &[f32],
+        s: usize,
+    ) -> Vec<f32> {
+        let ctx = self.0;
+        let xt = upload(ctx, &xs.dims(), x);
+        let dt = upload(ctx, &xs.strided(xs.c, s).dims(), dout);
+        let st = upload(ctx, &[2, xs.c], shift);
+        let g = poisoned(ctx, &[2, xs.c]);
+        ctx.submit(|enc| {
+            ctx.kernels()
+                .asl_backward_shift(ctx.device())
+                .record(ctx, enc, &xt, &dt, &st, s, &g)
+        })
+        .expect("gpu asl_backward_shift");
+        read(ctx, &g)
+    }
+    fn normalize(&self, grad: &[f32]) -> Vec<f32> {
+        let ctx = self.0;
+        let g = upload(ctx, &[2, grad.len() / 2], grad);
+        ctx.submit(|enc| ctx.kernels().shift_grad_normalize(ctx.device()).record(ctx, enc, &g))
+            .expect("gpu normalize");
+        read(ctx, &g)
+    }
+    fn conv1x1(&self, x: &[f32], xs: Shape4, w: &[f32], cout: usize, s: usize) -> Vec<f32> {
+        let ctx = self.0;
+        let xt = upload(ctx, &xs.dims(), x);
+        let wt = upload(ctx, &[cout, xs.c], w);
+        let y = poisoned(ctx, &xs.strided(cout, s).dims());
+        ctx.submit(|enc| {
+            ctx.kernels().conv1x1(ctx.device()).record(
+                ctx,
+                enc,
+                &xt,
+                &wt,
+                s,
+                Conv1x1Epilogue::default(),
+                &y,
+            )
+        })
+        .expect("gpu conv1x1");
+        read(ctx, &y)
+    }
+}
+
+/// Run `body` on the CPU implementation.
+pub fn on_cpu(body: impl Fn(&dyn Impl)) {
+    body(&Cpu);
+}
+
+/// Run `body` on the GPU kernels (skips only when no adapter and not required).
+pub fn on_gpu(test: &str, body: impl Fn(&dyn Impl)) {
+    if let Some(ctx) = gpu(test) {
+        body(&Gpu(ctx));
+    }
+}
