@@ -63,6 +63,24 @@ pub enum Error {
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),
 
+    /// A file (model, weights, image) is malformed or does not hold what was expected.
+    #[error("invalid {format}: {msg}")]
+    Format {
+        /// What kind of file (`caffemodel`, `safetensors`, `image`, ...).
+        format: &'static str,
+        /// What is wrong, naming the layer, tensor or field.
+        msg: String,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
     /// The GPU device was lost or reported an error while running kernels.
     #[error("GPU device error: {0}")]
     Device(String),
