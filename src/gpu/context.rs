@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 /// Create one with [`GpuContext::new`] (activeshift picks and opens an adapter) or
 /// [`GpuContext::from_device`] (a host application hands over the device it already owns).
 /// `wgpu::Device` and `wgpu::Queue` are cheap reference-counted handles, so the host keeps
-/// using its own.
+/// using its own. `GpuContext` is a handle too: clones share the device and the pipelines.
+#[derive(Clone)]
 pub struct GpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    kernels: Kernels,
+    kernels: Arc<Kernels>,
     lost: Arc<Mutex<Option<String>>>,
 }
 
@@ -108,7 +109,7 @@ impl GpuContext {
             device,
             queue,
             info,
-            kernels: Kernels::default(),
+            kernels: Arc::new(Kernels::default()),
             lost,
         }
     }

@@ -1,0 +1,236 @@
+//! Models in memory and on disk: weights + config + labels in one safetensors file.
+
+use super::config::ArchConfig;
+use crate::error::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Value of the `format` metadata key of activeshift model files.
+pub const FORMAT: &str = "activeshift-model-v1";
+
+/// A host-side f32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Shape, row-major.
+    pub dims: Vec<usize>,
+    /// `dims.iter().product()` values.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// A tensor from its shape and data (checked to agree).
+    pub fn new(dims: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if len != Some(data.len()) {
+            return Err(Error::Format {
+                format: "tensor",
+                msg: format!("shape {dims:?} does not hold {} values", data.len()),
+            });
+        }
+        Ok(Self { dims, data })
+    }
+}
+
+/// A complete model: architecture, class labels and every learnable tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// The architecture (and preprocessing).
+    pub config: ArchConfig,
+    /// One label per class.
+    pub labels: Vec<String>,
+    /// Parameters by name, exactly those of [`ArchConfig::param_shapes`].
+    pub params: BTreeMap<String, HostTensor>,
+}
+
+fn model_err(msg: String) -> Error {
+    Error::Format {
+        format: "model",
+        msg,
+    }
+}
+
+impl Model {
+    /// Assemble a model, checking that the config builds, that every tensor the config needs is
+    /// present with the right shape and finite values, that there is no extra tensor, and that
+    /// there is one label per class (an empty list gets `class 0`, `class 1`, ...).
+    pub fn new(
+        config: ArchConfig,
+        mut labels: Vec<String>,
+        params: BTreeMap<String, HostTensor>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let expected = config.param_shapes();
+        for (name, dims) in &expected {
+            let t = params
+                .get(name)
+                .ok_or_else(|| model_err(format!("tensor `{name}` {dims:?} is missing")))?;
+            if &t.dims != dims {
+                return Err(model_err(format!(
+                    "tensor `{name}`: expected shape {dims:?}, found {:?}",
+                    t.dims
+                )));
+            }
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(model_err(format!(
+                    "tensor `{name}`: element {i} is {} (weights must be finite)",
+                    t.data[i]
+                )));
+            }
+        }
+        if let Some(extra) = params
+            .keys()
+            .find(|k| !expected.iter().any(|(n, _)| n == *k))
+        {
+            return Err(model_err(format!(
+                "tensor `{extra}` is not part of architecture `{}`",
+                config.name
+            )));
+        }
+        if labels.is_empty() {
+            labels = (0..config.classes).map(|i| format!("class {i}")).collect();
+        }
+        if labels.len() != config.classes {
+            return Err(model_err(format!(
+                "{} labels for {} classes",
+                labels.len(),
+                config.classes
+            )));
+        }
+        Ok(Self {
+            config,
+            labels,
+            params,
+        })
+    }
+
+    /// A parameter by name.
+    pub fn param(&self, name: &str) -> Result<&HostTensor> {
+        self.params
+            .get(name)
+            .ok_or_else(|| model_err(format!("tensor `{name}` is missing")))
+    }
+
+    /// Parse an activeshift safetensors model file.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Format {
+            format: "safetensors",
+            msg: e.to_string(),
+        })?;
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Format {
+            format: "safetensors",
+            msg: e.to_string(),
+        })?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        let get = |key: &str| {
+            meta.get(key).ok_or_else(|| {
+                model_err(format!(
+                    "metadata key `{key}` is missing (not an activeshift model file?)"
+                ))
+            })
+        };
+        let format = get("format")?;
+        if format != FORMAT {
+            return Err(model_err(format!(
+                "metadata `format` is `{format}`, expected `{FORMAT}`"
+            )));
+        }
+        let config: ArchConfig = serde_json::from_str(get("config")?)
+            .map_err(|e| model_err(format!("metadata `config`: {e}")))?;
+        let labels: Vec<String> = serde_json::from_str(get("labels")?)
+            .map_err(|e| model_err(format!("metadata `labels`: {e}")))?;
+        config.validate()?;
+        let mut params = BTreeMap::new();
+        for (name, view) in st.iter() {
+            if view.dtype() != Dtype::F32 {
+                return Err(model_err(format!(
+                    "tensor `{name}`: dtype {:?}, expected F32",
+                    view.dtype()
+                )));
+            }
+            let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+            params.insert(
+                name.to_string(),
+                HostTensor::new(view.shape().to_vec(), data)?,
+            );
+        }
+        Self::new(config, labels, params)
+    }
+
+    /// Serialize to the safetensors model format (weights, plus `format`, `config` and `labels`
+    /// metadata).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let bytes: Vec<(&String, Vec<u8>)> = self
+            .params
+            .iter()
+            .map(|(k, t)| (k, bytemuck::cast_slice(&t.data).to_vec()))
+            .collect();
+        let mut views = Vec::with_capacity(bytes.len());
+        for ((name, data), t) in bytes.iter().zip(self.params.values()) {
+            let view = TensorView::new(Dtype::F32, t.dims.clone(), data).map_err(|e| {
+                model_err(format!("tensor `{name}`: {e}"))
+            })?;
+            views.push((name.as_str(), view));
+        }
+        let json = |v: serde_json::Result<String>| {
+            v.map_err(|e| model_err(format!("cannot encode metadata: {e}")))
+        };
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("config".to_string(), json(serde_json::to_string(&self.config))?),
+            ("labels".to_string(), json(serde_json::to_string(&self.labels))?),
+        ]);
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
+            format: "safetensors",
+            msg: e.to_string(),
+        })
+    }
+
+    /// Load a model file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_safetensors(&bytes).map_err(|e| match e {
+            Error::Format { format, msg } => Error::Format {
+                format,
+                msg: format!("{}: {msg}", path.display()),
+            },
+            e => e,
+        })
+    }
+
+    /// Write the model file atomically (a temporary file in the same directory, then a rename),
+    /// so a crash never leaves a half-written model. Refuses to replace an existing file unless
+    /// `overwrite` is set.
+    pub fn save(&self, path: &Path, overwrite: bool) -> Result<()> {
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if !overwrite && path.exists() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "file exists (pass overwrite / --force to replace it)",
+            )));
+        }
+        let bytes = self.to_safetensors()?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model".into());
+        let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })
+    }
+}

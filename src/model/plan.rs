@@ -1,0 +1,239 @@
+//! The execution plan: a network as a flat list of operations on numbered activation slots,
+//! derived from an [`ArchConfig`]. The CPU and GPU engines both execute this same list, so the
+//! two backends cannot disagree about the network's structure.
+
+use super::config::ArchConfig;
+use crate::shape::Shape4;
+
+/// Index of an activation tensor in [`Plan::slots`].
+pub type Slot = usize;
+
+/// Name of the constant all-ones tensor the classifier's affine epilogue uses as its scale.
+pub const ONES: &str = "const.fc.ones";
+
+/// One operation. Parameter tensors are named as in [`ArchConfig::param_shapes`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// 3x3 convolution, padding 1, no bias.
+    Conv3x3 {
+        /// Input slot.
+        input: Slot,
+        /// `[Cout, Cin, 3, 3]` weight.
+        weight: String,
+        /// Stride.
+        stride: usize,
+        /// Output slot.
+        out: Slot,
+    },
+    /// Per-channel affine `y = scale * x + bias`, optionally followed by ReLU.
+    Affine {
+        /// Input slot.
+        input: Slot,
+        /// `[C]` multiplier.
+        scale: String,
+        /// `[C]` offset.
+        bias: String,
+        /// Apply ReLU after the affine.
+        relu: bool,
+        /// Output slot.
+        out: Slot,
+    },
+    /// 1x1 convolution with stride and epilogue (affine, then residual add, then ReLU).
+    Conv1x1 {
+        /// Input slot.
+        input: Slot,
+        /// `[Cout, Cin]` weight.
+        weight: String,
+        /// Stride.
+        stride: usize,
+        /// `(scale, bias)` of the epilogue's affine.
+        affine: Option<(String, String)>,
+        /// Slot added to the result.
+        residual: Option<Slot>,
+        /// Apply ReLU last.
+        relu: bool,
+        /// Output slot.
+        out: Slot,
+    },
+    /// Active Shift Layer.
+    Shift {
+        /// Input slot.
+        input: Slot,
+        /// `[2, C]` shift (xpos row, ypos row).
+        shift: String,
+        /// Stride.
+        stride: usize,
+        /// Output slot.
+        out: Slot,
+    },
+    /// Global average pooling to `[N, C, 1, 1]`.
+    AvgPool {
+        /// Input slot.
+        input: Slot,
+        /// Output slot.
+        out: Slot,
+    },
+    /// Softmax over the channels of `[N, K, 1, 1]`.
+    Softmax {
+        /// Input slot.
+        input: Slot,
+        /// Output slot.
+        out: Slot,
+    },
+}
+
+/// A network as operations on activation slots, for one batch size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The operations in execution order.
+    pub ops: Vec<Op>,
+    /// Shape of every activation slot.
+    pub slots: Vec<Shape4>,
+    /// The input slot `[N, C, H, W]`.
+    pub input: Slot,
+    /// The logits `[N, classes, 1, 1]`.
+    pub logits: Slot,
+    /// The class probabilities `[N, classes, 1, 1]`.
+    pub probs: Slot,
+}
+
+struct Builder {
+    ops: Vec<Op>,
+    slots: Vec<Shape4>,
+}
+
+impl Builder {
+    fn slot(&mut self, s: Shape4) -> Slot {
+        self.slots.push(s);
+        self.slots.len() - 1
+    }
+}
+
+impl Plan {
+    /// The plan of `config` for batches of `n` images.
+    pub fn new(config: &ArchConfig, n: usize) -> Plan {
+        let [h, w] = config.input_size;
+        let mut b = Builder {
+            ops: Vec::new(),
+            slots: Vec::new(),
+        };
+        let input = b.slot(Shape4::new(n, config.in_channels, h, w));
+        let stem_shape =
+            b.slots[input].strided(config.stem_width, config.stem_stride);
+        let mut x = b.slot(stem_shape);
+        b.ops.push(Op::Conv3x3 {
+            input,
+            weight: "stem.weight".into(),
+            stride: config.stem_stride,
+            out: x,
+        });
+        for blk in config.blocks() {
+            let p = |s: &str| format!("{}.{s}", blk.prefix);
+            let xs = b.slots[x];
+            let t = b.slot(xs);
+            b.ops.push(Op::Affine {
+                input: x,
+                scale: p("pre.scale"),
+                bias: p("pre.bias"),
+                relu: true,
+                out: t,
+            });
+            let u = b.slot(xs.strided(blk.inner, 1));
+            b.ops.push(Op::Conv1x1 {
+                input: t,
+                weight: p("expand.weight"),
+                stride: 1,
+                affine: Some((p("mid.scale"), p("mid.bias"))),
+                residual: None,
+                relu: true,
+                out: u,
+            });
+            let v = b.slot(xs.strided(blk.inner, blk.stride));
+            b.ops.push(Op::Shift {
+                input: u,
+                shift: p("shift"),
+                stride: blk.stride,
+                out: v,
+            });
+            let shortcut = if blk.projection {
+                let sc = b.slot(xs.strided(blk.width, blk.stride));
+                b.ops.push(Op::Conv1x1 {
+                    input: t,
+                    weight: p("shortcut.weight"),
+                    stride: blk.stride,
+                    affine: None,
+                    residual: None,
+                    relu: false,
+                    out: sc,
+                });
+                sc
+            } else {
+                x
+            };
+            let y = b.slot(xs.strided(blk.width, blk.stride));
+            b.ops.push(Op::Conv1x1 {
+                input: v,
+                weight: p("reduce.weight"),
+                stride: 1,
+                affine: None,
+                residual: Some(shortcut),
+                relu: false,
+                out: y,
+            });
+            x = y;
+        }
+        let xs = b.slots[x];
+        let t = b.slot(xs);
+        b.ops.push(Op::Affine {
+            input: x,
+            scale: "head.scale".into(),
+            bias: "head.bias".into(),
+            relu: true,
+            out: t,
+        });
+        let pooled = b.slot(Shape4::new(n, xs.c, 1, 1));
+        b.ops.push(Op::AvgPool { input: t, out: pooled });
+        let logits = b.slot(Shape4::new(n, config.classes, 1, 1));
+        b.ops.push(Op::Conv1x1 {
+            input: pooled,
+            weight: "fc.weight".into(),
+            stride: 1,
+            affine: Some((ONES.into(), "fc.bias".into())),
+            residual: None,
+            relu: false,
+            out: logits,
+        });
+        let probs = b.slot(Shape4::new(n, config.classes, 1, 1));
+        b.ops.push(Op::Softmax {
+            input: logits,
+            out: probs,
+        });
+        Plan {
+            ops: b.ops,
+            slots: b.slots,
+            input,
+            logits,
+            probs,
+        }
+    }
+
+    /// Multiply-adds of one image's forward pass (convolutions and the classifier).
+    pub fn mult_adds(&self) -> u64 {
+        let n = self.slots[self.input].n.max(1) as u64;
+        let mut total = 0u64;
+        for op in &self.ops {
+            match op {
+                Op::Conv3x3 { input, out, .. } => {
+                    let o = self.slots[*out];
+                    total += o.len() as u64 * self.slots[*input].c as u64 * 9;
+                }
+                Op::Conv1x1 { input, out, .. } => {
+                    let o = self.slots[*out];
+                    total += o.len() as u64 * self.slots[*input].c as u64;
+                }
+                _ => {}
+            }
+        }
+        total / n
+    }
+}
