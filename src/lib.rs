@@ -23,7 +23,7 @@
 //! let shift = GpuTensor::from_slice(&ctx, &[2, 2], &[0.5, -1.0, 0.25, 2.0])?;
 //! let out = GpuTensor::zeros(&ctx, &[1, 2, 4, 4])?;
 //! ctx.submit(|enc| {
-//!     ctx.kernels().asl_forward(ctx.device()).record(&ctx, enc, &x, &shift, 1, &out)
+//!     ctx.kernels().asl_forward(ctx.device()).prepare(&ctx, &x, &shift, 1, &out).map(|d| d.record(enc))
 //! })?;
 //! let values = out.read(&ctx).await?;
 //! # Ok(()) }
@@ -31,11 +31,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "caffe")]
+pub mod caffe;
 pub mod cpu;
 mod error;
 pub mod gpu;
+pub mod model;
+pub mod preprocess;
 mod shape;
 
 pub use error::{Error, Result};
 pub use gpu::{GpuContext, GpuTensor};
+pub use model::{ArchConfig, Model};
 pub use shape::Shape4;

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "activeshift", version, about = "Active Shift networks on any GPU (wgpu + WGSL)")]
+#[command(
+    name = "activeshift",
+    version,
+    about = "Active Shift networks on any GPU (wgpu + WGSL)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,10 @@ fn pattern(len: usize, seed: f32) -> Vec<f32> {
 }
 
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
-    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let scale = b
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
     a.iter()
         .zip(b)
         .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
@@ -89,17 +96,24 @@ fn selftest() -> Result<()> {
     let cdx = GpuTensor::filled(&ctx, &xs.dims(), f32::NAN)?;
     let cdw = GpuTensor::filled(&ctx, &[cout, xs.c], f32::NAN)?;
     ctx.submit(|enc| {
-        k.asl_forward(dev).record(&ctx, enc, &xt, &st, stride, &out)?;
+        k.asl_forward(dev)
+            .prepare(&ctx, &xt, &st, stride, &out)
+            .map(|d| d.record(enc))?;
         k.asl_backward_input(dev)
-            .record(&ctx, enc, &dt, &st, stride, &dx)?;
+            .prepare(&ctx, &dt, &st, stride, &dx)
+            .map(|d| d.record(enc))?;
         k.asl_backward_shift(dev)
-            .record(&ctx, enc, &xt, &dt, &st, stride, &grad)?;
+            .prepare(&ctx, &xt, &dt, &st, stride, &grad)
+            .map(|d| d.record(enc))?;
         k.conv1x1(dev)
-            .record(&ctx, enc, &xt, &wt, stride, Conv1x1Epilogue::default(), &y)?;
+            .prepare(&ctx, &xt, &wt, stride, Conv1x1Epilogue::default(), &y)
+            .map(|d| d.record(enc))?;
         k.conv1x1_backward_input(dev)
-            .record(&ctx, enc, &dyt, &wt, stride, &cdx)?;
+            .prepare(&ctx, &dyt, &wt, stride, &cdx)
+            .map(|d| d.record(enc))?;
         k.conv1x1_backward_weight(dev)
-            .record(&ctx, enc, &dyt, &xt, stride, &cdw)
+            .prepare(&ctx, &dyt, &xt, stride, &cdw)
+            .map(|d| d.record(enc))
     })?;
     let checks = [
         (
@@ -139,7 +153,10 @@ fn selftest() -> Result<()> {
         let err = max_rel(gpu, cpu);
         let pass = err <= 1e-4;
         ok &= pass;
-        println!("{name:<26} {err:>14.2e} {}", if pass { "ok" } else { "FAIL" });
+        println!(
+            "{name:<26} {err:>14.2e} {}",
+            if pass { "ok" } else { "FAIL" }
+        );
     }
     if ok {
         println!("all kernels agree with their CPU twins");

@@ -22,7 +22,9 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
         .with_guessed_format()
         .map_err(|e| image_err(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(image_err("not an image in a supported format (JPEG, PNG, GIF, BMP, WebP)"));
+        return Err(image_err(
+            "not an image in a supported format (JPEG, PNG, GIF, BMP, WebP)",
+        ));
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);

@@ -58,7 +58,12 @@ impl Shape4 {
     pub fn from_dims(op: &'static str, what: &str, dims: &[usize]) -> Result<Self> {
         match dims {
             [n, c, h, w] => Ok(Shape4::new(*n, *c, *h, *w)),
-            _ => Err(Error::shape(op, what, "a 4-d NCHW tensor", format!("{dims:?}"))),
+            _ => Err(Error::shape(
+                op,
+                what,
+                "a 4-d NCHW tensor",
+                format!("{dims:?}"),
+            )),
         }
     }
 }

@@ -53,7 +53,12 @@ both!(identity_at_zero_shift, |k: &dyn Impl| {
     let xs = Shape4::new(2, 3, 5, 7);
     let x = uniform(&mut rng, xs.len(), -2.0, 2.0);
     let out = k.forward(&x, xs, &[0.0; 6], 1);
-    assert_eq!(out, x, "{}: zero shift must be the identity (seed {seed})", k.name());
+    assert_eq!(
+        out,
+        x,
+        "{}: zero shift must be the identity (seed {seed})",
+        k.name()
+    );
 });
 
 both!(integer_shift_is_exact_translation, |k: &dyn Impl| {
@@ -87,7 +92,11 @@ both!(hand_computed_fraction_with_tap_outside, |k: &dyn Impl| {
     // (1,0): 0.75*(0.5*0 + 0.5*1) = 0.375; (1,1): 0.75*(0.5*1 + 0.5*2) = 1.125; row 0 all 0.
     let want = [2.25, 2.25, 1.625, 1.5, 0.0, 0.0, 0.375, 1.125];
     for (i, (o, w)) in out.iter().zip(want).enumerate() {
-        assert!((o - w).abs() < 1e-6, "{}: element {i}: {o} != {w}", k.name());
+        assert!(
+            (o - w).abs() < 1e-6,
+            "{}: element {i}: {o} != {w}",
+            k.name()
+        );
     }
 });
 
@@ -184,32 +193,39 @@ fn loss64(x: &[f64], xs: Shape4, shift: &[f64], v: &[f64], s: usize) -> f64 {
     dot(&cpu::asl_forward(x, xs, shift, s).unwrap(), v)
 }
 
-both!(shift_gradient_matches_central_differences, |k: &dyn Impl| {
-    let (mut rng, seed) = rng("shift fd");
-    for s in [1, 2] {
-        let xs = Shape4::new(2, 4, 9, 8);
-        let os = xs.strided(xs.c, s);
-        // away from integers: fractional parts in [0.2, 0.8]
-        let shift: Vec<f32> = (0..2 * xs.c)
-            .map(|_| between(&mut rng, -4.0, 4.0).floor() + between(&mut rng, 0.2, 0.8))
-            .collect();
-        let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
-        let v = uniform(&mut rng, os.len(), -1.0, 1.0);
-        let got = k.backward_shift(&x, xs, &v, &shift, s);
-        let (x64, v64, s64) = (f64s(&x), f64s(&v), f64s(&shift));
-        let h = 1e-4;
-        let fd: Vec<f64> = (0..s64.len())
-            .map(|p| {
-                let (mut up, mut dn) = (s64.clone(), s64.clone());
-                up[p] += h;
-                dn[p] -= h;
-                (loss64(&x64, xs, &up, &v64, s) - loss64(&x64, xs, &dn, &v64, s)) / (2.0 * h)
-            })
-            .collect();
-        let err = rel_err(&got, &f32s(&fd));
-        assert!(err <= 1e-3, "{}: stride {s}: relative error {err} vs finite differences (seed {seed})", k.name());
+both!(
+    shift_gradient_matches_central_differences,
+    |k: &dyn Impl| {
+        let (mut rng, seed) = rng("shift fd");
+        for s in [1, 2] {
+            let xs = Shape4::new(2, 4, 9, 8);
+            let os = xs.strided(xs.c, s);
+            // away from integers: fractional parts in [0.2, 0.8]
+            let shift: Vec<f32> = (0..2 * xs.c)
+                .map(|_| between(&mut rng, -4.0, 4.0).floor() + between(&mut rng, 0.2, 0.8))
+                .collect();
+            let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+            let v = uniform(&mut rng, os.len(), -1.0, 1.0);
+            let got = k.backward_shift(&x, xs, &v, &shift, s);
+            let (x64, v64, s64) = (f64s(&x), f64s(&v), f64s(&shift));
+            let h = 1e-4;
+            let fd: Vec<f64> = (0..s64.len())
+                .map(|p| {
+                    let (mut up, mut dn) = (s64.clone(), s64.clone());
+                    up[p] += h;
+                    dn[p] -= h;
+                    (loss64(&x64, xs, &up, &v64, s) - loss64(&x64, xs, &dn, &v64, s)) / (2.0 * h)
+                })
+                .collect();
+            let err = rel_err(&got, &f32s(&fd));
+            assert!(
+                err <= 1e-3,
+                "{}: stride {s}: relative error {err} vs finite differences (seed {seed})",
+                k.name()
+            );
+        }
     }
-});
+);
 
 both!(shift_gradient_is_right_sided_at_integers, |k: &dyn Impl| {
     let (mut rng, seed) = rng("shift right-sided");
@@ -229,25 +245,36 @@ both!(shift_gradient_is_right_sided_at_integers, |k: &dyn Impl| {
         })
         .collect();
     let err = rel_err(&got, &f32s(&fd));
-    assert!(err <= 1e-3, "{}: relative error {err} vs right-sided differences (seed {seed})", k.name());
+    assert!(
+        err <= 1e-3,
+        "{}: relative error {err} vs right-sided differences (seed {seed})",
+        k.name()
+    );
 });
 
-both!(identical_images_give_n_times_the_gradient, |k: &dyn Impl| {
-    let (mut rng, seed) = rng("n identical");
-    let one = Shape4::new(1, 3, 8, 6);
-    let n = 4;
-    let many = Shape4::new(n, 3, 8, 6);
-    let shift = uniform(&mut rng, 6, -2.5, 2.5);
-    let x = uniform(&mut rng, one.len(), -1.0, 1.0);
-    let v = uniform(&mut rng, one.len(), -1.0, 1.0);
-    let xn: Vec<f32> = x.iter().copied().cycle().take(many.len()).collect();
-    let vn: Vec<f32> = v.iter().copied().cycle().take(many.len()).collect();
-    let g1 = k.backward_shift(&x, one, &v, &shift, 1);
-    let gn = k.backward_shift(&xn, many, &vn, &shift, 1);
-    let scaled: Vec<f32> = g1.iter().map(|g| g * n as f32).collect();
-    let err = rel_err(&gn, &scaled);
-    assert!(err <= 1e-5, "{}: {n} identical images: relative error {err} (seed {seed})", k.name());
-});
+both!(
+    identical_images_give_n_times_the_gradient,
+    |k: &dyn Impl| {
+        let (mut rng, seed) = rng("n identical");
+        let one = Shape4::new(1, 3, 8, 6);
+        let n = 4;
+        let many = Shape4::new(n, 3, 8, 6);
+        let shift = uniform(&mut rng, 6, -2.5, 2.5);
+        let x = uniform(&mut rng, one.len(), -1.0, 1.0);
+        let v = uniform(&mut rng, one.len(), -1.0, 1.0);
+        let xn: Vec<f32> = x.iter().copied().cycle().take(many.len()).collect();
+        let vn: Vec<f32> = v.iter().copied().cycle().take(many.len()).collect();
+        let g1 = k.backward_shift(&x, one, &v, &shift, 1);
+        let gn = k.backward_shift(&xn, many, &vn, &shift, 1);
+        let scaled: Vec<f32> = g1.iter().map(|g| g * n as f32).collect();
+        let err = rel_err(&gn, &scaled);
+        assert!(
+            err <= 1e-5,
+            "{}: {n} identical images: relative error {err} (seed {seed})",
+            k.name()
+        );
+    }
+);
 
 both!(normalized_gradient_has_unit_norm, |k: &dyn Impl| {
     let (mut rng, seed) = rng("normalize");
@@ -263,7 +290,11 @@ both!(normalized_gradient_has_unit_norm, |k: &dyn Impl| {
     for ch in 0..c {
         let (gx, gy) = (f64::from(g[ch]), f64::from(g[c + ch]));
         let norm = (gx * gx + gy * gy).sqrt();
-        let (wx, wy) = if norm > 0.0 { (gx / norm, gy / norm) } else { (0.0, 0.0) };
+        let (wx, wy) = if norm > 0.0 {
+            (gx / norm, gy / norm)
+        } else {
+            (0.0, 0.0)
+        };
         assert!(
             (f64::from(out[ch]) - wx).abs() < 1e-6 && (f64::from(out[c + ch]) - wy).abs() < 1e-6,
             "{}: channel {ch}: ({}, {}) != ({wx}, {wy}) (seed {seed})",
@@ -310,6 +341,10 @@ both!(conv3x3_is_nine_shifts_and_a_1x1_conv, |k: &dyn Impl| {
         let shifted = k.forward(&xr, big, &shift, s);
         let got = k.conv1x1(&shifted, big.strided(big.c, s), &w1, cout, 1);
         let err = rel_err(&got, &f32s(&want));
-        assert!(err <= 1e-5, "{}: stride {s}: relative error {err} (seed {seed})", k.name());
+        assert!(
+            err <= 1e-5,
+            "{}: stride {s}: relative error {err} (seed {seed})",
+            k.name()
+        );
     }
 });

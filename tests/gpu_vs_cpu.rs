@@ -45,16 +45,25 @@ fn asl_kernels_match_cpu_on_random_inputs() {
 
             let want = cpu::asl_backward_input(&v64, xs, &s64, s).unwrap();
             let err = rel_err(&k.backward_input(&v, xs, &shift, s), &f32s(&want));
-            assert!(err <= TOL, "asl_backward_input: relative error {err} ({ctxmsg})");
+            assert!(
+                err <= TOL,
+                "asl_backward_input: relative error {err} ({ctxmsg})"
+            );
 
             let mut want = cpu::asl_backward_shift(&x64, xs, &v64, &s64, s).unwrap();
             let got = k.backward_shift(&x, xs, &v, &shift, s);
             let err = rel_err(&got, &f32s(&want));
-            assert!(err <= TOL, "asl_backward_shift: relative error {err} ({ctxmsg})");
+            assert!(
+                err <= TOL,
+                "asl_backward_shift: relative error {err} ({ctxmsg})"
+            );
 
             cpu::normalize_shift_grad(&mut want).unwrap();
             let err = rel_err(&k.normalize(&got), &f32s(&want));
-            assert!(err <= TOL, "shift_grad_normalize: relative error {err} ({ctxmsg})");
+            assert!(
+                err <= TOL,
+                "shift_grad_normalize: relative error {err} ({ctxmsg})"
+            );
         }
     }
 }
@@ -75,7 +84,10 @@ fn shift_gradient_is_bitwise_reproducible() {
     let b = k.backward_shift(&x, xs, &v, &shift, 1);
     let bits = |g: &[f32]| g.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b), "two runs differ (seed {seed})");
-    assert!(a.iter().all(|g| g.is_finite() && *g != 0.0), "degenerate gradient {a:?}");
+    assert!(
+        a.iter().all(|g| g.is_finite() && *g != 0.0),
+        "degenerate gradient {a:?}"
+    );
 }
 
 fn conv_shapes() -> Vec<(Shape4, usize)> {
@@ -134,7 +146,11 @@ fn conv1x1_matches_cpu_with_every_epilogue() {
                     residual: residual.then_some(&rt),
                     relu,
                 };
-                ctx.submit(|enc| conv.record(ctx, enc, &xt, &wt, s, ep, &y)).unwrap();
+                ctx.submit(|enc| {
+                    conv.prepare(ctx, &xt, &wt, s, ep, &y)
+                        .map(|d| d.record(enc))
+                })
+                .unwrap();
                 let err = rel_err(&read(ctx, &y), &f32s(&want));
                 assert!(
                     err <= TOL,
@@ -169,10 +185,12 @@ fn conv1x1_gradients_match_cpu() {
             ctx.submit(|enc| {
                 kernels
                     .conv1x1_backward_input(ctx.device())
-                    .record(ctx, enc, &dyt, &wt, s, &dx)?;
+                    .prepare(ctx, &dyt, &wt, s, &dx)
+                    .map(|d| d.record(enc))?;
                 kernels
                     .conv1x1_backward_weight(ctx.device())
-                    .record(ctx, enc, &dyt, &xt, s, &dw)
+                    .prepare(ctx, &dyt, &xt, s, &dw)
+                    .map(|d| d.record(enc))
             })
             .unwrap();
             let (x64, w64, dy64) = (f64s(&x), f64s(&w), f64s(&dy));
@@ -181,8 +199,14 @@ fn conv1x1_gradients_match_cpu() {
             let e1 = rel_err(&read(ctx, &dx), &f32s(&want_dx));
             let e2 = rel_err(&read(ctx, &dw), &f32s(&want_dw));
             let msg = format!("{xs} -> {cout}, stride {s}, seed {seed}");
-            assert!(e1 <= TOL, "conv1x1_backward_input: relative error {e1} ({msg})");
-            assert!(e2 <= TOL, "conv1x1_backward_weight: relative error {e2} ({msg})");
+            assert!(
+                e1 <= TOL,
+                "conv1x1_backward_input: relative error {e1} ({msg})"
+            );
+            assert!(
+                e2 <= TOL,
+                "conv1x1_backward_weight: relative error {e2} ({msg})"
+            );
         }
     }
 }
@@ -213,24 +237,36 @@ fn conv1x1_gradients_are_the_transpose() {
     ctx.submit(|enc| {
         kernels
             .conv1x1(ctx.device())
-            .record(ctx, enc, &xt, &wt, s, Conv1x1Epilogue::default(), &y)?;
+            .prepare(ctx, &xt, &wt, s, Conv1x1Epilogue::default(), &y)
+            .map(|d| d.record(enc))?;
         kernels
             .conv1x1_backward_input(ctx.device())
-            .record(ctx, enc, &vt, &wt, s, &dx)?;
+            .prepare(ctx, &vt, &wt, s, &dx)
+            .map(|d| d.record(enc))?;
         kernels
             .conv1x1_backward_weight(ctx.device())
-            .record(ctx, enc, &vt, &xt, s, &dw)
+            .prepare(ctx, &vt, &xt, s, &dw)
+            .map(|d| d.record(enc))
     })
     .unwrap();
     let dot = |a: &[f32], b: &[f32]| -> f64 {
-        a.iter().zip(b).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum()
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| f64::from(*p) * f64::from(*q))
+            .sum()
     };
     let yv = dot(&read(ctx, &y), &v);
     let xdx = dot(&x, &read(ctx, &dx));
     let wdw = dot(&w, &read(ctx, &dw));
     let tol = 1e-4 * yv.abs().max(1.0);
-    assert!((yv - xdx).abs() <= tol, "<Wx, v> = {yv}, <x, W^T v> = {xdx} (seed {seed})");
-    assert!((yv - wdw).abs() <= tol, "<Wx, v> = {yv}, <W, v x^T> = {wdw} (seed {seed})");
+    assert!(
+        (yv - xdx).abs() <= tol,
+        "<Wx, v> = {yv}, <x, W^T v> = {xdx} (seed {seed})"
+    );
+    assert!(
+        (yv - wdw).abs() <= tol,
+        "<Wx, v> = {yv}, <W, v x^T> = {wdw} (seed {seed})"
+    );
 }
 
 #[test]
@@ -245,11 +281,13 @@ fn kernels_reject_wrong_shapes() {
         .submit(|enc| {
             ctx.kernels()
                 .asl_forward(ctx.device())
-                .record(ctx, enc, &x, &bad_shift, 1, &out)
+                .prepare(ctx, &x, &bad_shift, 1, &out)
+                .map(|d| d.record(enc))
         })
         .unwrap_err();
     assert!(
-        err.to_string().contains("asl_forward: shift: expected [2, 3], found [2, 4]"),
+        err.to_string()
+            .contains("asl_forward: shift: expected [2, 3], found [2, 4]"),
         "{err}"
     );
     let shift = upload(ctx, &[2, 3], &[0.0; 6]);
@@ -257,36 +295,46 @@ fn kernels_reject_wrong_shapes() {
         .submit(|enc| {
             ctx.kernels()
                 .asl_forward(ctx.device())
-                .record(ctx, enc, &x, &shift, 2, &out)
+                .prepare(ctx, &x, &shift, 2, &out)
+                .map(|d| d.record(enc))
         })
         .unwrap_err();
-    assert!(err.to_string().contains("output: expected [1, 3, 2, 2]"), "{err}");
+    assert!(
+        err.to_string().contains("output: expected [1, 3, 2, 2]"),
+        "{err}"
+    );
     let err = ctx
         .submit(|enc| {
             ctx.kernels()
                 .asl_forward(ctx.device())
-                .record(ctx, enc, &x, &shift, 0, &out)
+                .prepare(ctx, &x, &shift, 0, &out)
+                .map(|d| d.record(enc))
         })
         .unwrap_err();
-    assert!(err.to_string().contains("stride must be at least 1"), "{err}");
+    assert!(
+        err.to_string().contains("stride must be at least 1"),
+        "{err}"
+    );
     let w = upload(ctx, &[5, 4], &[0.0; 20]);
     let y = upload(ctx, &[1, 5, 4, 4], &[0.0; 80]);
     let err = ctx
         .submit(|enc| {
-            ctx.kernels().conv1x1(ctx.device()).record(
-                ctx,
-                enc,
-                &x,
-                &w,
-                1,
-                Conv1x1Epilogue::default(),
-                &y,
-            )
+            ctx.kernels()
+                .conv1x1(ctx.device())
+                .prepare(ctx, &x, &w, 1, Conv1x1Epilogue::default(), &y)
+                .map(|d| d.record(enc))
         })
         .unwrap_err();
-    assert!(err.to_string().contains("conv1x1: weight: expected [Cout, 3]"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("conv1x1: weight: expected [Cout, 3]"),
+        "{err}"
+    );
     let err = activeshift::GpuTensor::from_slice(ctx, &[2, 3], &[0.0; 5]).unwrap_err();
     assert!(err.to_string().contains("expected 6 elements"), "{err}");
     let huge = activeshift::GpuTensor::zeros(ctx, &[1 << 20, 1 << 20]).unwrap_err();
-    assert!(matches!(huge, activeshift::Error::DeviceLimit { .. }), "{huge}");
+    assert!(
+        matches!(huge, activeshift::Error::DeviceLimit { .. }),
+        "{huge}"
+    );
 }

@@ -1,8 +1,8 @@
 //! Architectures, parameter counts against the paper, and the safetensors model format with
 //! its error paths.
 
-use activeshift::model::{ArchConfig, HostTensor, Model, Plan};
 use activeshift::Error;
+use activeshift::model::{ArchConfig, HostTensor, Model, Plan};
 use std::collections::BTreeMap;
 
 /// A model of `config` with small deterministic weights.
@@ -22,7 +22,10 @@ fn model_of(config: &ArchConfig) -> Model {
 #[test]
 fn parameter_counts_match_the_paper() {
     // DESIGN.md §3: ASNet-20 16x1 has exactly 35,386 parameters with a 10-class head.
-    assert_eq!(ArchConfig::builtin("asnet20-16x1").unwrap().param_count(), 35_386);
+    assert_eq!(
+        ArchConfig::builtin("asnet20-16x1").unwrap().param_count(),
+        35_386
+    );
     // ImageNet: w32 about 0.90M, w50 1.96M, w68 3.42M.
     for (name, paper) in [
         ("as-resnet-w32", 0.90e6),
@@ -64,8 +67,13 @@ fn multiply_adds_match_the_paper() {
 
 #[test]
 fn unknown_architecture_is_an_error() {
-    let err = ArchConfig::builtin("as-resnet-w33").unwrap_err().to_string();
-    assert!(err.contains("unknown architecture `as-resnet-w33`"), "{err}");
+    let err = ArchConfig::builtin("as-resnet-w33")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown architecture `as-resnet-w33`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,12 +133,21 @@ fn bad_tensors_are_named() {
     );
 
     let mut extra = good.params.clone();
-    extra.insert("blocks.99.shift".into(), HostTensor::new(vec![2], vec![0.0; 2]).unwrap());
-    expect_format_error(Model::new(config.clone(), vec![], extra), "tensor `blocks.99.shift`");
+    extra.insert(
+        "blocks.99.shift".into(),
+        HostTensor::new(vec![2], vec![0.0; 2]).unwrap(),
+    );
+    expect_format_error(
+        Model::new(config.clone(), vec![], extra),
+        "tensor `blocks.99.shift`",
+    );
 
     let mut nan = good.params.clone();
     nan.get_mut("fc.bias").unwrap().data[3] = f32::NAN;
-    expect_format_error(Model::new(config.clone(), vec![], nan), "tensor `fc.bias`: element 3 is NaN");
+    expect_format_error(
+        Model::new(config.clone(), vec![], nan),
+        "tensor `fc.bias`: element 3 is NaN",
+    );
 
     expect_format_error(
         Model::new(config.clone(), vec!["a".into(); 3], good.params.clone()),
@@ -175,9 +192,16 @@ fn corrupt_files_are_errors() {
     assert!(Model::from_safetensors(b"not a model at all").is_err());
     // A valid safetensors file without our metadata.
     let plain = safetensors::serialize(
-        [("w", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4]).unwrap())],
+        [(
+            "w",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
+                .unwrap(),
+        )],
         None,
     )
     .unwrap();
-    expect_format_error(Model::from_safetensors(&plain), "metadata key `format` is missing");
+    expect_format_error(
+        Model::from_safetensors(&plain),
+        "metadata key `format` is missing",
+    );
 }

@@ -79,7 +79,10 @@ fn every_shader_validates_within_webgpu_limits() {
         .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
         .collect();
     files.sort();
-    assert!(files.len() >= 7, "expected the kernels in {dir}, found {files:?}");
+    assert!(
+        files.len() >= 7,
+        "expected the kernels in {dir}, found {files:?}"
+    );
     let mut failures = Vec::new();
     for path in &files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
@@ -92,7 +95,10 @@ fn every_shader_validates_within_webgpu_limits() {
             .iter()
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("{name} is not listed in gpu::kernels::SHADERS"));
-        assert_eq!(embedded.1, src, "{name}: embedded source differs from the file");
+        assert_eq!(
+            embedded.1, src,
+            "{name}: embedded source differs from the file"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -59,7 +59,6 @@ fn quad<T: Float>(
     ]
 }
 
-
 /// ASL forward (DESIGN.md §1). `x` is NCHW with shape `xs`, `shift` is `[2, C]` (all `xpos`,
 /// then all `ypos`). Returns the output of shape `xs.strided(C, stride)`.
 pub fn asl_forward<T: Float>(x: &[T], xs: Shape4, shift: &[T], stride: usize) -> Result<Vec<T>> {

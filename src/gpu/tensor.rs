@@ -119,31 +119,29 @@ impl GpuTensor {
             enc.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, size);
             Ok(())
         })?;
-        let (tx, rx) = futures_channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        ctx.device()
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        rx.await
-            .map_err(|_| Error::Readback("the map callback was dropped".into()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        ctx.check_device()?;
-        let data = {
-            let view = staging
-                .get_mapped_range(..)
-                .map_err(|e| Error::Readback(e.to_string()))?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        staging.unmap();
-        Ok(data)
+        read_mapped(ctx, &staging).await
     }
 
     /// [`GpuTensor::read`], blocking the calling thread (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_blocking(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         pollster::block_on(self.read(ctx))
+    }
+
+    /// The same buffer under another shape with the same number of elements.
+    pub fn reshape(&self, dims: &[usize]) -> Result<Self> {
+        if dims.iter().product::<usize>() != self.len() {
+            return Err(Error::shape(
+                "tensor reshape",
+                "shape",
+                format!("{} elements", self.len()),
+                format!("{dims:?}"),
+            ));
+        }
+        Ok(Self {
+            dims: dims.to_vec(),
+            buffer: self.buffer.clone(),
+        })
     }
 
     /// The shape.
@@ -170,4 +168,29 @@ impl GpuTensor {
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
+}
+
+/// Map a `MAP_READ` buffer, copy its f32 contents out and unmap it. On native the device is
+/// polled until the mapping is done; on the web the future resolves when the browser has mapped
+/// the buffer.
+pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    rx.await
+        .map_err(|_| Error::Readback("the map callback was dropped".into()))?
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    ctx.check_device()?;
+    let data = {
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        bytemuck::pod_collect_to_vec(&view)
+    };
+    staging.unmap();
+    Ok(data)
 }

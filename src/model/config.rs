@@ -144,11 +144,31 @@ impl ArchConfig {
             stem_stride: 2,
             expansion: 1,
             stages: vec![
-                StageConfig { blocks: 1, width: w, stride: 1 },
-                StageConfig { blocks: 3, width: w, stride: 2 },
-                StageConfig { blocks: 4, width: 2 * w, stride: 2 },
-                StageConfig { blocks: 6, width: 4 * w, stride: 2 },
-                StageConfig { blocks: 3, width: 8 * w, stride: 2 },
+                StageConfig {
+                    blocks: 1,
+                    width: w,
+                    stride: 1,
+                },
+                StageConfig {
+                    blocks: 3,
+                    width: w,
+                    stride: 2,
+                },
+                StageConfig {
+                    blocks: 4,
+                    width: 2 * w,
+                    stride: 2,
+                },
+                StageConfig {
+                    blocks: 6,
+                    width: 4 * w,
+                    stride: 2,
+                },
+                StageConfig {
+                    blocks: 3,
+                    width: 8 * w,
+                    stride: 2,
+                },
             ],
             block: BlockKind::Asl,
             preprocess: imagenet_preprocess(),
@@ -158,7 +178,11 @@ impl ArchConfig {
     /// CIFAR ASNet-20 `WxE`: stem 3x3 stride 1, stages 3 x W, 3 x 2W (s2), 3 x 4W (s2), for
     /// `in_channels` x `size` x `size` input and `classes` classes.
     pub fn asnet20(w: usize, e: usize, in_channels: usize, size: usize, classes: usize) -> Self {
-        let color = if in_channels == 1 { ColorOrder::Gray } else { ColorOrder::Rgb };
+        let color = if in_channels == 1 {
+            ColorOrder::Gray
+        } else {
+            ColorOrder::Rgb
+        };
         Self {
             name: format!("asnet20-{w}x{e}"),
             in_channels,
@@ -168,9 +192,21 @@ impl ArchConfig {
             stem_stride: 1,
             expansion: e,
             stages: vec![
-                StageConfig { blocks: 3, width: w, stride: 1 },
-                StageConfig { blocks: 3, width: 2 * w, stride: 2 },
-                StageConfig { blocks: 3, width: 4 * w, stride: 2 },
+                StageConfig {
+                    blocks: 3,
+                    width: w,
+                    stride: 1,
+                },
+                StageConfig {
+                    blocks: 3,
+                    width: 2 * w,
+                    stride: 2,
+                },
+                StageConfig {
+                    blocks: 3,
+                    width: 4 * w,
+                    stride: 2,
+                },
             ],
             block: BlockKind::Asl,
             preprocess: Preprocess {
@@ -202,7 +238,10 @@ impl ArchConfig {
         }
         Err(Error::invalid(
             "config",
-            format!("unknown architecture `{name}`; built-in: {}", BUILTIN.join(", ")),
+            format!(
+                "unknown architecture `{name}`; built-in: {}",
+                BUILTIN.join(", ")
+            ),
         ))
     }
 
@@ -233,7 +272,11 @@ impl ArchConfig {
             return bad("stages", "at least one stage is needed".into());
         }
         for (i, s) in self.stages.iter().enumerate() {
-            for (name, v) in [("blocks", s.blocks), ("width", s.width), ("stride", s.stride)] {
+            for (name, v) in [
+                ("blocks", s.blocks),
+                ("width", s.width),
+                ("stride", s.stride),
+            ] {
                 if v == 0 || v > MAX {
                     return bad(
                         &format!("stages[{i}].{name}"),
@@ -242,14 +285,22 @@ impl ArchConfig {
                 }
             }
             if s.width.saturating_mul(self.expansion) > MAX {
-                return bad(&format!("stages[{i}].width"), "width x expansion too large".into());
+                return bad(
+                    &format!("stages[{i}].width"),
+                    "width x expansion too large".into(),
+                );
             }
         }
         let p = &self.preprocess;
         if p.color.channels() != self.in_channels {
             return bad(
                 "preprocess.color",
-                format!("{:?} has {} channels but in_channels is {}", p.color, p.color.channels(), self.in_channels),
+                format!(
+                    "{:?} has {} channels but in_channels is {}",
+                    p.color,
+                    p.color.channels(),
+                    self.in_channels
+                ),
             );
         }
         if p.crop != self.input_size {
@@ -261,7 +312,12 @@ impl ArchConfig {
         if p.mean.len() != self.in_channels || p.scale.len() != self.in_channels {
             return bad(
                 "preprocess.mean/scale",
-                format!("need {} values each, found {} and {}", self.in_channels, p.mean.len(), p.scale.len()),
+                format!(
+                    "need {} values each, found {} and {}",
+                    self.in_channels,
+                    p.mean.len(),
+                    p.scale.len()
+                ),
             );
         }
         if p.mean.iter().chain(&p.scale).any(|v| !v.is_finite()) {
@@ -269,7 +325,10 @@ impl ArchConfig {
         }
         if let Some(r) = p.resize_short {
             if r < p.crop[0].min(p.crop[1]) || r > MAX {
-                return bad("preprocess.resize_short", format!("{r} is smaller than the crop or too large"));
+                return bad(
+                    "preprocess.resize_short",
+                    format!("{r} is smaller than the crop or too large"),
+                );
             }
         }
         Ok(())

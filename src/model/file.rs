@@ -167,9 +167,8 @@ impl Model {
             .collect();
         let mut views = Vec::with_capacity(bytes.len());
         for ((name, data), t) in bytes.iter().zip(self.params.values()) {
-            let view = TensorView::new(Dtype::F32, t.dims.clone(), data).map_err(|e| {
-                model_err(format!("tensor `{name}`: {e}"))
-            })?;
+            let view = TensorView::new(Dtype::F32, t.dims.clone(), data)
+                .map_err(|e| model_err(format!("tensor `{name}`: {e}")))?;
             views.push((name.as_str(), view));
         }
         let json = |v: serde_json::Result<String>| {
@@ -177,8 +176,14 @@ impl Model {
         };
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
-            ("config".to_string(), json(serde_json::to_string(&self.config))?),
-            ("labels".to_string(), json(serde_json::to_string(&self.labels))?),
+            (
+                "config".to_string(),
+                json(serde_json::to_string(&self.config))?,
+            ),
+            (
+                "labels".to_string(),
+                json(serde_json::to_string(&self.labels))?,
+            ),
         ]);
         safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
             format: "safetensors",

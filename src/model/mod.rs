@@ -3,10 +3,16 @@
 
 pub mod config;
 mod file;
+mod gpu_engine;
+#[cfg(feature = "caffe")]
+mod import;
 pub mod plan;
 mod run;
 
 pub use config::{ArchConfig, BlockSpec, ColorOrder, Preprocess, StageConfig};
 pub use file::{FORMAT, HostTensor, Model};
+pub use gpu_engine::GpuModel;
+#[cfg(feature = "caffe")]
+pub use import::{import_caffe, read_labels};
 pub use plan::{Op, Plan, Slot};
 pub use run::Output;

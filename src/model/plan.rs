@@ -118,8 +118,7 @@ impl Plan {
             slots: Vec::new(),
         };
         let input = b.slot(Shape4::new(n, config.in_channels, h, w));
-        let stem_shape =
-            b.slots[input].strided(config.stem_width, config.stem_stride);
+        let stem_shape = b.slots[input].strided(config.stem_width, config.stem_stride);
         let mut x = b.slot(stem_shape);
         b.ops.push(Op::Conv3x3 {
             input,
@@ -192,7 +191,10 @@ impl Plan {
             out: t,
         });
         let pooled = b.slot(Shape4::new(n, xs.c, 1, 1));
-        b.ops.push(Op::AvgPool { input: t, out: pooled });
+        b.ops.push(Op::AvgPool {
+            input: t,
+            out: pooled,
+        });
         let logits = b.slot(Shape4::new(n, config.classes, 1, 1));
         b.ops.push(Op::Conv1x1 {
             input: pooled,

@@ -1,5 +1,6 @@
 //! Running a model: the CPU engine, and what both engines return.
 
+use super::config::ArchConfig;
 use super::file::Model;
 use super::plan::{ONES, Op, Plan};
 use crate::cpu;
@@ -32,8 +33,7 @@ impl Output {
 }
 
 /// Check an input batch against the model's input shape; returns the batch size.
-pub(crate) fn check_input(model: &Model, input: &[f32]) -> Result<usize> {
-    let c = &model.config;
+pub(crate) fn check_input(c: &ArchConfig, input: &[f32]) -> Result<usize> {
     let per = c.in_channels * c.input_size[0] * c.input_size[1];
     if input.is_empty() || input.len() % per != 0 {
         return Err(Error::shape(
@@ -53,7 +53,7 @@ impl Model {
     /// Run the network on the CPU: `input` is `[N, C, H, W]` as the model's preprocessing
     /// produces it.
     pub fn forward_cpu(&self, input: &[f32]) -> Result<Output> {
-        let n = check_input(self, input)?;
+        let n = check_input(&self.config, input)?;
         let plan = Plan::new(&self.config, n);
         let ones = vec![1.0f32; self.config.classes];
         let param = |name: &str| -> Result<&[f32]> {

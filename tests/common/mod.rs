@@ -19,7 +19,11 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
     match ctx {
         Ok(ctx) => {
             if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG") {
-                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
                     let _ = writeln!(f, "{test}\t{}", ctx.adapter_info().name);
                 }
             }
@@ -115,8 +119,14 @@ pub trait Impl {
     /// ASL input gradient; `xs` is the forward input's shape.
     fn backward_input(&self, dout: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32>;
     /// ASL shift gradient.
-    fn backward_shift(&self, x: &[f32], xs: Shape4, dout: &[f32], shift: &[f32], s: usize)
-    -> Vec<f32>;
+    fn backward_shift(
+        &self,
+        x: &[f32],
+        xs: Shape4,
+        dout: &[f32],
+        shift: &[f32],
+        s: usize,
+    ) -> Vec<f32>;
     /// Normalized shift gradient.
     fn normalize(&self, grad: &[f32]) -> Vec<f32>;
     /// 1x1 convolution without epilogue.
@@ -168,8 +178,13 @@ impl Impl for Gpu {
         let xt = upload(ctx, &xs.dims(), x);
         let st = upload(ctx, &[2, xs.c], shift);
         let out = poisoned(ctx, &xs.strided(xs.c, s).dims());
-        ctx.submit(|enc| ctx.kernels().asl_forward(ctx.device()).record(ctx, enc, &xt, &st, s, &out))
-            .expect("gpu asl_forward");
+        ctx.submit(|enc| {
+            ctx.kernels()
+                .asl_forward(ctx.device())
+                .prepare(ctx, &xt, &st, s, &out)
+                .map(|d| d.record(enc))
+        })
+        .expect("gpu asl_forward");
         read(ctx, &out)
     }
     fn backward_input(&self, dout: &[f32], xs: Shape4, shift: &[f32], s: usize) -> Vec<f32> {
@@ -178,7 +193,10 @@ impl Impl for Gpu {
         let st = upload(ctx, &[2, xs.c], shift);
         let dx = poisoned(ctx, &xs.dims());
         ctx.submit(|enc| {
-            ctx.kernels().asl_backward_input(ctx.device()).record(ctx, enc, &dt, &st, s, &dx)
+            ctx.kernels()
+                .asl_backward_input(ctx.device())
+                .prepare(ctx, &dt, &st, s, &dx)
+                .map(|d| d.record(enc))
         })
         .expect("gpu asl_backward_input");
         read(ctx, &dx)
@@ -199,7 +217,8 @@ impl Impl for Gpu {
         ctx.submit(|enc| {
             ctx.kernels()
                 .asl_backward_shift(ctx.device())
-                .record(ctx, enc, &xt, &dt, &st, s, &g)
+                .prepare(ctx, &xt, &dt, &st, s, &g)
+                .map(|d| d.record(enc))
         })
         .expect("gpu asl_backward_shift");
         read(ctx, &g)
@@ -207,8 +226,13 @@ impl Impl for Gpu {
     fn normalize(&self, grad: &[f32]) -> Vec<f32> {
         let ctx = self.0;
         let g = upload(ctx, &[2, grad.len() / 2], grad);
-        ctx.submit(|enc| ctx.kernels().shift_grad_normalize(ctx.device()).record(ctx, enc, &g))
-            .expect("gpu normalize");
+        ctx.submit(|enc| {
+            ctx.kernels()
+                .shift_grad_normalize(ctx.device())
+                .prepare(ctx, &g)
+                .map(|d| d.record(enc))
+        })
+        .expect("gpu normalize");
         read(ctx, &g)
     }
     fn conv1x1(&self, x: &[f32], xs: Shape4, w: &[f32], cout: usize, s: usize) -> Vec<f32> {
@@ -217,15 +241,10 @@ impl Impl for Gpu {
         let wt = upload(ctx, &[cout, xs.c], w);
         let y = poisoned(ctx, &xs.strided(cout, s).dims());
         ctx.submit(|enc| {
-            ctx.kernels().conv1x1(ctx.device()).record(
-                ctx,
-                enc,
-                &xt,
-                &wt,
-                s,
-                Conv1x1Epilogue::default(),
-                &y,
-            )
+            ctx.kernels()
+                .conv1x1(ctx.device())
+                .prepare(ctx, &xt, &wt, s, Conv1x1Epilogue::default(), &y)
+                .map(|d| d.record(enc))
         })
         .expect("gpu conv1x1");
         read(ctx, &y)

@@ -1,6 +1,6 @@
 //! The Active Shift Layer kernels: forward, input gradient, shift gradient, normalization.
 
-use super::{Pipeline, expect_dims, u32_of, workgroups};
+use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
@@ -55,36 +55,29 @@ impl AslForward {
         }
     }
 
-    /// Record `out = ASL(x; shift, stride)`. `x` is `[N, C, H, W]`, `shift` is `[2, C]` (all
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `out = ASL(x; shift, stride)`. `x` is `[N, C, H, W]`, `shift` is `[2, C]` (all
     /// `xpos`, then all `ypos`), `out` must be `[N, C, (H-1)/s+1, (W-1)/s+1]`.
-    pub fn record(
+    pub fn prepare(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
         x: &GpuTensor,
         shift: &GpuTensor,
         stride: usize,
         out: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Dispatch> {
         const OP: &str = "asl_forward";
         let xs = x.shape4(OP, "input")?;
         let params = AslParams::new(OP, xs, stride, 0)?;
         expect_dims(OP, "shift", shift, &[2, xs.c])?;
         let os = xs.strided(xs.c, stride);
         expect_dims(OP, "output", out, &os.dims())?;
-        let groups = workgroups(
-            OP,
+        let groups = workgroups(OP, ctx.device(), [os.plane().div_ceil(WG_SIZE), xs.c, xs.n])?;
+        Ok(self.pipeline.prepare(
             ctx.device(),
-            [os.plane().div_ceil(WG_SIZE), xs.c, xs.n],
-        )?;
-        self.pipeline.dispatch(
-            ctx.device(),
-            encoder,
             &params,
             &[(1, x.buffer()), (2, shift.buffer()), (3, out.buffer())],
             groups,
-        );
-        Ok(())
+        ))
     }
 }
 
@@ -100,17 +93,16 @@ impl AslBackwardInput {
         }
     }
 
-    /// Record `dx = ASL^T(dout)`. `dx` is `[N, C, H, W]` (the forward input's shape), `dout`
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `dx = ASL^T(dout)`. `dx` is `[N, C, H, W]` (the forward input's shape), `dout`
     /// the forward output's shape, `shift` `[2, C]`.
-    pub fn record(
+    pub fn prepare(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
         dout: &GpuTensor,
         shift: &GpuTensor,
         stride: usize,
         dx: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Dispatch> {
         const OP: &str = "asl_backward_input";
         let xs = dx.shape4(OP, "input gradient")?;
         let params = AslParams::new(OP, xs, stride, 0)?;
@@ -121,19 +113,13 @@ impl AslBackwardInput {
             dout,
             &xs.strided(xs.c, stride).dims(),
         )?;
-        let groups = workgroups(
-            OP,
+        let groups = workgroups(OP, ctx.device(), [xs.plane().div_ceil(WG_SIZE), xs.c, xs.n])?;
+        Ok(self.pipeline.prepare(
             ctx.device(),
-            [xs.plane().div_ceil(WG_SIZE), xs.c, xs.n],
-        )?;
-        self.pipeline.dispatch(
-            ctx.device(),
-            encoder,
             &params,
             &[(1, dout.buffer()), (2, shift.buffer()), (3, dx.buffer())],
             groups,
-        );
-        Ok(())
+        ))
     }
 }
 
@@ -152,18 +138,17 @@ impl AslBackwardShift {
         }
     }
 
-    /// Record `grad = d loss / d shift` (`[2, C]`: all `dxpos`, then all `dypos`), summed over
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `grad = d loss / d shift` (`[2, C]`: all `dxpos`, then all `dypos`), summed over
     /// the batch and every output position, from the forward input `x` and `dout`.
-    pub fn record(
+    pub fn prepare(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
         x: &GpuTensor,
         dout: &GpuTensor,
         shift: &GpuTensor,
         stride: usize,
         grad: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Dispatch> {
         const OP: &str = "asl_backward_shift";
         let xs = x.shape4(OP, "input")?;
         check_stride(OP, stride)?;
@@ -175,9 +160,8 @@ impl AslBackwardShift {
         expect_dims(OP, "shift gradient", grad, &[2, xs.c])?;
         let partials = GpuTensor::zeros(ctx, &[xs.c, chunks, 2])?;
         let device = ctx.device();
-        self.partial_sums.dispatch(
+        let partial_sums = self.partial_sums.prepare(
             device,
-            encoder,
             &params,
             &[
                 (1, x.buffer()),
@@ -187,14 +171,13 @@ impl AslBackwardShift {
             ],
             workgroups(OP, device, [chunks, xs.c, 1])?,
         );
-        self.finish.dispatch(
+        let finish = self.finish.prepare(
             device,
-            encoder,
             &params,
             &[(4, partials.buffer()), (5, grad.buffer())],
             workgroups(OP, device, [xs.c, 1, 1])?,
         );
-        Ok(())
+        Ok(partial_sums.then(finish))
     }
 }
 
@@ -218,13 +201,8 @@ impl ShiftGradNormalize {
         }
     }
 
-    /// Record the in-place normalization of `grad` (`[2, C]`).
-    pub fn record(
-        &self,
-        ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
-        grad: &GpuTensor,
-    ) -> Result<()> {
+    /// Prepare (validate shapes, bind buffers) the dispatch computing the in-place normalization of `grad` (`[2, C]`).
+    pub fn prepare(&self, ctx: &GpuContext, grad: &GpuTensor) -> Result<Dispatch> {
         const OP: &str = "shift_grad_normalize";
         let c = match grad.dims() {
             [2, c] => *c,
@@ -242,8 +220,8 @@ impl ShiftGradNormalize {
             _pad: [0; 3],
         };
         let groups = workgroups(OP, ctx.device(), [c.div_ceil(WG_SIZE), 1, 1])?;
-        self.pipeline
-            .dispatch(ctx.device(), encoder, &params, &[(1, grad.buffer())], groups);
-        Ok(())
+        Ok(self
+            .pipeline
+            .prepare(ctx.device(), &params, &[(1, grad.buffer())], groups))
     }
 }

@@ -1,6 +1,6 @@
 //! The 1x1 convolution GEMM with its epilogue, and the two GEMMs of its backward pass.
 
-use super::{Pipeline, expect_dims, u32_of, workgroups};
+use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
@@ -74,18 +74,17 @@ impl Conv1x1 {
         }
     }
 
-    /// Record `y = epilogue(W x)` with `x` `[N, Cin, H, W]`, `weight` `[Cout, Cin]` and `y`
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `y = epilogue(W x)` with `x` `[N, Cin, H, W]`, `weight` `[Cout, Cin]` and `y`
     /// `[N, Cout, (H-1)/s+1, (W-1)/s+1]`.
-    pub fn record(
+    pub fn prepare(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
         x: &GpuTensor,
         weight: &GpuTensor,
         stride: usize,
         epilogue: Conv1x1Epilogue<'_>,
         y: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Dispatch> {
         const OP: &str = "conv1x1";
         let xs = x.shape4(OP, "input")?;
         let cout = match weight.dims() {
@@ -126,9 +125,8 @@ impl Conv1x1 {
             device,
             [ys.plane().div_ceil(TILE), cout.div_ceil(TILE), xs.n],
         )?;
-        self.pipeline.dispatch(
+        Ok(self.pipeline.prepare(
             device,
-            encoder,
             &params,
             &[
                 (1, x.buffer()),
@@ -139,8 +137,7 @@ impl Conv1x1 {
                 (6, y.buffer()),
             ],
             groups,
-        );
-        Ok(())
+        ))
     }
 }
 
@@ -156,17 +153,16 @@ impl Conv1x1BackwardInput {
         }
     }
 
-    /// Record the input gradient `dx` (`[N, Cin, H, W]`, the forward input's shape) from `dy`
+    /// Prepare (validate shapes, bind buffers) the dispatch computing the input gradient `dx` (`[N, Cin, H, W]`, the forward input's shape) from `dy`
     /// (`[N, Cout, Ho, Wo]`) and `weight` (`[Cout, Cin]`).
-    pub fn record(
+    pub fn prepare(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
         dy: &GpuTensor,
         weight: &GpuTensor,
         stride: usize,
         dx: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Dispatch> {
         const OP: &str = "conv1x1_backward_input";
         let xs = dx.shape4(OP, "input gradient")?;
         let cout = match weight.dims() {
@@ -181,25 +177,18 @@ impl Conv1x1BackwardInput {
             }
         };
         let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
-        expect_dims(
-            OP,
-            "output gradient",
-            dy,
-            &xs.strided(cout, stride).dims(),
-        )?;
+        expect_dims(OP, "output gradient", dy, &xs.strided(cout, stride).dims())?;
         let groups = workgroups(
             OP,
             ctx.device(),
             [xs.plane().div_ceil(TILE), xs.c.div_ceil(TILE), xs.n],
         )?;
-        self.pipeline.dispatch(
+        Ok(self.pipeline.prepare(
             ctx.device(),
-            encoder,
             &params,
             &[(1, dy.buffer()), (2, weight.buffer()), (3, dx.buffer())],
             groups,
-        );
-        Ok(())
+        ))
     }
 }
 
@@ -215,17 +204,16 @@ impl Conv1x1BackwardWeight {
         }
     }
 
-    /// Record the weight gradient `dw` (`[Cout, Cin]`) from `dy` (`[N, Cout, Ho, Wo]`) and the
+    /// Prepare (validate shapes, bind buffers) the dispatch computing the weight gradient `dw` (`[Cout, Cin]`) from `dy` (`[N, Cout, Ho, Wo]`) and the
     /// forward input `x` (`[N, Cin, H, W]`).
-    pub fn record(
+    pub fn prepare(
         &self,
         ctx: &GpuContext,
-        encoder: &mut wgpu::CommandEncoder,
         dy: &GpuTensor,
         x: &GpuTensor,
         stride: usize,
         dw: &GpuTensor,
-    ) -> Result<()> {
+    ) -> Result<Dispatch> {
         const OP: &str = "conv1x1_backward_weight";
         let xs = x.shape4(OP, "input")?;
         let cout = match dw.dims() {
@@ -255,13 +243,11 @@ impl Conv1x1BackwardWeight {
             ctx.device(),
             [xs.c.div_ceil(TILE), cout.div_ceil(TILE), 1],
         )?;
-        self.pipeline.dispatch(
+        Ok(self.pipeline.prepare(
             ctx.device(),
-            encoder,
             &params,
             &[(1, dy.buffer()), (2, x.buffer()), (3, dw.buffer())],
             groups,
-        );
-        Ok(())
+        ))
     }
 }

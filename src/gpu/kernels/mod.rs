@@ -3,9 +3,13 @@
 
 mod asl;
 mod conv1x1;
+mod conv3x3;
+mod elementwise;
 
 pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize};
 pub use conv1x1::{Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue};
+pub use conv3x3::Conv3x3;
+pub use elementwise::{Affine, GlobalAvgPool, Softmax};
 
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
@@ -29,7 +33,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "shift_grad_normalize.wgsl",
         include_str!("../../../shaders/shift_grad_normalize.wgsl"),
     ),
-    ("conv1x1.wgsl", include_str!("../../../shaders/conv1x1.wgsl")),
+    (
+        "conv1x1.wgsl",
+        include_str!("../../../shaders/conv1x1.wgsl"),
+    ),
     (
         "conv1x1_backward_input.wgsl",
         include_str!("../../../shaders/conv1x1_backward_input.wgsl"),
@@ -37,6 +44,19 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "conv1x1_backward_weight.wgsl",
         include_str!("../../../shaders/conv1x1_backward_weight.wgsl"),
+    ),
+    (
+        "conv3x3.wgsl",
+        include_str!("../../../shaders/conv3x3.wgsl"),
+    ),
+    ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
+    (
+        "global_avg_pool.wgsl",
+        include_str!("../../../shaders/global_avg_pool.wgsl"),
+    ),
+    (
+        "softmax.wgsl",
+        include_str!("../../../shaders/softmax.wgsl"),
     ),
 ];
 
@@ -58,6 +78,10 @@ pub struct Kernels {
     conv1x1: OnceLock<Conv1x1>,
     conv1x1_backward_input: OnceLock<Conv1x1BackwardInput>,
     conv1x1_backward_weight: OnceLock<Conv1x1BackwardWeight>,
+    conv3x3: OnceLock<Conv3x3>,
+    affine: OnceLock<Affine>,
+    global_avg_pool: OnceLock<GlobalAvgPool>,
+    softmax: OnceLock<Softmax>,
     placeholder: OnceLock<wgpu::Buffer>,
 }
 
@@ -94,6 +118,23 @@ impl Kernels {
     pub fn conv1x1_backward_weight(&self, device: &wgpu::Device) -> &Conv1x1BackwardWeight {
         self.conv1x1_backward_weight
             .get_or_init(|| Conv1x1BackwardWeight::new(device))
+    }
+    /// `shaders/conv3x3.wgsl`.
+    pub fn conv3x3(&self, device: &wgpu::Device) -> &Conv3x3 {
+        self.conv3x3.get_or_init(|| Conv3x3::new(device))
+    }
+    /// `shaders/affine.wgsl`.
+    pub fn affine(&self, device: &wgpu::Device) -> &Affine {
+        self.affine.get_or_init(|| Affine::new(device))
+    }
+    /// `shaders/global_avg_pool.wgsl`.
+    pub fn global_avg_pool(&self, device: &wgpu::Device) -> &GlobalAvgPool {
+        self.global_avg_pool
+            .get_or_init(|| GlobalAvgPool::new(device))
+    }
+    /// `shaders/softmax.wgsl`.
+    pub fn softmax(&self, device: &wgpu::Device) -> &Softmax {
+        self.softmax.get_or_init(|| Softmax::new(device))
     }
     /// A 16-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) fn placeholder(&self, device: &wgpu::Device) -> &wgpu::Buffer {
@@ -138,16 +179,15 @@ impl Pipeline {
         }
     }
 
-    /// Record one dispatch of `groups` workgroups with `params` at binding 0 and `buffers` at
-    /// the bindings given.
-    pub(crate) fn dispatch<P: bytemuck::Pod>(
+    /// Build one dispatch of `groups` workgroups with `params` (uploaded into a uniform
+    /// buffer) at binding 0 and `buffers` at the bindings given.
+    pub(crate) fn prepare<P: bytemuck::Pod>(
         &self,
         device: &wgpu::Device,
-        encoder: &mut wgpu::CommandEncoder,
         params: &P,
         buffers: &[(u32, &wgpu::Buffer)],
         groups: [u32; 3],
-    ) {
+    ) -> Dispatch {
         let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(self.label),
             contents: bytemuck::bytes_of(params),
@@ -166,13 +206,57 @@ impl Pipeline {
             layout: &self.layout,
             entries: &entries,
         });
+        Dispatch {
+            steps: vec![Step {
+                label: self.label,
+                pipeline: self.pipeline.clone(),
+                bind_group,
+                groups,
+            }],
+        }
+    }
+}
+
+/// Kernel launches that are ready to run: pipelines, bind groups (which keep their buffers
+/// alive) and workgroup counts, checked and built once by a kernel's `prepare`, then recorded
+/// as often as wanted. Recording costs no allocation and no validation beyond wgpu's own.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    steps: Vec<Step>,
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    label: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Record into a new compute pass of `encoder`.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(self.label),
+            label: self.steps.first().map(|s| s.label),
             timestamp_writes: None,
         });
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.record_in(&mut pass);
+    }
+
+    /// Record into an open compute pass (wgpu orders the dispatches of a pass by their buffer
+    /// use, so a later dispatch sees what an earlier one wrote).
+    pub fn record_in(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for s in &self.steps {
+            pass.set_pipeline(&s.pipeline);
+            pass.set_bind_group(0, &s.bind_group, &[]);
+            pass.dispatch_workgroups(s.groups[0], s.groups[1], s.groups[2]);
+        }
+    }
+
+    /// This dispatch followed by `next`.
+    pub fn then(mut self, next: Dispatch) -> Dispatch {
+        self.steps.extend(next.steps);
+        self
     }
 }
 
@@ -224,4 +308,20 @@ pub(crate) fn expect_dims(
         ));
     }
     Ok(())
+}
+
+/// Check that the output `out` of `op` shares its buffer with none of `inputs` (a buffer cannot
+/// be bound for reading and writing in one dispatch, and these kernels do not work in place).
+pub(crate) fn expect_distinct(
+    op: &'static str,
+    out: &crate::GpuTensor,
+    inputs: &[(&str, &crate::GpuTensor)],
+) -> Result<()> {
+    match inputs.iter().find(|(_, t)| t.buffer() == out.buffer()) {
+        Some((what, _)) => Err(Error::invalid(
+            op,
+            format!("the output must be a different tensor from the {what}"),
+        )),
+        None => Ok(()),
+    }
 }

@@ -1,0 +1,68 @@
+// Row-wise softmax over the last dimension of a [N, K] tensor (DESIGN.md §2, the classifier):
+//
+//   m = max over k of x[r, k],   y[r, k] = exp(x[r, k] - m) / sum over k' of exp(x[r, k'] - m)
+//
+// Subtracting the row maximum keeps exp() from overflowing (the largest term is exp(0) = 1).
+// One workgroup per row (workgroup_id.x): each invocation strides over the row with step
+// WG_SIZE, then a tree in workgroup memory combines the WG_SIZE partial results, first for the
+// maximum, then for the sum; every invocation finally writes its elements.
+
+// Mirrors `SoftmaxParams` in src/gpu/kernels/elementwise.rs.
+struct SoftmaxParams {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> params: SoftmaxParams;
+// [N, K]
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// [N, K]
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+var<workgroup> sh_red: array<f32, WG_SIZE>;
+
+// Tree reduction of sh_red into element 0, by maximum (`use_max`) or by sum; every invocation
+// returns the result. Call from uniform control flow with sh_red[li] already written.
+fn reduce(li: u32, use_max: bool) -> f32 {
+    for (var width = WG_SIZE / 2u; width > 0u; width = width / 2u) {
+        workgroupBarrier();
+        if (li < width) {
+            let a = sh_red[li];
+            let b = sh_red[li + width];
+            sh_red[li] = select(a + b, max(a, b), use_max);
+        }
+    }
+    workgroupBarrier();
+    let r = sh_red[0];
+    // Nobody may overwrite sh_red before everybody has read the result.
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let base = wg.x * params.cols;
+    // Every row has at least one element; x[base] starts every partial maximum.
+    var m = x[base];
+    for (var k = li; k < params.cols; k += WG_SIZE) {
+        m = max(m, x[base + k]);
+    }
+    sh_red[li] = m;
+    m = reduce(li, true);
+    var s = 0.0;
+    for (var k = li; k < params.cols; k += WG_SIZE) {
+        s += exp(x[base + k] - m);
+    }
+    sh_red[li] = s;
+    let inv = 1.0 / reduce(li, false);
+    for (var k = li; k < params.cols; k += WG_SIZE) {
+        y[base + k] = exp(x[base + k] - m) * inv;
+    }
+}

@@ -1,0 +1,97 @@
+//! The 3x3 pad-1 convolution of the network stem.
+
+use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::shape::{check_nonempty, check_stride};
+
+/// Invocations per workgroup (`WG_SIZE` in `conv3x3.wgsl`).
+const WG_SIZE: usize = 64;
+/// Adjacent output pixels of one row per invocation (`PX` in `conv3x3.wgsl`).
+const PX: usize = 8;
+/// Output channels per workgroup (`CO_TILE` in `conv3x3.wgsl`).
+const CO_TILE: usize = 16;
+
+/// Mirrors `struct Conv3x3Params` in `shaders/conv3x3.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Conv3x3Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+}
+
+/// `shaders/conv3x3.wgsl`: 3x3 convolution, padding 1, any stride, no bias.
+pub struct Conv3x3 {
+    pipeline: Pipeline,
+}
+
+impl Conv3x3 {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "conv3x3.wgsl", "main"),
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `y = conv3x3(x, weight)` with padding 1 and stride `stride`: `x` is
+    /// `[N, Cin, H, W]`, `weight` `[Cout, Cin, 3, 3]` and `y` `[N, Cout, (H-1)/s+1, (W-1)/s+1]`
+    /// (the same computation as [`crate::cpu::conv3x3`]); `y` must be a tensor of its own.
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "conv3x3";
+        check_stride(OP, stride)?;
+        let xs = x.shape4(OP, "input")?;
+        check_nonempty(OP, "input", xs)?;
+        let cout = match weight.dims() {
+            [cout, cin, 3, 3] if *cin == xs.c => *cout,
+            d => {
+                return Err(Error::shape(
+                    OP,
+                    "weight",
+                    format!("[Cout, {}, 3, 3]", xs.c),
+                    format!("{d:?}"),
+                ));
+            }
+        };
+        let ys = xs.strided(cout, stride);
+        expect_dims(OP, "output", y, &ys.dims())?;
+        expect_distinct(OP, y, &[("input", x), ("weight", weight)])?;
+        let params = Conv3x3Params {
+            n: u32_of(OP, "batch size", xs.n)?,
+            cin: u32_of(OP, "input channels", xs.c)?,
+            cout: u32_of(OP, "output channels", cout)?,
+            h: u32_of(OP, "height", xs.h)?,
+            w: u32_of(OP, "width", xs.w)?,
+            ho: u32_of(OP, "output height", ys.h)?,
+            wo: u32_of(OP, "output width", ys.w)?,
+            stride: u32_of(OP, "stride", stride)?,
+        };
+        let device = ctx.device();
+        let groups = workgroups(
+            OP,
+            device,
+            [
+                (ys.h * ys.w.div_ceil(PX)).div_ceil(WG_SIZE),
+                cout.div_ceil(CO_TILE),
+                xs.n,
+            ],
+        )?;
+        Ok(self.pipeline.prepare(
+            device,
+            &params,
+            &[(1, x.buffer()), (2, weight.buffer()), (3, y.buffer())],
+            groups,
+        ))
+    }
+}

@@ -1,0 +1,181 @@
+//! Per-channel and per-row layers of inference: the affine (folded BatchNorm) with optional
+//! ReLU, global average pooling and the row-wise softmax of the classifier.
+
+use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::shape::check_nonempty;
+
+/// Invocations per workgroup of these kernels (`WG_SIZE` in their WGSL).
+const WG_SIZE: usize = 256;
+
+/// Mirrors `struct AffineParams` in `shaders/affine.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct AffineParams {
+    len: u32,
+    c: u32,
+    plane: u32,
+    relu: u32,
+}
+
+/// `shaders/affine.wgsl`: `y = scale[c] * x + bias[c]` per channel, optionally followed by ReLU.
+pub struct Affine {
+    main: Pipeline,
+    in_place: Pipeline,
+}
+
+impl Affine {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            main: Pipeline::new(device, "affine.wgsl", "main"),
+            in_place: Pipeline::new(device, "affine.wgsl", "in_place"),
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `y = scale[c] * x + bias[c]` (then `max(y, 0)` when `relu`). `x` and `y` are
+    /// `[N, C, H, W]`, `scale` and `bias` `[C]`. `y` may be `x` itself (the same buffer): the
+    /// tensor is then updated in place.
+    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        scale: &GpuTensor,
+        bias: &GpuTensor,
+        relu: bool,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "affine";
+        let xs = x.shape4(OP, "input")?;
+        check_nonempty(OP, "input", xs)?;
+        expect_dims(OP, "scale", scale, &[xs.c])?;
+        expect_dims(OP, "bias", bias, &[xs.c])?;
+        expect_dims(OP, "output", y, &xs.dims())?;
+        expect_distinct(OP, y, &[("scale", scale), ("bias", bias)])?;
+        let params = AffineParams {
+            len: u32_of(OP, "elements", xs.len())?,
+            c: u32_of(OP, "channels", xs.c)?,
+            plane: u32_of(OP, "plane size (H * W)", xs.plane())?,
+            relu: u32::from(relu),
+        };
+        let device = ctx.device();
+        let groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        let shared = [(2, scale.buffer()), (3, bias.buffer()), (4, y.buffer())];
+        if x.buffer() == y.buffer() {
+            Ok(self.in_place.prepare(device, &params, &shared, groups))
+        } else {
+            let mut buffers = vec![(1, x.buffer())];
+            buffers.extend(shared);
+            Ok(self.main.prepare(device, &params, &buffers, groups))
+        }
+    }
+}
+
+/// `groups` workgroups as a 2-d grid `[x, y, 1]` with `x * y >= groups`, `x` within the
+/// per-dimension limit (kernels index them as `wg.y * num_workgroups.x + wg.x` and skip the
+/// surplus).
+fn grid(device: &wgpu::Device, groups: usize) -> [usize; 3] {
+    let limit = device.limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    if groups <= limit {
+        [groups, 1, 1]
+    } else {
+        [limit, groups.div_ceil(limit), 1]
+    }
+}
+
+/// Mirrors `struct PoolParams` in `shaders/global_avg_pool.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct PoolParams {
+    n: u32,
+    c: u32,
+    plane: u32,
+    _pad: u32,
+}
+
+/// `shaders/global_avg_pool.wgsl`: the mean of every channel plane, by a fixed-order
+/// reduction (bitwise reproducible).
+pub struct GlobalAvgPool {
+    pipeline: Pipeline,
+}
+
+impl GlobalAvgPool {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "global_avg_pool.wgsl", "main"),
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `y[n, c, 0, 0] = mean over (i, j) of x[n, c, i, j]`: `x` is `[N, C, H, W]`, `y`
+    /// `[N, C, 1, 1]` (a tensor of its own).
+    pub fn prepare(&self, ctx: &GpuContext, x: &GpuTensor, y: &GpuTensor) -> Result<Dispatch> {
+        const OP: &str = "global_avg_pool";
+        let xs = x.shape4(OP, "input")?;
+        check_nonempty(OP, "input", xs)?;
+        expect_dims(OP, "output", y, &[xs.n, xs.c, 1, 1])?;
+        expect_distinct(OP, y, &[("input", x)])?;
+        let params = PoolParams {
+            n: u32_of(OP, "batch size", xs.n)?,
+            c: u32_of(OP, "channels", xs.c)?,
+            plane: u32_of(OP, "plane size (H * W)", xs.plane())?,
+            _pad: 0,
+        };
+        let device = ctx.device();
+        let groups = workgroups(OP, device, [xs.c, xs.n, 1])?;
+        Ok(self
+            .pipeline
+            .prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
+    }
+}
+
+/// Mirrors `struct SoftmaxParams` in `shaders/softmax.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct SoftmaxParams {
+    rows: u32,
+    cols: u32,
+    _pad: [u32; 2],
+}
+
+/// `shaders/softmax.wgsl`: numerically stable softmax of every row of a `[N, K]` tensor.
+pub struct Softmax {
+    pipeline: Pipeline,
+}
+
+impl Softmax {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "softmax.wgsl", "main"),
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `y[r, k] = exp(x[r, k] - max_k x[r, k]) / sum_k exp(x[r, k] - max_k x[r, k])`:
+    /// `x` and `y` are `[N, K]` and must be different tensors.
+    pub fn prepare(&self, ctx: &GpuContext, x: &GpuTensor, y: &GpuTensor) -> Result<Dispatch> {
+        const OP: &str = "softmax";
+        let (rows, cols) = match x.dims() {
+            [rows, cols] => (*rows, *cols),
+            d => {
+                return Err(Error::shape(
+                    OP,
+                    "input",
+                    "a 2-d [N, K] tensor",
+                    format!("{d:?}"),
+                ));
+            }
+        };
+        expect_dims(OP, "output", y, &[rows, cols])?;
+        expect_distinct(OP, y, &[("input", x)])?;
+        let params = SoftmaxParams {
+            rows: u32_of(OP, "rows", rows)?,
+            cols: u32_of(OP, "columns", cols)?,
+            _pad: [0; 2],
+        };
+        let device = ctx.device();
+        let groups = workgroups(OP, device, [rows, 1, 1])?;
+        Ok(self
+            .pipeline
+            .prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
+    }
+}
