@@ -182,7 +182,7 @@ pub fn asl_backward_shift<T: Float>(
 /// is scaled to unit L2 norm in place (a zero pair is left alone). `grad` is `[2, C]`.
 /// Tiny and huge pairs are normalized exactly too (no underflow or overflow).
 pub fn normalize_shift_grad<T: Float>(grad: &mut [T]) -> Result<()> {
-    if grad.len() % 2 != 0 {
+    if !grad.len().is_multiple_of(2) {
         return Err(Error::shape(
             "normalize_shift_grad",
             "gradient",

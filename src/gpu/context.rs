@@ -97,6 +97,9 @@ impl GpuContext {
         Ok(Self::assemble(device.clone(), queue.clone(), info))
     }
 
+    // On wasm32 wgpu's handles are neither Send nor Sync; the Arc is then merely shared
+    // ownership on the single browser thread.
+    #[allow(clippy::arc_with_non_send_sync)]
     fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         let lost = Arc::new(Mutex::new(None));
         let flag = Arc::clone(&lost);

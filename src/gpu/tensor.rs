@@ -31,7 +31,7 @@ fn byte_size(ctx: &GpuContext, dims: &[usize]) -> Result<u64> {
         ));
     }
     let bytes = (elems as u64).saturating_mul(4);
-    let limit = u64::from(ctx.device().limits().max_storage_buffer_binding_size);
+    let limit = ctx.device().limits().max_storage_buffer_binding_size;
     if bytes > limit {
         return Err(Error::DeviceLimit {
             op: "tensor",

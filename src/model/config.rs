@@ -222,20 +222,16 @@ impl ArchConfig {
     /// A built-in configuration by name (see [`BUILTIN`]); the ASNet-20 family is built for
     /// CIFAR-10 (3 x 32 x 32, 10 classes).
     pub fn builtin(name: &str) -> Result<Self> {
-        if let Some(w) = name.strip_prefix("as-resnet-w") {
-            if let Ok(w @ (32 | 50 | 68)) = w.parse::<usize>() {
+        if let Some(w) = name.strip_prefix("as-resnet-w")
+            && let Ok(w @ (32 | 50 | 68)) = w.parse::<usize>() {
                 return Ok(Self::as_resnet(w));
             }
-        }
-        if let Some(we) = name.strip_prefix("asnet20-") {
-            if let Some((w, e)) = we.split_once('x') {
-                if let (Ok(w), Ok(e)) = (w.parse::<usize>(), e.parse::<usize>()) {
-                    if matches!((w, e), (16, 1 | 3 | 6 | 9) | (46, 1) | (88, 1)) {
+        if let Some(we) = name.strip_prefix("asnet20-")
+            && let Some((w, e)) = we.split_once('x')
+                && let (Ok(w), Ok(e)) = (w.parse::<usize>(), e.parse::<usize>())
+                    && matches!((w, e), (16, 1 | 3 | 6 | 9) | (46, 1) | (88, 1)) {
                         return Ok(Self::asnet20(w, e, 3, 32, 10));
                     }
-                }
-            }
-        }
         Err(Error::invalid(
             "config",
             format!(
@@ -323,14 +319,13 @@ impl ArchConfig {
         if p.mean.iter().chain(&p.scale).any(|v| !v.is_finite()) {
             return bad("preprocess.mean/scale", "values must be finite".into());
         }
-        if let Some(r) = p.resize_short {
-            if r < p.crop[0].min(p.crop[1]) || r > MAX {
+        if let Some(r) = p.resize_short
+            && (r < p.crop[0].min(p.crop[1]) || r > MAX) {
                 return bad(
                     "preprocess.resize_short",
                     format!("{r} is smaller than the crop or too large"),
                 );
             }
-        }
         Ok(())
     }
 

@@ -35,7 +35,7 @@ impl Output {
 /// Check an input batch against the model's input shape; returns the batch size.
 pub(crate) fn check_input(c: &ArchConfig, input: &[f32]) -> Result<usize> {
     let per = c.in_channels * c.input_size[0] * c.input_size[1];
-    if input.is_empty() || input.len() % per != 0 {
+    if input.is_empty() || !input.len().is_multiple_of(per) {
         return Err(Error::shape(
             "model input",
             "input",

@@ -18,15 +18,14 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
     let ctx = CTX.get_or_init(|| pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()));
     match ctx {
         Ok(ctx) => {
-            if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG") {
-                if let Ok(mut f) = std::fs::OpenOptions::new()
+            if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG")
+                && let Ok(mut f) = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                 {
                     let _ = writeln!(f, "{test}\t{}", ctx.adapter_info().name);
                 }
-            }
             Some(ctx)
         }
         Err(e) => {
