@@ -33,6 +33,7 @@
 
 #[cfg(feature = "caffe")]
 pub mod caffe;
+pub mod classify;
 pub mod cpu;
 mod error;
 pub mod gpu;
@@ -42,5 +43,6 @@ mod shape;
 
 pub use error::{Error, Result};
 pub use gpu::{GpuContext, GpuTensor};
+pub use classify::{Classification, Classifier, TopClass};
 pub use model::{ArchConfig, Model};
 pub use shape::Shape4;

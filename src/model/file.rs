@@ -239,3 +239,12 @@ impl Model {
         })
     }
 }
+
+/// Read class labels, one per line (blank lines at the end ignored).
+pub fn read_labels(text: &str) -> Vec<String> {
+    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while labels.last().is_some_and(|l| l.is_empty()) {
+        labels.pop();
+    }
+    labels
+}

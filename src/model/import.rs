@@ -124,12 +124,3 @@ pub fn import_caffe(layers: &[CaffeLayer], labels: Vec<String>) -> Result<Model>
     params.insert("fc.bias".into(), l.blob("fc/linear", 1, &[config.classes])?);
     Model::new(config, labels, params)
 }
-
-/// Read class labels, one per line (blank lines at the end ignored).
-pub fn read_labels(text: &str) -> Vec<String> {
-    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-    while labels.last().is_some_and(|l| l.is_empty()) {
-        labels.pop();
-    }
-    labels
-}

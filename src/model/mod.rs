@@ -10,9 +10,9 @@ pub mod plan;
 mod run;
 
 pub use config::{ArchConfig, BlockSpec, ColorOrder, Preprocess, StageConfig};
-pub use file::{FORMAT, HostTensor, Model};
+pub use file::{FORMAT, HostTensor, Model, read_labels};
 pub use gpu_engine::GpuModel;
 #[cfg(feature = "caffe")]
-pub use import::{import_caffe, read_labels};
+pub use import::import_caffe;
 pub use plan::{Op, Plan, Slot};
 pub use run::Output;
