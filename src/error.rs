@@ -106,7 +106,7 @@ impl Error {
     }
 
     /// Build an [`Error::InvalidArgument`] error.
-    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+    pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument {
             op,
             msg: msg.into(),

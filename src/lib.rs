@@ -41,8 +41,8 @@ pub mod model;
 pub mod preprocess;
 mod shape;
 
+pub use classify::{Classification, Classifier, TopClass};
 pub use error::{Error, Result};
 pub use gpu::{GpuContext, GpuTensor};
-pub use classify::{Classification, Classifier, TopClass};
 pub use model::{ArchConfig, Model};
 pub use shape::Shape4;

@@ -1,8 +1,11 @@
 //! The `activeshift` command-line program.
 
 use activeshift::gpu::kernels::Conv1x1Epilogue;
-use activeshift::{GpuContext, GpuTensor, Result, Shape4, cpu};
+use activeshift::{
+    ArchConfig, Classification, Classifier, GpuContext, GpuTensor, Model, Result, Shape4, cpu,
+};
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -18,16 +21,78 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the GPU adapter activeshift picks (honours WGPU_BACKEND and WGPU_ADAPTER_NAME).
-    Info,
+    /// Classify images: prints the top-K classes with labels and probabilities.
+    Classify(ClassifyArgs),
+    /// Convert the authors' Caffe AS-ResNet weights into an activeshift model file.
+    ImportCaffe(ImportArgs),
+    /// Describe an architecture (--arch) or a model file (--model); without either, print the
+    /// GPU adapter activeshift picks (honours WGPU_BACKEND and WGPU_ADAPTER_NAME).
+    Info(InfoArgs),
     /// Run every kernel once on the GPU and compare it with its CPU twin.
     Selftest,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendChoice {
+    /// The GPU when an adapter exists, else the CPU.
+    Auto,
+    /// The GPU; an error when there is no adapter.
+    Gpu,
+    /// The CPU implementation.
+    Cpu,
+}
+
+#[derive(clap::Args)]
+struct ClassifyArgs {
+    /// Model file (.safetensors written by activeshift).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// How many classes to print per image.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// One JSON object per image per line.
+    #[arg(long)]
+    json: bool,
+    /// Where to run the network.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Images (JPEG, PNG, GIF, BMP, WebP).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The `.caffemodel` file (e.g. AS-ResNet-w32.caffemodel from the authors' repository).
+    caffemodel: PathBuf,
+    /// Output model file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Class labels, one per line in index order (default: imagenet_classes.txt found next to
+    /// the model's folder or in ../shared/data).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct InfoArgs {
+    /// A built-in architecture.
+    #[arg(long, conflicts_with = "model")]
+    arch: Option<String>,
+    /// A model file.
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info => info(),
+        Command::Classify(a) => classify(a),
+        Command::ImportCaffe(a) => import_caffe(a),
+        Command::Info(a) => info(a),
         Command::Selftest => selftest(),
     };
     match result {
@@ -39,7 +104,178 @@ fn main() -> ExitCode {
     }
 }
 
-fn info() -> Result<()> {
+fn load_model(path: Option<&Path>) -> Result<Model> {
+    match path {
+        Some(p) => Model::load(p),
+        None => Err(activeshift::Error::invalid(
+            "classify",
+            "no default model is embedded in this build yet; pass --model FILE \
+             (e.g. one made by `activeshift import-caffe`)",
+        )),
+    }
+}
+
+fn classify(a: ClassifyArgs) -> Result<()> {
+    let model = load_model(a.model.as_deref())?;
+    let mut clf = match a.backend {
+        BackendChoice::Cpu => Classifier::cpu(model),
+        BackendChoice::Gpu => Classifier::gpu(&pollster::block_on(GpuContext::new())?, model)?,
+        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
+            Ok(ctx) => Classifier::gpu(&ctx, model)?,
+            Err(e) => {
+                eprintln!("note: {e}; running on the CPU");
+                Classifier::cpu(model)
+            }
+        },
+    };
+    let mut failed = 0;
+    for path in &a.images {
+        let shown = path.display().to_string();
+        let result = std::fs::read(path)
+            .map_err(|source| activeshift::Error::Io {
+                path: shown.clone(),
+                source,
+            })
+            .and_then(|bytes| pollster::block_on(clf.classify_bytes(&bytes, a.top)));
+        match result {
+            Ok(mut c) => {
+                c.image = Some(shown);
+                print_classification(&c, a.json)?;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {shown}: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(activeshift::Error::invalid(
+            "classify",
+            format!(
+                "{failed} of {} images could not be classified",
+                a.images.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn print_classification(c: &Classification, json: bool) -> Result<()> {
+    if json {
+        let line = serde_json::to_string(c)
+            .map_err(|e| activeshift::Error::invalid("classify", e.to_string()))?;
+        println!("{line}");
+        return Ok(());
+    }
+    println!(
+        "{} ({} on {})",
+        c.image.as_deref().unwrap_or("image"),
+        c.model,
+        c.backend
+    );
+    for t in &c.top {
+        let bar = "#".repeat((t.prob * 40.0).round() as usize);
+        println!(
+            "  {:>5}  {:>6.2}%  {:<40}  {}",
+            t.class,
+            t.prob * 100.0,
+            bar,
+            t.label
+        );
+    }
+    Ok(())
+}
+
+/// Default labels for the ImageNet import: `imagenet_classes.txt` next to the caffemodel's
+/// folder (the layout of ../shared/data), or in ../shared/data.
+fn default_labels(caffemodel: &Path) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = caffemodel.parent() {
+        candidates.push(dir.join("imagenet_classes.txt"));
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join("imagenet_classes.txt"));
+        }
+    }
+    candidates.push(PathBuf::from("../shared/data/imagenet_classes.txt"));
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn import_caffe(a: ImportArgs) -> Result<()> {
+    if a.output.exists() && !a.force {
+        return Err(activeshift::Error::Io {
+            path: a.output.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "file exists (pass --force to replace it)",
+            ),
+        });
+    }
+    let layers = activeshift::caffe::read_caffemodel(&a.caffemodel)?;
+    let labels_path = a.labels.clone().or_else(|| default_labels(&a.caffemodel));
+    let labels = match &labels_path {
+        Some(p) => {
+            activeshift::model::read_labels(&std::fs::read_to_string(p).map_err(|source| {
+                activeshift::Error::Io {
+                    path: p.display().to_string(),
+                    source,
+                }
+            })?)
+        }
+        None => {
+            eprintln!(
+                "note: no imagenet_classes.txt found; labels will be `class N` (use --labels)"
+            );
+            Vec::new()
+        }
+    };
+    let model = activeshift::model::import_caffe(&layers, labels)?;
+    model.save(&a.output, a.force)?;
+    println!(
+        "wrote {} ({}, {} parameters, labels from {})",
+        a.output.display(),
+        model.config.name,
+        model.config.param_count(),
+        labels_path.map_or("nowhere".into(), |p| p.display().to_string())
+    );
+    Ok(())
+}
+
+fn describe_arch(config: &ArchConfig) {
+    let plan = activeshift::model::Plan::new(config, 1);
+    println!("architecture: {}", config.name);
+    println!(
+        "input: {} x {} x {}, {} classes",
+        config.in_channels, config.input_size[0], config.input_size[1], config.classes
+    );
+    println!("parameters: {}", config.param_count());
+    println!("mult-adds: {:.1}M", plan.mult_adds() as f64 / 1e6);
+    println!("shift layers: {}", config.shift_layers());
+    println!(
+        "stem: 3x3 conv {} -> {}, stride {}",
+        config.in_channels, config.stem_width, config.stem_stride
+    );
+    for (i, s) in config.stages.iter().enumerate() {
+        println!(
+            "stage {i}: {} blocks x width {} (inner {}), first stride {}",
+            s.blocks,
+            s.width,
+            s.width * config.expansion,
+            s.stride
+        );
+    }
+}
+
+fn info(a: InfoArgs) -> Result<()> {
+    if let Some(name) = a.arch {
+        describe_arch(&ArchConfig::builtin(&name)?);
+        return Ok(());
+    }
+    if let Some(path) = a.model {
+        let model = Model::load(&path)?;
+        describe_arch(&model.config);
+        println!("labels: {} ({} ...)", model.labels.len(), model.labels[0]);
+        return Ok(());
+    }
     let ctx = pollster::block_on(GpuContext::new())?;
     println!("adapter: {}", ctx.describe());
     let l = ctx.device().limits();

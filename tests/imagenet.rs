@@ -86,7 +86,13 @@ fn gpu_and_cpu_logits_agree_for_w32() {
     let mut gm = activeshift::model::GpuModel::new(ctx, model).unwrap();
     let gpu = pollster::block_on(gm.forward(&input)).unwrap();
     let err = common::rel_err(&gpu.logits, &cpu.logits);
-    assert!(err <= 1e-3, "w32 logits: relative error {err} (seed {seed})");
+    assert!(
+        err <= 1e-3,
+        "w32 logits: relative error {err} (seed {seed})"
+    );
     let err = common::rel_err(&gpu.probs, &cpu.probs);
-    assert!(err <= 1e-3, "w32 probabilities: relative error {err} (seed {seed})");
+    assert!(
+        err <= 1e-3,
+        "w32 probabilities: relative error {err} (seed {seed})"
+    );
 }

@@ -223,15 +223,17 @@ impl ArchConfig {
     /// CIFAR-10 (3 x 32 x 32, 10 classes).
     pub fn builtin(name: &str) -> Result<Self> {
         if let Some(w) = name.strip_prefix("as-resnet-w")
-            && let Ok(w @ (32 | 50 | 68)) = w.parse::<usize>() {
-                return Ok(Self::as_resnet(w));
-            }
+            && let Ok(w @ (32 | 50 | 68)) = w.parse::<usize>()
+        {
+            return Ok(Self::as_resnet(w));
+        }
         if let Some(we) = name.strip_prefix("asnet20-")
             && let Some((w, e)) = we.split_once('x')
-                && let (Ok(w), Ok(e)) = (w.parse::<usize>(), e.parse::<usize>())
-                    && matches!((w, e), (16, 1 | 3 | 6 | 9) | (46, 1) | (88, 1)) {
-                        return Ok(Self::asnet20(w, e, 3, 32, 10));
-                    }
+            && let (Ok(w), Ok(e)) = (w.parse::<usize>(), e.parse::<usize>())
+            && matches!((w, e), (16, 1 | 3 | 6 | 9) | (46, 1) | (88, 1))
+        {
+            return Ok(Self::asnet20(w, e, 3, 32, 10));
+        }
         Err(Error::invalid(
             "config",
             format!(
@@ -320,12 +322,13 @@ impl ArchConfig {
             return bad("preprocess.mean/scale", "values must be finite".into());
         }
         if let Some(r) = p.resize_short
-            && (r < p.crop[0].min(p.crop[1]) || r > MAX) {
-                return bad(
-                    "preprocess.resize_short",
-                    format!("{r} is smaller than the crop or too large"),
-                );
-            }
+            && (r < p.crop[0].min(p.crop[1]) || r > MAX)
+        {
+            return bad(
+                "preprocess.resize_short",
+                format!("{r} is smaller than the crop or too large"),
+            );
+        }
         Ok(())
     }
 

@@ -23,9 +23,9 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
                     .create(true)
                     .append(true)
                     .open(path)
-                {
-                    let _ = writeln!(f, "{test}\t{}", ctx.adapter_info().name);
-                }
+            {
+                let _ = writeln!(f, "{test}\t{}", ctx.adapter_info().name);
+            }
             Some(ctx)
         }
         Err(e) => {

@@ -1,0 +1,118 @@
+//! The `activeshift` program end to end: import the authors' weights, classify, errors.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_activeshift"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("activeshift-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run activeshift");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn info_prints_parameter_counts_of_every_builtin() {
+    for (name, count) in [("asnet20-16x1", "35386"), ("as-resnet-w32", "901256")] {
+        let (ok, out, err) = run(bin().args(["info", "--arch", name]));
+        assert!(ok, "{err}");
+        assert!(out.contains(&format!("parameters: {count}")), "{out}");
+    }
+    for name in activeshift::model::config::BUILTIN {
+        let (ok, out, err) = run(bin().args(["info", "--arch", name]));
+        assert!(ok && out.contains("parameters: "), "{name}: {out}{err}");
+    }
+    let (ok, _, err) = run(bin().args(["info", "--arch", "resnet50"]));
+    assert!(
+        !ok && err.starts_with("error: ") && err.contains("unknown architecture"),
+        "{err}"
+    );
+}
+
+#[test]
+fn import_then_classify_the_cat() {
+    let dir = tmpdir("cat");
+    let model = dir.join("w32.safetensors");
+    let caffemodel = format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel");
+    let (ok, out, err) = run(bin().args(["import-caffe", &caffemodel, "-o"]).arg(&model));
+    assert!(ok, "{err}");
+    assert!(out.contains("as-resnet-w32, 901256 parameters"), "{out}");
+    // Never overwrite silently.
+    let (ok, _, err) = run(bin().args(["import-caffe", &caffemodel, "-o"]).arg(&model));
+    assert!(!ok && err.contains("file exists"), "{err}");
+
+    let cat = format!("{SHARED}/images/cat.jpg");
+    let mut backends = vec!["cpu"];
+    if common::gpu("cli import_then_classify_the_cat").is_some() {
+        backends.push("gpu");
+    }
+    for backend in backends {
+        let (ok, out, err) = run(bin()
+            .args(["classify", "--json", "--backend", backend, "--model"])
+            .arg(&model)
+            .arg(&cat));
+        assert!(ok, "{backend}: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        let v: activeshift::Classification = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v.image.as_deref(), Some(cat.as_str()));
+        assert_eq!(v.model, "as-resnet-w32");
+        assert_eq!(v.top.len(), 5);
+        assert_eq!(
+            (v.top[0].class, v.top[0].label.as_str()),
+            (285, "Egyptian cat"),
+            "{backend}"
+        );
+        assert!(
+            (v.top[0].prob - 0.251).abs() < 0.02,
+            "{backend}: {}",
+            v.top[0].prob
+        );
+        if backend == "cpu" {
+            assert_eq!(v.backend, "cpu");
+        }
+    }
+
+    // A file that is not an image: one clear line, non-zero exit, no panic; good images still
+    // get their result.
+    let (ok, out, err) = run(bin()
+        .args(["classify", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg(&cat)
+        .arg(&caffemodel));
+    assert!(!ok);
+    assert!(out.contains("Egyptian cat"), "{out}");
+    assert!(
+        err.contains("AS-ResNet-w32.caffemodel: invalid image"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_file_that_is_not_a_model_is_a_clear_error() {
+    let cat = format!("{SHARED}/images/cat.jpg");
+    let (ok, _, err) = run(bin().args(["classify", "--model", &cat, &cat]));
+    assert!(!ok);
+    assert!(err.starts_with("error: invalid safetensors"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (ok, _, err) = run(bin().args(["import-caffe", &cat, "-o", "/nonexistent/x"]));
+    assert!(!ok && err.starts_with("error: invalid caffemodel"), "{err}");
+}

@@ -1,0 +1,103 @@
+//! Whole networks on the GPU against the CPU engine, with random weights.
+
+mod common;
+
+use activeshift::model::{ArchConfig, GpuModel, HostTensor, Model};
+use common::*;
+use std::collections::BTreeMap;
+
+/// A model with random weights of a realistic scale (affine scales near 1, shifts in ±2).
+fn random_model(config: &ArchConfig, rng: &mut rand::rngs::StdRng) -> Model {
+    let params: BTreeMap<String, HostTensor> = config
+        .param_shapes()
+        .into_iter()
+        .map(|(name, dims)| {
+            let len: usize = dims.iter().product();
+            let fan_in = if dims.len() > 1 {
+                dims[1..].iter().product::<usize>()
+            } else {
+                1
+            };
+            let data = if name.ends_with(".scale") {
+                uniform(rng, len, 0.5, 1.5)
+            } else if name.ends_with(".bias") {
+                uniform(rng, len, -0.2, 0.2)
+            } else if name.ends_with(".shift") {
+                uniform(rng, len, -2.0, 2.0)
+            } else {
+                let a = (3.0 / fan_in as f32).sqrt();
+                uniform(rng, len, -a, a)
+            };
+            (name, HostTensor::new(dims, data).unwrap())
+        })
+        .collect();
+    Model::new(config.clone(), Vec::new(), params).unwrap()
+}
+
+fn compare(test: &str, config: ArchConfig, batches: &[usize]) {
+    let Some(ctx) = gpu(test) else {
+        return;
+    };
+    let (mut rng, seed) = rng(test);
+    let model = random_model(&config, &mut rng);
+    let mut gm = GpuModel::new(ctx, &model).unwrap();
+    let per = config.in_channels * config.input_size[0] * config.input_size[1];
+    for &n in batches {
+        let input = uniform(&mut rng, n * per, -2.0, 2.0);
+        let cpu = model.forward_cpu(&input).unwrap();
+        let gpu = pollster::block_on(gm.forward(&input)).unwrap();
+        let err = rel_err(&gpu.logits, &cpu.logits);
+        assert!(
+            err <= 1e-3,
+            "{}: batch {n}: logits relative error {err} (seed {seed})",
+            config.name
+        );
+        let err = rel_err(&gpu.probs, &cpu.probs);
+        assert!(
+            err <= 1e-3,
+            "{}: batch {n}: probabilities relative error {err} (seed {seed})",
+            config.name
+        );
+        // Buffers are reused between calls: the same input gives the same logits again.
+        let again = pollster::block_on(gm.forward(&input)).unwrap();
+        assert_eq!(
+            again.logits, gpu.logits,
+            "{}: batch {n}: second run differs",
+            config.name
+        );
+    }
+}
+
+#[test]
+fn asnet20_16x1_gpu_matches_cpu() {
+    compare(
+        "asnet20_16x1_gpu_matches_cpu",
+        ArchConfig::builtin("asnet20-16x1").unwrap(),
+        &[3, 1, 3],
+    );
+}
+
+#[test]
+fn asnet20_grayscale_28_gpu_matches_cpu() {
+    compare(
+        "asnet20_grayscale_28_gpu_matches_cpu",
+        ArchConfig::asnet20(16, 3, 1, 28, 10),
+        &[2],
+    );
+}
+
+#[test]
+fn wrong_input_size_is_an_error() {
+    let Some(ctx) = gpu("wrong_input_size_is_an_error") else {
+        return;
+    };
+    let (mut rng, _) = rng("wrong input");
+    let model = random_model(&ArchConfig::builtin("asnet20-16x1").unwrap(), &mut rng);
+    let mut gm = GpuModel::new(ctx, &model).unwrap();
+    let err = pollster::block_on(gm.forward(&[0.0; 100]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a multiple of 3072 values"), "{err}");
+    let err = model.forward_cpu(&[]).unwrap_err().to_string();
+    assert!(err.contains("a multiple of 3072 values"), "{err}");
+}
