@@ -27,6 +27,23 @@ const PER_INVOCATION: u32 = 4u;
 const CHUNK: u32 = WG_SIZE * PER_INVOCATION;
 const SHIFT_LIMIT: f32 = 1048576.0;
 
+// Shifts as the kernels use them (same in src/cpu/asl.rs): a NaN xpos or ypos makes its
+// channel read nothing (output 0, both gradients 0); +-Inf and finite values beyond
+// +-SHIFT_LIMIT are clamped to +-SHIFT_LIMIT, which reads only zero fill for any image narrower
+// than 2^20 pixels. Tested on the bits: WGSL lets implementations assume floats are finite, so
+// `x != x` and clamp() of NaN or Inf are not reliable.
+fn shift_is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn limit_shift(v: f32) -> f32 {
+    let bits = bitcast<u32>(v);
+    if ((bits & 0x7fffffffu) >= 0x7f800000u) {
+        return select(SHIFT_LIMIT, -SHIFT_LIMIT, (bits >> 31u) == 1u);
+    }
+    return clamp(v, -SHIFT_LIMIT, SHIFT_LIMIT);
+}
+
 @group(0) @binding(0) var<uniform> params: AslParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dout: array<f32>;
@@ -69,8 +86,9 @@ fn partial_sums(
     let plane_out = params.ho * params.wo;
     let total = params.n * plane_out;
 
-    let xp = clamp(shift[c], -SHIFT_LIMIT, SHIFT_LIMIT);
-    let yp = clamp(shift[params.c + c], -SHIFT_LIMIT, SHIFT_LIMIT);
+    let live = !(shift_is_nan(shift[c]) || shift_is_nan(shift[params.c + c]));
+    let xp = limit_shift(shift[c]);
+    let yp = limit_shift(shift[params.c + c]);
     let fx = floor(xp);
     let fy = floor(yp);
     let tx = xp - fx;
@@ -82,7 +100,7 @@ fn partial_sums(
     var gy = 0.0;
     for (var k = 0u; k < PER_INVOCATION; k++) {
         let e = chunk * CHUNK + k * WG_SIZE + li;
-        if (e < total) {
+        if (live && e < total) {
             let n = e / plane_out;
             let pos = e % plane_out;
             let i = pos / params.wo;

@@ -23,6 +23,23 @@ const WG_SIZE: u32 = 256u;
 // zero fill, and the clamp keeps every integer index far from i32 overflow.
 const SHIFT_LIMIT: f32 = 1048576.0;
 
+// Shifts as the kernels use them (same in src/cpu/asl.rs): a NaN xpos or ypos makes its
+// channel read nothing (output 0, both gradients 0); +-Inf and finite values beyond
+// +-SHIFT_LIMIT are clamped to +-SHIFT_LIMIT, which reads only zero fill for any image narrower
+// than 2^20 pixels. Tested on the bits: WGSL lets implementations assume floats are finite, so
+// `x != x` and clamp() of NaN or Inf are not reliable.
+fn shift_is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn limit_shift(v: f32) -> f32 {
+    let bits = bitcast<u32>(v);
+    if ((bits & 0x7fffffffu) >= 0x7f800000u) {
+        return select(SHIFT_LIMIT, -SHIFT_LIMIT, (bits >> 31u) == 1u);
+    }
+    return clamp(v, -SHIFT_LIMIT, SHIFT_LIMIT);
+}
+
 @group(0) @binding(0) var<uniform> params: AslParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // [2, C]: xpos (horizontal) for every channel, then ypos (vertical).
@@ -50,12 +67,17 @@ fn main(
     let i = idx / params.wo;
     let j = idx % params.wo;
 
-    let xp = clamp(shift[c], -SHIFT_LIMIT, SHIFT_LIMIT);
-    let yp = clamp(shift[params.c + c], -SHIFT_LIMIT, SHIFT_LIMIT);
+    let live = !(shift_is_nan(shift[c]) || shift_is_nan(shift[params.c + c]));
+    let xp = limit_shift(shift[c]);
+    let yp = limit_shift(shift[params.c + c]);
     let fx = floor(xp);
     let fy = floor(yp);
     let tx = xp - fx;
     let ty = yp - fy;
+    if (!live) {
+        out[(n * params.c + c) * params.ho * params.wo + idx] = 0.0;
+        return;
+    }
 
     let row = i32(i * params.stride) + i32(fy);
     let col = i32(j * params.stride) + i32(fx);

@@ -96,6 +96,10 @@ fn main(
                         var v: array<f32, PX>;
                         for (var p = 0u; p < PX; p++) {
                             let col = i32((j0 + p) * params.stride + kx) - 1;
+                            // Zero padding, written explicitly: Chrome's WebGPU (Tint on
+                            // SwiftShader) keeps `v` from the previous kx iteration here
+                            // instead of zero-initializing it again.
+                            v[p] = 0.0;
                             if (col >= 0 && col < i32(params.w)) {
                                 v[p] = x[row_base + u32(col)];
                             }

@@ -143,16 +143,25 @@ fn format_error(msg: String) -> Error {
     }
 }
 
+/// Largest `.caffemodel` file [`read_caffemodel`] reads.
+pub const MAX_CAFFEMODEL_BYTES: u64 = 1 << 30;
+
 /// Read and parse a `.caffemodel` file; see [`parse_caffemodel`].
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be read, and the errors of [`parse_caffemodel`].
+/// [`Error::Io`] if the file cannot be read, [`Error::Format`] if it is larger than
+/// [`MAX_CAFFEMODEL_BYTES`], and the errors of [`parse_caffemodel`], their messages prefixed
+/// with the path.
 pub fn read_caffemodel(path: &Path) -> Result<Vec<CaffeLayer>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_caffemodel(&bytes)
+    crate::error::read_file_limited(path, MAX_CAFFEMODEL_BYTES, "caffemodel")
+        .and_then(|bytes| parse_caffemodel(&bytes))
+        .map_err(|e| match e {
+            Error::Format { format, msg } => Error::Format {
+                format,
+                msg: format!("{}: {msg}", path.display()),
+            },
+            e => e,
+        })
 }
 
 /// Parse the bytes of a `.caffemodel` (a binary Caffe `NetParameter`) into its layers, in file

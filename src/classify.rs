@@ -118,7 +118,12 @@ impl Classifier {
                 .into_iter()
                 .map(|(class, prob)| TopClass {
                     class,
-                    label: self.model.labels[class].clone(),
+                    label: self
+                        .model
+                        .labels
+                        .get(class)
+                        .cloned()
+                        .unwrap_or_else(|| format!("class {class}")),
                     prob,
                 })
                 .collect(),

@@ -113,3 +113,38 @@ impl Error {
         }
     }
 }
+
+/// Read a whole file, refusing one larger than `max` bytes with an [`Error::Format`] of
+/// `format` (its message does not name the path; I/O errors do). Never reads more than `max + 1` bytes, also from pipes and devices (`/dev/zero`).
+pub(crate) fn read_file_limited(
+    path: &std::path::Path,
+    max: u64,
+    format: &'static str,
+) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let too_large = |size: String| Error::Format {
+        format,
+        msg: format!("the file is {size} bytes; at most {max} bytes are accepted"),
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory, not a file",
+        )));
+    }
+    if meta.len() > max {
+        return Err(too_large(meta.len().to_string()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(format!("more than {max}")));
+    }
+    Ok(bytes)
+}

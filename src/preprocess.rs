@@ -6,8 +6,14 @@ use image::{DynamicImage, imageops::FilterType};
 
 /// Largest image side accepted when decoding (larger images are refused, not decoded).
 pub const MAX_IMAGE_SIDE: u32 = 16384;
-/// Most memory the decoder may allocate.
-pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+/// Most memory the decoder may allocate (a 16-bit RGBA image of 8192 x 8192 fits; a
+/// 16384 x 16384 RGB one does not).
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+/// Largest image file [`read_image_file`] reads.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+/// An axis that resizing would make longer than this (and longer than the crop plus a margin)
+/// is resized only around its centre, where the crop is taken (see [`preprocess`]).
+pub const MAX_RESIZED_SIDE: u32 = 4096;
 
 fn image_err(msg: impl Into<String>) -> Error {
     Error::Format {
@@ -16,8 +22,20 @@ fn image_err(msg: impl Into<String>) -> Error {
     }
 }
 
-/// Decode an image file (JPEG, PNG, GIF, BMP, WebP) from memory, with bounded size and memory.
+/// Read an image file, refusing files over [`MAX_IMAGE_FILE_BYTES`] (and reading no more than
+/// that from pipes and devices).
+pub fn read_image_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    crate::error::read_file_limited(path, MAX_IMAGE_FILE_BYTES, "image")
+}
+
+/// Decode an image file (JPEG, PNG, GIF, BMP, WebP) from memory, with bounded size and memory:
+/// images wider or taller than [`MAX_IMAGE_SIDE`], or needing more than [`MAX_DECODE_BYTES`],
+/// are refused before their pixels are decoded. Any pixel type is accepted (grayscale, RGB,
+/// with alpha, 8 or 16 bits, float); see [`preprocess`] for how each is used.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
+    if bytes.is_empty() {
+        return Err(image_err("the file is empty"));
+    }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_err(e.to_string()))?;
@@ -31,18 +49,77 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    reader.decode().map_err(|e| image_err(e.to_string()))
+    reader.decode().map_err(|e| {
+        // One line: some decoders end their messages with a newline.
+        let msg = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        match e {
+            image::ImageError::Limits(_) => image_err(format!(
+                "{msg} (at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels and {} MiB decoded)",
+                MAX_DECODE_BYTES >> 20
+            )),
+            _ => image_err(msg),
+        }
+    })
+}
+
+/// The part of one axis that is resized: `(source offset, source length, resized length)`.
+/// An axis of `src` pixels is to become `resized` pixels long, of which the centre `crop` are
+/// kept. When `resized` is over [`MAX_RESIZED_SIDE`] (and over the crop plus a margin), only
+/// the source pixels around the centre are resized, at the same scale, which bounds memory
+/// for extreme aspect ratios (e.g. 1 x 16384) at the price of a sub-pixel change in alignment.
+fn axis_window(src: u32, resized: u32, crop: u32) -> (u32, u32, u32) {
+    const MARGIN: u32 = 32;
+    let keep = MAX_RESIZED_SIDE.max(crop.saturating_add(2 * MARGIN));
+    if resized <= keep {
+        return (0, src, resized);
+    }
+    let (src64, resized64) = (u64::from(src), u64::from(resized));
+    let len = (u64::from(keep) * src64)
+        .div_ceil(resized64)
+        .clamp(1, src64);
+    let out = ((len * resized64 + src64 / 2) / src64).max(u64::from(crop));
+    // `len <= src` and `out <= keep + 1`, so both fit in u32.
+    let (len, out) = (len as u32, out as u32);
+    ((src - len) / 2, len, out)
 }
 
 /// Resize, centre-crop, reorder channels and normalize: returns the `[C, H, W]` input (C from
 /// the colour order, `[H, W]` = `p.crop`).
+///
+/// Every pixel type has a defined result: 16-bit and float images are converted to 8 bits
+/// (`v16 / 257`, rounded), alpha is ignored (the colour channels are used as stored, not
+/// composited), a grayscale image feeds all three channels of a colour model and a colour
+/// image is converted to luma for a grayscale model. A 1 x 1 image gives a constant input.
+/// Axes that the resize would make very long are resized around their centre only
+/// ([`MAX_RESIZED_SIDE`]), so memory stays bounded whatever the aspect ratio.
 pub fn preprocess(img: &DynamicImage, p: &Preprocess) -> Result<Vec<f32>> {
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(image_err("image has no pixels"));
     }
+    let channels = p.color.channels();
+    if p.mean.len() != channels || p.scale.len() != channels || p.crop.contains(&0) {
+        return Err(Error::invalid(
+            "preprocess",
+            format!(
+                "{:?} needs {channels} means and scales and a non-empty crop, found {} means, {} \
+                 scales, crop {:?}",
+                p.color,
+                p.mean.len(),
+                p.scale.len(),
+                p.crop
+            ),
+        ));
+    }
     let [ch, cw] = p.crop;
-    let (ch, cw) = (ch as u32, cw as u32);
+    let (ch, cw) = (
+        u32::try_from(ch).map_err(|_| image_err("crop height too large"))?,
+        u32::try_from(cw).map_err(|_| image_err("crop width too large"))?,
+    );
     // Size after resizing.
     let (rw, rh) = match p.resize_short {
         Some(short) => {
@@ -57,18 +134,36 @@ pub fn preprocess(img: &DynamicImage, p: &Preprocess) -> Result<Vec<f32>> {
         }
         None => (u64::from(cw), u64::from(ch)),
     };
-    let (rw, rh) = (rw.max(u64::from(cw)) as u32, rh.max(u64::from(ch)) as u32);
+    let clamp = |v: u64, c: u32| u32::try_from(v.max(u64::from(c))).unwrap_or(u32::MAX);
+    let (rw, rh) = (clamp(rw, cw), clamp(rh, ch));
+    let (sx, sw, rw) = axis_window(w, rw, cw);
+    let (sy, sh, rh) = axis_window(h, rh, ch);
+    let windowed;
+    let src = if (sx, sy, sw, sh) == (0, 0, w, h) {
+        img
+    } else {
+        windowed = img.crop_imm(sx, sy, sw, sh);
+        &windowed
+    };
     let gray = p.color == ColorOrder::Gray;
     let resized = if gray {
+        let luma = match src.as_luma8() {
+            Some(l) => std::borrow::Cow::Borrowed(l),
+            None => std::borrow::Cow::Owned(src.to_luma8()),
+        };
         DynamicImage::ImageLuma8(image::imageops::resize(
-            &img.to_luma8(),
+            luma.as_ref(),
             rw,
             rh,
             FilterType::Triangle,
         ))
     } else {
+        let rgb = match src.as_rgb8() {
+            Some(c) => std::borrow::Cow::Borrowed(c),
+            None => std::borrow::Cow::Owned(src.to_rgb8()),
+        };
         DynamicImage::ImageRgb8(image::imageops::resize(
-            &img.to_rgb8(),
+            rgb.as_ref(),
             rw,
             rh,
             FilterType::Triangle,
@@ -76,8 +171,7 @@ pub fn preprocess(img: &DynamicImage, p: &Preprocess) -> Result<Vec<f32>> {
     };
     let (x0, y0) = ((rw - cw) / 2, (rh - ch) / 2);
     let crop = resized.crop_imm(x0, y0, cw, ch);
-    let plane = (cw * ch) as usize;
-    let channels = p.color.channels();
+    let plane = (cw as usize) * (ch as usize);
     let mut out = vec![0.0f32; channels * plane];
     match p.color {
         ColorOrder::Gray => {

@@ -82,10 +82,20 @@ pub(crate) fn check_stride(op: &'static str, stride: usize) -> Result<()> {
     Ok(())
 }
 
-/// Check that an activation shape is non-empty.
+/// Check that an activation shape is non-empty and that its element count fits in `usize`
+/// (so that [`Shape4::len`] cannot wrap around).
 pub(crate) fn check_nonempty(op: &'static str, what: &str, s: Shape4) -> Result<()> {
-    if s.is_empty() {
-        return Err(Error::shape(op, what, "a non-empty tensor", s));
+    let len = [s.n, s.c, s.h, s.w]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    match len {
+        None => Err(Error::shape(
+            op,
+            what,
+            "a shape whose element count fits in memory",
+            s,
+        )),
+        Some(0) => Err(Error::shape(op, what, "a non-empty tensor", s)),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }

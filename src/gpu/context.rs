@@ -17,7 +17,12 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     kernels: Arc<Kernels>,
+    /// Set once the device is lost (by wgpu's device-lost callback on contexts activeshift
+    /// created, or by [`GpuContext::mark_lost`]); every later submission or readback fails.
     lost: Arc<Mutex<Option<String>>>,
+    /// The first wgpu error not yet reported (contexts activeshift created only: their
+    /// uncaptured-error handler records errors here instead of panicking).
+    uncaptured: Arc<Mutex<Option<String>>>,
 }
 
 /// The limits every activeshift kernel stays within: WebGPU's defaults (256 invocations per
@@ -49,6 +54,11 @@ impl GpuContext {
     /// `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter name; an error if none
     /// matches) and `WGPU_POWER_PREF`. Requires WebGPU's default limits; takes the optional
     /// features `SHADER_F16` and `TIMESTAMP_QUERY` where the adapter has them.
+    ///
+    /// The device is activeshift's own, so it installs a device-lost callback and an
+    /// uncaptured-error handler on it: device loss and wgpu errors (validation, out of memory)
+    /// come back as [`Error::Device`] from the next submission or readback, instead of wgpu's
+    /// default panic.
     pub async fn new() -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
@@ -83,11 +93,33 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
-        Ok(Self::assemble(device, queue, info))
+        let ctx = Self::assemble(device, queue, info);
+        // The device is ours: instead of wgpu's default handlers (the uncaptured-error one
+        // panics), record loss and errors so that they surface as `Error::Device`.
+        let lost = Arc::clone(&ctx.lost);
+        ctx.device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut slot) = lost.lock() {
+                slot.get_or_insert_with(|| format!("{reason:?}: {message}"));
+            }
+        });
+        let uncaptured = Arc::clone(&ctx.uncaptured);
+        ctx.device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut slot) = uncaptured.lock() {
+                    slot.get_or_insert_with(|| e.to_string());
+                }
+            }));
+        Ok(ctx)
     }
 
     /// Adopt a device and queue that a host application already owns. Checks that the device
     /// provides [`required_limits`]; activeshift needs no optional feature.
+    ///
+    /// The host keeps full control of its device: activeshift installs no device-lost callback
+    /// and no uncaptured-error handler on it (wgpu allows only one of each, and they are the
+    /// host's). A host that wants activeshift calls to fail with [`Error::Device`] after the
+    /// device is lost can forward the news from its own callback with
+    /// [`GpuContext::mark_lost`]. See `docs/embedding.md`.
     pub fn from_device(
         device: &wgpu::Device,
         queue: &wgpu::Queue,
@@ -101,19 +133,24 @@ impl GpuContext {
     // ownership on the single browser thread.
     #[allow(clippy::arc_with_non_send_sync)]
     fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
-        let lost = Arc::new(Mutex::new(None));
-        let flag = Arc::clone(&lost);
-        device.set_device_lost_callback(move |reason, message| {
-            if let Ok(mut slot) = flag.lock() {
-                *slot = Some(format!("{reason:?}: {message}"));
-            }
-        });
         Self {
             device,
             queue,
             info,
             kernels: Arc::new(Kernels::default()),
-            lost,
+            lost: Arc::new(Mutex::new(None)),
+            uncaptured: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Record that the device is lost (`reason` is shown in the errors): every later
+    /// submission and readback through this context (and its clones) fails with
+    /// [`Error::Device`]. Contexts made by [`GpuContext::new`] do this themselves; a host that
+    /// handed its device to [`GpuContext::from_device`] can call it from its own device-lost
+    /// callback.
+    pub fn mark_lost(&self, reason: impl Into<String>) {
+        if let Ok(mut slot) = self.lost.lock() {
+            slot.get_or_insert_with(|| reason.into());
         }
     }
 
@@ -146,10 +183,15 @@ impl GpuContext {
         &self.kernels
     }
 
-    /// An error if the device has been lost.
+    /// An error if the device has been lost, or if wgpu reported an error (validation, out of
+    /// memory) that has not been returned yet. Loss is permanent; another error is returned
+    /// once.
     pub fn check_device(&self) -> Result<()> {
-        match self.lost.lock().ok().and_then(|s| s.clone()) {
-            Some(msg) => Err(Error::Device(format!("device lost ({msg})"))),
+        if let Some(msg) = self.lost.lock().ok().and_then(|s| s.clone()) {
+            return Err(Error::Device(format!("device lost ({msg})")));
+        }
+        match self.uncaptured.lock().ok().and_then(|mut s| s.take()) {
+            Some(msg) => Err(Error::Device(msg)),
             None => Ok(()),
         }
     }
@@ -166,7 +208,9 @@ impl GpuContext {
                 label: Some("activeshift"),
             });
         f(&mut encoder)?;
-        Ok(self.queue.submit([encoder.finish()]))
+        let index = self.queue.submit([encoder.finish()]);
+        self.check_device()?;
+        Ok(index)
     }
 }
 

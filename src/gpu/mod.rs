@@ -6,4 +6,4 @@ mod tensor;
 
 pub use context::{GpuContext, required_limits};
 pub use tensor::GpuTensor;
-pub(crate) use tensor::read_mapped;
+pub(crate) use tensor::{read_mapped, usage_names};

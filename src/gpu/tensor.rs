@@ -68,6 +68,49 @@ impl GpuTensor {
         })
     }
 
+    /// View a buffer that the caller (typically a host application, see `docs/embedding.md`)
+    /// owns as a tensor of shape `dims`, without copying: kernels bind the buffer itself.
+    ///
+    /// The buffer must have `STORAGE` usage, hold at least the tensor's bytes (its first
+    /// `4 * len` bytes are the tensor; the rest is never touched) and, since kernels bind it
+    /// whole, be no larger than the device's `max_storage_buffer_binding_size`. Add `COPY_SRC`
+    /// to use [`GpuTensor::read`] and `COPY_DST` for [`GpuTensor::write`]. It must belong to
+    /// the context's device (wgpu reports a validation error otherwise).
+    pub fn from_buffer(ctx: &GpuContext, buffer: wgpu::Buffer, dims: &[usize]) -> Result<Self> {
+        const OP: &str = "tensor from buffer";
+        let bytes = byte_size(ctx, dims)?;
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the buffer needs STORAGE usage to be bound by kernels, it has {}",
+                    usage_names(buffer.usage())
+                ),
+            ));
+        }
+        if buffer.size() < bytes {
+            return Err(Error::shape(
+                OP,
+                "buffer size",
+                format!("at least {bytes} bytes for shape {dims:?}"),
+                format!("{} bytes", buffer.size()),
+            ));
+        }
+        let limit = ctx.device().limits().max_storage_buffer_binding_size;
+        if buffer.size() > limit {
+            return Err(Error::DeviceLimit {
+                op: OP,
+                what: "bytes per storage buffer binding (the whole buffer is bound)",
+                needed: buffer.size(),
+                limit,
+            });
+        }
+        Ok(Self {
+            dims: dims.to_vec(),
+            buffer,
+        })
+    }
+
     /// A zero-filled tensor of shape `dims`.
     pub fn zeros(ctx: &GpuContext, dims: &[usize]) -> Result<Self> {
         let size = byte_size(ctx, dims)?;
@@ -91,6 +134,7 @@ impl GpuTensor {
 
     /// Overwrite the contents with `data` (queued; takes effect before the next submission).
     pub fn write(&self, ctx: &GpuContext, data: &[f32]) -> Result<()> {
+        require_usage("tensor write", &self.buffer, wgpu::BufferUsages::COPY_DST)?;
         if data.len() != self.len() {
             return Err(Error::shape(
                 "tensor write",
@@ -108,7 +152,8 @@ impl GpuTensor {
     /// polled until the copy is done, in the browser the future resolves when the browser has
     /// mapped the buffer.
     pub async fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        let size = self.buffer.size();
+        require_usage("tensor read", &self.buffer, wgpu::BufferUsages::COPY_SRC)?;
+        let size = self.len() as u64 * 4;
         let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("activeshift readback"),
             size,
@@ -130,7 +175,7 @@ impl GpuTensor {
 
     /// The same buffer under another shape with the same number of elements.
     pub fn reshape(&self, dims: &[usize]) -> Result<Self> {
-        if dims.iter().product::<usize>() != self.len() {
+        if dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(self.len()) {
             return Err(Error::shape(
                 "tensor reshape",
                 "shape",
@@ -167,6 +212,33 @@ impl GpuTensor {
     /// The storage buffer (usage `STORAGE | COPY_SRC | COPY_DST`).
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+}
+
+/// An error unless `buffer` has `usage` (a buffer wrapped by [`GpuTensor::from_buffer`] may
+/// lack it).
+fn require_usage(op: &'static str, buffer: &wgpu::Buffer, usage: wgpu::BufferUsages) -> Result<()> {
+    if buffer.usage().contains(usage) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            op,
+            format!(
+                "the buffer needs {} usage, it has {}",
+                usage_names(usage),
+                usage_names(buffer.usage())
+            ),
+        ))
+    }
+}
+
+/// Buffer usages as `STORAGE | COPY_DST` (`none` when empty).
+pub(crate) fn usage_names(usage: wgpu::BufferUsages) -> String {
+    let names: Vec<&str> = usage.iter_names().map(|(name, _)| name).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(" | ")
     }
 }
 

@@ -119,6 +119,18 @@ pub fn imagenet_preprocess() -> Preprocess {
     }
 }
 
+/// Largest input height or width a configuration may declare.
+pub const MAX_INPUT_SIDE: usize = 8192;
+/// Most stages a configuration may have.
+pub const MAX_STAGES: usize = 64;
+/// Most residual blocks a configuration may have, over all stages.
+pub const MAX_BLOCKS: usize = 1024;
+/// Most learnable parameters a configuration may have (1 GiB of f32).
+pub const MAX_PARAMS: u64 = 1 << 28;
+/// Most activation values (summed over the execution plan) one image may need: 1 GiB of f32,
+/// which bounds the memory of the CPU engine and of each image on the GPU.
+pub const MAX_ACTIVATIONS: u64 = 1 << 28;
+
 /// The names of the built-in configurations.
 pub const BUILTIN: &[&str] = &[
     "as-resnet-w32",
@@ -253,21 +265,27 @@ impl ArchConfig {
             })
         };
         const MAX: usize = 1 << 16;
-        for (field, v) in [
-            ("in_channels", self.in_channels),
-            ("classes", self.classes),
-            ("stem_width", self.stem_width),
-            ("stem_stride", self.stem_stride),
-            ("expansion", self.expansion),
-            ("input_size[0]", self.input_size[0]),
-            ("input_size[1]", self.input_size[1]),
+        for (field, v, max) in [
+            ("in_channels", self.in_channels, MAX),
+            ("classes", self.classes, MAX),
+            ("stem_width", self.stem_width, MAX),
+            ("stem_stride", self.stem_stride, MAX),
+            ("expansion", self.expansion, MAX),
+            ("input_size[0]", self.input_size[0], MAX_INPUT_SIDE),
+            ("input_size[1]", self.input_size[1], MAX_INPUT_SIDE),
         ] {
-            if v == 0 || v > MAX {
-                return bad(field, format!("must be in 1..={MAX}, found {v}"));
+            if v == 0 || v > max {
+                return bad(field, format!("must be in 1..={max}, found {v}"));
             }
         }
-        if self.stages.is_empty() {
-            return bad("stages", "at least one stage is needed".into());
+        if self.stages.is_empty() || self.stages.len() > MAX_STAGES {
+            return bad(
+                "stages",
+                format!(
+                    "must hold 1..={MAX_STAGES} stages, found {}",
+                    self.stages.len()
+                ),
+            );
         }
         for (i, s) in self.stages.iter().enumerate() {
             for (name, v) in [
@@ -288,6 +306,39 @@ impl ArchConfig {
                     "width x expansion too large".into(),
                 );
             }
+        }
+        let blocks: usize = self.stages.iter().map(|s| s.blocks).sum();
+        if blocks > MAX_BLOCKS {
+            return bad(
+                "stages[].blocks",
+                format!("{blocks} blocks in all; at most {MAX_BLOCKS} are supported"),
+            );
+        }
+        // Sizes in u64, so that the checks cannot overflow (also on 32-bit targets).
+        let params: u64 = self
+            .param_shapes()
+            .iter()
+            .map(|(_, d)| d.iter().map(|&v| v as u64).product::<u64>())
+            .sum();
+        if params > MAX_PARAMS {
+            return bad(
+                "stages",
+                format!("the network has {params} parameters; at most {MAX_PARAMS} are supported"),
+            );
+        }
+        let activations: u64 = super::Plan::new(self, 1)
+            .slots
+            .iter()
+            .map(|s| s.c as u64 * s.h as u64 * s.w as u64)
+            .sum();
+        if activations > MAX_ACTIVATIONS {
+            return bad(
+                "input_size",
+                format!(
+                    "one image needs {activations} activation values; at most \
+                     {MAX_ACTIVATIONS} are supported"
+                ),
+            );
         }
         let p = &self.preprocess;
         if p.color.channels() != self.in_channels {
@@ -322,7 +373,7 @@ impl ArchConfig {
             return bad("preprocess.mean/scale", "values must be finite".into());
         }
         if let Some(r) = p.resize_short
-            && (r < p.crop[0].min(p.crop[1]) || r > MAX)
+            && (r < p.crop[0].min(p.crop[1]) || r > 2 * MAX_INPUT_SIDE)
         {
             return bad(
                 "preprocess.resize_short",

@@ -6,6 +6,9 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+/// Largest model file [`Model::load`] reads (a model of 256M parameters).
+pub const MAX_MODEL_FILE_BYTES: u64 = 1 << 30;
+
 /// Value of the `format` metadata key of activeshift model files.
 pub const FORMAT: &str = "activeshift-model-v1";
 
@@ -113,15 +116,7 @@ impl Model {
 
     /// Parse an activeshift safetensors model file.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Format {
-            format: "safetensors",
-            msg: e.to_string(),
-        })?;
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Format {
-            format: "safetensors",
-            msg: e.to_string(),
-        })?;
-        let meta = meta.metadata().clone().unwrap_or_default();
+        let (params, meta) = decode_tensors(bytes)?;
         let get = |key: &str| {
             meta.get(key).ok_or_else(|| {
                 model_err(format!(
@@ -140,37 +135,12 @@ impl Model {
         let labels: Vec<String> = serde_json::from_str(get("labels")?)
             .map_err(|e| model_err(format!("metadata `labels`: {e}")))?;
         config.validate()?;
-        let mut params = BTreeMap::new();
-        for (name, view) in st.iter() {
-            if view.dtype() != Dtype::F32 {
-                return Err(model_err(format!(
-                    "tensor `{name}`: dtype {:?}, expected F32",
-                    view.dtype()
-                )));
-            }
-            let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
-            params.insert(
-                name.to_string(),
-                HostTensor::new(view.shape().to_vec(), data)?,
-            );
-        }
         Self::new(config, labels, params)
     }
 
     /// Serialize to the safetensors model format (weights, plus `format`, `config` and `labels`
     /// metadata).
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
-        let bytes: Vec<(&String, Vec<u8>)> = self
-            .params
-            .iter()
-            .map(|(k, t)| (k, bytemuck::cast_slice(&t.data).to_vec()))
-            .collect();
-        let mut views = Vec::with_capacity(bytes.len());
-        for ((name, data), t) in bytes.iter().zip(self.params.values()) {
-            let view = TensorView::new(Dtype::F32, t.dims.clone(), data)
-                .map_err(|e| model_err(format!("tensor `{name}`: {e}")))?;
-            views.push((name.as_str(), view));
-        }
         let json = |v: serde_json::Result<String>| {
             v.map_err(|e| model_err(format!("cannot encode metadata: {e}")))
         };
@@ -185,59 +155,144 @@ impl Model {
                 json(serde_json::to_string(&self.labels))?,
             ),
         ]);
-        safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
-            format: "safetensors",
-            msg: e.to_string(),
-        })
+        encode_tensors(&self.params, meta)
     }
 
-    /// Load a model file.
+    /// Load a model file (at most [`MAX_MODEL_FILE_BYTES`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_safetensors(&bytes).map_err(|e| match e {
-            Error::Format { format, msg } => Error::Format {
-                format,
-                msg: format!("{}: {msg}", path.display()),
-            },
-            e => e,
-        })
+        crate::error::read_file_limited(path, MAX_MODEL_FILE_BYTES, "safetensors")
+            .and_then(|bytes| Self::from_safetensors(&bytes))
+            .map_err(|e| match e {
+                Error::Format { format, msg } => Error::Format {
+                    format,
+                    msg: format!("{}: {msg}", path.display()),
+                },
+                e => e,
+            })
     }
 
     /// Write the model file atomically (a temporary file in the same directory, then a rename),
     /// so a crash never leaves a half-written model. Refuses to replace an existing file unless
     /// `overwrite` is set.
     pub fn save(&self, path: &Path, overwrite: bool) -> Result<()> {
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if !overwrite && path.exists() {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "file exists (pass overwrite / --force to replace it)",
+        write_atomic(path, &self.to_safetensors()?, overwrite)
+    }
+}
+
+/// Encode f32 tensors and string metadata as safetensors.
+pub(crate) fn encode_tensors(
+    tensors: &BTreeMap<String, HostTensor>,
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let bytes: Vec<(&String, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, t)| (k, bytemuck::cast_slice(&t.data).to_vec()))
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for ((name, data), t) in bytes.iter().zip(tensors.values()) {
+        let view = TensorView::new(Dtype::F32, t.dims.clone(), data)
+            .map_err(|e| model_err(format!("tensor `{name}`: {e}")))?;
+        views.push((name.as_str(), view));
+    }
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
+        format: "safetensors",
+        msg: e.to_string(),
+    })
+}
+
+/// Decode safetensors bytes into f32 tensors and the metadata map.
+pub(crate) fn decode_tensors(
+    bytes: &[u8],
+) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
+    let st_err = |e: safetensors::SafeTensorError| Error::Format {
+        format: "safetensors",
+        msg: e.to_string(),
+    };
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| super::diagnose::safetensors_error(bytes, e))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.iter() {
+        if view.dtype() != Dtype::F32 {
+            return Err(model_err(format!(
+                "tensor `{name}`: dtype {:?}, expected F32",
+                view.dtype()
             )));
         }
-        let bytes = self.to_safetensors()?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "model".into());
-        let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(e)
-        })
+        let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        tensors.insert(
+            name.to_string(),
+            HostTensor::new(view.shape().to_vec(), data)?,
+        );
     }
+    Ok((tensors, meta))
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so the
+/// file is never seen half-written. Refuses to replace an existing file unless `overwrite`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if !overwrite && path.exists() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "file exists (pass overwrite / --force to replace it)",
+        )));
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
+/// Write tensors with metadata `format` and a JSON `state` atomically, replacing `path`.
+pub fn write_tensors_atomic(
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    format: &str,
+    state: &str,
+) -> Result<()> {
+    let meta = HashMap::from([
+        ("format".to_string(), format.to_string()),
+        ("state".to_string(), state.to_string()),
+    ]);
+    write_atomic(path, &encode_tensors(tensors, meta)?, true)
+}
+
+/// Read a file written by [`write_tensors_atomic`] with the given `format`: tensors and state.
+pub fn read_tensors(path: &Path, format: &str) -> Result<(BTreeMap<String, HostTensor>, String)> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let (tensors, meta) = decode_tensors(&bytes)?;
+    if meta.get("format").map(String::as_str) != Some(format) {
+        return Err(model_err(format!(
+            "{}: metadata `format` is {:?}, expected `{format}`",
+            path.display(),
+            meta.get("format")
+        )));
+    }
+    let state = meta
+        .get("state")
+        .cloned()
+        .ok_or_else(|| model_err(format!("{}: metadata `state` is missing", path.display())))?;
+    Ok((tensors, state))
 }
 
 /// Read class labels, one per line (blank lines at the end ignored).

@@ -1,9 +1,14 @@
 //! Running a model on the GPU: parameters uploaded once, activation buffers and bind groups
-//! built once per batch size, the whole network recorded into one compute pass and one
-//! submission, one readback at the end.
+//! built once per batch size, the whole network recorded into one compute pass.
+//!
+//! Two ways in: [`GpuModel::forward`] (host slice in, [`Output`] out: one submission, one
+//! readback) and [`GpuModel::record`] for applications that own the device (their buffer in,
+//! their buffer out, recorded into their command encoder; they submit). Both replay the same
+//! prepared dispatches.
 
+use super::config::ArchConfig;
 use super::file::Model;
-use super::plan::{ONES, Op, Plan};
+use super::plan::{ONES, Op, Plan, Slot};
 use super::run::{Output, check_input};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{Conv1x1Epilogue, Dispatch};
@@ -11,11 +16,23 @@ use crate::gpu::{GpuContext, GpuTensor};
 use std::collections::HashMap;
 
 /// A model resident on a GPU device.
+///
+/// What it creates on the device (all freed when it is dropped, once the GPU is done with
+/// them): one storage buffer per parameter tensor, uploaded by [`GpuModel::new`]; and, per
+/// batch size (rebuilt when the batch size changes), one storage buffer per activation of the
+/// plan, one small uniform buffer and bind group per kernel launch, and for
+/// [`GpuModel::forward`] a readback buffer of `2 * batch * classes` floats. Pipelines are
+/// shared by every model on the same [`GpuContext`]. Nothing is allocated per call once a
+/// batch size has been prepared.
 pub struct GpuModel {
     ctx: GpuContext,
     classes: usize,
-    config: super::ArchConfig,
+    config: ArchConfig,
     params: HashMap<String, GpuTensor>,
+    /// Bytes of the largest activation of one image.
+    image_bytes: u64,
+    /// Caller's cap on the images per submission (`usize::MAX` when unset).
+    batch_limit: usize,
     prepared: Option<Prepared>,
 }
 
@@ -24,9 +41,33 @@ struct Prepared {
     n: usize,
     plan: Plan,
     slots: Vec<GpuTensor>,
+    /// One dispatch per op of the plan, reading the model's own input slot.
     dispatches: Vec<Dispatch>,
-    /// Receives logits then probabilities.
-    staging: wgpu::Buffer,
+    /// The ops that read the input, bound to the host buffer last given to `record`.
+    host: Option<HostInput>,
+    /// Receives logits then probabilities (built by the first `forward`).
+    staging: Option<wgpu::Buffer>,
+}
+
+/// Dispatches that read a host-owned input buffer in place of the model's input slot.
+struct HostInput {
+    buffer: wgpu::Buffer,
+    /// `(op index, dispatch)` for every op that reads the input.
+    dispatches: Vec<(usize, Dispatch)>,
+}
+
+/// The activation slots `op` reads.
+fn reads(op: &Op) -> Vec<Slot> {
+    match op {
+        Op::Conv3x3 { input, .. }
+        | Op::Affine { input, .. }
+        | Op::Shift { input, .. }
+        | Op::AvgPool { input, .. }
+        | Op::Softmax { input, .. } => vec![*input],
+        Op::Conv1x1 {
+            input, residual, ..
+        } => std::iter::once(*input).chain(*residual).collect(),
+    }
 }
 
 impl GpuModel {
@@ -41,11 +82,19 @@ impl GpuModel {
             ONES.to_string(),
             GpuTensor::from_slice(ctx, &[classes], &vec![1.0; classes])?,
         );
+        let image_bytes = Plan::new(&model.config, 1)
+            .slots
+            .iter()
+            .map(|s| s.c as u64 * s.h as u64 * s.w as u64 * 4)
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             ctx: ctx.clone(),
             classes,
             config: model.config.clone(),
             params,
+            image_bytes,
+            batch_limit: usize::MAX,
             prepared: None,
         })
     }
@@ -55,10 +104,167 @@ impl GpuModel {
         &self.ctx
     }
 
+    /// The architecture.
+    pub fn config(&self) -> &ArchConfig {
+        &self.config
+    }
+
+    /// Number of classes (the width of each row of the outputs).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The input shape `[N, C, H, W]` of a batch of `batch` images.
+    pub fn input_dims(&self, batch: usize) -> [usize; 4] {
+        let [h, w] = self.config.input_size;
+        [batch, self.config.in_channels, h, w]
+    }
+
+    /// Bytes that [`GpuModel::record`] writes into its output buffer for `batch` images:
+    /// `[batch, classes]` logits followed by `[batch, classes]` probabilities, f32.
+    pub fn output_bytes(&self, batch: usize) -> u64 {
+        2 * batch as u64 * self.classes as u64 * 4
+    }
+
+    /// The most images one submission can hold: every activation of the batch must fit one
+    /// storage buffer binding (`max_storage_buffer_binding_size`), and the batch one dispatch
+    /// dimension; also at most what [`GpuModel::set_batch_limit`] allows.
+    /// [`GpuModel::forward`] splits larger batches; [`GpuModel::record`] refuses them.
+    ///
+    /// # Errors
+    /// [`Error::DeviceLimit`] when even one image's largest activation exceeds the binding size.
+    pub fn max_batch(&self) -> Result<usize> {
+        let limits = self.ctx.device().limits();
+        let binding = limits.max_storage_buffer_binding_size;
+        if self.image_bytes > binding {
+            return Err(Error::DeviceLimit {
+                op: "GpuModel",
+                what: "bytes for the largest activation of one image (one storage buffer binding)",
+                needed: self.image_bytes,
+                limit: binding,
+            });
+        }
+        let by_memory = binding / self.image_bytes.max(1);
+        let by_dispatch = u64::from(limits.max_compute_workgroups_per_dimension);
+        let n = by_memory.min(by_dispatch).max(1);
+        Ok(usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(self.batch_limit))
+    }
+
+    /// Cap the images per submission (at least 1), e.g. to bound GPU memory: `forward` splits
+    /// larger batches into submissions of at most `limit` images.
+    pub fn set_batch_limit(&mut self, limit: usize) {
+        self.batch_limit = limit.max(1);
+    }
+
+    /// The `[N, classes, 1, 1]` logits of the batch size last run or recorded (the model's own
+    /// buffer; a host may bind it in a later pass instead of copying). `None` before the first
+    /// run. Rebuilt, so a different buffer, when the batch size changes.
+    pub fn logits(&self) -> Option<&GpuTensor> {
+        self.prepared.as_ref().map(|p| &p.slots[p.plan.logits])
+    }
+
+    /// The `[N, classes, 1, 1]` softmax probabilities, like [`GpuModel::logits`].
+    pub fn probs(&self) -> Option<&GpuTensor> {
+        self.prepared.as_ref().map(|p| &p.slots[p.plan.probs])
+    }
+
     fn param(&self, name: &str) -> Result<&GpuTensor> {
         self.params.get(name).ok_or_else(|| Error::Format {
             format: "model",
             msg: format!("tensor `{name}` is missing"),
+        })
+    }
+
+    /// The dispatch of one op, reading activation slot `s` from `slot(s)`.
+    fn build<'t>(
+        &self,
+        op: &Op,
+        n: usize,
+        slot: impl Fn(Slot) -> &'t GpuTensor,
+    ) -> Result<Dispatch> {
+        let ctx = &self.ctx;
+        let dev = ctx.device();
+        let k = ctx.kernels();
+        Ok(match op {
+            Op::Conv3x3 {
+                input,
+                weight,
+                stride,
+                out,
+            } => k.conv3x3(dev).prepare(
+                ctx,
+                slot(*input),
+                self.param(weight)?,
+                *stride,
+                slot(*out),
+            )?,
+            Op::Affine {
+                input,
+                scale,
+                bias,
+                relu,
+                out,
+            } => k.affine(dev).prepare(
+                ctx,
+                slot(*input),
+                self.param(scale)?,
+                self.param(bias)?,
+                *relu,
+                slot(*out),
+            )?,
+            Op::Conv1x1 {
+                input,
+                weight,
+                stride,
+                affine,
+                residual,
+                relu,
+                out,
+            } => {
+                let affine = match affine {
+                    Some((s, b)) => Some((self.param(s)?, self.param(b)?)),
+                    None => None,
+                };
+                let ep = Conv1x1Epilogue {
+                    affine,
+                    residual: residual.map(&slot),
+                    relu: *relu,
+                };
+                k.conv1x1(dev).prepare(
+                    ctx,
+                    slot(*input),
+                    self.param(weight)?,
+                    *stride,
+                    ep,
+                    slot(*out),
+                )?
+            }
+            Op::Shift {
+                input,
+                shift,
+                stride,
+                out,
+            } => k.asl_forward(dev).prepare(
+                ctx,
+                slot(*input),
+                self.param(shift)?,
+                *stride,
+                slot(*out),
+            )?,
+            Op::AvgPool { input, out } => {
+                k.global_avg_pool(dev)
+                    .prepare(ctx, slot(*input), slot(*out))?
+            }
+            Op::Softmax { input, out } => {
+                let rows = [n, self.classes];
+                k.softmax(dev).prepare(
+                    ctx,
+                    &slot(*input).reshape(&rows)?,
+                    &slot(*out).reshape(&rows)?,
+                )?
+            }
         })
     }
 
@@ -69,142 +275,221 @@ impl GpuModel {
             return Ok(());
         }
         self.prepared = None;
-        let ctx = &self.ctx;
-        let dev = ctx.device();
-        let k = ctx.kernels();
         let plan = Plan::new(&self.config, n);
         let slots = plan
             .slots
             .iter()
-            .map(|s| GpuTensor::zeros(ctx, &s.dims()))
+            .map(|s| GpuTensor::zeros(&self.ctx, &s.dims()))
             .collect::<Result<Vec<_>>>()?;
-        let mut dispatches = Vec::with_capacity(plan.ops.len());
-        for op in &plan.ops {
-            let d = match op {
-                Op::Conv3x3 {
-                    input,
-                    weight,
-                    stride,
-                    out,
-                } => k.conv3x3(dev).prepare(
-                    ctx,
-                    &slots[*input],
-                    self.param(weight)?,
-                    *stride,
-                    &slots[*out],
-                )?,
-                Op::Affine {
-                    input,
-                    scale,
-                    bias,
-                    relu,
-                    out,
-                } => k.affine(dev).prepare(
-                    ctx,
-                    &slots[*input],
-                    self.param(scale)?,
-                    self.param(bias)?,
-                    *relu,
-                    &slots[*out],
-                )?,
-                Op::Conv1x1 {
-                    input,
-                    weight,
-                    stride,
-                    affine,
-                    residual,
-                    relu,
-                    out,
-                } => {
-                    let affine = match affine {
-                        Some((s, b)) => Some((self.param(s)?, self.param(b)?)),
-                        None => None,
-                    };
-                    let ep = Conv1x1Epilogue {
-                        affine,
-                        residual: residual.map(|r| &slots[r]),
-                        relu: *relu,
-                    };
-                    k.conv1x1(dev).prepare(
-                        ctx,
-                        &slots[*input],
-                        self.param(weight)?,
-                        *stride,
-                        ep,
-                        &slots[*out],
-                    )?
-                }
-                Op::Shift {
-                    input,
-                    shift,
-                    stride,
-                    out,
-                } => k.asl_forward(dev).prepare(
-                    ctx,
-                    &slots[*input],
-                    self.param(shift)?,
-                    *stride,
-                    &slots[*out],
-                )?,
-                Op::AvgPool { input, out } => {
-                    k.global_avg_pool(dev)
-                        .prepare(ctx, &slots[*input], &slots[*out])?
-                }
-                Op::Softmax { input, out } => {
-                    let rows = [n, self.classes];
-                    k.softmax(dev).prepare(
-                        ctx,
-                        &slots[*input].reshape(&rows)?,
-                        &slots[*out].reshape(&rows)?,
-                    )?
-                }
-            };
-            dispatches.push(d);
-        }
-        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("activeshift model readback"),
-            size: (2 * n * self.classes * 4) as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let dispatches = plan
+            .ops
+            .iter()
+            .map(|op| self.build(op, n, |s| &slots[s]))
+            .collect::<Result<Vec<_>>>()?;
         self.prepared = Some(Prepared {
             n,
             plan,
             slots,
             dispatches,
-            staging,
+            host: None,
+            staging: None,
         });
         Ok(())
     }
 
+    fn prepared(&self) -> Result<&Prepared> {
+        self.prepared
+            .as_ref()
+            .ok_or_else(|| Error::Device("model buffers were not prepared".into()))
+    }
+
+    /// Bind the ops that read the input to `buffer` (unless already bound to it).
+    fn bind_host_input(&mut self, buffer: &wgpu::Buffer) -> Result<()> {
+        let p = self.prepared()?;
+        if p.host.as_ref().is_some_and(|h| &h.buffer == buffer) {
+            return Ok(());
+        }
+        let host = GpuTensor::from_buffer(&self.ctx, buffer.clone(), &self.input_dims(p.n))?;
+        let input = p.plan.input;
+        let mut dispatches = Vec::new();
+        for (i, op) in p.plan.ops.iter().enumerate() {
+            if reads(op).contains(&input) {
+                let d = self.build(op, p.n, |s| if s == input { &host } else { &p.slots[s] })?;
+                dispatches.push((i, d));
+            }
+        }
+        if let Some(p) = self.prepared.as_mut() {
+            p.host = Some(HostInput {
+                buffer: buffer.clone(),
+                dispatches,
+            });
+        }
+        Ok(())
+    }
+
+    /// Record the whole network into one compute pass of `encoder`, reading the host's input
+    /// buffer when `host` is set.
+    fn encode(p: &Prepared, encoder: &mut wgpu::CommandEncoder, host: bool) {
+        let host = if host { p.host.as_ref() } else { None };
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("activeshift model"),
+            timestamp_writes: None,
+        });
+        for (i, d) in p.dispatches.iter().enumerate() {
+            let d = host
+                .and_then(|h| h.dispatches.iter().find(|(j, _)| *j == i))
+                .map_or(d, |(_, hd)| hd);
+            d.record_in(&mut pass);
+        }
+    }
+
+    /// Record the network into a command encoder the host owns; the host submits it. Nothing
+    /// round-trips through the CPU: the model reads `input` in place and, when `output` is
+    /// given, copies its results into it within the same encoder.
+    ///
+    /// - `input`: `[batch, C, H, W]` f32 (see [`GpuModel::input_dims`]), preprocessed as the
+    ///   model's [`Preprocess`](super::Preprocess) describes, in a buffer with `STORAGE` usage
+    ///   on the model's device, at least that large and at most `max_storage_buffer_binding_size`
+    ///   bytes (it is bound whole; only its first bytes are read).
+    /// - `output`: receives `[batch, classes]` logits then `[batch, classes]` probabilities
+    ///   ([`GpuModel::output_bytes`]); needs `COPY_DST` usage. Or pass `None` and bind
+    ///   [`GpuModel::logits`] / [`GpuModel::probs`] directly after this call.
+    ///
+    /// The first call for a batch size builds the model's buffers and bind groups; later calls
+    /// with the same batch size and input buffer allocate nothing. The model keeps a handle to
+    /// the last input buffer until it is given another one, the batch size changes or the
+    /// model is dropped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero batch or missing buffer usage, [`Error::Shape`]
+    /// for buffers too small, [`Error::DeviceLimit`] for a batch above
+    /// [`GpuModel::max_batch`], [`Error::Device`] when the device is known to be lost.
+    pub fn record(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        input: &wgpu::Buffer,
+        batch: usize,
+        output: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        const OP: &str = "GpuModel::record";
+        self.ctx.check_device()?;
+        if batch == 0 {
+            return Err(Error::invalid(OP, "batch must be at least 1 image"));
+        }
+        let max = self.max_batch()?;
+        if batch > max {
+            return Err(Error::DeviceLimit {
+                op: OP,
+                what: "images per recorded batch (record smaller batches)",
+                needed: batch as u64,
+                limit: max as u64,
+            });
+        }
+        if let Some(out) = output {
+            if !out.usage().contains(wgpu::BufferUsages::COPY_DST) {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "the output buffer needs COPY_DST usage, it has {}",
+                        crate::gpu::usage_names(out.usage())
+                    ),
+                ));
+            }
+            let need = self.output_bytes(batch);
+            if out.size() < need {
+                return Err(Error::shape(
+                    OP,
+                    "output buffer",
+                    format!("at least {need} bytes (logits and probabilities of {batch} images)"),
+                    format!("{} bytes", out.size()),
+                ));
+            }
+        }
+        self.prepare(batch)?;
+        self.bind_host_input(input)?;
+        let p = self.prepared()?;
+        Self::encode(p, encoder, true);
+        if let Some(out) = output {
+            let bytes = self.output_bytes(batch) / 2;
+            encoder.copy_buffer_to_buffer(p.slots[p.plan.logits].buffer(), 0, out, 0, bytes);
+            encoder.copy_buffer_to_buffer(p.slots[p.plan.probs].buffer(), 0, out, bytes, bytes);
+        }
+        Ok(())
+    }
+
     /// Run the network on `input` (`[N, C, H, W]` as the model's preprocessing produces it) and
-    /// read back logits and probabilities. Never blocks on the web.
+    /// read back logits and probabilities. Batches above [`GpuModel::max_batch`] run as several
+    /// submissions. Never blocks on the web.
     pub async fn forward(&mut self, input: &[f32]) -> Result<Output> {
         let n = check_input(&self.config, input)?;
+        let chunk = self.max_batch()?;
+        if n <= chunk {
+            return self.forward_batch(input, n).await;
+        }
+        // Split into submissions of `chunk` images; the last one is padded with zeros so that
+        // every submission reuses the same prepared buffers.
+        let per = input.len() / n;
+        let k = self.classes;
+        let mut out = Output {
+            classes: k,
+            logits: Vec::with_capacity(n * k),
+            probs: Vec::with_capacity(n * k),
+        };
+        let mut padded = Vec::new();
+        for start in (0..n).step_by(chunk) {
+            let m = (n - start).min(chunk);
+            let part = &input[start * per..][..m * per];
+            let part = if m == chunk {
+                part
+            } else {
+                padded.clear();
+                padded.extend_from_slice(part);
+                padded.resize(chunk * per, 0.0);
+                &padded[..]
+            };
+            let o = self.forward_batch(part, chunk).await?;
+            out.logits.extend_from_slice(&o.logits[..m * k]);
+            out.probs.extend_from_slice(&o.probs[..m * k]);
+        }
+        Ok(out)
+    }
+
+    /// One submission of `n` images.
+    async fn forward_batch(&mut self, input: &[f32], n: usize) -> Result<Output> {
         self.prepare(n)?;
+        let bytes = self.output_bytes(n) / 2;
+        if let Some(p) = self.prepared.as_mut()
+            && p.staging.is_none()
+        {
+            p.staging = Some(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("activeshift model readback"),
+                size: 2 * bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
         let ctx = &self.ctx;
-        let p = self
-            .prepared
+        let p = self.prepared()?;
+        let staging = p
+            .staging
             .as_ref()
-            .ok_or_else(|| Error::Device("model buffers were not prepared".into()))?;
+            .ok_or_else(|| Error::Device("model readback buffer was not created".into()))?;
         p.slots[p.plan.input].write(ctx, input)?;
-        let bytes = (n * self.classes * 4) as u64;
         ctx.submit(|enc| {
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("activeshift model"),
-                    timestamp_writes: None,
-                });
-                for d in &p.dispatches {
-                    d.record_in(&mut pass);
-                }
-            }
-            enc.copy_buffer_to_buffer(p.slots[p.plan.logits].buffer(), 0, &p.staging, 0, bytes);
-            enc.copy_buffer_to_buffer(p.slots[p.plan.probs].buffer(), 0, &p.staging, bytes, bytes);
+            Self::encode(p, enc, false);
+            enc.copy_buffer_to_buffer(p.slots[p.plan.logits].buffer(), 0, staging, 0, bytes);
+            enc.copy_buffer_to_buffer(p.slots[p.plan.probs].buffer(), 0, staging, bytes, bytes);
             Ok(())
         })?;
-        let data = crate::gpu::read_mapped(ctx, &p.staging).await?;
+        let data = crate::gpu::read_mapped(ctx, staging).await?;
         let half = n * self.classes;
+        if data.len() != 2 * half {
+            return Err(Error::Readback(format!(
+                "expected {} values, read {}",
+                2 * half,
+                data.len()
+            )));
+        }
         Ok(Output {
             classes: self.classes,
             logits: data[..half].to_vec(),

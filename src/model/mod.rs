@@ -2,15 +2,24 @@
 //! engines.
 
 pub mod config;
+#[cfg(feature = "default-model")]
+mod default;
+mod diagnose;
 mod file;
 mod gpu_engine;
 #[cfg(feature = "caffe")]
 mod import;
 pub mod plan;
 mod run;
+mod synthetic;
 
 pub use config::{ArchConfig, BlockSpec, ColorOrder, Preprocess, StageConfig};
-pub use file::{FORMAT, HostTensor, Model, read_labels};
+#[cfg(feature = "default-model")]
+pub use default::DEFAULT_MODEL_BYTES;
+pub use file::{
+    FORMAT, HostTensor, MAX_MODEL_FILE_BYTES, Model, read_labels, read_tensors,
+    write_tensors_atomic,
+};
 pub use gpu_engine::GpuModel;
 #[cfg(feature = "caffe")]
 pub use import::import_caffe;

@@ -23,9 +23,15 @@ impl Output {
         self.probs.len() / self.classes.max(1)
     }
 
-    /// The `k` most probable classes of image `i`, best first, as `(class, probability)`.
+    /// The `k` most probable classes of image `i`, best first, as `(class, probability)`
+    /// (empty when there is no image `i`).
     pub fn top_k(&self, i: usize, k: usize) -> Vec<(usize, f32)> {
-        let row = &self.probs[i * self.classes..][..self.classes];
+        let Some(row) = i
+            .checked_mul(self.classes)
+            .and_then(|start| self.probs.get(start..)?.get(..self.classes))
+        else {
+            return Vec::new();
+        };
         let mut idx: Vec<usize> = (0..self.classes).collect();
         idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
         idx.into_iter().take(k).map(|c| (c, row[c])).collect()

@@ -18,13 +18,16 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
     let ctx = CTX.get_or_init(|| pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()));
     match ctx {
         Ok(ctx) => {
-            if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG")
-                && let Ok(mut f) = std::fs::OpenOptions::new()
+            if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG") {
+                // One write per line so parallel tests never interleave.
+                let line = format!("{test}\t{}\n", ctx.adapter_info().name);
+                if let Ok(mut f) = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-            {
-                let _ = writeln!(f, "{test}\t{}", ctx.adapter_info().name);
+                {
+                    let _ = f.write_all(line.as_bytes());
+                }
             }
             Some(ctx)
         }

@@ -1,0 +1,132 @@
+//! `activeshift shifts`: the learned shifts of every ASL layer as a grid of scatter plots (the
+//! paper's Figure 3), drawn with plotters as SVG and rasterized with resvg for PNG.
+
+use activeshift::{Model, Result};
+use plotters::prelude::*;
+use std::path::Path;
+
+const CELL: u32 = 260;
+
+/// The `[2, C]` shift tensors of the model, in block order, with their stride.
+fn shift_layers(model: &Model) -> Vec<(String, usize, Vec<(f32, f32)>)> {
+    model
+        .config
+        .blocks()
+        .iter()
+        .filter_map(|b| {
+            let t = model.params.get(&format!("{}.shift", b.prefix))?;
+            let c = t.dims[1];
+            let pts = (0..c).map(|i| (t.data[i], t.data[c + i])).collect();
+            Some((b.prefix.clone(), b.stride, pts))
+        })
+        .collect()
+}
+
+fn plot_err(e: impl std::fmt::Display) -> activeshift::Error {
+    activeshift::Error::invalid("shifts", format!("drawing failed: {e}"))
+}
+
+/// The plot as an SVG document.
+pub fn shifts_svg(model: &Model) -> Result<String> {
+    let layers = shift_layers(model);
+    if layers.is_empty() {
+        return Err(activeshift::Error::invalid(
+            "shifts",
+            "the model has no shift layers",
+        ));
+    }
+    let cols = 6.min(layers.len()) as u32;
+    let rows = (layers.len() as u32).div_ceil(cols);
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (cols * CELL, rows * CELL + 40)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let (title, body) = root.split_vertically(40);
+        title
+            .titled(
+                &format!(
+                    "{}: learned shifts (x = xpos, y = ypos, pixels; one dot per channel)",
+                    model.config.name
+                ),
+                ("sans-serif", 18),
+            )
+            .map_err(plot_err)?;
+        let cells = body.split_evenly((rows as usize, cols as usize));
+        for ((name, stride, pts), cell) in layers.iter().zip(cells.iter()) {
+            let reach = pts
+                .iter()
+                .fold(1.0f32, |m, (x, y)| m.max(x.abs()).max(y.abs()))
+                .ceil()
+                .min(1e4);
+            let mut chart = ChartBuilder::on(cell)
+                .caption(
+                    format!("{name} ({} ch, stride {stride})", pts.len()),
+                    ("sans-serif", 13),
+                )
+                .margin(6)
+                .x_label_area_size(18)
+                .y_label_area_size(24)
+                .build_cartesian_2d(-reach..reach, -reach..reach)
+                .map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .x_labels(5)
+                .y_labels(5)
+                .label_style(("sans-serif", 10))
+                .draw()
+                .map_err(plot_err)?;
+            chart
+                .draw_series(
+                    pts.iter()
+                        .filter(|(x, y)| x.is_finite() && y.is_finite())
+                        .map(|&(x, y)| {
+                            Circle::new((x, y), 2, RGBColor(200, 60, 30).mix(0.6).filled())
+                        }),
+                )
+                .map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// Write the plot to `path` (`.svg`, or `.png` rasterized with the system's fonts).
+pub fn write_shifts(model: &Model, path: &Path) -> Result<()> {
+    let svg = shifts_svg(model)?;
+    let io = |source| activeshift::Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => std::fs::write(path, svg).map_err(io),
+        Some("png") => {
+            let mut opt = resvg::usvg::Options::default();
+            let db = opt.fontdb_mut();
+            db.load_system_fonts();
+            // The SVG asks for the generic `sans-serif`; map it to a sans face that exists.
+            let family = db
+                .faces()
+                .flat_map(|f| f.families.iter().map(|(name, _)| name.clone()))
+                .min_by_key(|name| (!name.contains("Sans"), name.len()));
+            if let Some(family) = family {
+                db.set_sans_serif_family(family);
+            }
+            let tree = resvg::usvg::Tree::from_str(&svg, &opt).map_err(plot_err)?;
+            let size = tree.size().to_int_size();
+            let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+                .ok_or_else(|| plot_err("empty image"))?;
+            resvg::render(
+                &tree,
+                resvg::tiny_skia::Transform::default(),
+                &mut pixmap.as_mut(),
+            );
+            let png = pixmap.encode_png().map_err(plot_err)?;
+            std::fs::write(path, png).map_err(io)
+        }
+        _ => Err(activeshift::Error::invalid(
+            "shifts",
+            format!("{}: the output must end in .svg or .png", path.display()),
+        )),
+    }
+}

@@ -1,0 +1,303 @@
+// Browser test of the web demo: headless Chromium (Debian's package) driven by playwright-core
+// loads web/www/ from a local server and checks it against the native CLI.
+//
+// Run through web/test/run.sh, which builds the page, converts the authors' w32 model, writes
+// the native `classify --json` references and sets:
+//   ACTIVESHIFT_WEB_DATA   folder served at /test-data/: w32.safetensors, cat.jpg,
+//                          native.jsonl (one `activeshift classify --json` line per image)
+//   ACTIVESHIFT_WEB_SHOTS  folder for screenshots (default artifacts/browser)
+//   CHROMIUM               the browser (default /usr/bin/chromium)
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startServer, wwwDir } from '../serve.mjs';
+
+const TOLERANCE = 1e-3;
+const wwwSamples = join(wwwDir, 'samples');
+const data = process.env.ACTIVESHIFT_WEB_DATA;
+const shots = resolve(process.env.ACTIVESHIFT_WEB_SHOTS ?? 'artifacts/browser');
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// Headless WebGPU in Debian's Chromium: SwiftShader behind --enable-unsafe-webgpu.
+const BASE_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+// One w32 forward pass on SwiftShader takes seconds; each model load runs two (first + warm).
+const INFERENCE_MS = 180_000;
+
+if (!data) throw new Error('ACTIVESHIFT_WEB_DATA is not set: run web/test/run.sh');
+const native = new Map(
+  readFileSync(join(data, 'native.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l))
+    .map((r) => [basename(r.image), r]),
+);
+
+let server;
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  server = await startServer({ port: 0, mounts: { '/test-data': data } });
+  console.log(`serving web/www/ at ${server.url}, test data at ${server.url}test-data/`);
+});
+after(async () => {
+  await server?.close();
+});
+
+async function launch(webgpu) {
+  const args = webgpu ? [...BASE_ARGS, '--enable-unsafe-webgpu'] : BASE_ARGS;
+  return chromium.launch({ executablePath, headless: true, args });
+}
+
+/** A page that fails the test on uncaught errors and echoes the console. */
+async function openPage(browser, query, init) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') console.log(`  [browser ${m.type()}] ${m.text()}`);
+  });
+  if (init) await page.addInitScript(init);
+  await page.goto(server.url + query);
+  await idle(page);
+  return { page, errors };
+}
+
+/** Wait until the page has nothing queued (loading, classifying, loading a model). */
+async function idle(page) {
+  await page.waitForFunction(() => document.body.dataset.state === 'idle', null, {
+    timeout: INFERENCE_MS,
+  });
+}
+
+const text = (page, sel) => page.locator(sel).textContent();
+
+/** Clear #result-json and #error, run `action`, wait until the page is idle with either set. */
+async function act(page, action) {
+  await page.evaluate(() => {
+    document.getElementById('result-json').textContent = '';
+    document.getElementById('error').textContent = '';
+  });
+  await action();
+  await page.waitForFunction(
+    () =>
+      document.body.dataset.state === 'idle' &&
+      (document.getElementById('result-json').textContent !== '' ||
+        document.getElementById('error').textContent !== ''),
+    null,
+    { timeout: INFERENCE_MS },
+  );
+}
+
+/** Compare the page's #result-json with the native line for `name`. */
+async function checkResult(page, name, where) {
+  const error = await text(page, '#error');
+  assert.equal(error, '', `#error after classifying ${name}`);
+  const raw = await text(page, '#result-json');
+  assert.ok(raw, `#result-json is empty after classifying ${name}`);
+  const got = JSON.parse(raw);
+  const want = native.get(name);
+  assert.ok(want, `no native reference for ${name}`);
+  assert.equal(got.model, want.model);
+  assert.deepEqual(Object.keys(got).filter((k) => k !== 'image'), ['model', 'backend', 'top']);
+  assert.deepEqual(
+    got.top.map((t) => t.class),
+    want.top.map((t) => t.class),
+    `top-5 classes of ${name} (browser ${where} vs native ${want.backend})`,
+  );
+  assert.deepEqual(got.top.map((t) => t.label), want.top.map((t) => t.label));
+  const diff = Math.max(...got.top.map((t, i) => Math.abs(t.prob - want.top[i].prob)));
+  console.log(
+    `${name}: browser (${where}, backend "${got.backend}") top-5 ` +
+      `${got.top.map((t) => `${t.class} ${t.prob.toFixed(5)}`).join(', ')}; native (${want.backend}) ` +
+      `${want.top.map((t) => `${t.class} ${t.prob.toFixed(5)}`).join(', ')}; max |dprob| = ${diff.toExponential(2)}`,
+  );
+  assert.ok(diff <= TOLERANCE, `${name}: probabilities differ by ${diff} > ${TOLERANCE}`);
+  return got;
+}
+
+/** Drop a file onto the page's drop zone, as a user dragging it from their desktop would. */
+async function dropFile(page, name, type, bytes) {
+  await page.evaluate(
+    ({ name, type, b64 }) => {
+      const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([data], name, { type }));
+      const drop = document.getElementById('drop');
+      drop.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      drop.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    },
+    { name, type, b64: Buffer.from(bytes).toString('base64') },
+  );
+}
+
+async function screenshot(page, file) {
+  const path = join(shots, file);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`screenshot: ${path}`);
+}
+
+test('WebGPU: a bundled sample and cat.jpg give the native top-5', { timeout: 600_000 }, async () => {
+  const browser = await launch(true);
+  try {
+    const { page, errors } = await openPage(
+      browser,
+      '?model=/test-data/w32.safetensors&image=samples/orange.png',
+    );
+    // The GPU was used: no CPU fallback notice, a WebGPU adapter named.
+    assert.equal(await page.locator('#notice').isHidden(), true, 'CPU-fallback notice shown');
+    const adapter = await text(page, '#adapter');
+    console.log(`adapter: ${adapter}`);
+    assert.match(adapter, /^WebGPU/);
+    assert.match(await text(page, '#model-info'), /as-resnet-w32 · 1000 classes · 901,256 parameters/);
+    const orange = await checkResult(page, 'orange.png', 'WebGPU');
+    assert.equal(orange.image, 'samples/orange.png');
+    assert.match(await text(page, '#timing'), /first run .* warm /);
+    // The shift plots: one canvas per Active Shift layer (17 in AS-ResNet-w32).
+    assert.equal(await page.locator('#shift-plots canvas').count(), 17);
+    // bars: five, best first
+    assert.equal(await page.locator('#bars li').count(), 5);
+
+    // cat.jpg through the file picker.
+    await act(page, () => page.setInputFiles('#image-file', join(data, 'cat.jpg')));
+    const cat = await checkResult(page, 'cat.jpg', 'WebGPU');
+    assert.equal(cat.image, undefined, 'a local file has no image field');
+    assert.equal(cat.top[0].class, 285);
+    await screenshot(page, 'webgpu-cat.png');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('error paths: not an image, not a model, missing URL; the page keeps working', { timeout: 600_000 }, async () => {
+  const browser = await launch(true);
+  try {
+    const { page, errors } = await openPage(browser, '?model=/test-data/w32.safetensors');
+    assert.equal(await text(page, '#error'), '');
+
+    // A text file given as an image.
+    await act(page, () =>
+      page.setInputFiles('#image-file', {
+        name: 'notes.txt',
+        mimeType: 'text/plain',
+        buffer: Buffer.from('this is not an image\n'),
+      }),
+    );
+    const imageError = await text(page, '#error');
+    console.log(`non-image file -> #error: ${imageError}`);
+    assert.match(imageError, /notes\.txt: not a readable image/);
+    assert.equal(await text(page, '#result-json'), '');
+
+    // A file that is not a model: the error is shown and the previous model stays loaded.
+    await act(page, () =>
+      page.setInputFiles('#model-file', {
+        name: 'bogus.safetensors',
+        mimeType: 'application/octet-stream',
+        buffer: Buffer.from('definitely not safetensors'),
+      }),
+    );
+    const modelError = await text(page, '#error');
+    console.log(`non-model file -> #error: ${modelError}`);
+    assert.match(modelError, /bogus\.safetensors: not an activeshift model/);
+    assert.match(await text(page, '#model-info'), /as-resnet-w32/);
+
+    // A safetensors file that is not an activeshift model (no format metadata).
+    const header = Buffer.from(JSON.stringify({ t: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length));
+    await act(page, () =>
+      page.setInputFiles('#model-file', {
+        name: 'plain.safetensors',
+        mimeType: 'application/octet-stream',
+        buffer: Buffer.concat([len, header, Buffer.alloc(4)]),
+      }),
+    );
+    const plainError = await text(page, '#error');
+    console.log(`safetensors without activeshift metadata -> #error: ${plainError}`);
+    assert.match(plainError, /not an activeshift model/);
+
+    // Still usable: a sample button classifies with the model loaded before, and clears #error.
+    await act(page, () => page.click('button[data-sample="crossword.png"]'));
+    await checkResult(page, 'crossword.png', 'WebGPU');
+
+    // Drag and drop: a non-image, then a model-that-is-not-one, then a photo.
+    await act(page, () => dropFile(page, 'dropped.bin', 'application/octet-stream', Buffer.from([1, 2, 3])));
+    assert.match(await text(page, '#error'), /dropped\.bin: not a readable image/);
+    await act(page, () => dropFile(page, 'dropped.safetensors', '', Buffer.from('{}')));
+    assert.match(await text(page, '#error'), /dropped\.safetensors: not an activeshift model/);
+    await act(page, () =>
+      dropFile(page, 'orange.png', 'image/png', readFileSync(join(wwwSamples, 'orange.png'))),
+    );
+    await checkResult(page, 'orange.png', 'WebGPU, dropped');
+    assert.deepEqual(errors, []);
+    await page.close();
+
+    // ?image= with a URL that does not exist.
+    const missing = await openPage(browser, '?model=/test-data/w32.safetensors&image=/test-data/missing.jpg');
+    const missingError = await text(missing.page, '#error');
+    console.log(`missing image URL -> #error: ${missingError}`);
+    assert.match(missingError, /could not fetch the image \/test-data\/missing\.jpg: HTTP 404/);
+    await missing.page.close();
+
+    // Without ?model the page uses models/default.safetensors, or says that there is none.
+    const plain = await openPage(browser, '');
+    const hasDefault = (await plain.page.evaluate(async () => (await fetch('models/default.safetensors')).ok));
+    if (hasDefault) {
+      assert.equal(await text(plain.page, '#error'), '');
+      assert.match(await text(plain.page, '#model-info'), /the bundled default model/);
+    } else {
+      const n = await text(plain.page, '#notice');
+      console.log(`no default model -> #notice: ${n}`);
+      assert.match(n, /No default model is bundled yet/);
+    }
+    await plain.page.close();
+  } finally {
+    await browser.close();
+  }
+});
+
+test('no WebGPU: the page falls back to the CPU engine with a visible notice', { timeout: 600_000 }, async () => {
+  // Chromium without --enable-unsafe-webgpu: navigator.gpu exists but gives no adapter here.
+  const browser = await launch(false);
+  try {
+    const { page, errors } = await openPage(
+      browser,
+      '?model=/test-data/w32.safetensors&image=samples/orange.png',
+    );
+    const n = await text(page, '#notice');
+    console.log(`no adapter -> #notice: ${n}`);
+    assert.equal(await page.locator('#notice').isVisible(), true);
+    assert.match(n, /runs on the CPU/);
+    assert.match(await text(page, '#adapter'), /^CPU/);
+    const r = await checkResult(page, 'orange.png', 'CPU fallback');
+    assert.equal(r.backend, 'cpu');
+    await screenshot(page, 'no-webgpu-orange.png');
+    assert.deepEqual(errors, []);
+    await page.close();
+
+    // A browser without navigator.gpu at all.
+    const bare = await openPage(
+      browser,
+      '?model=/test-data/w32.safetensors&image=/test-data/cat.jpg',
+      () => {
+        delete Navigator.prototype.gpu;
+      },
+    );
+    const m = await text(bare.page, '#notice');
+    console.log(`no navigator.gpu -> #notice: ${m}`);
+    assert.match(m, /This browser has no WebGPU: the model runs on the CPU/);
+    const cat = await checkResult(bare.page, 'cat.jpg', 'CPU fallback');
+    assert.equal(cat.backend, 'cpu');
+    assert.deepEqual(bare.errors, []);
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The web demo's browser test, end to end (CI runs this as its own step):
+#   1. tools: Debian's chromium, web/node_modules (npm ci: playwright-core, binaryen);
+#   2. lint: clippy on activeshift-web for wasm32;
+#   3. build: web/build.sh --opt (wasm32 + wasm-bindgen + wasm-opt);
+#   4. references: the authors' w32 Caffe model converted with `activeshift import-caffe` and
+#      the native `activeshift classify --json --top 5` of cat.jpg and two bundled samples, all
+#      written under artifacts/browser/ (never into the source tree);
+#   5. node --test web/test/: headless Chromium compares the page with the native results,
+#      tests the error paths and the CPU fallback, and saves screenshots in artifacts/browser/.
+# Needs ../shared/data beside the checkout (the Caffe model, labels and cat.jpg).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+shared="$root/../shared/data"
+out="$root/artifacts/browser"
+data="$out/data"
+mkdir -p "$data"
+say() { printf -- '--- %s\n' "$*"; }
+
+say "tools"
+if [ ! -x /usr/bin/chromium ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+/usr/bin/chromium --version 2>/dev/null | grep -v '^\s*$' || true
+if ! command -v node >/dev/null; then
+  echo "node (>= 20) is needed for the browser test" >&2
+  exit 1
+fi
+echo "node $(node --version)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
+
+say "clippy (activeshift-web, wasm32)"
+cargo clippy --release -p activeshift-web --target wasm32-unknown-unknown -- -D warnings
+
+say "build (web/build.sh --opt)"
+web/build.sh --opt
+
+say "native references"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+chmod 700 "$XDG_RUNTIME_DIR"
+cargo build --release -q
+cli="$root/target/release/activeshift"
+model="$data/w32.safetensors"
+caffemodel="$shared/pretrained/AS-ResNet-w32.caffemodel"
+if [ ! -s "$model" ] || [ "$caffemodel" -nt "$model" ]; then
+  "$cli" import-caffe "$caffemodel" --labels "$shared/imagenet_classes.txt" -o "$model" --force
+fi
+cp "$shared/images/cat.jpg" "$data/cat.jpg"
+"$cli" classify --model "$model" --json --top 5 \
+  "$data/cat.jpg" web/www/samples/orange.png web/www/samples/crossword.png >"$data/native.jsonl"
+cat "$data/native.jsonl"
+
+say "browser test (headless Chromium, playwright-core)"
+export ACTIVESHIFT_WEB_DATA="$data" ACTIVESHIFT_WEB_SHOTS="$out"
+cd web
+node --test --test-reporter=spec --test-concurrency=1 test/browser.test.mjs
+echo "screenshots: $(ls "$out"/*.png | tr '\n' ' ')"

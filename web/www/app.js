@@ -1,0 +1,346 @@
+// The demo page. Everything about the network (decoding, preprocessing, the forward pass on
+// WebGPU or the CPU, top-k) happens in Rust (pkg/, built by web/build.sh); this file only
+// moves bytes in and draws results.
+//
+// Automation contract: `?image=URL` classifies on load; when a classification is done, the
+// JSON object of `activeshift classify --json` is the text of #result-json; a failure puts a
+// message into #error. <body data-state> is `loading`, `busy` or `idle`.
+import init, { Demo } from './pkg/activeshift_web.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const DEFAULT_MODEL = 'models/default.safetensors';
+const SAMPLES = [
+  ['orange.png', 'orange'],
+  ['crossword.png', 'crossword'],
+  ['tshirt.png', 'T-shirt'],
+  ['sneaker.png', 'sneaker'],
+];
+
+let demo = null;
+let model = null; // ModelInfo from Rust
+let firstMs = null; // first forward pass of the current model
+let pending = 0;
+let queue = Promise.resolve();
+
+/** Run tasks one after another (one classification or model load at a time). */
+function enqueue(task) {
+  pending++;
+  document.body.dataset.state = 'busy';
+  const run = queue.then(task).finally(() => {
+    if (--pending === 0) document.body.dataset.state = 'idle';
+  });
+  queue = run.catch(() => {});
+  return run;
+}
+
+function showError(msg) {
+  $('error').textContent = msg;
+  console.error(msg);
+}
+function clearError() {
+  $('error').textContent = '';
+}
+function notice(msg) {
+  const n = $('notice');
+  n.hidden = !msg;
+  n.textContent = msg ?? '';
+}
+const errText = (e) => (e instanceof Error ? e.message : String(e));
+
+async function fetchBytes(url, what) {
+  let res;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new Error(`could not fetch the ${what} ${url}: ${errText(e)}`);
+  }
+  if (!res.ok) throw new Error(`could not fetch the ${what} ${url}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+// ---------------------------------------------------------------- models
+
+function loadModelBytes(bytes, source) {
+  let info;
+  try {
+    info = JSON.parse(demo.load_model(bytes));
+  } catch (e) {
+    throw new Error(`${source}: ${errText(e)}`);
+  }
+  model = info;
+  firstMs = null;
+  notice(noticeText());
+  const where = demo.on_gpu() ? 'WebGPU' : 'CPU';
+  $('model-info').textContent =
+    `${info.name} · ${info.classes} classes · ${info.params.toLocaleString('en')} parameters · ` +
+    `input ${info.input.join('×')} · ${info.shifts.length} shift layers · ${where} · from ${source}`;
+  $('bars').replaceChildren();
+  $('timing').textContent = '';
+  $('result-json').textContent = '';
+  drawShifts(info.shifts);
+}
+
+async function loadModelUrl(url) {
+  loadModelBytes(await fetchBytes(url, 'model'), url);
+}
+
+async function loadDefaultModel() {
+  let res = null;
+  try {
+    res = await fetch(DEFAULT_MODEL);
+  } catch {
+    res = null;
+  }
+  if (!res || !res.ok) {
+    notice(noticeText('No default model is bundled yet: load an activeshift model ' +
+      '(.safetensors) with the button below, by dropping it onto the page, or with ?model=URL.'));
+    return;
+  }
+  loadModelBytes(new Uint8Array(await res.arrayBuffer()), 'the bundled default model');
+}
+
+// ---------------------------------------------------------------- classification
+
+async function classify(bytes, imageName, previewUrl) {
+  const preview = $('preview');
+  preview.src = previewUrl;
+  preview.hidden = false;
+  $('drop-hint').hidden = true;
+  $('result-json').textContent = '';
+  if (!demo.has_model()) {
+    throw new Error('no model is loaded: load an activeshift model (.safetensors) first');
+  }
+  const k = Math.max(1, Math.min(Number(params.get('top')) || 5, model?.classes ?? 5));
+  // Let the page paint "busy" before the work starts.
+  await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+  let out = await demo.classify(bytes, k, imageName ?? undefined);
+  if (out.first) {
+    firstMs = out.forward_ms;
+    // Once per model: run again for the warm time (pipelines compiled, buffers allocated).
+    out = await demo.classify(bytes, k, imageName ?? undefined);
+  }
+  const result = JSON.parse(out.json);
+  $('top-title').textContent = `Top ${result.top.length}`;
+  drawBars(result.top);
+  const compile = demo.on_gpu() ? ' (includes compiling the WGSL pipelines)' : '';
+  const first = firstMs === null ? '' : `first run ${ms(firstMs)}${compile}, `;
+  $('timing').textContent =
+    `Forward pass on ${demo.on_gpu() ? 'WebGPU' : 'the CPU (wasm)'}: ${first}warm ${ms(out.forward_ms)}; ` +
+    `decoding and preprocessing ${ms(out.prepare_ms)}.`;
+  $('result-json').textContent = out.json;
+  return result;
+}
+
+const ms = (t) => (t >= 1000 ? `${(t / 1000).toFixed(2)} s` : `${t.toFixed(1)} ms`);
+
+function classifyUrl(url, name) {
+  return enqueue(async () => {
+    clearError();
+    try {
+      await classify(await fetchBytes(url, 'image'), name ?? url, url);
+    } catch (e) {
+      showError(errText(e));
+    }
+  });
+}
+
+function classifyFile(file) {
+  return enqueue(async () => {
+    clearError();
+    try {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      await classify(bytes, null, URL.createObjectURL(file));
+    } catch (e) {
+      showError(`${file.name}: ${errText(e)}`);
+    }
+  });
+}
+
+function loadModelFile(file) {
+  return enqueue(async () => {
+    clearError();
+    try {
+      loadModelBytes(new Uint8Array(await file.arrayBuffer()), file.name);
+    } catch (e) {
+      showError(errText(e));
+    }
+  });
+}
+
+/** Dropped or picked files: `.safetensors` are models, anything else is taken as an image. */
+function openFile(file) {
+  if (/\.safetensors$/i.test(file.name)) return loadModelFile(file);
+  return classifyFile(file);
+}
+
+// ---------------------------------------------------------------- drawing
+
+function drawBars(top) {
+  const list = $('bars');
+  list.replaceChildren(
+    ...top.map(({ class: cls, label, prob }) => {
+      const li = document.createElement('li');
+      const name = document.createElement('span');
+      name.className = 'label';
+      name.textContent = label;
+      name.title = `class ${cls}`;
+      const bar = document.createElement('span');
+      bar.className = 'bar';
+      const fill = document.createElement('span');
+      fill.style.width = `${Math.max(0, Math.min(1, prob)) * 100}%`;
+      bar.append(fill);
+      const p = document.createElement('span');
+      p.className = 'prob';
+      p.textContent = `${(prob * 100).toFixed(2)}%`;
+      li.append(name, bar, p);
+      return li;
+    }),
+  );
+}
+
+function drawShifts(layers) {
+  const box = $('shift-plots');
+  box.replaceChildren();
+  const css = 150;
+  const dpr = window.devicePixelRatio || 1;
+  for (const layer of layers) {
+    const fig = document.createElement('figure');
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = Math.round(css * dpr);
+    canvas.style.width = canvas.style.height = `${css}px`;
+    const ctx = canvas.getContext('2d');
+    ctx.scale(dpr, dpr);
+    let r = 1;
+    for (const v of layer.x) r = Math.max(r, Math.abs(v));
+    for (const v of layer.y) r = Math.max(r, Math.abs(v));
+    r = Math.ceil(r * 1.05);
+    const pad = 6;
+    const s = (css - 2 * pad) / (2 * r);
+    const px = (v) => pad + (v + r) * s;
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, css, css);
+    ctx.lineWidth = 1;
+    for (let g = -r; g <= r; g++) {
+      ctx.strokeStyle = g === 0 ? '#888' : '#e2e2e2';
+      ctx.beginPath();
+      ctx.moveTo(px(g), pad);
+      ctx.lineTo(px(g), css - pad);
+      ctx.moveTo(pad, px(g));
+      ctx.lineTo(css - pad, px(g));
+      ctx.stroke();
+    }
+    ctx.fillStyle = 'rgba(200, 60, 20, 0.55)';
+    for (let i = 0; i < layer.channels; i++) {
+      ctx.beginPath();
+      ctx.arc(px(layer.x[i]), px(layer.y[i]), 1.8, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+    const cap = document.createElement('figcaption');
+    cap.textContent = `${layer.name} · ${layer.channels} ch · stride ${layer.stride} · ±${r} px`;
+    fig.append(canvas, cap);
+    box.append(fig);
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+let gpuNotice = null;
+function noticeText(extra) {
+  return [gpuNotice, extra].filter(Boolean).join(' ') || null;
+}
+
+async function adapterText() {
+  if (!demo.on_gpu()) return 'CPU (the library’s CPU engine in WebAssembly)';
+  let details = '';
+  try {
+    const a = await navigator.gpu.requestAdapter();
+    const i = a?.info;
+    if (i) {
+      details = [i.description, i.vendor, i.architecture, i.device].filter(Boolean).join(' · ');
+      if (i.isFallbackAdapter) details += ' (software fallback adapter)';
+    }
+  } catch {
+    details = '';
+  }
+  return `WebGPU: ${demo.adapter() || details || 'unnamed adapter'}` +
+    (details && demo.adapter() && details !== demo.adapter() ? ` (${details})` : '');
+}
+
+function wireUp() {
+  $('image-file').addEventListener('change', (e) => {
+    const f = e.target.files?.[0];
+    if (f) classifyFile(f);
+    e.target.value = '';
+  });
+  $('model-file').addEventListener('change', (e) => {
+    const f = e.target.files?.[0];
+    if (f) loadModelFile(f);
+    e.target.value = '';
+  });
+  const samples = $('samples');
+  for (const [file, label] of SAMPLES) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = label;
+    b.dataset.sample = file;
+    b.addEventListener('click', () => classifyUrl(`samples/${file}`));
+    samples.append(b);
+  }
+  const drop = $('drop');
+  window.addEventListener('dragover', (e) => {
+    e.preventDefault();
+    drop.classList.add('over');
+  });
+  window.addEventListener('dragleave', (e) => {
+    if (!e.relatedTarget) drop.classList.remove('over');
+  });
+  window.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    const f = e.dataTransfer?.files?.[0];
+    if (f) openFile(f);
+  });
+}
+
+async function main() {
+  wireUp();
+  try {
+    await init();
+  } catch (e) {
+    showError(`could not load the WebAssembly module (was web/build.sh run?): ${errText(e)}`);
+    document.body.dataset.state = 'idle';
+    return;
+  }
+  const wantGpu = params.get('backend') !== 'cpu';
+  const hasWebGpu = typeof navigator !== 'undefined' && !!navigator.gpu;
+  demo = await Demo.create(wantGpu && hasWebGpu);
+  if (!demo.on_gpu()) {
+    gpuNotice = !wantGpu
+      ? 'Running on the CPU as asked (?backend=cpu).'
+      : !hasWebGpu
+        ? 'This browser has no WebGPU: the model runs on the CPU instead (the same Rust code, ' +
+          'compiled to WebAssembly), which is slower.'
+        : `WebGPU is unusable here (${demo.gpu_error()}): the model runs on the CPU ` +
+          'instead (the same Rust code, compiled to WebAssembly), which is slower.';
+    document.body.classList.add('cpu');
+  }
+  notice(noticeText());
+  $('adapter').textContent = await adapterText();
+
+  await enqueue(async () => {
+    try {
+      if (params.get('model')) await loadModelUrl(params.get('model'));
+      else await loadDefaultModel();
+    } catch (e) {
+      showError(errText(e));
+    }
+  });
+  if (params.get('image')) await classifyUrl(params.get('image'));
+  document.body.dataset.state = pending ? 'busy' : 'idle';
+}
+
+main().catch((e) => {
+  showError(`unexpected error: ${errText(e)}`);
+  document.body.dataset.state = 'idle';
+});
