@@ -7,8 +7,11 @@ use std::path::Path;
 
 const CELL: u32 = 260;
 
+/// One ASL layer to draw: its name, stride and every channel's `(xpos, ypos)`.
+type ShiftLayer = (String, usize, Vec<(f32, f32)>);
+
 /// The `[2, C]` shift tensors of the model, in block order, with their stride.
-fn shift_layers(model: &Model) -> Vec<(String, usize, Vec<(f32, f32)>)> {
+fn shift_layers(model: &Model) -> Vec<ShiftLayer> {
     model
         .config
         .blocks()

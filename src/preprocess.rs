@@ -30,8 +30,9 @@ pub fn read_image_file(path: &std::path::Path) -> Result<Vec<u8>> {
 
 /// Decode an image file (JPEG, PNG, GIF, BMP, WebP) from memory, with bounded size and memory:
 /// images wider or taller than [`MAX_IMAGE_SIDE`], or needing more than [`MAX_DECODE_BYTES`],
-/// are refused before their pixels are decoded. Any pixel type is accepted (grayscale, RGB,
-/// with alpha, 8 or 16 bits, float); see [`preprocess`] for how each is used.
+/// are refused before their pixels are decoded, and so are images of width or height 0. Any
+/// pixel type is accepted (grayscale, RGB, with alpha, 8 or 16 bits, float); see
+/// [`preprocess`] for how each is used.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(image_err("the file is empty"));
@@ -49,7 +50,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    reader.decode().map_err(|e| {
+    let img = reader.decode().map_err(|e| {
         // One line: some decoders end their messages with a newline.
         let msg = e
             .to_string()
@@ -63,7 +64,17 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
             )),
             _ => image_err(msg),
         }
-    })
+    })?;
+    // Some decoders accept a header of width or height 0 (found by fuzzing: a GIF with a
+    // 1280 x 0 screen).
+    if img.width() == 0 || img.height() == 0 {
+        return Err(image_err(format!(
+            "the image has no pixels ({} x {})",
+            img.width(),
+            img.height()
+        )));
+    }
+    Ok(img)
 }
 
 /// The part of one axis that is resized: `(source offset, source length, resized length)`.

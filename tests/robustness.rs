@@ -378,6 +378,15 @@ fn images_that_do_not_decode_are_format_errors() {
         *b ^= 0x5a;
     }
     format_err(decode_image(&bad), "image");
+    // Found by `cargo fuzz` (image target): a GIF whose screen is 1280 x 0 pixels decoded
+    // "successfully" into an image without pixels. Kept in tests/data/regressions/image/.
+    let gif = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/regressions/image/gif-1280x0-screen.gif"),
+    )
+    .unwrap();
+    let msg = format_err(decode_image(&gif), "image");
+    assert_eq!(msg, "the image has no pixels (1280 x 0)");
     // Truncated JPEG and GIF headers.
     let jpeg = encode(&DynamicImage::ImageRgb8(photo(64, 64)), ImageFormat::Jpeg);
     format_err(decode_image(&jpeg[..20]), "image");
@@ -641,6 +650,55 @@ fn nan_infinite_and_huge_shifts_have_a_defined_result_on_cpu_and_gpu() {
                 "gpu gradient of channel {ch}"
             );
         }
+    }
+}
+
+/// On a row wider than 2^20 pixels the clamp is visible: +-Inf and +-1e30 read at exactly
+/// +-2^20 pixels, while a NaN channel still reads nothing (a NaN clamped to -2^20 would read
+/// pixels here).
+#[test]
+fn shifts_are_clamped_to_2_pow_20_and_nan_reads_nothing_on_a_very_wide_row() {
+    let lim = cpu::SHIFT_LIMIT as usize;
+    let w = lim + 100;
+    let xs = Shape4::new(1, 4, 1, w);
+    let x: Vec<f32> = (0..xs.len()).map(|i| 1.0 + (i % 97) as f32).collect();
+    let shift = [f32::NAN, f32::INFINITY, -1e30, 5e9, 0.0, 0.0, 0.0, 0.0];
+    let want: Vec<f32> = (0..xs.len())
+        .map(|i| {
+            let (c, j) = (i / w, i % w);
+            let src = match c {
+                0 => None,
+                1 | 3 => j.checked_add(lim).filter(|&k| k < w),
+                _ => j.checked_sub(lim),
+            };
+            src.map_or(0.0, |k| x[c * w + k])
+        })
+        .collect();
+    assert!(want[w..w + 100].iter().all(|&v| v != 0.0));
+    assert!(want[2 * w + lim..3 * w].iter().all(|&v| v != 0.0));
+    // The first differing element, if any (the vectors are too long to print).
+    let first_diff = |got: &[f32]| {
+        got.iter()
+            .zip(&want)
+            .position(|(a, b)| a.to_bits() != b.to_bits())
+            .map(|i| (i / w, i % w, got[i], want[i]))
+    };
+    let cpu_out = cpu::asl_forward(&x, xs, &shift, 1).unwrap();
+    assert_eq!(
+        first_diff(&cpu_out),
+        None,
+        "cpu: (channel, column, got, want)"
+    );
+    if let Some(ctx) =
+        common::gpu("shifts_are_clamped_to_2_pow_20_and_nan_reads_nothing_on_a_very_wide_row")
+    {
+        use common::Impl;
+        let gpu_out = common::Gpu(ctx).forward(&x, xs, &shift, 1);
+        assert_eq!(
+            first_diff(&gpu_out),
+            None,
+            "gpu: (channel, column, got, want)"
+        );
     }
 }
 

@@ -7,8 +7,10 @@ use crate::error::{Error, Result};
 use crate::shape::{Shape4, check_nonempty, check_stride};
 use num_traits::Float;
 
-/// Shifts are clamped to `±SHIFT_LIMIT` pixels before use (CPU and WGSL alike). A larger shift
-/// already reads only zero fill; the clamp keeps integer index arithmetic far from overflow.
+/// Shifts are clamped to `±SHIFT_LIMIT` pixels before use (CPU and WGSL alike), `±Inf`
+/// included. A larger shift already reads only zero fill (for images narrower than 2^20
+/// pixels); the clamp keeps integer index arithmetic far from overflow. A NaN `xpos` or `ypos`
+/// makes its channel read nothing: its output is 0 and both its gradients are 0.
 pub const SHIFT_LIMIT: f64 = 1_048_576.0;
 
 /// Integer and fractional parts of one channel's shift.
@@ -19,17 +21,21 @@ struct Taps<T> {
     ty: T,
 }
 
-fn taps<T: Float>(shift: &[T], channels: usize, c: usize) -> Taps<T> {
+/// The taps of channel `c`, or `None` when its shift is NaN (the channel reads nothing).
+fn taps<T: Float>(shift: &[T], channels: usize, c: usize) -> Option<Taps<T>> {
+    let (xp, yp) = (shift[c], shift[channels + c]);
+    if xp.is_nan() || yp.is_nan() {
+        return None;
+    }
     let lim = T::from(SHIFT_LIMIT).unwrap_or_else(T::max_value);
-    let xp = shift[c].max(-lim).min(lim);
-    let yp = shift[channels + c].max(-lim).min(lim);
+    let (xp, yp) = (xp.max(-lim).min(lim), yp.max(-lim).min(lim));
     let (fx, fy) = (xp.floor(), yp.floor());
-    Taps {
+    Some(Taps {
         fx: fx.to_i64().unwrap_or(0),
         fy: fy.to_i64().unwrap_or(0),
         tx: xp - fx,
         ty: yp - fy,
-    }
+    })
 }
 
 /// `x[row, col]` of one channel plane, zero outside the image.
@@ -70,7 +76,9 @@ pub fn asl_forward<T: Float>(x: &[T], xs: Shape4, shift: &[T], stride: usize) ->
     let one = T::one();
     for n in 0..xs.n {
         for c in 0..xs.c {
-            let t = taps(shift, xs.c, c);
+            let Some(t) = taps(shift, xs.c, c) else {
+                continue;
+            };
             let plane = &x[(n * xs.c + c) * xs.plane()..][..xs.plane()];
             let dst = &mut out[(n * os.c + c) * os.plane()..][..os.plane()];
             for i in 0..os.h {
@@ -113,7 +121,9 @@ pub fn asl_backward_input<T: Float>(
     let one = T::one();
     for n in 0..xs.n {
         for c in 0..xs.c {
-            let t = taps(shift, xs.c, c);
+            let Some(t) = taps(shift, xs.c, c) else {
+                continue;
+            };
             let g = &dout[(n * os.c + c) * os.plane()..][..os.plane()];
             let dst = &mut dx[(n * xs.c + c) * xs.plane()..][..xs.plane()];
             for p in 0..xs.h {
@@ -158,7 +168,9 @@ pub fn asl_backward_shift<T: Float>(
     let mut grad = vec![T::zero(); 2 * xs.c];
     let one = T::one();
     for c in 0..xs.c {
-        let t = taps(shift, xs.c, c);
+        let Some(t) = taps(shift, xs.c, c) else {
+            continue;
+        };
         let (mut gx, mut gy) = (T::zero(), T::zero());
         for n in 0..xs.n {
             let plane = &x[(n * xs.c + c) * xs.plane()..][..xs.plane()];
