@@ -116,3 +116,38 @@ fn a_file_that_is_not_a_model_is_a_clear_error() {
     let (ok, _, err) = run(bin().args(["import-caffe", &cat, "-o", "/nonexistent/x"]));
     assert!(!ok && err.starts_with("error: invalid caffemodel"), "{err}");
 }
+
+#[test]
+fn the_embedded_default_model_classifies_the_samples() {
+    // No --model: the shipped Fashion-MNIST ASNet-20 16x1 (93.53% on the test split).
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images");
+    let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    images.sort();
+    assert_eq!(images.len(), 10);
+    let (ok, out, err) = run(bin()
+        .args(["classify", "--json", "--backend", "cpu"])
+        .args(&images));
+    assert!(ok, "{err}");
+    let mut correct = 0;
+    for line in out.lines() {
+        let v: activeshift::Classification = serde_json::from_str(line).unwrap();
+        assert_eq!(v.model, "asnet20-16x1");
+        // file names are the class label, lower case, '/' and ' ' as '-', then -N.png
+        let file = v
+            .image
+            .as_deref()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let label = v.top[0].label.to_lowercase().replace(['/', ' '], "-");
+        if file.starts_with(&format!("{label}-")) {
+            correct += 1;
+        }
+    }
+    assert!(correct >= 8, "only {correct} of 10 samples right:\n{out}");
+}
