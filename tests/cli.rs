@@ -151,3 +151,90 @@ fn the_embedded_default_model_classifies_the_samples() {
     }
     assert!(correct >= 8, "only {correct} of 10 samples right:\n{out}");
 }
+
+#[test]
+fn a_killed_training_run_resumes_into_a_valid_model() {
+    use activeshift::data::{Dataset, FashionMnist, PIXELS};
+    // A small synthetic dataset in the cache format (no download): class k is a bright band at
+    // row 2k.
+    let dir = tmpdir("resume");
+    let make = |n: usize| {
+        let mut set = Dataset::default();
+        for i in 0..n {
+            let class = i % 10;
+            let mut img = vec![0u8; PIXELS];
+            for c in 0..28 {
+                img[(2 * class + 3) * 28 + c] = 200;
+            }
+            set.pixels.extend(img);
+            set.labels.push(class as u8);
+        }
+        set
+    };
+    FashionMnist {
+        train: make(400),
+        test: make(100),
+    }
+    .save_cache(&dir.join("fashion-mnist.bin"))
+    .unwrap();
+    let model = dir.join("m.safetensors");
+    let ckpt = dir.join("m.ckpt");
+    let train = |resume: bool| {
+        let mut cmd = bin();
+        cmd.env("ACTIVESHIFT_DATA", &dir)
+            .args([
+                "train",
+                "--epochs",
+                "3",
+                "--batch",
+                "16",
+                "--checkpoint-every",
+                "1",
+            ])
+            .args(["--no-augment", "--force"])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("-o")
+            .arg(&model);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd
+    };
+    // Start, wait for the first checkpoint, kill mid-epoch.
+    let mut child = train(false)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ckpt.exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ckpt.exists(), "no checkpoint within 2 minutes");
+    // Whatever moment the kill hit, the checkpoint is whole (written to a temporary file, then
+    // renamed) and no temporary file is left behind.
+    activeshift::train::Trainer::load_checkpoint(&ckpt).unwrap();
+    // Resume to the end: a valid model that learned the synthetic task.
+    let (ok, out, err) = run(&mut train(true));
+    assert!(ok, "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert!(out.contains("wrote"), "{out}");
+    let m = activeshift::Model::load(&model).unwrap();
+    assert_eq!(m.config.name, "asnet20-16x1");
+    let (ok, out, err) = run(bin()
+        .env("ACTIVESHIFT_DATA", &dir)
+        .args(["eval", "--backend", "cpu", "--json", "--model"])
+        .arg(&model));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["accuracy"].as_f64().unwrap() > 0.5, "{out}");
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
