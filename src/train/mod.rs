@@ -8,7 +8,7 @@ pub mod ops;
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::model::{ArchConfig, HostTensor, Model};
+use crate::model::{ArchConfig, BlockSpec, HostTensor, Model};
 use crate::shape::Shape4;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -343,27 +343,7 @@ impl Trainer {
             );
             let es = xs.strided(b.inner, 1);
             let u = bn(&e, es, &format!("{}.mid", b.prefix));
-            let v = ops::shift(&u, es, self.p(&format!("{}.shift", b.prefix)), b.stride)?;
-            let vs = es.strided(b.inner, b.stride);
-            let mut y = ops::conv1x1(
-                &v,
-                vs,
-                self.p(&format!("{}.reduce.weight", b.prefix)),
-                b.width,
-                1,
-            );
-            if b.projection {
-                let sc = ops::conv1x1(
-                    &t,
-                    xs,
-                    self.p(&format!("{}.shortcut.weight", b.prefix)),
-                    b.width,
-                    b.stride,
-                );
-                y.iter_mut().zip(sc).for_each(|(a, s)| *a += s);
-            } else {
-                y.iter_mut().zip(&x).for_each(|(a, s)| *a += s);
-            }
+            let (_, vs, y) = self.block_tail(&b, &x, xs, &t, &u)?;
             x = y;
             xs = vs.strided(b.width, 1);
         }
@@ -432,27 +412,7 @@ impl Trainer {
             );
             let es = xs.strided(b.inner, 1);
             let (u, mid_cache) = self.bn_train(&e, es, &format!("{}.mid", b.prefix));
-            let v = ops::shift(&u, es, self.p(&format!("{}.shift", b.prefix)), b.stride)?;
-            let vs = es.strided(b.inner, b.stride);
-            let mut y = ops::conv1x1(
-                &v,
-                vs,
-                self.p(&format!("{}.reduce.weight", b.prefix)),
-                b.width,
-                1,
-            );
-            if b.projection {
-                let sc = ops::conv1x1(
-                    &t,
-                    xs,
-                    self.p(&format!("{}.shortcut.weight", b.prefix)),
-                    b.width,
-                    b.stride,
-                );
-                y.iter_mut().zip(sc).for_each(|(a, s)| *a += s);
-            } else {
-                y.iter_mut().zip(&x).for_each(|(a, s)| *a += s);
-            }
+            let (v, vs, y) = self.block_tail(b, &x, xs, &t, &u)?;
             let ys = vs.strided(b.width, 1);
             tapes.push(Tape {
                 x: std::mem::replace(&mut x, y),
@@ -593,6 +553,31 @@ impl Trainer {
             ops::conv3x3_backward_weight(&dx, input, in_shape, c.stem_width, c.stem_stride),
         );
         Ok((stats, grads))
+    }
+
+    /// The part of a block after its mid BatchNorm + ReLU output `u`: the shift, the reduce
+    /// convolution and the shortcut (identity of `x`, or a strided 1x1 convolution of `t`).
+    /// Returns the shifted tensor, its shape and the block output.
+    fn block_tail(
+        &self,
+        b: &BlockSpec,
+        x: &[f32],
+        xs: Shape4,
+        t: &[f32],
+        u: &[f32],
+    ) -> Result<(Vec<f32>, Shape4, Vec<f32>)> {
+        let name = |s: &str| format!("{}.{s}", b.prefix);
+        let es = xs.strided(b.inner, 1);
+        let v = ops::shift(u, es, self.p(&name("shift")), b.stride)?;
+        let vs = es.strided(b.inner, b.stride);
+        let mut y = ops::conv1x1(&v, vs, self.p(&name("reduce.weight")), b.width, 1);
+        if b.projection {
+            let sc = ops::conv1x1(t, xs, self.p(&name("shortcut.weight")), b.width, b.stride);
+            y.iter_mut().zip(sc).for_each(|(a, s)| *a += s);
+        } else {
+            y.iter_mut().zip(x).for_each(|(a, s)| *a += s);
+        }
+        Ok((v, vs, y))
     }
 
     fn bn_train(&mut self, x: &[f32], xs: Shape4, prefix: &str) -> (Vec<f32>, ops::BnCache) {
