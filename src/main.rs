@@ -261,19 +261,24 @@ fn load_model(path: Option<&Path>) -> Result<Model> {
     }
 }
 
-fn classify(a: ClassifyArgs) -> Result<()> {
-    let model = load_model(a.model.as_deref())?;
-    let mut clf = match a.backend {
-        BackendChoice::Cpu => Classifier::cpu(model),
-        BackendChoice::Gpu => Classifier::gpu(&pollster::block_on(GpuContext::new())?, model)?,
+/// The model on the chosen backend; `auto` falls back to the CPU (with a note) without an adapter.
+fn classifier(model: Model, backend: BackendChoice) -> Result<Classifier> {
+    match backend {
+        BackendChoice::Cpu => Ok(Classifier::cpu(model)),
+        BackendChoice::Gpu => Classifier::gpu(&pollster::block_on(GpuContext::new())?, model),
         BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
-            Ok(ctx) => Classifier::gpu(&ctx, model)?,
+            Ok(ctx) => Classifier::gpu(&ctx, model),
             Err(e) => {
                 eprintln!("note: {e}; running on the CPU");
-                Classifier::cpu(model)
+                Ok(Classifier::cpu(model))
             }
         },
-    };
+    }
+}
+
+fn classify(a: ClassifyArgs) -> Result<()> {
+    let model = load_model(a.model.as_deref())?;
+    let mut clf = classifier(model, a.backend)?;
     let mut failed = 0;
     for path in &a.images {
         let shown = path.display().to_string();
@@ -719,14 +724,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let model = load_model(a.model.as_deref())?;
     let name = model.config.name.clone();
     let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
-    let mut clf = match a.backend {
-        BackendChoice::Cpu => Classifier::cpu(model),
-        BackendChoice::Gpu => Classifier::gpu(&pollster::block_on(GpuContext::new())?, model)?,
-        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
-            Ok(ctx) => Classifier::gpu(&ctx, model)?,
-            Err(_) => Classifier::cpu(model),
-        },
-    };
+    let mut clf = classifier(model, a.backend)?;
     let (mut correct, mut input) = (0usize, Vec::new());
     let idx: Vec<usize> = (0..data.test.len()).collect();
     for chunk in idx.chunks(250) {

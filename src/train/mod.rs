@@ -385,7 +385,6 @@ impl Trainer {
             c.stem_width,
             c.stem_stride,
         );
-        let stem_out = x.clone();
 
         struct Tape {
             x: Vec<f32>,
@@ -470,15 +469,13 @@ impl Trainer {
             let name = |s: &str| format!("{}.{s}", b.prefix);
             let dy = dx;
             // reduce conv
-            grads.insert(
-                name("reduce.weight"),
-                ops::conv1x1_backward_weight(&dy, &tape.v, tape.vs, b.width, 1),
-            );
             let mut dv = vec![0.0; tape.vs.len()];
-            ops::conv1x1_backward_input(
+            self.conv1x1_backward(
+                &mut grads,
+                &name("reduce.weight"),
                 &dy,
+                &tape.v,
                 tape.vs,
-                self.p(&name("reduce.weight")),
                 b.width,
                 1,
                 &mut dv,
@@ -500,29 +497,25 @@ impl Trainer {
             grads.insert(name("mid.scale"), dg);
             grads.insert(name("mid.bias"), db);
             // expand conv
-            grads.insert(
-                name("expand.weight"),
-                ops::conv1x1_backward_weight(&de, &tape.t, tape.xs, b.inner, 1),
-            );
             let mut dt = vec![0.0; tape.xs.len()];
-            ops::conv1x1_backward_input(
+            self.conv1x1_backward(
+                &mut grads,
+                &name("expand.weight"),
                 &de,
+                &tape.t,
                 tape.xs,
-                self.p(&name("expand.weight")),
                 b.inner,
                 1,
                 &mut dt,
             );
             let mut dskip = None;
             if b.projection {
-                grads.insert(
-                    name("shortcut.weight"),
-                    ops::conv1x1_backward_weight(&dy, &tape.t, tape.xs, b.width, b.stride),
-                );
-                ops::conv1x1_backward_input(
+                self.conv1x1_backward(
+                    &mut grads,
+                    &name("shortcut.weight"),
                     &dy,
+                    &tape.t,
                     tape.xs,
-                    self.p(&name("shortcut.weight")),
                     b.width,
                     b.stride,
                     &mut dt,
@@ -546,8 +539,6 @@ impl Trainer {
             }
             dx = dxb;
         }
-        let stem_shape = in_shape.strided(c.stem_width, c.stem_stride);
-        debug_assert_eq!(stem_out.len(), stem_shape.len());
         grads.insert(
             "stem.weight".into(),
             ops::conv3x3_backward_weight(&dx, input, in_shape, c.stem_width, c.stem_stride),
@@ -578,6 +569,27 @@ impl Trainer {
             y.iter_mut().zip(x).for_each(|(a, s)| *a += s);
         }
         Ok((v, vs, y))
+    }
+
+    /// Both gradients of the 1x1 convolution with weight `weight` (`[cout, xs.c]`, stride `s`)
+    /// of input `x`: the weight gradient goes into `grads`, the input gradient is added to `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv1x1_backward(
+        &self,
+        grads: &mut BTreeMap<String, Vec<f32>>,
+        weight: &str,
+        dy: &[f32],
+        x: &[f32],
+        xs: Shape4,
+        cout: usize,
+        s: usize,
+        dx: &mut [f32],
+    ) {
+        grads.insert(
+            weight.to_string(),
+            ops::conv1x1_backward_weight(dy, x, xs, cout, s),
+        );
+        ops::conv1x1_backward_input(dy, xs, self.p(weight), cout, s, dx);
     }
 
     fn bn_train(&mut self, x: &[f32], xs: Shape4, prefix: &str) -> (Vec<f32>, ops::BnCache) {
@@ -697,8 +709,7 @@ impl Trainer {
             msg: format!("{}: state: {e}", path.display()),
         })?;
         let mut t = Trainer::new(m.config, m.labels, m.settings)?;
-        for (name, v) in t.params.iter_mut().chain(t.velocity.iter_mut()) {
-            let _ = name;
+        for v in t.params.values_mut().chain(t.velocity.values_mut()) {
             v.clear();
         }
         for (key, tensor) in tensors {
