@@ -5,5 +5,7 @@ pub mod kernels;
 mod tensor;
 
 pub use context::{GpuContext, required_limits};
-pub use tensor::GpuTensor;
+#[cfg(not(target_arch = "wasm32"))]
+pub use tensor::read_many_blocking;
+pub use tensor::{GpuTensor, read_many};
 pub(crate) use tensor::{read_mapped, usage_names};

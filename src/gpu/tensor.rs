@@ -245,6 +245,50 @@ pub(crate) fn usage_names(usage: wgpu::BufferUsages) -> String {
 /// Map a `MAP_READ` buffer, copy its f32 contents out and unmap it. On native the device is
 /// polled until the mapping is done; on the web the future resolves when the browser has mapped
 /// the buffer.
+/// Copy several tensors back to the host in one submission and one mapping (a training step
+/// downloads all its gradients at once).
+pub async fn read_many(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {
+    let total: u64 = tensors.iter().map(|t| t.len() as u64 * 4).sum();
+    if total == 0 {
+        return Ok(tensors.iter().map(|_| Vec::new()).collect());
+    }
+    for t in tensors {
+        require_usage("tensor read", &t.buffer, wgpu::BufferUsages::COPY_SRC)?;
+    }
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("activeshift readback"),
+        size: total,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.submit(|enc| {
+        let mut offset = 0;
+        for t in tensors {
+            let size = t.len() as u64 * 4;
+            if size > 0 {
+                enc.copy_buffer_to_buffer(&t.buffer, 0, &staging, offset, size);
+            }
+            offset += size;
+        }
+        Ok(())
+    })?;
+    let all = read_mapped(ctx, &staging).await?;
+    let mut out = Vec::with_capacity(tensors.len());
+    let mut rest = &all[..];
+    for t in tensors {
+        let (head, tail) = rest.split_at(t.len());
+        out.push(head.to_vec());
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// [`read_many`], blocking the calling thread (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_many_blocking(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {
+    pollster::block_on(read_many(ctx, tensors))
+}
+
 pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
     let (tx, rx) = futures_channel::oneshot::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {

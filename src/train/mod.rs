@@ -4,7 +4,12 @@
 //! resume exactly, and export to an inference [`Model`] (BatchNorm folded into the affine
 //! layers).
 
+pub mod backend;
 pub mod ops;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use backend::GpuBackend;
+pub use backend::{Backend, CpuBackend};
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -295,7 +300,7 @@ impl Trainer {
             data::batch(set, chunk, None, &mut input);
             let labels: Vec<u8> = chunk.iter().map(|&i| set.labels[i]).collect();
             let logits = self.forward_eval(&input, chunk.len())?;
-            total.add(score(&logits, &labels, self.config.classes).0);
+            total.add(score(&logits, &labels, self.config.classes)?);
         }
         Ok(total)
     }
@@ -309,304 +314,241 @@ impl Trainer {
         )
     }
 
-    /// Inference-mode logits `[N, classes]`.
+    /// Inference-mode logits `[N, classes]` (CPU, BatchNorm with the running statistics).
     pub fn forward_eval(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
         let c = &self.config;
+        let mut be = CpuBackend;
+        let p = self.upload_params(&mut be)?;
         let mut xs = self.input_shape(n);
-        let mut x = ops::conv3x3(
-            input,
-            xs,
-            self.p("stem.weight"),
-            c.stem_width,
-            c.stem_stride,
-        );
+        if input.len() != xs.len() {
+            return Err(Error::shape(
+                "evaluate",
+                "input",
+                xs,
+                format!("{} values", input.len()),
+            ));
+        }
+        let mut x = ops::conv3x3(input, xs, &p["stem.weight"], c.stem_width, c.stem_stride);
         xs = xs.strided(c.stem_width, c.stem_stride);
-        let bn = |x: &[f32], xs: Shape4, p: &str| {
+        let bn = |x: &[f32], xs: Shape4, prefix: &str| {
             ops::bn_relu_eval(
                 x,
                 xs,
-                self.p(&format!("{p}.scale")),
-                self.p(&format!("{p}.bias")),
-                self.p(&format!("{p}.running_mean")),
-                self.p(&format!("{p}.running_var")),
+                self.p(&format!("{prefix}.scale")),
+                self.p(&format!("{prefix}.bias")),
+                self.p(&format!("{prefix}.running_mean")),
+                self.p(&format!("{prefix}.running_var")),
             )
         };
         for b in c.blocks() {
-            let pre = format!("{}.pre", b.prefix);
-            let t = bn(&x, xs, &pre);
-            let e = ops::conv1x1(
-                &t,
-                xs,
-                self.p(&format!("{}.expand.weight", b.prefix)),
-                b.inner,
-                1,
-            );
+            let t = bn(&x, xs, &format!("{}.pre", b.prefix));
+            let w = &p[&format!("{}.expand.weight", b.prefix)];
+            let e = ops::conv1x1(&t, xs, w, b.inner, 1);
             let es = xs.strided(b.inner, 1);
             let u = bn(&e, es, &format!("{}.mid", b.prefix));
-            let (_, vs, y) = self.block_tail(&b, &x, xs, &t, &u)?;
+            let (_, vs, y) = block_tail(&mut be, &p, &b, &x, xs, &t, &u)?;
             x = y;
             xs = vs.strided(b.width, 1);
         }
         let h = bn(&x, xs, "head");
-        let pooled = pool(&h, xs);
-        Ok(classifier(
-            &pooled,
-            n,
-            xs.c,
-            self.p("fc.weight"),
-            self.p("fc.bias"),
-            c.classes,
-        ))
+        let pooled = be.avg_pool(&h, xs)?;
+        be.linear(&pooled, n, xs.c, &p["fc.weight"], &p["fc.bias"], c.classes)
     }
 
-    /// Forward and backward of one batch in training mode: stats and gradients by name.
+    /// The learnable tensors (not the running statistics) on the device of `be`.
+    fn upload_params<B: Backend>(&self, be: &mut B) -> Result<BTreeMap<String, B::Tensor>> {
+        self.config
+            .param_shapes()
+            .into_iter()
+            .map(|(name, dims)| {
+                let t = be.upload(&dims, self.p(&name))?;
+                Ok((name, t))
+            })
+            .collect()
+    }
+
+    /// Forward and backward of one batch in training mode on the CPU: stats and gradients by
+    /// name. Updates the BatchNorm running statistics.
     pub fn forward_backward(
         &mut self,
+        input: &[f32],
+        labels: &[u8],
+    ) -> Result<(Stats, BTreeMap<String, Vec<f32>>)> {
+        self.forward_backward_on(&mut CpuBackend, input, labels)
+    }
+
+    /// Forward and backward of one batch in training mode on the backend `be` (the same code
+    /// for every backend): stats and gradients by name, on the host. Updates the BatchNorm
+    /// running statistics.
+    pub fn forward_backward_on<B: Backend>(
+        &mut self,
+        be: &mut B,
         input: &[f32],
         labels: &[u8],
     ) -> Result<(Stats, BTreeMap<String, Vec<f32>>)> {
         let n = labels.len();
         let c = self.config.clone();
         let in_shape = self.input_shape(n);
-        if input.len() != in_shape.len() {
+        if input.len() != in_shape.len() || n == 0 {
             return Err(Error::shape(
                 "train",
                 "input",
                 in_shape,
-                format!("{} values", input.len()),
+                format!("{} values for {n} labels", input.len()),
             ));
         }
-        let mut grads: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+        let p = self.upload_params(be)?;
+        let input = be.upload(&in_shape.dims(), input)?;
+        // Gradients by parameter name; a BatchNorm's `[2, C]` (dgamma, dbeta) under its prefix.
+        let mut grads: BTreeMap<String, B::Tensor> = BTreeMap::new();
+        // (BatchNorm prefix, values per channel) in forward order.
+        let mut bn_layers: Vec<(String, usize)> = Vec::new();
         let mut xs = in_shape.strided(c.stem_width, c.stem_stride);
-        let mut x = ops::conv3x3(
-            input,
+        let mut x = be.conv3x3(
+            &input,
             in_shape,
-            self.p("stem.weight"),
+            &p["stem.weight"],
             c.stem_width,
             c.stem_stride,
-        );
+        )?;
 
-        struct Tape {
-            x: Vec<f32>,
+        struct Tape<T> {
+            x: T,
             xs: Shape4,
-            t: Vec<f32>,
-            pre: ops::BnCache,
-            e: Vec<f32>,
-            u: Vec<f32>,
-            mid: ops::BnCache,
-            v: Vec<f32>,
+            t: T,
+            pre: T,
+            e: T,
+            u: T,
+            mid: T,
+            v: T,
             vs: Shape4,
         }
         let blocks = c.blocks();
         let mut tapes = Vec::with_capacity(blocks.len());
         for b in &blocks {
-            let pre = format!("{}.pre", b.prefix);
-            let (t, pre_cache) = self.bn_train(&x, xs, &pre);
-            let e = ops::conv1x1(
-                &t,
-                xs,
-                self.p(&format!("{}.expand.weight", b.prefix)),
-                b.inner,
-                1,
-            );
+            let name = |s: &str| format!("{}.{s}", b.prefix);
+            let (t, pre) =
+                be.bn_relu_train(&x, xs, &p[&name("pre.scale")], &p[&name("pre.bias")])?;
+            bn_layers.push((name("pre"), xs.n * xs.plane()));
+            let e = be.conv1x1(&t, xs, &p[&name("expand.weight")], b.inner, 1, None)?;
             let es = xs.strided(b.inner, 1);
-            let (u, mid_cache) = self.bn_train(&e, es, &format!("{}.mid", b.prefix));
-            let (v, vs, y) = self.block_tail(b, &x, xs, &t, &u)?;
+            let (u, mid) =
+                be.bn_relu_train(&e, es, &p[&name("mid.scale")], &p[&name("mid.bias")])?;
+            bn_layers.push((name("mid"), es.n * es.plane()));
+            let (v, vs, y) = block_tail(be, &p, b, &x, xs, &t, &u)?;
             let ys = vs.strided(b.width, 1);
             tapes.push(Tape {
                 x: std::mem::replace(&mut x, y),
                 xs,
                 t,
-                pre: pre_cache,
+                pre,
                 e,
                 u,
-                mid: mid_cache,
+                mid,
                 v,
                 vs,
             });
             xs = ys;
         }
-        let (h, head_cache) = self.bn_train(&x, xs, "head");
-        let pooled = pool(&h, xs);
-        let logits = classifier(
-            &pooled,
-            n,
-            xs.c,
-            self.p("fc.weight"),
-            self.p("fc.bias"),
-            c.classes,
-        );
-        let (stats, dlogits) = score(&logits, labels, c.classes);
+        let (h, head) = be.bn_relu_train(&x, xs, &p["head.scale"], &p["head.bias"])?;
+        bn_layers.push(("head".into(), xs.n * xs.plane()));
+        let pooled = be.avg_pool(&h, xs)?;
+        let k = c.classes;
+        let logits = be.linear(&pooled, n, xs.c, &p["fc.weight"], &p["fc.bias"], k)?;
+        let (dlogits, dfb, per_image) = be.softmax_cross_entropy(&logits, labels, k)?;
 
         // Classifier and head.
-        let k = c.classes;
-        let mut dfc = vec![0.0; k * xs.c];
-        let mut dfb = vec![0.0; k];
-        let mut dpooled = vec![0.0; n * xs.c];
-        let fc = self.p("fc.weight");
-        for i in 0..n {
-            for cls in 0..k {
-                let g = dlogits[i * k + cls];
-                dfb[cls] += g;
-                for ch in 0..xs.c {
-                    dfc[cls * xs.c + ch] += g * pooled[i * xs.c + ch];
-                    dpooled[i * xs.c + ch] += g * fc[cls * xs.c + ch];
-                }
-            }
-        }
+        let (dpooled, dfc) = be.linear_backward(&dlogits, &pooled, &p["fc.weight"], n, xs.c, k)?;
         grads.insert("fc.weight".into(), dfc);
         grads.insert("fc.bias".into(), dfb);
-        let plane = xs.plane() as f32;
-        let dh: Vec<f32> = (0..xs.len())
-            .map(|i| dpooled[i / xs.plane()] / plane)
-            .collect();
-        let (mut dx, dg, db) =
-            ops::bn_relu_backward(&dh, &x, &h, xs, self.p("head.scale"), &head_cache);
-        grads.insert("head.scale".into(), dg);
-        grads.insert("head.bias".into(), db);
+        let dh = be.avg_pool_backward(&dpooled, xs)?;
+        let (mut dx, dparams) = be.bn_relu_backward(&dh, &x, &h, xs, &p["head.scale"], &head)?;
+        grads.insert("head".into(), dparams);
+        // Batch statistics in the reverse order of `bn_layers`.
+        let mut batch_stats = vec![head];
 
         for (b, tape) in blocks.iter().zip(tapes).rev() {
             let name = |s: &str| format!("{}.{s}", b.prefix);
             let dy = dx;
             // reduce conv
-            let mut dv = vec![0.0; tape.vs.len()];
-            self.conv1x1_backward(
-                &mut grads,
-                &name("reduce.weight"),
-                &dy,
-                &tape.v,
-                tape.vs,
-                b.width,
-                1,
-                &mut dv,
-            );
+            let w = &p[&name("reduce.weight")];
+            let dv = be.conv1x1_backward_input(&dy, tape.vs, w, b.width, 1)?;
+            let dw = be.conv1x1_backward_weight(&dy, &tape.v, tape.vs, b.width, 1)?;
+            grads.insert(name("reduce.weight"), dw);
             // shift
             let es = tape.xs.strided(b.inner, 1);
-            let (du, dshift) =
-                ops::shift_backward(&tape.u, es, &dv, self.p(&name("shift")), b.stride)?;
+            let (du, dshift) = be.shift_backward(&tape.u, es, &dv, &p[&name("shift")], b.stride)?;
             grads.insert(name("shift"), dshift);
             // mid BN + ReLU
-            let (de, dg, db) = ops::bn_relu_backward(
-                &du,
-                &tape.e,
-                &tape.u,
-                es,
-                self.p(&name("mid.scale")),
-                &tape.mid,
-            );
-            grads.insert(name("mid.scale"), dg);
-            grads.insert(name("mid.bias"), db);
+            let gamma = &p[&name("mid.scale")];
+            let (de, dparams) = be.bn_relu_backward(&du, &tape.e, &tape.u, es, gamma, &tape.mid)?;
+            grads.insert(name("mid"), dparams);
             // expand conv
-            let mut dt = vec![0.0; tape.xs.len()];
-            self.conv1x1_backward(
-                &mut grads,
-                &name("expand.weight"),
-                &de,
-                &tape.t,
-                tape.xs,
-                b.inner,
-                1,
-                &mut dt,
-            );
+            let w = &p[&name("expand.weight")];
+            let mut dt = be.conv1x1_backward_input(&de, tape.xs, w, b.inner, 1)?;
+            let dw = be.conv1x1_backward_weight(&de, &tape.t, tape.xs, b.inner, 1)?;
+            grads.insert(name("expand.weight"), dw);
             let mut dskip = None;
             if b.projection {
-                self.conv1x1_backward(
-                    &mut grads,
-                    &name("shortcut.weight"),
-                    &dy,
-                    &tape.t,
-                    tape.xs,
-                    b.width,
-                    b.stride,
-                    &mut dt,
-                );
+                let w = &p[&name("shortcut.weight")];
+                let d = be.conv1x1_backward_input(&dy, tape.xs, w, b.width, b.stride)?;
+                be.add_assign(&mut dt, &d)?;
+                let dw = be.conv1x1_backward_weight(&dy, &tape.t, tape.xs, b.width, b.stride)?;
+                grads.insert(name("shortcut.weight"), dw);
             } else {
                 dskip = Some(dy);
             }
             // pre BN + ReLU
-            let (mut dxb, dg, db) = ops::bn_relu_backward(
-                &dt,
-                &tape.x,
-                &tape.t,
-                tape.xs,
-                self.p(&name("pre.scale")),
-                &tape.pre,
-            );
-            grads.insert(name("pre.scale"), dg);
-            grads.insert(name("pre.bias"), db);
+            let gamma = &p[&name("pre.scale")];
+            let (mut dxb, dparams) =
+                be.bn_relu_backward(&dt, &tape.x, &tape.t, tape.xs, gamma, &tape.pre)?;
+            grads.insert(name("pre"), dparams);
             if let Some(d) = dskip {
-                dxb.iter_mut().zip(d).for_each(|(a, s)| *a += s);
+                be.add_assign(&mut dxb, &d)?;
             }
             dx = dxb;
+            batch_stats.push(tape.mid);
+            batch_stats.push(tape.pre);
         }
-        grads.insert(
-            "stem.weight".into(),
-            ops::conv3x3_backward_weight(&dx, input, in_shape, c.stem_width, c.stem_stride),
-        );
-        Ok((stats, grads))
-    }
+        let dw = be.conv3x3_backward_weight(&dx, &input, in_shape, c.stem_width, c.stem_stride)?;
+        grads.insert("stem.weight".into(), dw);
 
-    /// The part of a block after its mid BatchNorm + ReLU output `u`: the shift, the reduce
-    /// convolution and the shortcut (identity of `x`, or a strided 1x1 convolution of `t`).
-    /// Returns the shifted tensor, its shape and the block output.
-    fn block_tail(
-        &self,
-        b: &BlockSpec,
-        x: &[f32],
-        xs: Shape4,
-        t: &[f32],
-        u: &[f32],
-    ) -> Result<(Vec<f32>, Shape4, Vec<f32>)> {
-        let name = |s: &str| format!("{}.{s}", b.prefix);
-        let es = xs.strided(b.inner, 1);
-        let v = ops::shift(u, es, self.p(&name("shift")), b.stride)?;
-        let vs = es.strided(b.inner, b.stride);
-        let mut y = ops::conv1x1(&v, vs, self.p(&name("reduce.weight")), b.width, 1);
-        if b.projection {
-            let sc = ops::conv1x1(t, xs, self.p(&name("shortcut.weight")), b.width, b.stride);
-            y.iter_mut().zip(sc).for_each(|(a, s)| *a += s);
-        } else {
-            y.iter_mut().zip(x).for_each(|(a, s)| *a += s);
+        // What the host needs, in one download: gradients, per-image losses, batch statistics.
+        let names: Vec<String> = grads.keys().cloned().collect();
+        let mut wanted: Vec<&B::Tensor> = grads.values().collect();
+        wanted.push(&per_image);
+        wanted.extend(batch_stats.iter());
+        let mut host = be.download(&wanted)?.into_iter();
+        let mut out = BTreeMap::new();
+        for name in names {
+            let g = host.next().unwrap_or_default();
+            if self.params.contains_key(&name) {
+                out.insert(name, g);
+            } else {
+                let (dgamma, dbeta) = g.split_at(g.len() / 2);
+                out.insert(format!("{name}.scale"), dgamma.to_vec());
+                out.insert(format!("{name}.bias"), dbeta.to_vec());
+            }
         }
-        Ok((v, vs, y))
-    }
-
-    /// Both gradients of the 1x1 convolution with weight `weight` (`[cout, xs.c]`, stride `s`)
-    /// of input `x`: the weight gradient goes into `grads`, the input gradient is added to `dx`.
-    #[allow(clippy::too_many_arguments)]
-    fn conv1x1_backward(
-        &self,
-        grads: &mut BTreeMap<String, Vec<f32>>,
-        weight: &str,
-        dy: &[f32],
-        x: &[f32],
-        xs: Shape4,
-        cout: usize,
-        s: usize,
-        dx: &mut [f32],
-    ) {
-        grads.insert(
-            weight.to_string(),
-            ops::conv1x1_backward_weight(dy, x, xs, cout, s),
-        );
-        ops::conv1x1_backward_input(dy, xs, self.p(weight), cout, s, dx);
-    }
-
-    fn bn_train(&mut self, x: &[f32], xs: Shape4, prefix: &str) -> (Vec<f32>, ops::BnCache) {
-        let gamma = self.p(&format!("{prefix}.scale")).to_vec();
-        let beta = self.p(&format!("{prefix}.bias")).to_vec();
-        let mut rm = self
-            .params
-            .remove(&format!("{prefix}.running_mean"))
-            .unwrap_or_default();
-        let mut rv = self
-            .params
-            .remove(&format!("{prefix}.running_var"))
-            .unwrap_or_default();
-        let out = ops::bn_relu_train(x, xs, &gamma, &beta, &mut rm, &mut rv);
-        self.params.insert(format!("{prefix}.running_mean"), rm);
-        self.params.insert(format!("{prefix}.running_var"), rv);
-        out
+        let per_image = host.next().unwrap_or_default();
+        let mut stats = Stats {
+            seen: n,
+            ..Default::default()
+        };
+        for pair in per_image.chunks_exact(2) {
+            stats.loss_sum += f64::from(pair[0]);
+            stats.correct += usize::from(pair[1] > 0.5);
+        }
+        for ((prefix, m), batch) in bn_layers.into_iter().rev().zip(host) {
+            let mean = format!("{prefix}.running_mean");
+            let var = format!("{prefix}.running_var");
+            let mut rm = self.params.remove(&mean).unwrap_or_default();
+            let mut rv = self.params.remove(&var).unwrap_or_default();
+            ops::update_running_stats(&mut rm, &mut rv, &batch, m);
+            self.params.insert(mean, rm);
+            self.params.insert(var, rv);
+        }
+        Ok((stats, out))
     }
 
     /// Apply one optimiser step with learning rate `lr` (PyTorch's Nesterov form:
@@ -746,53 +688,45 @@ impl Trainer {
     }
 }
 
+/// The part of a block after its mid BatchNorm + ReLU output `u`: the shift, the reduce
+/// convolution and the shortcut (identity of `x`, or a strided 1x1 convolution of `t`), the
+/// same for training and for inference. Returns the shifted tensor, its shape and the block
+/// output.
+fn block_tail<B: Backend>(
+    be: &mut B,
+    p: &BTreeMap<String, B::Tensor>,
+    b: &BlockSpec,
+    x: &B::Tensor,
+    xs: Shape4,
+    t: &B::Tensor,
+    u: &B::Tensor,
+) -> Result<(B::Tensor, Shape4, B::Tensor)> {
+    let name = |s: &str| format!("{}.{s}", b.prefix);
+    let es = xs.strided(b.inner, 1);
+    let v = be.shift(u, es, &p[&name("shift")], b.stride)?;
+    let vs = es.strided(b.inner, b.stride);
+    let y = if b.projection {
+        let sc = be.conv1x1(t, xs, &p[&name("shortcut.weight")], b.width, b.stride, None)?;
+        be.conv1x1(&v, vs, &p[&name("reduce.weight")], b.width, 1, Some(&sc))?
+    } else {
+        be.conv1x1(&v, vs, &p[&name("reduce.weight")], b.width, 1, Some(x))?
+    };
+    Ok((v, vs, y))
+}
+
 /// Format tag of training checkpoints.
 pub const CHECKPOINT_FORMAT: &str = "activeshift-checkpoint-v1";
 
-fn pool(h: &[f32], xs: Shape4) -> Vec<f32> {
-    h.chunks(xs.plane())
-        .map(|p| p.iter().sum::<f32>() / xs.plane() as f32)
-        .collect()
-}
-
-fn classifier(pooled: &[f32], n: usize, c: usize, w: &[f32], b: &[f32], k: usize) -> Vec<f32> {
-    let mut logits = vec![0.0; n * k];
-    for i in 0..n {
-        for cls in 0..k {
-            let mut acc = b[cls];
-            for ch in 0..c {
-                acc += w[cls * c + ch] * pooled[i * c + ch];
-            }
-            logits[i * k + cls] = acc;
-        }
-    }
-    logits
-}
-
-/// Softmax cross-entropy: stats and `d(mean loss)/d logits`.
-fn score(logits: &[f32], labels: &[u8], k: usize) -> (Stats, Vec<f32>) {
-    let n = labels.len();
-    let mut d = vec![0.0; logits.len()];
+/// Summed loss and top-1 hits of `logits` against `labels`.
+fn score(logits: &[f32], labels: &[u8], k: usize) -> Result<Stats> {
+    let (_, _, per_image) = CpuBackend.softmax_cross_entropy(&logits.to_vec(), labels, k)?;
     let mut stats = Stats {
-        seen: n,
+        seen: labels.len(),
         ..Default::default()
     };
-    for i in 0..n {
-        let row = &logits[i * k..][..k];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-        let label = labels[i] as usize;
-        let argmax = (0..k)
-            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
-            .unwrap_or(0);
-        if argmax == label {
-            stats.correct += 1;
-        }
-        stats.loss_sum += f64::from(sum.ln() + max - row[label]);
-        for cls in 0..k {
-            let p = (row[cls] - max).exp() / sum;
-            d[i * k + cls] = (p - if cls == label { 1.0 } else { 0.0 }) / n as f32;
-        }
+    for pair in per_image.chunks(2) {
+        stats.loss_sum += f64::from(pair[0]);
+        stats.correct += usize::from(pair[1] > 0.5);
     }
-    (stats, d)
+    Ok(stats)
 }

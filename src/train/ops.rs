@@ -231,14 +231,6 @@ pub fn conv3x3_backward_weight(
     })
 }
 
-/// What BatchNorm + ReLU keeps for its backward pass.
-pub struct BnCache {
-    /// Per-channel batch mean.
-    pub mean: Vec<f32>,
-    /// Per-channel `1 / sqrt(var + eps)`.
-    pub inv_std: Vec<f32>,
-}
-
 /// Per-channel mean and biased variance over (N, H, W).
 fn channel_stats(x: &[f32], xs: Shape4) -> (Vec<f32>, Vec<f32>) {
     let stats: Vec<(f32, f32)> = (0..xs.c)
@@ -260,26 +252,34 @@ fn channel_stats(x: &[f32], xs: Shape4) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// BatchNorm with batch statistics followed by ReLU: `y = max(0, gamma * (x - mean) /
-/// sqrt(var + eps) + beta)`. Updates the running statistics (momentum 0.1, unbiased variance).
-pub fn bn_relu_train(
-    x: &[f32],
-    xs: Shape4,
-    gamma: &[f32],
-    beta: &[f32],
-    running_mean: &mut [f32],
-    running_var: &mut [f32],
-) -> (Vec<f32>, BnCache) {
+/// sqrt(var + eps) + beta)`. Returns `y` and the statistics `[3, C]`: mean, biased variance,
+/// `1 / sqrt(var + eps)` (the layout of `shaders/batchnorm_train.wgsl`).
+pub fn bn_relu_train(x: &[f32], xs: Shape4, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let (mean, var) = channel_stats(x, xs);
-    let m = (xs.n * xs.plane()) as f32;
-    for c in 0..xs.c {
-        running_mean[c] = 0.9 * running_mean[c] + 0.1 * mean[c];
-        running_var[c] = 0.9 * running_var[c] + 0.1 * var[c] * m / (m - 1.0).max(1.0);
-    }
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
     let scale: Vec<f32> = (0..xs.c).map(|c| gamma[c] * inv_std[c]).collect();
     let shift: Vec<f32> = (0..xs.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
     let y = affine_relu(x, xs, &scale, &shift);
-    (y, BnCache { mean, inv_std })
+    let mut stats = mean;
+    stats.extend(var);
+    stats.extend(inv_std);
+    (y, stats)
+}
+
+/// Fold a batch's statistics (`[3, C]` as from [`bn_relu_train`], over `m` values per channel)
+/// into the running averages: momentum 0.1, unbiased variance.
+pub fn update_running_stats(
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    stats: &[f32],
+    m: usize,
+) {
+    let c = running_mean.len();
+    let m = m as f32;
+    for ch in 0..c {
+        running_mean[ch] = 0.9 * running_mean[ch] + 0.1 * stats[ch];
+        running_var[ch] = 0.9 * running_var[ch] + 0.1 * stats[c + ch] * m / (m - 1.0).max(1.0);
+    }
 }
 
 /// BatchNorm with the running statistics (inference) followed by ReLU.
@@ -320,15 +320,17 @@ fn affine_relu(x: &[f32], xs: Shape4, scale: &[f32], shift: &[f32]) -> Vec<f32> 
     y
 }
 
-/// Backward of [`bn_relu_train`]: returns `(dx, dgamma, dbeta)`; `y` is the forward output.
+/// Backward of [`bn_relu_train`]: returns `(dx, dgamma, dbeta)`; `y` is the forward output,
+/// `stats` its statistics.
 pub fn bn_relu_backward(
     dy: &[f32],
     x: &[f32],
     y: &[f32],
     xs: Shape4,
     gamma: &[f32],
-    cache: &BnCache,
+    stats: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mean, inv_std) = (&stats[..xs.c], &stats[2 * xs.c..3 * xs.c]);
     let m = (xs.n * xs.plane()) as f64;
     let sums: Vec<(f32, f32)> = (0..xs.c)
         .into_par_iter()
@@ -338,7 +340,7 @@ pub fn bn_relu_backward(
                 let o = (n * xs.c + c) * xs.plane();
                 for i in o..o + xs.plane() {
                     if y[i] > 0.0 {
-                        let xhat = (x[i] - cache.mean[c]) * cache.inv_std[c];
+                        let xhat = (x[i] - mean[c]) * inv_std[c];
                         sd += f64::from(dy[i]);
                         sdx += f64::from(dy[i]) * f64::from(xhat);
                     }
@@ -354,11 +356,11 @@ pub fn bn_relu_backward(
         .for_each(|(k, dxp)| {
             let c = k % xs.c;
             let o = k * xs.plane();
-            let g = gamma[c] * cache.inv_std[c];
+            let g = gamma[c] * inv_std[c];
             let (mb, mg) = (dbeta[c] / m as f32, dgamma[c] / m as f32);
             for (i, d) in dxp.iter_mut().enumerate() {
                 let dz = if y[o + i] > 0.0 { dy[o + i] } else { 0.0 };
-                let xhat = (x[o + i] - cache.mean[c]) * cache.inv_std[c];
+                let xhat = (x[o + i] - mean[c]) * inv_std[c];
                 *d = g * (dz - mb - xhat * mg);
             }
         });

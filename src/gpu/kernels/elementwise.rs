@@ -75,7 +75,7 @@ impl Affine {
 /// `groups` workgroups as a 2-d grid `[x, y, 1]` with `x * y >= groups`, `x` within the
 /// per-dimension limit (kernels index them as `wg.y * num_workgroups.x + wg.x` and skip the
 /// surplus).
-fn grid(device: &wgpu::Device, groups: usize) -> [usize; 3] {
+pub(super) fn grid(device: &wgpu::Device, groups: usize) -> [usize; 3] {
     let limit = device.limits().max_compute_workgroups_per_dimension.max(1) as usize;
     if groups <= limit {
         [groups, 1, 1]

@@ -5,11 +5,15 @@ mod asl;
 mod conv1x1;
 mod conv3x3;
 mod elementwise;
+mod training;
 
 pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize};
 pub use conv1x1::{Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue};
 pub use conv3x3::Conv3x3;
 pub use elementwise::{Affine, GlobalAvgPool, Softmax};
+pub use training::{
+    Add, BatchNormTrain, Conv3x3BackwardWeight, GlobalAvgPoolBackward, SoftmaxCrossEntropy,
+};
 
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
@@ -58,6 +62,23 @@ pub const SHADERS: &[(&str, &str)] = &[
         "softmax.wgsl",
         include_str!("../../../shaders/softmax.wgsl"),
     ),
+    (
+        "batchnorm_train.wgsl",
+        include_str!("../../../shaders/batchnorm_train.wgsl"),
+    ),
+    (
+        "conv3x3_backward_weight.wgsl",
+        include_str!("../../../shaders/conv3x3_backward_weight.wgsl"),
+    ),
+    (
+        "softmax_cross_entropy.wgsl",
+        include_str!("../../../shaders/softmax_cross_entropy.wgsl"),
+    ),
+    (
+        "global_avg_pool_backward.wgsl",
+        include_str!("../../../shaders/global_avg_pool_backward.wgsl"),
+    ),
+    ("add.wgsl", include_str!("../../../shaders/add.wgsl")),
 ];
 
 fn source(file: &str) -> &'static str {
@@ -82,6 +103,11 @@ pub struct Kernels {
     affine: OnceLock<Affine>,
     global_avg_pool: OnceLock<GlobalAvgPool>,
     softmax: OnceLock<Softmax>,
+    batchnorm_train: OnceLock<BatchNormTrain>,
+    conv3x3_backward_weight: OnceLock<Conv3x3BackwardWeight>,
+    softmax_cross_entropy: OnceLock<SoftmaxCrossEntropy>,
+    global_avg_pool_backward: OnceLock<GlobalAvgPoolBackward>,
+    add: OnceLock<Add>,
     placeholder: OnceLock<wgpu::Buffer>,
 }
 
@@ -135,6 +161,30 @@ impl Kernels {
     /// `shaders/softmax.wgsl`.
     pub fn softmax(&self, device: &wgpu::Device) -> &Softmax {
         self.softmax.get_or_init(|| Softmax::new(device))
+    }
+    /// `shaders/batchnorm_train.wgsl`.
+    pub fn batchnorm_train(&self, device: &wgpu::Device) -> &BatchNormTrain {
+        self.batchnorm_train
+            .get_or_init(|| BatchNormTrain::new(device))
+    }
+    /// `shaders/conv3x3_backward_weight.wgsl`.
+    pub fn conv3x3_backward_weight(&self, device: &wgpu::Device) -> &Conv3x3BackwardWeight {
+        self.conv3x3_backward_weight
+            .get_or_init(|| Conv3x3BackwardWeight::new(device))
+    }
+    /// `shaders/softmax_cross_entropy.wgsl`.
+    pub fn softmax_cross_entropy(&self, device: &wgpu::Device) -> &SoftmaxCrossEntropy {
+        self.softmax_cross_entropy
+            .get_or_init(|| SoftmaxCrossEntropy::new(device))
+    }
+    /// `shaders/global_avg_pool_backward.wgsl`.
+    pub fn global_avg_pool_backward(&self, device: &wgpu::Device) -> &GlobalAvgPoolBackward {
+        self.global_avg_pool_backward
+            .get_or_init(|| GlobalAvgPoolBackward::new(device))
+    }
+    /// `shaders/add.wgsl`.
+    pub fn add(&self, device: &wgpu::Device) -> &Add {
+        self.add.get_or_init(|| Add::new(device))
     }
     /// A 16-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) fn placeholder(&self, device: &wgpu::Device) -> &wgpu::Buffer {

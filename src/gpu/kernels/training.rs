@@ -1,0 +1,425 @@
+//! Kernels of the training pass that inference does not need: BatchNorm with batch statistics
+//! (forward and backward), the stem's weight gradient, softmax cross-entropy, the gradient of
+//! global average pooling, and element-wise accumulation.
+
+use super::elementwise::grid;
+use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::shape::{Shape4, check_nonempty, check_stride};
+
+/// Invocations per workgroup of the element-wise and per-channel kernels here.
+const WG_SIZE: usize = 256;
+/// Invocations per workgroup of `softmax_cross_entropy.wgsl`.
+const CE_WG_SIZE: usize = 64;
+
+/// Mirrors `struct BnParams` in `shaders/batchnorm_train.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct BnParams {
+    n: u32,
+    c: u32,
+    plane: u32,
+    len: u32,
+}
+
+/// `shaders/batchnorm_train.wgsl`: BatchNorm with the batch's statistics followed by ReLU, and
+/// its backward pass.
+pub struct BatchNormTrain {
+    stats: Pipeline,
+    forward: Pipeline,
+    backward_reduce: Pipeline,
+    backward_input: Pipeline,
+}
+
+impl BatchNormTrain {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            stats: Pipeline::new(device, "batchnorm_train.wgsl", "batch_stats"),
+            forward: Pipeline::new(device, "batchnorm_train.wgsl", "forward"),
+            backward_reduce: Pipeline::new(device, "batchnorm_train.wgsl", "backward_reduce"),
+            backward_input: Pipeline::new(device, "batchnorm_train.wgsl", "backward_input"),
+        }
+    }
+
+    fn params(op: &'static str, xs: Shape4) -> Result<BnParams> {
+        check_nonempty(op, "input", xs)?;
+        Ok(BnParams {
+            n: u32_of(op, "batch size", xs.n)?,
+            c: u32_of(op, "channels", xs.c)?,
+            plane: u32_of(op, "plane size (H * W)", xs.plane())?,
+            len: u32_of(op, "elements", xs.len())?,
+        })
+    }
+
+    /// Prepare the dispatches computing the batch statistics of `x` (`[N, C, H, W]`) into
+    /// `stats` (`[3, C]`: mean, biased variance, `1 / sqrt(var + eps)`) and then
+    /// `y = max(0, gamma * (x - mean) / sqrt(var + eps) + beta)` (`gamma`, `beta`: `[C]`).
+    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+    pub fn prepare_forward(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        stats: &GpuTensor,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "batchnorm_train";
+        let xs = x.shape4(OP, "input")?;
+        let params = Self::params(OP, xs)?;
+        expect_dims(OP, "gamma", gamma, &[xs.c])?;
+        expect_dims(OP, "beta", beta, &[xs.c])?;
+        expect_dims(OP, "statistics", stats, &[3, xs.c])?;
+        expect_dims(OP, "output", y, &xs.dims())?;
+        expect_distinct(OP, y, &[("input", x), ("gamma", gamma), ("beta", beta)])?;
+        expect_distinct(OP, stats, &[("input", x), ("output", y)])?;
+        let device = ctx.device();
+        let per_channel = workgroups(OP, device, [xs.c, 1, 1])?;
+        let per_element = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        let stats_step = self.stats.prepare(
+            device,
+            &params,
+            &[(1, x.buffer()), (4, stats.buffer())],
+            per_channel,
+        );
+        let apply = self.forward.prepare(
+            device,
+            &params,
+            &[
+                (1, x.buffer()),
+                (2, gamma.buffer()),
+                (3, beta.buffer()),
+                (4, stats.buffer()),
+                (5, y.buffer()),
+            ],
+            per_element,
+        );
+        Ok(stats_step.then(apply))
+    }
+
+    /// Prepare the dispatches of the backward pass: from the forward input `x`, output `y`,
+    /// `stats` and the output gradient `dy`, write `dparams` (`[2, C]`: dgamma, then dbeta) and
+    /// the input gradient `dx`.
+    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+    pub fn prepare_backward(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        gamma: &GpuTensor,
+        stats: &GpuTensor,
+        dy: &GpuTensor,
+        dparams: &GpuTensor,
+        dx: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "batchnorm_train_backward";
+        let xs = x.shape4(OP, "input")?;
+        let params = Self::params(OP, xs)?;
+        expect_dims(OP, "output", y, &xs.dims())?;
+        expect_dims(OP, "output gradient", dy, &xs.dims())?;
+        expect_dims(OP, "input gradient", dx, &xs.dims())?;
+        expect_dims(OP, "gamma", gamma, &[xs.c])?;
+        expect_dims(OP, "statistics", stats, &[3, xs.c])?;
+        expect_dims(OP, "parameter gradient", dparams, &[2, xs.c])?;
+        let inputs = [
+            ("input", x),
+            ("output", y),
+            ("gamma", gamma),
+            ("statistics", stats),
+            ("output gradient", dy),
+        ];
+        expect_distinct(OP, dx, &inputs)?;
+        expect_distinct(OP, dparams, &inputs)?;
+        expect_distinct(OP, dx, &[("parameter gradient", dparams)])?;
+        let device = ctx.device();
+        let per_channel = workgroups(OP, device, [xs.c, 1, 1])?;
+        let per_element = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        let reduce = self.backward_reduce.prepare(
+            device,
+            &params,
+            &[
+                (1, x.buffer()),
+                (4, stats.buffer()),
+                (5, y.buffer()),
+                (6, dy.buffer()),
+                (7, dparams.buffer()),
+            ],
+            per_channel,
+        );
+        let input = self.backward_input.prepare(
+            device,
+            &params,
+            &[
+                (1, x.buffer()),
+                (2, gamma.buffer()),
+                (4, stats.buffer()),
+                (5, y.buffer()),
+                (6, dy.buffer()),
+                (7, dparams.buffer()),
+                (8, dx.buffer()),
+            ],
+            per_element,
+        );
+        Ok(reduce.then(input))
+    }
+}
+
+/// Mirrors `struct Conv3x3GradParams` in `shaders/conv3x3_backward_weight.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Conv3x3GradParams {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+}
+
+/// `shaders/conv3x3_backward_weight.wgsl`: the weight gradient of the 3x3 stem convolution.
+pub struct Conv3x3BackwardWeight {
+    pipeline: Pipeline,
+}
+
+impl Conv3x3BackwardWeight {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "conv3x3_backward_weight.wgsl", "main"),
+        }
+    }
+
+    /// Prepare the dispatch computing `dw` (`[Cout, Cin, 3, 3]`) of the pad-1, stride-`stride`
+    /// 3x3 convolution of `x` (`[N, Cin, H, W]`) from its output gradient `dy`
+    /// (`[N, Cout, (H-1)/s+1, (W-1)/s+1]`).
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        stride: usize,
+        dw: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "conv3x3_backward_weight";
+        check_stride(OP, stride)?;
+        let xs = x.shape4(OP, "input")?;
+        check_nonempty(OP, "input", xs)?;
+        let cout = match dw.dims() {
+            [cout, cin, 3, 3] if *cin == xs.c && *cout > 0 => *cout,
+            d => {
+                return Err(Error::shape(
+                    OP,
+                    "weight gradient",
+                    format!("[Cout, {}, 3, 3]", xs.c),
+                    format!("{d:?}"),
+                ));
+            }
+        };
+        let ys = xs.strided(cout, stride);
+        expect_dims(OP, "output gradient", dy, &ys.dims())?;
+        expect_distinct(OP, dw, &[("input", x), ("output gradient", dy)])?;
+        let params = Conv3x3GradParams {
+            n: u32_of(OP, "batch size", xs.n)?,
+            cin: u32_of(OP, "input channels", xs.c)?,
+            cout: u32_of(OP, "output channels", cout)?,
+            h: u32_of(OP, "height", xs.h)?,
+            w: u32_of(OP, "width", xs.w)?,
+            ho: u32_of(OP, "output height", ys.h)?,
+            wo: u32_of(OP, "output width", ys.w)?,
+            stride: u32_of(OP, "stride", stride)?,
+        };
+        let device = ctx.device();
+        let groups = workgroups(OP, device, grid(device, dw.len()))?;
+        Ok(self.pipeline.prepare(
+            device,
+            &params,
+            &[(1, dy.buffer()), (2, x.buffer()), (3, dw.buffer())],
+            groups,
+        ))
+    }
+}
+
+/// Mirrors `struct CeParams` in `shaders/softmax_cross_entropy.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct CeParams {
+    n: u32,
+    k: u32,
+    _pad: [u32; 2],
+}
+
+/// `shaders/softmax_cross_entropy.wgsl`: softmax cross-entropy, its logit gradient and the
+/// classifier bias gradient.
+pub struct SoftmaxCrossEntropy {
+    main: Pipeline,
+    bias_grad: Pipeline,
+}
+
+impl SoftmaxCrossEntropy {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            main: Pipeline::new(device, "softmax_cross_entropy.wgsl", "main"),
+            bias_grad: Pipeline::new(device, "softmax_cross_entropy.wgsl", "bias_grad"),
+        }
+    }
+
+    /// Prepare the dispatches computing, from `logits` (`[N, K]`) and `labels` (`[N]`, each
+    /// `< K`, as `u32` in a buffer of at least `4 N` bytes with `STORAGE` usage), the gradient of
+    /// the mean loss `dlogits` (`[N, K]`), `per_image` (`[N, 2]`: loss, 1 if top-1 is right)
+    /// and `dbias` (`[K]`, the sum of `dlogits` over the batch).
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        logits: &GpuTensor,
+        labels: &wgpu::Buffer,
+        dlogits: &GpuTensor,
+        per_image: &GpuTensor,
+        dbias: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "softmax_cross_entropy";
+        let (n, k) = match logits.dims() {
+            [n, k] if *n > 0 && *k > 0 => (*n, *k),
+            d => {
+                return Err(Error::shape(OP, "logits", "[N, K]", format!("{d:?}")));
+            }
+        };
+        if labels.size() < 4 * n as u64 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{n} labels need {} bytes, the buffer has {}",
+                    4 * n,
+                    labels.size()
+                ),
+            ));
+        }
+        expect_dims(OP, "logit gradient", dlogits, &[n, k])?;
+        expect_dims(OP, "per-image loss", per_image, &[n, 2])?;
+        expect_dims(OP, "bias gradient", dbias, &[k])?;
+        expect_distinct(OP, dlogits, &[("logits", logits)])?;
+        expect_distinct(
+            OP,
+            per_image,
+            &[("logits", logits), ("logit gradient", dlogits)],
+        )?;
+        expect_distinct(OP, dbias, &[("logit gradient", dlogits)])?;
+        let params = CeParams {
+            n: u32_of(OP, "batch size", n)?,
+            k: u32_of(OP, "classes", k)?,
+            _pad: [0; 2],
+        };
+        let device = ctx.device();
+        let per_image_groups = workgroups(OP, device, [n.div_ceil(CE_WG_SIZE), 1, 1])?;
+        let per_class = workgroups(OP, device, [k.div_ceil(CE_WG_SIZE), 1, 1])?;
+        let main = self.main.prepare(
+            device,
+            &params,
+            &[
+                (1, logits.buffer()),
+                (2, labels),
+                (3, dlogits.buffer()),
+                (4, per_image.buffer()),
+            ],
+            per_image_groups,
+        );
+        let bias = self.bias_grad.prepare(
+            device,
+            &params,
+            &[(3, dlogits.buffer()), (5, dbias.buffer())],
+            per_class,
+        );
+        Ok(main.then(bias))
+    }
+}
+
+/// Mirrors `struct PoolGradParams` in `shaders/global_avg_pool_backward.wgsl` and
+/// `struct AddParams` in `shaders/add.wgsl` (same layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct LenParams {
+    len: u32,
+    plane: u32,
+    _pad: [u32; 2],
+}
+
+/// `shaders/global_avg_pool_backward.wgsl`: the gradient of global average pooling.
+pub struct GlobalAvgPoolBackward {
+    pipeline: Pipeline,
+}
+
+impl GlobalAvgPoolBackward {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "global_avg_pool_backward.wgsl", "main"),
+        }
+    }
+
+    /// Prepare the dispatch spreading `dy` (`[N, C]` or `[N, C, 1, 1]`) over `dx`
+    /// (`[N, C, H, W]`): `dx[n, c, i, j] = dy[n, c] / (H * W)`.
+    pub fn prepare(&self, ctx: &GpuContext, dy: &GpuTensor, dx: &GpuTensor) -> Result<Dispatch> {
+        const OP: &str = "global_avg_pool_backward";
+        let xs = dx.shape4(OP, "input gradient")?;
+        check_nonempty(OP, "input gradient", xs)?;
+        if dy.len() != xs.n * xs.c {
+            return Err(Error::shape(
+                OP,
+                "output gradient",
+                format!("[{}, {}]", xs.n, xs.c),
+                format!("{:?}", dy.dims()),
+            ));
+        }
+        expect_distinct(OP, dx, &[("output gradient", dy)])?;
+        let params = LenParams {
+            len: u32_of(OP, "elements", xs.len())?,
+            plane: u32_of(OP, "plane size (H * W)", xs.plane())?,
+            _pad: [0; 2],
+        };
+        let device = ctx.device();
+        let groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        Ok(self.pipeline.prepare(
+            device,
+            &params,
+            &[(1, dy.buffer()), (2, dx.buffer())],
+            groups,
+        ))
+    }
+}
+
+/// `shaders/add.wgsl`: `y += x`, element-wise.
+pub struct Add {
+    pipeline: Pipeline,
+}
+
+impl Add {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "add.wgsl", "main"),
+        }
+    }
+
+    /// Prepare the dispatch adding `x` into `y` (same number of elements, different tensors).
+    pub fn prepare(&self, ctx: &GpuContext, x: &GpuTensor, y: &GpuTensor) -> Result<Dispatch> {
+        const OP: &str = "add";
+        if x.len() != y.len() || y.is_empty() {
+            return Err(Error::shape(
+                OP,
+                "addend",
+                format!("{:?} (non-empty)", y.dims()),
+                format!("{:?}", x.dims()),
+            ));
+        }
+        expect_distinct(OP, y, &[("addend", x)])?;
+        let params = LenParams {
+            len: u32_of(OP, "elements", y.len())?,
+            plane: 1,
+            _pad: [0; 2],
+        };
+        let device = ctx.device();
+        let groups = workgroups(OP, device, grid(device, y.len().div_ceil(WG_SIZE)))?;
+        Ok(self
+            .pipeline
+            .prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
+    }
+}

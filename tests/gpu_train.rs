@@ -1,0 +1,336 @@
+//! GPU training: every training kernel against its CPU twin (fresh random inputs, odd sizes,
+//! stride 2, outputs poisoned with NaN before the kernel runs), GPU-vs-CPU agreement of every
+//! parameter gradient of a whole network, and a short training run on the GPU whose loss falls.
+
+mod common;
+
+use activeshift::model::{ArchConfig, StageConfig};
+use activeshift::train::{Backend, CpuBackend, GpuBackend, TrainSettings, Trainer, ops};
+use activeshift::{GpuContext, GpuTensor, Shape4};
+use common::*;
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+const TOL: f64 = 1e-4;
+
+fn run(ctx: &GpuContext, d: activeshift::gpu::kernels::Dispatch) {
+    ctx.submit(|enc| {
+        d.record(enc);
+        Ok(())
+    })
+    .expect("submit");
+}
+
+fn odd_shape(rng: &mut StdRng) -> Shape4 {
+    Shape4::new(
+        rng.random_range(1..4),
+        rng.random_range(1..7),
+        rng.random_range(1..10),
+        rng.random_range(1..10),
+    )
+}
+
+#[test]
+fn batchnorm_train_forward_and_backward_match_cpu() {
+    let Some(ctx) = gpu("batchnorm_train_forward_and_backward_match_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("batchnorm_train");
+    for round in 0..6 {
+        let xs = if round == 0 {
+            // More values per channel than one workgroup has invocations.
+            Shape4::new(3, 2, 17, 13)
+        } else {
+            odd_shape(&mut rng)
+        };
+        // An offset mean, so a one-pass variance would lose digits.
+        let x = uniform(&mut rng, xs.len(), 2.0, 5.0);
+        let gamma = uniform(&mut rng, xs.c, 0.5, 1.5);
+        let beta = uniform(&mut rng, xs.c, -0.5, 0.5);
+        let dy = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let (y_cpu, stats_cpu) = ops::bn_relu_train(&x, xs, &gamma, &beta);
+        let (dx_cpu, dg_cpu, db_cpu) =
+            ops::bn_relu_backward(&dy, &x, &y_cpu, xs, &gamma, &stats_cpu);
+
+        let xt = upload(ctx, &xs.dims(), &x);
+        let gt = upload(ctx, &[xs.c], &gamma);
+        let bt = upload(ctx, &[xs.c], &beta);
+        let stats = poisoned(ctx, &[3, xs.c]);
+        let y = poisoned(ctx, &xs.dims());
+        let k = ctx.kernels().batchnorm_train(ctx.device());
+        run(
+            ctx,
+            k.prepare_forward(ctx, &xt, &gt, &bt, &stats, &y).unwrap(),
+        );
+        let stats_gpu = read(ctx, &stats);
+        let y_gpu = read(ctx, &y);
+        assert!(
+            rel_err(&stats_gpu, &stats_cpu) < TOL,
+            "{xs:?}: stats {stats_gpu:?} vs {stats_cpu:?}"
+        );
+        assert!(rel_err(&y_gpu, &y_cpu) < TOL, "{xs:?}: forward");
+
+        let dyt = upload(ctx, &xs.dims(), &dy);
+        let dparams = poisoned(ctx, &[2, xs.c]);
+        let dx = poisoned(ctx, &xs.dims());
+        // The CPU forward output, so the ReLU masks are the same.
+        let yt = upload(ctx, &xs.dims(), &y_cpu);
+        let st = upload(ctx, &[3, xs.c], &stats_cpu);
+        run(
+            ctx,
+            k.prepare_backward(ctx, &xt, &yt, &gt, &st, &dyt, &dparams, &dx)
+                .unwrap(),
+        );
+        let dp = read(ctx, &dparams);
+        assert!(rel_err(&dp[..xs.c], &dg_cpu) < TOL, "{xs:?}: dgamma");
+        assert!(rel_err(&dp[xs.c..], &db_cpu) < TOL, "{xs:?}: dbeta");
+        assert!(rel_err(&read(ctx, &dx), &dx_cpu) < TOL, "{xs:?}: dx");
+    }
+}
+
+#[test]
+fn conv3x3_backward_weight_matches_cpu() {
+    let Some(ctx) = gpu("conv3x3_backward_weight_matches_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("conv3x3_backward_weight");
+    for round in 0..6 {
+        let xs = odd_shape(&mut rng);
+        let cout = rng.random_range(1..6);
+        let s = 1 + round % 2;
+        let ys = xs.strided(cout, s);
+        let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let dy = uniform(&mut rng, ys.len(), -1.0, 1.0);
+        let want = ops::conv3x3_backward_weight(&dy, &x, xs, cout, s);
+        let dw = poisoned(ctx, &[cout, xs.c, 3, 3]);
+        let k = ctx.kernels().conv3x3_backward_weight(ctx.device());
+        let (xt, dyt) = (upload(ctx, &xs.dims(), &x), upload(ctx, &ys.dims(), &dy));
+        run(ctx, k.prepare(ctx, &dyt, &xt, s, &dw).unwrap());
+        let got = read(ctx, &dw);
+        assert!(rel_err(&got, &want) < TOL, "{xs:?} cout {cout} stride {s}");
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_matches_cpu() {
+    let Some(ctx) = gpu("softmax_cross_entropy_matches_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("softmax_cross_entropy");
+    for _ in 0..5 {
+        let n = rng.random_range(1..70);
+        let k = rng.random_range(2..13);
+        let logits = uniform(&mut rng, n * k, -6.0, 6.0);
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..k) as u8).collect();
+        let (d_cpu, db_cpu, per_cpu) = CpuBackend
+            .softmax_cross_entropy(&logits, &labels, k)
+            .unwrap();
+        // Hand check of the twin on the first row: the loss is -log softmax[label].
+        let row = &logits[..k];
+        let z: f64 = row.iter().map(|&v| f64::from(v).exp()).sum();
+        let want = -(f64::from(row[labels[0] as usize]).exp() / z).ln();
+        assert!((f64::from(per_cpu[0]) - want).abs() < 1e-4);
+
+        let lt = upload(ctx, &[n, k], &logits);
+        let wide: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
+        let lb = GpuTensor::from_slice(ctx, &[n], bytemuck::cast_slice(&wide)).unwrap();
+        let (d, per, db) = (
+            poisoned(ctx, &[n, k]),
+            poisoned(ctx, &[n, 2]),
+            poisoned(ctx, &[k]),
+        );
+        let kern = ctx.kernels().softmax_cross_entropy(ctx.device());
+        run(
+            ctx,
+            kern.prepare(ctx, &lt, lb.buffer(), &d, &per, &db).unwrap(),
+        );
+        assert!(rel_err(&read(ctx, &d), &d_cpu) < TOL);
+        assert!(rel_err(&read(ctx, &db), &db_cpu) < TOL);
+        assert!(rel_err(&read(ctx, &per), &per_cpu) < TOL);
+    }
+}
+
+#[test]
+fn pool_backward_and_add_match_cpu() {
+    let Some(ctx) = gpu("pool_backward_and_add_match_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("pool_backward_and_add");
+    for _ in 0..4 {
+        let xs = odd_shape(&mut rng);
+        let dy = uniform(&mut rng, xs.n * xs.c, -1.0, 1.0);
+        let want = CpuBackend.avg_pool_backward(&dy, xs).unwrap();
+        let dx = poisoned(ctx, &xs.dims());
+        let k = ctx.kernels().global_avg_pool_backward(ctx.device());
+        run(
+            ctx,
+            k.prepare(ctx, &upload(ctx, &[xs.n, xs.c], &dy), &dx)
+                .unwrap(),
+        );
+        assert!(rel_err(&read(ctx, &dx), &want) < TOL);
+
+        let a = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let b = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let mut want = a.clone();
+        CpuBackend.add_assign(&mut want, &b).unwrap();
+        let at = upload(ctx, &xs.dims(), &a);
+        let k = ctx.kernels().add(ctx.device());
+        run(
+            ctx,
+            k.prepare(ctx, &upload(ctx, &xs.dims(), &b), &at).unwrap(),
+        );
+        assert!(rel_err(&read(ctx, &at), &want) < TOL);
+    }
+    // Mismatched sizes are an error, not a panic.
+    let a = upload(ctx, &[4], &[0.0; 4]);
+    let b = upload(ctx, &[5], &[0.0; 5]);
+    assert!(
+        ctx.kernels()
+            .add(ctx.device())
+            .prepare(ctx, &b, &a)
+            .is_err()
+    );
+}
+
+/// A small network: 1x11x11 input, 4 classes, a stride-1 block and a stride-2 projection block
+/// (expansion 2).
+fn small() -> ArchConfig {
+    let mut c = ArchConfig::asnet20(4, 2, 1, 11, 4);
+    c.stages = vec![
+        StageConfig {
+            blocks: 1,
+            width: 4,
+            stride: 1,
+        },
+        StageConfig {
+            blocks: 1,
+            width: 6,
+            stride: 2,
+        },
+    ];
+    c
+}
+
+fn small_trainer(seed: u64) -> Trainer {
+    let settings = TrainSettings {
+        seed,
+        augment: false,
+        ..TrainSettings::default()
+    };
+    let mut t = Trainer::new(small(), vec![], settings).unwrap();
+    // Shifts beyond one pixel, some beyond the 11-pixel image, away from integers.
+    for (name, v) in t.params.iter_mut() {
+        if name.ends_with(".shift") {
+            for (i, s) in v.iter_mut().enumerate() {
+                *s = ((i * 7 % 9) as f32 - 4.0) * 0.7 + 0.35;
+            }
+            v[0] = 12.3;
+        }
+    }
+    t
+}
+
+#[test]
+fn every_parameter_gradient_agrees_with_the_cpu_after_one_step() {
+    let Some(ctx) = gpu("every_parameter_gradient_agrees_with_the_cpu_after_one_step") else {
+        return;
+    };
+    let (mut rng, seed) = rng("gradient_agreement");
+    let n = 5;
+    let mut cpu = small_trainer(seed);
+    let mut gpu_t = cpu.clone();
+    let xs = Shape4::new(n, 1, 11, 11);
+    let input = uniform(&mut rng, xs.len(), -1.5, 1.5);
+    let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+    let mut be = GpuBackend::new(ctx.clone());
+    let (st_cpu, g_cpu) = cpu.forward_backward(&input, &labels).unwrap();
+    let (st_gpu, g_gpu) = gpu_t.forward_backward_on(&mut be, &input, &labels).unwrap();
+    assert_eq!(
+        g_cpu.keys().collect::<Vec<_>>(),
+        g_gpu.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        g_cpu.len(),
+        small().param_shapes().len(),
+        "a gradient for every parameter"
+    );
+    for (name, want) in &g_cpu {
+        let got = &g_gpu[name];
+        let e = rel_err(got, want);
+        assert!(e < 1e-3, "{name}: relative error {e:.2e}");
+        assert!(want.iter().any(|&v| v != 0.0), "{name}: gradient is zero");
+    }
+    assert!((st_cpu.loss() - st_gpu.loss()).abs() < 1e-4 * st_cpu.loss().max(1.0));
+    assert_eq!(st_cpu.correct, st_gpu.correct);
+    // The same optimiser step on the host, then the parameters and the running statistics.
+    cpu.apply(g_cpu, 0.05);
+    gpu_t.apply(g_gpu, 0.05);
+    for (name, want) in &cpu.params {
+        let e = rel_err(&gpu_t.params[name], want);
+        assert!(e < 1e-3, "{name} after one step: relative error {e:.2e}");
+    }
+}
+
+#[test]
+fn training_on_the_gpu_lowers_the_loss() {
+    let Some(ctx) = gpu("training_on_the_gpu_lowers_the_loss") else {
+        return;
+    };
+    let (mut rng, seed) = rng("gpu_training");
+    // Four classes, each a fixed random pattern; images are a pattern plus strong noise.
+    let k = 4;
+    let side = 11;
+    let plane = side * side;
+    let patterns: Vec<Vec<f32>> = (0..k)
+        .map(|_| uniform(&mut rng, plane, -1.0, 1.0))
+        .collect();
+    let mut sample = |rng: &mut StdRng, n: usize| {
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..k) as u8).collect();
+        let mut x = Vec::with_capacity(n * plane);
+        for &l in &labels {
+            let noise = uniform(rng, plane, -0.6, 0.6);
+            x.extend(patterns[l as usize].iter().zip(noise).map(|(p, e)| p + e));
+        }
+        (x, labels)
+    };
+    let mut t = Trainer::new(
+        small(),
+        vec![],
+        TrainSettings {
+            seed,
+            lr: 0.1,
+            ..TrainSettings::default()
+        },
+    )
+    .unwrap();
+    let mut be = GpuBackend::new(ctx.clone());
+    let (held_x, held_y) = sample(&mut rng, 64);
+    let held_loss = |t: &mut Trainer, be: &mut GpuBackend| {
+        // Loss on a held-out batch in training mode (the step's update is not applied).
+        let mut probe = t.clone();
+        probe
+            .forward_backward_on(be, &held_x, &held_y)
+            .unwrap()
+            .0
+            .loss()
+    };
+    let before = held_loss(&mut t, &mut be);
+    let steps = 60;
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let (x, y) = sample(&mut rng, 16);
+        let (stats, grads) = t.forward_backward_on(&mut be, &x, &y).unwrap();
+        assert!(stats.loss().is_finite());
+        losses.push(stats.loss());
+        t.apply(grads, 0.1);
+    }
+    let after = held_loss(&mut t, &mut be);
+    let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = losses[steps - 5..].iter().sum::<f64>() / 5.0;
+    eprintln!("held-out loss {before:.3} -> {after:.3}; step loss {first:.3} -> {last:.3}");
+    assert!(
+        after < 0.5 * before,
+        "held-out loss {before:.3} -> {after:.3}"
+    );
+    assert!(last < 0.6 * first, "step loss {first:.3} -> {last:.3}");
+}
