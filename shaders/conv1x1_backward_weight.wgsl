@@ -3,8 +3,10 @@
 //
 //   dW[co, ci] = sum over images n and output pixels p of dY[n, co, p] * X[n, ci, src(p)]
 //
-// with src(i, j) = (i*s, j*s). K = N * Ho * Wo is walked in steps of 16 in a fixed order by the
-// single workgroup that owns a 64 x 64 tile of dW, so the result is the same on every run.
+// with src(i, j) = (i*s, j*s). K = N * Ho * Wo is split into `splits` chunks of `k_chunk` terms
+// (a multiple of 16): workgroup (x, y, z) owns a 64 x 64 tile of dW and chunk z, walks it in
+// steps of 16 and writes its partial sums to part[z]; `reduce_splits` then adds the chunks in
+// order, one invocation per weight. The same result on every run.
 
 // Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
 struct Conv1x1Params {
@@ -17,8 +19,10 @@ struct Conv1x1Params {
     wo: u32,
     stride: u32,
     flags: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Terms of K per chunk (a multiple of TILE_K).
+    k_chunk: u32,
+    // Number of chunks.
+    splits: u32,
     _pad2: u32,
 }
 
@@ -34,6 +38,8 @@ const TILE_K: u32 = 16u;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 // [Cout, Cin]
 @group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+// [splits, Cout, Cin]: each chunk's partial sums.
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
 
 // sh_g[k * TILE_M + m] = dY[kk, tile_m + m];  sh_x[k * TILE_N + c] = X[kk, tile_n + c], kk = k0 + k
 var<workgroup> sh_g: array<f32, 1024>;
@@ -51,8 +57,10 @@ fn main(
     let plane_out = params.ho * params.wo;
     let total = params.n * plane_out;
 
+    let k_begin = wg.z * params.k_chunk;
+    let k_end = min(total, k_begin + params.k_chunk);
     var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < total; k0 += TILE_K) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
         for (var l = 0u; l < 4u; l++) {
             // Consecutive invocations walk consecutive pixels (k) of one channel (m).
             let e = li + l * WG_SIZE;
@@ -61,7 +69,7 @@ fn main(
             let kk = k0 + k;
             var gv = 0.0;
             var xv = 0.0;
-            if (kk < total) {
+            if (kk < k_end) {
                 let n = kk / plane_out;
                 let p = kk % plane_out;
                 let co = tile_m + m;
@@ -102,8 +110,26 @@ fn main(
         for (var c = 0u; c < 4u; c++) {
             let ci = tile_n + lid.x + 16u * c;
             if (ci < params.cin) {
-                dw[co * params.cin + ci] = acc[r][c];
+                part[(wg.z * params.cout + co) * params.cin + ci] = acc[r][c];
             }
         }
     }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn reduce_splits(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wg.y * groups.x + wg.x) * 256u + li;
+    let len = params.cout * params.cin;
+    if (i >= len) {
+        return;
+    }
+    var s = 0.0;
+    for (var z = 0u; z < params.splits; z++) {
+        s += part[z * len + i];
+    }
+    dw[i] = s;
 }

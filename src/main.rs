@@ -94,8 +94,9 @@ struct TrainArgs {
     /// No random crop / flip.
     #[arg(long)]
     no_augment: bool,
-    /// Backend (training runs on the CPU for now).
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    /// Backend: auto takes a hardware GPU when there is one (a software adapter such as
+    /// lavapipe is too slow to train on), else the CPU.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// Checkpoint file, written atomically during the run (default: OUTPUT.ckpt).
     #[arg(long)]
@@ -571,12 +572,6 @@ fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
 fn train(a: TrainArgs) -> Result<()> {
     use activeshift::data::FashionMnist;
     use activeshift::train::{Schedule, ShiftMode, TrainSettings, Trainer, fashion_mnist_config};
-    if a.backend == BackendChoice::Gpu {
-        return Err(activeshift::Error::invalid(
-            "train",
-            "GPU training is not implemented yet; use --backend cpu",
-        ));
-    }
     if a.output.exists() && !a.force {
         return Err(activeshift::Error::Io {
             path: a.output.display().to_string(),
@@ -631,10 +626,81 @@ fn train(a: TrainArgs) -> Result<()> {
             .collect();
         Trainer::new(fashion_mnist_config(w, e), labels, settings)?
     };
+    let device = match a.backend {
+        BackendChoice::Cpu => None,
+        BackendChoice::Gpu => Some(pollster::block_on(GpuContext::new())?),
+        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
+            Ok(ctx) if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => Some(ctx),
+            Ok(ctx) => {
+                eprintln!(
+                    "note: {} is a software adapter, too slow to train on; training on the CPU \
+                     (--backend gpu to insist)",
+                    ctx.adapter_info().name
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("note: {e}; training on the CPU");
+                None
+            }
+        },
+    };
+    match device {
+        Some(ctx) => {
+            let mut be = activeshift::train::GpuBackend::new(ctx.clone());
+            let eval = |t: &Trainer, set: &activeshift::data::Dataset| {
+                let mut clf = Classifier::gpu(&ctx, t.export()?)?;
+                t.evaluate_with(set, |input, _| {
+                    Ok(pollster::block_on(clf.run(input))?.logits)
+                })
+            };
+            train_epochs(
+                &a,
+                &mut trainer,
+                &mut be,
+                &train_set,
+                &data.test,
+                &checkpoint,
+                eval,
+            )?;
+        }
+        None => {
+            let eval = |t: &Trainer, set: &activeshift::data::Dataset| t.evaluate(set);
+            let mut be = activeshift::train::CpuBackend;
+            train_epochs(
+                &a,
+                &mut trainer,
+                &mut be,
+                &train_set,
+                &data.test,
+                &checkpoint,
+                eval,
+            )?;
+        }
+    }
+    println!("wrote {}", a.output.display());
+    Ok(())
+}
+
+/// The epochs of a training run on backend `be`, evaluating on `test_set` with `eval` after
+/// each epoch; checkpoints along the way, the model written after every epoch.
+#[allow(clippy::too_many_arguments)]
+fn train_epochs<B: activeshift::train::Backend>(
+    a: &TrainArgs,
+    trainer: &mut activeshift::train::Trainer,
+    be: &mut B,
+    train_set: &activeshift::data::Dataset,
+    test_set: &activeshift::data::Dataset,
+    checkpoint: &std::path::Path,
+    eval: impl Fn(
+        &activeshift::train::Trainer,
+        &activeshift::data::Dataset,
+    ) -> Result<activeshift::train::Stats>,
+) -> Result<()> {
     let steps = trainer.steps_per_epoch(train_set.len());
     let total = steps * trainer.settings.epochs;
     eprintln!(
-        "training {} ({} parameters) on {} images, {} epochs x {} steps, batch {}, shifts {:?}, CPU with {} threads",
+        "training {} ({} parameters) on {} images, {} epochs x {} steps, batch {}, shifts {:?}, {}",
         trainer.config.name,
         trainer.config.param_count(),
         train_set.len(),
@@ -642,7 +708,7 @@ fn train(a: TrainArgs) -> Result<()> {
         steps,
         trainer.settings.batch,
         trainer.settings.shift,
-        rayon::current_num_threads(),
+        be.describe(),
     );
     while trainer.epoch < trainer.settings.epochs {
         let epoch = trainer.epoch;
@@ -665,8 +731,9 @@ fn train(a: TrainArgs) -> Result<()> {
             let idx = &order[s * trainer.settings.batch..][..trainer.settings.batch];
             let global = epoch * steps + s;
             let lr = trainer.lr_at(global, total);
-            let st = trainer.train_step(
-                &train_set,
+            let st = trainer.train_step_on(
+                be,
+                train_set,
                 idx,
                 lr,
                 trainer.settings.seed.wrapping_add(global as u64 * 7919),
@@ -703,7 +770,8 @@ fn train(a: TrainArgs) -> Result<()> {
         trainer.epoch += 1;
         trainer.step_in_epoch = 0;
         trainer.save_checkpoint(&checkpoint)?;
-        let test = trainer.evaluate(&data.test)?;
+        let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let test = eval(trainer, test_set)?;
         eprintln!(
             "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s)",
             epoch + 1,
@@ -711,11 +779,10 @@ fn train(a: TrainArgs) -> Result<()> {
             stats.accuracy() * 100.0,
             test.loss(),
             test.accuracy() * 100.0,
-            stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            rate
         );
         trainer.export()?.save(&a.output, true)?;
     }
-    println!("wrote {}", a.output.display());
     Ok(())
 }
 

@@ -284,7 +284,7 @@ fn training_on_the_gpu_lowers_the_loss() {
     let patterns: Vec<Vec<f32>> = (0..k)
         .map(|_| uniform(&mut rng, plane, -1.0, 1.0))
         .collect();
-    let mut sample = |rng: &mut StdRng, n: usize| {
+    let sample = |rng: &mut StdRng, n: usize| {
         let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..k) as u8).collect();
         let mut x = Vec::with_capacity(n * plane);
         for &l in &labels {
@@ -333,4 +333,29 @@ fn training_on_the_gpu_lowers_the_loss() {
         "held-out loss {before:.3} -> {after:.3}"
     );
     assert!(last < 0.6 * first, "step loss {first:.3} -> {last:.3}");
+}
+
+#[test]
+fn conv1x1_weight_gradient_split_over_the_batch_matches_cpu() {
+    let Some(ctx) = gpu("conv1x1_weight_gradient_split_over_the_batch_matches_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("conv1x1_weight_gradient_split");
+    // K = N * Ho * Wo from one chunk to many, odd channel counts across a 64-wide tile edge.
+    for (xs, cout, s) in [
+        (Shape4::new(3, 67, 37, 29), 5, 1),
+        (Shape4::new(4, 3, 41, 23), 70, 2),
+        (Shape4::new(1, 9, 5, 3), 11, 1),
+    ] {
+        let ys = xs.strided(cout, s);
+        let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let dy = uniform(&mut rng, ys.len(), -1.0, 1.0);
+        let want = ops::conv1x1_backward_weight(&dy, &x, xs, cout, s);
+        let dw = poisoned(ctx, &[cout, xs.c]);
+        let k = ctx.kernels().conv1x1_backward_weight(ctx.device());
+        let (xt, dyt) = (upload(ctx, &xs.dims(), &x), upload(ctx, &ys.dims(), &dy));
+        run(ctx, k.prepare(ctx, &dyt, &xt, s, &dw).unwrap());
+        let e = rel_err(&read(ctx, &dw), &want);
+        assert!(e < TOL, "{xs:?} cout {cout} stride {s}: {e:.2e}");
+    }
 }

@@ -269,9 +269,22 @@ impl Trainer {
         order
     }
 
-    /// One SGD step on the images `idx` of `set`; returns the batch's stats.
+    /// One SGD step on the images `idx` of `set` on the CPU; returns the batch's stats.
     pub fn train_step(
         &mut self,
+        set: &Dataset,
+        idx: &[usize],
+        lr: f32,
+        step_seed: u64,
+    ) -> Result<Stats> {
+        self.train_step_on(&mut CpuBackend, set, idx, lr, step_seed)
+    }
+
+    /// One SGD step on the images `idx` of `set` on the backend `be`: forward and backward
+    /// there, the optimiser on the host; returns the batch's stats.
+    pub fn train_step_on<B: Backend>(
+        &mut self,
+        be: &mut B,
         set: &Dataset,
         idx: &[usize],
         lr: f32,
@@ -286,20 +299,30 @@ impl Trainer {
             &mut input,
         );
         let labels: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
-        let (stats, grads) = self.forward_backward(&input, &labels)?;
+        let (stats, grads) = self.forward_backward_on(be, &input, &labels)?;
         self.apply(grads, lr);
         Ok(stats)
     }
 
-    /// Test-set accuracy with the running statistics (inference mode).
+    /// Test-set accuracy with the running statistics (inference mode), on the CPU.
     pub fn evaluate(&self, set: &Dataset) -> Result<Stats> {
+        self.evaluate_with(set, |input, n| self.forward_eval(input, n))
+    }
+
+    /// Loss and accuracy on `set` with `logits_of(input, n)` computing the `[n, classes]`
+    /// logits of a preprocessed batch (e.g. the GPU engine running [`Trainer::export`]).
+    pub fn evaluate_with(
+        &self,
+        set: &Dataset,
+        mut logits_of: impl FnMut(&[f32], usize) -> Result<Vec<f32>>,
+    ) -> Result<Stats> {
         let mut total = Stats::default();
         let mut input = Vec::new();
         let idx: Vec<usize> = (0..set.len()).collect();
         for chunk in idx.chunks(500) {
             data::batch(set, chunk, None, &mut input);
             let labels: Vec<u8> = chunk.iter().map(|&i| set.labels[i]).collect();
-            let logits = self.forward_eval(&input, chunk.len())?;
+            let logits = logits_of(&input, chunk.len())?;
             total.add(score(&logits, &labels, self.config.classes)?);
         }
         Ok(total)
@@ -719,6 +742,14 @@ pub const CHECKPOINT_FORMAT: &str = "activeshift-checkpoint-v1";
 
 /// Summed loss and top-1 hits of `logits` against `labels`.
 fn score(logits: &[f32], labels: &[u8], k: usize) -> Result<Stats> {
+    if logits.len() != labels.len() * k {
+        return Err(Error::shape(
+            "evaluate",
+            "logits",
+            format!("[{}, {k}]", labels.len()),
+            format!("{} values", logits.len()),
+        ));
+    }
     let (_, _, per_image) = CpuBackend.softmax_cross_entropy(&logits.to_vec(), labels, k)?;
     let mut stats = Stats {
         seen: labels.len(),

@@ -7,6 +7,8 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 
 /// Output tile of the GEMM kernels (`TILE_M` x `TILE_N` in their WGSL).
 const TILE: usize = 64;
+/// Step along K of the GEMM kernels (`TILE_K` in their WGSL).
+const TILE_K: usize = 16;
 const FLAG_AFFINE: u32 = 1;
 const FLAG_RESIDUAL: u32 = 2;
 const FLAG_RELU: u32 = 4;
@@ -195,12 +197,14 @@ impl Conv1x1BackwardInput {
 /// `shaders/conv1x1_backward_weight.wgsl`: `dW = sum over the batch of dy x^T`.
 pub struct Conv1x1BackwardWeight {
     pipeline: Pipeline,
+    reduce: Pipeline,
 }
 
 impl Conv1x1BackwardWeight {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
             pipeline: Pipeline::new(device, "conv1x1_backward_weight.wgsl", "main"),
+            reduce: Pipeline::new(device, "conv1x1_backward_weight.wgsl", "reduce_splits"),
         }
     }
 
@@ -227,7 +231,7 @@ impl Conv1x1BackwardWeight {
                 ));
             }
         };
-        let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
+        let mut params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
         let ys = xs.strided(cout, stride);
         expect_dims(OP, "output gradient", dy, &ys.dims())?;
         if (xs.n * ys.plane()) > u32::MAX as usize {
@@ -238,16 +242,49 @@ impl Conv1x1BackwardWeight {
                 limit: u64::from(u32::MAX),
             });
         }
+        // Split K = N * Ho * Wo into at most MAX_SPLITS chunks of at least MIN_CHUNK terms, so
+        // that a small weight over a large batch still spreads over many workgroups.
+        const MAX_SPLITS: usize = 64;
+        const MIN_CHUNK: usize = 256;
+        let total = xs.n * ys.plane();
+        let k_chunk = total
+            .div_ceil(MAX_SPLITS)
+            .max(MIN_CHUNK)
+            .next_multiple_of(TILE_K);
+        let splits = total.div_ceil(k_chunk).max(1);
+        params._pad[0] = u32_of(OP, "terms per chunk", k_chunk)?;
+        params._pad[1] = u32_of(OP, "chunks", splits)?;
+        let device = ctx.device();
+        let part = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("activeshift conv1x1_backward_weight chunks"),
+            size: (splits * cout * xs.c * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         let groups = workgroups(
             OP,
-            ctx.device(),
-            [xs.c.div_ceil(TILE), cout.div_ceil(TILE), 1],
+            device,
+            [xs.c.div_ceil(TILE), cout.div_ceil(TILE), splits],
         )?;
-        Ok(self.pipeline.prepare(
-            ctx.device(),
+        let partial = self.pipeline.prepare(
+            device,
             &params,
-            &[(1, dy.buffer()), (2, x.buffer()), (3, dw.buffer())],
+            &[(1, dy.buffer()), (2, x.buffer()), (4, &part)],
             groups,
-        ))
+        );
+        let limit = device.limits().max_compute_workgroups_per_dimension.max(1) as usize;
+        let blocks = (cout * xs.c).div_ceil(256);
+        let grid = if blocks <= limit {
+            [blocks, 1, 1]
+        } else {
+            [limit, blocks.div_ceil(limit), 1]
+        };
+        let reduce = self.reduce.prepare(
+            device,
+            &params,
+            &[(3, dw.buffer()), (4, &part)],
+            workgroups(OP, device, grid)?,
+        );
+        Ok(partial.then(reduce))
     }
 }
