@@ -750,7 +750,7 @@ fn train_epochs<B: activeshift::train::Backend>(
                 rate
             ));
             bar.inc(1);
-            if bar.is_hidden() && trainer.step_in_epoch % 50 == 0 {
+            if bar.is_hidden() && trainer.step_in_epoch.is_multiple_of(50) {
                 // Not a terminal (a log file): a plain line now and then instead of the bar.
                 eprintln!(
                     "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}",
@@ -762,14 +762,14 @@ fn train_epochs<B: activeshift::train::Backend>(
                     rate
                 );
             }
-            if (trainer.step_in_epoch - first) % a.checkpoint_every.max(1) == 0 {
-                trainer.save_checkpoint(&checkpoint)?;
+            if (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1)) {
+                trainer.save_checkpoint(checkpoint)?;
             }
         }
         bar.finish();
         trainer.epoch += 1;
         trainer.step_in_epoch = 0;
-        trainer.save_checkpoint(&checkpoint)?;
+        trainer.save_checkpoint(checkpoint)?;
         let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let test = eval(trainer, test_set)?;
         eprintln!(
