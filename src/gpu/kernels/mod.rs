@@ -7,7 +7,9 @@ mod conv3x3;
 mod elementwise;
 
 pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize};
-pub use conv1x1::{Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue};
+pub use conv1x1::{
+    Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
+};
 pub use conv3x3::Conv3x3;
 pub use elementwise::{Affine, GlobalAvgPool, Softmax};
 
@@ -36,6 +38,14 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "conv1x1.wgsl",
         include_str!("../../../shaders/conv1x1.wgsl"),
+    ),
+    (
+        "conv1x1_naive.wgsl",
+        include_str!("../../../shaders/conv1x1_naive.wgsl"),
+    ),
+    (
+        "conv1x1_reg.wgsl",
+        include_str!("../../../shaders/conv1x1_reg.wgsl"),
     ),
     (
         "conv1x1_backward_input.wgsl",
@@ -105,7 +115,7 @@ impl Kernels {
         self.shift_grad_normalize
             .get_or_init(|| ShiftGradNormalize::new(device))
     }
-    /// `shaders/conv1x1.wgsl`.
+    /// `shaders/conv1x1*.wgsl` (every GEMM variant).
     pub fn conv1x1(&self, device: &wgpu::Device) -> &Conv1x1 {
         self.conv1x1.get_or_init(|| Conv1x1::new(device))
     }
