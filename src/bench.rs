@@ -270,7 +270,7 @@ impl Bench {
             let flop = 2.0 * (xs.plane() * xs.c * cout) as f64 / 1e9;
             for v in Conv1x1Variant::ALL {
                 let name = format!("gemm_{}_{label}", v.name());
-                if !self.wanted(&name) {
+                if !self.wanted(&name) || !v.supports(xs, 1) {
                     continue;
                 }
                 let d = self

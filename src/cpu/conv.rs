@@ -211,3 +211,21 @@ pub fn conv3x3<T: Float>(
     }
     Ok(y)
 }
+
+/// The Active Shift Layer fused into the following 1x1 convolution (the twin of
+/// `shaders/asl_conv1x1.wgsl`): `y = epilogue(W · ASL(x; shift, stride))`, computed as
+/// [`asl_forward`](super::asl_forward) followed by [`conv1x1`] at stride 1. `x` is
+/// `[N, C, H, W]`, `shift` `[2, C]`, `w` `[Cout, C]`; returns `[N, Cout, Ho, Wo]`.
+#[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+pub fn asl_conv1x1<T: Float>(
+    x: &[T],
+    xs: Shape4,
+    shift: &[T],
+    stride: usize,
+    w: &[T],
+    cout: usize,
+    epilogue: Epilogue<'_, T>,
+) -> Result<Vec<T>> {
+    let shifted = super::asl_forward(x, xs, shift, stride)?;
+    conv1x1(&shifted, xs.strided(xs.c, stride), w, cout, 1, epilogue)
+}
