@@ -282,6 +282,16 @@ struct Step {
 }
 
 impl Dispatch {
+    /// A dispatch that launches nothing (the placeholder of an op folded into another).
+    pub fn empty() -> Dispatch {
+        Dispatch { steps: Vec::new() }
+    }
+
+    /// Number of kernel launches.
+    pub fn launches(&self) -> usize {
+        self.steps.len()
+    }
+
     /// Record into a new compute pass of `encoder`.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
