@@ -14,6 +14,7 @@ pub use asl::{
 };
 pub use conv::{
     Epilogue, asl_conv1x1, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3,
+    depthwise3x3,
 };
 pub use elementwise::{affine, global_avg_pool, softmax};
 

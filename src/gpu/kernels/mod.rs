@@ -5,6 +5,7 @@ mod asl;
 mod asl_conv1x1;
 mod conv1x1;
 mod conv3x3;
+mod depthwise;
 mod elementwise;
 
 pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize};
@@ -13,6 +14,7 @@ pub use conv1x1::{
     Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
 };
 pub use conv3x3::Conv3x3;
+pub use depthwise::Depthwise3x3;
 pub use elementwise::{Affine, GlobalAvgPool, Softmax};
 
 use crate::error::{Error, Result};
@@ -77,6 +79,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "conv3x3.wgsl",
         include_str!("../../../shaders/conv3x3.wgsl"),
     ),
+    (
+        "depthwise3x3.wgsl",
+        include_str!("../../../shaders/depthwise3x3.wgsl"),
+    ),
     ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
     (
         "global_avg_pool.wgsl",
@@ -108,6 +114,7 @@ pub struct Kernels {
     conv1x1_backward_input: OnceLock<Conv1x1BackwardInput>,
     conv1x1_backward_weight: OnceLock<Conv1x1BackwardWeight>,
     conv3x3: OnceLock<Conv3x3>,
+    depthwise3x3: OnceLock<Depthwise3x3>,
     affine: OnceLock<Affine>,
     global_avg_pool: OnceLock<GlobalAvgPool>,
     softmax: OnceLock<Softmax>,
@@ -155,6 +162,10 @@ impl Kernels {
     /// `shaders/conv3x3.wgsl`.
     pub fn conv3x3(&self, device: &wgpu::Device) -> &Conv3x3 {
         self.conv3x3.get_or_init(|| Conv3x3::new(device))
+    }
+    /// `shaders/depthwise3x3.wgsl`.
+    pub fn depthwise3x3(&self, device: &wgpu::Device) -> &Depthwise3x3 {
+        self.depthwise3x3.get_or_init(|| Depthwise3x3::new(device))
     }
     /// `shaders/affine.wgsl`.
     pub fn affine(&self, device: &wgpu::Device) -> &Affine {
