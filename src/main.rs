@@ -7,6 +7,7 @@ use activeshift::{
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
+mod bench;
 mod plot;
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ enum Command {
     Eval(EvalArgs),
     /// Plot the learned shifts of every ASL layer (a scatter per layer, as the paper's Figure 3).
     Shifts(ShiftsArgs),
+    /// Measure kernels, blocks and networks on this adapter (and the CPU engine); prints a
+    /// table, or JSON, or writes BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -211,6 +215,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
         Command::Shifts(a) => shifts(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -101,3 +101,43 @@ fn wrong_input_size_is_an_error() {
     let err = model.forward_cpu(&[]).unwrap_err().to_string();
     assert!(err.contains("a multiple of 3072 values"), "{err}");
 }
+
+/// The fused ASL + GEMM path (the default) and the unfused one (ASL kernel, then the GEMM)
+/// agree on whole networks, and both match the CPU engine.
+#[test]
+fn fused_and_unfused_asl_agree_on_whole_models() {
+    let test = "fused_and_unfused_asl_agree_on_whole_models";
+    let Some(ctx) = gpu(test) else {
+        return;
+    };
+    let (mut rng, seed) = rng(test);
+    for config in [
+        ArchConfig::builtin("asnet20-16x1").unwrap(),
+        ArchConfig::asnet20(16, 3, 1, 28, 10),
+    ] {
+        let model = random_model(&config, &mut rng);
+        let mut gm = GpuModel::new(ctx, &model).unwrap();
+        if std::env::var("ACTIVESHIFT_UNFUSED").is_err() {
+            assert!(gm.fused(), "fused is the default");
+        }
+        let per = config.in_channels * config.input_size[0] * config.input_size[1];
+        let input = uniform(&mut rng, 3 * per, -2.0, 2.0);
+        gm.set_fused(true);
+        let fused = pollster::block_on(gm.forward(&input)).unwrap();
+        gm.set_fused(false);
+        let unfused = pollster::block_on(gm.forward(&input)).unwrap();
+        let cpu = model.forward_cpu(&input).unwrap();
+        let err = rel_err(&fused.logits, &unfused.logits);
+        assert!(
+            err <= 1e-4,
+            "{}: fused vs unfused logits {err} (seed {seed})",
+            config.name
+        );
+        let err = rel_err(&fused.logits, &cpu.logits);
+        assert!(
+            err <= 1e-3,
+            "{}: fused vs cpu logits {err} (seed {seed})",
+            config.name
+        );
+    }
+}

@@ -211,3 +211,60 @@ pub fn conv3x3<T: Float>(
     }
     Ok(y)
 }
+
+/// The Active Shift Layer fused into the following 1x1 convolution (the twin of
+/// `shaders/asl_conv1x1.wgsl`): `y = epilogue(W · ASL(x; shift, stride))`, computed as
+/// [`asl_forward`](super::asl_forward) followed by [`conv1x1`] at stride 1. `x` is
+/// `[N, C, H, W]`, `shift` `[2, C]`, `w` `[Cout, C]`; returns `[N, Cout, Ho, Wo]`.
+#[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+pub fn asl_conv1x1<T: Float>(
+    x: &[T],
+    xs: Shape4,
+    shift: &[T],
+    stride: usize,
+    w: &[T],
+    cout: usize,
+    epilogue: Epilogue<'_, T>,
+) -> Result<Vec<T>> {
+    let shifted = super::asl_forward(x, xs, shift, stride)?;
+    conv1x1(&shifted, xs.strided(xs.c, stride), w, cout, 1, epilogue)
+}
+
+/// Depthwise 3x3 convolution, padding 1, stride `s`, no bias: `w` is `[C, 1, 3, 3]`;
+/// `y[n, c, i, j] = sum w[c, 0, ky, kx] * x[n, c, i*s + ky - 1, j*s + kx - 1]` (zero outside).
+/// Returns `[N, C, (H-1)/s + 1, (W-1)/s + 1]`. Mirrors `shaders/depthwise3x3.wgsl`.
+pub fn depthwise3x3<T: Float>(x: &[T], xs: Shape4, w: &[T], stride: usize) -> Result<Vec<T>> {
+    const OP: &str = "depthwise3x3";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_len(OP, "input", x, xs.len(), xs)?;
+    check_len(OP, "weight", w, xs.c * 9, format!("[{}, 1, 3, 3]", xs.c))?;
+    let ys = xs.strided(xs.c, stride);
+    let mut y = vec![T::zero(); ys.len()];
+    for n in 0..xs.n {
+        for c in 0..xs.c {
+            let plane = &x[(n * xs.c + c) * xs.plane()..][..xs.plane()];
+            for i in 0..ys.h {
+                for j in 0..ys.w {
+                    let mut acc = T::zero();
+                    for ky in 0..3 {
+                        let r = (i * stride + ky) as i64 - 1;
+                        if r < 0 || r >= xs.h as i64 {
+                            continue;
+                        }
+                        for kx in 0..3 {
+                            let col = (j * stride + kx) as i64 - 1;
+                            if col < 0 || col >= xs.w as i64 {
+                                continue;
+                            }
+                            acc = acc
+                                + w[c * 9 + ky * 3 + kx] * plane[r as usize * xs.w + col as usize];
+                        }
+                    }
+                    y[((n * xs.c + c) * ys.h + i) * ys.w + j] = acc;
+                }
+            }
+        }
+    }
+    Ok(y)
+}

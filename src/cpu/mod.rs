@@ -12,7 +12,10 @@ mod elementwise;
 pub use asl::{
     SHIFT_LIMIT, asl_backward_input, asl_backward_shift, asl_forward, normalize_shift_grad,
 };
-pub use conv::{Epilogue, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3};
+pub use conv::{
+    Epilogue, asl_conv1x1, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3,
+    depthwise3x3,
+};
 pub use elementwise::{affine, global_avg_pool, softmax};
 
 use crate::error::{Error, Result};

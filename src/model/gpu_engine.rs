@@ -33,6 +33,8 @@ pub struct GpuModel {
     image_bytes: u64,
     /// Caller's cap on the images per submission (`usize::MAX` when unset).
     batch_limit: usize,
+    /// Run each ASL fused into the 1x1 convolution that reads it (the default).
+    fused: bool,
     prepared: Option<Prepared>,
 }
 
@@ -95,8 +97,26 @@ impl GpuModel {
             params,
             image_bytes,
             batch_limit: usize::MAX,
+            fused: std::env::var("ACTIVESHIFT_UNFUSED").map_or(true, |v| v != "1"),
             prepared: None,
         })
+    }
+
+    /// Whether each ASL runs fused into the 1x1 convolution that reads it
+    /// ([`AslConv1x1`](crate::gpu::kernels::AslConv1x1): the shifted tensor is never written),
+    /// or as its own kernel followed by the GEMM. Fused by default; the environment variable
+    /// `ACTIVESHIFT_UNFUSED=1` makes new models start unfused.
+    pub fn fused(&self) -> bool {
+        self.fused
+    }
+
+    /// Choose fused or unfused ASLs (see [`GpuModel::fused`]); takes effect at the next run
+    /// (the prepared dispatches are rebuilt).
+    pub fn set_fused(&mut self, fused: bool) {
+        if fused != self.fused {
+            self.fused = fused;
+            self.prepared = None;
+        }
     }
 
     /// The context the model lives on.
@@ -268,6 +288,94 @@ impl GpuModel {
         })
     }
 
+    /// The fused dispatch of `shift_op` (an ASL) and `conv_op` (the 1x1 convolution reading
+    /// its output), or `None` when the pair does not fuse.
+    fn build_fused<'t>(
+        &self,
+        shift_op: &Op,
+        conv_op: &Op,
+        slot: impl Fn(Slot) -> &'t GpuTensor,
+    ) -> Result<Option<Dispatch>> {
+        let (
+            Op::Shift {
+                input: src,
+                shift,
+                stride: shift_stride,
+                out: shifted,
+            },
+            Op::Conv1x1 {
+                input,
+                weight,
+                stride: 1,
+                affine,
+                residual,
+                relu,
+                out,
+            },
+        ) = (shift_op, conv_op)
+        else {
+            return Ok(None);
+        };
+        if input != shifted || *residual == Some(*shifted) {
+            return Ok(None);
+        }
+        let affine = match affine {
+            Some((s, b)) => Some((self.param(s)?, self.param(b)?)),
+            None => None,
+        };
+        let ep = Conv1x1Epilogue {
+            affine,
+            residual: residual.map(&slot),
+            relu: *relu,
+        };
+        let dev = self.ctx.device();
+        Ok(Some(self.ctx.kernels().asl_conv1x1(dev).prepare(
+            &self.ctx,
+            slot(*src),
+            self.param(shift)?,
+            *shift_stride,
+            self.param(weight)?,
+            ep,
+            slot(*out),
+        )?))
+    }
+
+    /// Whether op `i` of `plan` is an ASL that runs fused into op `i + 1` (the 1x1
+    /// convolution reading its output, and nothing else reads it).
+    fn fuses(&self, plan: &Plan, i: usize) -> bool {
+        let Some(Op::Shift { out: shifted, .. }) = plan.ops.get(i) else {
+            return false;
+        };
+        self.fused
+            && matches!(plan.ops.get(i + 1), Some(Op::Conv1x1 { input, stride: 1, residual, .. })
+                if input == shifted && *residual != Some(*shifted))
+            && !plan.ops[i + 2..]
+                .iter()
+                .any(|op| reads(op).contains(shifted))
+            && plan.slots[*shifted].c <= crate::gpu::kernels::ASL_CONV1X1_MAX_CHANNELS
+    }
+
+    /// The dispatch of op `i` of `plan`: empty for an ASL fused into the next op, the fused
+    /// kernel for the op after it.
+    fn build_at<'t>(
+        &self,
+        plan: &Plan,
+        i: usize,
+        n: usize,
+        slot: impl Fn(Slot) -> &'t GpuTensor + Copy,
+    ) -> Result<Dispatch> {
+        if self.fuses(plan, i) {
+            return Ok(Dispatch::empty());
+        }
+        if i > 0
+            && self.fuses(plan, i - 1)
+            && let Some(d) = self.build_fused(&plan.ops[i - 1], &plan.ops[i], slot)?
+        {
+            return Ok(d);
+        }
+        self.build(&plan.ops[i], n, slot)
+    }
+
     /// Build activation buffers and dispatches for batches of `n` (kept until the batch size
     /// changes).
     fn prepare(&mut self, n: usize) -> Result<()> {
@@ -281,10 +389,8 @@ impl GpuModel {
             .iter()
             .map(|s| GpuTensor::zeros(&self.ctx, &s.dims()))
             .collect::<Result<Vec<_>>>()?;
-        let dispatches = plan
-            .ops
-            .iter()
-            .map(|op| self.build(op, n, |s| &slots[s]))
+        let dispatches = (0..plan.ops.len())
+            .map(|i| self.build_at(&plan, i, n, |s| &slots[s]))
             .collect::<Result<Vec<_>>>()?;
         self.prepared = Some(Prepared {
             n,
@@ -312,10 +418,15 @@ impl GpuModel {
         let host = GpuTensor::from_buffer(&self.ctx, buffer.clone(), &self.input_dims(p.n))?;
         let input = p.plan.input;
         let mut dispatches = Vec::new();
-        for (i, op) in p.plan.ops.iter().enumerate() {
-            if reads(op).contains(&input) {
-                let d = self.build(op, p.n, |s| if s == input { &host } else { &p.slots[s] })?;
-                dispatches.push((i, d));
+        let ops = &p.plan.ops;
+        for i in 0..ops.len() {
+            // An op reading the input, or either op of a fused pair of which one reads it.
+            let touches = |j: usize| reads(&ops[j]).contains(&input);
+            let paired = (i > 0 && self.fuses(&p.plan, i - 1) && touches(i - 1))
+                || (self.fuses(&p.plan, i) && touches(i + 1));
+            if touches(i) || paired {
+                let slot = |s| if s == input { &host } else { &p.slots[s] };
+                dispatches.push((i, self.build_at(&p.plan, i, p.n, slot)?));
             }
         }
         if let Some(p) = self.prepared.as_mut() {

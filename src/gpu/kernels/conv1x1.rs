@@ -1,22 +1,23 @@
 //! The 1x1 convolution GEMM with its epilogue, and the two GEMMs of its backward pass.
 
-use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
+use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
+use std::sync::OnceLock;
 
 /// Output tile of the GEMM kernels (`TILE_M` x `TILE_N` in their WGSL).
 const TILE: usize = 64;
 /// Step along K of the GEMM kernels (`TILE_K` in their WGSL).
 const TILE_K: usize = 16;
-const FLAG_AFFINE: u32 = 1;
-const FLAG_RESIDUAL: u32 = 2;
-const FLAG_RELU: u32 = 4;
+pub(crate) const FLAG_AFFINE: u32 = 1;
+pub(crate) const FLAG_RESIDUAL: u32 = 2;
+pub(crate) const FLAG_RELU: u32 = 4;
 
 /// Mirrors `struct Conv1x1Params` in `shaders/conv1x1*.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Conv1x1Params {
+pub(crate) struct Conv1x1Params {
     n: u32,
     cin: u32,
     cout: u32,
@@ -30,7 +31,13 @@ struct Conv1x1Params {
 }
 
 impl Conv1x1Params {
-    fn new(op: &'static str, xs: Shape4, cout: usize, stride: usize, flags: u32) -> Result<Self> {
+    pub(crate) fn new(
+        op: &'static str,
+        xs: Shape4,
+        cout: usize,
+        stride: usize,
+        flags: u32,
+    ) -> Result<Self> {
         check_stride(op, stride)?;
         check_nonempty(op, "input", xs)?;
         if cout == 0 {
@@ -64,20 +71,353 @@ pub struct Conv1x1Epilogue<'a> {
     pub relu: bool,
 }
 
-/// `shaders/conv1x1.wgsl`: 1x1 convolution with stride and epilogue, as a tiled GEMM.
+/// The GEMM kernels behind [`Conv1x1`]: same results, different tiling. [`Conv1x1::prepare`]
+/// picks one by shape; [`Conv1x1::prepare_variant`] runs a named one (benchmarks, tests: every
+/// variant is checked against the CPU twin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Conv1x1Variant {
+    /// `shaders/conv1x1_naive.wgsl`: one invocation per output value, no reuse (the baseline).
+    Naive,
+    /// `shaders/conv1x1.wgsl`: 64x64 output tiles through workgroup memory, 4x4 outputs per
+    /// invocation.
+    Tiled,
+    /// `shaders/conv1x1_reg.wgsl`: no workgroup memory; each invocation owns 4 output pixels
+    /// and 32 output channels; weights packed into uniform-buffer slabs. Any shape and stride.
+    Register,
+    /// `shaders/conv1x1_vec4.wgsl`: as [`Conv1x1Variant::Register`] with vec4 loads and stores
+    /// of the pixels; stride 1 and `H*W` divisible by 4 only.
+    Vec4,
+}
+
+impl Conv1x1Variant {
+    /// Every variant.
+    pub const ALL: [Conv1x1Variant; 4] = [Self::Naive, Self::Tiled, Self::Register, Self::Vec4];
+
+    /// A short name (`naive`, `tiled`, `register`, `vec4`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::Tiled => "tiled",
+            Self::Register => "register",
+            Self::Vec4 => "vec4",
+        }
+    }
+
+    fn file(self) -> &'static str {
+        match self {
+            Self::Naive => "conv1x1_naive.wgsl",
+            Self::Tiled => "conv1x1.wgsl",
+            Self::Register => "conv1x1_reg.wgsl",
+            Self::Vec4 => "conv1x1_vec4.wgsl",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Naive => 0,
+            Self::Tiled => 1,
+            Self::Register => 2,
+            Self::Vec4 => 3,
+        }
+    }
+
+    /// Whether this variant computes a 1x1 convolution of input `xs` at `stride` (only
+    /// [`Conv1x1Variant::Vec4`] is limited: stride 1 and `H*W` divisible by 4).
+    pub fn supports(self, xs: Shape4, stride: usize) -> bool {
+        match self {
+            Self::Vec4 => stride == 1 && xs.plane() % 4 == 0,
+            _ => true,
+        }
+    }
+}
+
+/// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default
+/// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
+pub(crate) const SLAB: usize = 16384;
+/// Output channels per invocation of the packed GEMMs (`ROWS` in their WGSL).
+const ROWS: usize = 32;
+/// Widest input-channel chunk of one packed dispatch.
+const MAX_KC: usize = 512;
+/// Invocations per workgroup of the packed GEMMs (`WG_SIZE` in their WGSL).
+const GEMM_WG: usize = 64;
+const FLAG_ACCUMULATE: u32 = 8;
+
+/// Mirrors `struct PackParams` in `shaders/conv1x1_pack.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct PackParams {
+    cout: u32,
+    cin: u32,
+    kc: u32,
+    rows: u32,
+    nk: u32,
+    len: u32,
+    _pad: [u32; 2],
+}
+
+/// Mirrors `struct GemmParams` in `shaders/conv1x1_vec4.wgsl`, `conv1x1_reg.wgsl` and
+/// `asl_conv1x1.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    flags: u32,
+    row0: u32,
+    kc: u32,
+    k0: u32,
+    k1: u32,
+    _pad: [u32; 3],
+}
+
+/// How a `[Cout, Cin]` weight is cut into uniform slabs: blocks of `rows` output channels times
+/// chunks of `kc` input channels.
+#[derive(Clone, Copy, Debug)]
+struct SlabLayout {
+    kc: usize,
+    nk: usize,
+    rows: usize,
+    blocks: usize,
+}
+
+impl SlabLayout {
+    fn new(cout: usize, cin: usize) -> Self {
+        let kc = (cin.div_ceil(4) * 4).min(MAX_KC);
+        let rows = ((SLAB / kc) / ROWS * ROWS).min(cout.div_ceil(ROWS) * ROWS);
+        Self {
+            kc,
+            nk: cin.div_ceil(kc),
+            rows,
+            blocks: cout.div_ceil(rows),
+        }
+    }
+    fn slabs(&self) -> usize {
+        self.blocks * self.nk
+    }
+}
+
+/// A GEMM over packed weights, ready to be turned into dispatches.
+pub(crate) struct PackedGemm<'a> {
+    pub(crate) op: &'static str,
+    pub(crate) gemm: &'a Pipeline,
+    pub(crate) pack: &'a Pipeline,
+    pub(crate) x: &'a GpuTensor,
+    pub(crate) xs: Shape4,
+    pub(crate) weight: &'a GpuTensor,
+    pub(crate) cout: usize,
+    pub(crate) stride: usize,
+    pub(crate) epilogue: &'a EpilogueBinding<'a>,
+    pub(crate) y: &'a GpuTensor,
+    /// Floats reserved after the slabs (bound at binding 7 as one more slab), and the dispatch
+    /// that fills them, given the packed buffer and the offset in floats.
+    pub(crate) extra: Option<&'a dyn Fn(&wgpu::Buffer, usize) -> Result<Dispatch>>,
+    /// Pixels per vec4 along the plane (`true`: vec4 variant) or 4 scalar pixels.
+    pub(crate) vec4: bool,
+}
+
+impl PackedGemm<'_> {
+    /// The packing dispatch followed by one GEMM dispatch per slab. The weights are packed on
+    /// every run, so the dispatches always see the weight tensor's current values.
+    pub(crate) fn build(&self, ctx: &GpuContext) -> Result<Dispatch> {
+        let op = self.op;
+        let device = ctx.device();
+        let (xs, cout) = (self.xs, self.cout);
+        let ys = xs.strided(cout, self.stride);
+        let layout = SlabLayout::new(cout, xs.c);
+        let slabs = layout.slabs();
+        let len = slabs * SLAB;
+        let total = len + if self.extra.is_some() { SLAB } else { 0 };
+        let packed = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("activeshift packed weights"),
+            size: (total * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
+        let pack_params = PackParams {
+            cout: u32_of(op, "output channels", cout)?,
+            cin: u32_of(op, "input channels", xs.c)?,
+            kc: u32_of(op, "input channels", layout.kc)?,
+            rows: u32_of(op, "output channels", layout.rows)?,
+            nk: u32_of(op, "input channels", layout.nk)?,
+            len: u32_of(op, "packed weights", len)?,
+            _pad: [0; 2],
+        };
+        let groups = len.div_ceil(256);
+        let gx = groups.min(32768);
+        let pack_groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
+        let mut dispatch = self.pack.prepare(
+            device,
+            &pack_params,
+            &[(1, self.weight.buffer()), (2, &packed)],
+            pack_groups,
+        );
+        if let Some(extra) = self.extra {
+            dispatch = dispatch.then(extra(&packed, len)?);
+        }
+        let base = GemmParams {
+            n: u32_of(op, "batch size", xs.n)?,
+            cin: u32_of(op, "input channels", xs.c)?,
+            cout: u32_of(op, "output channels", cout)?,
+            h: u32_of(op, "height", xs.h)?,
+            w: u32_of(op, "width", xs.w)?,
+            ho: u32_of(op, "output height", ys.h)?,
+            wo: u32_of(op, "output width", ys.w)?,
+            stride: u32_of(op, "stride", self.stride)?,
+            flags: 0,
+            row0: 0,
+            kc: pack_params.kc,
+            k0: 0,
+            k1: 0,
+            _pad: [0; 3],
+        };
+        let pixel_groups = if self.vec4 {
+            (ys.plane() / 4).div_ceil(GEMM_WG)
+        } else {
+            ys.plane().div_ceil(4).div_ceil(GEMM_WG)
+        };
+        let slab_binding = |s: usize| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &packed,
+                offset: (s * SLAB * 4) as u64,
+                size: std::num::NonZeroU64::new((SLAB * 4) as u64),
+            })
+        };
+        let ep = self.epilogue;
+        // Chunks of input channels in order (each later chunk adds to y), blocks of output
+        // channels within a chunk.
+        for kb in 0..layout.nk {
+            let last = kb + 1 == layout.nk;
+            let k0 = kb * layout.kc;
+            let k1 = (k0 + layout.kc).min(xs.c);
+            for rb in 0..layout.blocks {
+                let row0 = rb * layout.rows;
+                let rows = layout.rows.min(cout - row0);
+                let mut params = base;
+                params.row0 = u32_of(op, "output channels", row0)?;
+                params.k0 = u32_of(op, "input channels", k0)?;
+                params.k1 = u32_of(op, "input channels", k1)?;
+                params.flags =
+                    if kb > 0 { FLAG_ACCUMULATE } else { 0 } | if last { ep.flags } else { 0 };
+                let groups = workgroups(op, device, [pixel_groups, rows.div_ceil(ROWS), xs.n])?;
+                let mut res = vec![
+                    (1, self.x.buffer().as_entire_binding()),
+                    (2, slab_binding(rb * layout.nk + kb)),
+                    (3, ep.scale.as_entire_binding()),
+                    (4, ep.bias.as_entire_binding()),
+                    (5, ep.residual.as_entire_binding()),
+                    (6, self.y.buffer().as_entire_binding()),
+                ];
+                if self.extra.is_some() {
+                    res.push((7, slab_binding(slabs)));
+                }
+                dispatch = dispatch.then(self.gemm.prepare_bindings(device, &params, &res, groups));
+            }
+        }
+        Ok(dispatch)
+    }
+}
+
+/// The epilogue's buffers and flags, shared by the 1x1 GEMMs (plain and shifted).
+pub(crate) struct EpilogueBinding<'b> {
+    pub(crate) flags: u32,
+    pub(crate) scale: &'b wgpu::Buffer,
+    pub(crate) bias: &'b wgpu::Buffer,
+    pub(crate) residual: &'b wgpu::Buffer,
+}
+
+/// Check `epilogue` against an output of shape `ys` and pick its buffers (placeholders for the
+/// parts that are off).
+pub(crate) fn bind_epilogue<'b>(
+    op: &'static str,
+    ctx: &'b GpuContext,
+    epilogue: &Conv1x1Epilogue<'b>,
+    ys: Shape4,
+) -> Result<EpilogueBinding<'b>> {
+    let mut flags = 0;
+    if let Some((scale, bias)) = epilogue.affine {
+        expect_dims(op, "affine scale", scale, &[ys.c])?;
+        expect_dims(op, "affine bias", bias, &[ys.c])?;
+        flags |= FLAG_AFFINE;
+    }
+    if let Some(r) = epilogue.residual {
+        expect_dims(op, "residual", r, &ys.dims())?;
+        flags |= FLAG_RESIDUAL;
+    }
+    if epilogue.relu {
+        flags |= FLAG_RELU;
+    }
+    let none = ctx.kernels().placeholder(ctx.device());
+    let (scale, bias) = epilogue
+        .affine
+        .map_or((none, none), |(s, b)| (s.buffer(), b.buffer()));
+    let residual = epilogue.residual.map_or(none, |r| r.buffer());
+    Ok(EpilogueBinding {
+        flags,
+        scale,
+        bias,
+        residual,
+    })
+}
+
+/// The output channels of a `[Cout, Cin]` weight whose `Cin` must be `cin`.
+pub(crate) fn weight_cout(op: &'static str, weight: &GpuTensor, cin: usize) -> Result<usize> {
+    match weight.dims() {
+        [cout, c] if *c == cin && *cout > 0 => Ok(*cout),
+        d => Err(crate::Error::shape(
+            op,
+            "weight",
+            format!("[Cout, {cin}] with Cout >= 1"),
+            format!("{d:?}"),
+        )),
+    }
+}
+
+/// `shaders/conv1x1*.wgsl`: 1x1 convolution with stride and epilogue, as a GEMM (one pipeline
+/// per [`Conv1x1Variant`], each built on first use).
 pub struct Conv1x1 {
-    pipeline: Pipeline,
+    device: wgpu::Device,
+    pipelines: [OnceLock<Pipeline>; 4],
+    pack: OnceLock<Pipeline>,
 }
 
 impl Conv1x1 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            pipeline: Pipeline::new(device, "conv1x1.wgsl", "main"),
+            device: device.clone(),
+            pipelines: Default::default(),
+            pack: OnceLock::new(),
         }
     }
 
-    /// Prepare (validate shapes, bind buffers) the dispatch computing `y = epilogue(W x)` with `x` `[N, Cin, H, W]`, `weight` `[Cout, Cin]` and `y`
-    /// `[N, Cout, (H-1)/s+1, (W-1)/s+1]`.
+    fn pipeline(&self, v: Conv1x1Variant) -> &Pipeline {
+        self.pipelines[v.index()].get_or_init(|| Pipeline::new(&self.device, v.file(), "main"))
+    }
+
+    /// `shaders/conv1x1_pack.wgsl`, shared with the fused ASL GEMM.
+    pub(crate) fn pack_pipeline(&self) -> &Pipeline {
+        self.pack
+            .get_or_init(|| Pipeline::new(&self.device, "conv1x1_pack.wgsl", "main"))
+    }
+
+    /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride`: vec4 where it applies,
+    /// else the general register-tiled GEMM.
+    pub fn choose(xs: Shape4, stride: usize) -> Conv1x1Variant {
+        if Conv1x1Variant::Vec4.supports(xs, stride) {
+            Conv1x1Variant::Vec4
+        } else {
+            Conv1x1Variant::Register
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch computing `y = epilogue(W x)` with
+    /// `x` `[N, Cin, H, W]`, `weight` `[Cout, Cin]` and `y` `[N, Cout, (H-1)/s+1, (W-1)/s+1]`,
+    /// with the variant [`Conv1x1::choose`] picks.
     pub fn prepare(
         &self,
         ctx: &GpuContext,
@@ -87,59 +427,96 @@ impl Conv1x1 {
         epilogue: Conv1x1Epilogue<'_>,
         y: &GpuTensor,
     ) -> Result<Dispatch> {
+        let xs = x.shape4("conv1x1", "input")?;
+        self.prepare_variant(
+            Self::choose(xs, stride),
+            ctx,
+            x,
+            weight,
+            stride,
+            epilogue,
+            y,
+        )
+    }
+
+    /// [`Conv1x1::prepare`] with a given variant.
+    ///
+    /// # Errors
+    /// As [`Conv1x1::prepare`], and [`crate::Error::InvalidArgument`] when the variant does
+    /// not handle the shape ([`Conv1x1Variant::supports`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_variant(
+        &self,
+        variant: Conv1x1Variant,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        epilogue: Conv1x1Epilogue<'_>,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
         const OP: &str = "conv1x1";
         let xs = x.shape4(OP, "input")?;
-        let cout = match weight.dims() {
-            [cout, cin] if *cin == xs.c => *cout,
-            d => {
-                return Err(crate::Error::shape(
-                    OP,
-                    "weight",
-                    format!("[Cout, {}]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = weight_cout(OP, weight, xs.c)?;
+        let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
         let ys = xs.strided(cout, stride);
-        let mut flags = 0;
-        if let Some((scale, bias)) = epilogue.affine {
-            expect_dims(OP, "affine scale", scale, &[cout])?;
-            expect_dims(OP, "affine bias", bias, &[cout])?;
-            flags |= FLAG_AFFINE;
-        }
-        if let Some(r) = epilogue.residual {
-            expect_dims(OP, "residual", r, &ys.dims())?;
-            flags |= FLAG_RESIDUAL;
-        }
-        if epilogue.relu {
-            flags |= FLAG_RELU;
-        }
-        let params = Conv1x1Params::new(OP, xs, cout, stride, flags)?;
+        let ep = bind_epilogue(OP, ctx, &epilogue, ys)?;
         expect_dims(OP, "output", y, &ys.dims())?;
+        expect_distinct(OP, y, &[("input", x), ("weight", weight)])?;
+        if let Some(r) = epilogue.residual {
+            expect_distinct(OP, y, &[("residual", r)])?;
+        }
         let device = ctx.device();
-        let none = ctx.kernels().placeholder(device);
-        let (scale, bias) = epilogue
-            .affine
-            .map_or((none, none), |(s, b)| (s.buffer(), b.buffer()));
-        let residual = epilogue.residual.map_or(none, |r| r.buffer());
-        let groups = workgroups(
-            OP,
-            device,
-            [ys.plane().div_ceil(TILE), cout.div_ceil(TILE), xs.n],
-        )?;
-        Ok(self.pipeline.prepare(
-            device,
-            &params,
-            &[
-                (1, x.buffer()),
-                (2, weight.buffer()),
-                (3, scale),
-                (4, bias),
-                (5, residual),
-                (6, y.buffer()),
-            ],
-            groups,
-        ))
+        if !variant.supports(xs, stride) {
+            return Err(crate::Error::invalid(
+                OP,
+                format!(
+                    "the {} variant does not handle input {xs} at stride {stride}",
+                    variant.name()
+                ),
+            ));
+        }
+        match variant {
+            Conv1x1Variant::Naive | Conv1x1Variant::Tiled => {
+                let params = Conv1x1Params {
+                    flags: ep.flags,
+                    ..params
+                };
+                let groups = match variant {
+                    Conv1x1Variant::Naive => [ys.plane().div_ceil(64), cout, xs.n],
+                    _ => [ys.plane().div_ceil(TILE), cout.div_ceil(TILE), xs.n],
+                };
+                let groups = workgroups(OP, device, groups)?;
+                Ok(self.pipeline(variant).prepare(
+                    device,
+                    &params,
+                    &[
+                        (1, x.buffer()),
+                        (2, weight.buffer()),
+                        (3, ep.scale),
+                        (4, ep.bias),
+                        (5, ep.residual),
+                        (6, y.buffer()),
+                    ],
+                    groups,
+                ))
+            }
+            Conv1x1Variant::Register | Conv1x1Variant::Vec4 => PackedGemm {
+                op: OP,
+                gemm: self.pipeline(variant),
+                pack: self.pack_pipeline(),
+                x,
+                xs,
+                weight,
+                cout,
+                stride,
+                epilogue: &ep,
+                y,
+                extra: None,
+                vec4: variant == Conv1x1Variant::Vec4,
+            }
+            .build(ctx),
+        }
     }
 }
 

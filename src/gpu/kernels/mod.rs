@@ -2,14 +2,20 @@
 //! dispatches after checking shapes and device limits.
 
 mod asl;
+mod asl_conv1x1;
 mod conv1x1;
 mod conv3x3;
+mod depthwise;
 mod elementwise;
 mod training;
 
 pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize};
-pub use conv1x1::{Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue};
+pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1};
+pub use conv1x1::{
+    Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
+};
 pub use conv3x3::Conv3x3;
+pub use depthwise::Depthwise3x3;
 pub use elementwise::{Affine, GlobalAvgPool, Softmax};
 pub use training::{
     Add, BatchNormTrain, Conv3x3BackwardWeight, GlobalAvgPoolBackward, SoftmaxCrossEntropy,
@@ -42,6 +48,30 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/conv1x1.wgsl"),
     ),
     (
+        "asl_conv1x1.wgsl",
+        include_str!("../../../shaders/asl_conv1x1.wgsl"),
+    ),
+    (
+        "asl_taps.wgsl",
+        include_str!("../../../shaders/asl_taps.wgsl"),
+    ),
+    (
+        "conv1x1_naive.wgsl",
+        include_str!("../../../shaders/conv1x1_naive.wgsl"),
+    ),
+    (
+        "conv1x1_reg.wgsl",
+        include_str!("../../../shaders/conv1x1_reg.wgsl"),
+    ),
+    (
+        "conv1x1_vec4.wgsl",
+        include_str!("../../../shaders/conv1x1_vec4.wgsl"),
+    ),
+    (
+        "conv1x1_pack.wgsl",
+        include_str!("../../../shaders/conv1x1_pack.wgsl"),
+    ),
+    (
         "conv1x1_backward_input.wgsl",
         include_str!("../../../shaders/conv1x1_backward_input.wgsl"),
     ),
@@ -52,6 +82,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "conv3x3.wgsl",
         include_str!("../../../shaders/conv3x3.wgsl"),
+    ),
+    (
+        "depthwise3x3.wgsl",
+        include_str!("../../../shaders/depthwise3x3.wgsl"),
     ),
     ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
     (
@@ -96,10 +130,12 @@ pub struct Kernels {
     asl_backward_input: OnceLock<AslBackwardInput>,
     asl_backward_shift: OnceLock<AslBackwardShift>,
     shift_grad_normalize: OnceLock<ShiftGradNormalize>,
+    asl_conv1x1: OnceLock<AslConv1x1>,
     conv1x1: OnceLock<Conv1x1>,
     conv1x1_backward_input: OnceLock<Conv1x1BackwardInput>,
     conv1x1_backward_weight: OnceLock<Conv1x1BackwardWeight>,
     conv3x3: OnceLock<Conv3x3>,
+    depthwise3x3: OnceLock<Depthwise3x3>,
     affine: OnceLock<Affine>,
     global_avg_pool: OnceLock<GlobalAvgPool>,
     softmax: OnceLock<Softmax>,
@@ -131,7 +167,11 @@ impl Kernels {
         self.shift_grad_normalize
             .get_or_init(|| ShiftGradNormalize::new(device))
     }
-    /// `shaders/conv1x1.wgsl`.
+    /// `shaders/asl_conv1x1.wgsl` (with `asl_taps.wgsl`): the ASL fused into the 1x1 GEMM.
+    pub fn asl_conv1x1(&self, device: &wgpu::Device) -> &AslConv1x1 {
+        self.asl_conv1x1.get_or_init(|| AslConv1x1::new(device))
+    }
+    /// `shaders/conv1x1*.wgsl` (every GEMM variant).
     pub fn conv1x1(&self, device: &wgpu::Device) -> &Conv1x1 {
         self.conv1x1.get_or_init(|| Conv1x1::new(device))
     }
@@ -148,6 +188,10 @@ impl Kernels {
     /// `shaders/conv3x3.wgsl`.
     pub fn conv3x3(&self, device: &wgpu::Device) -> &Conv3x3 {
         self.conv3x3.get_or_init(|| Conv3x3::new(device))
+    }
+    /// `shaders/depthwise3x3.wgsl`.
+    pub fn depthwise3x3(&self, device: &wgpu::Device) -> &Depthwise3x3 {
+        self.depthwise3x3.get_or_init(|| Depthwise3x3::new(device))
     }
     /// `shaders/affine.wgsl`.
     pub fn affine(&self, device: &wgpu::Device) -> &Affine {
@@ -238,6 +282,21 @@ impl Pipeline {
         buffers: &[(u32, &wgpu::Buffer)],
         groups: [u32; 3],
     ) -> Dispatch {
+        let resources: Vec<(u32, wgpu::BindingResource<'_>)> = buffers
+            .iter()
+            .map(|(binding, buf)| (*binding, buf.as_entire_binding()))
+            .collect();
+        self.prepare_bindings(device, params, &resources, groups)
+    }
+
+    /// [`Pipeline::prepare`] with explicit binding resources (e.g. a range of a buffer).
+    pub(crate) fn prepare_bindings<P: bytemuck::Pod>(
+        &self,
+        device: &wgpu::Device,
+        params: &P,
+        resources: &[(u32, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+    ) -> Dispatch {
         let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(self.label),
             contents: bytemuck::bytes_of(params),
@@ -247,9 +306,9 @@ impl Pipeline {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        entries.extend(buffers.iter().map(|(binding, buf)| wgpu::BindGroupEntry {
+        entries.extend(resources.iter().map(|(binding, res)| wgpu::BindGroupEntry {
             binding: *binding,
-            resource: buf.as_entire_binding(),
+            resource: res.clone(),
         }));
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(self.label),
@@ -284,6 +343,16 @@ struct Step {
 }
 
 impl Dispatch {
+    /// A dispatch that launches nothing (the placeholder of an op folded into another).
+    pub fn empty() -> Dispatch {
+        Dispatch { steps: Vec::new() }
+    }
+
+    /// Number of kernel launches.
+    pub fn launches(&self) -> usize {
+        self.steps.len()
+    }
+
     /// Record into a new compute pass of `encoder`.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

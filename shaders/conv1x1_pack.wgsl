@@ -1,0 +1,52 @@
+// Packs a [Cout, Cin] weight matrix into the uniform-buffer slabs that the register-tiled
+// GEMMs (conv1x1_vec4.wgsl, conv1x1_reg.wgsl, asl_conv1x1.wgsl) read. Slab s (SLAB floats,
+// 64 KiB) covers output channels rb*rows .. rb*rows + rows - 1 and input channels
+// kb*kc .. kb*kc + kc - 1, with rb = s / nk and kb = s % nk; each of its rows holds kc floats:
+//
+//   packed[s * SLAB + r * kc + k] = W[rb * rows + r, kb * kc + k]   (0 outside W)
+
+// Mirrors `PackParams` in src/gpu/kernels/conv1x1.rs.
+struct PackParams {
+    cout: u32,
+    cin: u32,
+    // Floats per packed row (the input-channel chunk width, a multiple of 4).
+    kc: u32,
+    // Output channels per slab.
+    rows: u32,
+    // Input-channel chunks.
+    nk: u32,
+    // Floats to write.
+    len: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+const SLAB: u32 = 16384u;
+
+@group(0) @binding(0) var<uniform> params: PackParams;
+// [Cout, Cin]
+@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> packed: array<f32>;
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let i = gid.x + gid.y * groups.x * WG_SIZE;
+    if (i >= params.len) {
+        return;
+    }
+    let s = i / SLAB;
+    let within = i % SLAB;
+    let r = within / params.kc;
+    let k = within % params.kc;
+    let co = (s / params.nk) * params.rows + r;
+    let ci = (s % params.nk) * params.kc + k;
+    var v = 0.0;
+    if (r < params.rows && co < params.cout && ci < params.cin) {
+        v = weight[co * params.cin + ci];
+    }
+    packed[i] = v;
+}

@@ -1,0 +1,259 @@
+// 1x1 convolution with stride, any shape: the general register-tiled GEMM (the variant for
+// shapes conv1x1_vec4.wgsl does not take). Same packed weights, dispatches and epilogue as
+// conv1x1_vec4.wgsl, but pixels are read one by one (strided source, any plane size):
+//
+//   Y[n, co, p] = epilogue(sum_ci W[co, ci] * X[n, ci, src(p)]),  src(i, j) = (i*s, j*s).
+//
+// Each invocation owns 4 consecutive output pixels and ROWS output channels.
+
+// Mirrors `GemmParams` in src/gpu/kernels/conv1x1.rs.
+struct GemmParams {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    // bit 0: affine, bit 1: residual add, bit 2: ReLU (set on the last K chunk only);
+    // bit 3: add to what an earlier K chunk left in y.
+    flags: u32,
+    // First output channel of this dispatch's weight slab.
+    row0: u32,
+    // Floats per packed weight row (the K chunk width, a multiple of 4).
+    kc: u32,
+    // This dispatch's input channels: k0 <= ci < k1.
+    k0: u32,
+    k1: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG_SIZE: u32 = 64u;
+// Output channels per invocation (the row blocks below are unrolled by hand: compilers for
+// CPU adapters keep a dynamically indexed accumulator array in memory).
+const ROWS: u32 = 32u;
+const FLAG_AFFINE: u32 = 1u;
+const FLAG_RESIDUAL: u32 = 2u;
+const FLAG_RELU: u32 = 4u;
+const FLAG_ACCUMULATE: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> params: GemmParams;
+// [N, Cin, H, W]
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// One slab of packed weights (conv1x1_pack.wgsl): row r (output channel row0 + r) holds input
+// channels k0 + 4k .. k0 + 4k + 3 at wslab[r * kc / 4 + k], zero past Cin.
+@group(0) @binding(2) var<uniform> wslab: array<vec4<f32>, 4096>;
+// [Cout] each; bound to a placeholder when the affine flag is off.
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+// [N, Cout, Ho, Wo]; bound to a placeholder when the residual flag is off.
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+// [N, Cout, Ho, Wo]
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let n = wg.z;
+    let plane_in = params.h * params.w;
+    let plane_out = params.ho * params.wo;
+    let p0 = (wg.x * WG_SIZE + li) * 4u;
+    // Source offsets of the 4 pixels (pixels past the plane read the last one, write nothing).
+    var src: vec4<u32>;
+    for (var e = 0u; e < 4u; e++) {
+        let p = min(p0 + e, plane_out - 1u);
+        src[e] = (p / params.wo) * params.stride * params.w + (p % params.wo) * params.stride;
+    }
+    let s0 = src.x;
+    let s1 = src.y;
+    let s2 = src.z;
+    let s3 = src.w;
+    let x_base = n * params.cin * plane_in;
+    let kv = params.kc / 4u;
+    let wb = wg.y * ROWS * kv;
+    let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
+
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0);
+    var a9 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0);
+    var a11 = vec4<f32>(0.0);
+    var a12 = vec4<f32>(0.0);
+    var a13 = vec4<f32>(0.0);
+    var a14 = vec4<f32>(0.0);
+    var a15 = vec4<f32>(0.0);
+    var a16 = vec4<f32>(0.0);
+    var a17 = vec4<f32>(0.0);
+    var a18 = vec4<f32>(0.0);
+    var a19 = vec4<f32>(0.0);
+    var a20 = vec4<f32>(0.0);
+    var a21 = vec4<f32>(0.0);
+    var a22 = vec4<f32>(0.0);
+    var a23 = vec4<f32>(0.0);
+    var a24 = vec4<f32>(0.0);
+    var a25 = vec4<f32>(0.0);
+    var a26 = vec4<f32>(0.0);
+    var a27 = vec4<f32>(0.0);
+    var a28 = vec4<f32>(0.0);
+    var a29 = vec4<f32>(0.0);
+    var a30 = vec4<f32>(0.0);
+    var a31 = vec4<f32>(0.0);
+    var w: vec4<f32>;
+    for (var ci = params.k0; ci < full_end; ci += 4u) {
+        let b0 = x_base + ci * plane_in;
+        let b1 = b0 + plane_in;
+        let b2 = b1 + plane_in;
+        let b3 = b2 + plane_in;
+        let x0 = vec4<f32>(x[b0 + s0], x[b0 + s1], x[b0 + s2], x[b0 + s3]);
+        let x1 = vec4<f32>(x[b1 + s0], x[b1 + s1], x[b1 + s2], x[b1 + s3]);
+        let x2 = vec4<f32>(x[b2 + s0], x[b2 + s1], x[b2 + s2], x[b2 + s3]);
+        let x3 = vec4<f32>(x[b3 + s0], x[b3 + s1], x[b3 + s2], x[b3 + s3]);
+        let k = (ci - params.k0) / 4u;
+        w = wslab[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 2u * kv + k]; a2 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 3u * kv + k]; a3 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 4u * kv + k]; a4 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 5u * kv + k]; a5 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 6u * kv + k]; a6 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 7u * kv + k]; a7 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 8u * kv + k]; a8 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 9u * kv + k]; a9 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 10u * kv + k]; a10 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 11u * kv + k]; a11 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 12u * kv + k]; a12 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 13u * kv + k]; a13 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 14u * kv + k]; a14 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 15u * kv + k]; a15 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 16u * kv + k]; a16 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 17u * kv + k]; a17 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 18u * kv + k]; a18 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 19u * kv + k]; a19 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 20u * kv + k]; a20 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 21u * kv + k]; a21 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 22u * kv + k]; a22 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 23u * kv + k]; a23 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 24u * kv + k]; a24 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 25u * kv + k]; a25 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 26u * kv + k]; a26 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 27u * kv + k]; a27 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 28u * kv + k]; a28 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 29u * kv + k]; a29 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 30u * kv + k]; a30 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 31u * kv + k]; a31 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+    }
+    // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
+    for (var ci = full_end; ci < params.k1; ci++) {
+        let b = x_base + ci * plane_in;
+        let xv = vec4<f32>(x[b + s0], x[b + s1], x[b + s2], x[b + s3]);
+        let k = (ci - params.k0) / 4u;
+        let lane = (ci - params.k0) % 4u;
+        a0 += wslab[wb + 0u * kv + k][lane] * xv;
+        a1 += wslab[wb + 1u * kv + k][lane] * xv;
+        a2 += wslab[wb + 2u * kv + k][lane] * xv;
+        a3 += wslab[wb + 3u * kv + k][lane] * xv;
+        a4 += wslab[wb + 4u * kv + k][lane] * xv;
+        a5 += wslab[wb + 5u * kv + k][lane] * xv;
+        a6 += wslab[wb + 6u * kv + k][lane] * xv;
+        a7 += wslab[wb + 7u * kv + k][lane] * xv;
+        a8 += wslab[wb + 8u * kv + k][lane] * xv;
+        a9 += wslab[wb + 9u * kv + k][lane] * xv;
+        a10 += wslab[wb + 10u * kv + k][lane] * xv;
+        a11 += wslab[wb + 11u * kv + k][lane] * xv;
+        a12 += wslab[wb + 12u * kv + k][lane] * xv;
+        a13 += wslab[wb + 13u * kv + k][lane] * xv;
+        a14 += wslab[wb + 14u * kv + k][lane] * xv;
+        a15 += wslab[wb + 15u * kv + k][lane] * xv;
+        a16 += wslab[wb + 16u * kv + k][lane] * xv;
+        a17 += wslab[wb + 17u * kv + k][lane] * xv;
+        a18 += wslab[wb + 18u * kv + k][lane] * xv;
+        a19 += wslab[wb + 19u * kv + k][lane] * xv;
+        a20 += wslab[wb + 20u * kv + k][lane] * xv;
+        a21 += wslab[wb + 21u * kv + k][lane] * xv;
+        a22 += wslab[wb + 22u * kv + k][lane] * xv;
+        a23 += wslab[wb + 23u * kv + k][lane] * xv;
+        a24 += wslab[wb + 24u * kv + k][lane] * xv;
+        a25 += wslab[wb + 25u * kv + k][lane] * xv;
+        a26 += wslab[wb + 26u * kv + k][lane] * xv;
+        a27 += wslab[wb + 27u * kv + k][lane] * xv;
+        a28 += wslab[wb + 28u * kv + k][lane] * xv;
+        a29 += wslab[wb + 29u * kv + k][lane] * xv;
+        a30 += wslab[wb + 30u * kv + k][lane] * xv;
+        a31 += wslab[wb + 31u * kv + k][lane] * xv;
+    }
+
+    var acc: array<vec4<f32>, ROWS>;
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    acc[4] = a4;
+    acc[5] = a5;
+    acc[6] = a6;
+    acc[7] = a7;
+    acc[8] = a8;
+    acc[9] = a9;
+    acc[10] = a10;
+    acc[11] = a11;
+    acc[12] = a12;
+    acc[13] = a13;
+    acc[14] = a14;
+    acc[15] = a15;
+    acc[16] = a16;
+    acc[17] = a17;
+    acc[18] = a18;
+    acc[19] = a19;
+    acc[20] = a20;
+    acc[21] = a21;
+    acc[22] = a22;
+    acc[23] = a23;
+    acc[24] = a24;
+    acc[25] = a25;
+    acc[26] = a26;
+    acc[27] = a27;
+    acc[28] = a28;
+    acc[29] = a29;
+    acc[30] = a30;
+    acc[31] = a31;
+    let y_base = n * params.cout * plane_out;
+    let co0 = params.row0 + wg.y * ROWS;
+    for (var m = 0u; m < ROWS; m++) {
+        let co = co0 + m;
+        if (co >= params.cout) {
+            break;
+        }
+        for (var e = 0u; e < 4u; e++) {
+            let p = p0 + e;
+            if (p >= plane_out) {
+                break;
+            }
+            let idx = y_base + co * plane_out + p;
+            var v = acc[m][e];
+            if ((params.flags & FLAG_ACCUMULATE) != 0u) {
+                v += y[idx];
+            }
+            if ((params.flags & FLAG_AFFINE) != 0u) {
+                v = scale[co] * v + bias[co];
+            }
+            if ((params.flags & FLAG_RESIDUAL) != 0u) {
+                v += residual[idx];
+            }
+            if ((params.flags & FLAG_RELU) != 0u) {
+                v = max(v, 0.0);
+            }
+            y[idx] = v;
+        }
+    }
+}

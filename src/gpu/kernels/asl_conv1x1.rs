@@ -1,0 +1,116 @@
+//! The Active Shift Layer fused into the following 1x1 convolution: the GEMM reads its input
+//! through the bilinear shift, so the shifted tensor never exists in memory.
+
+use super::conv1x1::{PackedGemm, bind_epilogue, weight_cout};
+use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::Conv1x1Epilogue;
+use crate::gpu::{GpuContext, GpuTensor};
+use crate::shape::{check_nonempty, check_stride};
+
+/// Most input channels of one fused dispatch (one uniform slab of taps, `vec4` per channel).
+pub const ASL_CONV1X1_MAX_CHANNELS: usize = 4096;
+
+/// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct TapsParams {
+    c: u32,
+    offset: u32,
+    _pad: [u32; 2],
+}
+
+/// `shaders/asl_conv1x1.wgsl` (after `asl_taps.wgsl` and `conv1x1_pack.wgsl`):
+/// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM.
+pub struct AslConv1x1 {
+    gemm: Pipeline,
+    taps: Pipeline,
+}
+
+impl AslConv1x1 {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            gemm: Pipeline::new(device, "asl_conv1x1.wgsl", "main"),
+            taps: Pipeline::new(device, "asl_taps.wgsl", "main"),
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch computing
+    /// `y = epilogue(W · ASL(x; shift, stride))`: `x` is `[N, C, H, W]`, `shift` `[2, C]` (all
+    /// `xpos`, then all `ypos`), `weight` `[Cout, C]`, `y` `[N, Cout, (H-1)/s+1, (W-1)/s+1]`.
+    /// Equal (up to rounding) to [`AslForward`](super::AslForward) followed by
+    /// [`Conv1x1`](super::Conv1x1) at stride 1 with the same epilogue; a NaN shift makes its
+    /// channel contribute 0, as there.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for mismatched tensors, [`Error::InvalidArgument`] for a zero stride or
+    /// an output sharing a buffer with an input, [`Error::DeviceLimit`] for more than
+    /// [`ASL_CONV1X1_MAX_CHANNELS`] input channels or sizes beyond the device's limits.
+    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        shift: &GpuTensor,
+        stride: usize,
+        weight: &GpuTensor,
+        epilogue: Conv1x1Epilogue<'_>,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "asl_conv1x1";
+        let xs = x.shape4(OP, "input")?;
+        check_stride(OP, stride)?;
+        check_nonempty(OP, "input", xs)?;
+        expect_dims(OP, "shift", shift, &[2, xs.c])?;
+        if xs.c > ASL_CONV1X1_MAX_CHANNELS {
+            return Err(Error::DeviceLimit {
+                op: OP,
+                what: "input channels of the fused shift",
+                needed: xs.c as u64,
+                limit: ASL_CONV1X1_MAX_CHANNELS as u64,
+            });
+        }
+        let cout = weight_cout(OP, weight, xs.c)?;
+        let ys = xs.strided(cout, stride);
+        let ep = bind_epilogue(OP, ctx, &epilogue, ys)?;
+        expect_dims(OP, "output", y, &ys.dims())?;
+        expect_distinct(OP, y, &[("input", x), ("shift", shift), ("weight", weight)])?;
+        if let Some(r) = epilogue.residual {
+            expect_distinct(OP, y, &[("residual", r)])?;
+        }
+        let device = ctx.device();
+        let taps_params = TapsParams {
+            c: u32_of(OP, "channels", xs.c)?,
+            offset: 0,
+            _pad: [0; 2],
+        };
+        let taps_groups = workgroups(OP, device, [xs.c.div_ceil(64), 1, 1])?;
+        let taps = |packed: &wgpu::Buffer, offset: usize| -> Result<Dispatch> {
+            let params = TapsParams {
+                offset: u32_of(OP, "packed weights", offset)?,
+                ..taps_params
+            };
+            Ok(self.taps.prepare(
+                device,
+                &params,
+                &[(1, shift.buffer()), (2, packed)],
+                taps_groups,
+            ))
+        };
+        PackedGemm {
+            op: OP,
+            gemm: &self.gemm,
+            pack: ctx.kernels().conv1x1(device).pack_pipeline(),
+            x,
+            xs,
+            weight,
+            cout,
+            stride,
+            epilogue: &ep,
+            y,
+            extra: Some(&taps),
+            vec4: false,
+        }
+        .build(ctx)
+    }
+}

@@ -1,0 +1,272 @@
+//! The 1x1 GEMM variants and the fused ASL + 1x1 GEMM against their CPU twins (evaluated in
+//! f64 from the same f32 inputs), on fresh random inputs: odd sizes that are no multiple of any
+//! tile, more than one K chunk (Cin > 512), output channels past a row block, stride 1, 2 and
+//! 3, shifts beyond the border and NaN shifts, every epilogue; outputs poisoned before each
+//! kernel runs. Also: the fused kernel equals the unfused ASL + GEMM on the GPU.
+
+mod common;
+
+use activeshift::gpu::kernels::{Conv1x1Epilogue, Conv1x1Variant};
+use activeshift::{GpuContext, GpuTensor, Shape4, cpu};
+use common::*;
+use rand::rngs::StdRng;
+
+const TOL: f64 = 1e-4;
+
+/// (input shape, output channels), with Cin around the 4-channel groups and the 512-channel
+/// chunks, Cout around the 32-row blocks, planes with and without a multiple of 4 pixels.
+fn gemm_shapes() -> Vec<(Shape4, usize)> {
+    vec![
+        (Shape4::new(1, 1, 1, 1), 1),
+        (Shape4::new(2, 3, 5, 7), 5),
+        (Shape4::new(1, 17, 13, 13), 33),
+        (Shape4::new(2, 32, 8, 12), 32),
+        (Shape4::new(1, 33, 7, 7), 70),
+        (Shape4::new(3, 6, 4, 9), 65),
+        (Shape4::new(1, 515, 3, 4), 19),
+        (Shape4::new(1, 1030, 2, 2), 35),
+    ]
+}
+
+struct Case {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    scale: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Case {
+    fn new(rng: &mut StdRng, xs: Shape4, cout: usize) -> Self {
+        Self {
+            x: uniform(rng, xs.len(), -1.0, 1.0),
+            w: uniform(rng, cout * xs.c, -1.0, 1.0),
+            scale: uniform(rng, cout, -2.0, 2.0),
+            bias: uniform(rng, cout, -1.0, 1.0),
+        }
+    }
+}
+
+/// Epilogue `e` of the 8 combinations (bit 0 affine, bit 1 residual, bit 2 ReLU).
+fn cpu_epilogue<'a>(
+    e: u32,
+    scale: &'a [f64],
+    bias: &'a [f64],
+    residual: &'a [f64],
+) -> cpu::Epilogue<'a, f64> {
+    cpu::Epilogue {
+        affine: (e & 1 != 0).then_some((scale, bias)),
+        residual: (e & 2 != 0).then_some(residual),
+        relu: e & 4 != 0,
+    }
+}
+
+fn gpu_epilogue<'a>(
+    e: u32,
+    scale: &'a GpuTensor,
+    bias: &'a GpuTensor,
+    residual: &'a GpuTensor,
+) -> Conv1x1Epilogue<'a> {
+    Conv1x1Epilogue {
+        affine: (e & 1 != 0).then_some((scale, bias)),
+        residual: (e & 2 != 0).then_some(residual),
+        relu: e & 4 != 0,
+    }
+}
+
+fn run(ctx: &GpuContext, f: impl FnOnce(&mut wgpu::CommandEncoder) -> activeshift::Result<()>) {
+    ctx.submit(f).expect("submit");
+}
+
+#[test]
+fn every_gemm_variant_matches_cpu_on_odd_shapes() {
+    let Some(ctx) = gpu("every_gemm_variant_matches_cpu_on_odd_shapes") else {
+        return;
+    };
+    let (mut rng, seed) = rng("gemm variants");
+    let conv = ctx.kernels().conv1x1(ctx.device());
+    let mut ran = std::collections::HashSet::new();
+    for (xs, cout) in gemm_shapes() {
+        let c = Case::new(&mut rng, xs, cout);
+        let xt = upload(ctx, &xs.dims(), &c.x);
+        let wt = upload(ctx, &[cout, xs.c], &c.w);
+        let st = upload(ctx, &[cout], &c.scale);
+        let bt = upload(ctx, &[cout], &c.bias);
+        for s in [1, 2, 3] {
+            let ys = xs.strided(cout, s);
+            let res = uniform(&mut rng, ys.len(), -1.0, 1.0);
+            let rt = upload(ctx, &ys.dims(), &res);
+            let (x64, w64, s64, b64, r64) = (
+                f64s(&c.x),
+                f64s(&c.w),
+                f64s(&c.scale),
+                f64s(&c.bias),
+                f64s(&res),
+            );
+            for e in [0, 1, 2, 4, 7] {
+                let want = cpu::conv1x1(&x64, xs, &w64, cout, s, cpu_epilogue(e, &s64, &b64, &r64))
+                    .expect("cpu conv1x1");
+                let want = f32s(&want);
+                for v in Conv1x1Variant::ALL {
+                    if !v.supports(xs, s) {
+                        continue;
+                    }
+                    ran.insert(v);
+                    let y = poisoned(ctx, &ys.dims());
+                    let ep = gpu_epilogue(e, &st, &bt, &rt);
+                    run(ctx, |enc| {
+                        conv.prepare_variant(v, ctx, &xt, &wt, s, ep, &y)
+                            .map(|d| d.record(enc))
+                    });
+                    let got = read(ctx, &y);
+                    let err = rel_err(&got, &want);
+                    assert!(
+                        err <= TOL,
+                        "conv1x1 {} on {xs} -> {cout}, stride {s}, epilogue {e}: relative error \
+                         {err:e} (seed {seed})",
+                        v.name()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(ran.len(), Conv1x1Variant::ALL.len(), "every variant ran");
+}
+
+#[test]
+fn the_chosen_variant_handles_every_shape() {
+    let Some(ctx) = gpu("the_chosen_variant_handles_every_shape") else {
+        return;
+    };
+    let (mut rng, seed) = rng("gemm chosen");
+    let conv = ctx.kernels().conv1x1(ctx.device());
+    for (xs, cout) in gemm_shapes() {
+        for s in [1, 2] {
+            let c = Case::new(&mut rng, xs, cout);
+            let xt = upload(ctx, &xs.dims(), &c.x);
+            let wt = upload(ctx, &[cout, xs.c], &c.w);
+            let y = poisoned(ctx, &xs.strided(cout, s).dims());
+            run(ctx, |enc| {
+                conv.prepare(ctx, &xt, &wt, s, Conv1x1Epilogue::default(), &y)
+                    .map(|d| d.record(enc))
+            });
+            let want = cpu::conv1x1(&f64s(&c.x), xs, &f64s(&c.w), cout, s, Default::default())
+                .expect("cpu conv1x1");
+            let err = rel_err(&read(ctx, &y), &f32s(&want));
+            assert!(
+                err <= TOL,
+                "conv1x1 on {xs} stride {s}: {err:e} (seed {seed})"
+            );
+        }
+    }
+}
+
+/// Shifts for `c` channels within ±reach, with a few exact integers, and NaN in channel 1
+/// when `nan` (x and y alternately).
+fn shifts(rng: &mut StdRng, c: usize, reach: f32, nan: bool) -> Vec<f32> {
+    let mut s = uniform(rng, 2 * c, -reach, reach);
+    for (i, v) in s.iter_mut().enumerate() {
+        if i % 5 == 3 {
+            *v = v.round();
+        }
+    }
+    if nan && c > 1 {
+        s[1] = f32::NAN;
+        if c > 2 {
+            s[c + 2] = f32::NAN;
+        }
+    }
+    s
+}
+
+#[test]
+fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
+    let Some(ctx) = gpu("fused_asl_gemm_matches_cpu_and_the_unfused_path") else {
+        return;
+    };
+    let (mut rng, seed) = rng("asl_conv1x1");
+    let k = ctx.kernels();
+    let dev = ctx.device();
+    for (xs, cout) in gemm_shapes() {
+        let c = Case::new(&mut rng, xs, cout);
+        let xt = upload(ctx, &xs.dims(), &c.x);
+        let wt = upload(ctx, &[cout, xs.c], &c.w);
+        let st = upload(ctx, &[cout], &c.scale);
+        let bt = upload(ctx, &[cout], &c.bias);
+        for s in [1, 2, 3] {
+            let reach = xs.h.max(xs.w) as f32 + 2.0;
+            let shift = shifts(&mut rng, xs.c, reach, s == 2);
+            let sht = upload(ctx, &[2, xs.c], &shift);
+            let ys = xs.strided(cout, s);
+            let res = uniform(&mut rng, ys.len(), -1.0, 1.0);
+            let rt = upload(ctx, &ys.dims(), &res);
+            let (x64, w64, s64, b64, r64, sh64) = (
+                f64s(&c.x),
+                f64s(&c.w),
+                f64s(&c.scale),
+                f64s(&c.bias),
+                f64s(&res),
+                f64s(&shift),
+            );
+            for e in [0, 3, 4, 7] {
+                let want = cpu::asl_conv1x1(
+                    &x64,
+                    xs,
+                    &sh64,
+                    s,
+                    &w64,
+                    cout,
+                    cpu_epilogue(e, &s64, &b64, &r64),
+                )
+                .expect("cpu asl_conv1x1");
+                let want = f32s(&want);
+                let ep = gpu_epilogue(e, &st, &bt, &rt);
+                let fused = poisoned(ctx, &ys.dims());
+                run(ctx, |enc| {
+                    k.asl_conv1x1(dev)
+                        .prepare(ctx, &xt, &sht, s, &wt, ep, &fused)
+                        .map(|d| d.record(enc))
+                });
+                let fused = read(ctx, &fused);
+                let msg = format!("{xs} -> {cout}, stride {s}, epilogue {e} (seed {seed})");
+                let err = rel_err(&fused, &want);
+                assert!(err <= TOL, "fused vs cpu on {msg}: {err:e}");
+                // The unfused GPU path: ASL into a tensor, then the chosen GEMM.
+                let shifted = poisoned(ctx, &xs.strided(xs.c, s).dims());
+                let unfused = poisoned(ctx, &ys.dims());
+                run(ctx, |enc| {
+                    k.asl_forward(dev)
+                        .prepare(ctx, &xt, &sht, s, &shifted)?
+                        .then(
+                            k.conv1x1(dev)
+                                .prepare(ctx, &shifted, &wt, 1, ep, &unfused)?,
+                        )
+                        .record(enc);
+                    Ok(())
+                });
+                let err = rel_err(&fused, &read(ctx, &unfused));
+                assert!(err <= TOL, "fused vs unfused on {msg}: {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_asl_gemm_rejects_bad_shapes() {
+    let Some(ctx) = gpu("fused_asl_gemm_rejects_bad_shapes") else {
+        return;
+    };
+    let k = ctx.kernels().asl_conv1x1(ctx.device());
+    let x = upload(ctx, &[1, 4, 5, 5], &[0.0; 100]);
+    let w = upload(ctx, &[3, 4], &[0.0; 12]);
+    let bad_w = upload(ctx, &[3, 5], &[0.0; 15]);
+    let shift = upload(ctx, &[2, 4], &[0.0; 8]);
+    let bad_shift = upload(ctx, &[2, 3], &[0.0; 6]);
+    let y = poisoned(ctx, &[1, 3, 3, 3]);
+    let ep = Conv1x1Epilogue::default();
+    assert!(k.prepare(ctx, &x, &shift, 2, &w, ep, &y).is_ok());
+    assert!(k.prepare(ctx, &x, &shift, 0, &w, ep, &y).is_err());
+    assert!(k.prepare(ctx, &x, &shift, 1, &w, ep, &y).is_err());
+    assert!(k.prepare(ctx, &x, &bad_shift, 2, &w, ep, &y).is_err());
+    assert!(k.prepare(ctx, &x, &shift, 2, &bad_w, ep, &y).is_err());
+    assert!(k.prepare(ctx, &x, &shift, 2, &w, ep, &x).is_err());
+}
