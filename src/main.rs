@@ -89,6 +89,10 @@ struct TrainArgs {
     /// Shifts: learned (ASL), grouped (ShiftNet), sampled-int or sampled-real (frozen N(0,1)).
     #[arg(long, value_enum, default_value_t = ShiftChoice::Learned)]
     shift: ShiftChoice,
+    /// Block: asl (the Active Shift Layer) or depthwise (a 3x3 depthwise convolution in its
+    /// place, the paper's Table 2 baseline; trains on the CPU).
+    #[arg(long, value_enum, default_value_t = BlockChoice::Asl)]
+    block: BlockChoice,
     /// Seed of initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -125,6 +129,12 @@ enum ShiftChoice {
     Grouped,
     SampledInt,
     SampledReal,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BlockChoice {
+    Asl,
+    Depthwise,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -629,7 +639,12 @@ fn train(a: TrainArgs) -> Result<()> {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        Trainer::new(fashion_mnist_config(w, e), labels, settings)?
+        let mut config = fashion_mnist_config(w, e);
+        if a.block == BlockChoice::Depthwise {
+            config.block = activeshift::model::BlockKind::Depthwise;
+            config.name.push_str("-depthwise");
+        }
+        Trainer::new(config, labels, settings)?
     };
     let device = match a.backend {
         BackendChoice::Cpu => None,

@@ -87,6 +87,13 @@ fn asnet20_grayscale_28_gpu_matches_cpu() {
 }
 
 #[test]
+fn depthwise_baseline_network_gpu_matches_cpu() {
+    let mut config = ArchConfig::asnet20(8, 2, 1, 28, 10);
+    config.block = activeshift::model::BlockKind::Depthwise;
+    compare("depthwise_baseline_network_gpu_matches_cpu", config, &[2]);
+}
+
+#[test]
 fn wrong_input_size_is_an_error() {
     let Some(ctx) = gpu("wrong_input_size_is_an_error") else {
         return;

@@ -1,7 +1,7 @@
 //! Training: whole-network gradient check against finite differences, the optimiser, export
 //! and checkpoints.
 
-use activeshift::model::{ArchConfig, StageConfig};
+use activeshift::model::{ArchConfig, BlockKind, StageConfig};
 use activeshift::train::{ShiftMode, TrainSettings, Trainer};
 use std::collections::BTreeMap;
 
@@ -31,12 +31,16 @@ fn trainer(seed: u64) -> Trainer {
 /// With a large BatchNorm beta no ReLU clips, so the loss is smooth everywhere and finite
 /// differences match to high accuracy; with beta near 0 some ReLUs sit near their kink.
 fn trainer_with_beta(seed: u64, beta: f32) -> Trainer {
+    trainer_of(tiny(), seed, beta)
+}
+
+fn trainer_of(config: ArchConfig, seed: u64, beta: f32) -> Trainer {
     let settings = TrainSettings {
         seed,
         augment: false,
         ..TrainSettings::default()
     };
-    let mut t = Trainer::new(tiny(), vec![], settings).unwrap();
+    let mut t = Trainer::new(config, vec![], settings).unwrap();
     // Shifts away from integers (fractional parts in [0.2, 0.8]), some beyond one pixel.
     for (name, v) in t.params.iter_mut() {
         if name.ends_with(".shift") {
@@ -305,4 +309,46 @@ fn checkpoints_round_trip_and_resume_identically() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     assert!(Trainer::load_checkpoint(&path).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn depthwise_block_gradient_matches_finite_differences_and_exports() {
+    let mut config = tiny();
+    config.block = BlockKind::Depthwise;
+    let names: Vec<String> = config.param_shapes().into_iter().map(|p| p.0).collect();
+    assert!(names.contains(&"blocks.1.depthwise.weight".to_string()));
+    assert!(!names.iter().any(|n| n.ends_with(".shift")));
+    let t = trainer_of(config.clone(), 4, 3.0);
+    // Directions of at least 1e-2 (the loss's f32 noise over the step of 1e-2 is about 5e-4).
+    let errors = significant(gradient_errors(t, 1e-2), 1e-2);
+    assert!(
+        errors.iter().any(|e| e.1.contains("depthwise.weight")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.len() >= 30,
+        "only {} directions checked",
+        errors.len()
+    );
+    assert!(
+        errors[0].0 < 0.05,
+        "worst mismatch {:.4}: {}",
+        errors[0].0,
+        errors[0].1
+    );
+    // A few steps, then the exported model (its plan runs the depthwise op) matches the
+    // trainer's eval-mode logits.
+    let (input, labels) = batch();
+    let mut t = trainer_of(config, 4, 0.0);
+    for _ in 0..5 {
+        let (_, g) = t.forward_backward(&input, &labels).unwrap();
+        t.apply(g, 0.05);
+    }
+    let model = t.export().unwrap();
+    let want = t.forward_eval(&input, labels.len()).unwrap();
+    let got = model.forward_cpu(&input).unwrap().logits;
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "{a} vs {b}");
+    }
 }

@@ -62,6 +62,9 @@ pub enum BlockKind {
     /// Active Shift Layer between the two 1x1 convolutions (the paper's block).
     #[default]
     Asl,
+    /// A 3x3 depthwise convolution (pad 1, no bias) in place of the shift: the MobileNet-style
+    /// baseline of the paper's Table 2.
+    Depthwise,
 }
 
 /// A complete network description (DESIGN.md §3).
@@ -105,6 +108,8 @@ pub struct BlockSpec {
     pub stride: usize,
     /// Whether the shortcut is a strided 1x1 convolution (else the identity).
     pub projection: bool,
+    /// What acts between the two 1x1 convolutions.
+    pub kind: BlockKind,
 }
 
 /// ImageNet preprocessing of the authors' weights: short side 256, centre crop 224, BGR,
@@ -397,6 +402,7 @@ impl ArchConfig {
                     width: stage.width,
                     stride,
                     projection: stride != 1 || cin != stage.width,
+                    kind: self.block,
                 });
                 cin = stage.width;
             }
@@ -424,7 +430,10 @@ impl ArchConfig {
             p.push((n("expand.weight"), vec![b.inner, b.cin]));
             p.push((n("mid.scale"), vec![b.inner]));
             p.push((n("mid.bias"), vec![b.inner]));
-            p.push((n("shift"), vec![2, b.inner]));
+            match b.kind {
+                BlockKind::Asl => p.push((n("shift"), vec![2, b.inner])),
+                BlockKind::Depthwise => p.push((n("depthwise.weight"), vec![b.inner, 1, 3, 3])),
+            }
             p.push((n("reduce.weight"), vec![b.width, b.inner]));
             if b.projection {
                 p.push((n("shortcut.weight"), vec![b.width, b.cin]));
@@ -446,8 +455,11 @@ impl ArchConfig {
             .sum()
     }
 
-    /// Number of shift layers.
+    /// Number of shift layers (none in a depthwise network).
     pub fn shift_layers(&self) -> usize {
-        self.stages.iter().map(|s| s.blocks).sum()
+        match self.block {
+            BlockKind::Asl => self.stages.iter().map(|s| s.blocks).sum(),
+            BlockKind::Depthwise => 0,
+        }
     }
 }

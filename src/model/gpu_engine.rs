@@ -64,6 +64,7 @@ fn reads(op: &Op) -> Vec<Slot> {
         Op::Conv3x3 { input, .. }
         | Op::Affine { input, .. }
         | Op::Shift { input, .. }
+        | Op::Depthwise3x3 { input, .. }
         | Op::AvgPool { input, .. }
         | Op::Softmax { input, .. } => vec![*input],
         Op::Conv1x1 {
@@ -270,6 +271,18 @@ impl GpuModel {
                 ctx,
                 slot(*input),
                 self.param(shift)?,
+                *stride,
+                slot(*out),
+            )?,
+            Op::Depthwise3x3 {
+                input,
+                weight,
+                stride,
+                out,
+            } => k.depthwise3x3(dev).prepare(
+                ctx,
+                slot(*input),
+                self.param(weight)?,
                 *stride,
                 slot(*out),
             )?,

@@ -13,7 +13,7 @@ pub mod plan;
 mod run;
 mod synthetic;
 
-pub use config::{ArchConfig, BlockSpec, ColorOrder, Preprocess, StageConfig};
+pub use config::{ArchConfig, BlockKind, BlockSpec, ColorOrder, Preprocess, StageConfig};
 #[cfg(feature = "default-model")]
 pub use default::DEFAULT_MODEL_BYTES;
 pub use file::{

@@ -2,7 +2,7 @@
 //! derived from an [`ArchConfig`]. The CPU and GPU engines both execute this same list, so the
 //! two backends cannot disagree about the network's structure.
 
-use super::config::ArchConfig;
+use super::config::{ArchConfig, BlockKind};
 use crate::shape::Shape4;
 
 /// Index of an activation tensor in [`Plan::slots`].
@@ -61,6 +61,17 @@ pub enum Op {
         input: Slot,
         /// `[2, C]` shift (xpos row, ypos row).
         shift: String,
+        /// Stride.
+        stride: usize,
+        /// Output slot.
+        out: Slot,
+    },
+    /// 3x3 depthwise convolution, pad 1, no bias (the depthwise baseline block).
+    Depthwise3x3 {
+        /// Input slot.
+        input: Slot,
+        /// `[C, 1, 3, 3]` weight.
+        weight: String,
         /// Stride.
         stride: usize,
         /// Output slot.
@@ -148,11 +159,19 @@ impl Plan {
                 out: u,
             });
             let v = b.slot(xs.strided(blk.inner, blk.stride));
-            b.ops.push(Op::Shift {
-                input: u,
-                shift: p("shift"),
-                stride: blk.stride,
-                out: v,
+            b.ops.push(match blk.kind {
+                BlockKind::Asl => Op::Shift {
+                    input: u,
+                    shift: p("shift"),
+                    stride: blk.stride,
+                    out: v,
+                },
+                BlockKind::Depthwise => Op::Depthwise3x3 {
+                    input: u,
+                    weight: p("depthwise.weight"),
+                    stride: blk.stride,
+                    out: v,
+                },
             });
             let shortcut = if blk.projection {
                 let sc = b.slot(xs.strided(blk.width, blk.stride));
@@ -232,6 +251,9 @@ impl Plan {
                 Op::Conv1x1 { input, out, .. } => {
                     let o = self.slots[*out];
                     total += o.len() as u64 * self.slots[*input].c as u64;
+                }
+                Op::Depthwise3x3 { out, .. } => {
+                    total += self.slots[*out].len() as u64 * 9;
                 }
                 _ => {}
             }

@@ -146,6 +146,20 @@ impl Model {
                     )?;
                     (*out, v)
                 }
+                Op::Depthwise3x3 {
+                    input,
+                    weight,
+                    stride,
+                    out,
+                } => {
+                    let v = cpu::depthwise3x3(
+                        &slots[*input],
+                        plan.slots[*input],
+                        param(weight)?,
+                        *stride,
+                    )?;
+                    (*out, v)
+                }
                 Op::AvgPool { input, out } => {
                     let v = cpu::global_avg_pool(&slots[*input], plan.slots[*input])?;
                     (*out, v)

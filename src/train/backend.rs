@@ -110,6 +110,24 @@ pub trait Backend {
         shift: &Self::Tensor,
         s: usize,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// 3x3 depthwise convolution (pad 1, stride `s`, `w` `[C, 1, 3, 3]`): the baseline block.
+    fn depthwise3x3(
+        &mut self,
+        x: &Self::Tensor,
+        xs: Shape4,
+        w: &Self::Tensor,
+        s: usize,
+    ) -> Result<Self::Tensor>;
+    /// Backward of [`Backend::depthwise3x3`]: `(dx, dw)`, the weight gradient summed over the
+    /// batch.
+    fn depthwise3x3_backward(
+        &mut self,
+        x: &Self::Tensor,
+        xs: Shape4,
+        dy: &Self::Tensor,
+        w: &Self::Tensor,
+        s: usize,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// `a += b`.
     fn add_assign(&mut self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
     /// Global average pooling: `[N, C]`.
@@ -277,6 +295,27 @@ impl Backend for CpuBackend {
         s: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         ops::shift_backward(x, xs, dout, shift, s)
+    }
+
+    fn depthwise3x3(
+        &mut self,
+        x: &Vec<f32>,
+        xs: Shape4,
+        w: &Vec<f32>,
+        s: usize,
+    ) -> Result<Vec<f32>> {
+        ops::depthwise3x3(x, xs, w, s)
+    }
+
+    fn depthwise3x3_backward(
+        &mut self,
+        x: &Vec<f32>,
+        xs: Shape4,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        s: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(ops::depthwise3x3_backward(x, xs, dy, w, s))
     }
 
     fn add_assign(&mut self, a: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
@@ -594,6 +633,35 @@ impl Backend for GpuBackend {
             .prepare(&self.ctx, &x, &dout, shift, s, &dshift)?;
         self.run(input.then(grad))?;
         Ok((dx, dshift))
+    }
+
+    fn depthwise3x3(
+        &mut self,
+        x: &GpuTensor,
+        xs: Shape4,
+        w: &GpuTensor,
+        s: usize,
+    ) -> Result<GpuTensor> {
+        let x = self.view(x, &xs.dims())?;
+        let w = self.view(w, &[xs.c, 1, 3, 3])?;
+        let y = self.zeros(&xs.strided(xs.c, s).dims())?;
+        let k = self.ctx.kernels().depthwise3x3(self.ctx.device());
+        self.run(k.prepare(&self.ctx, &x, &w, s, &y)?)?;
+        Ok(y)
+    }
+
+    fn depthwise3x3_backward(
+        &mut self,
+        _x: &GpuTensor,
+        _xs: Shape4,
+        _dy: &GpuTensor,
+        _w: &GpuTensor,
+        _s: usize,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        Err(Error::invalid(
+            "depthwise3x3_backward",
+            "the depthwise baseline block trains on the CPU only (--backend cpu)",
+        ))
     }
 
     fn add_assign(&mut self, a: &mut GpuTensor, b: &GpuTensor) -> Result<()> {

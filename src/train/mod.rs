@@ -13,7 +13,7 @@ pub use backend::{Backend, CpuBackend};
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::model::{ArchConfig, BlockSpec, HostTensor, Model};
+use crate::model::{ArchConfig, BlockKind, BlockSpec, HostTensor, Model};
 use crate::shape::Shape4;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -500,8 +500,20 @@ impl Trainer {
             grads.insert(name("reduce.weight"), dw);
             // shift
             let es = tape.xs.strided(b.inner, 1);
-            let (du, dshift) = be.shift_backward(&tape.u, es, &dv, &p[&name("shift")], b.stride)?;
-            grads.insert(name("shift"), dshift);
+            let du = match b.kind {
+                BlockKind::Asl => {
+                    let sh = &p[&name("shift")];
+                    let (du, dshift) = be.shift_backward(&tape.u, es, &dv, sh, b.stride)?;
+                    grads.insert(name("shift"), dshift);
+                    du
+                }
+                BlockKind::Depthwise => {
+                    let w = &p[&name("depthwise.weight")];
+                    let (du, dw) = be.depthwise3x3_backward(&tape.u, es, &dv, w, b.stride)?;
+                    grads.insert(name("depthwise.weight"), dw);
+                    du
+                }
+            };
             // mid BN + ReLU
             let gamma = &p[&name("mid.scale")];
             let (de, dparams) = be.bn_relu_backward(&du, &tape.e, &tape.u, es, gamma, &tape.mid)?;
@@ -726,7 +738,10 @@ fn block_tail<B: Backend>(
 ) -> Result<(B::Tensor, Shape4, B::Tensor)> {
     let name = |s: &str| format!("{}.{s}", b.prefix);
     let es = xs.strided(b.inner, 1);
-    let v = be.shift(u, es, &p[&name("shift")], b.stride)?;
+    let v = match b.kind {
+        BlockKind::Asl => be.shift(u, es, &p[&name("shift")], b.stride)?,
+        BlockKind::Depthwise => be.depthwise3x3(u, es, &p[&name("depthwise.weight")], b.stride)?,
+    };
     let vs = es.strided(b.inner, b.stride);
     let y = if b.projection {
         let sc = be.conv1x1(t, xs, &p[&name("shortcut.weight")], b.width, b.stride, None)?;

@@ -412,3 +412,66 @@ pub fn shift_backward(
     }
     Ok((dx, dsh))
 }
+
+/// 3x3 depthwise convolution (pad 1, stride `s`, weight `[C, 1, 3, 3]`), parallel over
+/// images.
+pub fn depthwise3x3(x: &[f32], xs: Shape4, w: &[f32], s: usize) -> Result<Vec<f32>> {
+    let one = Shape4::new(1, xs.c, xs.h, xs.w);
+    let parts: Result<Vec<Vec<f32>>> = x
+        .par_chunks(one.len())
+        .map(|xn| cpu::depthwise3x3(xn, one, w, s))
+        .collect();
+    Ok(parts?.concat())
+}
+
+/// Backward of [`depthwise3x3`]: `(dx, dw)`, the weight gradient summed over the batch in
+/// image order.
+pub fn depthwise3x3_backward(
+    x: &[f32],
+    xs: Shape4,
+    dy: &[f32],
+    w: &[f32],
+    s: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let ys = xs.strided(xs.c, s);
+    let mut dx = vec![0.0; xs.len()];
+    // One [9] partial weight gradient per (image, channel) plane.
+    let partial: Vec<[f32; 9]> = dx
+        .par_chunks_mut(xs.plane())
+        .enumerate()
+        .map(|(k, dxp)| {
+            let c = k % xs.c;
+            let xp = &x[k * xs.plane()..][..xs.plane()];
+            let dyp = &dy[k * ys.plane()..][..ys.plane()];
+            let wc = &w[c * 9..][..9];
+            let mut dw = [0.0f32; 9];
+            for i in 0..ys.h {
+                for j in 0..ys.w {
+                    let g = dyp[i * ys.w + j];
+                    for ky in 0..3 {
+                        let Some(r) = (i * s + ky).checked_sub(1).filter(|&r| r < xs.h) else {
+                            continue;
+                        };
+                        for kx in 0..3 {
+                            let Some(col) = (j * s + kx).checked_sub(1).filter(|&q| q < xs.w)
+                            else {
+                                continue;
+                            };
+                            dxp[r * xs.w + col] += wc[ky * 3 + kx] * g;
+                            dw[ky * 3 + kx] += xp[r * xs.w + col] * g;
+                        }
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0.0; xs.c * 9];
+    for (k, p) in partial.iter().enumerate() {
+        let c = k % xs.c;
+        for (t, v) in dw[c * 9..][..9].iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    (dx, dw)
+}
