@@ -7,6 +7,7 @@ use activeshift::{
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
+mod ablation;
 mod bench;
 mod plot;
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ enum Command {
     Train(TrainArgs),
     /// Test-set accuracy of a model on Fashion-MNIST.
     Eval(EvalArgs),
+    /// The paper's shift ablation (Table 4) and depthwise comparison (Table 2) on
+    /// Fashion-MNIST: trains the five variants (resuming), evaluates and times them.
+    Ablation(ablation::AblationArgs),
     /// Plot the learned shifts of every ASL layer (a scatter per layer, as the paper's Figure 3).
     Shifts(ShiftsArgs),
     /// Measure kernels, blocks and networks on this adapter (and the CPU engine); prints a
@@ -223,6 +227,7 @@ fn main() -> ExitCode {
         Command::Info(a) => info(a),
         Command::Selftest => selftest(),
         Command::Train(a) => train(a),
+        Command::Ablation(a) => ablation::run(a),
         Command::Eval(a) => eval(a),
         Command::Shifts(a) => shifts(a),
         Command::Bench(a) => bench::run(a),
@@ -717,6 +722,16 @@ fn train_epochs<B: activeshift::train::Backend>(
         &activeshift::data::Dataset,
     ) -> Result<activeshift::train::Stats>,
 ) -> Result<()> {
+    if train_set.len() < trainer.settings.batch {
+        return Err(activeshift::Error::invalid(
+            "train",
+            format!(
+                "the training set has {} images, fewer than one batch of {}",
+                train_set.len(),
+                trainer.settings.batch
+            ),
+        ));
+    }
     let steps = trainer.steps_per_epoch(train_set.len());
     let total = steps * trainer.settings.epochs;
     eprintln!(
@@ -806,23 +821,29 @@ fn train_epochs<B: activeshift::train::Backend>(
     Ok(())
 }
 
-fn eval(a: EvalArgs) -> Result<()> {
-    use activeshift::data::{self, FashionMnist};
-    let model = load_model(a.model.as_deref())?;
-    let name = model.config.name.clone();
-    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
-    let mut clf = classifier(model, a.backend)?;
+/// Number of images of `set` whose top-1 class is their label.
+fn test_correct(clf: &mut Classifier, set: &activeshift::data::Dataset) -> Result<usize> {
     let (mut correct, mut input) = (0usize, Vec::new());
-    let idx: Vec<usize> = (0..data.test.len()).collect();
+    let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(250) {
-        data::batch(&data.test, chunk, None, &mut input);
+        activeshift::data::batch(set, chunk, None, &mut input);
         let out = pollster::block_on(clf.run(&input))?;
         for (k, &i) in chunk.iter().enumerate() {
-            if out.top_k(k, 1)[0].0 == usize::from(data.test.labels[i]) {
+            if out.top_k(k, 1)[0].0 == usize::from(set.labels[i]) {
                 correct += 1;
             }
         }
     }
+    Ok(correct)
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    use activeshift::data::FashionMnist;
+    let model = load_model(a.model.as_deref())?;
+    let name = model.config.name.clone();
+    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let mut clf = classifier(model, a.backend)?;
+    let correct = test_correct(&mut clf, &data.test)?;
     let acc = correct as f64 / data.test.len() as f64;
     if a.json {
         println!(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
@@ -152,12 +152,10 @@ fn the_embedded_default_model_classifies_the_samples() {
     assert!(correct >= 8, "only {correct} of 10 samples right:\n{out}");
 }
 
-#[test]
-fn a_killed_training_run_resumes_into_a_valid_model() {
+/// A small synthetic dataset in the cache format in `dir` (no download): class k is a bright
+/// band at row 2k + 3.
+fn synthetic_fashion(dir: &Path, train: usize, test: usize) {
     use activeshift::data::{Dataset, FashionMnist, PIXELS};
-    // A small synthetic dataset in the cache format (no download): class k is a bright band at
-    // row 2k.
-    let dir = tmpdir("resume");
     let make = |n: usize| {
         let mut set = Dataset::default();
         for i in 0..n {
@@ -172,11 +170,17 @@ fn a_killed_training_run_resumes_into_a_valid_model() {
         set
     };
     FashionMnist {
-        train: make(400),
-        test: make(100),
+        train: make(train),
+        test: make(test),
     }
     .save_cache(&dir.join("fashion-mnist.bin"))
     .unwrap();
+}
+
+#[test]
+fn a_killed_training_run_resumes_into_a_valid_model() {
+    let dir = tmpdir("resume");
+    synthetic_fashion(&dir, 400, 100);
     let model = dir.join("m.safetensors");
     let ckpt = dir.join("m.ckpt");
     let train = |resume: bool| {
@@ -236,5 +240,58 @@ fn a_killed_training_run_resumes_into_a_valid_model() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_ablation_trains_every_variant_once_and_tabulates_them() {
+    let dir = tmpdir("ablation");
+    synthetic_fashion(&dir, 300, 50);
+    let runs = dir.join("runs");
+    let table = dir.join("ablation.md");
+    let ablation = || {
+        let mut cmd = bin();
+        cmd.env("ACTIVESHIFT_DATA", &dir)
+            .args(["ablation", "--epochs", "1", "--limit", "13", "--cpu-only"])
+            .arg("--dir")
+            .arg(&runs)
+            .arg("--markdown")
+            .arg(&table);
+        cmd
+    };
+    let (ok, out, err) = run(&mut ablation());
+    assert!(ok, "{err}");
+    for key in [
+        "grouped",
+        "sampled-int",
+        "sampled-real",
+        "learned",
+        "depthwise",
+    ] {
+        assert!(runs.join(format!("{key}.safetensors")).exists(), "{key}");
+    }
+    let depthwise = activeshift::Model::load(&runs.join("depthwise.safetensors")).unwrap();
+    assert_eq!(
+        depthwise.config.block,
+        activeshift::model::BlockKind::Depthwise
+    );
+    let rows = out
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains('%'))
+        .count();
+    assert_eq!(rows, 5, "{out}");
+    assert!(out.contains("Paper's order"), "{out}");
+    let written = std::fs::read_to_string(&table).unwrap();
+    assert!(
+        written.contains("| learned real shift (ASL) |") && out.ends_with(&written),
+        "{out}"
+    );
+    // The table exists: a second run without --force refuses to replace it.
+    let (ok, _, err) = run(&mut ablation());
+    assert!(!ok && err.contains("--force"), "{err}");
+    // With --force, the finished runs are kept, not retrained.
+    let (ok, _, err) = run(ablation().arg("--force"));
+    assert!(ok, "{err}");
+    assert_eq!(err.matches("finished run").count(), 5, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

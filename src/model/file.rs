@@ -231,7 +231,7 @@ pub(crate) fn decode_tensors(
 
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename, so the
 /// file is never seen half-written. Refuses to replace an existing file unless `overwrite`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
     let io = |source| Error::Io {
         path: path.display().to_string(),
         source,

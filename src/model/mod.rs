@@ -17,7 +17,7 @@ pub use config::{ArchConfig, BlockKind, BlockSpec, ColorOrder, Preprocess, Stage
 #[cfg(feature = "default-model")]
 pub use default::DEFAULT_MODEL_BYTES;
 pub use file::{
-    FORMAT, HostTensor, MAX_MODEL_FILE_BYTES, Model, read_labels, read_tensors,
+    FORMAT, HostTensor, MAX_MODEL_FILE_BYTES, Model, read_labels, read_tensors, write_atomic,
     write_tensors_atomic,
 };
 pub use gpu_engine::GpuModel;
