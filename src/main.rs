@@ -566,6 +566,33 @@ fn selftest() -> Result<()> {
             if pass { "ok" } else { "FAIL" }
         );
     }
+    // One training step of a small network on both backends: every parameter gradient.
+    let mut config = activeshift::train::fashion_mnist_config(4, 2);
+    config.input_size = [11, 11];
+    config.preprocess.crop = [11, 11];
+    config.stages.truncate(2);
+    let mut cpu_t = activeshift::train::Trainer::new(config, vec![], Default::default())?;
+    let mut gpu_t = cpu_t.clone();
+    let n = 6;
+    let input = pattern(n * 121, 0.6);
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let (_, g_cpu) = cpu_t.forward_backward(&input, &labels)?;
+    let mut be = activeshift::train::GpuBackend::new(ctx.clone());
+    let (_, g_gpu) = gpu_t.forward_backward_on(&mut be, &input, &labels)?;
+    let worst = g_cpu
+        .iter()
+        .map(|(name, want)| (max_rel(&g_gpu[name], want), name))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((err, name)) = worst {
+        let pass = err <= 1e-3;
+        ok &= pass;
+        println!(
+            "{:<26} {err:>14.2e} {} ({} gradients, worst {name})",
+            "training step",
+            if pass { "ok" } else { "FAIL" },
+            g_cpu.len()
+        );
+    }
     if ok {
         println!("all kernels agree with their CPU twins");
         Ok(())
