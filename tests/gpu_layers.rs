@@ -805,3 +805,32 @@ fn depthwise3x3_rejects_bad_shapes() {
     assert!(k.prepare(ctx, &x, &bad_w, 2, &y).is_err());
     assert!(k.prepare(ctx, &x, &w, 2, &x).is_err());
 }
+
+#[test]
+fn copy_matches_cpu() {
+    let Some(ctx) = gpu("copy_matches_cpu") else {
+        return;
+    };
+    let (mut rng, seed) = rng("copy");
+    for len in [1, 255, 257, 100_003] {
+        let x = uniform(&mut rng, len, -1.0, 1.0);
+        let xt = upload(ctx, &[len], &x);
+        let y = poisoned(ctx, &[len]);
+        ctx.submit(|enc| {
+            ctx.kernels()
+                .copy(ctx.device())
+                .prepare(ctx, &xt, &y)
+                .map(|d| d.record(enc))
+        })
+        .expect("gpu copy");
+        assert_eq!(read(ctx, &y), cpu::copy(&x), "copy of {len} (seed {seed})");
+    }
+    let x = upload(ctx, &[4], &[0.0; 4]);
+    let y = poisoned(ctx, &[5]);
+    assert!(
+        ctx.kernels()
+            .copy(ctx.device())
+            .prepare(ctx, &x, &y)
+            .is_err()
+    );
+}

@@ -16,7 +16,7 @@ pub use conv::{
     Epilogue, asl_conv1x1, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3,
     depthwise3x3,
 };
-pub use elementwise::{affine, global_avg_pool, softmax};
+pub use elementwise::{affine, copy, global_avg_pool, softmax};
 
 use crate::error::{Error, Result};
 

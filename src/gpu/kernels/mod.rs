@@ -15,7 +15,7 @@ pub use conv1x1::{
 };
 pub use conv3x3::Conv3x3;
 pub use depthwise::Depthwise3x3;
-pub use elementwise::{Affine, GlobalAvgPool, Softmax};
+pub use elementwise::{Affine, BufferCopy, GlobalAvgPool, Softmax};
 
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
@@ -84,6 +84,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/depthwise3x3.wgsl"),
     ),
     ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
+    ("copy.wgsl", include_str!("../../../shaders/copy.wgsl")),
     (
         "global_avg_pool.wgsl",
         include_str!("../../../shaders/global_avg_pool.wgsl"),
@@ -116,6 +117,7 @@ pub struct Kernels {
     conv3x3: OnceLock<Conv3x3>,
     depthwise3x3: OnceLock<Depthwise3x3>,
     affine: OnceLock<Affine>,
+    copy: OnceLock<BufferCopy>,
     global_avg_pool: OnceLock<GlobalAvgPool>,
     softmax: OnceLock<Softmax>,
     placeholder: OnceLock<wgpu::Buffer>,
@@ -170,6 +172,10 @@ impl Kernels {
     /// `shaders/affine.wgsl`.
     pub fn affine(&self, device: &wgpu::Device) -> &Affine {
         self.affine.get_or_init(|| Affine::new(device))
+    }
+    /// `shaders/copy.wgsl`.
+    pub fn copy(&self, device: &wgpu::Device) -> &BufferCopy {
+        self.copy.get_or_init(|| BufferCopy::new(device))
     }
     /// `shaders/global_avg_pool.wgsl`.
     pub fn global_avg_pool(&self, device: &wgpu::Device) -> &GlobalAvgPool {
