@@ -6,7 +6,7 @@
 
 mod common;
 
-use activeshift::gpu::kernels::{Conv1x1Epilogue, Conv1x1Variant};
+use activeshift::gpu::kernels::{AslConv1x1, Conv1x1Epilogue, Conv1x1Variant};
 use activeshift::{GpuContext, GpuTensor, Shape4, cpu};
 use common::*;
 use rand::rngs::StdRng;
@@ -25,6 +25,7 @@ fn gemm_shapes() -> Vec<(Shape4, usize)> {
         (Shape4::new(3, 6, 4, 9), 65),
         (Shape4::new(1, 515, 3, 4), 19),
         (Shape4::new(1, 1030, 2, 2), 35),
+        (Shape4::new(2, 7, 5, 16), 9),
     ]
 }
 
@@ -184,6 +185,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
         return;
     };
     let (mut rng, seed) = rng("asl_conv1x1");
+    let mut vec4_ran = false;
     let k = ctx.kernels();
     let dev = ctx.device();
     for (xs, cout) in gemm_shapes() {
@@ -194,7 +196,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
         let bt = upload(ctx, &[cout], &c.bias);
         for s in [1, 2, 3] {
             let reach = xs.h.max(xs.w) as f32 + 2.0;
-            let shift = shifts(&mut rng, xs.c, reach, s == 2);
+            let shift = shifts(&mut rng, xs.c, reach, s <= 2);
             let sht = upload(ctx, &[2, xs.c], &shift);
             let ys = xs.strided(cout, s);
             let res = uniform(&mut rng, ys.len(), -1.0, 1.0);
@@ -220,16 +222,24 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
                 .expect("cpu asl_conv1x1");
                 let want = f32s(&want);
                 let ep = gpu_epilogue(e, &st, &bt, &rt);
-                let fused = poisoned(ctx, &ys.dims());
-                run(ctx, |enc| {
-                    k.asl_conv1x1(dev)
-                        .prepare(ctx, &xt, &sht, s, &wt, ep, &fused)
-                        .map(|d| d.record(enc))
-                });
-                let fused = read(ctx, &fused);
                 let msg = format!("{xs} -> {cout}, stride {s}, epilogue {e} (seed {seed})");
-                let err = rel_err(&fused, &want);
-                assert!(err <= TOL, "fused vs cpu on {msg}: {err:e}");
+                // Both pipelines where the vectorised one applies.
+                let mut fused = Vec::new();
+                for vec4 in [false, true] {
+                    if vec4 && !AslConv1x1::supports_vec4(xs, s) {
+                        continue;
+                    }
+                    let out = poisoned(ctx, &ys.dims());
+                    run(ctx, |enc| {
+                        k.asl_conv1x1(dev)
+                            .prepare_variant(vec4, ctx, &xt, &sht, s, &wt, ep, &out)
+                            .map(|d| d.record(enc))
+                    });
+                    fused = read(ctx, &out);
+                    let err = rel_err(&fused, &want);
+                    assert!(err <= TOL, "fused (vec4: {vec4}) vs cpu on {msg}: {err:e}");
+                    vec4_ran |= vec4;
+                }
                 // The unfused GPU path: ASL into a tensor, then the chosen GEMM.
                 let shifted = poisoned(ctx, &xs.strided(xs.c, s).dims());
                 let unfused = poisoned(ctx, &ys.dims());
@@ -248,6 +258,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
             }
         }
     }
+    assert!(vec4_ran, "the vectorised fused pipeline ran");
 }
 
 #[test]

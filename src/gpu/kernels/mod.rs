@@ -48,6 +48,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/asl_conv1x1.wgsl"),
     ),
     (
+        "asl_conv1x1_vec4.wgsl",
+        include_str!("../../../shaders/asl_conv1x1_vec4.wgsl"),
+    ),
+    (
         "asl_taps.wgsl",
         include_str!("../../../shaders/asl_taps.wgsl"),
     ),

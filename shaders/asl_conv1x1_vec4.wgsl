@@ -1,0 +1,276 @@
+// The Active Shift Layer fused into the following 1x1 convolution, stride 1 and W divisible by
+// 4: the vectorised twin of asl_conv1x1.wgsl (same results, bindings and dispatches, but x,
+// residual and y are read and written as vec4s). Each invocation owns 4 adjacent output pixels
+// of one row, j0 .. j0+3 with j0 a multiple of 4; a channel's shifted row segment needs input
+// columns j0 + fx .. j0 + fx + 4, which lie in two aligned vec4s of the input row, so each input
+// channel costs 4 vec4 loads (2 rows x 2 blocks) instead of 16 scalar ones.
+//
+//   Y[n, co, i, j] = epilogue(sum_ci W[co, ci] * ASL(x)[n, ci, i, j])
+
+// Mirrors `GemmParams` in src/gpu/kernels/conv1x1.rs.
+struct GemmParams {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    // bit 0: affine, bit 1: residual add, bit 2: ReLU (set on the last K chunk only);
+    // bit 3: add to what an earlier K chunk left in y.
+    flags: u32,
+    // First output channel of this dispatch's weight slab.
+    row0: u32,
+    // Floats per packed weight row (the K chunk width, a multiple of 4).
+    kc: u32,
+    // This dispatch's input channels: k0 <= ci < k1.
+    k0: u32,
+    k1: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG_SIZE: u32 = 64u;
+// Output channels per invocation (the row blocks below are unrolled by hand: compilers for
+// CPU adapters keep a dynamically indexed accumulator array in memory).
+const ROWS: u32 = 32u;
+const FLAG_AFFINE: u32 = 1u;
+const FLAG_RESIDUAL: u32 = 2u;
+const FLAG_RELU: u32 = 4u;
+const FLAG_ACCUMULATE: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> params: GemmParams;
+// [N, Cin, H, W] as vec4s along the rows.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+// One slab of packed weights (conv1x1_pack.wgsl): row r (output channel row0 + r) holds input
+// channels k0 + 4k .. k0 + 4k + 3 at wslab[r * kc / 4 + k], zero past Cin.
+@group(0) @binding(2) var<uniform> wslab: array<vec4<f32>, 4096>;
+// [Cout] each; bound to a placeholder when the affine flag is off.
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+// [N, Cout, H, W] as vec4s; bound to a placeholder when the residual flag is off.
+@group(0) @binding(5) var<storage, read> residual: array<vec4<f32>>;
+// [N, Cout, H, W] as vec4s.
+@group(0) @binding(6) var<storage, read_write> y: array<vec4<f32>>;
+// Per input channel: (floor(xpos), floor(ypos), xpos - floor(xpos), ypos - floor(ypos)).
+@group(0) @binding(7) var<uniform> taps: array<vec4<f32>, 4096>;
+
+// Input row `r` of the channel plane starting at vec4 `base4`, interpolated horizontally with
+// weight `tx` for the 4 pixels whose left taps are columns 4 * blk + o .. 4 * blk + o + 3
+// (0 <= o < 4); zero outside the image.
+fn row_lerp(base4: u32, r: i32, blk: i32, o: i32, tx: f32) -> vec4<f32> {
+    let w4 = i32(params.w / 4u);
+    let row_in = r >= 0 && r < i32(params.h);
+    let row = base4 + u32(clamp(r, 0, i32(params.h) - 1)) * u32(w4);
+    let z = vec4<f32>(0.0);
+    let a = select(z, x[row + u32(clamp(blk, 0, w4 - 1))], row_in && blk >= 0 && blk < w4);
+    let b = select(z, x[row + u32(clamp(blk + 1, 0, w4 - 1))], row_in && blk + 1 >= 0 && blk + 1 < w4);
+    let s1 = vec4<f32>(a.yzw, b.x);
+    let s2 = vec4<f32>(a.zw, b.xy);
+    let s3 = vec4<f32>(a.w, b.xyz);
+    let lo = select(select(select(a, s1, o == 1), s2, o == 2), s3, o == 3);
+    let hi = select(select(select(s1, s2, o == 1), s3, o == 2), b, o == 3);
+    return (1.0 - tx) * lo + tx * hi;
+}
+
+// The 4 shifted pixels (row i, columns j0 .. j0+3) of input channel ci, plane at vec4 base4.
+fn shifted4(base4: u32, ci: u32, i: i32, j0: i32) -> vec4<f32> {
+    let t = taps[ci];
+    let col = j0 + i32(t.x);
+    let o = ((col % 4) + 4) % 4;
+    let blk = (col - o) / 4;
+    let r = i + i32(t.y);
+    return (1.0 - t.w) * row_lerp(base4, r, blk, o, t.z) + t.w * row_lerp(base4, r + 1, blk, o, t.z);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let n = wg.z;
+    let plane4 = params.h * params.w / 4u;
+    let q = wg.x * WG_SIZE + li;
+    // Invocations past the plane compute on a valid vec4 and write nothing.
+    let p0 = min(q, plane4 - 1u) * 4u;
+    let i = i32(p0 / params.w);
+    let j0 = i32(p0 % params.w);
+    let x_base = n * params.cin * plane4;
+    let kv = params.kc / 4u;
+    let wb = wg.y * ROWS * kv;
+    let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
+
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var a8 = vec4<f32>(0.0);
+    var a9 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0);
+    var a11 = vec4<f32>(0.0);
+    var a12 = vec4<f32>(0.0);
+    var a13 = vec4<f32>(0.0);
+    var a14 = vec4<f32>(0.0);
+    var a15 = vec4<f32>(0.0);
+    var a16 = vec4<f32>(0.0);
+    var a17 = vec4<f32>(0.0);
+    var a18 = vec4<f32>(0.0);
+    var a19 = vec4<f32>(0.0);
+    var a20 = vec4<f32>(0.0);
+    var a21 = vec4<f32>(0.0);
+    var a22 = vec4<f32>(0.0);
+    var a23 = vec4<f32>(0.0);
+    var a24 = vec4<f32>(0.0);
+    var a25 = vec4<f32>(0.0);
+    var a26 = vec4<f32>(0.0);
+    var a27 = vec4<f32>(0.0);
+    var a28 = vec4<f32>(0.0);
+    var a29 = vec4<f32>(0.0);
+    var a30 = vec4<f32>(0.0);
+    var a31 = vec4<f32>(0.0);
+    var w: vec4<f32>;
+    for (var ci = params.k0; ci < full_end; ci += 4u) {
+        let b0 = x_base + ci * plane4;
+        let x0 = shifted4(b0, ci, i, j0);
+        let x1 = shifted4(b0 + plane4, ci + 1u, i, j0);
+        let x2 = shifted4(b0 + 2u * plane4, ci + 2u, i, j0);
+        let x3 = shifted4(b0 + 3u * plane4, ci + 3u, i, j0);
+        let k = (ci - params.k0) / 4u;
+        w = wslab[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 2u * kv + k]; a2 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 3u * kv + k]; a3 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 4u * kv + k]; a4 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 5u * kv + k]; a5 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 6u * kv + k]; a6 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 7u * kv + k]; a7 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 8u * kv + k]; a8 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 9u * kv + k]; a9 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 10u * kv + k]; a10 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 11u * kv + k]; a11 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 12u * kv + k]; a12 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 13u * kv + k]; a13 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 14u * kv + k]; a14 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 15u * kv + k]; a15 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 16u * kv + k]; a16 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 17u * kv + k]; a17 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 18u * kv + k]; a18 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 19u * kv + k]; a19 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 20u * kv + k]; a20 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 21u * kv + k]; a21 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 22u * kv + k]; a22 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 23u * kv + k]; a23 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 24u * kv + k]; a24 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 25u * kv + k]; a25 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 26u * kv + k]; a26 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 27u * kv + k]; a27 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 28u * kv + k]; a28 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 29u * kv + k]; a29 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 30u * kv + k]; a30 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 31u * kv + k]; a31 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+    }
+    // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
+    for (var ci = full_end; ci < params.k1; ci++) {
+        let xv = shifted4(x_base + ci * plane4, ci, i, j0);
+        let k = (ci - params.k0) / 4u;
+        let lane = (ci - params.k0) % 4u;
+        a0 += wslab[wb + 0u * kv + k][lane] * xv;
+        a1 += wslab[wb + 1u * kv + k][lane] * xv;
+        a2 += wslab[wb + 2u * kv + k][lane] * xv;
+        a3 += wslab[wb + 3u * kv + k][lane] * xv;
+        a4 += wslab[wb + 4u * kv + k][lane] * xv;
+        a5 += wslab[wb + 5u * kv + k][lane] * xv;
+        a6 += wslab[wb + 6u * kv + k][lane] * xv;
+        a7 += wslab[wb + 7u * kv + k][lane] * xv;
+        a8 += wslab[wb + 8u * kv + k][lane] * xv;
+        a9 += wslab[wb + 9u * kv + k][lane] * xv;
+        a10 += wslab[wb + 10u * kv + k][lane] * xv;
+        a11 += wslab[wb + 11u * kv + k][lane] * xv;
+        a12 += wslab[wb + 12u * kv + k][lane] * xv;
+        a13 += wslab[wb + 13u * kv + k][lane] * xv;
+        a14 += wslab[wb + 14u * kv + k][lane] * xv;
+        a15 += wslab[wb + 15u * kv + k][lane] * xv;
+        a16 += wslab[wb + 16u * kv + k][lane] * xv;
+        a17 += wslab[wb + 17u * kv + k][lane] * xv;
+        a18 += wslab[wb + 18u * kv + k][lane] * xv;
+        a19 += wslab[wb + 19u * kv + k][lane] * xv;
+        a20 += wslab[wb + 20u * kv + k][lane] * xv;
+        a21 += wslab[wb + 21u * kv + k][lane] * xv;
+        a22 += wslab[wb + 22u * kv + k][lane] * xv;
+        a23 += wslab[wb + 23u * kv + k][lane] * xv;
+        a24 += wslab[wb + 24u * kv + k][lane] * xv;
+        a25 += wslab[wb + 25u * kv + k][lane] * xv;
+        a26 += wslab[wb + 26u * kv + k][lane] * xv;
+        a27 += wslab[wb + 27u * kv + k][lane] * xv;
+        a28 += wslab[wb + 28u * kv + k][lane] * xv;
+        a29 += wslab[wb + 29u * kv + k][lane] * xv;
+        a30 += wslab[wb + 30u * kv + k][lane] * xv;
+        a31 += wslab[wb + 31u * kv + k][lane] * xv;
+    }
+
+    var acc: array<vec4<f32>, ROWS>;
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    acc[4] = a4;
+    acc[5] = a5;
+    acc[6] = a6;
+    acc[7] = a7;
+    acc[8] = a8;
+    acc[9] = a9;
+    acc[10] = a10;
+    acc[11] = a11;
+    acc[12] = a12;
+    acc[13] = a13;
+    acc[14] = a14;
+    acc[15] = a15;
+    acc[16] = a16;
+    acc[17] = a17;
+    acc[18] = a18;
+    acc[19] = a19;
+    acc[20] = a20;
+    acc[21] = a21;
+    acc[22] = a22;
+    acc[23] = a23;
+    acc[24] = a24;
+    acc[25] = a25;
+    acc[26] = a26;
+    acc[27] = a27;
+    acc[28] = a28;
+    acc[29] = a29;
+    acc[30] = a30;
+    acc[31] = a31;
+    if (q >= plane4) {
+        return;
+    }
+    let y_base = n * params.cout * plane4 + q;
+    let co0 = params.row0 + wg.y * ROWS;
+    for (var m = 0u; m < ROWS; m++) {
+        let co = co0 + m;
+        if (co >= params.cout) {
+            break;
+        }
+        let idx = y_base + co * plane4;
+        var v = acc[m];
+        if ((params.flags & FLAG_ACCUMULATE) != 0u) {
+            v += y[idx];
+        }
+        if ((params.flags & FLAG_AFFINE) != 0u) {
+            v = scale[co] * v + bias[co];
+        }
+        if ((params.flags & FLAG_RESIDUAL) != 0u) {
+            v += residual[idx];
+        }
+        if ((params.flags & FLAG_RELU) != 0u) {
+            v = max(v, vec4<f32>(0.0));
+        }
+        y[idx] = v;
+    }
+}
