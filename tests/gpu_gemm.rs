@@ -281,3 +281,36 @@ fn fused_asl_gemm_rejects_bad_shapes() {
     assert!(k.prepare(ctx, &x, &shift, 2, &bad_w, ep, &y).is_err());
     assert!(k.prepare(ctx, &x, &shift, 2, &w, ep, &x).is_err());
 }
+
+/// The ASL forward's vectorised pipeline (stride 1, W divisible by 4) against the CPU twin:
+/// shifts beyond the border, exact integers, NaN and infinite shifts.
+#[test]
+fn vectorised_asl_forward_matches_cpu() {
+    let Some(ctx) = gpu("vectorised_asl_forward_matches_cpu") else {
+        return;
+    };
+    let (mut rng, seed) = rng("asl_forward vec4");
+    for xs in [
+        Shape4::new(1, 5, 1, 4),
+        Shape4::new(2, 7, 5, 16),
+        Shape4::new(1, 3, 28, 28),
+        Shape4::new(1, 9, 3, 8),
+    ] {
+        let reach = xs.h.max(xs.w) as f32 + 2.0;
+        let mut shift = shifts(&mut rng, xs.c, reach, true);
+        shift[0] = f32::INFINITY;
+        let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let want = cpu::asl_forward(&f64s(&x), xs, &f64s(&shift), 1).expect("cpu asl");
+        let xt = upload(ctx, &xs.dims(), &x);
+        let st = upload(ctx, &[2, xs.c], &shift);
+        let out = poisoned(ctx, &xs.dims());
+        run(ctx, |enc| {
+            ctx.kernels()
+                .asl_forward(ctx.device())
+                .prepare(ctx, &xt, &st, 1, &out)
+                .map(|d| d.record(enc))
+        });
+        let err = rel_err(&read(ctx, &out), &f32s(&want));
+        assert!(err <= TOL, "asl_forward {xs}: {err:e} (seed {seed})");
+    }
+}

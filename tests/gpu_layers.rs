@@ -812,7 +812,7 @@ fn copy_matches_cpu() {
         return;
     };
     let (mut rng, seed) = rng("copy");
-    for len in [1, 255, 257, 100_003] {
+    for len in [1, 255, 257, 1024, 100_003, 100_004] {
         let x = uniform(&mut rng, len, -1.0, 1.0);
         let xt = upload(ctx, &[len], &x);
         let y = poisoned(ctx, &[len]);

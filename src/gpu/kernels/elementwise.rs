@@ -189,16 +189,18 @@ struct CopyParams {
     _pad: [u32; 2],
 }
 
-/// `shaders/copy.wgsl`: `y = x`, one element per invocation (the benchmark's bandwidth
-/// ceiling).
+/// `shaders/copy.wgsl`: `y = x`, one element per invocation, or `shaders/copy_vec4.wgsl`, one
+/// vec4 per invocation, for lengths divisible by 4 (the benchmark's bandwidth ceiling).
 pub struct BufferCopy {
     pipeline: Pipeline,
+    vec4: Pipeline,
 }
 
 impl BufferCopy {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
             pipeline: Pipeline::new(device, "copy.wgsl", "main"),
+            vec4: Pipeline::new(device, "copy_vec4.wgsl", "main"),
         }
     }
 
@@ -215,15 +217,18 @@ impl BufferCopy {
             ));
         }
         expect_distinct(OP, y, &[("input", x)])?;
-        let groups = x.len().div_ceil(WG_SIZE);
+        let vec4 = x.len() % 4 == 0;
+        let len = if vec4 { x.len() / 4 } else { x.len() };
+        let groups = len.div_ceil(WG_SIZE);
         let gx = groups.min(32768);
         let params = CopyParams {
-            len: u32_of(OP, "elements", x.len())?,
+            len: u32_of(OP, "elements", len)?,
             row: u32_of(OP, "elements", gx * WG_SIZE)?,
             _pad: [0; 2],
         };
         let groups = workgroups(OP, ctx.device(), [gx, groups.div_ceil(gx), 1])?;
-        Ok(self.pipeline.prepare(
+        let pipeline = if vec4 { &self.vec4 } else { &self.pipeline };
+        Ok(pipeline.prepare(
             ctx.device(),
             &params,
             &[(1, x.buffer()), (2, y.buffer())],

@@ -28,6 +28,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/asl_forward.wgsl"),
     ),
     (
+        "asl_forward_vec4.wgsl",
+        include_str!("../../../shaders/asl_forward_vec4.wgsl"),
+    ),
+    (
         "asl_backward_input.wgsl",
         include_str!("../../../shaders/asl_backward_input.wgsl"),
     ),
@@ -89,6 +93,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
     ("copy.wgsl", include_str!("../../../shaders/copy.wgsl")),
+    (
+        "copy_vec4.wgsl",
+        include_str!("../../../shaders/copy_vec4.wgsl"),
+    ),
     (
         "global_avg_pool.wgsl",
         include_str!("../../../shaders/global_avg_pool.wgsl"),
