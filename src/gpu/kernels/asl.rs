@@ -74,7 +74,7 @@ impl AslForward {
         expect_dims(OP, "shift", shift, &[2, xs.c])?;
         let os = xs.strided(xs.c, stride);
         expect_dims(OP, "output", out, &os.dims())?;
-        if stride == 1 && xs.w % 4 == 0 {
+        if stride == 1 && xs.w.is_multiple_of(4) {
             let groups = workgroups(
                 OP,
                 ctx.device(),

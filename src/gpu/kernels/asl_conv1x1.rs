@@ -43,7 +43,7 @@ impl AslConv1x1 {
     /// Whether the vectorised pipeline handles input `xs` at `stride` (stride 1, `W`
     /// divisible by 4); [`AslConv1x1::prepare`] uses it then.
     pub fn supports_vec4(xs: Shape4, stride: usize) -> bool {
-        stride == 1 && xs.w % 4 == 0
+        stride == 1 && xs.w.is_multiple_of(4)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing

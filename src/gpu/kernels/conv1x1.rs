@@ -123,7 +123,7 @@ impl Conv1x1Variant {
     /// [`Conv1x1Variant::Vec4`] is limited: stride 1 and `H*W` divisible by 4).
     pub fn supports(self, xs: Shape4, stride: usize) -> bool {
         match self {
-            Self::Vec4 => stride == 1 && xs.plane() % 4 == 0,
+            Self::Vec4 => stride == 1 && xs.plane().is_multiple_of(4),
             _ => true,
         }
     }
@@ -200,6 +200,10 @@ impl SlabLayout {
     }
 }
 
+/// Fills the extra slab of a packed GEMM: given the packed buffer and the slab's offset in
+/// floats, the dispatch that writes it.
+pub(crate) type ExtraSlab<'a> = dyn Fn(&wgpu::Buffer, usize) -> Result<Dispatch> + 'a;
+
 /// A GEMM over packed weights, ready to be turned into dispatches.
 pub(crate) struct PackedGemm<'a> {
     pub(crate) op: &'static str,
@@ -214,7 +218,7 @@ pub(crate) struct PackedGemm<'a> {
     pub(crate) y: &'a GpuTensor,
     /// Floats reserved after the slabs (bound at binding 7 as one more slab), and the dispatch
     /// that fills them, given the packed buffer and the offset in floats.
-    pub(crate) extra: Option<&'a dyn Fn(&wgpu::Buffer, usize) -> Result<Dispatch>>,
+    pub(crate) extra: Option<&'a ExtraSlab<'a>>,
     /// Pixels per vec4 along the plane (`true`: vec4 variant) or 4 scalar pixels.
     pub(crate) vec4: bool,
 }

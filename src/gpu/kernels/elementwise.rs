@@ -217,7 +217,7 @@ impl BufferCopy {
             ));
         }
         expect_distinct(OP, y, &[("input", x)])?;
-        let vec4 = x.len() % 4 == 0;
+        let vec4 = x.len().is_multiple_of(4);
         let len = if vec4 { x.len() / 4 } else { x.len() };
         let groups = len.div_ceil(WG_SIZE);
         let gx = groups.min(32768);
