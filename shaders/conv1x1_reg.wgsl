@@ -26,7 +26,8 @@ struct GemmParams {
     // This dispatch's input channels: k0 <= ci < k1.
     k0: u32,
     k1: u32,
-    _pad0: u32,
+    // Output channels of this dispatch's slab (from row0).
+    nrows: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -62,7 +63,14 @@ fn main(
     let n = wg.z;
     let plane_in = params.h * params.w;
     let plane_out = params.ho * params.wo;
-    let p0 = (wg.x * WG_SIZE + li) * 4u;
+    // Invocation g of the image owns pixels 4q .. 4q + 3 of row block rb (ROWS output channels).
+    let groups = (plane_out + 3u) / 4u;
+    let g = wg.x * WG_SIZE + li;
+    let rb = g / groups;
+    let p0 = (g % groups) * 4u;
+    if (rb * ROWS >= params.nrows) {
+        return;
+    }
     // Source offsets of the 4 pixels (pixels past the plane read the last one, write nothing).
     var src: vec4<u32>;
     for (var e = 0u; e < 4u; e++) {
@@ -75,7 +83,7 @@ fn main(
     let s3 = src.w;
     let x_base = n * params.cin * plane_in;
     let kv = params.kc / 4u;
-    let wb = wg.y * ROWS * kv;
+    let wb = rb * ROWS * kv;
     let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
 
     var a0 = vec4<f32>(0.0);
@@ -228,7 +236,7 @@ fn main(
     acc[30] = a30;
     acc[31] = a31;
     let y_base = n * params.cout * plane_out;
-    let co0 = params.row0 + wg.y * ROWS;
+    let co0 = params.row0 + rb * ROWS;
     for (var m = 0u; m < ROWS; m++) {
         let co = co0 + m;
         if (co >= params.cout) {

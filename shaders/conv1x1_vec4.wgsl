@@ -31,7 +31,8 @@ struct GemmParams {
     // This dispatch's input channels: k0 <= ci < k1.
     k0: u32,
     k1: u32,
-    _pad0: u32,
+    // Output channels of this dispatch's slab (from row0).
+    nrows: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -66,11 +67,16 @@ fn main(
 ) {
     let n = wg.z;
     let plane4 = params.h * params.w / 4u;
-    let q = wg.x * WG_SIZE + li;
-    // Invocations past the plane compute on a valid vec4 and write nothing.
-    let x_base = n * params.cin * plane4 + min(q, plane4 - 1u);
+    // Invocation g of the image owns pixel vec4 q of row block rb (ROWS output channels).
+    let g = wg.x * WG_SIZE + li;
+    let rb = g / plane4;
+    let q = g % plane4;
+    if (rb * ROWS >= params.nrows) {
+        return;
+    }
+    let x_base = n * params.cin * plane4 + q;
     let kv = params.kc / 4u;
-    let wb = wg.y * ROWS * kv;
+    let wb = rb * ROWS * kv;
     let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
 
     var a0 = vec4<f32>(0.0);
@@ -218,11 +224,8 @@ fn main(
     acc[29] = a29;
     acc[30] = a30;
     acc[31] = a31;
-    if (q >= plane4) {
-        return;
-    }
     let y_base = n * params.cout * plane4 + q;
-    let co0 = params.row0 + wg.y * ROWS;
+    let co0 = params.row0 + rb * ROWS;
     for (var m = 0u; m < ROWS; m++) {
         let co = co0 + m;
         if (co >= params.cout) {

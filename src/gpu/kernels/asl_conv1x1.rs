@@ -147,7 +147,6 @@ impl AslConv1x1 {
             epilogue: &ep,
             y,
             extra: Some(&taps),
-            vec4,
         }
         .build(ctx)
     }

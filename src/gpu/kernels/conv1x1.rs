@@ -171,7 +171,8 @@ struct GemmParams {
     kc: u32,
     k0: u32,
     k1: u32,
-    _pad: [u32; 3],
+    nrows: u32,
+    _pad: [u32; 2],
 }
 
 /// How a `[Cout, Cin]` weight is cut into uniform slabs: blocks of `rows` output channels times
@@ -219,8 +220,6 @@ pub(crate) struct PackedGemm<'a> {
     /// Floats reserved after the slabs (bound at binding 7 as one more slab), and the dispatch
     /// that fills them, given the packed buffer and the offset in floats.
     pub(crate) extra: Option<&'a ExtraSlab<'a>>,
-    /// Pixels per vec4 along the plane (`true`: vec4 variant) or 4 scalar pixels.
-    pub(crate) vec4: bool,
 }
 
 impl PackedGemm<'_> {
@@ -276,13 +275,11 @@ impl PackedGemm<'_> {
             kc: pack_params.kc,
             k0: 0,
             k1: 0,
-            _pad: [0; 3],
+            nrows: 0,
+            _pad: [0; 2],
         };
-        let pixel_groups = if self.vec4 {
-            (ys.plane() / 4).div_ceil(GEMM_WG)
-        } else {
-            ys.plane().div_ceil(4).div_ceil(GEMM_WG)
-        };
+        // Invocations per block of output channels: one per 4 output pixels.
+        let pixel_groups = ys.plane().div_ceil(4);
         let slab_binding = |s: usize| {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &packed,
@@ -306,7 +303,10 @@ impl PackedGemm<'_> {
                 params.k1 = u32_of(op, "input channels", k1)?;
                 params.flags =
                     if kb > 0 { FLAG_ACCUMULATE } else { 0 } | if last { ep.flags } else { 0 };
-                let groups = workgroups(op, device, [pixel_groups, rows.div_ceil(ROWS), xs.n])?;
+                params.nrows = u32_of(op, "output channels", rows)?;
+                // One invocation per (pixel group, block of ROWS output channels) of an image.
+                let lanes = pixel_groups * rows.div_ceil(ROWS);
+                let groups = workgroups(op, device, [lanes.div_ceil(GEMM_WG), 1, xs.n])?;
                 let mut res = vec![
                     (1, self.x.buffer().as_entire_binding()),
                     (2, slab_binding(rb * layout.nk + kb)),
@@ -515,7 +515,6 @@ impl Conv1x1 {
                 epilogue: &ep,
                 y,
                 extra: None,
-                vec4: variant == Conv1x1Variant::Vec4,
             }
             .build(ctx),
         }

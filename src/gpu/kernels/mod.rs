@@ -91,6 +91,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "depthwise3x3.wgsl",
         include_str!("../../../shaders/depthwise3x3.wgsl"),
     ),
+    (
+        "depthwise3x3_vec4.wgsl",
+        include_str!("../../../shaders/depthwise3x3_vec4.wgsl"),
+    ),
     ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
     ("copy.wgsl", include_str!("../../../shaders/copy.wgsl")),
     (
