@@ -8,6 +8,8 @@
 mod asl;
 mod conv;
 mod elementwise;
+#[cfg(feature = "train")]
+pub(crate) mod fast;
 
 pub use asl::{
     SHIFT_LIMIT, asl_backward_input, asl_backward_shift, asl_forward, normalize_shift_grad,
