@@ -23,7 +23,11 @@ fn check(model: &Model, batches: &[usize], seed: u64) {
             config.name
         );
         let again = model.forward_cpu(&input).unwrap();
-        assert_eq!(again.logits, fast.logits, "{} batch {n}: repeat differs", config.name);
+        assert_eq!(
+            again.logits, fast.logits,
+            "{} batch {n}: repeat differs",
+            config.name
+        );
     }
 }
 

@@ -14,7 +14,8 @@ use rand::rngs::StdRng;
 const TOL: f64 = 1e-4;
 
 /// (input shape, output channels), with Cin around the 4-channel groups and the 512-channel
-/// chunks, Cout around the 32-row blocks, planes with and without a multiple of 4 pixels.
+/// chunks (512 input channels for 32 output channels per invocation, 256 for 64), Cout
+/// around the 32- and 64-row blocks, planes with and without a multiple of 4 pixels.
 fn gemm_shapes() -> Vec<(Shape4, usize)> {
     vec![
         (Shape4::new(1, 1, 1, 1), 1),
@@ -26,6 +27,9 @@ fn gemm_shapes() -> Vec<(Shape4, usize)> {
         (Shape4::new(1, 515, 3, 4), 19),
         (Shape4::new(1, 1030, 2, 2), 35),
         (Shape4::new(2, 7, 5, 16), 9),
+        (Shape4::new(1, 9, 6, 8), 66),
+        (Shape4::new(1, 300, 2, 4), 64),
+        (Shape4::new(2, 260, 3, 5), 130),
     ]
 }
 

@@ -1,7 +1,7 @@
 //! The Active Shift Layer fused into the following 1x1 convolution: the GEMM reads its input
 //! through the bilinear shift, so the shifted tensor never exists in memory.
 
-use super::conv1x1::{PackedGemm, bind_epilogue, weight_cout};
+use super::conv1x1::{PackedGemm, PackedPipelines, bind_epilogue, weight_cout};
 use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Conv1x1Epilogue;
@@ -23,19 +23,20 @@ struct TapsParams {
 /// `shaders/asl_conv1x1.wgsl` (after `asl_taps.wgsl` and `conv1x1_pack.wgsl`):
 /// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM.
 ///
-/// Two pipelines: `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width
-/// divisible by 4, `asl_conv1x1.wgsl` for every other shape.
+/// Two shaders: `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width
+/// divisible by 4, `asl_conv1x1.wgsl` for every other shape; each with an entry point for 32
+/// and one for 64 output channels per invocation (chosen by the layer's output channels).
 pub struct AslConv1x1 {
-    gemm: Pipeline,
-    gemm_vec4: Pipeline,
+    gemm: PackedPipelines,
+    gemm_vec4: PackedPipelines,
     taps: Pipeline,
 }
 
 impl AslConv1x1 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            gemm: Pipeline::new(device, "asl_conv1x1.wgsl", "main"),
-            gemm_vec4: Pipeline::new(device, "asl_conv1x1_vec4.wgsl", "main"),
+            gemm: PackedPipelines::new(device, "asl_conv1x1.wgsl"),
+            gemm_vec4: PackedPipelines::new(device, "asl_conv1x1_vec4.wgsl"),
             taps: Pipeline::new(device, "asl_taps.wgsl", "main"),
         }
     }

@@ -132,10 +132,11 @@ impl Conv1x1Variant {
 /// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default
 /// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
 pub(crate) const SLAB: usize = 16384;
-/// Output channels per invocation of the packed GEMMs (`ROWS` in their WGSL).
+/// Output channels per invocation of the packed GEMMs' `main` entry point; `main_wide` owns
+/// twice as many and is used from [`WIDE_FROM`] output channels on.
 const ROWS: usize = 32;
-/// Widest input-channel chunk of one packed dispatch.
-const MAX_KC: usize = 512;
+/// Output channels from which the packed GEMMs use their `main_wide` entry point.
+pub(crate) const WIDE_FROM: usize = 64;
 /// Invocations per workgroup of the packed GEMMs (`WG_SIZE` in their WGSL).
 const GEMM_WG: usize = 64;
 const FLAG_ACCUMULATE: u32 = 8;
@@ -186,9 +187,11 @@ struct SlabLayout {
 }
 
 impl SlabLayout {
-    fn new(cout: usize, cin: usize) -> Self {
-        let kc = (cin.div_ceil(4) * 4).min(MAX_KC);
-        let rows = ((SLAB / kc) / ROWS * ROWS).min(cout.div_ceil(ROWS) * ROWS);
+    /// For invocations owning `per` output channels: every slab holds at least `per` rows of
+    /// `kc` input channels.
+    fn new(cout: usize, cin: usize, per: usize) -> Self {
+        let kc = (cin.div_ceil(4) * 4).min(SLAB / per);
+        let rows = ((SLAB / kc) / per * per).min(cout.div_ceil(per) * per);
         Self {
             kc,
             nk: cin.div_ceil(kc),
@@ -208,7 +211,8 @@ pub(crate) type ExtraSlab<'a> = dyn Fn(&wgpu::Buffer, usize) -> Result<Dispatch>
 /// A GEMM over packed weights, ready to be turned into dispatches.
 pub(crate) struct PackedGemm<'a> {
     pub(crate) op: &'static str,
-    pub(crate) gemm: &'a Pipeline,
+    /// The `main` and `main_wide` pipelines of the GEMM's WGSL.
+    pub(crate) gemm: &'a PackedPipelines,
     pub(crate) pack: &'a Pipeline,
     pub(crate) x: &'a GpuTensor,
     pub(crate) xs: Shape4,
@@ -230,7 +234,14 @@ impl PackedGemm<'_> {
         let device = ctx.device();
         let (xs, cout) = (self.xs, self.cout);
         let ys = xs.strided(cout, self.stride);
-        let layout = SlabLayout::new(cout, xs.c);
+        let wide = cout >= WIDE_FROM;
+        let per = if wide { 2 * ROWS } else { ROWS };
+        let gemm = if wide {
+            self.gemm.wide()
+        } else {
+            self.gemm.narrow()
+        };
+        let layout = SlabLayout::new(cout, xs.c, per);
         let slabs = layout.slabs();
         let len = slabs * SLAB;
         let total = len + if self.extra.is_some() { SLAB } else { 0 };
@@ -304,8 +315,8 @@ impl PackedGemm<'_> {
                 params.flags =
                     if kb > 0 { FLAG_ACCUMULATE } else { 0 } | if last { ep.flags } else { 0 };
                 params.nrows = u32_of(op, "output channels", rows)?;
-                // One invocation per (pixel group, block of ROWS output channels) of an image.
-                let lanes = pixel_groups * rows.div_ceil(ROWS);
+                // One invocation per (pixel group, block of `per` output channels) of an image.
+                let lanes = pixel_groups * rows.div_ceil(per);
                 let groups = workgroups(op, device, [lanes.div_ceil(GEMM_WG), 1, xs.n])?;
                 let mut res = vec![
                     (1, self.x.buffer().as_entire_binding()),
@@ -318,10 +329,38 @@ impl PackedGemm<'_> {
                 if self.extra.is_some() {
                     res.push((7, slab_binding(slabs)));
                 }
-                dispatch = dispatch.then(self.gemm.prepare_bindings(device, &params, &res, groups));
+                dispatch = dispatch.then(gemm.prepare_bindings(device, &params, &res, groups));
             }
         }
         Ok(dispatch)
+    }
+}
+
+/// The two entry points of a packed GEMM's WGSL (32 and 64 output channels per invocation),
+/// each pipeline built on first use.
+pub(crate) struct PackedPipelines {
+    device: wgpu::Device,
+    file: &'static str,
+    narrow: OnceLock<Pipeline>,
+    wide: OnceLock<Pipeline>,
+}
+
+impl PackedPipelines {
+    pub(crate) fn new(device: &wgpu::Device, file: &'static str) -> Self {
+        Self {
+            device: device.clone(),
+            file,
+            narrow: OnceLock::new(),
+            wide: OnceLock::new(),
+        }
+    }
+    fn narrow(&self) -> &Pipeline {
+        self.narrow
+            .get_or_init(|| Pipeline::new(&self.device, self.file, "main"))
+    }
+    fn wide(&self) -> &Pipeline {
+        self.wide
+            .get_or_init(|| Pipeline::new(&self.device, self.file, "main_wide"))
     }
 }
 
@@ -384,7 +423,9 @@ pub(crate) fn weight_cout(op: &'static str, weight: &GpuTensor, cin: usize) -> R
 /// per [`Conv1x1Variant`], each built on first use).
 pub struct Conv1x1 {
     device: wgpu::Device,
-    pipelines: [OnceLock<Pipeline>; 4],
+    pipelines: [OnceLock<Pipeline>; 2],
+    register: PackedPipelines,
+    vec4: PackedPipelines,
     pack: OnceLock<Pipeline>,
 }
 
@@ -393,12 +434,16 @@ impl Conv1x1 {
         Self {
             device: device.clone(),
             pipelines: Default::default(),
+            register: PackedPipelines::new(device, Conv1x1Variant::Register.file()),
+            vec4: PackedPipelines::new(device, Conv1x1Variant::Vec4.file()),
             pack: OnceLock::new(),
         }
     }
 
+    /// The pipeline of the naive or tiled variant.
     fn pipeline(&self, v: Conv1x1Variant) -> &Pipeline {
-        self.pipelines[v.index()].get_or_init(|| Pipeline::new(&self.device, v.file(), "main"))
+        self.pipelines[v.index().min(1)]
+            .get_or_init(|| Pipeline::new(&self.device, v.file(), "main"))
     }
 
     /// `shaders/conv1x1_pack.wgsl`, shared with the fused ASL GEMM.
@@ -505,7 +550,11 @@ impl Conv1x1 {
             }
             Conv1x1Variant::Register | Conv1x1Variant::Vec4 => PackedGemm {
                 op: OP,
-                gemm: self.pipeline(variant),
+                gemm: if variant == Conv1x1Variant::Vec4 {
+                    &self.vec4
+                } else {
+                    &self.register
+                },
                 pack: self.pack_pipeline(),
                 x,
                 xs,
