@@ -37,7 +37,7 @@ struct GemmParams {
     _pad2: u32,
 }
 
-const WG_SIZE: u32 = 64u;
+const WG_SIZE: u32 = 32u;
 const FLAG_AFFINE: u32 = 1u;
 const FLAG_RESIDUAL: u32 = 2u;
 const FLAG_RELU: u32 = 4u;

@@ -138,7 +138,7 @@ const ROWS: usize = 32;
 /// Output channels from which the packed GEMMs use their `main_wide` entry point.
 pub(crate) const WIDE_FROM: usize = 64;
 /// Invocations per workgroup of the packed GEMMs (`WG_SIZE` in their WGSL).
-const GEMM_WG: usize = 64;
+const GEMM_WG: usize = 32;
 const FLAG_ACCUMULATE: u32 = 8;
 
 /// Mirrors `struct PackParams` in `shaders/conv1x1_pack.wgsl`.
