@@ -26,9 +26,12 @@ pub struct BenchArgs {
     /// adapter).
     #[arg(long)]
     pub quick: bool,
-    /// Also write the report as Markdown (BENCHMARKS.md) to FILE (replaced if it exists).
+    /// Also write the report as Markdown (BENCHMARKS.md) to FILE.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Replace the Markdown file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Only the cases whose name contains this text (ratios need their cases).
     #[arg(long)]
     pub filter: Option<String>,
@@ -604,6 +607,18 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
 
 /// Run the benchmark and print its report.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(path) = &args.markdown
+        && path.exists()
+        && !args.force
+    {
+        return Err(io_error(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "file exists (pass --force to replace it)",
+            ),
+        ));
+    }
     let started = Instant::now();
     let ctx = pollster::block_on(GpuContext::new())?;
     let timestamps = Timestamps::new(&ctx);
@@ -634,13 +649,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(path) = &args.markdown {
         let md = markdown(&b, &command, seconds);
-        std::fs::write(path, md).map_err(|e| activeshift::Error::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        // Written beside the target, then renamed over it: never a half-written report.
+        let tmp = path.with_extension("md.tmp");
+        std::fs::write(&tmp, md).map_err(|e| io_error(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+fn io_error(path: &std::path::Path, source: std::io::Error) -> activeshift::Error {
+    activeshift::Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn timing_method(b: &Bench) -> &'static str {
