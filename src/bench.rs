@@ -637,7 +637,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     b.end_to_end()?;
     b.training()?;
     let seconds = started.elapsed().as_secs_f64();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = std::iter::once("activeshift".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
     if args.json {
         let report = report_json(&b, seconds);
         println!(
