@@ -411,6 +411,22 @@ impl Bench {
                 false,
             )?;
         }
+        if self.wanted("conv3x3_stem") {
+            let xs = Shape4::new(1, 3, 224, 224);
+            let img = self.random(&xs.dims(), -2.0, 2.0)?;
+            let w3 = self.random(&[32, 3, 3, 3], -0.3, 0.3)?;
+            let out = GpuTensor::zeros(&ctx, &xs.strided(32, 2).dims())?;
+            let d = k.conv3x3(dev).prepare(&ctx, &img, &w3, 2, &out)?;
+            let flop = 2.0 * (112 * 112 * 32 * 27) as f64 / 1e9;
+            self.gpu_case(
+                "conv3x3_stem",
+                "block",
+                &d,
+                Some((flop, "GFLOP")),
+                "w32 stem: 3 -> 32, 224² stride 2".into(),
+                false,
+            )?;
+        }
         if self.wanted("dw3x3_block") {
             let d = k
                 .depthwise3x3(dev)

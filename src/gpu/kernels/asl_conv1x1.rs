@@ -142,6 +142,7 @@ impl AslConv1x1 {
             pack: ctx.kernels().conv1x1(device).pack_pipeline(),
             x,
             xs,
+            depth: xs.c,
             weight,
             cout,
             stride,

@@ -216,6 +216,8 @@ pub(crate) struct PackedGemm<'a> {
     pub(crate) pack: &'a Pipeline,
     pub(crate) x: &'a GpuTensor,
     pub(crate) xs: Shape4,
+    /// The GEMM's depth K: `Cin` for a 1x1 convolution, `9 * Cin` for the im2col 3x3.
+    pub(crate) depth: usize,
     pub(crate) weight: &'a GpuTensor,
     pub(crate) cout: usize,
     pub(crate) stride: usize,
@@ -241,7 +243,8 @@ impl PackedGemm<'_> {
         } else {
             self.gemm.narrow()
         };
-        let layout = SlabLayout::new(cout, xs.c, per);
+        let depth = self.depth;
+        let layout = SlabLayout::new(cout, depth, per);
         let slabs = layout.slabs();
         let len = slabs * SLAB;
         let total = len + if self.extra.is_some() { SLAB } else { 0 };
@@ -253,7 +256,7 @@ impl PackedGemm<'_> {
         });
         let pack_params = PackParams {
             cout: u32_of(op, "output channels", cout)?,
-            cin: u32_of(op, "input channels", xs.c)?,
+            cin: u32_of(op, "input channels", depth)?,
             kc: u32_of(op, "input channels", layout.kc)?,
             rows: u32_of(op, "output channels", layout.rows)?,
             nk: u32_of(op, "input channels", layout.nk)?,
@@ -304,7 +307,7 @@ impl PackedGemm<'_> {
         for kb in 0..layout.nk {
             let last = kb + 1 == layout.nk;
             let k0 = kb * layout.kc;
-            let k1 = (k0 + layout.kc).min(xs.c);
+            let k1 = (k0 + layout.kc).min(depth);
             for rb in 0..layout.blocks {
                 let row0 = rb * layout.rows;
                 let rows = layout.rows.min(cout - row0);
@@ -354,11 +357,11 @@ impl PackedPipelines {
             wide: OnceLock::new(),
         }
     }
-    fn narrow(&self) -> &Pipeline {
+    pub(crate) fn narrow(&self) -> &Pipeline {
         self.narrow
             .get_or_init(|| Pipeline::new(&self.device, self.file, "main"))
     }
-    fn wide(&self) -> &Pipeline {
+    pub(crate) fn wide(&self) -> &Pipeline {
         self.wide
             .get_or_init(|| Pipeline::new(&self.device, self.file, "main_wide"))
     }
@@ -558,6 +561,7 @@ impl Conv1x1 {
                 pack: self.pack_pipeline(),
                 x,
                 xs,
+                depth: xs.c,
                 weight,
                 cout,
                 stride,

@@ -88,6 +88,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/conv3x3.wgsl"),
     ),
     (
+        "conv3x3_gemm.wgsl",
+        include_str!("../../../shaders/conv3x3_gemm.wgsl"),
+    ),
+    (
         "depthwise3x3.wgsl",
         include_str!("../../../shaders/depthwise3x3.wgsl"),
     ),
