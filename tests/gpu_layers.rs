@@ -27,7 +27,8 @@ fn gpu_conv3x3(
     gpu_conv3x3_with(ctx, x, xs, w, cout, s, false)
 }
 
-/// The im2col GEMM (`direct == false`, what `prepare` uses) or the direct kernel.
+/// The im2col GEMM (`direct == false`, what `prepare` uses on CPU adapters) or the direct
+/// kernel.
 fn gpu_conv3x3_with(
     ctx: &GpuContext,
     x: &[f32],
@@ -45,7 +46,7 @@ fn gpu_conv3x3_with(
         let d = if direct {
             k.prepare_direct(ctx, &xt, &wt, s, &y)
         } else {
-            k.prepare(ctx, &xt, &wt, s, &y)
+            k.prepare_gemm(ctx, &xt, &wt, s, &y)
         };
         d.map(|d| d.record(enc))
     })

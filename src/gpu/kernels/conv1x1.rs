@@ -129,6 +129,17 @@ impl Conv1x1Variant {
     }
 }
 
+/// Whether inference on `ctx` uses the register-tiled kernels over packed weights (the
+/// [`Conv1x1Variant::Register`] and [`Conv1x1Variant::Vec4`] GEMMs, the fused ASL GEMM, the
+/// im2col 3x3): on CPU adapters (`wgpu::DeviceType::Cpu`, e.g. lavapipe), where they are
+/// measured to be fastest. Elsewhere the workgroup-tiled kernels run: the packed kernels hold
+/// 128 to 256 accumulators per invocation, a poor fit for GPUs (unmeasured here), and a forward
+/// pass through them exceeded Chromium's time limit on SwiftShader. Every variant stays
+/// selectable explicitly (`prepare_variant`, `GpuModel::set_fused`).
+pub fn register_tiled(ctx: &GpuContext) -> bool {
+    ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+}
+
 /// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default
 /// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
 pub(crate) const SLAB: usize = 16384;
@@ -455,10 +466,13 @@ impl Conv1x1 {
             .get_or_init(|| Pipeline::new(&self.device, "conv1x1_pack.wgsl", "main"))
     }
 
-    /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride`: vec4 where it applies,
-    /// else the general register-tiled GEMM.
-    pub fn choose(xs: Shape4, stride: usize) -> Conv1x1Variant {
-        if Conv1x1Variant::Vec4.supports(xs, stride) {
+    /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter: on
+    /// CPU adapters ([`register_tiled`]) vec4 where it applies, else the general
+    /// register-tiled GEMM; elsewhere the workgroup-tiled GEMM.
+    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> Conv1x1Variant {
+        if !register_tiled(ctx) {
+            Conv1x1Variant::Tiled
+        } else if Conv1x1Variant::Vec4.supports(xs, stride) {
             Conv1x1Variant::Vec4
         } else {
             Conv1x1Variant::Register
@@ -479,7 +493,7 @@ impl Conv1x1 {
     ) -> Result<Dispatch> {
         let xs = x.shape4("conv1x1", "input")?;
         self.prepare_variant(
-            Self::choose(xs, stride),
+            Self::choose(ctx, xs, stride),
             ctx,
             x,
             weight,

@@ -46,9 +46,25 @@ impl Conv3x3 {
         }
     }
 
-    /// Prepare the dispatch computing `y = conv3x3(x, weight)` (as [`Conv3x3::prepare_direct`])
-    /// with the im2col GEMM, the faster of the two on the adapters measured.
+    /// Prepare the dispatch computing `y = conv3x3(x, weight)` (as [`Conv3x3::prepare_direct`]):
+    /// on CPU adapters ([`register_tiled`](super::register_tiled)) with the im2col GEMM, else
+    /// with the direct kernel.
     pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        if !super::register_tiled(ctx) {
+            return self.prepare_direct(ctx, x, weight, stride, y);
+        }
+        self.prepare_gemm(ctx, x, weight, stride, y)
+    }
+
+    /// [`Conv3x3::prepare`] with the im2col GEMM whatever the adapter.
+    pub fn prepare_gemm(
         &self,
         ctx: &GpuContext,
         x: &GpuTensor,

@@ -12,6 +12,7 @@ pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize
 pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1};
 pub use conv1x1::{
     Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
+    register_tiled,
 };
 pub use conv3x3::Conv3x3;
 pub use depthwise::Depthwise3x3;
