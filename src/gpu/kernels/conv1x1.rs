@@ -273,10 +273,10 @@ impl PackedGemm<'_> {
             kc: u32_of(op, "input channels", layout.kc)?,
             rows: u32_of(op, "output channels", layout.rows)?,
             nk: u32_of(op, "input channels", layout.nk)?,
-            len: u32_of(op, "packed weights", len)?,
+            len: u32_of(op, "packed weights", slabs * layout.rows * layout.kc)?,
             _pad: [0; 2],
         };
-        let groups = len.div_ceil(256);
+        let groups = (slabs * layout.rows * layout.kc).div_ceil(256);
         let gx = groups.min(32768);
         let pack_groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
         let mut dispatch = self.pack.prepare(
