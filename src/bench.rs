@@ -229,14 +229,9 @@ impl Bench {
             work,
             note,
         };
-        if !self.json_only() {
-            eprintln!("  {:<34} {:>10.3} ms", s.name, s.median());
-        }
+        // Progress on stderr (stdout carries the table or the JSON document).
+        eprintln!("  {:<34} {:>10.3} ms", s.name, s.median());
         self.samples.push(s);
-    }
-
-    fn json_only(&self) -> bool {
-        false
     }
 
     fn gpu_case(

@@ -1,4 +1,6 @@
-//! The 1x1 convolution GEMM with its epilogue, and the two GEMMs of its backward pass.
+//! The 1x1 convolution GEMMs with their epilogue (four variants: naive, workgroup-tiled,
+//! register-tiled over packed weights, and its vec4 form), the weight packing they share with
+//! the fused ASL GEMM and the im2col 3x3, and the two GEMMs of the backward pass.
 
 use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::Result;
@@ -6,7 +8,7 @@ use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
 use std::sync::OnceLock;
 
-/// Output tile of the GEMM kernels (`TILE_M` x `TILE_N` in their WGSL).
+/// Output tile of the workgroup-tiled GEMMs (`TILE_M` x `TILE_N` in their WGSL).
 const TILE: usize = 64;
 pub(crate) const FLAG_AFFINE: u32 = 1;
 pub(crate) const FLAG_RESIDUAL: u32 = 2;
@@ -77,10 +79,11 @@ pub enum Conv1x1Variant {
     /// `shaders/conv1x1_naive.wgsl`: one invocation per output value, no reuse (the baseline).
     Naive,
     /// `shaders/conv1x1.wgsl`: 64x64 output tiles through workgroup memory, 4x4 outputs per
-    /// invocation.
+    /// invocation (what [`Conv1x1::prepare`] uses on adapters other than CPU ones).
     Tiled,
     /// `shaders/conv1x1_reg.wgsl`: no workgroup memory; each invocation owns 4 output pixels
-    /// and 32 output channels; weights packed into uniform-buffer slabs. Any shape and stride.
+    /// and 32 output channels (64 from 64 output channels on); weights packed into
+    /// uniform-buffer slabs. Any shape and stride.
     Register,
     /// `shaders/conv1x1_vec4.wgsl`: as [`Conv1x1Variant::Register`] with vec4 loads and stores
     /// of the pixels; stride 1 and `H*W` divisible by 4 only.
