@@ -15,7 +15,7 @@ struct PackParams {
     rows: u32,
     // Input-channel chunks.
     nk: u32,
-    // Floats to write.
+    // Floats to write: slabs * rows * kc.
     len: u32,
     _pad0: u32,
     _pad1: u32,
@@ -38,15 +38,17 @@ fn main(
     if (i >= params.len) {
         return;
     }
-    let s = i / SLAB;
-    let within = i % SLAB;
+    // Only the rows * kc floats at the start of each slab are written (and ever read).
+    let used = params.rows * params.kc;
+    let s = i / used;
+    let within = i % used;
     let r = within / params.kc;
     let k = within % params.kc;
     let co = (s / params.nk) * params.rows + r;
     let ci = (s % params.nk) * params.kc + k;
     var v = 0.0;
-    if (r < params.rows && co < params.cout && ci < params.cin) {
+    if (co < params.cout && ci < params.cin) {
         v = weight[co * params.cin + ci];
     }
-    packed[i] = v;
+    packed[s * SLAB + within] = v;
 }

@@ -295,3 +295,49 @@ fn the_ablation_trains_every_variant_once_and_tabulates_them() {
     assert_eq!(err.matches("finished run").count(), 5, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `bench --json` prints one JSON document naming the adapter, the cases run and every ratio
+/// (here only the cheap cases: `--filter` keeps the test short; the ratios whose cases did not
+/// run are null).
+#[test]
+fn bench_json_names_the_adapter_cases_and_ratios() {
+    if common::gpu("bench_json_names_the_adapter_cases_and_ratios").is_none() {
+        return;
+    }
+    let dir = tmpdir("bench");
+    let md = dir.join("BENCH.md");
+    let (ok, out, err) = run(bin().args([
+        "bench",
+        "--json",
+        "--quick",
+        "--filter",
+        "asl_forward",
+        "--markdown",
+        md.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert!(
+        v["adapter"].as_str().is_some_and(|a| !a.is_empty()),
+        "{out}"
+    );
+    assert!(v["backend"].is_string() && v["driver"].is_string(), "{out}");
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1, "{out}");
+    assert_eq!(cases[0]["name"], "asl_forward");
+    assert!(
+        cases[0]["median_ms"].as_f64().is_some_and(|m| m > 0.0),
+        "{out}"
+    );
+    for r in [
+        "asl_forward_vs_copy",
+        "fused_block_vs_plain_1x1",
+        "asl_block_vs_dw_block",
+        "gemm_tiled_vs_naive",
+    ] {
+        assert!(v["ratios"][r].is_object(), "ratio {r} missing: {out}");
+    }
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("| `asl_forward` |"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

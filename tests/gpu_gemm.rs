@@ -6,7 +6,7 @@
 
 mod common;
 
-use activeshift::gpu::kernels::{Conv1x1Epilogue, Conv1x1Variant};
+use activeshift::gpu::kernels::{AslConv1x1, Conv1x1Epilogue, Conv1x1Variant};
 use activeshift::{GpuContext, GpuTensor, Shape4, cpu};
 use common::*;
 use rand::rngs::StdRng;
@@ -14,7 +14,8 @@ use rand::rngs::StdRng;
 const TOL: f64 = 1e-4;
 
 /// (input shape, output channels), with Cin around the 4-channel groups and the 512-channel
-/// chunks, Cout around the 32-row blocks, planes with and without a multiple of 4 pixels.
+/// chunks (512 input channels for 32 output channels per invocation, 256 for 64), Cout
+/// around the 32- and 64-row blocks, planes with and without a multiple of 4 pixels.
 fn gemm_shapes() -> Vec<(Shape4, usize)> {
     vec![
         (Shape4::new(1, 1, 1, 1), 1),
@@ -25,6 +26,10 @@ fn gemm_shapes() -> Vec<(Shape4, usize)> {
         (Shape4::new(3, 6, 4, 9), 65),
         (Shape4::new(1, 515, 3, 4), 19),
         (Shape4::new(1, 1030, 2, 2), 35),
+        (Shape4::new(2, 7, 5, 16), 9),
+        (Shape4::new(1, 9, 6, 8), 66),
+        (Shape4::new(1, 300, 2, 4), 64),
+        (Shape4::new(2, 260, 3, 5), 130),
     ]
 }
 
@@ -184,6 +189,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
         return;
     };
     let (mut rng, seed) = rng("asl_conv1x1");
+    let mut vec4_ran = false;
     let k = ctx.kernels();
     let dev = ctx.device();
     for (xs, cout) in gemm_shapes() {
@@ -194,7 +200,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
         let bt = upload(ctx, &[cout], &c.bias);
         for s in [1, 2, 3] {
             let reach = xs.h.max(xs.w) as f32 + 2.0;
-            let shift = shifts(&mut rng, xs.c, reach, s == 2);
+            let shift = shifts(&mut rng, xs.c, reach, s <= 2);
             let sht = upload(ctx, &[2, xs.c], &shift);
             let ys = xs.strided(cout, s);
             let res = uniform(&mut rng, ys.len(), -1.0, 1.0);
@@ -220,16 +226,24 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
                 .expect("cpu asl_conv1x1");
                 let want = f32s(&want);
                 let ep = gpu_epilogue(e, &st, &bt, &rt);
-                let fused = poisoned(ctx, &ys.dims());
-                run(ctx, |enc| {
-                    k.asl_conv1x1(dev)
-                        .prepare(ctx, &xt, &sht, s, &wt, ep, &fused)
-                        .map(|d| d.record(enc))
-                });
-                let fused = read(ctx, &fused);
                 let msg = format!("{xs} -> {cout}, stride {s}, epilogue {e} (seed {seed})");
-                let err = rel_err(&fused, &want);
-                assert!(err <= TOL, "fused vs cpu on {msg}: {err:e}");
+                // Both pipelines where the vectorised one applies.
+                let mut fused = Vec::new();
+                for vec4 in [false, true] {
+                    if vec4 && !AslConv1x1::supports_vec4(xs, s) {
+                        continue;
+                    }
+                    let out = poisoned(ctx, &ys.dims());
+                    run(ctx, |enc| {
+                        k.asl_conv1x1(dev)
+                            .prepare_variant(vec4, ctx, &xt, &sht, s, &wt, ep, &out)
+                            .map(|d| d.record(enc))
+                    });
+                    fused = read(ctx, &out);
+                    let err = rel_err(&fused, &want);
+                    assert!(err <= TOL, "fused (vec4: {vec4}) vs cpu on {msg}: {err:e}");
+                    vec4_ran |= vec4;
+                }
                 // The unfused GPU path: ASL into a tensor, then the chosen GEMM.
                 let shifted = poisoned(ctx, &xs.strided(xs.c, s).dims());
                 let unfused = poisoned(ctx, &ys.dims());
@@ -248,6 +262,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
             }
         }
     }
+    assert!(vec4_ran, "the vectorised fused pipeline ran");
 }
 
 #[test]
@@ -269,4 +284,37 @@ fn fused_asl_gemm_rejects_bad_shapes() {
     assert!(k.prepare(ctx, &x, &bad_shift, 2, &w, ep, &y).is_err());
     assert!(k.prepare(ctx, &x, &shift, 2, &bad_w, ep, &y).is_err());
     assert!(k.prepare(ctx, &x, &shift, 2, &w, ep, &x).is_err());
+}
+
+/// The ASL forward's vectorised pipeline (stride 1, W divisible by 4) against the CPU twin:
+/// shifts beyond the border, exact integers, NaN and infinite shifts.
+#[test]
+fn vectorised_asl_forward_matches_cpu() {
+    let Some(ctx) = gpu("vectorised_asl_forward_matches_cpu") else {
+        return;
+    };
+    let (mut rng, seed) = rng("asl_forward vec4");
+    for xs in [
+        Shape4::new(1, 5, 1, 4),
+        Shape4::new(2, 7, 5, 16),
+        Shape4::new(1, 3, 28, 28),
+        Shape4::new(1, 9, 3, 8),
+    ] {
+        let reach = xs.h.max(xs.w) as f32 + 2.0;
+        let mut shift = shifts(&mut rng, xs.c, reach, true);
+        shift[0] = f32::INFINITY;
+        let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let want = cpu::asl_forward(&f64s(&x), xs, &f64s(&shift), 1).expect("cpu asl");
+        let xt = upload(ctx, &xs.dims(), &x);
+        let st = upload(ctx, &[2, xs.c], &shift);
+        let out = poisoned(ctx, &xs.dims());
+        run(ctx, |enc| {
+            ctx.kernels()
+                .asl_forward(ctx.device())
+                .prepare(ctx, &xt, &st, 1, &out)
+                .map(|d| d.record(enc))
+        });
+        let err = rel_err(&read(ctx, &out), &f32s(&want));
+        assert!(err <= TOL, "asl_forward {xs}: {err:e} (seed {seed})");
+    }
 }

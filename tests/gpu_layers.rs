@@ -24,14 +24,31 @@ fn gpu_conv3x3(
     cout: usize,
     s: usize,
 ) -> Vec<f32> {
+    gpu_conv3x3_with(ctx, x, xs, w, cout, s, false)
+}
+
+/// The im2col GEMM (`direct == false`, what `prepare` uses on CPU adapters) or the direct
+/// kernel.
+fn gpu_conv3x3_with(
+    ctx: &GpuContext,
+    x: &[f32],
+    xs: Shape4,
+    w: &[f32],
+    cout: usize,
+    s: usize,
+    direct: bool,
+) -> Vec<f32> {
     let xt = upload(ctx, &xs.dims(), x);
     let wt = upload(ctx, &[cout, xs.c, 3, 3], w);
     let y = poisoned(ctx, &xs.strided(cout, s).dims());
     ctx.submit(|enc| {
-        ctx.kernels()
-            .conv3x3(ctx.device())
-            .prepare(ctx, &xt, &wt, s, &y)
-            .map(|d| d.record(enc))
+        let k = ctx.kernels().conv3x3(ctx.device());
+        let d = if direct {
+            k.prepare_direct(ctx, &xt, &wt, s, &y)
+        } else {
+            k.prepare_gemm(ctx, &xt, &wt, s, &y)
+        };
+        d.map(|d| d.record(enc))
     })
     .expect("gpu conv3x3");
     read(ctx, &y)
@@ -127,18 +144,23 @@ fn conv3x3_matches_cpu_on_random_inputs() {
         // Output widths that are exact multiples of the 8-pixel runs of an invocation.
         (Shape4::new(1, 3, 5, 16), 16),
         (Shape4::new(2, 2, 3, 33), 5),
+        // More than one 512-column chunk of the im2col GEMM (9 * 60 > 512), 64+ outputs.
+        (Shape4::new(1, 60, 5, 6), 70),
     ];
     for (xs, cout) in cases {
         for s in [1, 2, 3] {
             let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
             let w = uniform(&mut rng, cout * xs.c * 9, -1.0, 1.0);
             let want = cpu::conv3x3(&f64s(&x), xs, &f64s(&w), cout, s).unwrap();
-            let got = gpu_conv3x3(ctx, &x, xs, &w, cout, s);
-            let err = rel_err(&got, &f32s(&want));
-            assert!(
-                err <= TOL,
-                "conv3x3 {xs} -> {cout}, stride {s}: relative error {err} (seed {seed})"
-            );
+            for direct in [false, true] {
+                let got = gpu_conv3x3_with(ctx, &x, xs, &w, cout, s, direct);
+                let err = rel_err(&got, &f32s(&want));
+                assert!(
+                    err <= TOL,
+                    "conv3x3 (direct: {direct}) {xs} -> {cout}, stride {s}: relative error {err} \
+                     (seed {seed})"
+                );
+            }
         }
     }
 }
@@ -804,4 +826,33 @@ fn depthwise3x3_rejects_bad_shapes() {
     assert!(k.prepare(ctx, &x, &w, 1, &y).is_err());
     assert!(k.prepare(ctx, &x, &bad_w, 2, &y).is_err());
     assert!(k.prepare(ctx, &x, &w, 2, &x).is_err());
+}
+
+#[test]
+fn copy_matches_cpu() {
+    let Some(ctx) = gpu("copy_matches_cpu") else {
+        return;
+    };
+    let (mut rng, seed) = rng("copy");
+    for len in [1, 255, 257, 1024, 100_003, 100_004] {
+        let x = uniform(&mut rng, len, -1.0, 1.0);
+        let xt = upload(ctx, &[len], &x);
+        let y = poisoned(ctx, &[len]);
+        ctx.submit(|enc| {
+            ctx.kernels()
+                .copy(ctx.device())
+                .prepare(ctx, &xt, &y)
+                .map(|d| d.record(enc))
+        })
+        .expect("gpu copy");
+        assert_eq!(read(ctx, &y), cpu::copy(&x), "copy of {len} (seed {seed})");
+    }
+    let x = upload(ctx, &[4], &[0.0; 4]);
+    let y = poisoned(ctx, &[5]);
+    assert!(
+        ctx.kernels()
+            .copy(ctx.device())
+            .prepare(ctx, &x, &y)
+            .is_err()
+    );
 }

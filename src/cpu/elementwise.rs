@@ -70,3 +70,8 @@ pub fn softmax<T: Float>(x: &[T], rows: usize, cols: usize) -> Result<Vec<T>> {
     }
     Ok(y)
 }
+
+/// A copy of `x` (the twin of `shaders/copy.wgsl`).
+pub fn copy<T: Clone>(x: &[T]) -> Vec<T> {
+    x.to_vec()
+}

@@ -8,6 +8,8 @@
 mod asl;
 mod conv;
 mod elementwise;
+#[cfg(feature = "train")]
+pub(crate) mod fast;
 
 pub use asl::{
     SHIFT_LIMIT, asl_backward_input, asl_backward_shift, asl_forward, normalize_shift_grad,
@@ -16,7 +18,7 @@ pub use conv::{
     Epilogue, asl_conv1x1, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3,
     depthwise3x3,
 };
-pub use elementwise::{affine, global_avg_pool, softmax};
+pub use elementwise::{affine, copy, global_avg_pool, softmax};
 
 use crate::error::{Error, Result};
 

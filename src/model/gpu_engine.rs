@@ -98,15 +98,18 @@ impl GpuModel {
             params,
             image_bytes,
             batch_limit: usize::MAX,
-            fused: std::env::var("ACTIVESHIFT_UNFUSED").map_or(true, |v| v != "1"),
+            fused: crate::gpu::kernels::register_tiled(ctx)
+                && std::env::var("ACTIVESHIFT_UNFUSED").map_or(true, |v| v != "1"),
             prepared: None,
         })
     }
 
     /// Whether each ASL runs fused into the 1x1 convolution that reads it
     /// ([`AslConv1x1`](crate::gpu::kernels::AslConv1x1): the shifted tensor is never written),
-    /// or as its own kernel followed by the GEMM. Fused by default; the environment variable
-    /// `ACTIVESHIFT_UNFUSED=1` makes new models start unfused.
+    /// or as its own kernel followed by the GEMM. Fused by default on CPU adapters
+    /// ([`register_tiled`](crate::gpu::kernels::register_tiled), where it is measured), unfused
+    /// elsewhere; the environment variable `ACTIVESHIFT_UNFUSED=1` makes new models start
+    /// unfused everywhere.
     pub fn fused(&self) -> bool {
         self.fused
     }

@@ -58,7 +58,159 @@ pub(crate) fn check_input(c: &ArchConfig, input: &[f32]) -> Result<usize> {
 impl Model {
     /// Run the network on the CPU: `input` is `[N, C, H, W]` as the model's preprocessing
     /// produces it.
+    ///
+    /// With the `train` feature (on by default; it brings rayon and ndarray) this is the fast
+    /// path: multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the
+    /// same thread. Without it, and always through [`Model::forward_cpu_reference`], the plain
+    /// CPU twins of the kernels run.
     pub fn forward_cpu(&self, input: &[f32]) -> Result<Output> {
+        #[cfg(feature = "train")]
+        {
+            self.forward_cpu_fast(input)
+        }
+        #[cfg(not(feature = "train"))]
+        {
+            self.forward_cpu_reference(input)
+        }
+    }
+
+    /// The fast CPU path of [`Model::forward_cpu`].
+    #[cfg(feature = "train")]
+    fn forward_cpu_fast(&self, input: &[f32]) -> Result<Output> {
+        use crate::cpu::fast::{self, BufferPool};
+        let n = check_input(&self.config, input)?;
+        let plan = Plan::new(&self.config, n);
+        let ones = vec![1.0f32; self.config.classes];
+        // A parameter, checked to hold `len` values.
+        let param = |name: &str, len: usize| -> Result<&[f32]> {
+            let data: &[f32] = if name == ONES {
+                &ones
+            } else {
+                &self.param(name)?.data
+            };
+            if data.len() != len {
+                return Err(Error::shape(
+                    "model",
+                    name,
+                    format!("{len} values"),
+                    format!("{} values", data.len()),
+                ));
+            }
+            Ok(data)
+        };
+        let mut slots: Vec<Vec<f32>> = vec![Vec::new(); plan.slots.len()];
+        let mut x = BufferPool::take(input.len());
+        x.copy_from_slice(input);
+        slots[plan.input] = x;
+        let mut scratch = BufferPool::take(0);
+        for op in &plan.ops {
+            let (out, value) = match op {
+                Op::Conv3x3 {
+                    input,
+                    weight,
+                    stride,
+                    out,
+                } => {
+                    let (xs, ys) = (plan.slots[*input], plan.slots[*out]);
+                    let w = param(weight, ys.c * xs.c * 9)?;
+                    let mut y = BufferPool::take(ys.len());
+                    fast::conv3x3(&slots[*input], xs, w, ys.c, *stride, &mut y, &mut scratch);
+                    (*out, y)
+                }
+                Op::Affine {
+                    input,
+                    scale,
+                    bias,
+                    relu,
+                    out,
+                } => {
+                    let xs = plan.slots[*input];
+                    let (a, b) = (param(scale, xs.c)?, param(bias, xs.c)?);
+                    let mut y = BufferPool::take(xs.len());
+                    fast::affine(&slots[*input], xs, a, b, *relu, &mut y);
+                    (*out, y)
+                }
+                Op::Conv1x1 {
+                    input,
+                    weight,
+                    stride,
+                    affine,
+                    residual,
+                    relu,
+                    out,
+                } => {
+                    let (xs, ys) = (plan.slots[*input], plan.slots[*out]);
+                    let affine = match affine {
+                        Some((s, b)) => Some((param(s, ys.c)?, param(b, ys.c)?)),
+                        None => None,
+                    };
+                    let ep = cpu::Epilogue {
+                        affine,
+                        residual: residual.map(|r| &slots[r][..]),
+                        relu: *relu,
+                    };
+                    let w = param(weight, ys.c * xs.c)?;
+                    let mut y = BufferPool::take(ys.len());
+                    fast::conv1x1(
+                        &slots[*input],
+                        xs,
+                        w,
+                        ys.c,
+                        *stride,
+                        &ep,
+                        &mut y,
+                        &mut scratch,
+                    );
+                    (*out, y)
+                }
+                Op::Shift {
+                    input,
+                    shift,
+                    stride,
+                    out,
+                } => {
+                    let xs = plan.slots[*input];
+                    let sh = param(shift, 2 * xs.c)?;
+                    let mut y = BufferPool::take(plan.slots[*out].len());
+                    fast::asl_forward(&slots[*input], xs, sh, *stride, &mut y);
+                    (*out, y)
+                }
+                Op::Depthwise3x3 {
+                    input,
+                    weight,
+                    stride,
+                    out,
+                } => {
+                    let xs = plan.slots[*input];
+                    let w = param(weight, 9 * xs.c)?;
+                    let y = crate::train::ops::depthwise3x3(&slots[*input], xs, w, *stride)?;
+                    (*out, y)
+                }
+                Op::AvgPool { input, out } => {
+                    let v = cpu::global_avg_pool(&slots[*input], plan.slots[*input])?;
+                    (*out, v)
+                }
+                Op::Softmax { input, out } => {
+                    let s = plan.slots[*input];
+                    let v = cpu::softmax(&slots[*input], s.n, s.c * s.h * s.w)?;
+                    (*out, v)
+                }
+            };
+            slots[out] = value;
+        }
+        let logits = std::mem::take(&mut slots[plan.logits]);
+        let probs = std::mem::take(&mut slots[plan.probs]);
+        BufferPool::give(slots.into_iter().chain([scratch]));
+        Ok(Output {
+            classes: self.config.classes,
+            logits,
+            probs,
+        })
+    }
+
+    /// Run the network on the CPU with the plain CPU twins of the kernels (`crate::cpu`), the
+    /// reference the fast path of [`Model::forward_cpu`] is tested against.
+    pub fn forward_cpu_reference(&self, input: &[f32]) -> Result<Output> {
         let n = check_input(&self.config, input)?;
         let plan = Plan::new(&self.config, n);
         let ones = vec![1.0f32; self.config.classes];

@@ -43,15 +43,18 @@ impl AslParams {
     }
 }
 
-/// `shaders/asl_forward.wgsl`: the shifted (and strided) copy of the input.
+/// `shaders/asl_forward.wgsl`: the shifted (and strided) copy of the input; for stride 1 and
+/// a width divisible by 4, `shaders/asl_forward_vec4.wgsl` (4 pixels per invocation).
 pub struct AslForward {
     pipeline: Pipeline,
+    vec4: Pipeline,
 }
 
 impl AslForward {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
             pipeline: Pipeline::new(device, "asl_forward.wgsl", "main"),
+            vec4: Pipeline::new(device, "asl_forward_vec4.wgsl", "main"),
         }
     }
 
@@ -71,6 +74,19 @@ impl AslForward {
         expect_dims(OP, "shift", shift, &[2, xs.c])?;
         let os = xs.strided(xs.c, stride);
         expect_dims(OP, "output", out, &os.dims())?;
+        if stride == 1 && xs.w.is_multiple_of(4) {
+            let groups = workgroups(
+                OP,
+                ctx.device(),
+                [(os.plane() / 4).div_ceil(64), xs.c, xs.n],
+            )?;
+            return Ok(self.vec4.prepare(
+                ctx.device(),
+                &params,
+                &[(1, x.buffer()), (2, shift.buffer()), (3, out.buffer())],
+                groups,
+            ));
+        }
         let groups = workgroups(OP, ctx.device(), [os.plane().div_ceil(WG_SIZE), xs.c, xs.n])?;
         Ok(self.pipeline.prepare(
             ctx.device(),

@@ -1,12 +1,12 @@
 //! The Active Shift Layer fused into the following 1x1 convolution: the GEMM reads its input
 //! through the bilinear shift, so the shifted tensor never exists in memory.
 
-use super::conv1x1::{PackedGemm, bind_epilogue, weight_cout};
+use super::conv1x1::{PackedGemm, PackedPipelines, bind_epilogue, weight_cout};
 use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Conv1x1Epilogue;
 use crate::gpu::{GpuContext, GpuTensor};
-use crate::shape::{check_nonempty, check_stride};
+use crate::shape::{Shape4, check_nonempty, check_stride};
 
 /// Most input channels of one fused dispatch (one uniform slab of taps, `vec4` per channel).
 pub const ASL_CONV1X1_MAX_CHANNELS: usize = 4096;
@@ -22,17 +22,29 @@ struct TapsParams {
 
 /// `shaders/asl_conv1x1.wgsl` (after `asl_taps.wgsl` and `conv1x1_pack.wgsl`):
 /// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM.
+///
+/// Two shaders: `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width
+/// divisible by 4, `asl_conv1x1.wgsl` for every other shape; each with an entry point for 32
+/// and one for 64 output channels per invocation (chosen by the layer's output channels).
 pub struct AslConv1x1 {
-    gemm: Pipeline,
+    gemm: PackedPipelines,
+    gemm_vec4: PackedPipelines,
     taps: Pipeline,
 }
 
 impl AslConv1x1 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            gemm: Pipeline::new(device, "asl_conv1x1.wgsl", "main"),
+            gemm: PackedPipelines::new(device, "asl_conv1x1.wgsl"),
+            gemm_vec4: PackedPipelines::new(device, "asl_conv1x1_vec4.wgsl"),
             taps: Pipeline::new(device, "asl_taps.wgsl", "main"),
         }
+    }
+
+    /// Whether the vectorised pipeline handles input `xs` at `stride` (stride 1, `W`
+    /// divisible by 4); [`AslConv1x1::prepare`] uses it then.
+    pub fn supports_vec4(xs: Shape4, stride: usize) -> bool {
+        stride == 1 && xs.w.is_multiple_of(4)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing
@@ -49,6 +61,25 @@ impl AslConv1x1 {
     #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
     pub fn prepare(
         &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        shift: &GpuTensor,
+        stride: usize,
+        weight: &GpuTensor,
+        epilogue: Conv1x1Epilogue<'_>,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        let xs = x.shape4("asl_conv1x1", "input")?;
+        let vec4 = Self::supports_vec4(xs, stride);
+        self.prepare_variant(vec4, ctx, x, shift, stride, weight, epilogue, y)
+    }
+
+    /// [`AslConv1x1::prepare`] with the vectorised pipeline (`vec4`, an error where
+    /// [`AslConv1x1::supports_vec4`] is false) or the general one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_variant(
+        &self,
+        vec4: bool,
         ctx: &GpuContext,
         x: &GpuTensor,
         shift: &GpuTensor,
@@ -78,6 +109,14 @@ impl AslConv1x1 {
         if let Some(r) = epilogue.residual {
             expect_distinct(OP, y, &[("residual", r)])?;
         }
+        if vec4 && !Self::supports_vec4(xs, stride) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the vec4 pipeline needs stride 1 and a width divisible by 4, got {xs} at stride {stride}"
+                ),
+            ));
+        }
         let device = ctx.device();
         let taps_params = TapsParams {
             c: u32_of(OP, "channels", xs.c)?,
@@ -99,17 +138,17 @@ impl AslConv1x1 {
         };
         PackedGemm {
             op: OP,
-            gemm: &self.gemm,
+            gemm: if vec4 { &self.gemm_vec4 } else { &self.gemm },
             pack: ctx.kernels().conv1x1(device).pack_pipeline(),
             x,
             xs,
+            depth: xs.c,
             weight,
             cout,
             stride,
             epilogue: &ep,
             y,
             extra: Some(&taps),
-            vec4: false,
         }
         .build(ctx)
     }

@@ -1,4 +1,6 @@
-//! The 1x1 convolution GEMM with its epilogue, and the two GEMMs of its backward pass.
+//! The 1x1 convolution GEMMs with their epilogue (four variants: naive, workgroup-tiled,
+//! register-tiled over packed weights, and its vec4 form), the weight packing they share with
+//! the fused ASL GEMM and the im2col 3x3, and the two GEMMs of the backward pass.
 
 use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::Result;
@@ -6,7 +8,7 @@ use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
 use std::sync::OnceLock;
 
-/// Output tile of the GEMM kernels (`TILE_M` x `TILE_N` in their WGSL).
+/// Output tile of the workgroup-tiled GEMMs (`TILE_M` x `TILE_N` in their WGSL).
 const TILE: usize = 64;
 /// Step along K of the GEMM kernels (`TILE_K` in their WGSL).
 const TILE_K: usize = 16;
@@ -79,10 +81,11 @@ pub enum Conv1x1Variant {
     /// `shaders/conv1x1_naive.wgsl`: one invocation per output value, no reuse (the baseline).
     Naive,
     /// `shaders/conv1x1.wgsl`: 64x64 output tiles through workgroup memory, 4x4 outputs per
-    /// invocation.
+    /// invocation (what [`Conv1x1::prepare`] uses on adapters other than CPU ones).
     Tiled,
     /// `shaders/conv1x1_reg.wgsl`: no workgroup memory; each invocation owns 4 output pixels
-    /// and 32 output channels; weights packed into uniform-buffer slabs. Any shape and stride.
+    /// and 32 output channels (64 from 64 output channels on); weights packed into
+    /// uniform-buffer slabs. Any shape and stride.
     Register,
     /// `shaders/conv1x1_vec4.wgsl`: as [`Conv1x1Variant::Register`] with vec4 loads and stores
     /// of the pixels; stride 1 and `H*W` divisible by 4 only.
@@ -125,21 +128,35 @@ impl Conv1x1Variant {
     /// [`Conv1x1Variant::Vec4`] is limited: stride 1 and `H*W` divisible by 4).
     pub fn supports(self, xs: Shape4, stride: usize) -> bool {
         match self {
-            Self::Vec4 => stride == 1 && xs.plane() % 4 == 0,
+            Self::Vec4 => stride == 1 && xs.plane().is_multiple_of(4),
             _ => true,
         }
     }
 }
 
+/// Whether inference on `ctx` uses the register-tiled kernels over packed weights (the
+/// [`Conv1x1Variant::Register`] and [`Conv1x1Variant::Vec4`] GEMMs, the fused ASL GEMM, the
+/// im2col 3x3): on native CPU adapters (`wgpu::DeviceType::Cpu` outside the browser, e.g.
+/// lavapipe), where they are measured to be fastest. Elsewhere the workgroup-tiled kernels run:
+/// the packed kernels hold 128 to 256 accumulators per invocation, a poor fit for GPUs
+/// (unmeasured here), and in the browser (where SwiftShader reports itself as a CPU adapter)
+/// a forward pass through them lost the device. Every variant stays selectable explicitly
+/// (`prepare_variant`, `GpuModel::set_fused`).
+pub fn register_tiled(ctx: &GpuContext) -> bool {
+    let info = ctx.adapter_info();
+    info.device_type == wgpu::DeviceType::Cpu && info.backend != wgpu::Backend::BrowserWebGpu
+}
+
 /// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default
 /// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
 pub(crate) const SLAB: usize = 16384;
-/// Output channels per invocation of the packed GEMMs (`ROWS` in their WGSL).
+/// Output channels per invocation of the packed GEMMs' `main` entry point; `main_wide` owns
+/// twice as many and is used from [`WIDE_FROM`] output channels on.
 const ROWS: usize = 32;
-/// Widest input-channel chunk of one packed dispatch.
-const MAX_KC: usize = 512;
+/// Output channels from which the packed GEMMs use their `main_wide` entry point.
+pub(crate) const WIDE_FROM: usize = 64;
 /// Invocations per workgroup of the packed GEMMs (`WG_SIZE` in their WGSL).
-const GEMM_WG: usize = 64;
+const GEMM_WG: usize = 32;
 const FLAG_ACCUMULATE: u32 = 8;
 
 /// Mirrors `struct PackParams` in `shaders/conv1x1_pack.wgsl`.
@@ -173,7 +190,8 @@ struct GemmParams {
     kc: u32,
     k0: u32,
     k1: u32,
-    _pad: [u32; 3],
+    nrows: u32,
+    _pad: [u32; 2],
 }
 
 /// How a `[Cout, Cin]` weight is cut into uniform slabs: blocks of `rows` output channels times
@@ -187,9 +205,11 @@ struct SlabLayout {
 }
 
 impl SlabLayout {
-    fn new(cout: usize, cin: usize) -> Self {
-        let kc = (cin.div_ceil(4) * 4).min(MAX_KC);
-        let rows = ((SLAB / kc) / ROWS * ROWS).min(cout.div_ceil(ROWS) * ROWS);
+    /// For invocations owning `per` output channels: every slab holds at least `per` rows of
+    /// `kc` input channels.
+    fn new(cout: usize, cin: usize, per: usize) -> Self {
+        let kc = (cin.div_ceil(4) * 4).min(SLAB / per);
+        let rows = ((SLAB / kc) / per * per).min(cout.div_ceil(per) * per);
         Self {
             kc,
             nk: cin.div_ceil(kc),
@@ -202,13 +222,20 @@ impl SlabLayout {
     }
 }
 
+/// Fills the extra slab of a packed GEMM: given the packed buffer and the slab's offset in
+/// floats, the dispatch that writes it.
+pub(crate) type ExtraSlab<'a> = dyn Fn(&wgpu::Buffer, usize) -> Result<Dispatch> + 'a;
+
 /// A GEMM over packed weights, ready to be turned into dispatches.
 pub(crate) struct PackedGemm<'a> {
     pub(crate) op: &'static str,
-    pub(crate) gemm: &'a Pipeline,
+    /// The `main` and `main_wide` pipelines of the GEMM's WGSL.
+    pub(crate) gemm: &'a PackedPipelines,
     pub(crate) pack: &'a Pipeline,
     pub(crate) x: &'a GpuTensor,
     pub(crate) xs: Shape4,
+    /// The GEMM's depth K: `Cin` for a 1x1 convolution, `9 * Cin` for the im2col 3x3.
+    pub(crate) depth: usize,
     pub(crate) weight: &'a GpuTensor,
     pub(crate) cout: usize,
     pub(crate) stride: usize,
@@ -216,9 +243,7 @@ pub(crate) struct PackedGemm<'a> {
     pub(crate) y: &'a GpuTensor,
     /// Floats reserved after the slabs (bound at binding 7 as one more slab), and the dispatch
     /// that fills them, given the packed buffer and the offset in floats.
-    pub(crate) extra: Option<&'a dyn Fn(&wgpu::Buffer, usize) -> Result<Dispatch>>,
-    /// Pixels per vec4 along the plane (`true`: vec4 variant) or 4 scalar pixels.
-    pub(crate) vec4: bool,
+    pub(crate) extra: Option<&'a ExtraSlab<'a>>,
 }
 
 impl PackedGemm<'_> {
@@ -229,7 +254,15 @@ impl PackedGemm<'_> {
         let device = ctx.device();
         let (xs, cout) = (self.xs, self.cout);
         let ys = xs.strided(cout, self.stride);
-        let layout = SlabLayout::new(cout, xs.c);
+        let wide = cout >= WIDE_FROM;
+        let per = if wide { 2 * ROWS } else { ROWS };
+        let gemm = if wide {
+            self.gemm.wide()
+        } else {
+            self.gemm.narrow()
+        };
+        let depth = self.depth;
+        let layout = SlabLayout::new(cout, depth, per);
         let slabs = layout.slabs();
         let len = slabs * SLAB;
         let total = len + if self.extra.is_some() { SLAB } else { 0 };
@@ -241,14 +274,14 @@ impl PackedGemm<'_> {
         });
         let pack_params = PackParams {
             cout: u32_of(op, "output channels", cout)?,
-            cin: u32_of(op, "input channels", xs.c)?,
+            cin: u32_of(op, "input channels", depth)?,
             kc: u32_of(op, "input channels", layout.kc)?,
             rows: u32_of(op, "output channels", layout.rows)?,
             nk: u32_of(op, "input channels", layout.nk)?,
-            len: u32_of(op, "packed weights", len)?,
+            len: u32_of(op, "packed weights", slabs * layout.rows * layout.kc)?,
             _pad: [0; 2],
         };
-        let groups = len.div_ceil(256);
+        let groups = (slabs * layout.rows * layout.kc).div_ceil(256);
         let gx = groups.min(32768);
         let pack_groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
         let mut dispatch = self.pack.prepare(
@@ -274,13 +307,11 @@ impl PackedGemm<'_> {
             kc: pack_params.kc,
             k0: 0,
             k1: 0,
-            _pad: [0; 3],
+            nrows: 0,
+            _pad: [0; 2],
         };
-        let pixel_groups = if self.vec4 {
-            (ys.plane() / 4).div_ceil(GEMM_WG)
-        } else {
-            ys.plane().div_ceil(4).div_ceil(GEMM_WG)
-        };
+        // Invocations per block of output channels: one per 4 output pixels.
+        let pixel_groups = ys.plane().div_ceil(4);
         let slab_binding = |s: usize| {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &packed,
@@ -294,7 +325,7 @@ impl PackedGemm<'_> {
         for kb in 0..layout.nk {
             let last = kb + 1 == layout.nk;
             let k0 = kb * layout.kc;
-            let k1 = (k0 + layout.kc).min(xs.c);
+            let k1 = (k0 + layout.kc).min(depth);
             for rb in 0..layout.blocks {
                 let row0 = rb * layout.rows;
                 let rows = layout.rows.min(cout - row0);
@@ -304,7 +335,10 @@ impl PackedGemm<'_> {
                 params.k1 = u32_of(op, "input channels", k1)?;
                 params.flags =
                     if kb > 0 { FLAG_ACCUMULATE } else { 0 } | if last { ep.flags } else { 0 };
-                let groups = workgroups(op, device, [pixel_groups, rows.div_ceil(ROWS), xs.n])?;
+                params.nrows = u32_of(op, "output channels", rows)?;
+                // One invocation per (pixel group, block of `per` output channels) of an image.
+                let lanes = pixel_groups * rows.div_ceil(per);
+                let groups = workgroups(op, device, [lanes.div_ceil(GEMM_WG), 1, xs.n])?;
                 let mut res = vec![
                     (1, self.x.buffer().as_entire_binding()),
                     (2, slab_binding(rb * layout.nk + kb)),
@@ -316,10 +350,38 @@ impl PackedGemm<'_> {
                 if self.extra.is_some() {
                     res.push((7, slab_binding(slabs)));
                 }
-                dispatch = dispatch.then(self.gemm.prepare_bindings(device, &params, &res, groups));
+                dispatch = dispatch.then(gemm.prepare_bindings(device, &params, &res, groups));
             }
         }
         Ok(dispatch)
+    }
+}
+
+/// The two entry points of a packed GEMM's WGSL (32 and 64 output channels per invocation),
+/// each pipeline built on first use.
+pub(crate) struct PackedPipelines {
+    device: wgpu::Device,
+    file: &'static str,
+    narrow: OnceLock<Pipeline>,
+    wide: OnceLock<Pipeline>,
+}
+
+impl PackedPipelines {
+    pub(crate) fn new(device: &wgpu::Device, file: &'static str) -> Self {
+        Self {
+            device: device.clone(),
+            file,
+            narrow: OnceLock::new(),
+            wide: OnceLock::new(),
+        }
+    }
+    pub(crate) fn narrow(&self) -> &Pipeline {
+        self.narrow
+            .get_or_init(|| Pipeline::new(&self.device, self.file, "main"))
+    }
+    pub(crate) fn wide(&self) -> &Pipeline {
+        self.wide
+            .get_or_init(|| Pipeline::new(&self.device, self.file, "main_wide"))
     }
 }
 
@@ -382,7 +444,9 @@ pub(crate) fn weight_cout(op: &'static str, weight: &GpuTensor, cin: usize) -> R
 /// per [`Conv1x1Variant`], each built on first use).
 pub struct Conv1x1 {
     device: wgpu::Device,
-    pipelines: [OnceLock<Pipeline>; 4],
+    pipelines: [OnceLock<Pipeline>; 2],
+    register: PackedPipelines,
+    vec4: PackedPipelines,
     pack: OnceLock<Pipeline>,
 }
 
@@ -391,12 +455,16 @@ impl Conv1x1 {
         Self {
             device: device.clone(),
             pipelines: Default::default(),
+            register: PackedPipelines::new(device, Conv1x1Variant::Register.file()),
+            vec4: PackedPipelines::new(device, Conv1x1Variant::Vec4.file()),
             pack: OnceLock::new(),
         }
     }
 
+    /// The pipeline of the naive or tiled variant.
     fn pipeline(&self, v: Conv1x1Variant) -> &Pipeline {
-        self.pipelines[v.index()].get_or_init(|| Pipeline::new(&self.device, v.file(), "main"))
+        self.pipelines[v.index().min(1)]
+            .get_or_init(|| Pipeline::new(&self.device, v.file(), "main"))
     }
 
     /// `shaders/conv1x1_pack.wgsl`, shared with the fused ASL GEMM.
@@ -405,10 +473,13 @@ impl Conv1x1 {
             .get_or_init(|| Pipeline::new(&self.device, "conv1x1_pack.wgsl", "main"))
     }
 
-    /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride`: vec4 where it applies,
-    /// else the general register-tiled GEMM.
-    pub fn choose(xs: Shape4, stride: usize) -> Conv1x1Variant {
-        if Conv1x1Variant::Vec4.supports(xs, stride) {
+    /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter: on
+    /// CPU adapters ([`register_tiled`]) vec4 where it applies, else the general
+    /// register-tiled GEMM; elsewhere the workgroup-tiled GEMM.
+    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> Conv1x1Variant {
+        if !register_tiled(ctx) {
+            Conv1x1Variant::Tiled
+        } else if Conv1x1Variant::Vec4.supports(xs, stride) {
             Conv1x1Variant::Vec4
         } else {
             Conv1x1Variant::Register
@@ -429,7 +500,7 @@ impl Conv1x1 {
     ) -> Result<Dispatch> {
         let xs = x.shape4("conv1x1", "input")?;
         self.prepare_variant(
-            Self::choose(xs, stride),
+            Self::choose(ctx, xs, stride),
             ctx,
             x,
             weight,
@@ -503,17 +574,21 @@ impl Conv1x1 {
             }
             Conv1x1Variant::Register | Conv1x1Variant::Vec4 => PackedGemm {
                 op: OP,
-                gemm: self.pipeline(variant),
+                gemm: if variant == Conv1x1Variant::Vec4 {
+                    &self.vec4
+                } else {
+                    &self.register
+                },
                 pack: self.pack_pipeline(),
                 x,
                 xs,
+                depth: xs.c,
                 weight,
                 cout,
                 stride,
                 epilogue: &ep,
                 y,
                 extra: None,
-                vec4: variant == Conv1x1Variant::Vec4,
             }
             .build(ctx),
         }

@@ -1,6 +1,9 @@
 //! The 3x3 pad-1 convolution of the network stem.
 
-use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use super::conv1x1::{PackedGemm, PackedPipelines, bind_epilogue};
+use super::{
+    Conv1x1Epilogue, Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{check_nonempty, check_stride};
@@ -26,22 +29,108 @@ struct Conv3x3Params {
     stride: u32,
 }
 
-/// `shaders/conv3x3.wgsl`: 3x3 convolution, padding 1, any stride, no bias.
+/// `shaders/conv3x3_gemm.wgsl` (the register-tiled GEMM over weights packed by
+/// `conv1x1_pack.wgsl`, reading its input through im2col on the fly) and
+/// `shaders/conv3x3.wgsl` (direct, [`Conv3x3::prepare_direct`]): 3x3 convolution, padding 1,
+/// any stride, no bias.
 pub struct Conv3x3 {
     pipeline: Pipeline,
+    gemm: PackedPipelines,
 }
 
 impl Conv3x3 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
             pipeline: Pipeline::new(device, "conv3x3.wgsl", "main"),
+            gemm: PackedPipelines::new(device, "conv3x3_gemm.wgsl"),
         }
+    }
+
+    /// Prepare the dispatch computing `y = conv3x3(x, weight)` (as [`Conv3x3::prepare_direct`]):
+    /// on CPU adapters ([`register_tiled`](super::register_tiled)) with the im2col GEMM, else
+    /// with the direct kernel.
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        if !super::register_tiled(ctx) {
+            return self.prepare_direct(ctx, x, weight, stride, y);
+        }
+        self.prepare_gemm(ctx, x, weight, stride, y)
+    }
+
+    /// [`Conv3x3::prepare`] with the im2col GEMM whatever the adapter.
+    pub fn prepare_gemm(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "conv3x3";
+        // The direct kernel's checks apply unchanged.
+        self.check(OP, x, weight, stride, y)?;
+        let xs = x.shape4(OP, "input")?;
+        let cout = weight.dims()[0];
+        let ep = bind_epilogue(
+            OP,
+            ctx,
+            &Conv1x1Epilogue::default(),
+            xs.strided(cout, stride),
+        )?;
+        PackedGemm {
+            op: OP,
+            gemm: &self.gemm,
+            pack: ctx.kernels().conv1x1(ctx.device()).pack_pipeline(),
+            x,
+            xs,
+            depth: 9 * xs.c,
+            weight,
+            cout,
+            stride,
+            epilogue: &ep,
+            y,
+            extra: None,
+        }
+        .build(ctx)
+    }
+
+    fn check(
+        &self,
+        op: &'static str,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        y: &GpuTensor,
+    ) -> Result<()> {
+        check_stride(op, stride)?;
+        let xs = x.shape4(op, "input")?;
+        check_nonempty(op, "input", xs)?;
+        let cout = match weight.dims() {
+            [cout, cin, 3, 3] if *cin == xs.c && *cout > 0 => *cout,
+            d => {
+                return Err(Error::shape(
+                    op,
+                    "weight",
+                    format!("[Cout, {}, 3, 3]", xs.c),
+                    format!("{d:?}"),
+                ));
+            }
+        };
+        expect_dims(op, "output", y, &xs.strided(cout, stride).dims())?;
+        expect_distinct(op, y, &[("input", x), ("weight", weight)])
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing `y = conv3x3(x, weight)` with padding 1 and stride `stride`: `x` is
     /// `[N, Cin, H, W]`, `weight` `[Cout, Cin, 3, 3]` and `y` `[N, Cout, (H-1)/s+1, (W-1)/s+1]`
     /// (the same computation as [`crate::cpu::conv3x3`]); `y` must be a tensor of its own.
-    pub fn prepare(
+    /// The direct kernel (`shaders/conv3x3.wgsl`).
+    pub fn prepare_direct(
         &self,
         ctx: &GpuContext,
         x: &GpuTensor,

@@ -24,15 +24,19 @@ struct DepthwiseParams {
     runs_per_row: u32,
 }
 
-/// `shaders/depthwise3x3.wgsl`: depthwise 3x3 convolution, padding 1, any stride, no bias.
+/// `shaders/depthwise3x3.wgsl`: depthwise 3x3 convolution, padding 1, any stride, no bias;
+/// `shaders/depthwise3x3_vec4.wgsl` (vec4 loads and stores) for stride 1 and a width divisible
+/// by 4.
 pub struct Depthwise3x3 {
     pipeline: Pipeline,
+    vec4: Pipeline,
 }
 
 impl Depthwise3x3 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
             pipeline: Pipeline::new(device, "depthwise3x3.wgsl", "main"),
+            vec4: Pipeline::new(device, "depthwise3x3_vec4.wgsl", "main"),
         }
     }
 
@@ -76,6 +80,15 @@ impl Depthwise3x3 {
             runs_per_row: u32_of(OP, "runs per row", runs_per_row)?,
         };
         let device = ctx.device();
+        if stride == 1 && xs.w.is_multiple_of(4) {
+            let groups = workgroups(OP, device, [(xs.plane() / 4).div_ceil(WG_SIZE), xs.c, xs.n])?;
+            return Ok(self.vec4.prepare(
+                device,
+                &params,
+                &[(1, x.buffer()), (2, weight.buffer()), (3, y.buffer())],
+                groups,
+            ));
+        }
         let groups = workgroups(
             OP,
             device,

@@ -179,3 +179,60 @@ impl Softmax {
             .prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
     }
 }
+
+/// Mirrors `struct CopyParams` in `shaders/copy.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct CopyParams {
+    len: u32,
+    row: u32,
+    _pad: [u32; 2],
+}
+
+/// `shaders/copy.wgsl`: `y = x`, one element per invocation, or `shaders/copy_vec4.wgsl`, one
+/// vec4 per invocation, for lengths divisible by 4 (the benchmark's bandwidth ceiling).
+pub struct BufferCopy {
+    pipeline: Pipeline,
+    vec4: Pipeline,
+}
+
+impl BufferCopy {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "copy.wgsl", "main"),
+            vec4: Pipeline::new(device, "copy_vec4.wgsl", "main"),
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch copying `x` into `y` (same
+    /// element count, different buffers).
+    pub fn prepare(&self, ctx: &GpuContext, x: &GpuTensor, y: &GpuTensor) -> Result<Dispatch> {
+        const OP: &str = "copy";
+        if x.len() != y.len() {
+            return Err(Error::shape(
+                OP,
+                "output",
+                format!("{} elements", x.len()),
+                format!("{} elements", y.len()),
+            ));
+        }
+        expect_distinct(OP, y, &[("input", x)])?;
+        let vec4 = x.len().is_multiple_of(4);
+        let len = if vec4 { x.len() / 4 } else { x.len() };
+        let groups = len.div_ceil(WG_SIZE);
+        let gx = groups.min(32768);
+        let params = CopyParams {
+            len: u32_of(OP, "elements", len)?,
+            row: u32_of(OP, "elements", gx * WG_SIZE)?,
+            _pad: [0; 2],
+        };
+        let groups = workgroups(OP, ctx.device(), [gx, groups.div_ceil(gx), 1])?;
+        let pipeline = if vec4 { &self.vec4 } else { &self.pipeline };
+        Ok(pipeline.prepare(
+            ctx.device(),
+            &params,
+            &[(1, x.buffer()), (2, y.buffer())],
+            groups,
+        ))
+    }
+}

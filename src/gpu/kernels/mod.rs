@@ -13,10 +13,11 @@ pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize
 pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1};
 pub use conv1x1::{
     Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
+    register_tiled,
 };
 pub use conv3x3::Conv3x3;
 pub use depthwise::Depthwise3x3;
-pub use elementwise::{Affine, GlobalAvgPool, Softmax};
+pub use elementwise::{Affine, BufferCopy, GlobalAvgPool, Softmax};
 pub use training::{
     Add, BatchNormTrain, Conv3x3BackwardWeight, GlobalAvgPoolBackward, SoftmaxCrossEntropy,
 };
@@ -30,6 +31,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "asl_forward.wgsl",
         include_str!("../../../shaders/asl_forward.wgsl"),
+    ),
+    (
+        "asl_forward_vec4.wgsl",
+        include_str!("../../../shaders/asl_forward_vec4.wgsl"),
     ),
     (
         "asl_backward_input.wgsl",
@@ -50,6 +55,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "asl_conv1x1.wgsl",
         include_str!("../../../shaders/asl_conv1x1.wgsl"),
+    ),
+    (
+        "asl_conv1x1_vec4.wgsl",
+        include_str!("../../../shaders/asl_conv1x1_vec4.wgsl"),
     ),
     (
         "asl_taps.wgsl",
@@ -84,10 +93,23 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/conv3x3.wgsl"),
     ),
     (
+        "conv3x3_gemm.wgsl",
+        include_str!("../../../shaders/conv3x3_gemm.wgsl"),
+    ),
+    (
         "depthwise3x3.wgsl",
         include_str!("../../../shaders/depthwise3x3.wgsl"),
     ),
+    (
+        "depthwise3x3_vec4.wgsl",
+        include_str!("../../../shaders/depthwise3x3_vec4.wgsl"),
+    ),
     ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
+    ("copy.wgsl", include_str!("../../../shaders/copy.wgsl")),
+    (
+        "copy_vec4.wgsl",
+        include_str!("../../../shaders/copy_vec4.wgsl"),
+    ),
     (
         "global_avg_pool.wgsl",
         include_str!("../../../shaders/global_avg_pool.wgsl"),
@@ -137,6 +159,7 @@ pub struct Kernels {
     conv3x3: OnceLock<Conv3x3>,
     depthwise3x3: OnceLock<Depthwise3x3>,
     affine: OnceLock<Affine>,
+    copy: OnceLock<BufferCopy>,
     global_avg_pool: OnceLock<GlobalAvgPool>,
     softmax: OnceLock<Softmax>,
     batchnorm_train: OnceLock<BatchNormTrain>,
@@ -196,6 +219,10 @@ impl Kernels {
     /// `shaders/affine.wgsl`.
     pub fn affine(&self, device: &wgpu::Device) -> &Affine {
         self.affine.get_or_init(|| Affine::new(device))
+    }
+    /// `shaders/copy.wgsl`.
+    pub fn copy(&self, device: &wgpu::Device) -> &BufferCopy {
+        self.copy.get_or_init(|| BufferCopy::new(device))
     }
     /// `shaders/global_avg_pool.wgsl`.
     pub fn global_avg_pool(&self, device: &wgpu::Device) -> &GlobalAvgPool {

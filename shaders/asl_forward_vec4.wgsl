@@ -1,0 +1,95 @@
+// Active Shift Layer, forward, stride 1 and W divisible by 4: the vectorised twin of
+// asl_forward.wgsl (same results and shift rules). Each invocation writes 4 adjacent output
+// pixels j0 .. j0+3 of one row (j0 a multiple of 4) as one vec4; their taps lie in two aligned
+// vec4s of each of the two input rows involved, so 4 vec4 loads replace 16 scalar ones.
+//
+//   out[n, c, i, j] = bilinear sample of x[n, c] at row i + ypos[c], column j + xpos[c],
+//                     each of the four taps reading 0 outside the image.
+//
+// workgroup_id.y is the channel, workgroup_id.z the image.
+
+// Mirrors `AslParams` in src/gpu/kernels/asl.rs.
+struct AslParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    chunks: u32,
+}
+
+const WG_SIZE: u32 = 64u;
+const SHIFT_LIMIT: f32 = 1048576.0;
+
+fn shift_is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn limit_shift(v: f32) -> f32 {
+    let bits = bitcast<u32>(v);
+    if ((bits & 0x7fffffffu) >= 0x7f800000u) {
+        return select(SHIFT_LIMIT, -SHIFT_LIMIT, (bits >> 31u) == 1u);
+    }
+    return clamp(v, -SHIFT_LIMIT, SHIFT_LIMIT);
+}
+
+@group(0) @binding(0) var<uniform> params: AslParams;
+// [N, C, H, W] as vec4s along the rows.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+// [2, C]: xpos (horizontal) for every channel, then ypos (vertical).
+@group(0) @binding(2) var<storage, read> shift: array<f32>;
+// [N, C, H, W] as vec4s.
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+
+// Input row `r` of the plane at vec4 `base4`, interpolated horizontally with weight `tx` for
+// the 4 pixels whose left taps are columns 4 * blk + o .. 4 * blk + o + 3; zero outside.
+fn row_lerp(base4: u32, r: i32, blk: i32, o: i32, tx: f32) -> vec4<f32> {
+    let w4 = i32(params.w / 4u);
+    let row_in = r >= 0 && r < i32(params.h);
+    let row = base4 + u32(clamp(r, 0, i32(params.h) - 1)) * u32(w4);
+    let z = vec4<f32>(0.0);
+    let a = select(z, x[row + u32(clamp(blk, 0, w4 - 1))], row_in && blk >= 0 && blk < w4);
+    let b = select(z, x[row + u32(clamp(blk + 1, 0, w4 - 1))], row_in && blk + 1 >= 0 && blk + 1 < w4);
+    let s1 = vec4<f32>(a.yzw, b.x);
+    let s2 = vec4<f32>(a.zw, b.xy);
+    let s3 = vec4<f32>(a.w, b.xyz);
+    let lo = select(select(select(a, s1, o == 1), s2, o == 2), s3, o == 3);
+    let hi = select(select(select(s1, s2, o == 1), s3, o == 2), b, o == 3);
+    return (1.0 - tx) * lo + tx * hi;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let c = wg.y;
+    let n = wg.z;
+    let plane4 = params.h * params.w / 4u;
+    let q = wg.x * WG_SIZE + li;
+    if (q >= plane4) {
+        return;
+    }
+    let base4 = (n * params.c + c) * plane4;
+    let xs = shift[c];
+    let ys = shift[params.c + c];
+    if (shift_is_nan(xs) || shift_is_nan(ys)) {
+        out[base4 + q] = vec4<f32>(0.0);
+        return;
+    }
+    let xp = limit_shift(xs);
+    let yp = limit_shift(ys);
+    let fx = floor(xp);
+    let fy = floor(yp);
+    let tx = xp - fx;
+    let ty = yp - fy;
+    let p0 = q * 4u;
+    let i = i32(p0 / params.w);
+    let col = i32(p0 % params.w) + i32(fx);
+    let o = ((col % 4) + 4) % 4;
+    let blk = (col - o) / 4;
+    let r = i + i32(fy);
+    out[base4 + q] = (1.0 - ty) * row_lerp(base4, r, blk, o, tx) + ty * row_lerp(base4, r + 1, blk, o, tx);
+}
