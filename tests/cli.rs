@@ -293,6 +293,29 @@ fn the_ablation_trains_every_variant_once_and_tabulates_them() {
     let (ok, _, err) = run(ablation().arg("--force"));
     assert!(ok, "{err}");
     assert_eq!(err.matches("finished run").count(), 5, "{err}");
+    // Runs of another length are not mixed in or overwritten.
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_DATA", &dir)
+        .args(["ablation", "--epochs", "2", "--cpu-only", "--dir"])
+        .arg(&runs));
+    assert!(!ok && err.contains("choose another --dir"), "{err}");
+    // The depthwise block trains on the CPU only: a clear error on the GPU backend.
+    if common::gpu("cli depthwise on the GPU backend").is_some() {
+        let (ok, _, err) = run(bin()
+            .env("ACTIVESHIFT_DATA", &dir)
+            .args([
+                "train",
+                "--block",
+                "depthwise",
+                "--backend",
+                "gpu",
+                "--epochs",
+                "1",
+            ])
+            .args(["--batch", "16", "--limit", "2", "-o"])
+            .arg(dir.join("dw.safetensors")));
+        assert!(!ok && err.contains("CPU only"), "{err}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
