@@ -95,17 +95,8 @@ impl Row {
 }
 
 pub fn run(a: AblationArgs) -> Result<()> {
-    if let Some(md) = &a.markdown
-        && md.exists()
-        && !a.force
-    {
-        return Err(activeshift::Error::Io {
-            path: md.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "file exists (pass --force to replace it)",
-            ),
-        });
+    if let Some(md) = &a.markdown {
+        crate::refuse_overwrite(md, a.force)?;
     }
     std::fs::create_dir_all(&a.dir).map_err(|e| activeshift::Error::Io {
         path: a.dir.display().to_string(),

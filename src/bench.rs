@@ -645,17 +645,8 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
 
 /// Run the benchmark and print its report.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if let Some(path) = &args.markdown
-        && path.exists()
-        && !args.force
-    {
-        return Err(io_error(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "file exists (pass --force to replace it)",
-            ),
-        ));
+    if let Some(path) = &args.markdown {
+        crate::refuse_overwrite(path, args.force)?;
     }
     let started = Instant::now();
     let ctx = pollster::block_on(GpuContext::new())?;
@@ -690,20 +681,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(path) = &args.markdown {
         let md = markdown(&b, &command, seconds);
-        // Written beside the target, then renamed over it: never a half-written report.
-        let tmp = path.with_extension("md.tmp");
-        std::fs::write(&tmp, md).map_err(|e| io_error(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+        activeshift::model::write_atomic(path, md.as_bytes(), true)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-fn io_error(path: &std::path::Path, source: std::io::Error) -> activeshift::Error {
-    activeshift::Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 fn timing_method(b: &Bench) -> &'static str {

@@ -372,16 +372,23 @@ fn default_labels(caffemodel: &Path) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-fn import_caffe(a: ImportArgs) -> Result<()> {
-    if a.output.exists() && !a.force {
+/// An error when `path` exists and `force` was not given: output files are never replaced
+/// without asking.
+fn refuse_overwrite(path: &Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
         return Err(activeshift::Error::Io {
-            path: a.output.display().to_string(),
+            path: path.display().to_string(),
             source: std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 "file exists (pass --force to replace it)",
             ),
         });
     }
+    Ok(())
+}
+
+fn import_caffe(a: ImportArgs) -> Result<()> {
+    refuse_overwrite(&a.output, a.force)?;
     let layers = activeshift::caffe::read_caffemodel(&a.caffemodel)?;
     let labels_path = a.labels.clone().or_else(|| default_labels(&a.caffemodel));
     let labels = match &labels_path {
@@ -619,15 +626,7 @@ fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
 fn train(a: TrainArgs) -> Result<()> {
     use activeshift::data::FashionMnist;
     use activeshift::train::{Schedule, ShiftMode, TrainSettings, Trainer, fashion_mnist_config};
-    if a.output.exists() && !a.force {
-        return Err(activeshift::Error::Io {
-            path: a.output.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "file exists (pass --force to replace it)",
-            ),
-        });
-    }
+    refuse_overwrite(&a.output, a.force)?;
     let checkpoint = a
         .checkpoint
         .clone()
@@ -891,15 +890,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 
 fn shifts(a: ShiftsArgs) -> Result<()> {
     let model = load_model(a.model.as_deref())?;
-    if a.output.exists() && !a.force {
-        return Err(activeshift::Error::Io {
-            path: a.output.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "file exists (pass --force to replace it)",
-            ),
-        });
-    }
+    refuse_overwrite(&a.output, a.force)?;
     plot::write_shifts(&model, &a.output)?;
     println!("wrote {}", a.output.display());
     Ok(())

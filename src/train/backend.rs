@@ -442,10 +442,6 @@ impl GpuBackend {
         })?;
         Ok(())
     }
-
-    fn view(&self, t: &GpuTensor, dims: &[usize]) -> Result<GpuTensor> {
-        t.reshape(dims)
-    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -472,8 +468,8 @@ impl Backend for GpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<GpuTensor> {
-        let x = self.view(x, &xs.dims())?;
-        let w = self.view(w, &[cout, xs.c, 3, 3])?;
+        let x = x.reshape(&xs.dims())?;
+        let w = w.reshape(&[cout, xs.c, 3, 3])?;
         let y = self.zeros(&xs.strided(cout, s).dims())?;
         self.run(
             self.ctx
@@ -492,8 +488,8 @@ impl Backend for GpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<GpuTensor> {
-        let x = self.view(x, &xs.dims())?;
-        let dy = self.view(dy, &xs.strided(cout, s).dims())?;
+        let x = x.reshape(&xs.dims())?;
+        let dy = dy.reshape(&xs.strided(cout, s).dims())?;
         let dw = self.zeros(&[cout, xs.c, 3, 3])?;
         let k = self
             .ctx
@@ -512,10 +508,10 @@ impl Backend for GpuBackend {
         s: usize,
         residual: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
-        let x = self.view(x, &xs.dims())?;
-        let w = self.view(w, &[cout, xs.c])?;
+        let x = x.reshape(&xs.dims())?;
+        let w = w.reshape(&[cout, xs.c])?;
         let ys = xs.strided(cout, s);
-        let residual = residual.map(|r| self.view(r, &ys.dims())).transpose()?;
+        let residual = residual.map(|r| r.reshape(&ys.dims())).transpose()?;
         let y = self.zeros(&ys.dims())?;
         let epilogue = crate::gpu::kernels::Conv1x1Epilogue {
             residual: residual.as_ref(),
@@ -534,8 +530,8 @@ impl Backend for GpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<GpuTensor> {
-        let x = self.view(x, &xs.dims())?;
-        let dy = self.view(dy, &xs.strided(cout, s).dims())?;
+        let x = x.reshape(&xs.dims())?;
+        let dy = dy.reshape(&xs.strided(cout, s).dims())?;
         let dw = self.zeros(&[cout, xs.c])?;
         let k = self
             .ctx
@@ -553,8 +549,8 @@ impl Backend for GpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<GpuTensor> {
-        let dy = self.view(dy, &xs.strided(cout, s).dims())?;
-        let w = self.view(w, &[cout, xs.c])?;
+        let dy = dy.reshape(&xs.strided(cout, s).dims())?;
+        let w = w.reshape(&[cout, xs.c])?;
         let dx = self.zeros(&xs.dims())?;
         let k = self.ctx.kernels().conv1x1_backward_input(self.ctx.device());
         self.run(k.prepare(&self.ctx, &dy, &w, s, &dx)?)?;
@@ -568,7 +564,7 @@ impl Backend for GpuBackend {
         gamma: &GpuTensor,
         beta: &GpuTensor,
     ) -> Result<(GpuTensor, GpuTensor)> {
-        let x = self.view(x, &xs.dims())?;
+        let x = x.reshape(&xs.dims())?;
         let y = self.zeros(&xs.dims())?;
         let stats = self.zeros(&[3, xs.c])?;
         let k = self.ctx.kernels().batchnorm_train(self.ctx.device());
@@ -586,9 +582,9 @@ impl Backend for GpuBackend {
         stats: &GpuTensor,
     ) -> Result<(GpuTensor, GpuTensor)> {
         let (x, y, dy) = (
-            self.view(x, &xs.dims())?,
-            self.view(y, &xs.dims())?,
-            self.view(dy, &xs.dims())?,
+            x.reshape(&xs.dims())?,
+            y.reshape(&xs.dims())?,
+            dy.reshape(&xs.dims())?,
         );
         let dparams = self.zeros(&[2, xs.c])?;
         let dx = self.zeros(&xs.dims())?;
@@ -604,7 +600,7 @@ impl Backend for GpuBackend {
         shift: &GpuTensor,
         s: usize,
     ) -> Result<GpuTensor> {
-        let x = self.view(x, &xs.dims())?;
+        let x = x.reshape(&xs.dims())?;
         let out = self.zeros(&xs.strided(xs.c, s).dims())?;
         let k = self.ctx.kernels().asl_forward(self.ctx.device());
         self.run(k.prepare(&self.ctx, &x, shift, s, &out)?)?;
@@ -619,8 +615,8 @@ impl Backend for GpuBackend {
         shift: &GpuTensor,
         s: usize,
     ) -> Result<(GpuTensor, GpuTensor)> {
-        let x = self.view(x, &xs.dims())?;
-        let dout = self.view(dout, &xs.strided(xs.c, s).dims())?;
+        let x = x.reshape(&xs.dims())?;
+        let dout = dout.reshape(&xs.strided(xs.c, s).dims())?;
         let dx = self.zeros(&xs.dims())?;
         let dshift = self.zeros(&[2, xs.c])?;
         let kernels = self.ctx.kernels();
@@ -642,8 +638,8 @@ impl Backend for GpuBackend {
         w: &GpuTensor,
         s: usize,
     ) -> Result<GpuTensor> {
-        let x = self.view(x, &xs.dims())?;
-        let w = self.view(w, &[xs.c, 1, 3, 3])?;
+        let x = x.reshape(&xs.dims())?;
+        let w = w.reshape(&[xs.c, 1, 3, 3])?;
         let y = self.zeros(&xs.strided(xs.c, s).dims())?;
         let k = self.ctx.kernels().depthwise3x3(self.ctx.device());
         self.run(k.prepare(&self.ctx, &x, &w, s, &y)?)?;
@@ -670,11 +666,11 @@ impl Backend for GpuBackend {
     }
 
     fn avg_pool(&mut self, x: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {
-        let x = self.view(x, &xs.dims())?;
+        let x = x.reshape(&xs.dims())?;
         let y = self.zeros(&[xs.n, xs.c, 1, 1])?;
         let k = self.ctx.kernels().global_avg_pool(self.ctx.device());
         self.run(k.prepare(&self.ctx, &x, &y)?)?;
-        self.view(&y, &[xs.n, xs.c])
+        y.reshape(&[xs.n, xs.c])
     }
 
     fn avg_pool_backward(&mut self, dy: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {
@@ -698,8 +694,16 @@ impl Backend for GpuBackend {
     ) -> Result<GpuTensor> {
         // A 1x1 convolution of [n, c, 1, 1] with the bias as the epilogue's affine (scale 1).
         let ones = GpuTensor::filled(&self.ctx, &[k], 1.0)?;
-        let y = self.conv1x1_affine(x, n, c, w, (&ones, b), k)?;
-        self.view(&y, &[n, k])
+        let x = x.reshape(&[n, c, 1, 1])?;
+        let w = w.reshape(&[k, c])?;
+        let y = self.zeros(&[n, k, 1, 1])?;
+        let epilogue = crate::gpu::kernels::Conv1x1Epilogue {
+            affine: Some((&ones, b)),
+            ..Default::default()
+        };
+        let kernel = self.ctx.kernels().conv1x1(self.ctx.device());
+        self.run(kernel.prepare(&self.ctx, &x, &w, 1, epilogue, &y)?)?;
+        y.reshape(&[n, k])
     }
 
     fn linear_backward(
@@ -714,7 +718,7 @@ impl Backend for GpuBackend {
         let xs = Shape4::new(n, c, 1, 1);
         let dw = self.conv1x1_backward_weight(dy, x, xs, k, 1)?;
         let dx = self.conv1x1_backward_input(dy, xs, w, k, 1)?;
-        Ok((self.view(&dx, &[n, c])?, dw))
+        Ok((dx.reshape(&[n, c])?, dw))
     }
 
     fn softmax_cross_entropy(
@@ -726,7 +730,7 @@ impl Backend for GpuBackend {
         use wgpu::util::DeviceExt;
         check_labels(labels, k)?;
         let n = labels.len();
-        let logits = self.view(logits, &[n, k])?;
+        let logits = logits.reshape(&[n, k])?;
         let wide: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
         let label_buf = self
             .ctx
@@ -742,29 +746,5 @@ impl Backend for GpuBackend {
         let kernel = self.ctx.kernels().softmax_cross_entropy(self.ctx.device());
         self.run(kernel.prepare(&self.ctx, &logits, &label_buf, &d, &per_image, &db)?)?;
         Ok((d, db, per_image))
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl GpuBackend {
-    fn conv1x1_affine(
-        &mut self,
-        x: &GpuTensor,
-        n: usize,
-        c: usize,
-        w: &GpuTensor,
-        affine: (&GpuTensor, &GpuTensor),
-        k: usize,
-    ) -> Result<GpuTensor> {
-        let x = self.view(x, &[n, c, 1, 1])?;
-        let w = self.view(w, &[k, c])?;
-        let y = self.zeros(&[n, k, 1, 1])?;
-        let epilogue = crate::gpu::kernels::Conv1x1Epilogue {
-            affine: Some(affine),
-            ..Default::default()
-        };
-        let kernel = self.ctx.kernels().conv1x1(self.ctx.device());
-        self.run(kernel.prepare(&self.ctx, &x, &w, 1, epilogue, &y)?)?;
-        Ok(y)
     }
 }

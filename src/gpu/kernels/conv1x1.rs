@@ -724,18 +724,12 @@ impl Conv1x1BackwardWeight {
             &[(1, dy.buffer()), (2, x.buffer()), (4, &part)],
             groups,
         );
-        let limit = device.limits().max_compute_workgroups_per_dimension.max(1) as usize;
         let blocks = (cout * xs.c).div_ceil(256);
-        let grid = if blocks <= limit {
-            [blocks, 1, 1]
-        } else {
-            [limit, blocks.div_ceil(limit), 1]
-        };
         let reduce = self.reduce.prepare(
             device,
             &params,
             &[(3, dw.buffer()), (4, &part)],
-            workgroups(OP, device, grid)?,
+            workgroups(OP, device, super::elementwise::grid(device, blocks))?,
         );
         Ok(partial.then(reduce))
     }
