@@ -408,6 +408,7 @@ impl GpuModel {
         let dispatches = (0..plan.ops.len())
             .map(|i| self.build_at(&plan, i, n, |s| &slots[s]))
             .collect::<Result<Vec<_>>>()?;
+        let dispatches = self.run_setup(dispatches)?;
         self.prepared = Some(Prepared {
             n,
             plan,
@@ -417,6 +418,24 @@ impl GpuModel {
             staging: None,
         });
         Ok(())
+    }
+
+    /// Submit the setup launches of `dispatches` (weight packing, shift taps: the parameters
+    /// never change) once, now, and keep the per-run launches.
+    fn run_setup(&self, dispatches: Vec<Dispatch>) -> Result<Vec<Dispatch>> {
+        let (setup, run): (Vec<Dispatch>, Vec<Dispatch>) =
+            dispatches.into_iter().map(Dispatch::split_setup).unzip();
+        if setup.iter().any(|d| d.launches() > 0) {
+            self.ctx.submit(|enc| {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("activeshift model setup"),
+                    timestamp_writes: None,
+                });
+                setup.iter().for_each(|d| d.record_in(&mut pass));
+                Ok(())
+            })?;
+        }
+        Ok(run)
     }
 
     fn prepared(&self) -> Result<&Prepared> {
@@ -445,6 +464,8 @@ impl GpuModel {
                 dispatches.push((i, self.build_at(&p.plan, i, p.n, slot)?));
             }
         }
+        let (ids, built): (Vec<usize>, Vec<Dispatch>) = dispatches.into_iter().unzip();
+        let dispatches = ids.into_iter().zip(self.run_setup(built)?).collect();
         if let Some(p) = self.prepared.as_mut() {
             p.host = Some(HostInput {
                 buffer: buffer.clone(),

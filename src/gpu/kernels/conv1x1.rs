@@ -247,8 +247,10 @@ pub(crate) struct PackedGemm<'a> {
 }
 
 impl PackedGemm<'_> {
-    /// The packing dispatch followed by one GEMM dispatch per slab. The weights are packed on
-    /// every run, so the dispatches always see the weight tensor's current values.
+    /// The packing dispatch followed by one GEMM dispatch per slab. Recorded whole, the weights
+    /// are packed on every run, so the dispatches see the weight tensor's current values; the
+    /// packing (and the extra slab's filling) is marked as setup, which a caller with fixed
+    /// weights runs once (`GpuModel` does).
     pub(crate) fn build(&self, ctx: &GpuContext) -> Result<Dispatch> {
         let op = self.op;
         let device = ctx.device();
@@ -284,14 +286,17 @@ impl PackedGemm<'_> {
         let groups = (slabs * layout.rows * layout.kc).div_ceil(256);
         let gx = groups.min(32768);
         let pack_groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
-        let mut dispatch = self.pack.prepare(
-            device,
-            &pack_params,
-            &[(1, self.weight.buffer()), (2, &packed)],
-            pack_groups,
-        );
+        let mut dispatch = self
+            .pack
+            .prepare(
+                device,
+                &pack_params,
+                &[(1, self.weight.buffer()), (2, &packed)],
+                pack_groups,
+            )
+            .setup();
         if let Some(extra) = self.extra {
-            dispatch = dispatch.then(extra(&packed, len)?);
+            dispatch = dispatch.then(extra(&packed, len)?.setup());
         }
         let base = GemmParams {
             n: u32_of(op, "batch size", xs.n)?,

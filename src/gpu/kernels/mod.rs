@@ -348,6 +348,7 @@ impl Pipeline {
                 pipeline: self.pipeline.clone(),
                 bind_group,
                 groups,
+                setup: false,
             }],
         }
     }
@@ -367,6 +368,8 @@ struct Step {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    /// Depends on parameters only (e.g. packing a weight), not on activations.
+    setup: bool,
 }
 
 impl Dispatch {
@@ -378,6 +381,22 @@ impl Dispatch {
     /// Number of kernel launches.
     pub fn launches(&self) -> usize {
         self.steps.len()
+    }
+
+    /// The same launches, marked as setup: they read parameters only (packing a weight,
+    /// precomputing a shift's taps), so a caller whose parameters never change may run them
+    /// once ([`Dispatch::split_setup`]). Recorded whole, a dispatch runs them every time.
+    pub(crate) fn setup(mut self) -> Dispatch {
+        self.steps.iter_mut().for_each(|s| s.setup = true);
+        self
+    }
+
+    /// `(setup, per-run)`: the setup launches (in order) and the others (in order). Running
+    /// the first once, then the second any number of times, computes what recording the whole
+    /// dispatch each time does, as long as the parameters do not change.
+    pub(crate) fn split_setup(self) -> (Dispatch, Dispatch) {
+        let (setup, run) = self.steps.into_iter().partition(|s| s.setup);
+        (Dispatch { steps: setup }, Dispatch { steps: run })
     }
 
     /// Record into a new compute pass of `encoder`.
