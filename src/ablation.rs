@@ -106,13 +106,15 @@ pub fn run(a: AblationArgs) -> Result<()> {
         train_variant(&a, v)?;
     }
     let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
-    let gpu = match pollster::block_on(GpuContext::new()) {
-        _ if a.cpu_only => None,
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            eprintln!("note: {e}; timing inference on the CPU only");
-            None
-        }
+    let gpu = match a.cpu_only {
+        true => None,
+        false => match pollster::block_on(GpuContext::new()) {
+            Ok(ctx) => Some(ctx),
+            Err(e) => {
+                eprintln!("note: {e}; timing inference on the CPU only");
+                None
+            }
+        },
     };
     let mut rows = Vec::new();
     for v in &VARIANTS {

@@ -469,7 +469,15 @@ impl Bench {
                     "end-to-end",
                     ms,
                     Some((n as f64, "images")),
-                    format!("{} batch {n}, fused ASL", shape_of(&config)),
+                    format!(
+                        "{} batch {n}, {}",
+                        shape_of(&config),
+                        if gm.fused() {
+                            "fused ASL"
+                        } else {
+                            "ASL then GEMM"
+                        }
+                    ),
                 );
             }
             // The CPU engine at batch 1.

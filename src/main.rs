@@ -626,7 +626,10 @@ fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
 fn train(a: TrainArgs) -> Result<()> {
     use activeshift::data::FashionMnist;
     use activeshift::train::{Schedule, ShiftMode, TrainSettings, Trainer, fashion_mnist_config};
-    refuse_overwrite(&a.output, a.force)?;
+    // A resumed run rewrites the output its earlier epochs wrote; a fresh one asks first.
+    if !a.resume {
+        refuse_overwrite(&a.output, a.force)?;
+    }
     let checkpoint = a
         .checkpoint
         .clone()

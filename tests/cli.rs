@@ -195,13 +195,16 @@ fn a_killed_training_run_resumes_into_a_valid_model() {
                 "--checkpoint-every",
                 "1",
             ])
-            .args(["--no-augment", "--force"])
+            .arg("--no-augment")
             .arg("--checkpoint")
             .arg(&ckpt)
             .arg("-o")
             .arg(&model);
         if resume {
+            // No --force: resuming rewrites the run's own output.
             cmd.arg("--resume");
+        } else {
+            cmd.arg("--force");
         }
         cmd
     };

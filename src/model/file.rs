@@ -134,7 +134,6 @@ impl Model {
             .map_err(|e| model_err(format!("metadata `config`: {e}")))?;
         let labels: Vec<String> = serde_json::from_str(get("labels")?)
             .map_err(|e| model_err(format!("metadata `labels`: {e}")))?;
-        config.validate()?;
         Self::new(config, labels, params)
     }
 
@@ -246,7 +245,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "model".into());
-    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
+    // A fixed name: a write killed half-way leaves a file the next write replaces.
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use activeshift::model::BlockKind;
 use activeshift::preprocess::{decode_image, preprocess};
 use activeshift::{Classifier, Error, GpuContext, Model};
 use serde::Serialize;
@@ -82,15 +83,10 @@ impl ModelInfo {
     fn of(model: &Model, backend: &str) -> Result<Self, Error> {
         let c = &model.config;
         let mut shifts = Vec::new();
-        for b in c.blocks() {
+        // Depthwise baseline networks have no shifts to show.
+        for b in c.blocks().into_iter().filter(|b| b.kind == BlockKind::Asl) {
             let t = model.param(&format!("{}.shift", b.prefix))?;
             let n = b.inner;
-            if t.data.len() != 2 * n {
-                return Err(Error::Format {
-                    format: "model",
-                    msg: format!("`{}.shift` does not hold 2 x {n} values", b.prefix),
-                });
-            }
             shifts.push(ShiftLayer {
                 name: b.prefix.clone(),
                 channels: n,
