@@ -72,10 +72,10 @@ fn shifted(base: u32, ci: u32, r: vec4<i32>, c: vec4<i32>) -> vec4<f32> {
     let h = i32(params.h);
     let w = i32(params.w);
     // Each tap reads 0 outside the image: clamp the address, then mask the value.
-    let in_r0 = row >= vec4<i32>(0) & row < vec4<i32>(h);
-    let in_r1 = row >= vec4<i32>(-1) & row < vec4<i32>(h - 1);
-    let in_c0 = col >= vec4<i32>(0) & col < vec4<i32>(w);
-    let in_c1 = col >= vec4<i32>(-1) & col < vec4<i32>(w - 1);
+    let in_r0 = (row >= vec4<i32>(0)) & (row < vec4<i32>(h));
+    let in_r1 = (row >= vec4<i32>(-1)) & (row < vec4<i32>(h - 1));
+    let in_c0 = (col >= vec4<i32>(0)) & (col < vec4<i32>(w));
+    let in_c1 = (col >= vec4<i32>(-1)) & (col < vec4<i32>(w - 1));
     let r0 = vec4<u32>(clamp(row, vec4<i32>(0), vec4<i32>(h - 1)));
     let r1 = vec4<u32>(clamp(row + vec4<i32>(1), vec4<i32>(0), vec4<i32>(h - 1)));
     let c0 = vec4<u32>(clamp(col, vec4<i32>(0), vec4<i32>(w - 1)));

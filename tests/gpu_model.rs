@@ -125,15 +125,18 @@ fn fused_and_unfused_asl_agree_on_whole_models() {
         let model = random_model(&config, &mut rng);
         let mut gm = GpuModel::new(ctx, &model).unwrap();
         if std::env::var("ACTIVESHIFT_UNFUSED").is_err()
-            && activeshift::gpu::kernels::register_tiled(ctx)
+            && activeshift::gpu::kernels::fused_by_default(ctx)
         {
-            assert!(gm.fused(), "fused is the default on CPU adapters");
+            assert!(gm.fused(), "fused is the default on native CPU adapters");
         }
         let per = config.in_channels * config.input_size[0] * config.input_size[1];
         let input = uniform(&mut rng, 3 * per, -2.0, 2.0);
         gm.set_fused(true);
+        // Every block's ASL feeds only its 1x1 convolution: all of them fuse.
+        assert_eq!(gm.fused_asls(), config.blocks().len(), "{}", config.name);
         let fused = pollster::block_on(gm.forward(&input)).unwrap();
         gm.set_fused(false);
+        assert_eq!(gm.fused_asls(), 0);
         let unfused = pollster::block_on(gm.forward(&input)).unwrap();
         let cpu = model.forward_cpu(&input).unwrap();
         let err = rel_err(&fused.logits, &unfused.logits);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generates the register-tiled GEMM shaders of activeshift; run from the repository root:
 
-    python3 tools/gemm_shaders.py
+    python3 tools/gemm_shaders.py            # write the shaders
+    python3 tools/gemm_shaders.py --check    # exit 1 if a committed shader differs (CI)
 
 It writes shaders/conv1x1_vec4.wgsl, conv1x1_reg.wgsl, asl_conv1x1.wgsl, asl_conv1x1_vec4.wgsl
 and conv3x3_gemm.wgsl. Each has two entry points, `main` (32 output channels per invocation)
@@ -11,6 +12,7 @@ The generated WGSL is committed and validated like every other shader (tests/sha
 this script, run it, commit both.
 """
 import os
+import sys
 
 def decl(R, indent="    "):
     return "\n".join(f"{indent}var a{m} = vec4<f32>(0.0);" for m in range(R))
@@ -304,10 +306,10 @@ fn shifted(base: u32, ci: u32, r: vec4<i32>, c: vec4<i32>) -> vec4<f32> {
     let h = i32(params.h);
     let w = i32(params.w);
     // Each tap reads 0 outside the image: clamp the address, then mask the value.
-    let in_r0 = row >= vec4<i32>(0) & row < vec4<i32>(h);
-    let in_r1 = row >= vec4<i32>(-1) & row < vec4<i32>(h - 1);
-    let in_c0 = col >= vec4<i32>(0) & col < vec4<i32>(w);
-    let in_c1 = col >= vec4<i32>(-1) & col < vec4<i32>(w - 1);
+    let in_r0 = (row >= vec4<i32>(0)) & (row < vec4<i32>(h));
+    let in_r1 = (row >= vec4<i32>(-1)) & (row < vec4<i32>(h - 1));
+    let in_c0 = (col >= vec4<i32>(0)) & (col < vec4<i32>(w));
+    let in_c1 = (col >= vec4<i32>(-1)) & (col < vec4<i32>(w - 1));
     let r0 = vec4<u32>(clamp(row, vec4<i32>(0), vec4<i32>(h - 1)));
     let r1 = vec4<u32>(clamp(row + vec4<i32>(1), vec4<i32>(0), vec4<i32>(h - 1)));
     let c0 = vec4<u32>(clamp(col, vec4<i32>(0), vec4<i32>(w - 1)));
@@ -389,6 +391,10 @@ fn main(
 // channel costs 4 vec4 loads (2 rows x 2 blocks) instead of 16 scalar ones.
 //
 //   Y[n, co, i, j] = epilogue(sum_ci W[co, ci] * ASL(x)[n, ci, i, j])
+//
+// The K loop takes one input channel per iteration (not four, as conv1x1_vec4.wgsl does): as
+// fast on lavapipe, and SwiftShader (Chromium's software WebGPU) spent over two minutes
+// compiling the four-channel body until the GPU process was killed.
 
 """ + PARAMS + """
 @group(0) @binding(0) var<uniform> params: GemmParams;
@@ -450,21 +456,9 @@ fn main(
     let x_base = n * params.cin * plane4;
     let kv = params.kc / 4u;
     let wb = rb * ROWS * kv;
-    let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
 
 """ + decl(R) + """
-    var w: vec4<f32>;
-    for (var ci = params.k0; ci < full_end; ci += 4u) {
-        let b0 = x_base + ci * plane4;
-        let x0 = shifted4(b0, ci, i, j0);
-        let x1 = shifted4(b0 + plane4, ci + 1u, i, j0);
-        let x2 = shifted4(b0 + 2u * plane4, ci + 2u, i, j0);
-        let x3 = shifted4(b0 + 3u * plane4, ci + 3u, i, j0);
-        let k = (ci - params.k0) / 4u;
-""" + rows4(R, "        ", W4) + """
-    }
-    // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
-    for (var ci = full_end; ci < params.k1; ci++) {
+    for (var ci = params.k0; ci < params.k1; ci++) {
         let xv = shifted4(x_base + ci * plane4, ci, i, j0);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;
@@ -570,6 +564,8 @@ NOTE = """// Two entry points: `main` owns 32 output channels per invocation, `m
 
 
 def main():
+    check = "--check" in sys.argv[1:]
+    stale = []
     narrow = dict(build(32))
     wide = dict(build(64))
     for name, a in narrow.items():
@@ -583,8 +579,17 @@ def main():
         body64 = b[j:].replace("ROWS", "64u").replace("fn main(", "fn main_wide(", 1)
         text = head + body32 + "\n" + body64
         text = text.replace("ROWS output channels", "32 or 64 output channels")
-        with open(os.path.join("shaders", name), "w") as f:
-            f.write(text)
+        path = os.path.join("shaders", name)
+        if check:
+            with open(path) as f:
+                if f.read() != text:
+                    stale.append(path)
+        else:
+            with open(path, "w") as f:
+                f.write(text)
+    if stale:
+        print("differs from tools/gemm_shaders.py's output (run it and commit): " + ", ".join(stale))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ impl GpuModel {
             params,
             image_bytes,
             batch_limit: usize::MAX,
-            fused: crate::gpu::kernels::register_tiled(ctx)
+            fused: crate::gpu::kernels::fused_by_default(ctx)
                 && std::env::var("ACTIVESHIFT_UNFUSED").map_or(true, |v| v != "1"),
             prepared: None,
         })
@@ -106,12 +106,22 @@ impl GpuModel {
 
     /// Whether each ASL runs fused into the 1x1 convolution that reads it
     /// ([`AslConv1x1`](crate::gpu::kernels::AslConv1x1): the shifted tensor is never written),
-    /// or as its own kernel followed by the GEMM. Fused by default on CPU adapters
-    /// ([`register_tiled`](crate::gpu::kernels::register_tiled), where it is measured), unfused
-    /// elsewhere; the environment variable `ACTIVESHIFT_UNFUSED=1` makes new models start
-    /// unfused everywhere.
+    /// or as its own kernel followed by the GEMM. Fused by default where that is measured
+    /// faster ([`fused_by_default`](crate::gpu::kernels::fused_by_default): native CPU
+    /// adapters), unfused elsewhere; the environment variable `ACTIVESHIFT_UNFUSED=1` makes new
+    /// models start unfused everywhere.
     pub fn fused(&self) -> bool {
         self.fused
+    }
+
+    /// How many ASLs of the network run fused into their 1x1 convolution with the current
+    /// setting: every ASL whose output only that convolution reads when
+    /// [`GpuModel::fused`] is on, 0 when it is off.
+    pub fn fused_asls(&self) -> usize {
+        let plan = Plan::new(&self.config, 1);
+        (0..plan.ops.len())
+            .filter(|&i| self.fuses(&plan, i))
+            .count()
     }
 
     /// Choose fused or unfused ASLs (see [`GpuModel::fused`]); takes effect at the next run

@@ -148,6 +148,23 @@ impl Plan {
                 relu: true,
                 out: t,
             });
+            // The projection shortcut first, so that the shift is directly followed by the 1x1
+            // convolution reading it (the GPU engine fuses such pairs).
+            let shortcut = if blk.projection {
+                let sc = b.slot(xs.strided(blk.width, blk.stride));
+                b.ops.push(Op::Conv1x1 {
+                    input: t,
+                    weight: p("shortcut.weight"),
+                    stride: blk.stride,
+                    affine: None,
+                    residual: None,
+                    relu: false,
+                    out: sc,
+                });
+                sc
+            } else {
+                x
+            };
             let u = b.slot(xs.strided(blk.inner, 1));
             b.ops.push(Op::Conv1x1 {
                 input: t,
@@ -173,21 +190,6 @@ impl Plan {
                     out: v,
                 },
             });
-            let shortcut = if blk.projection {
-                let sc = b.slot(xs.strided(blk.width, blk.stride));
-                b.ops.push(Op::Conv1x1 {
-                    input: t,
-                    weight: p("shortcut.weight"),
-                    stride: blk.stride,
-                    affine: None,
-                    residual: None,
-                    relu: false,
-                    out: sc,
-                });
-                sc
-            } else {
-                x
-            };
             let y = b.slot(xs.strided(blk.width, blk.stride));
             b.ops.push(Op::Conv1x1 {
                 input: v,

@@ -9,13 +9,15 @@
 //   CHROMIUM               the browser (default /usr/bin/chromium)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { startServer, wwwDir } from '../serve.mjs';
 
 const TOLERANCE = 1e-3;
 const wwwSamples = join(wwwDir, 'samples');
+const shaderDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../shaders');
 const data = process.env.ACTIVESHIFT_WEB_DATA;
 const shots = resolve(process.env.ACTIVESHIFT_WEB_SHOTS ?? 'artifacts/browser');
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -44,8 +46,10 @@ const native = new Map(
 let server;
 before(async () => {
   mkdirSync(shots, { recursive: true });
-  server = await startServer({ port: 0, mounts: { '/test-data': data } });
-  console.log(`serving web/www/ at ${server.url}, test data at ${server.url}test-data/`);
+  server = await startServer({ port: 0, mounts: { '/test-data': data, '/shaders': shaderDir } });
+  console.log(
+    `serving web/www/ at ${server.url}, test data at ${server.url}test-data/, shaders at ${server.url}shaders/`,
+  );
 });
 after(async () => {
   await server?.close();
@@ -172,6 +176,48 @@ test('WebGPU: a bundled sample and cat.jpg give the native top-5', { timeout: 60
     assert.equal(cat.top[0].class, 285);
     await screenshot(page, 'webgpu-cat.png');
     assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('every WGSL kernel in shaders/ compiles with the browser\'s WGSL compiler', { timeout: 120_000 }, async () => {
+  // naga (tests/shaders.rs) and Chromium's Tint do not reject the same programs: Tint, like
+  // the WGSL specification, refuses e.g. `a >= b & c < d` without parentheses, which naga
+  // accepted. Only shader modules are created here (parsing and validation); pipelines are
+  // built by the inference tests above and below.
+  const files = readdirSync(shaderDir).filter((f) => f.endsWith('.wgsl')).sort();
+  assert.ok(files.length >= 20, `only ${files.length} shaders found in ${shaderDir}`);
+  const browser = await launch(true);
+  try {
+    const page = await browser.newPage();
+    // Any page of the server (a secure context, same origin as /shaders/).
+    await page.goto(server.url + 'samples/orange.png');
+    const results = await page.evaluate(async (files) => {
+      const adapter = await navigator.gpu?.requestAdapter();
+      if (!adapter) return null;
+      const device = await adapter.requestDevice();
+      const out = [];
+      for (const file of files) {
+        const code = await (await fetch('/shaders/' + file)).text();
+        device.pushErrorScope('validation');
+        const module = device.createShaderModule({ code, label: file });
+        const info = await module.getCompilationInfo();
+        const scope = await device.popErrorScope();
+        const errors = info.messages
+          .filter((m) => m.type === 'error')
+          .map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
+        if (scope) errors.push(scope.message);
+        out.push({ file, errors });
+      }
+      device.destroy();
+      return out;
+    }, files);
+    assert.ok(results, 'no WebGPU adapter in headless Chromium');
+    const bad = results.filter((r) => r.errors.length > 0);
+    console.log(`${results.length} shaders compiled by the browser, ${bad.length} rejected`);
+    for (const r of bad) console.log(`  ${r.file}: ${r.errors.join(' | ')}`);
+    assert.deepEqual(bad.map((r) => r.file), []);
   } finally {
     await browser.close();
   }

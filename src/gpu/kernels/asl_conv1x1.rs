@@ -11,6 +11,15 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 /// Most input channels of one fused dispatch (one uniform slab of taps, `vec4` per channel).
 pub const ASL_CONV1X1_MAX_CHANNELS: usize = 4096;
 
+/// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by default on
+/// `ctx`: on native CPU adapters (lavapipe), where the fused block is measured faster than the
+/// ASL kernel followed by the GEMM. Not in the browser: on Chromium's SwiftShader the unfused
+/// pair is faster (warm w32 forward pass about 0.25 s against 0.31 s fused), and not on
+/// hardware GPUs, which keep the workgroup-tiled GEMM ([`register_tiled`](super::register_tiled)).
+pub fn fused_by_default(ctx: &GpuContext) -> bool {
+    super::register_tiled(ctx) && ctx.adapter_info().backend != wgpu::Backend::BrowserWebGpu
+}
+
 /// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]

@@ -135,16 +135,15 @@ impl Conv1x1Variant {
 }
 
 /// Whether inference on `ctx` uses the register-tiled kernels over packed weights (the
-/// [`Conv1x1Variant::Register`] and [`Conv1x1Variant::Vec4`] GEMMs, the fused ASL GEMM, the
-/// im2col 3x3): on native CPU adapters (`wgpu::DeviceType::Cpu` outside the browser, e.g.
-/// lavapipe), where they are measured to be fastest. Elsewhere the workgroup-tiled kernels run:
-/// the packed kernels hold 128 to 256 accumulators per invocation, a poor fit for GPUs
-/// (unmeasured here), and in the browser (where SwiftShader reports itself as a CPU adapter)
-/// a forward pass through them lost the device. Every variant stays selectable explicitly
-/// (`prepare_variant`, `GpuModel::set_fused`).
+/// [`Conv1x1Variant::Register`] and [`Conv1x1Variant::Vec4`] GEMMs, the im2col 3x3): on CPU
+/// adapters (`wgpu::DeviceType::Cpu`: lavapipe natively, SwiftShader in Chromium), where they
+/// are measured fastest (BENCHMARKS.md for lavapipe; in Chromium's SwiftShader a warm w32
+/// forward pass takes about 0.25 s with them and 2.3 s with the workgroup-tiled GEMM).
+/// Hardware GPUs keep the workgroup-tiled GEMM: the packed kernels hold 128 to 256
+/// accumulators per invocation, and no hardware GPU has measured them yet. Every variant stays
+/// selectable explicitly (`prepare_variant`, `GpuModel::set_fused`).
 pub fn register_tiled(ctx: &GpuContext) -> bool {
-    let info = ctx.adapter_info();
-    info.device_type == wgpu::DeviceType::Cpu && info.backend != wgpu::Backend::BrowserWebGpu
+    ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
 }
 
 /// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default

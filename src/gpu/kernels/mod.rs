@@ -10,7 +10,7 @@ mod elementwise;
 mod training;
 
 pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize};
-pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1};
+pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, fused_by_default};
 pub use conv1x1::{
     Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
     register_tiled,
