@@ -338,3 +338,82 @@ fn kernels_reject_wrong_shapes() {
         "{huge}"
     );
 }
+
+/// Each ASL forward kernel (`AslForwardVariant`: scalar, vec4, rows) against the CPU twin on
+/// the shapes it handles: partial strips and row chunks of the rows kernel (W = 20, 36;
+/// H = 37 > 16 rows per invocation), a single row, shifts up to ±(H+2), integer shifts, and
+/// NaN, infinite and huge shifts; outputs poisoned first.
+#[test]
+fn every_asl_forward_variant_matches_cpu() {
+    let Some(ctx) = gpu("every_asl_forward_variant_matches_cpu") else {
+        return;
+    };
+    use activeshift::gpu::kernels::{AslForward, AslForwardVariant};
+    let (mut rng, seed) = rng("asl forward variants");
+    let shapes = [
+        Shape4::new(1, 9, 37, 20),
+        Shape4::new(2, 5, 4, 4),
+        Shape4::new(1, 7, 1, 8),
+        Shape4::new(2, 3, 19, 36),
+        Shape4::new(1, 6, 17, 16),
+        Shape4::new(2, 4, 9, 7),
+    ];
+    let mut ran = std::collections::HashSet::new();
+    for xs in shapes {
+        for stride in [1, 2] {
+            let reach = xs.h.max(xs.w) as f32 + 2.0;
+            let mut shift = uniform(&mut rng, 2 * xs.c, -reach, reach);
+            // Channel 0: integer shifts; 1: NaN; 2: infinite; 3: huge (past the image).
+            shift[0] = shift[0].round();
+            shift[xs.c] = shift[xs.c].round();
+            shift[1] = f32::NAN;
+            shift[2] = f32::INFINITY;
+            shift[xs.c + 2] = f32::NEG_INFINITY;
+            if xs.c > 3 {
+                shift[3] = 1e30;
+            }
+            let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+            let want = f32s(&cpu::asl_forward(&f64s(&x), xs, &f64s(&shift), stride).unwrap());
+            let xt = upload(ctx, &xs.dims(), &x);
+            let st = upload(ctx, &[2, xs.c], &shift);
+            for variant in AslForwardVariant::ALL {
+                if !variant.supports(xs, stride) {
+                    continue;
+                }
+                ran.insert(variant);
+                let out = poisoned(ctx, &xs.strided(xs.c, stride).dims());
+                ctx.submit(|enc| {
+                    ctx.kernels()
+                        .asl_forward(ctx.device())
+                        .prepare_variant(variant, ctx, &xt, &st, stride, &out)
+                        .map(|d| d.record(enc))
+                })
+                .unwrap();
+                let got = read(ctx, &out);
+                let err = rel_err(&got, &want);
+                assert!(
+                    err <= TOL,
+                    "asl_forward {}: relative error {err} (shape {xs}, stride {stride}, seed {seed})",
+                    variant.name()
+                );
+            }
+        }
+    }
+    assert_eq!(ran.len(), AslForwardVariant::ALL.len(), "every variant ran");
+    // A variant refuses what it does not handle.
+    let xs = Shape4::new(1, 2, 5, 6);
+    let x = upload(ctx, &xs.dims(), &vec![0.0; xs.len()]);
+    let s = upload(ctx, &[2, 2], &[0.0; 4]);
+    let out = upload(ctx, &xs.dims(), &vec![0.0; xs.len()]);
+    let err = ctx
+        .kernels()
+        .asl_forward(ctx.device())
+        .prepare_variant(AslForwardVariant::Rows, ctx, &x, &s, 1, &out)
+        .unwrap_err();
+    assert!(err.to_string().contains("width divisible by 4"), "{err}");
+    assert_eq!(
+        AslForward::choose(ctx, xs, 1),
+        AslForwardVariant::Scalar,
+        "width 6 has no vectorised kernel"
+    );
+}

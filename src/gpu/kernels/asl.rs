@@ -1,6 +1,6 @@
 //! The Active Shift Layer kernels: forward, input gradient, shift gradient, normalization.
 
-use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
+use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
@@ -43,25 +43,122 @@ impl AslParams {
     }
 }
 
-/// `shaders/asl_forward.wgsl`: the shifted (and strided) copy of the input; for stride 1 and
-/// a width divisible by 4, `shaders/asl_forward_vec4.wgsl` (4 pixels per invocation).
+/// Mirrors `struct RowsParams` in `shaders/asl_forward_rows.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct RowsParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    rows: u32,
+    strips: u32,
+    chunks: u32,
+    _pad: u32,
+}
+
+/// Output rows per invocation of `asl_forward_rows.wgsl`: each chunk of rows costs one extra
+/// input row, so longer chunks load less, shorter ones spread small planes over more
+/// invocations.
+const ROWS_PER_INVOCATION: usize = 16;
+/// Output vec4s per strip of `asl_forward_rows.wgsl`.
+const STRIP_VEC4S: usize = 8;
+
+/// The kernels behind [`AslForward`]: same results, different work per invocation.
+/// [`AslForward::prepare`] picks one by shape and adapter; [`AslForward::prepare_variant`] runs
+/// a named one (tests check each against the CPU twin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AslForwardVariant {
+    /// `shaders/asl_forward.wgsl`: one output value per invocation; any shape and stride.
+    Scalar,
+    /// `shaders/asl_forward_vec4.wgsl`: 4 adjacent output pixels per invocation from 4 aligned
+    /// vec4 loads; stride 1 and `W` divisible by 4.
+    Vec4,
+    /// `shaders/asl_forward_rows.wgsl`: a strip of 32 pixels over up to 16 rows per
+    /// invocation, each input row interpolated once and reused by the next output row (1.125
+    /// vec4 loads per output vec4); for CPU adapters, where loads set the speed; stride 1 and
+    /// `W` divisible by 4.
+    Rows,
+}
+
+impl AslForwardVariant {
+    /// Every variant.
+    pub const ALL: [AslForwardVariant; 3] = [Self::Scalar, Self::Vec4, Self::Rows];
+
+    /// A short name (`scalar`, `vec4`, `rows`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Vec4 => "vec4",
+            Self::Rows => "rows",
+        }
+    }
+
+    /// Whether this variant computes the ASL of input `xs` at `stride`.
+    pub fn supports(self, xs: Shape4, stride: usize) -> bool {
+        match self {
+            Self::Scalar => true,
+            Self::Vec4 | Self::Rows => stride == 1 && xs.w.is_multiple_of(4),
+        }
+    }
+}
+
+/// `shaders/asl_forward*.wgsl`: the shifted (and strided) copy of the input, by one of three
+/// kernels ([`AslForwardVariant`]).
 pub struct AslForward {
-    pipeline: Pipeline,
-    vec4: Pipeline,
+    pipeline: LazyPipeline,
+    vec4: LazyPipeline,
+    rows: LazyPipeline,
 }
 
 impl AslForward {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            pipeline: Pipeline::new(device, "asl_forward.wgsl", "main"),
-            vec4: Pipeline::new(device, "asl_forward_vec4.wgsl", "main"),
+            pipeline: LazyPipeline::new(device, "asl_forward.wgsl", "main"),
+            vec4: LazyPipeline::new(device, "asl_forward_vec4.wgsl", "main"),
+            rows: LazyPipeline::new(device, "asl_forward_rows.wgsl", "main"),
         }
     }
 
-    /// Prepare (validate shapes, bind buffers) the dispatch computing `out = ASL(x; shift, stride)`. `x` is `[N, C, H, W]`, `shift` is `[2, C]` (all
-    /// `xpos`, then all `ypos`), `out` must be `[N, C, (H-1)/s+1, (W-1)/s+1]`.
+    /// The variant [`AslForward::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter:
+    /// where the vectorised kernels apply, [`AslForwardVariant::Rows`] on CPU adapters other
+    /// than SwiftShader (lavapipe: about 2x faster than vec4) and [`AslForwardVariant::Vec4`]
+    /// elsewhere (SwiftShader took minutes to compile the rows kernel, and ran it no faster);
+    /// else [`AslForwardVariant::Scalar`].
+    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> AslForwardVariant {
+        if !AslForwardVariant::Vec4.supports(xs, stride) {
+            AslForwardVariant::Scalar
+        } else if super::register_tiled(ctx) && !super::conv1x1::swiftshader_like(ctx) {
+            AslForwardVariant::Rows
+        } else {
+            AslForwardVariant::Vec4
+        }
+    }
+
+    /// Prepare (validate shapes, bind buffers) the dispatch computing
+    /// `out = ASL(x; shift, stride)`. `x` is `[N, C, H, W]`, `shift` is `[2, C]` (all `xpos`,
+    /// then all `ypos`), `out` must be `[N, C, (H-1)/s+1, (W-1)/s+1]`.
     pub fn prepare(
         &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        shift: &GpuTensor,
+        stride: usize,
+        out: &GpuTensor,
+    ) -> Result<Dispatch> {
+        let xs = x.shape4("asl_forward", "input")?;
+        let variant = Self::choose(ctx, xs, stride);
+        self.prepare_variant(variant, ctx, x, shift, stride, out)
+    }
+
+    /// [`AslForward::prepare`] with a given variant.
+    ///
+    /// # Errors
+    /// As [`AslForward::prepare`], and [`crate::Error::InvalidArgument`] when the variant does
+    /// not handle the shape ([`AslForwardVariant::supports`]).
+    pub fn prepare_variant(
+        &self,
+        variant: AslForwardVariant,
         ctx: &GpuContext,
         x: &GpuTensor,
         shift: &GpuTensor,
@@ -74,26 +171,48 @@ impl AslForward {
         expect_dims(OP, "shift", shift, &[2, xs.c])?;
         let os = xs.strided(xs.c, stride);
         expect_dims(OP, "output", out, &os.dims())?;
-        if stride == 1 && xs.w.is_multiple_of(4) {
-            let groups = workgroups(
+        if !variant.supports(xs, stride) {
+            return Err(crate::Error::invalid(
                 OP,
-                ctx.device(),
-                [(os.plane() / 4).div_ceil(64), xs.c, xs.n],
-            )?;
-            return Ok(self.vec4.prepare(
-                ctx.device(),
-                &params,
-                &[(1, x.buffer()), (2, shift.buffer()), (3, out.buffer())],
-                groups,
+                format!(
+                    "the {} kernel needs stride 1 and a width divisible by 4, got {xs} at stride {stride}",
+                    variant.name()
+                ),
             ));
         }
-        let groups = workgroups(OP, ctx.device(), [os.plane().div_ceil(WG_SIZE), xs.c, xs.n])?;
-        Ok(self.pipeline.prepare(
-            ctx.device(),
-            &params,
-            &[(1, x.buffer()), (2, shift.buffer()), (3, out.buffer())],
-            groups,
-        ))
+        let bindings = [(1, x.buffer()), (2, shift.buffer()), (3, out.buffer())];
+        let device = ctx.device();
+        match variant {
+            AslForwardVariant::Scalar => {
+                let groups = workgroups(OP, device, [os.plane().div_ceil(WG_SIZE), xs.c, xs.n])?;
+                Ok(self
+                    .pipeline
+                    .get()
+                    .prepare(device, &params, &bindings, groups))
+            }
+            AslForwardVariant::Vec4 => {
+                let groups = workgroups(OP, device, [(os.plane() / 4).div_ceil(64), xs.c, xs.n])?;
+                Ok(self.vec4.get().prepare(device, &params, &bindings, groups))
+            }
+            AslForwardVariant::Rows => {
+                let rows = ROWS_PER_INVOCATION.min(xs.h);
+                let strips = xs.w.div_ceil(4 * STRIP_VEC4S);
+                let chunks = xs.h.div_ceil(rows);
+                let params = RowsParams {
+                    n: params.n,
+                    c: params.c,
+                    h: params.h,
+                    w: params.w,
+                    rows: u32_of(OP, "rows per invocation", rows)?,
+                    strips: u32_of(OP, "strips", strips)?,
+                    chunks: u32_of(OP, "row chunks", chunks)?,
+                    _pad: 0,
+                };
+                let per_plane = strips * chunks;
+                let groups = workgroups(OP, device, [per_plane.div_ceil(64), xs.c, xs.n])?;
+                Ok(self.rows.get().prepare(device, &params, &bindings, groups))
+            }
+        }
     }
 }
 

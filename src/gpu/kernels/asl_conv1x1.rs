@@ -12,12 +12,13 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 pub const ASL_CONV1X1_MAX_CHANNELS: usize = 4096;
 
 /// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by default on
-/// `ctx`: on native CPU adapters (lavapipe), where the fused block is measured faster than the
-/// ASL kernel followed by the GEMM. Not in the browser: on Chromium's SwiftShader the unfused
-/// pair is faster (warm w32 forward pass about 0.25 s against 0.31 s fused), and not on
-/// hardware GPUs, which keep the workgroup-tiled GEMM ([`register_tiled`](super::register_tiled)).
+/// `ctx`: on CPU adapters other than SwiftShader (lavapipe), where the fused block is measured
+/// faster than the ASL kernel followed by the GEMM. Not on SwiftShader (Chromium's software
+/// WebGPU), where the unfused pair is faster (warm w32 forward pass about 0.25 s against 0.31 s
+/// fused), and not on hardware GPUs, which keep the workgroup-tiled GEMM
+/// ([`register_tiled`](super::register_tiled)).
 pub fn fused_by_default(ctx: &GpuContext) -> bool {
-    super::register_tiled(ctx) && ctx.adapter_info().backend != wgpu::Backend::BrowserWebGpu
+    super::register_tiled(ctx) && !super::conv1x1::swiftshader_like(ctx)
 }
 
 /// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.

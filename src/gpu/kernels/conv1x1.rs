@@ -146,6 +146,21 @@ pub fn register_tiled(ctx: &GpuContext) -> bool {
     ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
 }
 
+/// Whether `ctx`'s adapter is SwiftShader, or a CPU adapter in the browser (where that is
+/// what Chromium offers): a CPU adapter on which the register-tiled GEMMs pay
+/// ([`register_tiled`]) but where the kernels tuned on lavapipe do not: the fused ASL GEMM is
+/// slower than the ASL kernel followed by the GEMM (warm w32 forward about 0.31 s against
+/// 0.25 s), and the row-sliding ASL kernel took over four minutes to compile.
+pub(crate) fn swiftshader_like(ctx: &GpuContext) -> bool {
+    let info = ctx.adapter_info();
+    let named = |s: &str| s.to_ascii_lowercase().contains("swiftshader");
+    info.device_type == wgpu::DeviceType::Cpu
+        && (info.backend == wgpu::Backend::BrowserWebGpu
+            || named(&info.name)
+            || named(&info.driver)
+            || named(&info.driver_info))
+}
+
 /// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default
 /// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
 pub(crate) const SLAB: usize = 16384;

@@ -9,7 +9,9 @@ mod depthwise;
 mod elementwise;
 mod training;
 
-pub use asl::{AslBackwardInput, AslBackwardShift, AslForward, ShiftGradNormalize};
+pub use asl::{
+    AslBackwardInput, AslBackwardShift, AslForward, AslForwardVariant, ShiftGradNormalize,
+};
 pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, fused_by_default};
 pub use conv1x1::{
     Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
@@ -35,6 +37,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "asl_forward_vec4.wgsl",
         include_str!("../../../shaders/asl_forward_vec4.wgsl"),
+    ),
+    (
+        "asl_forward_rows.wgsl",
+        include_str!("../../../shaders/asl_forward_rows.wgsl"),
     ),
     (
         "asl_backward_input.wgsl",
@@ -277,6 +283,32 @@ pub(crate) struct Pipeline {
     layout: wgpu::BindGroupLayout,
 }
 
+/// A [`Pipeline`] built on first use: a kernel type with several variants compiles only those
+/// that run (some compilers, SwiftShader's among them, take minutes on a large kernel).
+pub(crate) struct LazyPipeline {
+    device: wgpu::Device,
+    file: &'static str,
+    entry: &'static str,
+    cell: OnceLock<Pipeline>,
+}
+
+impl LazyPipeline {
+    pub(crate) fn new(device: &wgpu::Device, file: &'static str, entry: &'static str) -> Self {
+        Self {
+            device: device.clone(),
+            file,
+            entry,
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// The pipeline, built now if this is its first use.
+    pub(crate) fn get(&self) -> &Pipeline {
+        self.cell
+            .get_or_init(|| Pipeline::new(&self.device, self.file, self.entry))
+    }
+}
+
 impl Pipeline {
     /// Build the pipeline for `entry` of `file`.
     pub(crate) fn new(device: &wgpu::Device, file: &'static str, entry: &'static str) -> Self {
@@ -394,7 +426,7 @@ impl Dispatch {
     /// `(setup, per-run)`: the setup launches (in order) and the others (in order). Running
     /// the first once, then the second any number of times, computes what recording the whole
     /// dispatch each time does, as long as the parameters do not change.
-    pub(crate) fn split_setup(self) -> (Dispatch, Dispatch) {
+    pub fn split_setup(self) -> (Dispatch, Dispatch) {
         let (setup, run) = self.steps.into_iter().partition(|s| s.setup);
         (Dispatch { steps: setup }, Dispatch { steps: run })
     }
