@@ -7,9 +7,9 @@
 //
 //   Y[n, co, i, j] = epilogue(sum_ci W[co, ci] * ASL(x)[n, ci, i, j])
 //
-// The K loop takes one input channel per iteration (not four, as conv1x1_vec4.wgsl does): as
-// fast on lavapipe, and SwiftShader (Chromium's software WebGPU) spent over two minutes
-// compiling the four-channel body until the GPU process was killed.
+// SwiftShader (Chromium's software WebGPU) spends minutes compiling the four-channel loop body
+// below, until Chromium kills its GPU process: src/gpu/kernels/asl_conv1x1.rs runs
+// asl_conv1x1.wgsl there instead.
 
 // Two entry points: `main` owns 32 output channels per invocation, `main_wide` 64 (for layers
 // with at least 64 output channels: more multiply-adds per pixel load). Their row blocks are
@@ -112,6 +112,7 @@ fn main(
     let x_base = n * params.cin * plane4;
     let kv = params.kc / 4u;
     let wb = rb * 32u * kv;
+    let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
 
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -145,7 +146,49 @@ fn main(
     var a29 = vec4<f32>(0.0);
     var a30 = vec4<f32>(0.0);
     var a31 = vec4<f32>(0.0);
-    for (var ci = params.k0; ci < params.k1; ci++) {
+    var w: vec4<f32>;
+    for (var ci = params.k0; ci < full_end; ci += 4u) {
+        let b0 = x_base + ci * plane4;
+        let x0 = shifted4(b0, ci, i, j0);
+        let x1 = shifted4(b0 + plane4, ci + 1u, i, j0);
+        let x2 = shifted4(b0 + 2u * plane4, ci + 2u, i, j0);
+        let x3 = shifted4(b0 + 3u * plane4, ci + 3u, i, j0);
+        let k = (ci - params.k0) / 4u;
+        w = wslab[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 2u * kv + k]; a2 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 3u * kv + k]; a3 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 4u * kv + k]; a4 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 5u * kv + k]; a5 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 6u * kv + k]; a6 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 7u * kv + k]; a7 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 8u * kv + k]; a8 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 9u * kv + k]; a9 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 10u * kv + k]; a10 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 11u * kv + k]; a11 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 12u * kv + k]; a12 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 13u * kv + k]; a13 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 14u * kv + k]; a14 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 15u * kv + k]; a15 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 16u * kv + k]; a16 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 17u * kv + k]; a17 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 18u * kv + k]; a18 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 19u * kv + k]; a19 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 20u * kv + k]; a20 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 21u * kv + k]; a21 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 22u * kv + k]; a22 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 23u * kv + k]; a23 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 24u * kv + k]; a24 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 25u * kv + k]; a25 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 26u * kv + k]; a26 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 27u * kv + k]; a27 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 28u * kv + k]; a28 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 29u * kv + k]; a29 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 30u * kv + k]; a30 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 31u * kv + k]; a31 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+    }
+    // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
+    for (var ci = full_end; ci < params.k1; ci++) {
         let xv = shifted4(x_base + ci * plane4, ci, i, j0);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;
@@ -261,6 +304,7 @@ fn main_wide(
     let x_base = n * params.cin * plane4;
     let kv = params.kc / 4u;
     let wb = rb * 64u * kv;
+    let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
 
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
@@ -326,7 +370,81 @@ fn main_wide(
     var a61 = vec4<f32>(0.0);
     var a62 = vec4<f32>(0.0);
     var a63 = vec4<f32>(0.0);
-    for (var ci = params.k0; ci < params.k1; ci++) {
+    var w: vec4<f32>;
+    for (var ci = params.k0; ci < full_end; ci += 4u) {
+        let b0 = x_base + ci * plane4;
+        let x0 = shifted4(b0, ci, i, j0);
+        let x1 = shifted4(b0 + plane4, ci + 1u, i, j0);
+        let x2 = shifted4(b0 + 2u * plane4, ci + 2u, i, j0);
+        let x3 = shifted4(b0 + 3u * plane4, ci + 3u, i, j0);
+        let k = (ci - params.k0) / 4u;
+        w = wslab[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 2u * kv + k]; a2 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 3u * kv + k]; a3 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 4u * kv + k]; a4 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 5u * kv + k]; a5 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 6u * kv + k]; a6 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 7u * kv + k]; a7 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 8u * kv + k]; a8 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 9u * kv + k]; a9 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 10u * kv + k]; a10 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 11u * kv + k]; a11 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 12u * kv + k]; a12 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 13u * kv + k]; a13 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 14u * kv + k]; a14 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 15u * kv + k]; a15 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 16u * kv + k]; a16 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 17u * kv + k]; a17 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 18u * kv + k]; a18 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 19u * kv + k]; a19 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 20u * kv + k]; a20 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 21u * kv + k]; a21 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 22u * kv + k]; a22 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 23u * kv + k]; a23 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 24u * kv + k]; a24 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 25u * kv + k]; a25 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 26u * kv + k]; a26 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 27u * kv + k]; a27 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 28u * kv + k]; a28 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 29u * kv + k]; a29 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 30u * kv + k]; a30 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 31u * kv + k]; a31 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 32u * kv + k]; a32 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 33u * kv + k]; a33 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 34u * kv + k]; a34 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 35u * kv + k]; a35 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 36u * kv + k]; a36 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 37u * kv + k]; a37 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 38u * kv + k]; a38 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 39u * kv + k]; a39 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 40u * kv + k]; a40 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 41u * kv + k]; a41 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 42u * kv + k]; a42 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 43u * kv + k]; a43 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 44u * kv + k]; a44 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 45u * kv + k]; a45 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 46u * kv + k]; a46 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 47u * kv + k]; a47 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 48u * kv + k]; a48 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 49u * kv + k]; a49 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 50u * kv + k]; a50 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 51u * kv + k]; a51 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 52u * kv + k]; a52 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 53u * kv + k]; a53 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 54u * kv + k]; a54 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 55u * kv + k]; a55 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 56u * kv + k]; a56 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 57u * kv + k]; a57 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 58u * kv + k]; a58 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 59u * kv + k]; a59 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 60u * kv + k]; a60 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 61u * kv + k]; a61 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 62u * kv + k]; a62 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+        w = wslab[wb + 63u * kv + k]; a63 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
+    }
+    // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
+    for (var ci = full_end; ci < params.k1; ci++) {
         let xv = shifted4(x_base + ci * plane4, ci, i, j0);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;

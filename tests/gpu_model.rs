@@ -109,7 +109,7 @@ fn wrong_input_size_is_an_error() {
     assert!(err.contains("a multiple of 3072 values"), "{err}");
 }
 
-/// The fused ASL + GEMM path (the default) and the unfused one (ASL kernel, then the GEMM)
+/// The fused ASL + GEMM path and the unfused one (ASL kernel, then the GEMM; the default)
 /// agree on whole networks, and both match the CPU engine.
 #[test]
 fn fused_and_unfused_asl_agree_on_whole_models() {
@@ -124,11 +124,11 @@ fn fused_and_unfused_asl_agree_on_whole_models() {
     ] {
         let model = random_model(&config, &mut rng);
         let mut gm = GpuModel::new(ctx, &model).unwrap();
-        if std::env::var("ACTIVESHIFT_UNFUSED").is_err()
-            && activeshift::gpu::kernels::fused_by_default(ctx)
-        {
-            assert!(gm.fused(), "fused is the default on native CPU adapters");
-        }
+        assert_eq!(
+            gm.fused(),
+            activeshift::gpu::kernels::fused_by_default(ctx),
+            "a new model starts with the default"
+        );
         let per = config.in_channels * config.input_size[0] * config.input_size[1];
         let input = uniform(&mut rng, 3 * per, -2.0, 2.0);
         gm.set_fused(true);

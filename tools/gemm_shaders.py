@@ -392,9 +392,9 @@ fn main(
 //
 //   Y[n, co, i, j] = epilogue(sum_ci W[co, ci] * ASL(x)[n, ci, i, j])
 //
-// The K loop takes one input channel per iteration (not four, as conv1x1_vec4.wgsl does): as
-// fast on lavapipe, and SwiftShader (Chromium's software WebGPU) spent over two minutes
-// compiling the four-channel body until the GPU process was killed.
+// SwiftShader (Chromium's software WebGPU) spends minutes compiling the four-channel loop body
+// below, until Chromium kills its GPU process: src/gpu/kernels/asl_conv1x1.rs runs
+// asl_conv1x1.wgsl there instead.
 
 """ + PARAMS + """
 @group(0) @binding(0) var<uniform> params: GemmParams;
@@ -456,9 +456,21 @@ fn main(
     let x_base = n * params.cin * plane4;
     let kv = params.kc / 4u;
     let wb = rb * ROWS * kv;
+    let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
 
 """ + decl(R) + """
-    for (var ci = params.k0; ci < params.k1; ci++) {
+    var w: vec4<f32>;
+    for (var ci = params.k0; ci < full_end; ci += 4u) {
+        let b0 = x_base + ci * plane4;
+        let x0 = shifted4(b0, ci, i, j0);
+        let x1 = shifted4(b0 + plane4, ci + 1u, i, j0);
+        let x2 = shifted4(b0 + 2u * plane4, ci + 2u, i, j0);
+        let x3 = shifted4(b0 + 3u * plane4, ci + 3u, i, j0);
+        let k = (ci - params.k0) / 4u;
+""" + rows4(R, "        ", W4) + """
+    }
+    // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
+    for (var ci = full_end; ci < params.k1; ci++) {
         let xv = shifted4(x_base + ci * plane4, ci, i, j0);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;

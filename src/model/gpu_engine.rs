@@ -98,18 +98,16 @@ impl GpuModel {
             params,
             image_bytes,
             batch_limit: usize::MAX,
-            fused: crate::gpu::kernels::fused_by_default(ctx)
-                && std::env::var("ACTIVESHIFT_UNFUSED").map_or(true, |v| v != "1"),
+            fused: crate::gpu::kernels::fused_by_default(ctx),
             prepared: None,
         })
     }
 
     /// Whether each ASL runs fused into the 1x1 convolution that reads it
     /// ([`AslConv1x1`](crate::gpu::kernels::AslConv1x1): the shifted tensor is never written),
-    /// or as its own kernel followed by the GEMM. Fused by default where that is measured
-    /// faster ([`fused_by_default`](crate::gpu::kernels::fused_by_default): native CPU
-    /// adapters), unfused elsewhere; the environment variable `ACTIVESHIFT_UNFUSED=1` makes new
-    /// models start unfused everywhere.
+    /// or as its own kernel followed by the GEMM. New models start with
+    /// [`fused_by_default`](crate::gpu::kernels::fused_by_default): unfused, which measured as
+    /// fast or faster on every adapter tried, unless `ACTIVESHIFT_FUSED=1` is set.
     pub fn fused(&self) -> bool {
         self.fused
     }

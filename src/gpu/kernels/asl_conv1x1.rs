@@ -12,13 +12,15 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 pub const ASL_CONV1X1_MAX_CHANNELS: usize = 4096;
 
 /// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by default on
-/// `ctx`: on CPU adapters other than SwiftShader (lavapipe), where the fused block is measured
-/// faster than the ASL kernel followed by the GEMM. Not on SwiftShader (Chromium's software
-/// WebGPU), where the unfused pair is faster (warm w32 forward pass about 0.25 s against 0.31 s
-/// fused), and not on hardware GPUs, which keep the workgroup-tiled GEMM
-/// ([`register_tiled`](super::register_tiled)).
-pub fn fused_by_default(ctx: &GpuContext) -> bool {
-    super::register_tiled(ctx) && !super::conv1x1::swiftshader_like(ctx)
+/// `ctx`: on no adapter measured so far, unless the environment variable `ACTIVESHIFT_FUSED=1`
+/// asks for it ([`GpuModel::set_fused`](crate::GpuModel::set_fused) chooses per model). On
+/// lavapipe, with the row-sliding ASL kernel, the ASL kernel followed by the GEMM is as fast
+/// as the fused kernel at batch 8 and faster at batch 1 (the fused GEMM reads the four taps of
+/// a pixel again for every block of output channels, and on a CPU adapter loads are what
+/// cost); on SwiftShader the unfused pair is faster too (warm w32 forward about 0.25 s against
+/// 0.31 s); hardware GPUs are unmeasured.
+pub fn fused_by_default(_ctx: &GpuContext) -> bool {
+    std::env::var("ACTIVESHIFT_FUSED").is_ok_and(|v| v == "1")
 }
 
 /// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.
@@ -34,7 +36,8 @@ struct TapsParams {
 /// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM.
 ///
 /// Two shaders: `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width
-/// divisible by 4, `asl_conv1x1.wgsl` for every other shape; each with an entry point for 32
+/// divisible by 4 (except on SwiftShader, which takes minutes to compile it),
+/// `asl_conv1x1.wgsl` for every other shape; each with an entry point for 32
 /// and one for 64 output channels per invocation (chosen by the layer's output channels).
 pub struct AslConv1x1 {
     gemm: PackedPipelines,
@@ -80,7 +83,9 @@ impl AslConv1x1 {
         y: &GpuTensor,
     ) -> Result<Dispatch> {
         let xs = x.shape4("asl_conv1x1", "input")?;
-        let vec4 = Self::supports_vec4(xs, stride);
+        // SwiftShader spends minutes compiling the vec4 kernel (Chromium then kills its GPU
+        // process); the general one compiles in about a second there.
+        let vec4 = Self::supports_vec4(xs, stride) && !super::conv1x1::swiftshader_like(ctx);
         self.prepare_variant(vec4, ctx, x, shift, stride, weight, epilogue, y)
     }
 
