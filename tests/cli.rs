@@ -367,3 +367,30 @@ fn bench_json_names_the_adapter_cases_and_ratios() {
     assert!(text.contains("| `asl_forward` |"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `WGPU_ADAPTER_NAME` naming no adapter is a clear error that lists the adapters there are,
+/// not a panic (wgpu's own helper for it panics), and `classify --backend auto` falls back to
+/// the CPU with a note.
+#[test]
+fn an_adapter_name_that_matches_nothing_is_a_clear_error() {
+    let (ok, _, err) = run(bin()
+        .arg("info")
+        .env("WGPU_ADAPTER_NAME", "no-such-adapter-3f9c"));
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("WGPU_ADAPTER_NAME=\"no-such-adapter-3f9c\" matches none of"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/www/samples/orange.png");
+    let (ok, out, err) = run(bin()
+        .args(["classify", "--top", "1"])
+        .arg(&sample)
+        .env("WGPU_ADAPTER_NAME", "no-such-adapter-3f9c"));
+    assert!(ok, "{err}");
+    assert!(err.contains("running on the CPU"), "{err}");
+    assert!(out.contains("orange"), "{out}");
+}

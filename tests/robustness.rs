@@ -1049,6 +1049,7 @@ fn fuzz_regressions_do_not_crash() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regressions");
     let mut replayed = 0;
     for target in ["safetensors_model", "caffemodel", "image"] {
+        // A target without regressions has no folder.
         let Ok(entries) = std::fs::read_dir(root.join(target)) else {
             continue;
         };
@@ -1080,6 +1081,13 @@ fn fuzz_regressions_do_not_crash() {
         }
     }
     eprintln!("replayed {replayed} fuzz regression inputs");
+    // At least the committed GIF regression: a moved or emptied folder fails here instead of
+    // replaying nothing.
+    assert!(
+        replayed >= 1,
+        "no fuzz regression inputs found under {}",
+        root.display()
+    );
 }
 
 // --- fuzz seeds ------------------------------------------------------------------------------
@@ -1263,4 +1271,31 @@ fn write_fuzz_seeds() {
     ] {
         put("image", name, &encode(&img, format));
     }
+}
+
+/// Files far larger than any model, checkpoint or dataset cache (a 2 GiB + 1 byte sparse file,
+/// standing in for a wrong path or a device) are refused by size before they are read.
+#[test]
+fn oversized_checkpoints_and_dataset_caches_are_refused_before_reading() {
+    let dir = tmpdir("oversized");
+    let path = dir.join("huge.bin");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len((2u64 << 30) + 1).unwrap();
+    drop(file);
+    let err = activeshift::train::Trainer::load_checkpoint(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("at most 2147483648 bytes are accepted"),
+        "{err}"
+    );
+    let err = activeshift::data::FashionMnist::load_cache(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("at most 1073741824 bytes are accepted"),
+        "{err}"
+    );
+    // A directory in place of the file is an I/O error, not a panic.
+    let err = activeshift::data::FashionMnist::load_cache(&dir).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

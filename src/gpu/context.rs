@@ -214,8 +214,16 @@ impl GpuContext {
     }
 }
 
-/// The adapter named by `WGPU_ADAPTER_NAME`, else wgpu's default choice.
-async fn select_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+/// The adapter [`GpuContext::new`] opens: the one `WGPU_ADAPTER_NAME` names (a
+/// case-insensitive substring of the adapter name), else wgpu's default choice (honouring
+/// `WGPU_POWER_PREF`). A host that opens its own device can pick the same adapter with it.
+///
+/// (`wgpu::util::initialize_adapter_from_env` applies the same rule but panics when no
+/// adapter matches; this returns [`Error::NoAdapter`] listing the adapters there are.)
+///
+/// # Errors
+/// [`Error::NoAdapter`] when no adapter matches or none exists.
+pub async fn select_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     #[cfg(not(target_arch = "wasm32"))]
     if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
         let wanted = wanted.to_lowercase();

@@ -276,10 +276,8 @@ pub fn write_tensors_atomic(
 
 /// Read a file written by [`write_tensors_atomic`] with the given `format`: tensors and state.
 pub fn read_tensors(path: &Path, format: &str) -> Result<(BTreeMap<String, HostTensor>, String)> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    // A checkpoint holds the parameters and as much optimiser state again.
+    let bytes = crate::error::read_file_limited(path, 2 * MAX_MODEL_FILE_BYTES, "safetensors")?;
     let (tensors, meta) = decode_tensors(&bytes)?;
     if meta.get("format").map(String::as_str) != Some(format) {
         return Err(model_err(format!(

@@ -2,7 +2,7 @@
 
 use super::conv1x1::{PackedGemm, PackedPipelines, bind_epilogue};
 use super::{
-    Conv1x1Epilogue, Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups,
+    Conv1x1Epilogue, Dispatch, LazyPipeline, expect_dims, expect_distinct, u32_of, workgroups,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
@@ -34,14 +34,14 @@ struct Conv3x3Params {
 /// `shaders/conv3x3.wgsl` (direct, [`Conv3x3::prepare_direct`]): 3x3 convolution, padding 1,
 /// any stride, no bias.
 pub struct Conv3x3 {
-    pipeline: Pipeline,
+    pipeline: LazyPipeline,
     gemm: PackedPipelines,
 }
 
 impl Conv3x3 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            pipeline: Pipeline::new(device, "conv3x3.wgsl", "main"),
+            pipeline: LazyPipeline::new(device, "conv3x3.wgsl", "main"),
             gemm: PackedPipelines::new(device, "conv3x3_gemm.wgsl"),
         }
     }
@@ -176,7 +176,7 @@ impl Conv3x3 {
                 xs.n,
             ],
         )?;
-        Ok(self.pipeline.prepare(
+        Ok(self.pipeline.get().prepare(
             device,
             &params,
             &[(1, x.buffer()), (2, weight.buffer()), (3, y.buffer())],

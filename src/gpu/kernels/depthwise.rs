@@ -1,6 +1,6 @@
 //! The depthwise 3x3 convolution (the MobileNet-style baseline block).
 
-use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use super::{Dispatch, LazyPipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{check_nonempty, check_stride};
@@ -28,15 +28,15 @@ struct DepthwiseParams {
 /// `shaders/depthwise3x3_vec4.wgsl` (vec4 loads and stores) for stride 1 and a width divisible
 /// by 4.
 pub struct Depthwise3x3 {
-    pipeline: Pipeline,
-    vec4: Pipeline,
+    pipeline: LazyPipeline,
+    vec4: LazyPipeline,
 }
 
 impl Depthwise3x3 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            pipeline: Pipeline::new(device, "depthwise3x3.wgsl", "main"),
-            vec4: Pipeline::new(device, "depthwise3x3_vec4.wgsl", "main"),
+            pipeline: LazyPipeline::new(device, "depthwise3x3.wgsl", "main"),
+            vec4: LazyPipeline::new(device, "depthwise3x3_vec4.wgsl", "main"),
         }
     }
 
@@ -82,7 +82,7 @@ impl Depthwise3x3 {
         let device = ctx.device();
         if stride == 1 && xs.w.is_multiple_of(4) {
             let groups = workgroups(OP, device, [(xs.plane() / 4).div_ceil(WG_SIZE), xs.c, xs.n])?;
-            return Ok(self.vec4.prepare(
+            return Ok(self.vec4.get().prepare(
                 device,
                 &params,
                 &[(1, x.buffer()), (2, weight.buffer()), (3, y.buffer())],
@@ -94,7 +94,7 @@ impl Depthwise3x3 {
             device,
             [(ys.h * runs_per_row).div_ceil(WG_SIZE), xs.c, xs.n],
         )?;
-        Ok(self.pipeline.prepare(
+        Ok(self.pipeline.get().prepare(
             device,
             &params,
             &[(1, x.buffer()), (2, weight.buffer()), (3, y.buffer())],

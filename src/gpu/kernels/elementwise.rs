@@ -1,7 +1,7 @@
 //! Per-channel and per-row layers of inference: the affine (folded BatchNorm) with optional
 //! ReLU, global average pooling and the row-wise softmax of the classifier.
 
-use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::check_nonempty;
@@ -21,15 +21,15 @@ struct AffineParams {
 
 /// `shaders/affine.wgsl`: `y = scale[c] * x + bias[c]` per channel, optionally followed by ReLU.
 pub struct Affine {
-    main: Pipeline,
-    in_place: Pipeline,
+    main: LazyPipeline,
+    in_place: LazyPipeline,
 }
 
 impl Affine {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            main: Pipeline::new(device, "affine.wgsl", "main"),
-            in_place: Pipeline::new(device, "affine.wgsl", "in_place"),
+            main: LazyPipeline::new(device, "affine.wgsl", "main"),
+            in_place: LazyPipeline::new(device, "affine.wgsl", "in_place"),
         }
     }
 
@@ -63,11 +63,14 @@ impl Affine {
         let groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
         let shared = [(2, scale.buffer()), (3, bias.buffer()), (4, y.buffer())];
         if x.buffer() == y.buffer() {
-            Ok(self.in_place.prepare(device, &params, &shared, groups))
+            Ok(self
+                .in_place
+                .get()
+                .prepare(device, &params, &shared, groups))
         } else {
             let mut buffers = vec![(1, x.buffer())];
             buffers.extend(shared);
-            Ok(self.main.prepare(device, &params, &buffers, groups))
+            Ok(self.main.get().prepare(device, &params, &buffers, groups))
         }
     }
 }
@@ -192,15 +195,15 @@ struct CopyParams {
 /// `shaders/copy.wgsl`: `y = x`, one element per invocation, or `shaders/copy_vec4.wgsl`, one
 /// vec4 per invocation, for lengths divisible by 4 (the benchmark's bandwidth ceiling).
 pub struct BufferCopy {
-    pipeline: Pipeline,
-    vec4: Pipeline,
+    pipeline: LazyPipeline,
+    vec4: LazyPipeline,
 }
 
 impl BufferCopy {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            pipeline: Pipeline::new(device, "copy.wgsl", "main"),
-            vec4: Pipeline::new(device, "copy_vec4.wgsl", "main"),
+            pipeline: LazyPipeline::new(device, "copy.wgsl", "main"),
+            vec4: LazyPipeline::new(device, "copy_vec4.wgsl", "main"),
         }
     }
 
@@ -227,7 +230,11 @@ impl BufferCopy {
             _pad: [0; 2],
         };
         let groups = workgroups(OP, ctx.device(), [gx, groups.div_ceil(gx), 1])?;
-        let pipeline = if vec4 { &self.vec4 } else { &self.pipeline };
+        let pipeline = if vec4 {
+            self.vec4.get()
+        } else {
+            self.pipeline.get()
+        };
         Ok(pipeline.prepare(
             ctx.device(),
             &params,
