@@ -465,6 +465,10 @@ fn info(a: InfoArgs) -> Result<()> {
         l.max_compute_workgroup_storage_size >> 10
     );
     println!("features: {:?}", ctx.device().features());
+    println!(
+        "kernels: {}",
+        activeshift::gpu::kernels::KernelChoice::of(&ctx)
+    );
     Ok(())
 }
 

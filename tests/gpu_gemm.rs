@@ -318,3 +318,22 @@ fn vectorised_asl_forward_matches_cpu() {
         assert!(err <= TOL, "asl_forward {xs}: {err:e} (seed {seed})");
     }
 }
+
+/// The kernel choice reported by `activeshift info` and the web demo follows the rules: on
+/// lavapipe (a native CPU adapter) the register-tiled GEMMs, the row-sliding ASL, unfused.
+#[test]
+fn kernel_choice_follows_the_adapter() {
+    let Some(ctx) = gpu("kernel_choice_follows_the_adapter") else {
+        return;
+    };
+    use activeshift::gpu::kernels::{KernelChoice, fused_by_default, register_tiled};
+    let k = KernelChoice::of(ctx);
+    assert_eq!(k.register_tiled, register_tiled(ctx));
+    assert_eq!(k.fused, fused_by_default(ctx));
+    if ctx.adapter_info().name.contains("llvmpipe") && std::env::var("ACTIVESHIFT_FUSED").is_err() {
+        assert_eq!(
+            k.to_string(),
+            "register-tiled GEMM, rows ASL, then the GEMM"
+        );
+    }
+}

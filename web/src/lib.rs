@@ -213,6 +213,15 @@ impl Demo {
         }
     }
 
+    /// The kernels inference uses on this adapter (e.g. `register-tiled GEMM, vec4 ASL, then
+    /// the GEMM`), or an empty string on the CPU.
+    pub fn kernels(&self) -> String {
+        self.gpu
+            .as_ref()
+            .map(|ctx| activeshift::gpu::kernels::KernelChoice::of(ctx).to_string())
+            .unwrap_or_default()
+    }
+
     /// Whether a model is loaded.
     pub fn has_model(&self) -> bool {
         let s = self.slot.borrow();

@@ -160,6 +160,9 @@ test('WebGPU: a bundled sample and cat.jpg give the native top-5', { timeout: 60
     const adapter = await text(page, '#adapter');
     console.log(`adapter: ${adapter}`);
     assert.match(adapter, /^WebGPU/);
+    // SwiftShader is a CPU adapter: the register-tiled GEMMs (about 9x faster there than the
+    // workgroup-tiled one), the vec4 ASL, no fusion (see gpu::kernels::KernelChoice).
+    assert.match(adapter, /kernels: register-tiled GEMM, vec4 ASL, then the GEMM$/);
     assert.match(await text(page, '#model-info'), /as-resnet-w32 · 1000 classes · 901,256 parameters/);
     const orange = await checkResult(page, 'orange.png', 'WebGPU');
     assert.equal(orange.image, 'samples/orange.png');

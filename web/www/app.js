@@ -264,7 +264,8 @@ async function adapterText() {
     details = '';
   }
   return `WebGPU: ${demo.adapter() || details || 'unnamed adapter'}` +
-    (details && demo.adapter() && details !== demo.adapter() ? ` (${details})` : '');
+    (details && demo.adapter() && details !== demo.adapter() ? ` (${details})` : '') +
+    ` — kernels: ${demo.kernels()}`;
 }
 
 function wireUp() {

@@ -25,8 +25,54 @@ pub use training::{
 };
 
 use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
 use std::sync::OnceLock;
 use wgpu::util::DeviceExt;
+
+/// The kernels inference picks on an adapter, by the rules measured so far
+/// ([`register_tiled`], [`AslForward::choose`], [`fused_by_default`]); shown by
+/// `activeshift info` and the web demo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelChoice {
+    /// Whether the 1x1 convolutions and the stem run the register-tiled GEMMs over packed
+    /// weights (else the workgroup-tiled GEMM and the direct 3x3).
+    pub register_tiled: bool,
+    /// The ASL forward kernel for stride 1 and a width divisible by 4.
+    pub asl: AslForwardVariant,
+    /// Whether each ASL runs fused into its 1x1 convolution by default.
+    pub fused: bool,
+}
+
+impl KernelChoice {
+    /// The choice on `ctx`'s adapter.
+    pub fn of(ctx: &GpuContext) -> Self {
+        Self {
+            register_tiled: register_tiled(ctx),
+            asl: AslForward::choose(ctx, crate::Shape4::new(1, 1, 4, 4), 1),
+            fused: fused_by_default(ctx),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} GEMM, {} ASL, {}",
+            if self.register_tiled {
+                "register-tiled"
+            } else {
+                "workgroup-tiled"
+            },
+            self.asl.name(),
+            if self.fused {
+                "fused into the GEMM"
+            } else {
+                "then the GEMM"
+            }
+        )
+    }
+}
 
 /// The WGSL source of every kernel, by file name (for validation and inspection).
 pub const SHADERS: &[(&str, &str)] = &[
