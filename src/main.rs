@@ -94,7 +94,7 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = ShiftChoice::Learned)]
     shift: ShiftChoice,
     /// Block: asl (the Active Shift Layer) or depthwise (a 3x3 depthwise convolution in its
-    /// place, the paper's Table 2 baseline; trains on the CPU).
+    /// place, the paper's Table 2 baseline).
     #[arg(long, value_enum, default_value_t = BlockChoice::Asl)]
     block: BlockChoice,
     /// Seed of initialisation, shuffling and augmentation.

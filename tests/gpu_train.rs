@@ -4,7 +4,7 @@
 
 mod common;
 
-use activeshift::model::{ArchConfig, StageConfig};
+use activeshift::model::{ArchConfig, BlockKind, StageConfig};
 use activeshift::train::{Backend, CpuBackend, GpuBackend, TrainSettings, Trainer, ops};
 use activeshift::{GpuContext, GpuTensor, Shape4};
 use common::*;
@@ -192,10 +192,63 @@ fn pool_backward_and_add_match_cpu() {
     );
 }
 
+#[test]
+fn depthwise_backward_matches_cpu_and_is_deterministic() {
+    let Some(ctx) = gpu("depthwise_backward_matches_cpu_and_is_deterministic") else {
+        return;
+    };
+    let (mut rng, seed) = rng("depthwise_backward");
+    for round in 0..8 {
+        let xs = match round {
+            // More output positions per channel than the reduction's workgroup has invocations.
+            0 => Shape4::new(3, 2, 19, 23),
+            // A single pixel, and a single row.
+            1 => Shape4::new(2, 3, 1, 1),
+            2 => Shape4::new(1, 2, 1, 9),
+            _ => odd_shape(&mut rng),
+        };
+        for s in [1, 2, 3] {
+            let ys = xs.strided(xs.c, s);
+            let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+            let dy = uniform(&mut rng, ys.len(), -1.0, 1.0);
+            let w = uniform(&mut rng, xs.c * 9, -1.0, 1.0);
+            let (dx_cpu, dw_cpu) = ops::depthwise3x3_backward(&x, xs, &dy, &w, s);
+            let xt = upload(ctx, &xs.dims(), &x);
+            let dyt = upload(ctx, &ys.dims(), &dy);
+            let wt = upload(ctx, &[xs.c, 1, 3, 3], &w);
+            let k = ctx.kernels().depthwise3x3_backward(ctx.device());
+            let mut runs = Vec::new();
+            for _ in 0..2 {
+                let dx = poisoned(ctx, &xs.dims());
+                let dw = poisoned(ctx, &[xs.c, 1, 3, 3]);
+                run(ctx, k.prepare(ctx, &xt, &dyt, &wt, s, &dx, &dw).unwrap());
+                runs.push((read(ctx, &dx), read(ctx, &dw)));
+            }
+            let (dx_gpu, dw_gpu) = &runs[0];
+            let msg = format!("{xs:?} stride {s} (seed {seed})");
+            assert!(rel_err(dx_gpu, &dx_cpu) < TOL, "dx: {msg}");
+            assert!(rel_err(dw_gpu, &dw_cpu) < TOL, "dw: {msg}");
+            assert_eq!(runs[0], runs[1], "not bitwise reproducible: {msg}");
+        }
+    }
+    // Mismatched shapes and aliasing are errors.
+    let x = upload(ctx, &[1, 2, 5, 5], &[0.0; 50]);
+    let dy = upload(ctx, &[1, 2, 3, 3], &[0.0; 18]);
+    let w = upload(ctx, &[2, 1, 3, 3], &[0.0; 18]);
+    let dw = upload(ctx, &[2, 1, 3, 3], &[0.0; 18]);
+    let k = ctx.kernels().depthwise3x3_backward(ctx.device());
+    let err = k.prepare(ctx, &x, &dy, &w, 1, &x, &dw).err().unwrap();
+    assert!(err.to_string().contains("output gradient"), "{err}");
+    let dx = upload(ctx, &[1, 2, 5, 5], &[0.0; 50]);
+    let err = k.prepare(ctx, &x, &dy, &w, 2, &dx, &w).err().unwrap();
+    assert!(err.to_string().contains("weight"), "{err}");
+}
+
 /// A small network: 1x11x11 input, 4 classes, a stride-1 block and a stride-2 projection block
 /// (expansion 2).
-fn small() -> ArchConfig {
+fn small(block: BlockKind) -> ArchConfig {
     let mut c = ArchConfig::asnet20(4, 2, 1, 11, 4);
+    c.block = block;
     c.stages = vec![
         StageConfig {
             blocks: 1,
@@ -211,13 +264,13 @@ fn small() -> ArchConfig {
     c
 }
 
-fn small_trainer(seed: u64) -> Trainer {
+fn small_trainer(seed: u64, block: BlockKind) -> Trainer {
     let settings = TrainSettings {
         seed,
         augment: false,
         ..TrainSettings::default()
     };
-    let mut t = Trainer::new(small(), vec![], settings).unwrap();
+    let mut t = Trainer::new(small(block), vec![], settings).unwrap();
     // Shifts beyond one pixel, some beyond the 11-pixel image, away from integers.
     for (name, v) in t.params.iter_mut() {
         if name.ends_with(".shift") {
@@ -236,11 +289,18 @@ fn every_parameter_gradient_agrees_with_the_cpu_after_one_step() {
         return;
     };
     let (mut rng, seed) = rng("gradient_agreement");
+    // The ASL network, then the depthwise baseline.
+    for block in [BlockKind::Asl, BlockKind::Depthwise] {
+        gradients_agree(ctx, &mut rng, seed, block);
+    }
+}
+
+fn gradients_agree(ctx: &GpuContext, rng: &mut StdRng, seed: u64, block: BlockKind) {
     let n = 5;
-    let mut cpu = small_trainer(seed);
+    let mut cpu = small_trainer(seed, block);
     let mut gpu_t = cpu.clone();
     let xs = Shape4::new(n, 1, 11, 11);
-    let input = uniform(&mut rng, xs.len(), -1.5, 1.5);
+    let input = uniform(rng, xs.len(), -1.5, 1.5);
     let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
     let mut be = GpuBackend::new(ctx.clone());
     let (st_cpu, g_cpu) = cpu.forward_backward(&input, &labels).unwrap();
@@ -251,13 +311,16 @@ fn every_parameter_gradient_agrees_with_the_cpu_after_one_step() {
     );
     assert_eq!(
         g_cpu.len(),
-        small().param_shapes().len(),
+        small(block).param_shapes().len(),
         "a gradient for every parameter"
     );
     for (name, want) in &g_cpu {
         let got = &g_gpu[name];
         let e = rel_err(got, want);
-        assert!(e < 1e-3, "{name}: relative error {e:.2e}");
+        assert!(
+            e < 1e-3,
+            "{block:?} {name}: relative error {e:.2e} (seed {seed})"
+        );
         assert!(want.iter().any(|&v| v != 0.0), "{name}: gradient is zero");
     }
     assert!((st_cpu.loss() - st_gpu.loss()).abs() < 1e-4 * st_cpu.loss().max(1.0));
@@ -267,7 +330,10 @@ fn every_parameter_gradient_agrees_with_the_cpu_after_one_step() {
     gpu_t.apply(g_gpu, 0.05);
     for (name, want) in &cpu.params {
         let e = rel_err(&gpu_t.params[name], want);
-        assert!(e < 1e-3, "{name} after one step: relative error {e:.2e}");
+        assert!(
+            e < 1e-3,
+            "{block:?} {name} after one step: relative error {e:.2e}"
+        );
     }
 }
 
@@ -294,7 +360,7 @@ fn training_on_the_gpu_lowers_the_loss() {
         (x, labels)
     };
     let mut t = Trainer::new(
-        small(),
+        small(BlockKind::Asl),
         vec![],
         TrainSettings {
             seed,

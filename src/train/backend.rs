@@ -648,16 +648,20 @@ impl Backend for GpuBackend {
 
     fn depthwise3x3_backward(
         &mut self,
-        _x: &GpuTensor,
-        _xs: Shape4,
-        _dy: &GpuTensor,
-        _w: &GpuTensor,
-        _s: usize,
+        x: &GpuTensor,
+        xs: Shape4,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        s: usize,
     ) -> Result<(GpuTensor, GpuTensor)> {
-        Err(Error::invalid(
-            "depthwise3x3_backward",
-            "the depthwise baseline block trains on the CPU only (--backend cpu)",
-        ))
+        let x = x.reshape(&xs.dims())?;
+        let dy = dy.reshape(&xs.strided(xs.c, s).dims())?;
+        let w = w.reshape(&[xs.c, 1, 3, 3])?;
+        let dx = self.zeros(&xs.dims())?;
+        let dw = self.zeros(&[xs.c, 1, 3, 3])?;
+        let k = self.ctx.kernels().depthwise3x3_backward(self.ctx.device());
+        self.run(k.prepare(&self.ctx, &x, &dy, &w, s, &dx, &dw)?)?;
+        Ok((dx, dw))
     }
 
     fn add_assign(&mut self, a: &mut GpuTensor, b: &GpuTensor) -> Result<()> {

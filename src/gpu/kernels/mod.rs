@@ -21,7 +21,8 @@ pub use conv3x3::Conv3x3;
 pub use depthwise::Depthwise3x3;
 pub use elementwise::{Affine, BufferCopy, GlobalAvgPool, Softmax};
 pub use training::{
-    Add, BatchNormTrain, Conv3x3BackwardWeight, GlobalAvgPoolBackward, SoftmaxCrossEntropy,
+    Add, BatchNormTrain, Conv3x3BackwardWeight, Depthwise3x3Backward, GlobalAvgPoolBackward,
+    SoftmaxCrossEntropy,
 };
 
 use crate::error::{Error, Result};
@@ -156,6 +157,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "depthwise3x3_vec4.wgsl",
         include_str!("../../../shaders/depthwise3x3_vec4.wgsl"),
     ),
+    (
+        "depthwise3x3_backward.wgsl",
+        include_str!("../../../shaders/depthwise3x3_backward.wgsl"),
+    ),
     ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
     ("copy.wgsl", include_str!("../../../shaders/copy.wgsl")),
     (
@@ -216,6 +221,7 @@ pub struct Kernels {
     softmax: OnceLock<Softmax>,
     batchnorm_train: OnceLock<BatchNormTrain>,
     conv3x3_backward_weight: OnceLock<Conv3x3BackwardWeight>,
+    depthwise3x3_backward: OnceLock<Depthwise3x3Backward>,
     softmax_cross_entropy: OnceLock<SoftmaxCrossEntropy>,
     global_avg_pool_backward: OnceLock<GlobalAvgPoolBackward>,
     add: OnceLock<Add>,
@@ -289,6 +295,11 @@ impl Kernels {
     pub fn batchnorm_train(&self, device: &wgpu::Device) -> &BatchNormTrain {
         self.batchnorm_train
             .get_or_init(|| BatchNormTrain::new(device))
+    }
+    /// `shaders/depthwise3x3_backward.wgsl`.
+    pub fn depthwise3x3_backward(&self, device: &wgpu::Device) -> &Depthwise3x3Backward {
+        self.depthwise3x3_backward
+            .get_or_init(|| Depthwise3x3Backward::new(device))
     }
     /// `shaders/conv3x3_backward_weight.wgsl`.
     pub fn conv3x3_backward_weight(&self, device: &wgpu::Device) -> &Conv3x3BackwardWeight {

@@ -1,6 +1,6 @@
 //! Kernels of the training pass that inference does not need: BatchNorm with batch statistics
-//! (forward and backward), the stem's weight gradient, softmax cross-entropy, the gradient of
-//! global average pooling, and element-wise accumulation.
+//! (forward and backward), the stem's weight gradient, the depthwise 3x3 gradients, softmax
+//! cross-entropy, the gradient of global average pooling, and element-wise accumulation.
 
 use super::elementwise::grid;
 use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
@@ -238,6 +238,97 @@ impl Conv3x3BackwardWeight {
             &[(1, dy.buffer()), (2, x.buffer()), (3, dw.buffer())],
             groups,
         ))
+    }
+}
+
+/// Mirrors `struct DepthwiseBackwardParams` in `shaders/depthwise3x3_backward.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct DepthwiseBackwardParams {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    _pad: u32,
+}
+
+/// `shaders/depthwise3x3_backward.wgsl`: the input and weight gradients of the 3x3 depthwise
+/// convolution (the baseline block), both deterministic (a gather, and a fixed-order
+/// per-channel reduction).
+pub struct Depthwise3x3Backward {
+    input: Pipeline,
+    weight: Pipeline,
+}
+
+impl Depthwise3x3Backward {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            input: Pipeline::new(device, "depthwise3x3_backward.wgsl", "input"),
+            weight: Pipeline::new(device, "depthwise3x3_backward.wgsl", "weight_grad"),
+        }
+    }
+
+    /// Prepare the dispatches computing `dx` (`[N, C, H, W]`, the forward input's shape) and
+    /// `dw` (`[C, 1, 3, 3]`) of `y = depthwise3x3(x, w)` at pad 1 and `stride`, from the
+    /// output gradient `dy` (`[N, C, (H-1)/s+1, (W-1)/s+1]`).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for mismatched tensors, [`Error::InvalidArgument`] for a zero stride
+    /// or an output sharing a buffer with an input, [`Error::DeviceLimit`] past the device's
+    /// dispatch limits.
+    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        stride: usize,
+        dx: &GpuTensor,
+        dw: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "depthwise3x3_backward";
+        check_stride(OP, stride)?;
+        let xs = x.shape4(OP, "input")?;
+        check_nonempty(OP, "input", xs)?;
+        let ys = xs.strided(xs.c, stride);
+        expect_dims(OP, "output gradient", dy, &ys.dims())?;
+        expect_dims(OP, "weight", w, &[xs.c, 1, 3, 3])?;
+        expect_dims(OP, "input gradient", dx, &xs.dims())?;
+        expect_dims(OP, "weight gradient", dw, &[xs.c, 1, 3, 3])?;
+        let inputs = [("input", x), ("output gradient", dy), ("weight", w)];
+        expect_distinct(OP, dx, &inputs)?;
+        expect_distinct(OP, dw, &inputs)?;
+        expect_distinct(OP, dw, &[("input gradient", dx)])?;
+        let params = DepthwiseBackwardParams {
+            n: u32_of(OP, "batch size", xs.n)?,
+            c: u32_of(OP, "channels", xs.c)?,
+            h: u32_of(OP, "height", xs.h)?,
+            w: u32_of(OP, "width", xs.w)?,
+            ho: u32_of(OP, "output height", ys.h)?,
+            wo: u32_of(OP, "output width", ys.w)?,
+            stride: u32_of(OP, "stride", stride)?,
+            _pad: 0,
+        };
+        let device = ctx.device();
+        let input_groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        let input = self.input.prepare(
+            device,
+            &params,
+            &[(2, dy.buffer()), (3, w.buffer()), (4, dx.buffer())],
+            input_groups,
+        );
+        let weight_groups = workgroups(OP, device, [xs.c, 1, 1])?;
+        let weight = self.weight.prepare(
+            device,
+            &params,
+            &[(1, x.buffer()), (2, dy.buffer()), (5, dw.buffer())],
+            weight_groups,
+        );
+        Ok(input.then(weight))
     }
 }
 
