@@ -411,19 +411,37 @@ impl Backend for CpuBackend {
     }
 }
 
-/// The GPU (native only: a training step reads its results back synchronously): every layer a WGSL kernel of [`crate::gpu::kernels`], each submitted as it comes
-/// (the queue keeps their order).
+/// The GPU (native only: a training step reads its results back synchronously): every layer a
+/// WGSL kernel of [`crate::gpu::kernels`]. Launches are recorded as they come and submitted
+/// together, in order, in one command buffer when results are downloaded (or every
+/// [`GPU_BATCH_LAUNCHES`] launches): a step costs a few submissions instead of one per layer.
 #[cfg(not(target_arch = "wasm32"))]
-#[derive(Clone)]
 pub struct GpuBackend {
     ctx: GpuContext,
+    /// Launches recorded since the last submission.
+    pending: std::cell::RefCell<Vec<crate::gpu::kernels::Dispatch>>,
 }
+
+/// A clone shares the device, not the launches still waiting in the original.
+#[cfg(not(target_arch = "wasm32"))]
+impl Clone for GpuBackend {
+    fn clone(&self) -> Self {
+        Self::new(self.ctx.clone())
+    }
+}
+
+/// Most launches [`GpuBackend`] holds before submitting them.
+#[cfg(not(target_arch = "wasm32"))]
+pub const GPU_BATCH_LAUNCHES: usize = 64;
 
 #[cfg(not(target_arch = "wasm32"))]
 impl GpuBackend {
     /// Train on the device of `ctx`.
     pub fn new(ctx: GpuContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            pending: Default::default(),
+        }
     }
 
     /// The context the kernels run on.
@@ -435,9 +453,25 @@ impl GpuBackend {
         GpuTensor::zeros(&self.ctx, dims)
     }
 
+    /// Queue `dispatch` behind the launches recorded before it. Every tensor a launch writes
+    /// is either fresh or written only by launches, so deferring them changes no result.
     fn run(&self, dispatch: crate::gpu::kernels::Dispatch) -> Result<()> {
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            pending.push(dispatch);
+            pending.len() >= GPU_BATCH_LAUNCHES
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Submit the recorded launches, in order, in one command buffer.
+    fn flush(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
         self.ctx.submit(|enc| {
-            dispatch.record(enc);
+            pending.iter().for_each(|d| d.record(enc));
             Ok(())
         })?;
         Ok(())
@@ -457,6 +491,7 @@ impl Backend for GpuBackend {
     }
 
     fn download(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {
+        self.flush()?;
         crate::gpu::read_many_blocking(&self.ctx, tensors)
     }
 
