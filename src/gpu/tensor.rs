@@ -152,19 +152,8 @@ impl GpuTensor {
     /// polled until the copy is done, in the browser the future resolves when the browser has
     /// mapped the buffer.
     pub async fn read(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
-        require_usage("tensor read", &self.buffer, wgpu::BufferUsages::COPY_SRC)?;
-        let size = self.len() as u64 * 4;
-        let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("activeshift readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        ctx.submit(|enc| {
-            enc.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, size);
-            Ok(())
-        })?;
-        read_mapped(ctx, &staging).await
+        let mut all = read_many(ctx, &[self]).await?;
+        Ok(all.pop().unwrap_or_default())
     }
 
     /// [`GpuTensor::read`], blocking the calling thread (native only).
@@ -242,18 +231,15 @@ pub(crate) fn usage_names(usage: wgpu::BufferUsages) -> String {
     }
 }
 
-/// Map a `MAP_READ` buffer, copy its f32 contents out and unmap it. On native the device is
-/// polled until the mapping is done; on the web the future resolves when the browser has mapped
-/// the buffer.
 /// Copy several tensors back to the host in one submission and one mapping (a training step
 /// downloads all its gradients at once).
 pub async fn read_many(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {
+    for t in tensors {
+        require_usage("tensor read", &t.buffer, wgpu::BufferUsages::COPY_SRC)?;
+    }
     let total: u64 = tensors.iter().map(|t| t.len() as u64 * 4).sum();
     if total == 0 {
         return Ok(tensors.iter().map(|_| Vec::new()).collect());
-    }
-    for t in tensors {
-        require_usage("tensor read", &t.buffer, wgpu::BufferUsages::COPY_SRC)?;
     }
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("activeshift readback"),
@@ -289,6 +275,9 @@ pub fn read_many_blocking(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Ve
     pollster::block_on(read_many(ctx, tensors))
 }
 
+/// Map a `MAP_READ` buffer, copy its f32 contents out and unmap it. On native the device is
+/// polled until the mapping is done; on the web the future resolves when the browser has mapped
+/// the buffer.
 pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
     let (tx, rx) = futures_channel::oneshot::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {

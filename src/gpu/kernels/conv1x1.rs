@@ -2,11 +2,10 @@
 //! register-tiled over packed weights, and its vec4 form), the weight packing they share with
 //! the fused ASL GEMM and the im2col 3x3, and the two GEMMs of the backward pass.
 
-use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
-use std::sync::OnceLock;
 
 /// Output tile of the workgroup-tiled GEMMs (`TILE_M` x `TILE_N` in their WGSL).
 const TILE: usize = 64;
@@ -112,15 +111,6 @@ impl Conv1x1Variant {
             Self::Tiled => "conv1x1.wgsl",
             Self::Register => "conv1x1_reg.wgsl",
             Self::Vec4 => "conv1x1_vec4.wgsl",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Self::Naive => 0,
-            Self::Tiled => 1,
-            Self::Register => 2,
-            Self::Vec4 => 3,
         }
     }
 
@@ -379,28 +369,22 @@ impl PackedGemm<'_> {
 /// The two entry points of a packed GEMM's WGSL (32 and 64 output channels per invocation),
 /// each pipeline built on first use.
 pub(crate) struct PackedPipelines {
-    device: wgpu::Device,
-    file: &'static str,
-    narrow: OnceLock<Pipeline>,
-    wide: OnceLock<Pipeline>,
+    narrow: LazyPipeline,
+    wide: LazyPipeline,
 }
 
 impl PackedPipelines {
     pub(crate) fn new(device: &wgpu::Device, file: &'static str) -> Self {
         Self {
-            device: device.clone(),
-            file,
-            narrow: OnceLock::new(),
-            wide: OnceLock::new(),
+            narrow: LazyPipeline::new(device, file, "main"),
+            wide: LazyPipeline::new(device, file, "main_wide"),
         }
     }
     pub(crate) fn narrow(&self) -> &Pipeline {
-        self.narrow
-            .get_or_init(|| Pipeline::new(&self.device, self.file, "main"))
+        self.narrow.get()
     }
     pub(crate) fn wide(&self) -> &Pipeline {
-        self.wide
-            .get_or_init(|| Pipeline::new(&self.device, self.file, "main_wide"))
+        self.wide.get()
     }
 }
 
@@ -462,34 +446,35 @@ pub(crate) fn weight_cout(op: &'static str, weight: &GpuTensor, cin: usize) -> R
 /// `shaders/conv1x1*.wgsl`: 1x1 convolution with stride and epilogue, as a GEMM (one pipeline
 /// per [`Conv1x1Variant`], each built on first use).
 pub struct Conv1x1 {
-    device: wgpu::Device,
-    pipelines: [OnceLock<Pipeline>; 2],
+    naive: LazyPipeline,
+    tiled: LazyPipeline,
     register: PackedPipelines,
     vec4: PackedPipelines,
-    pack: OnceLock<Pipeline>,
+    pack: LazyPipeline,
 }
 
 impl Conv1x1 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            device: device.clone(),
-            pipelines: Default::default(),
+            naive: LazyPipeline::new(device, Conv1x1Variant::Naive.file(), "main"),
+            tiled: LazyPipeline::new(device, Conv1x1Variant::Tiled.file(), "main"),
             register: PackedPipelines::new(device, Conv1x1Variant::Register.file()),
             vec4: PackedPipelines::new(device, Conv1x1Variant::Vec4.file()),
-            pack: OnceLock::new(),
+            pack: LazyPipeline::new(device, "conv1x1_pack.wgsl", "main"),
         }
     }
 
     /// The pipeline of the naive or tiled variant.
     fn pipeline(&self, v: Conv1x1Variant) -> &Pipeline {
-        self.pipelines[v.index().min(1)]
-            .get_or_init(|| Pipeline::new(&self.device, v.file(), "main"))
+        match v {
+            Conv1x1Variant::Naive => self.naive.get(),
+            _ => self.tiled.get(),
+        }
     }
 
     /// `shaders/conv1x1_pack.wgsl`, shared with the fused ASL GEMM.
     pub(crate) fn pack_pipeline(&self) -> &Pipeline {
-        self.pack
-            .get_or_init(|| Pipeline::new(&self.device, "conv1x1_pack.wgsl", "main"))
+        self.pack.get()
     }
 
     /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter: on
