@@ -311,7 +311,7 @@ impl Bench {
             let w = self.random(&[cout, xs.c], -1.0, 1.0)?;
             let y = GpuTensor::zeros(&self.ctx, &xs.strided(cout, 1).dims())?;
             let flop = 2.0 * (xs.plane() * xs.c * cout) as f64 / 1e9;
-            let chosen = Conv1x1::choose(&self.ctx, xs, 1);
+            let chosen = Conv1x1::choose(&self.ctx, xs, cout, 1);
             let mut runs: Vec<(String, Conv1x1Variant)> = vec![
                 (format!("gemm_naive_{label}"), Conv1x1Variant::Naive),
                 (format!("gemm_tiled_{label}"), chosen),

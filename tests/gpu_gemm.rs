@@ -6,7 +6,7 @@
 
 mod common;
 
-use activeshift::gpu::kernels::{AslConv1x1, Conv1x1Epilogue, Conv1x1Variant};
+use activeshift::gpu::kernels::{AslConv1x1, Conv1x1, Conv1x1Epilogue, Conv1x1Variant};
 use activeshift::{GpuContext, GpuTensor, Shape4, cpu};
 use common::*;
 use rand::rngs::StdRng;
@@ -334,6 +334,36 @@ fn kernel_choice_follows_the_adapter() {
         assert_eq!(
             k.to_string(),
             "register-tiled GEMM, rows ASL, then the GEMM"
+        );
+    }
+    if ctx.adapter_info().name.contains("llvmpipe") {
+        // Measured on lavapipe (BENCHMARKS.md): one dispatch over storage-buffer weights for
+        // w32's 7x7 layers (four slab dispatches of one workgroup each otherwise), the slab
+        // GEMMs where every slab dispatch has work for both cores.
+        let pick = |xs, cout, s| Conv1x1::choose(ctx, xs, cout, s);
+        assert_eq!(
+            pick(Shape4::new(1, 256, 7, 7), 256, 1),
+            Conv1x1Variant::RegisterWhole
+        );
+        assert_eq!(
+            pick(Shape4::new(1, 128, 14, 14), 256, 2),
+            Conv1x1Variant::RegisterWhole
+        );
+        assert_eq!(
+            pick(Shape4::new(1, 512, 2, 2), 1000, 1),
+            Conv1x1Variant::Vec4Whole
+        );
+        assert_eq!(
+            pick(Shape4::new(1, 64, 224, 224), 64, 1),
+            Conv1x1Variant::Vec4
+        );
+        assert_eq!(
+            pick(Shape4::new(1, 1024, 32, 32), 1024, 1),
+            Conv1x1Variant::Vec4
+        );
+        assert_eq!(
+            pick(Shape4::new(1, 128, 14, 14), 128, 1),
+            Conv1x1Variant::Vec4
         );
     }
 }

@@ -25,8 +25,14 @@ def store(R, indent="    "):
     return "\n".join(f"{indent}acc[{m}] = a{m};" for m in range(R))
 
 
-def build(R):
-    """The shaders for R output channels per invocation, as [(file, text)] with ROWS unset."""
+def build(R, whole=False):
+    """The shaders for R output channels per invocation, as [(file, text)] with ROWS unset.
+
+    With `whole`, only the GEMMs that also have a one-dispatch form (conv1x1_vec4, conv1x1_reg),
+    whose bodies are then that form: the row block comes from workgroup_id.y and the weights
+    from `wall`, the whole packed matrix in a storage buffer, so the GEMM is one dispatch over
+    every row block and all of K (used where the uniform slabs would need several small
+    dispatches, see src/gpu/kernels/conv1x1.rs)."""
     OUT = []
 
     PARAMS = """// Mirrors `GemmParams` in src/gpu/kernels/conv1x1.rs.
@@ -133,8 +139,45 @@ const FLAG_ACCUMULATE: u32 = 8u;
 }
 """
 
-    W4 = lambda m: f"wslab[wb + {m}u * kv + k]"
-    W1 = lambda m: f"wslab[wb + {m}u * kv + k][lane]"
+    WSRC = "wall" if whole else "wslab"
+    W4 = lambda m: f"{WSRC}[wb + {m}u * kv + k]"
+    W1 = lambda m: f"{WSRC}[wb + {m}u * kv + k][lane]"
+    WALL = """// The same packed weights as one storage array, for the `_whole` entry points: rows padded to a
+// multiple of 64 output channels, kc = K rounded up to 4 (one dispatch covers all of them).
+@group(0) @binding(7) var<storage, read> wall: array<vec4<f32>>;
+"""
+
+    if whole:
+        VEC4_INDEX = """    // Invocation g of the image owns pixel vec4 g of row block wg.y (ROWS output channels).
+    let rb = wg.y;
+    let q = wg.x * WG_SIZE + li;
+    if (q >= plane4 || rb * ROWS >= params.nrows) {
+        return;
+    }"""
+        REG_INDEX = """    // Invocation g of the image owns pixels 4g .. 4g + 3 of row block wg.y (ROWS output channels).
+    let groups = (plane_out + 3u) / 4u;
+    let g = wg.x * WG_SIZE + li;
+    let rb = wg.y;
+    let p0 = g * 4u;
+    if (g >= groups || rb * ROWS >= params.nrows) {
+        return;
+    }"""
+    else:
+        VEC4_INDEX = """    // Invocation g of the image owns pixel vec4 q of row block rb (ROWS output channels).
+    let g = wg.x * WG_SIZE + li;
+    let rb = g / plane4;
+    let q = g % plane4;
+    if (rb * ROWS >= params.nrows) {
+        return;
+    }"""
+        REG_INDEX = """    // Invocation g of the image owns pixels 4q .. 4q + 3 of row block rb (ROWS output channels).
+    let groups = (plane_out + 3u) / 4u;
+    let g = wg.x * WG_SIZE + li;
+    let rb = g / groups;
+    let p0 = (g % groups) * 4u;
+    if (rb * ROWS >= params.nrows) {
+        return;
+    }"""
 
     vec4 = """// 1x1 convolution, stride 1, as a register-tiled GEMM with vectorised loads: the fast
 // variant for CPU-like adapters (lavapipe), where every load whose address varies across
@@ -158,7 +201,7 @@ const FLAG_ACCUMULATE: u32 = 8u;
 @group(0) @binding(5) var<storage, read> residual: array<vec4<f32>>;
 // [N, Cout, H, W] as vec4s.
 @group(0) @binding(6) var<storage, read_write> y: array<vec4<f32>>;
-
+""" + WALL + """
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -166,13 +209,7 @@ fn main(
 ) {
     let n = wg.z;
     let plane4 = params.h * params.w / 4u;
-    // Invocation g of the image owns pixel vec4 q of row block rb (ROWS output channels).
-    let g = wg.x * WG_SIZE + li;
-    let rb = g / plane4;
-    let q = g % plane4;
-    if (rb * ROWS >= params.nrows) {
-        return;
-    }
+""" + VEC4_INDEX + """
     let x_base = n * params.cin * plane4 + q;
     let kv = params.kc / 4u;
     let wb = rb * ROWS * kv;
@@ -216,7 +253,7 @@ fn main(
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 // [N, Cout, Ho, Wo]
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
-
+""" + WALL + """
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -225,14 +262,7 @@ fn main(
     let n = wg.z;
     let plane_in = params.h * params.w;
     let plane_out = params.ho * params.wo;
-    // Invocation g of the image owns pixels 4q .. 4q + 3 of row block rb (ROWS output channels).
-    let groups = (plane_out + 3u) / 4u;
-    let g = wg.x * WG_SIZE + li;
-    let rb = g / groups;
-    let p0 = (g % groups) * 4u;
-    if (rb * ROWS >= params.nrows) {
-        return;
-    }
+""" + REG_INDEX + """
     // Source offsets of the 4 pixels (pixels past the plane read the last one, write nothing).
     var src: vec4<u32>;
     for (var e = 0u; e < 4u; e++) {
@@ -381,6 +411,8 @@ fn main(
 
     OUT.append(('conv1x1_vec4.wgsl', vec4))
     OUT.append(('conv1x1_reg.wgsl', reg))
+    if whole:
+        return OUT
     OUT.append(('asl_conv1x1.wgsl', fused))
 
     fused4 = """// The Active Shift Layer fused into the following 1x1 convolution, stride 1 and W divisible by
@@ -575,21 +607,30 @@ NOTE = """// Two entry points: `main` owns 32 output channels per invocation, `m
 """
 
 
+NOTE_WHOLE = """// `main_whole` and `main_wide_whole` are the same GEMMs as one dispatch: the row block comes from
+// workgroup_id.y and the weights from `wall` (all of them, in a storage buffer) instead of one
+// uniform slab per dispatch. On lavapipe a storage load costs more than a uniform one, but each
+// dispatch costs tens of microseconds, so small planes with many slabs run faster this way.
+"""
 def main():
     check = "--check" in sys.argv[1:]
     stale = []
     narrow = dict(build(32))
     wide = dict(build(64))
+    narrow_whole = dict(build(32, whole=True))
+    wide_whole = dict(build(64, whole=True))
+    body = lambda t: t[t.index("@compute"):]
     for name, a in narrow.items():
-        b = wide[name]
-        i = a.index("@compute")
-        j = b.index("@compute")
-        head = a[:i]
+        head = a[:a.index("@compute")]
         s0 = head.index("// Mirrors `GemmParams`")
-        head = head[:s0] + NOTE + "\n" + head[s0:]
-        body32 = a[i:].replace("ROWS", "32u")
-        body64 = b[j:].replace("ROWS", "64u").replace("fn main(", "fn main_wide(", 1)
-        text = head + body32 + "\n" + body64
+        head = head[:s0] + NOTE + (NOTE_WHOLE if name in narrow_whole else "") + "\n" + head[s0:]
+        text = head + body(a).replace("ROWS", "32u") + "\n" + body(wide[name]).replace(
+            "ROWS", "64u").replace("fn main(", "fn main_wide(", 1)
+        if name in narrow_whole:
+            text += "\n" + body(narrow_whole[name]).replace("ROWS", "32u").replace(
+                "fn main(", "fn main_whole(", 1)
+            text += "\n" + body(wide_whole[name]).replace("ROWS", "64u").replace(
+                "fn main(", "fn main_wide_whole(", 1)
         text = text.replace("ROWS output channels", "32 or 64 output channels")
         path = os.path.join("shaders", name)
         if check:

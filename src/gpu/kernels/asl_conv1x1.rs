@@ -164,6 +164,7 @@ impl AslConv1x1 {
             epilogue: &ep,
             y,
             extra: Some(&taps),
+            whole: false,
         }
         .build(ctx)
     }

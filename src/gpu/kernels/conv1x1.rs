@@ -89,19 +89,34 @@ pub enum Conv1x1Variant {
     /// `shaders/conv1x1_vec4.wgsl`: as [`Conv1x1Variant::Register`] with vec4 loads and stores
     /// of the pixels; stride 1 and `H*W` divisible by 4 only.
     Vec4,
+    /// [`Conv1x1Variant::Register`] as one dispatch (`main_whole` entry points): all the packed
+    /// weights in one storage buffer instead of one uniform slab per dispatch. For small planes,
+    /// where several slab dispatches would each have little work ([`Conv1x1::choose`]).
+    RegisterWhole,
+    /// [`Conv1x1Variant::Vec4`] as one dispatch, as [`Conv1x1Variant::RegisterWhole`].
+    Vec4Whole,
 }
 
 impl Conv1x1Variant {
     /// Every variant.
-    pub const ALL: [Conv1x1Variant; 4] = [Self::Naive, Self::Tiled, Self::Register, Self::Vec4];
+    pub const ALL: [Conv1x1Variant; 6] = [
+        Self::Naive,
+        Self::Tiled,
+        Self::Register,
+        Self::Vec4,
+        Self::RegisterWhole,
+        Self::Vec4Whole,
+    ];
 
-    /// A short name (`naive`, `tiled`, `register`, `vec4`).
+    /// A short name (`naive`, `tiled`, `register`, `vec4`, `register_whole`, `vec4_whole`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Naive => "naive",
             Self::Tiled => "tiled",
             Self::Register => "register",
             Self::Vec4 => "vec4",
+            Self::RegisterWhole => "register_whole",
+            Self::Vec4Whole => "vec4_whole",
         }
     }
 
@@ -109,16 +124,17 @@ impl Conv1x1Variant {
         match self {
             Self::Naive => "conv1x1_naive.wgsl",
             Self::Tiled => "conv1x1.wgsl",
-            Self::Register => "conv1x1_reg.wgsl",
-            Self::Vec4 => "conv1x1_vec4.wgsl",
+            Self::Register | Self::RegisterWhole => "conv1x1_reg.wgsl",
+            Self::Vec4 | Self::Vec4Whole => "conv1x1_vec4.wgsl",
         }
     }
 
     /// Whether this variant computes a 1x1 convolution of input `xs` at `stride` (only
-    /// [`Conv1x1Variant::Vec4`] is limited: stride 1 and `H*W` divisible by 4).
+    /// [`Conv1x1Variant::Vec4`] and [`Conv1x1Variant::Vec4Whole`] are limited: stride 1 and
+    /// `H*W` divisible by 4).
     pub fn supports(self, xs: Shape4, stride: usize) -> bool {
         match self {
-            Self::Vec4 => stride == 1 && xs.plane().is_multiple_of(4),
+            Self::Vec4 | Self::Vec4Whole => stride == 1 && xs.plane().is_multiple_of(4),
             _ => true,
         }
     }
@@ -248,6 +264,9 @@ pub(crate) struct PackedGemm<'a> {
     /// Floats reserved after the slabs (bound at binding 7 as one more slab), and the dispatch
     /// that fills them, given the packed buffer and the offset in floats.
     pub(crate) extra: Option<&'a ExtraSlab<'a>>,
+    /// One dispatch over weights packed whole into a storage buffer (the `_whole` entry
+    /// points; only for GEMMs that have them, and without `extra`).
+    pub(crate) whole: bool,
 }
 
 impl PackedGemm<'_> {
@@ -262,12 +281,11 @@ impl PackedGemm<'_> {
         let ys = xs.strided(cout, self.stride);
         let wide = cout >= WIDE_FROM;
         let per = if wide { 2 * ROWS } else { ROWS };
-        let gemm = if wide {
-            self.gemm.wide()
-        } else {
-            self.gemm.narrow()
-        };
         let depth = self.depth;
+        if self.whole {
+            return self.build_whole(ctx, wide, per);
+        }
+        let gemm = self.gemm.slabs(wide);
         let layout = SlabLayout::new(cout, depth, per);
         let slabs = layout.slabs();
         let len = slabs * SLAB;
@@ -366,11 +384,149 @@ impl PackedGemm<'_> {
     }
 }
 
-/// The two entry points of a packed GEMM's WGSL (32 and 64 output channels per invocation),
-/// each pipeline built on first use.
+/// Invocations per dispatch below which the slab form's dispatches are too small to pay for
+/// themselves (measured on lavapipe, see [`whole_pays`]).
+const WHOLE_BELOW: usize = 256;
+
+/// Whether the register-tiled 1x1 GEMM of input `xs` to `cout` channels at `stride` runs faster
+/// as one dispatch over weights in a storage buffer (the `_whole` variants) than as one dispatch
+/// per uniform slab: when the slab form needs several dispatches and each has fewer than
+/// [`WHOLE_BELOW`] invocations. On lavapipe each dispatch costs tens of microseconds and runs
+/// on one thread when it has a single workgroup, while a storage-buffer weight load costs more
+/// than a uniform one (a 64 -> 64 GEMM at 224² is about 15% slower with it), so the
+/// one-dispatch form pays on the small planes of the late stages only.
+pub(crate) fn whole_pays(ctx: &GpuContext, xs: Shape4, cout: usize, stride: usize) -> bool {
+    let per = if cout >= WIDE_FROM { 2 * ROWS } else { ROWS };
+    let slabs = SlabLayout::new(cout, xs.c, per);
+    let lanes = xs.strided(cout, stride).plane().div_ceil(4) * (slabs.rows / per) * xs.n;
+    slabs.slabs() > 1
+        && lanes < WHOLE_BELOW
+        && WholeLayout::new(cout, xs.c, per).bytes()
+            <= ctx.device().limits().max_storage_buffer_binding_size
+}
+
+impl PackedGemm<'_> {
+    /// [`PackedGemm::build`] in the one-dispatch form: the packing dispatch (marked as setup)
+    /// writes the weights as one `[Cout rounded up to per, K rounded up to 4]` matrix, then one
+    /// GEMM dispatch covers every block of `per` output channels (workgroup_id.y) and all of K.
+    fn build_whole(&self, ctx: &GpuContext, wide: bool, per: usize) -> Result<Dispatch> {
+        let op = self.op;
+        let device = ctx.device();
+        let (xs, cout, depth) = (self.xs, self.cout, self.depth);
+        let gemm = match (self.gemm.whole(wide), self.extra) {
+            (Some(gemm), None) => gemm,
+            _ => {
+                return Err(crate::Error::invalid(
+                    op,
+                    "this GEMM has no one-dispatch form",
+                ));
+            }
+        };
+        let ys = xs.strided(cout, self.stride);
+        let layout = WholeLayout::new(cout, depth, per);
+        let limit = device.limits().max_storage_buffer_binding_size;
+        if layout.bytes() > limit {
+            return Err(crate::Error::DeviceLimit {
+                op,
+                what: "packed weight bytes (one storage buffer)",
+                needed: layout.bytes(),
+                limit,
+            });
+        }
+        let packed = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("activeshift packed weights (whole)"),
+            size: layout.bytes(),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let len = layout.rows * layout.kc;
+        let pack_params = PackParams {
+            cout: u32_of(op, "output channels", cout)?,
+            cin: u32_of(op, "input channels", depth)?,
+            kc: u32_of(op, "input channels", layout.kc)?,
+            rows: u32_of(op, "output channels", layout.rows)?,
+            nk: 1,
+            len: u32_of(op, "packed weights", len)?,
+            _pad: [0; 2],
+        };
+        let groups = len.div_ceil(256);
+        let gx = groups.min(32768);
+        let pack_groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
+        let dispatch = self
+            .pack
+            .prepare(
+                device,
+                &pack_params,
+                &[(1, self.weight.buffer()), (2, &packed)],
+                pack_groups,
+            )
+            .setup();
+        let ep = self.epilogue;
+        let params = GemmParams {
+            n: u32_of(op, "batch size", xs.n)?,
+            cin: u32_of(op, "input channels", xs.c)?,
+            cout: pack_params.cout,
+            h: u32_of(op, "height", xs.h)?,
+            w: u32_of(op, "width", xs.w)?,
+            ho: u32_of(op, "output height", ys.h)?,
+            wo: u32_of(op, "output width", ys.w)?,
+            stride: u32_of(op, "stride", self.stride)?,
+            flags: ep.flags,
+            row0: 0,
+            kc: pack_params.kc,
+            k0: 0,
+            k1: pack_params.cin,
+            nrows: pack_params.cout,
+            _pad: [0; 2],
+        };
+        // One invocation per 4 output pixels (x) and block of `per` output channels (y).
+        let groups = workgroups(
+            op,
+            device,
+            [
+                ys.plane().div_ceil(4).div_ceil(GEMM_WG),
+                cout.div_ceil(per),
+                xs.n,
+            ],
+        )?;
+        let res = [
+            (1, self.x.buffer().as_entire_binding()),
+            (3, ep.scale.as_entire_binding()),
+            (4, ep.bias.as_entire_binding()),
+            (5, ep.residual.as_entire_binding()),
+            (6, self.y.buffer().as_entire_binding()),
+            (7, packed.as_entire_binding()),
+        ];
+        Ok(dispatch.then(gemm.prepare_bindings(device, &params, &res, groups)))
+    }
+}
+
+/// The weights of a one-dispatch packed GEMM: `rows` (Cout rounded up to the rows per
+/// invocation) times `kc` (K rounded up to 4) floats.
+#[derive(Clone, Copy, Debug)]
+struct WholeLayout {
+    rows: usize,
+    kc: usize,
+}
+
+impl WholeLayout {
+    fn new(cout: usize, depth: usize, per: usize) -> Self {
+        Self {
+            rows: cout.div_ceil(per) * per,
+            kc: depth.div_ceil(4) * 4,
+        }
+    }
+    fn bytes(&self) -> u64 {
+        (self.rows * self.kc * 4) as u64
+    }
+}
+
+/// The entry points of a packed GEMM's WGSL (32 and 64 output channels per invocation; for
+/// the 1x1 GEMMs also their one-dispatch `_whole` forms), each pipeline built on first use.
 pub(crate) struct PackedPipelines {
     narrow: LazyPipeline,
     wide: LazyPipeline,
+    whole: Option<[LazyPipeline; 2]>,
 }
 
 impl PackedPipelines {
@@ -378,13 +534,28 @@ impl PackedPipelines {
         Self {
             narrow: LazyPipeline::new(device, file, "main"),
             wide: LazyPipeline::new(device, file, "main_wide"),
+            whole: None,
         }
     }
-    pub(crate) fn narrow(&self) -> &Pipeline {
-        self.narrow.get()
+    /// For a WGSL that also has `main_whole` and `main_wide_whole`.
+    fn with_whole(device: &wgpu::Device, file: &'static str) -> Self {
+        Self {
+            whole: Some([
+                LazyPipeline::new(device, file, "main_whole"),
+                LazyPipeline::new(device, file, "main_wide_whole"),
+            ]),
+            ..Self::new(device, file)
+        }
     }
-    pub(crate) fn wide(&self) -> &Pipeline {
-        self.wide.get()
+    /// The slab form's pipeline for 64 (`wide`) or 32 output channels per invocation.
+    fn slabs(&self, wide: bool) -> &Pipeline {
+        if wide { &self.wide } else { &self.narrow }.get()
+    }
+    /// The one-dispatch form's pipeline (None if this WGSL has none).
+    fn whole(&self, wide: bool) -> Option<&Pipeline> {
+        self.whole
+            .as_ref()
+            .map(|[narrow, wide_whole]| if wide { wide_whole } else { narrow }.get())
     }
 }
 
@@ -458,8 +629,8 @@ impl Conv1x1 {
         Self {
             naive: LazyPipeline::new(device, Conv1x1Variant::Naive.file(), "main"),
             tiled: LazyPipeline::new(device, Conv1x1Variant::Tiled.file(), "main"),
-            register: PackedPipelines::new(device, Conv1x1Variant::Register.file()),
-            vec4: PackedPipelines::new(device, Conv1x1Variant::Vec4.file()),
+            register: PackedPipelines::with_whole(device, Conv1x1Variant::Register.file()),
+            vec4: PackedPipelines::with_whole(device, Conv1x1Variant::Vec4.file()),
             pack: LazyPipeline::new(device, "conv1x1_pack.wgsl", "main"),
         }
     }
@@ -480,10 +651,17 @@ impl Conv1x1 {
     /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter: on
     /// CPU adapters ([`register_tiled`]) vec4 where it applies, else the general
     /// register-tiled GEMM; elsewhere the workgroup-tiled GEMM.
-    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> Conv1x1Variant {
+    pub fn choose(ctx: &GpuContext, xs: Shape4, cout: usize, stride: usize) -> Conv1x1Variant {
+        let vec4 = Conv1x1Variant::Vec4.supports(xs, stride);
         if !register_tiled(ctx) {
             Conv1x1Variant::Tiled
-        } else if Conv1x1Variant::Vec4.supports(xs, stride) {
+        } else if whole_pays(ctx, xs, cout, stride) {
+            if vec4 {
+                Conv1x1Variant::Vec4Whole
+            } else {
+                Conv1x1Variant::RegisterWhole
+            }
+        } else if vec4 {
             Conv1x1Variant::Vec4
         } else {
             Conv1x1Variant::Register
@@ -503,8 +681,9 @@ impl Conv1x1 {
         y: &GpuTensor,
     ) -> Result<Dispatch> {
         let xs = x.shape4("conv1x1", "input")?;
+        let cout = weight_cout("conv1x1", weight, xs.c)?;
         self.prepare_variant(
-            Self::choose(ctx, xs, stride),
+            Self::choose(ctx, xs, cout, stride),
             ctx,
             x,
             weight,
@@ -576,13 +755,19 @@ impl Conv1x1 {
                     groups,
                 ))
             }
-            Conv1x1Variant::Register | Conv1x1Variant::Vec4 => PackedGemm {
+            Conv1x1Variant::Register
+            | Conv1x1Variant::Vec4
+            | Conv1x1Variant::RegisterWhole
+            | Conv1x1Variant::Vec4Whole => PackedGemm {
                 op: OP,
-                gemm: if variant == Conv1x1Variant::Vec4 {
-                    &self.vec4
-                } else {
-                    &self.register
+                gemm: match variant {
+                    Conv1x1Variant::Vec4 | Conv1x1Variant::Vec4Whole => &self.vec4,
+                    _ => &self.register,
                 },
+                whole: matches!(
+                    variant,
+                    Conv1x1Variant::RegisterWhole | Conv1x1Variant::Vec4Whole
+                ),
                 pack: self.pack_pipeline(),
                 x,
                 xs,

@@ -96,6 +96,7 @@ impl Conv3x3 {
             epilogue: &ep,
             y,
             extra: None,
+            whole: false,
         }
         .build(ctx)
     }
