@@ -394,12 +394,16 @@ const WHOLE_BELOW: usize = 256;
 /// [`WHOLE_BELOW`] invocations. On lavapipe each dispatch costs tens of microseconds and runs
 /// on one thread when it has a single workgroup, while a storage-buffer weight load costs more
 /// than a uniform one (a 64 -> 64 GEMM at 224² is about 15% slower with it), so the
-/// one-dispatch form pays on the small planes of the late stages only.
+/// one-dispatch form pays on the small planes of the late stages only (w32's 7x7 stage and
+/// classifier: 256 -> 256 at 7² in 0.61 ms against 0.90). Not on SwiftShader
+/// ([`swiftshader_like`]): there it saved about 20 ms of a warm w32 forward pass (0.26 s) but
+/// compiling its pipeline added 1.5 s to the first one.
 pub(crate) fn whole_pays(ctx: &GpuContext, xs: Shape4, cout: usize, stride: usize) -> bool {
     let per = if cout >= WIDE_FROM { 2 * ROWS } else { ROWS };
     let slabs = SlabLayout::new(cout, xs.c, per);
     let lanes = xs.strided(cout, stride).plane().div_ceil(4) * (slabs.rows / per) * xs.n;
-    slabs.slabs() > 1
+    !swiftshader_like(ctx)
+        && slabs.slabs() > 1
         && lanes < WHOLE_BELOW
         && WholeLayout::new(cout, xs.c, per).bytes()
             <= ctx.device().limits().max_storage_buffer_binding_size
