@@ -7,7 +7,9 @@
 //! `TIMESTAMP_QUERY`, else with the wall clock around submit + wait. CPU cases use the wall
 //! clock.
 
-use activeshift::gpu::kernels::{Conv1x1, Conv1x1Epilogue, Conv1x1Variant, Dispatch};
+use activeshift::gpu::kernels::{
+    AslConv1x1, AslConv1x1Variant, Conv1x1, Conv1x1Epilogue, Conv1x1Variant, Dispatch,
+};
 use activeshift::model::GpuModel;
 use activeshift::{ArchConfig, GpuContext, GpuTensor, Model, Result, Shape4};
 use rand::rngs::StdRng;
@@ -397,17 +399,35 @@ impl Bench {
             )?;
         }
         if self.wanted("asl_block") {
+            let chosen = AslConv1x1::choose(&ctx, xs, 1);
             let d = k
                 .asl_conv1x1(dev)
-                .prepare(&ctx, &x, &shift, 1, &w, ep, &y)?;
+                .prepare_variant(chosen, &ctx, &x, &shift, 1, &w, ep, &y)?;
             self.gpu_case(
                 "asl_block_fused",
                 "block",
                 &d,
                 Some((flop, "GFLOP")),
-                format!("{note}, ASL fused into the GEMM"),
+                format!("{note}, ASL fused into the GEMM ({})", chosen.name()),
                 false,
             )?;
+            // In a full run, the other fused GEMMs too (which one pays is per adapter).
+            for v in AslConv1x1Variant::ALL {
+                if self.quick || v == chosen || !v.supports(xs, 1) {
+                    continue;
+                }
+                let d = k
+                    .asl_conv1x1(dev)
+                    .prepare_variant(v, &ctx, &x, &shift, 1, &w, ep, &y)?;
+                self.gpu_case(
+                    &format!("asl_block_fused_variant_{}", v.name()),
+                    "block",
+                    &d,
+                    Some((flop, "GFLOP")),
+                    format!("{note}, ASL fused into the GEMM ({})", v.name()),
+                    false,
+                )?;
+            }
             let d = k
                 .asl_forward(dev)
                 .prepare(&ctx, &x, &shift, 1, &mid)?

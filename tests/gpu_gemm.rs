@@ -6,7 +6,9 @@
 
 mod common;
 
-use activeshift::gpu::kernels::{AslConv1x1, Conv1x1, Conv1x1Epilogue, Conv1x1Variant};
+use activeshift::gpu::kernels::{
+    ASL_CONV1X1_MAX_CHANNELS, AslConv1x1Variant, Conv1x1, Conv1x1Epilogue, Conv1x1Variant,
+};
 use activeshift::{GpuContext, GpuTensor, Shape4, cpu};
 use common::*;
 use rand::rngs::StdRng;
@@ -189,7 +191,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
         return;
     };
     let (mut rng, seed) = rng("asl_conv1x1");
-    let mut vec4_ran = false;
+    let mut ran = std::collections::HashSet::new();
     let k = ctx.kernels();
     let dev = ctx.device();
     for (xs, cout) in gemm_shapes() {
@@ -227,22 +229,23 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
                 let want = f32s(&want);
                 let ep = gpu_epilogue(e, &st, &bt, &rt);
                 let msg = format!("{xs} -> {cout}, stride {s}, epilogue {e} (seed {seed})");
-                // Both pipelines where the vectorised one applies.
+                // Every variant that handles the shape; the last one is compared with the
+                // unfused path below.
                 let mut fused = Vec::new();
-                for vec4 in [false, true] {
-                    if vec4 && !AslConv1x1::supports_vec4(xs, s) {
+                for v in AslConv1x1Variant::ALL {
+                    if !v.supports(xs, s) {
                         continue;
                     }
                     let out = poisoned(ctx, &ys.dims());
                     run(ctx, |enc| {
                         k.asl_conv1x1(dev)
-                            .prepare_variant(vec4, ctx, &xt, &sht, s, &wt, ep, &out)
+                            .prepare_variant(v, ctx, &xt, &sht, s, &wt, ep, &out)
                             .map(|d| d.record(enc))
                     });
                     fused = read(ctx, &out);
                     let err = rel_err(&fused, &want);
-                    assert!(err <= TOL, "fused (vec4: {vec4}) vs cpu on {msg}: {err:e}");
-                    vec4_ran |= vec4;
+                    assert!(err <= TOL, "fused ({}) vs cpu on {msg}: {err:e}", v.name());
+                    ran.insert(v);
                 }
                 // The unfused GPU path: ASL into a tensor, then the chosen GEMM.
                 let shifted = poisoned(ctx, &xs.strided(xs.c, s).dims());
@@ -262,7 +265,11 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
             }
         }
     }
-    assert!(vec4_ran, "the vectorised fused pipeline ran");
+    assert_eq!(
+        ran.len(),
+        AslConv1x1Variant::ALL.len(),
+        "every fused variant ran"
+    );
 }
 
 #[test]
@@ -279,11 +286,37 @@ fn fused_asl_gemm_rejects_bad_shapes() {
     let y = poisoned(ctx, &[1, 3, 3, 3]);
     let ep = Conv1x1Epilogue::default();
     assert!(k.prepare(ctx, &x, &shift, 2, &w, ep, &y).is_ok());
-    assert!(k.prepare(ctx, &x, &shift, 0, &w, ep, &y).is_err());
-    assert!(k.prepare(ctx, &x, &shift, 1, &w, ep, &y).is_err());
-    assert!(k.prepare(ctx, &x, &bad_shift, 2, &w, ep, &y).is_err());
-    assert!(k.prepare(ctx, &x, &shift, 2, &bad_w, ep, &y).is_err());
-    assert!(k.prepare(ctx, &x, &shift, 2, &w, ep, &x).is_err());
+    for v in [AslConv1x1Variant::Register, AslConv1x1Variant::Tiled] {
+        let p = |x, shift, s, w, y| k.prepare_variant(v, ctx, x, shift, s, w, ep, y);
+        assert!(p(&x, &shift, 2, &w, &y).is_ok());
+        assert!(p(&x, &shift, 0, &w, &y).is_err());
+        assert!(p(&x, &shift, 1, &w, &y).is_err());
+        assert!(p(&x, &bad_shift, 2, &w, &y).is_err());
+        assert!(p(&x, &shift, 2, &bad_w, &y).is_err());
+        assert!(p(&x, &shift, 2, &w, &x).is_err());
+    }
+    // Odd width at stride 1: no vec4 pipeline.
+    let y1 = poisoned(ctx, &[1, 3, 5, 5]);
+    let vec4 = k.prepare_variant(AslConv1x1Variant::Vec4, ctx, &x, &shift, 1, &w, ep, &y1);
+    assert!(matches!(
+        vec4,
+        Err(activeshift::Error::InvalidArgument { .. })
+    ));
+    // Past the taps slab of the register-tiled variants, the tiled one still runs.
+    let c = ASL_CONV1X1_MAX_CHANNELS + 1;
+    let (xw, ww, sw) = (
+        upload(ctx, &[1, c, 1, 1], &vec![0.5; c]),
+        upload(ctx, &[1, c], &vec![1.0; c]),
+        upload(ctx, &[2, c], &vec![0.0; 2 * c]),
+    );
+    let yw = poisoned(ctx, &[1, 1, 1, 1]);
+    let reg = k.prepare_variant(AslConv1x1Variant::Register, ctx, &xw, &sw, 1, &ww, ep, &yw);
+    assert!(matches!(reg, Err(activeshift::Error::DeviceLimit { .. })));
+    run(ctx, |enc| {
+        k.prepare_variant(AslConv1x1Variant::Tiled, ctx, &xw, &sw, 1, &ww, ep, &yw)
+            .map(|d| d.record(enc))
+    });
+    assert_eq!(read(ctx, &yw), vec![0.5 * c as f32]);
 }
 
 /// The ASL forward's vectorised pipeline (stride 1, W divisible by 4) against the CPU twin:

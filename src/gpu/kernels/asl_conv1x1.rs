@@ -1,15 +1,57 @@
 //! The Active Shift Layer fused into the following 1x1 convolution: the GEMM reads its input
 //! through the bilinear shift, so the shifted tensor never exists in memory.
 
-use super::conv1x1::{PackedGemm, PackedPipelines, bind_epilogue, weight_cout};
-use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use super::conv1x1::{
+    Conv1x1Params, PackedGemm, PackedPipelines, bind_epilogue, register_tiled, weight_cout,
+};
+use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Conv1x1Epilogue;
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
 
-/// Most input channels of one fused dispatch (one uniform slab of taps, `vec4` per channel).
+/// Most input channels of one fused dispatch of the register-tiled variants (one uniform slab
+/// of taps, `vec4` per channel); [`AslConv1x1Variant::Tiled`] has no such limit.
 pub const ASL_CONV1X1_MAX_CHANNELS: usize = 4096;
+
+/// The kernels behind [`AslConv1x1`]: same results, different GEMMs.
+/// [`AslConv1x1::prepare`] picks one by adapter and shape; [`AslConv1x1::prepare_variant`] runs
+/// a named one (benchmarks, tests: every variant is checked against the CPU twin and the
+/// unfused path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AslConv1x1Variant {
+    /// `shaders/asl_conv1x1.wgsl`: the register-tiled GEMM of `conv1x1_reg.wgsl` reading its
+    /// pixels through the shift (CPU adapters; any shape).
+    Register,
+    /// `shaders/asl_conv1x1_vec4.wgsl`: its vec4 twin (stride 1, width divisible by 4).
+    Vec4,
+    /// `shaders/asl_conv1x1_tiled.wgsl`: the workgroup-tiled GEMM of `conv1x1.wgsl` loading its
+    /// input tile through the shift (adapters other than CPU ones; any shape).
+    Tiled,
+}
+
+impl AslConv1x1Variant {
+    /// Every variant.
+    pub const ALL: [AslConv1x1Variant; 3] = [Self::Register, Self::Vec4, Self::Tiled];
+
+    /// A short name (`register`, `vec4`, `tiled`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Vec4 => "vec4",
+            Self::Tiled => "tiled",
+        }
+    }
+
+    /// Whether this variant handles input `xs` at `stride` (only [`AslConv1x1Variant::Vec4`]
+    /// is limited: stride 1 and a width divisible by 4).
+    pub fn supports(self, xs: Shape4, stride: usize) -> bool {
+        match self {
+            Self::Vec4 => stride == 1 && xs.w.is_multiple_of(4),
+            _ => true,
+        }
+    }
+}
 
 /// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by default on
 /// `ctx`: on no adapter measured so far, unless the environment variable `ACTIVESHIFT_FUSED=1`
@@ -18,7 +60,9 @@ pub const ASL_CONV1X1_MAX_CHANNELS: usize = 4096;
 /// as the fused kernel at batch 8 and faster at batch 1 (the fused GEMM reads the four taps of
 /// a pixel again for every block of output channels, and on a CPU adapter loads are what
 /// cost); on SwiftShader the unfused pair is faster too (warm w32 forward about 0.25 s against
-/// 0.31 s); hardware GPUs are unmeasured.
+/// 0.31 s). Hardware GPUs are unmeasured: there the fused kernel is
+/// [`AslConv1x1Variant::Tiled`], and `activeshift bench` reports it as `asl_block_fused`
+/// beside `asl_block_unfused`, the measurement this default waits for.
 pub fn fused_by_default(_ctx: &GpuContext) -> bool {
     std::env::var("ACTIVESHIFT_FUSED").is_ok_and(|v| v == "1")
 }
@@ -32,16 +76,18 @@ struct TapsParams {
     _pad: [u32; 2],
 }
 
-/// `shaders/asl_conv1x1.wgsl` (after `asl_taps.wgsl` and `conv1x1_pack.wgsl`):
-/// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM.
+/// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM (after `asl_taps.wgsl`, which turns
+/// the shifts into per-channel taps, and for the register-tiled variants `conv1x1_pack.wgsl`).
 ///
-/// Two shaders: `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width
-/// divisible by 4 (except on SwiftShader, which takes minutes to compile it),
-/// `asl_conv1x1.wgsl` for every other shape; each with an entry point for 32
-/// and one for 64 output channels per invocation (chosen by the layer's output channels).
+/// Three shaders ([`AslConv1x1Variant`]): on CPU adapters ([`register_tiled`])
+/// `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width divisible by 4
+/// (except on SwiftShader, which takes minutes to compile it) and `asl_conv1x1.wgsl` for every
+/// other shape, each with an entry point for 32 and one for 64 output channels per invocation;
+/// elsewhere `asl_conv1x1_tiled.wgsl`, the workgroup-tiled GEMM.
 pub struct AslConv1x1 {
     gemm: PackedPipelines,
     gemm_vec4: PackedPipelines,
+    tiled: LazyPipeline,
     taps: Pipeline,
 }
 
@@ -50,14 +96,28 @@ impl AslConv1x1 {
         Self {
             gemm: PackedPipelines::new(device, "asl_conv1x1.wgsl"),
             gemm_vec4: PackedPipelines::new(device, "asl_conv1x1_vec4.wgsl"),
+            tiled: LazyPipeline::new(device, "asl_conv1x1_tiled.wgsl", "main"),
             taps: Pipeline::new(device, "asl_taps.wgsl", "main"),
         }
     }
 
     /// Whether the vectorised pipeline handles input `xs` at `stride` (stride 1, `W`
-    /// divisible by 4); [`AslConv1x1::prepare`] uses it then.
+    /// divisible by 4).
     pub fn supports_vec4(xs: Shape4, stride: usize) -> bool {
-        stride == 1 && xs.w.is_multiple_of(4)
+        AslConv1x1Variant::Vec4.supports(xs, stride)
+    }
+
+    /// The variant [`AslConv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter.
+    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> AslConv1x1Variant {
+        if !register_tiled(ctx) {
+            AslConv1x1Variant::Tiled
+        } else if Self::supports_vec4(xs, stride) && !super::conv1x1::swiftshader_like(ctx) {
+            // SwiftShader spends minutes compiling the vec4 kernel (Chromium then kills its
+            // GPU process); the general one compiles in about a second there.
+            AslConv1x1Variant::Vec4
+        } else {
+            AslConv1x1Variant::Register
+        }
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing
@@ -83,18 +143,16 @@ impl AslConv1x1 {
         y: &GpuTensor,
     ) -> Result<Dispatch> {
         let xs = x.shape4("asl_conv1x1", "input")?;
-        // SwiftShader spends minutes compiling the vec4 kernel (Chromium then kills its GPU
-        // process); the general one compiles in about a second there.
-        let vec4 = Self::supports_vec4(xs, stride) && !super::conv1x1::swiftshader_like(ctx);
-        self.prepare_variant(vec4, ctx, x, shift, stride, weight, epilogue, y)
+        let variant = Self::choose(ctx, xs, stride);
+        self.prepare_variant(variant, ctx, x, shift, stride, weight, epilogue, y)
     }
 
-    /// [`AslConv1x1::prepare`] with the vectorised pipeline (`vec4`, an error where
-    /// [`AslConv1x1::supports_vec4`] is false) or the general one.
+    /// [`AslConv1x1::prepare`] with a given variant (an error where
+    /// [`AslConv1x1Variant::supports`] is false).
     #[allow(clippy::too_many_arguments)]
     pub fn prepare_variant(
         &self,
-        vec4: bool,
+        variant: AslConv1x1Variant,
         ctx: &GpuContext,
         x: &GpuTensor,
         shift: &GpuTensor,
@@ -108,7 +166,7 @@ impl AslConv1x1 {
         check_stride(OP, stride)?;
         check_nonempty(OP, "input", xs)?;
         expect_dims(OP, "shift", shift, &[2, xs.c])?;
-        if xs.c > ASL_CONV1X1_MAX_CHANNELS {
+        if xs.c > ASL_CONV1X1_MAX_CHANNELS && variant != AslConv1x1Variant::Tiled {
             return Err(Error::DeviceLimit {
                 op: OP,
                 what: "input channels of the fused shift",
@@ -124,7 +182,7 @@ impl AslConv1x1 {
         if let Some(r) = epilogue.residual {
             expect_distinct(OP, y, &[("residual", r)])?;
         }
-        if vec4 && !Self::supports_vec4(xs, stride) {
+        if !variant.supports(xs, stride) {
             return Err(Error::invalid(
                 OP,
                 format!(
@@ -151,9 +209,44 @@ impl AslConv1x1 {
                 taps_groups,
             ))
         };
+        if variant == AslConv1x1Variant::Tiled {
+            // The taps in their own storage buffer (parameter-only: a setup launch), then the
+            // tiled GEMM over 64x64 output tiles.
+            let tap_buf = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("activeshift shift taps"),
+                size: (xs.c * 16) as u64,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            let params = Conv1x1Params::new(OP, xs, cout, stride, ep.flags)?;
+            let groups = workgroups(
+                OP,
+                device,
+                [ys.plane().div_ceil(64), cout.div_ceil(64), xs.n],
+            )?;
+            let gemm = self.tiled.get().prepare(
+                device,
+                &params,
+                &[
+                    (1, x.buffer()),
+                    (2, weight.buffer()),
+                    (3, ep.scale),
+                    (4, ep.bias),
+                    (5, ep.residual),
+                    (6, y.buffer()),
+                    (7, &tap_buf),
+                ],
+                groups,
+            );
+            return Ok(taps(&tap_buf, 0)?.setup().then(gemm));
+        }
         PackedGemm {
             op: OP,
-            gemm: if vec4 { &self.gemm_vec4 } else { &self.gemm },
+            gemm: if variant == AslConv1x1Variant::Vec4 {
+                &self.gemm_vec4
+            } else {
+                &self.gemm
+            },
             pack: ctx.kernels().conv1x1(device).pack_pipeline(),
             x,
             xs,

@@ -12,7 +12,7 @@ mod training;
 pub use asl::{
     AslBackwardInput, AslBackwardShift, AslForward, AslForwardVariant, ShiftGradNormalize,
 };
-pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, fused_by_default};
+pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, AslConv1x1Variant, fused_by_default};
 pub use conv1x1::{
     Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
     register_tiled,
@@ -112,6 +112,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     (
         "asl_conv1x1_vec4.wgsl",
         include_str!("../../../shaders/asl_conv1x1_vec4.wgsl"),
+    ),
+    (
+        "asl_conv1x1_tiled.wgsl",
+        include_str!("../../../shaders/asl_conv1x1_tiled.wgsl"),
     ),
     (
         "asl_taps.wgsl",

@@ -1,0 +1,154 @@
+// The Active Shift Layer fused into the following 1x1 convolution, for GPUs: the tiled GEMM of
+// conv1x1.wgsl whose input tile is loaded through the ASL's bilinear shift, so the shifted
+// tensor never exists in memory (asl_conv1x1.wgsl is the register-tiled twin for CPU adapters).
+//
+//   Y[n, co, i, j] = epilogue(sum_ci W[co, ci] * ASL(x)[n, ci, i, j])
+//   ASL(x)[n, c, i, j] = bilinear sample of x[n, c] at row i*s + ypos[c], column j*s + xpos[c],
+//                        each of the four taps reading 0 outside the image (asl_forward.wgsl).
+//
+// A workgroup of 16x16 invocations computes a 64 (output channels) x 64 (output pixels) tile;
+// each invocation owns 4x4 outputs spaced 16 apart. The K dimension (input channels) is walked
+// in steps of 16 through workgroup memory; each element of the input tile is the bilinear mix of
+// its four taps, read once per tile (once per 64 output channels), with the channel's integer
+// offsets and fractions precomputed by asl_taps.wgsl (a NaN shift gets offsets outside every
+// image: the channel contributes 0).
+
+// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
+struct Conv1x1Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    // bit 0: affine, bit 1: residual add, bit 2: ReLU.
+    flags: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG_SIZE: u32 = 256u;
+const TILE_M: u32 = 64u;
+const TILE_N: u32 = 64u;
+const TILE_K: u32 = 16u;
+const FLAG_AFFINE: u32 = 1u;
+const FLAG_RESIDUAL: u32 = 2u;
+const FLAG_RELU: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> params: Conv1x1Params;
+// [N, Cin, H, W]
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// [Cout, Cin]
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+// [Cout] each; bound to a placeholder when the affine flag is off.
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+// [N, Cout, Ho, Wo]; bound to a placeholder when the residual flag is off.
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+// [N, Cout, Ho, Wo]
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+// Per input channel: (floor(xpos), floor(ypos), xpos - floor(xpos), ypos - floor(ypos)).
+@group(0) @binding(7) var<storage, read> taps: array<vec4<f32>>;
+
+// x[n, c] (plane at `base`) at row r, column c; 0 outside the image.
+fn tap(base: u32, r: i32, c: i32) -> f32 {
+    if (r < 0 || r >= i32(params.h) || c < 0 || c >= i32(params.w)) {
+        return 0.0;
+    }
+    return x[base + u32(r) * params.w + u32(c)];
+}
+
+// sh_w[k * TILE_M + m] = W[tile_m + m, k0 + k];  sh_x[k * TILE_N + p] = ASL(x)[k0 + k, tile_n + p]
+var<workgroup> sh_w: array<f32, 1024>;
+var<workgroup> sh_x: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let n = wg.z;
+    let tile_n = wg.x * TILE_N;
+    let tile_m = wg.y * TILE_M;
+    let plane_in = params.h * params.w;
+    let plane_out = params.ho * params.wo;
+    let x_base = n * params.cin * plane_in;
+
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < params.cin; k0 += TILE_K) {
+        for (var l = 0u; l < 4u; l++) {
+            let e = li + l * WG_SIZE;
+            // Weights: consecutive invocations read consecutive input channels of a row.
+            let wm = e / TILE_K;
+            let wk = e % TILE_K;
+            let co = tile_m + wm;
+            let ci = k0 + wk;
+            var wv = 0.0;
+            if (co < params.cout && ci < params.cin) {
+                wv = weight[co * params.cin + ci];
+            }
+            sh_w[wk * TILE_M + wm] = wv;
+            // Activations: consecutive invocations read consecutive pixels of a channel.
+            let xk = e / TILE_N;
+            let xp = e % TILE_N;
+            let p = tile_n + xp;
+            let cx = k0 + xk;
+            var xv = 0.0;
+            if (p < plane_out && cx < params.cin) {
+                let t = taps[cx];
+                let r = i32((p / params.wo) * params.stride) + i32(t.y);
+                let c = i32((p % params.wo) * params.stride) + i32(t.x);
+                let base = x_base + cx * plane_in;
+                let top = (1.0 - t.z) * tap(base, r, c) + t.z * tap(base, r, c + 1);
+                let bottom = (1.0 - t.z) * tap(base, r + 1, c) + t.z * tap(base, r + 1, c + 1);
+                xv = (1.0 - t.w) * top + t.w * bottom;
+            }
+            sh_x[xk * TILE_N + xp] = xv;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TILE_K; k++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var r = 0u; r < 4u; r++) {
+                a[r] = sh_w[k * TILE_M + lid.y + 16u * r];
+                b[r] = sh_x[k * TILE_N + lid.x + 16u * r];
+            }
+            for (var r = 0u; r < 4u; r++) {
+                for (var c = 0u; c < 4u; c++) {
+                    acc[r][c] += a[r] * b[c];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let y_base = n * params.cout * plane_out;
+    for (var r = 0u; r < 4u; r++) {
+        let co = tile_m + lid.y + 16u * r;
+        if (co >= params.cout) {
+            continue;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let p = tile_n + lid.x + 16u * c;
+            if (p >= plane_out) {
+                continue;
+            }
+            let idx = y_base + co * plane_out + p;
+            var v = acc[r][c];
+            if ((params.flags & FLAG_AFFINE) != 0u) {
+                v = scale[co] * v + bias[co];
+            }
+            if ((params.flags & FLAG_RESIDUAL) != 0u) {
+                v += residual[idx];
+            }
+            if ((params.flags & FLAG_RELU) != 0u) {
+                v = max(v, 0.0);
+            }
+            y[idx] = v;
+        }
+    }
+}
