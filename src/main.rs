@@ -282,18 +282,40 @@ fn load_model(path: Option<&Path>) -> Result<Model> {
     }
 }
 
-/// The model on the chosen backend; `auto` falls back to the CPU (with a note) without an adapter.
-fn classifier(model: Model, backend: BackendChoice) -> Result<Classifier> {
+/// The GPU context the chosen backend runs on, or None for the CPU: `gpu` insists on an
+/// adapter (an error without one); `auto` falls back to the CPU with a note when there is none,
+/// and also when the adapter is a software one and `software_ok` is false (training: lavapipe
+/// or SwiftShader are far slower than the CPU trainer). `doing` completes the note ("running",
+/// "training").
+fn gpu_for(backend: BackendChoice, software_ok: bool, doing: &str) -> Result<Option<GpuContext>> {
     match backend {
-        BackendChoice::Cpu => Ok(Classifier::cpu(model)),
-        BackendChoice::Gpu => Classifier::gpu(&pollster::block_on(GpuContext::new())?, model),
+        BackendChoice::Cpu => Ok(None),
+        BackendChoice::Gpu => Ok(Some(pollster::block_on(GpuContext::new())?)),
         BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
-            Ok(ctx) => Classifier::gpu(&ctx, model),
+            Ok(ctx) if software_ok || ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => {
+                Ok(Some(ctx))
+            }
+            Ok(ctx) => {
+                eprintln!(
+                    "note: {} is a software adapter, too slow for this; {doing} on the CPU \
+                     (--backend gpu to insist)",
+                    ctx.adapter_info().name
+                );
+                Ok(None)
+            }
             Err(e) => {
-                eprintln!("note: {e}; running on the CPU");
-                Ok(Classifier::cpu(model))
+                eprintln!("note: {e}; {doing} on the CPU");
+                Ok(None)
             }
         },
+    }
+}
+
+/// The model on the chosen backend ([`gpu_for`]; any adapter will do for inference).
+fn classifier(model: Model, backend: BackendChoice) -> Result<Classifier> {
+    match gpu_for(backend, true, "running")? {
+        Some(ctx) => Classifier::gpu(&ctx, model),
+        None => Ok(Classifier::cpu(model)),
     }
 }
 
@@ -684,25 +706,7 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         Trainer::new(config, labels, settings)?
     };
-    let device = match a.backend {
-        BackendChoice::Cpu => None,
-        BackendChoice::Gpu => Some(pollster::block_on(GpuContext::new())?),
-        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
-            Ok(ctx) if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => Some(ctx),
-            Ok(ctx) => {
-                eprintln!(
-                    "note: {} is a software adapter, too slow to train on; training on the CPU \
-                     (--backend gpu to insist)",
-                    ctx.adapter_info().name
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("note: {e}; training on the CPU");
-                None
-            }
-        },
-    };
+    let device = gpu_for(a.backend, false, "training")?;
     match device {
         Some(ctx) => {
             let mut be = activeshift::train::GpuBackend::new(ctx.clone());
