@@ -396,3 +396,32 @@ fn an_adapter_name_that_matches_nothing_is_a_clear_error() {
     assert!(err.contains("running on the CPU"), "{err}");
     assert!(out.contains("orange"), "{out}");
 }
+
+/// `--backend auto` passes over a software adapter (lavapipe in CI) for the CPU code, which is
+/// faster there, and says so; `--backend gpu` still runs on it.
+#[test]
+fn auto_prefers_the_cpu_to_a_software_adapter() {
+    let Some(ctx) = common::gpu("auto_prefers_the_cpu_to_a_software_adapter") else {
+        return;
+    };
+    let software = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/www/samples/orange.png");
+    let (ok, out, err) = run(bin().args(["classify", "--top", "1"]).arg(&sample));
+    assert!(ok, "{err}");
+    assert!(out.contains("orange"), "{out}");
+    let name = &ctx.adapter_info().name;
+    if software {
+        assert!(out.contains("on cpu)"), "{out}");
+        assert!(
+            err.contains(&format!("{name} is a software adapter")),
+            "{err}"
+        );
+    } else {
+        assert!(out.contains(&format!("on {name})")), "{out}");
+    }
+    let (ok, out, err) = run(bin()
+        .args(["classify", "--top", "1", "--backend", "gpu"])
+        .arg(&sample));
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("on {name})")), "{out}");
+}
