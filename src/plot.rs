@@ -133,3 +133,77 @@ pub fn write_shifts(model: &Model, path: &Path) -> Result<()> {
         )),
     }
 }
+
+/// One group of bars in [`bars_svg`]: a title and `(label, value in ms, colour)` per bar.
+pub type BarGroup = (String, Vec<(String, f64, RGBColor)>);
+
+/// Horizontal bar charts side by side (the picture beside BENCHMARKS.md), as an SVG document:
+/// one panel per group, each bar labelled with its name and value.
+pub fn bars_svg(title: &str, groups: &[BarGroup]) -> Result<String> {
+    let groups: Vec<&BarGroup> = groups.iter().filter(|(_, b)| !b.is_empty()).collect();
+    if groups.is_empty() {
+        return Err(activeshift::Error::invalid("bench", "nothing to draw"));
+    }
+    const W: u32 = 520;
+    const BAR: u32 = 30;
+    let most = groups.iter().map(|(_, b)| b.len()).max().unwrap_or(1) as u32;
+    let (width, height) = (W * groups.len() as u32, 40 + 50 + BAR * most);
+    let err = |e: &dyn std::fmt::Display| {
+        activeshift::Error::invalid("bench", format!("drawing failed: {e}"))
+    };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let (head, body) = root.split_vertically(40);
+        head.titled(title, ("sans-serif", 17))
+            .map_err(|e| err(&e))?;
+        let panels = body.split_evenly((1, groups.len()));
+        for ((name, bars), panel) in groups.iter().zip(panels.iter()) {
+            let top = bars
+                .iter()
+                .map(|b| b.1)
+                .filter(|v| v.is_finite())
+                .fold(0.0f64, f64::max)
+                .max(1e-6);
+            let n = bars.len() as f64;
+            let mut chart = ChartBuilder::on(panel)
+                .caption(name.as_str(), ("sans-serif", 14))
+                .margin(8)
+                .x_label_area_size(22)
+                .y_label_area_size(4)
+                .build_cartesian_2d(0.0..top * 1.02, 0.0..n)
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .disable_y_axis()
+                .light_line_style(WHITE)
+                .x_labels(6)
+                .x_desc("ms")
+                .label_style(("sans-serif", 11))
+                .draw()
+                .map_err(|e| err(&e))?;
+            // First bar on top.
+            for (i, (label, v, colour)) in bars.iter().enumerate() {
+                let y = n - i as f64;
+                let v = if v.is_finite() { *v } else { 0.0 };
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y - 0.85), (v, y - 0.15)],
+                        colour.mix(0.45).filled(),
+                    )))
+                    .map_err(|e| err(&e))?;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{label}: {v:.1}"),
+                        (top * 0.01, y - 0.62),
+                        ("sans-serif", 12),
+                    )))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
