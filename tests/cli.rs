@@ -367,6 +367,31 @@ fn bench_json_names_the_adapter_cases_and_ratios() {
     }
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("| `asl_forward` |"), "{text}");
+    // The picture beside it, linked from it.
+    let svg = std::fs::read_to_string(dir.join("BENCH.svg")).expect("BENCH.svg written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("paper, Titan X"),
+        "{svg}"
+    );
+    assert!(text.contains("](BENCH.svg)"), "{text}");
+    // Neither file is replaced without --force; a chart alone in the way stops it too.
+    let again = |md: &Path| {
+        run(bin()
+            .args(["bench", "--quick", "--filter", "asl_forward", "--markdown"])
+            .arg(md))
+    };
+    let (ok, _, err) = again(&md);
+    assert!(!ok && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), text);
+    let other = dir.join("OTHER.md");
+    std::fs::write(dir.join("OTHER.svg"), "mine").unwrap();
+    let (ok, _, err) = again(&other);
+    assert!(!ok && err.contains("OTHER.svg"), "{err}");
+    assert!(!other.exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("OTHER.svg")).unwrap(),
+        "mine"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
