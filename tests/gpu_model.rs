@@ -2,37 +2,8 @@
 
 mod common;
 
-use activeshift::model::{ArchConfig, GpuModel, HostTensor, Model};
+use activeshift::model::{ArchConfig, GpuModel};
 use common::*;
-use std::collections::BTreeMap;
-
-/// A model with random weights of a realistic scale (affine scales near 1, shifts in ±2).
-fn random_model(config: &ArchConfig, rng: &mut rand::rngs::StdRng) -> Model {
-    let params: BTreeMap<String, HostTensor> = config
-        .param_shapes()
-        .into_iter()
-        .map(|(name, dims)| {
-            let len: usize = dims.iter().product();
-            let fan_in = if dims.len() > 1 {
-                dims[1..].iter().product::<usize>()
-            } else {
-                1
-            };
-            let data = if name.ends_with(".scale") {
-                uniform(rng, len, 0.5, 1.5)
-            } else if name.ends_with(".bias") {
-                uniform(rng, len, -0.2, 0.2)
-            } else if name.ends_with(".shift") {
-                uniform(rng, len, -2.0, 2.0)
-            } else {
-                let a = (3.0 / fan_in as f32).sqrt();
-                uniform(rng, len, -a, a)
-            };
-            (name, HostTensor::new(dims, data).unwrap())
-        })
-        .collect();
-    Model::new(config.clone(), Vec::new(), params).unwrap()
-}
 
 fn compare(test: &str, config: ArchConfig, batches: &[usize]) {
     let Some(ctx) = gpu(test) else {

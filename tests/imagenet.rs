@@ -3,26 +3,10 @@
 
 mod common;
 
-use activeshift::model::{Model, import_caffe, read_labels};
+use common::{SHARED, w32};
+
+use activeshift::model::Model;
 use activeshift::preprocess::{decode_image, preprocess};
-use std::sync::OnceLock;
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
-
-/// The converted w32 model (imported once per test binary).
-pub fn w32() -> &'static Model {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let layers = activeshift::caffe::read_caffemodel(
-            format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel").as_ref(),
-        )
-        .expect("read the authors' caffemodel");
-        let labels = read_labels(
-            &std::fs::read_to_string(format!("{SHARED}/imagenet_classes.txt")).expect("labels"),
-        );
-        import_caffe(&layers, labels).expect("import w32")
-    })
-}
 
 fn cat_input(model: &Model) -> Vec<f32> {
     let bytes = std::fs::read(format!("{SHARED}/images/cat.jpg")).expect("cat.jpg");

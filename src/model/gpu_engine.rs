@@ -106,8 +106,9 @@ impl GpuModel {
     /// Whether each ASL runs fused into the 1x1 convolution that reads it
     /// ([`AslConv1x1`](crate::gpu::kernels::AslConv1x1): the shifted tensor is never written),
     /// or as its own kernel followed by the GEMM. New models start with
-    /// [`fused_by_default`](crate::gpu::kernels::fused_by_default): unfused, which measured as
-    /// fast or faster on every adapter tried, unless `ACTIVESHIFT_FUSED=1` is set.
+    /// [`fused_by_default`](crate::gpu::kernels::fused_by_default): fused on hardware GPUs,
+    /// unfused on CPU adapters (lavapipe, SwiftShader), where that measured as fast or faster;
+    /// `ACTIVESHIFT_FUSED=1` or `=0` overrides it.
     pub fn fused(&self) -> bool {
         self.fused
     }

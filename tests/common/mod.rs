@@ -264,3 +264,55 @@ pub fn on_gpu(test: &str, body: impl Fn(&dyn Impl)) {
         body(&Gpu(ctx));
     }
 }
+
+/// The authors' data beside the repository (`../shared/data`).
+pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+
+/// The converted w32 model (imported once per test binary).
+pub fn w32() -> &'static activeshift::Model {
+    static MODEL: OnceLock<activeshift::Model> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let layers = activeshift::caffe::read_caffemodel(
+            format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel").as_ref(),
+        )
+        .expect("read the authors' caffemodel");
+        let labels = activeshift::model::read_labels(
+            &std::fs::read_to_string(format!("{SHARED}/imagenet_classes.txt")).expect("labels"),
+        );
+        activeshift::model::import_caffe(&layers, labels).expect("import w32")
+    })
+}
+
+/// A model with random weights of a realistic scale (affine scales near 1, shifts in ±2).
+pub fn random_model(
+    config: &activeshift::model::ArchConfig,
+    rng: &mut StdRng,
+) -> activeshift::Model {
+    let params: std::collections::BTreeMap<String, activeshift::model::HostTensor> = config
+        .param_shapes()
+        .into_iter()
+        .map(|(name, dims)| {
+            let len: usize = dims.iter().product();
+            let fan_in = if dims.len() > 1 {
+                dims[1..].iter().product::<usize>()
+            } else {
+                1
+            };
+            let data = if name.ends_with(".scale") {
+                uniform(rng, len, 0.5, 1.5)
+            } else if name.ends_with(".bias") {
+                uniform(rng, len, -0.2, 0.2)
+            } else if name.ends_with(".shift") {
+                uniform(rng, len, -2.0, 2.0)
+            } else {
+                let a = (3.0 / fan_in as f32).sqrt();
+                uniform(rng, len, -a, a)
+            };
+            (
+                name,
+                activeshift::model::HostTensor::new(dims, data).unwrap(),
+            )
+        })
+        .collect();
+    activeshift::Model::new(config.clone(), Vec::new(), params).unwrap()
+}

@@ -54,17 +54,26 @@ impl AslConv1x1Variant {
 }
 
 /// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by default on
-/// `ctx`: on no adapter measured so far, unless the environment variable `ACTIVESHIFT_FUSED=1`
-/// asks for it ([`GpuModel::set_fused`](crate::GpuModel::set_fused) chooses per model). On
-/// lavapipe, with the row-sliding ASL kernel, the ASL kernel followed by the GEMM is as fast
-/// as the fused kernel at batch 8 and faster at batch 1 (the fused GEMM reads the four taps of
-/// a pixel again for every block of output channels, and on a CPU adapter loads are what
-/// cost); on SwiftShader the unfused pair is faster too (warm w32 forward about 0.25 s against
-/// 0.31 s). Hardware GPUs are unmeasured: there the fused kernel is
-/// [`AslConv1x1Variant::Tiled`], and `activeshift bench` reports it as `asl_block_fused`
-/// beside `asl_block_unfused`, the measurement this default waits for.
-pub fn fused_by_default(_ctx: &GpuContext) -> bool {
-    std::env::var("ACTIVESHIFT_FUSED").is_ok_and(|v| v == "1")
+/// `ctx` ([`GpuModel::set_fused`](crate::GpuModel::set_fused) chooses per model; the
+/// environment variable `ACTIVESHIFT_FUSED=1` or `=0` overrides this for every adapter):
+///
+/// - CPU adapters ([`register_tiled`]): no, as measured. On lavapipe, with the row-sliding ASL
+///   kernel, the ASL kernel followed by the GEMM is as fast as the fused kernel at batch 8 and
+///   faster at batch 1 (the fused GEMM interpolates the four taps of a pixel for every block of
+///   output channels, and on a CPU adapter loads are what cost); on SwiftShader the unfused
+///   pair is faster too (warm w32 forward about 0.25 s against 0.31 s).
+/// - Hardware GPUs: yes, by design and not yet measured: [`AslConv1x1Variant::Tiled`] loads
+///   each 64x64 input tile through the shift once per 64 output channels, which removes a
+///   write and a read of every shifted tensor and one launch per block, on devices where
+///   such memory traffic and launches, not arithmetic, bound a 1x1 convolution.
+///   `activeshift bench` reports `asl_block_fused` beside `asl_block_unfused` on such an
+///   adapter, the measurement that should confirm or overturn this.
+pub fn fused_by_default(ctx: &GpuContext) -> bool {
+    match std::env::var("ACTIVESHIFT_FUSED").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => !register_tiled(ctx),
+    }
 }
 
 /// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.

@@ -148,8 +148,16 @@ impl Conv1x1Variant {
 /// Hardware GPUs keep the workgroup-tiled GEMM: the packed kernels hold 128 to 256
 /// accumulators per invocation, and no hardware GPU has measured them yet. Every variant stays
 /// selectable explicitly (`prepare_variant`, `GpuModel::set_fused`).
+///
+/// The environment variable `ACTIVESHIFT_KERNELS=gpu` (or `=cpu`) makes every kernel choice
+/// follow the rules of hardware GPUs (or of CPU adapters) on any adapter: to run the kernels a
+/// hardware GPU would run on lavapipe (the tests do), or to compare the two sets.
 pub fn register_tiled(ctx: &GpuContext) -> bool {
-    ctx.adapter_info().device_type == wgpu::DeviceType::Cpu
+    match std::env::var("ACTIVESHIFT_KERNELS").as_deref() {
+        Ok("gpu") => false,
+        Ok("cpu") => true,
+        _ => ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
+    }
 }
 
 /// Whether `ctx`'s adapter is SwiftShader, or a CPU adapter in the browser (where that is

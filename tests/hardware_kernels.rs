@@ -1,0 +1,77 @@
+//! The kernels a hardware GPU runs (workgroup-tiled GEMM, direct 3x3 stem, vec4 ASL, the ASL
+//! fused into the tiled GEMM by default) on whatever adapter the tests have (lavapipe in CI),
+//! selected with `ACTIVESHIFT_KERNELS=gpu`: whole networks, fused and unfused, against the CPU
+//! engine. Without a hardware GPU in CI this is the only end-to-end run of that kernel set.
+
+mod common;
+
+use activeshift::gpu::kernels::{KernelChoice, fused_by_default};
+use activeshift::model::{ArchConfig, BlockKind, GpuModel, Model};
+use common::*;
+
+const TEST: &str = "hardware_gpu_kernels_run_whole_networks";
+
+/// Every fused setting of `model` on the GPU against the CPU engine, for `n` random images.
+fn check(ctx: &activeshift::GpuContext, model: &Model, n: usize, rng: &mut rand::rngs::StdRng) {
+    let config = &model.config;
+    let per = config.in_channels * config.input_size[0] * config.input_size[1];
+    let input = uniform(rng, n * per, -2.0, 2.0);
+    let cpu = model.forward_cpu(&input).unwrap();
+    let mut gm = GpuModel::new(ctx, model).unwrap();
+    assert_eq!(gm.fused(), fused_by_default(ctx));
+    for fused in [true, false] {
+        gm.set_fused(fused);
+        let want_fused = if fused && config.block == BlockKind::Asl {
+            config.blocks().len()
+        } else {
+            0
+        };
+        assert_eq!(gm.fused_asls(), want_fused, "{}", config.name);
+        let gpu = pollster::block_on(gm.forward(&input)).unwrap();
+        let err = rel_err(&gpu.logits, &cpu.logits);
+        assert!(
+            err <= 1e-3,
+            "{} (fused: {fused}): logits relative error {err}",
+            config.name
+        );
+    }
+}
+
+#[test]
+fn hardware_gpu_kernels_run_whole_networks() {
+    if std::env::var("ACTIVESHIFT_KERNELS").as_deref() != Ok("gpu") {
+        // The variable is read at every kernel choice; rather than set it in this process
+        // (unsafe), run this test again in a child process that has it from the start.
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env("ACTIVESHIFT_KERNELS", "gpu")
+            .status()
+            .expect("run the test binary again");
+        assert!(status.success(), "the child run failed");
+        return;
+    }
+    let Some(ctx) = gpu(TEST) else {
+        return;
+    };
+    let k = KernelChoice::of(ctx);
+    assert!(!k.register_tiled, "{k}");
+    if std::env::var("ACTIVESHIFT_FUSED").is_err() {
+        assert!(k.fused, "hardware GPUs fuse by default: {k}");
+        assert!(k.to_string().starts_with("workgroup-tiled GEMM"), "{k}");
+    }
+    let (mut rng, seed) = rng(TEST);
+    eprintln!("{TEST}: kernels {k} (seed {seed})");
+    for config in [
+        ArchConfig::builtin("asnet20-16x1").unwrap(),
+        ArchConfig::asnet20(16, 3, 1, 28, 10),
+    ] {
+        let model = random_model(&config, &mut rng);
+        check(ctx, &model, 3, &mut rng);
+    }
+    let mut depthwise = ArchConfig::asnet20(8, 2, 1, 28, 10);
+    depthwise.block = BlockKind::Depthwise;
+    let model = random_model(&depthwise, &mut rng);
+    check(ctx, &model, 2, &mut rng);
+    // The authors' w32: 224² input, stride-2 shifts, 7x7 layers of 256 channels.
+    check(ctx, w32(), 1, &mut rng);
+}
