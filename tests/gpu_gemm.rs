@@ -362,6 +362,13 @@ fn kernel_choice_follows_the_adapter() {
     use activeshift::gpu::kernels::{KernelChoice, fused_by_default, register_tiled};
     let k = KernelChoice::of(ctx);
     assert_eq!(k.register_tiled, register_tiled(ctx));
+    // A context can ask for either family on any adapter.
+    use activeshift::gpu::KernelFamily;
+    for (family, packed) in [(KernelFamily::Cpu, true), (KernelFamily::Gpu, false)] {
+        let c = ctx.clone().with_kernel_family(Some(family));
+        assert_eq!(c.kernel_family(), family);
+        assert_eq!(KernelChoice::of(&c).register_tiled, packed);
+    }
     assert_eq!(k.fused, fused_by_default(ctx));
     if ctx.adapter_info().name.contains("llvmpipe") && std::env::var("ACTIVESHIFT_FUSED").is_err() {
         assert_eq!(

@@ -1,10 +1,11 @@
 //! The kernels a hardware GPU runs (workgroup-tiled GEMM, direct 3x3 stem, vec4 ASL, the ASL
 //! fused into the tiled GEMM by default) on whatever adapter the tests have (lavapipe in CI),
-//! selected with `ACTIVESHIFT_KERNELS=gpu`: whole networks, fused and unfused, against the CPU
-//! engine. Without a hardware GPU in CI this is the only end-to-end run of that kernel set.
+//! selected with `GpuContext::with_kernel_family`: whole networks, fused and unfused, against
+//! the CPU engine. Without a hardware GPU in CI this is the only end-to-end run of that set.
 
 mod common;
 
+use activeshift::gpu::KernelFamily;
 use activeshift::gpu::kernels::{KernelChoice, fused_by_default};
 use activeshift::model::{ArchConfig, BlockKind, GpuModel, Model};
 use common::*;
@@ -39,20 +40,11 @@ fn check(ctx: &activeshift::GpuContext, model: &Model, n: usize, rng: &mut rand:
 
 #[test]
 fn hardware_gpu_kernels_run_whole_networks() {
-    if std::env::var("ACTIVESHIFT_KERNELS").as_deref() != Ok("gpu") {
-        // The variable is read at every kernel choice; rather than set it in this process
-        // (unsafe), run this test again in a child process that has it from the start.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env("ACTIVESHIFT_KERNELS", "gpu")
-            .status()
-            .expect("run the test binary again");
-        assert!(status.success(), "the child run failed");
-        return;
-    }
-    let Some(ctx) = gpu(TEST) else {
+    let Some(shared) = gpu(TEST) else {
         return;
     };
+    let ctx = &shared.clone().with_kernel_family(Some(KernelFamily::Gpu));
+    assert_eq!(ctx.kernel_family(), KernelFamily::Gpu);
     let k = KernelChoice::of(ctx);
     assert!(!k.register_tiled, "{k}");
     if std::env::var("ACTIVESHIFT_FUSED").is_err() {

@@ -23,6 +23,21 @@ pub struct GpuContext {
     /// The first wgpu error not yet reported (contexts activeshift created only: their
     /// uncaptured-error handler records errors here instead of panicking).
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// The kernel family asked for with [`GpuContext::with_kernel_family`] (None: by adapter).
+    family: Option<KernelFamily>,
+}
+
+/// Which set of kernels inference picks from: the one tuned for hardware GPUs
+/// (workgroup-tiled GEMM, direct 3x3 stem, vec4 ASL, the ASL fused into the tiled GEMM) or the
+/// one for CPU adapters such as lavapipe and SwiftShader (register-tiled GEMMs over packed
+/// weights, im2col stem, row-sliding ASL, unfused). Every kernel computes the same results; the
+/// family only decides speed. See [`GpuContext::kernel_family`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelFamily {
+    /// The kernels for hardware GPUs.
+    Gpu,
+    /// The kernels for CPU adapters.
+    Cpu,
 }
 
 /// The limits every activeshift kernel stays within: WebGPU's defaults (256 invocations per
@@ -140,6 +155,33 @@ impl GpuContext {
             kernels: Arc::new(Kernels::default()),
             lost: Arc::new(Mutex::new(None)),
             uncaptured: Arc::new(Mutex::new(None)),
+            family: None,
+        }
+    }
+
+    /// This context with the kernel family fixed to `family` (None: chosen by the adapter, see
+    /// [`GpuContext::kernel_family`]). The device, its pipelines and its state are shared with
+    /// `self`; only the choice of kernels differs. Use it to run what a hardware GPU would run
+    /// on a software adapter (tests, the web demo's `?kernels=gpu`), or to compare the two.
+    pub fn with_kernel_family(mut self, family: Option<KernelFamily>) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// The kernel family inference uses on this context: the one given to
+    /// [`GpuContext::with_kernel_family`], else the environment variable
+    /// `ACTIVESHIFT_KERNELS=gpu` or `=cpu` (native builds), else [`KernelFamily::Cpu`] on CPU
+    /// adapters (`wgpu::DeviceType::Cpu`: lavapipe, SwiftShader) and [`KernelFamily::Gpu`]
+    /// everywhere else.
+    pub fn kernel_family(&self) -> KernelFamily {
+        if let Some(f) = self.family {
+            return f;
+        }
+        match std::env::var("ACTIVESHIFT_KERNELS").as_deref() {
+            Ok("gpu") => KernelFamily::Gpu,
+            Ok("cpu") => KernelFamily::Cpu,
+            _ if self.info.device_type == wgpu::DeviceType::Cpu => KernelFamily::Cpu,
+            _ => KernelFamily::Gpu,
         }
     }
 

@@ -171,10 +171,19 @@ impl Demo {
     /// Open the browser's WebGPU adapter when `use_gpu` is set; when that is not possible (no
     /// WebGPU in this browser, no adapter, adapter below WebGPU's default limits), or when
     /// `use_gpu` is false, models run on the CPU engine and [`Demo::gpu_error`] says why.
-    pub async fn create(use_gpu: bool) -> Demo {
+    /// `kernels` (`"gpu"` or `"cpu"`, the page's `?kernels=`) fixes the kernel family
+    /// ([`activeshift::gpu::KernelFamily`]) instead of letting the adapter choose: the browser
+    /// test runs the hardware-GPU kernels on SwiftShader with it.
+    pub async fn create(use_gpu: bool, kernels: Option<String>) -> Demo {
+        use activeshift::gpu::KernelFamily;
+        let family = match kernels.as_deref() {
+            Some("gpu") => Some(KernelFamily::Gpu),
+            Some("cpu") => Some(KernelFamily::Cpu),
+            _ => None,
+        };
         let (gpu, gpu_error) = if use_gpu {
             match GpuContext::new().await {
-                Ok(ctx) => (Some(ctx), None),
+                Ok(ctx) => (Some(ctx.with_kernel_family(family)), None),
                 Err(Error::NoAdapter(_)) => (
                     None,
                     Some("this browser offers no WebGPU adapter".to_string()),

@@ -184,6 +184,26 @@ test('WebGPU: a bundled sample and cat.jpg give the native top-5', { timeout: 60
   }
 });
 
+test('WebGPU with ?kernels=gpu: the hardware-GPU kernels give the native top-5 too', { timeout: 600_000 }, async () => {
+  // What a browser with a hardware GPU runs (workgroup-tiled GEMM, direct 3x3 stem, vec4 ASL,
+  // the ASL fused into the tiled GEMM), compiled by Tint and run on SwiftShader.
+  const browser = await launch(true);
+  try {
+    const { page, errors } = await openPage(
+      browser,
+      '?kernels=gpu&model=/test-data/w32.safetensors&image=samples/crossword.png',
+    );
+    const adapter = await text(page, '#adapter');
+    console.log(`adapter: ${adapter}`);
+    assert.match(adapter, /kernels: workgroup-tiled GEMM, vec4 ASL, fused into the GEMM$/);
+    await checkResult(page, 'crossword.png', 'WebGPU, hardware-GPU kernels');
+    console.log(`timing (hardware-GPU kernels on SwiftShader): ${await text(page, '#timing')}`);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('every WGSL kernel in shaders/ compiles with the browser\'s WGSL compiler', { timeout: 120_000 }, async () => {
   // naga (tests/shaders.rs) and Chromium's Tint do not reject the same programs: Tint, like
   // the WGSL specification, refuses e.g. `a >= b & c < d` without parentheses, which naga

@@ -315,7 +315,7 @@ async function main() {
   }
   const wantGpu = params.get('backend') !== 'cpu';
   const hasWebGpu = typeof navigator !== 'undefined' && !!navigator.gpu;
-  demo = await Demo.create(wantGpu && hasWebGpu);
+  demo = await Demo.create(wantGpu && hasWebGpu, params.get('kernels'));
   if (!demo.on_gpu()) {
     gpuNotice = !wantGpu
       ? 'Running on the CPU as asked (?backend=cpu).'

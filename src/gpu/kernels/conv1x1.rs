@@ -149,15 +149,11 @@ impl Conv1x1Variant {
 /// accumulators per invocation, and no hardware GPU has measured them yet. Every variant stays
 /// selectable explicitly (`prepare_variant`, `GpuModel::set_fused`).
 ///
-/// The environment variable `ACTIVESHIFT_KERNELS=gpu` (or `=cpu`) makes every kernel choice
-/// follow the rules of hardware GPUs (or of CPU adapters) on any adapter: to run the kernels a
-/// hardware GPU would run on lavapipe (the tests do), or to compare the two sets.
+/// That is, whether [`GpuContext::kernel_family`] is [`KernelFamily::Cpu`](crate::gpu::KernelFamily):
+/// [`GpuContext::with_kernel_family`] or `ACTIVESHIFT_KERNELS=gpu|cpu` make every kernel
+/// choice follow the rules of hardware GPUs or of CPU adapters on any adapter.
 pub fn register_tiled(ctx: &GpuContext) -> bool {
-    match std::env::var("ACTIVESHIFT_KERNELS").as_deref() {
-        Ok("gpu") => false,
-        Ok("cpu") => true,
-        _ => ctx.adapter_info().device_type == wgpu::DeviceType::Cpu,
-    }
+    ctx.kernel_family() == crate::gpu::KernelFamily::Cpu
 }
 
 /// Whether `ctx`'s adapter is SwiftShader, or a CPU adapter in the browser (where that is
