@@ -6,6 +6,10 @@
 // 2-d grid (x fastest) when there are more than the per-dimension limit; the linear workgroup
 // index is wg.y * num_workgroups.x + wg.x. `main` reads x and writes y (two buffers);
 // `in_place` reads and overwrites y (the same tensor cannot be bound twice in one dispatch).
+// `main4` and `in_place4` do the same for planes (H * W) divisible by 4, one vec4 of a
+// channel plane per invocation on a [plane chunks, C, N] grid, so the channel comes from the
+// workgroup id instead of a per-element division: on CPU adapters such as lavapipe, where an
+// integer division or a varying load costs a loop over the SIMD lanes, about 3x faster.
 
 // Mirrors `AffineParams` in src/gpu/kernels/elementwise.rs.
 struct AffineParams {
@@ -28,9 +32,20 @@ const WG_SIZE: u32 = 256u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 // [N, C, H, W]
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+// The same tensors as vec4s along the plane, for `main4` (x4 and y4) and `in_place4` (y4).
+@group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> y4: array<vec4<f32>>;
 
 fn element(wg: vec3<u32>, groups: vec3<u32>, li: u32) -> u32 {
     return (wg.y * groups.x + wg.x) * WG_SIZE + li;
+}
+
+fn apply4(c: u32, v: vec4<f32>) -> vec4<f32> {
+    var r = scale[c] * v + bias[c];
+    if (params.relu != 0u) {
+        r = max(r, vec4<f32>(0.0));
+    }
+    return r;
 }
 
 fn apply(idx: u32, v: f32) -> f32 {
@@ -66,4 +81,33 @@ fn in_place(
         return;
     }
     y[idx] = apply(idx, y[idx]);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main4(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    // Workgroup (x, c, n) covers vec4s x * WG_SIZE .. of plane (n, c).
+    let plane4 = params.plane / 4u;
+    let q = wg.x * WG_SIZE + li;
+    if (q >= plane4) {
+        return;
+    }
+    let idx4 = (wg.z * params.c + wg.y) * plane4 + q;
+    y4[idx4] = apply4(wg.y, x4[idx4]);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn in_place4(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let plane4 = params.plane / 4u;
+    let q = wg.x * WG_SIZE + li;
+    if (q >= plane4) {
+        return;
+    }
+    let idx4 = (wg.z * params.c + wg.y) * plane4 + q;
+    y4[idx4] = apply4(wg.y, y4[idx4]);
 }

@@ -82,7 +82,37 @@ struct Bench {
     filter: Option<String>,
     timestamps: Option<Timestamps>,
     samples: Vec<Sample>,
+    /// Where one forward pass spends its time, op by op ([`Bench::layers`]).
+    layers: Option<LayerProfile>,
     rng: StdRng,
+}
+
+/// Per-op GPU times of one network at batch 1.
+struct LayerProfile {
+    model: String,
+    /// `(kind, label, median ms)` in execution order.
+    ops: Vec<(&'static str, String, f64)>,
+}
+
+impl LayerProfile {
+    /// `(kind, total ms, ops)` per kind, the most expensive first.
+    fn kinds(&self) -> Vec<(&'static str, f64, usize)> {
+        let mut kinds: Vec<(&'static str, f64, usize)> = Vec::new();
+        for (kind, _, ms) in &self.ops {
+            match kinds.iter_mut().find(|k| k.0 == *kind) {
+                Some(k) => {
+                    k.1 += ms;
+                    k.2 += 1;
+                }
+                None => kinds.push((kind, *ms, 1)),
+            }
+        }
+        kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+        kinds
+    }
+    fn total(&self) -> f64 {
+        self.ops.iter().map(|o| o.2).sum()
+    }
 }
 
 /// A query set for the two timestamps around one compute pass, and its readback buffers.
@@ -539,6 +569,39 @@ impl Bench {
         Ok(())
     }
 
+    /// Where AS-ResNet-w32's forward pass at batch 1 spends its GPU time: every op's launches
+    /// timed on their own (`layers_*` in the filter's terms), summed per kind.
+    fn layers(&mut self) -> Result<()> {
+        let name = "as-resnet-w32";
+        if !self.wanted(&format!("layers_{name}")) {
+            return Ok(());
+        }
+        let config = ArchConfig::builtin(name)?;
+        let model = Model::synthetic(&config, 7)?;
+        let mut gm = GpuModel::new(&self.ctx, &model)?;
+        let runs = if self.quick { 3 } else { 5 };
+        let mut ops = Vec::new();
+        for op in gm.op_dispatches(1)? {
+            // A longer warm-up than the other cases: on lavapipe the first runs of a freshly
+            // prepared op (the stem especially) take up to twice as long.
+            self.time_gpu(&op.dispatch, 2)?;
+            let mut ms = self.time_gpu(&op.dispatch, runs)?;
+            ms.sort_by(f64::total_cmp);
+            ops.push((op.kind, op.label, ms[ms.len() / 2]));
+        }
+        let profile = LayerProfile {
+            model: name.to_string(),
+            ops,
+        };
+        eprintln!(
+            "  layers_{name:<27} {:>10.3} ms (sum of {} ops)",
+            profile.total(),
+            profile.ops.len()
+        );
+        self.layers = Some(profile);
+        Ok(())
+    }
+
     /// Training images/s of ASNet-20 16x1 on Fashion-MNIST-sized input (one SGD step of
     /// forward, backward and update on random images), per backend.
     fn training(&mut self) -> Result<()> {
@@ -720,6 +783,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         filter: args.filter.clone(),
         timestamps,
         samples: Vec::new(),
+        layers: None,
         rng: StdRng::seed_from_u64(6),
     };
     eprintln!("adapter: {}", b.ctx.describe());
@@ -727,6 +791,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     b.gemm()?;
     b.blocks()?;
     b.end_to_end()?;
+    b.layers()?;
     b.training()?;
     let seconds = started.elapsed().as_secs_f64();
     let command = std::iter::once("activeshift".to_string())
@@ -866,7 +931,42 @@ fn report_json(b: &Bench, seconds: f64) -> Value {
         "seconds": seconds,
         "cases": cases,
         "ratios": Value::Object(ratio_obj),
+        "layers": b.layers.as_ref().map(|l| json!({
+            "model": l.model,
+            "batch": 1,
+            "total_ms": l.total(),
+            "kinds": l.kinds().iter().map(|(k, ms, n)| json!({"kind": k, "ms": ms, "ops": n})).collect::<Vec<_>>(),
+            "ops": l.ops.iter().map(|(k, label, ms)| json!({"kind": k, "label": label, "ms": ms})).collect::<Vec<_>>(),
+        })),
     })
+}
+
+/// The "Where the time goes" section: per kind, then the slowest ops.
+fn layers_markdown(l: &LayerProfile, gpu_e2e: Option<f64>) -> String {
+    let total = l.total();
+    let mut out = format!(
+        "\n## Where the time goes: {}, batch 1\n\nEvery op's launches timed on their own on this \
+         adapter (median of a few runs), as `GpuModel::op_dispatches` lists them: {:.1} ms in all{}.\n\n\
+         | kind | ops | ms | share |\n|---|---|---|---|\n",
+        l.model,
+        total,
+        gpu_e2e.map_or(String::new(), |e| format!(
+            " (the whole forward pass, with upload, one submission and readback: {e:.1} ms)"
+        )),
+    );
+    for (kind, ms, n) in l.kinds() {
+        out.push_str(&format!(
+            "| {kind} | {n} | {ms:.2} | {:.0}% |\n",
+            100.0 * ms / total.max(1e-9)
+        ));
+    }
+    let mut slow: Vec<&(&str, String, f64)> = l.ops.iter().collect();
+    slow.sort_by(|a, b| b.2.total_cmp(&a.2));
+    out.push_str("\nThe slowest ops:\n\n| op | kind | ms |\n|---|---|---|\n");
+    for (kind, label, ms) in slow.into_iter().take(8) {
+        out.push_str(&format!("| {label} | {kind} | {ms:.2} |\n"));
+    }
+    out
 }
 
 fn fmt_rate(s: &Sample) -> String {
@@ -908,6 +1008,16 @@ fn table(b: &Bench) -> String {
             "  {:<26} {:>8}  goal {:<8} {:<8} ({})\n",
             r.name, v, r.goal, met, r.what
         ));
+    }
+    if let Some(l) = &b.layers {
+        out.push_str(&format!(
+            "\nwhere the time goes ({}, batch 1, ops timed one by one: {:.1} ms):\n",
+            l.model,
+            l.total()
+        ));
+        for (kind, ms, n) in l.kinds() {
+            out.push_str(&format!("  {kind:<26} {n:>3} ops {ms:>10.2} ms\n"));
+        }
     }
     out
 }
@@ -999,5 +1109,11 @@ fn markdown(b: &Bench, command: &str, seconds: f64, chart: Option<&str>) -> Stri
     }
     out.push_str("\n## The paper beside ours\n\n");
     out.push_str(&paper_rows(b));
+    if let Some(l) = &b.layers {
+        let e2e = b
+            .find(&format!("e2e_gpu_{}_b1", l.model))
+            .map(|s| s.median());
+        out.push_str(&layers_markdown(l, e2e));
+    }
     out
 }

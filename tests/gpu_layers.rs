@@ -281,13 +281,14 @@ fn affine_matches_cpu_on_random_inputs() {
 
 #[test]
 fn affine_covers_more_workgroups_than_one_dispatch_dimension() {
-    // 3 * 2400 * 2400 = 17,280,000 elements = 67,500 workgroups of 256: more than the 65,535
-    // a dispatch dimension allows, so the kernel runs on a two-dimensional grid.
+    // 3 * 2401 * 2401 = 17,294,403 elements = 67,557 workgroups of 256: more than the 65,535
+    // a dispatch dimension allows, so the kernel runs on a two-dimensional grid (the plane is
+    // odd: the scalar entry point, one element per invocation).
     let Some(ctx) = gpu("affine_covers_more_workgroups_than_one_dispatch_dimension") else {
         return;
     };
     let (mut rng, seed) = rng("affine large");
-    let xs = Shape4::new(1, 3, 2400, 2400);
+    let xs = Shape4::new(1, 3, 2401, 2401);
     let x = uniform(&mut rng, xs.len(), -2.0, 2.0);
     let (scale, bias) = ([0.5f32, -2.0, 1.25], [0.25f32, 0.5, -0.75]);
     let want = cpu::affine(&f64s(&x), xs, &f64s(&scale), &f64s(&bias), true).unwrap();

@@ -124,3 +124,51 @@ fn fused_and_unfused_asl_agree_on_whole_models() {
         );
     }
 }
+
+/// `op_dispatches` lists the network op by op: recorded in order they compute what `forward`
+/// computed (from the input `forward` left in the model's input buffer), fused pairs appear
+/// once, and every op is labelled.
+#[test]
+fn op_dispatches_replay_the_forward_pass() {
+    let test = "op_dispatches_replay_the_forward_pass";
+    let Some(ctx) = gpu(test) else {
+        return;
+    };
+    let (mut rng, seed) = rng(test);
+    let config = ArchConfig::builtin("asnet20-16x1").unwrap();
+    let model = random_model(&config, &mut rng);
+    let mut gm = GpuModel::new(ctx, &model).unwrap();
+    let per = config.in_channels * config.input_size[0] * config.input_size[1];
+    let input = uniform(&mut rng, 2 * per, -2.0, 2.0);
+    for fused in [false, true] {
+        gm.set_fused(fused);
+        let want = pollster::block_on(gm.forward(&input)).unwrap();
+        let ops = gm.op_dispatches(2).unwrap();
+        let count = |kind: &str| ops.iter().filter(|o| o.kind == kind).count();
+        let blocks = config.blocks().len();
+        assert_eq!(count("asl"), if fused { 0 } else { blocks });
+        assert_eq!(
+            count("asl + conv1x1 (fused)"),
+            if fused { blocks } else { 0 }
+        );
+        assert_eq!(count("stem conv3x3"), 1);
+        assert!(ops.iter().all(|o| !o.label.is_empty()));
+        // Poison the outputs, then replay.
+        let logits = gm.logits().unwrap();
+        ctx.submit(|enc| {
+            enc.clear_buffer(logits.buffer(), 0, None);
+            for o in &ops {
+                o.dispatch.record(enc);
+            }
+            Ok(())
+        })
+        .unwrap();
+        let got = read(ctx, gm.logits().unwrap());
+        let err = rel_err(&got, &want.logits);
+        assert!(
+            err <= 1e-6,
+            "fused {fused}: replayed logits differ by {err} (seed {seed})"
+        );
+    }
+    assert!(gm.op_dispatches(0).is_err());
+}

@@ -58,6 +58,40 @@ struct HostInput {
     dispatches: Vec<(usize, Dispatch)>,
 }
 
+/// One op of a prepared network with its launches, for profiling
+/// ([`GpuModel::op_dispatches`]; `activeshift bench` times each).
+#[derive(Clone)]
+pub struct OpDispatch {
+    /// What kind of op: `stem conv3x3`, `affine`, `conv1x1`, `asl`, `asl + conv1x1 (fused)`,
+    /// `depthwise3x3`, `avg_pool` or `softmax`.
+    pub kind: &'static str,
+    /// The op's parameter (e.g. `stage2.block1.reduce`), or its kind, and its input shape.
+    pub label: String,
+    /// Its launches (parameter-only setup already run), reading the model's own activations.
+    pub dispatch: Dispatch,
+}
+
+/// The kind and label of `op` (`fused`: an ASL fused into this 1x1 convolution).
+fn describe(op: &Op, plan: &Plan, fused: bool) -> (&'static str, String) {
+    let strip = |name: &str| {
+        name.rsplit_once('.')
+            .map_or(name.to_string(), |(p, _)| p.to_string())
+    };
+    let (kind, name, input) = match op {
+        Op::Conv3x3 { weight, input, .. } => ("stem conv3x3", strip(weight), *input),
+        Op::Affine { scale, input, .. } => ("affine", strip(scale), *input),
+        Op::Conv1x1 { weight, input, .. } if fused => {
+            ("asl + conv1x1 (fused)", strip(weight), *input)
+        }
+        Op::Conv1x1 { weight, input, .. } => ("conv1x1", strip(weight), *input),
+        Op::Shift { shift, input, .. } => ("asl", shift.clone(), *input),
+        Op::Depthwise3x3 { weight, input, .. } => ("depthwise3x3", strip(weight), *input),
+        Op::AvgPool { input, .. } => ("avg_pool", "pool".into(), *input),
+        Op::Softmax { input, .. } => ("softmax", "softmax".into(), *input),
+    };
+    (kind, format!("{name} {}", plan.slots[input]))
+}
+
 /// The activation slots `op` reads.
 fn reads(op: &Op) -> Vec<Slot> {
     match op {
@@ -498,6 +532,34 @@ impl GpuModel {
                 .map_or(d, |(_, hd)| hd);
             d.record_in(&mut pass);
         }
+    }
+
+    /// The network prepared for batches of `batch` (as [`GpuModel::forward`] would), op by op:
+    /// each op's launches with its kind and a label, in execution order, leaving out ASLs fused
+    /// into the next op (that op's kind says so). Recording them in order computes what
+    /// `forward` computes from the model's own input buffer; timing them one by one shows where
+    /// a forward pass spends its time (`activeshift bench`, section "Where the time goes").
+    pub fn op_dispatches(&mut self, batch: usize) -> Result<Vec<OpDispatch>> {
+        if batch == 0 {
+            return Err(Error::invalid(
+                "GpuModel::op_dispatches",
+                "batch must be at least 1 image",
+            ));
+        }
+        self.prepare(batch)?;
+        let p = self.prepared()?;
+        Ok((0..p.plan.ops.len())
+            .filter(|&i| !self.fuses(&p.plan, i))
+            .map(|i| {
+                let fused = i > 0 && self.fuses(&p.plan, i - 1);
+                let (kind, label) = describe(&p.plan.ops[i], &p.plan, fused);
+                OpDispatch {
+                    kind,
+                    label,
+                    dispatch: p.dispatches[i].clone(),
+                }
+            })
+            .collect())
     }
 
     /// Record the network into a command encoder the host owns; the host submits it. Nothing

@@ -20,7 +20,7 @@ pub use file::{
     FORMAT, HostTensor, MAX_MODEL_FILE_BYTES, Model, read_labels, read_tensors, write_atomic,
     write_tensors_atomic,
 };
-pub use gpu_engine::GpuModel;
+pub use gpu_engine::{GpuModel, OpDispatch};
 #[cfg(feature = "caffe")]
 pub use import::import_caffe;
 pub use plan::{Op, Plan, Slot};

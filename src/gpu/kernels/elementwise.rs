@@ -19,10 +19,13 @@ struct AffineParams {
     relu: u32,
 }
 
-/// `shaders/affine.wgsl`: `y = scale[c] * x + bias[c]` per channel, optionally followed by ReLU.
+/// `shaders/affine.wgsl`: `y = scale[c] * x + bias[c]` per channel, optionally followed by ReLU
+/// (vec4 entry points where `H * W` is divisible by 4).
 pub struct Affine {
     main: LazyPipeline,
     in_place: LazyPipeline,
+    main4: LazyPipeline,
+    in_place4: LazyPipeline,
 }
 
 impl Affine {
@@ -30,6 +33,8 @@ impl Affine {
         Self {
             main: LazyPipeline::new(device, "affine.wgsl", "main"),
             in_place: LazyPipeline::new(device, "affine.wgsl", "in_place"),
+            main4: LazyPipeline::new(device, "affine.wgsl", "main4"),
+            in_place4: LazyPipeline::new(device, "affine.wgsl", "in_place4"),
         }
     }
 
@@ -60,6 +65,21 @@ impl Affine {
             relu: u32::from(relu),
         };
         let device = ctx.device();
+        let limit = device.limits().max_compute_workgroups_per_dimension as usize;
+        if xs.plane().is_multiple_of(4) && xs.c <= limit && xs.n <= limit {
+            // One vec4 per invocation, on a [plane chunks, C, N] grid.
+            let groups = workgroups(OP, device, [(xs.plane() / 4).div_ceil(WG_SIZE), xs.c, xs.n])?;
+            let shared = [(2, scale.buffer()), (3, bias.buffer()), (6, y.buffer())];
+            return Ok(if x.buffer() == y.buffer() {
+                self.in_place4
+                    .get()
+                    .prepare(device, &params, &shared, groups)
+            } else {
+                let mut buffers = vec![(5, x.buffer())];
+                buffers.extend(shared);
+                self.main4.get().prepare(device, &params, &buffers, groups)
+            });
+        }
         let groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
         let shared = [(2, scale.buffer()), (3, bias.buffer()), (4, y.buffer())];
         if x.buffer() == y.buffer() {
