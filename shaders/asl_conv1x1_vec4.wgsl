@@ -27,7 +27,8 @@ struct GemmParams {
     wo: u32,
     stride: u32,
     // bit 0: affine, bit 1: residual add, bit 2: ReLU (set on the last K chunk only);
-    // bit 3: add to what an earlier K chunk left in y.
+    // bit 3: add to what an earlier K chunk left in y; bit 4 (the 1x1 GEMMs only): read each
+    // input value through max(in_scale[ci] * x + in_bias[ci], 0).
     flags: u32,
     // First output channel of this dispatch's weight slab.
     row0: u32,

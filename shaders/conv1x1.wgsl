@@ -18,7 +18,8 @@ struct Conv1x1Params {
     ho: u32,
     wo: u32,
     stride: u32,
-    // bit 0: affine, bit 1: residual add, bit 2: ReLU.
+    // bit 0: affine, bit 1: residual add, bit 2: ReLU; bit 4: read each input value through
+    // max(in_scale[ci] * x + in_bias[ci], 0).
     flags: u32,
     _pad0: u32,
     _pad1: u32,
@@ -32,6 +33,7 @@ const TILE_K: u32 = 16u;
 const FLAG_AFFINE: u32 = 1u;
 const FLAG_RESIDUAL: u32 = 2u;
 const FLAG_RELU: u32 = 4u;
+const FLAG_INPUT_AFFINE: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> params: Conv1x1Params;
 // [N, Cin, H, W]
@@ -45,6 +47,19 @@ const FLAG_RELU: u32 = 4u;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 // [N, Cout, Ho, Wo]
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
+// [Cin] each: the per-channel affine + ReLU applied to every input value when flag bit 4 is
+// set (the block's pre-activation folded into the convolution that reads it); bound to a
+// placeholder otherwise.
+@group(0) @binding(8) var<storage, read> in_scale: array<f32>;
+@group(0) @binding(9) var<storage, read> in_bias: array<f32>;
+
+// Input channel ci's value `v` as the GEMM reads it.
+fn input(v: f32, ci: u32) -> f32 {
+    if ((params.flags & FLAG_INPUT_AFFINE) == 0u) {
+        return v;
+    }
+    return max(in_scale[ci] * v + in_bias[ci], 0.0);
+}
 
 // sh_w[k * TILE_M + m] = W[tile_m + m, k0 + k];  sh_x[k * TILE_N + p] = X[k0 + k, src(tile_n + p)]
 var<workgroup> sh_w: array<f32, 1024>;
@@ -85,7 +100,7 @@ fn main(
             var xv = 0.0;
             if (p < plane_out && cx < params.cin) {
                 let src = (p / params.wo) * params.stride * params.w + (p % params.wo) * params.stride;
-                xv = x[x_base + cx * plane_in + src];
+                xv = input(x[x_base + cx * plane_in + src], cx);
             }
             sh_x[xk * TILE_N + xp] = xv;
         }

@@ -14,7 +14,8 @@ struct Conv1x1Params {
     ho: u32,
     wo: u32,
     stride: u32,
-    // bit 0: affine, bit 1: residual add, bit 2: ReLU.
+    // bit 0: affine, bit 1: residual add, bit 2: ReLU; bit 4: read each input value through
+    // max(in_scale[ci] * x + in_bias[ci], 0).
     flags: u32,
     _pad0: u32,
     _pad1: u32,
@@ -25,6 +26,7 @@ const WG_SIZE: u32 = 64u;
 const FLAG_AFFINE: u32 = 1u;
 const FLAG_RESIDUAL: u32 = 2u;
 const FLAG_RELU: u32 = 4u;
+const FLAG_INPUT_AFFINE: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> params: Conv1x1Params;
 // [N, Cin, H, W]
@@ -38,6 +40,19 @@ const FLAG_RELU: u32 = 4u;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 // [N, Cout, Ho, Wo]
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
+// [Cin] each: the per-channel affine + ReLU applied to every input value when flag bit 4 is
+// set (the block's pre-activation folded into the convolution that reads it); bound to a
+// placeholder otherwise.
+@group(0) @binding(8) var<storage, read> in_scale: array<f32>;
+@group(0) @binding(9) var<storage, read> in_bias: array<f32>;
+
+// Input channel ci's value `v` as the GEMM reads it.
+fn input(v: f32, ci: u32) -> f32 {
+    if ((params.flags & FLAG_INPUT_AFFINE) == 0u) {
+        return v;
+    }
+    return max(in_scale[ci] * v + in_bias[ci], 0.0);
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
@@ -56,7 +71,7 @@ fn main(
     let x_base = n * params.cin * plane_in + src;
     var v = 0.0;
     for (var ci = 0u; ci < params.cin; ci++) {
-        v += weight[co * params.cin + ci] * x[x_base + ci * plane_in];
+        v += weight[co * params.cin + ci] * input(x[x_base + ci * plane_in], ci);
     }
     let idx = (n * params.cout + co) * plane_out + p;
     if ((params.flags & FLAG_AFFINE) != 0u) {

@@ -31,7 +31,8 @@ struct GemmParams {
     wo: u32,
     stride: u32,
     // bit 0: affine, bit 1: residual add, bit 2: ReLU (set on the last K chunk only);
-    // bit 3: add to what an earlier K chunk left in y.
+    // bit 3: add to what an earlier K chunk left in y; bit 4 (the 1x1 GEMMs only): read each
+    // input value through max(in_scale[ci] * x + in_bias[ci], 0).
     flags: u32,
     // First output channel of this dispatch's weight slab.
     row0: u32,
@@ -68,6 +69,21 @@ const FLAG_ACCUMULATE: u32 = 8u;
 // The same packed weights as one storage array, for the `_whole` entry points: rows padded to a
 // multiple of 64 output channels, kc = K rounded up to 4 (one dispatch covers all of them).
 @group(0) @binding(7) var<storage, read> wall: array<vec4<f32>>;
+// [Cin] each: the per-channel affine + ReLU applied to every input value when flag bit 4 is
+// set (the block's pre-activation folded into the convolution that reads it); bound to a
+// placeholder otherwise.
+@group(0) @binding(8) var<storage, read> in_scale: array<f32>;
+@group(0) @binding(9) var<storage, read> in_bias: array<f32>;
+
+const FLAG_INPUT_AFFINE: u32 = 16u;
+
+// Input channel ci's values `v` as the GEMM reads them.
+fn input4(v: vec4<f32>, ci: u32) -> vec4<f32> {
+    if ((params.flags & FLAG_INPUT_AFFINE) == 0u) {
+        return v;
+    }
+    return max(in_scale[ci] * v + vec4<f32>(in_bias[ci]), vec4<f32>(0.0));
+}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
@@ -123,10 +139,10 @@ fn main(
     var w: vec4<f32>;
     for (var ci = params.k0; ci < full_end; ci += 4u) {
         let xo = x_base + ci * plane4;
-        let x0 = x[xo];
-        let x1 = x[xo + plane4];
-        let x2 = x[xo + 2u * plane4];
-        let x3 = x[xo + 3u * plane4];
+        let x0 = input4(x[xo], ci);
+        let x1 = input4(x[xo + plane4], ci + 1u);
+        let x2 = input4(x[xo + 2u * plane4], ci + 2u);
+        let x3 = input4(x[xo + 3u * plane4], ci + 3u);
         let k = (ci - params.k0) / 4u;
         w = wslab[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
         w = wslab[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
@@ -163,7 +179,7 @@ fn main(
     }
     // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
     for (var ci = full_end; ci < params.k1; ci++) {
-        let xv = x[x_base + ci * plane4];
+        let xv = input4(x[x_base + ci * plane4], ci);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;
         a0 += wslab[wb + 0u * kv + k][lane] * xv;
@@ -344,10 +360,10 @@ fn main_wide(
     var w: vec4<f32>;
     for (var ci = params.k0; ci < full_end; ci += 4u) {
         let xo = x_base + ci * plane4;
-        let x0 = x[xo];
-        let x1 = x[xo + plane4];
-        let x2 = x[xo + 2u * plane4];
-        let x3 = x[xo + 3u * plane4];
+        let x0 = input4(x[xo], ci);
+        let x1 = input4(x[xo + plane4], ci + 1u);
+        let x2 = input4(x[xo + 2u * plane4], ci + 2u);
+        let x3 = input4(x[xo + 3u * plane4], ci + 3u);
         let k = (ci - params.k0) / 4u;
         w = wslab[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
         w = wslab[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
@@ -416,7 +432,7 @@ fn main_wide(
     }
     // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
     for (var ci = full_end; ci < params.k1; ci++) {
-        let xv = x[x_base + ci * plane4];
+        let xv = input4(x[x_base + ci * plane4], ci);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;
         a0 += wslab[wb + 0u * kv + k][lane] * xv;
@@ -628,10 +644,10 @@ fn main_whole(
     var w: vec4<f32>;
     for (var ci = params.k0; ci < full_end; ci += 4u) {
         let xo = x_base + ci * plane4;
-        let x0 = x[xo];
-        let x1 = x[xo + plane4];
-        let x2 = x[xo + 2u * plane4];
-        let x3 = x[xo + 3u * plane4];
+        let x0 = input4(x[xo], ci);
+        let x1 = input4(x[xo + plane4], ci + 1u);
+        let x2 = input4(x[xo + 2u * plane4], ci + 2u);
+        let x3 = input4(x[xo + 3u * plane4], ci + 3u);
         let k = (ci - params.k0) / 4u;
         w = wall[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
         w = wall[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
@@ -668,7 +684,7 @@ fn main_whole(
     }
     // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
     for (var ci = full_end; ci < params.k1; ci++) {
-        let xv = x[x_base + ci * plane4];
+        let xv = input4(x[x_base + ci * plane4], ci);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;
         a0 += wall[wb + 0u * kv + k][lane] * xv;
@@ -848,10 +864,10 @@ fn main_wide_whole(
     var w: vec4<f32>;
     for (var ci = params.k0; ci < full_end; ci += 4u) {
         let xo = x_base + ci * plane4;
-        let x0 = x[xo];
-        let x1 = x[xo + plane4];
-        let x2 = x[xo + 2u * plane4];
-        let x3 = x[xo + 3u * plane4];
+        let x0 = input4(x[xo], ci);
+        let x1 = input4(x[xo + plane4], ci + 1u);
+        let x2 = input4(x[xo + 2u * plane4], ci + 2u);
+        let x3 = input4(x[xo + 3u * plane4], ci + 3u);
         let k = (ci - params.k0) / 4u;
         w = wall[wb + 0u * kv + k]; a0 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
         w = wall[wb + 1u * kv + k]; a1 += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
@@ -920,7 +936,7 @@ fn main_wide_whole(
     }
     // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
     for (var ci = full_end; ci < params.k1; ci++) {
-        let xv = x[x_base + ci * plane4];
+        let xv = input4(x[x_base + ci * plane4], ci);
         let k = (ci - params.k0) / 4u;
         let lane = (ci - params.k0) % 4u;
         a0 += wall[wb + 0u * kv + k][lane] * xv;

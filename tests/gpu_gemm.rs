@@ -77,6 +77,7 @@ fn gpu_epilogue<'a>(
         affine: (e & 1 != 0).then_some((scale, bias)),
         residual: (e & 2 != 0).then_some(residual),
         relu: e & 4 != 0,
+        input_affine_relu: None,
     }
 }
 
@@ -98,6 +99,15 @@ fn every_gemm_variant_matches_cpu_on_odd_shapes() {
         let wt = upload(ctx, &[cout, xs.c], &c.w);
         let st = upload(ctx, &[cout], &c.scale);
         let bt = upload(ctx, &[cout], &c.bias);
+        // The input affine + ReLU (epilogue bit 8), per input channel.
+        let in_scale = uniform(&mut rng, xs.c, -1.5, 1.5);
+        let in_bias = uniform(&mut rng, xs.c, -0.5, 0.5);
+        let (ist, ibt) = (
+            upload(ctx, &[xs.c], &in_scale),
+            upload(ctx, &[xs.c], &in_bias),
+        );
+        let x_in = cpu::affine(&f64s(&c.x), xs, &f64s(&in_scale), &f64s(&in_bias), true)
+            .expect("cpu affine");
         for s in [1, 2, 3] {
             let ys = xs.strided(cout, s);
             let res = uniform(&mut rng, ys.len(), -1.0, 1.0);
@@ -109,9 +119,11 @@ fn every_gemm_variant_matches_cpu_on_odd_shapes() {
                 f64s(&c.bias),
                 f64s(&res),
             );
-            for e in [0, 1, 2, 4, 7] {
-                let want = cpu::conv1x1(&x64, xs, &w64, cout, s, cpu_epilogue(e, &s64, &b64, &r64))
-                    .expect("cpu conv1x1");
+            for e in [0, 1, 2, 4, 7, 8, 15] {
+                let x_used = if e & 8 != 0 { &x_in } else { &x64 };
+                let want =
+                    cpu::conv1x1(x_used, xs, &w64, cout, s, cpu_epilogue(e, &s64, &b64, &r64))
+                        .expect("cpu conv1x1");
                 let want = f32s(&want);
                 for v in Conv1x1Variant::ALL {
                     if !v.supports(xs, s) {
@@ -119,7 +131,10 @@ fn every_gemm_variant_matches_cpu_on_odd_shapes() {
                     }
                     ran.insert(v);
                     let y = poisoned(ctx, &ys.dims());
-                    let ep = gpu_epilogue(e, &st, &bt, &rt);
+                    let ep = Conv1x1Epilogue {
+                        input_affine_relu: (e & 8 != 0).then_some((&ist, &ibt)),
+                        ..gpu_epilogue(e, &st, &bt, &rt)
+                    };
                     run(ctx, |enc| {
                         conv.prepare_variant(v, ctx, &xt, &wt, s, ep, &y)
                             .map(|d| d.record(enc))
@@ -295,6 +310,27 @@ fn fused_asl_gemm_rejects_bad_shapes() {
         assert!(p(&x, &shift, 2, &bad_w, &y).is_err());
         assert!(p(&x, &shift, 2, &w, &x).is_err());
     }
+    // The input affine is the 1x1 convolution's alone; it must match the input channels.
+    let (s4, s5) = (upload(ctx, &[4], &[1.0; 4]), upload(ctx, &[5], &[1.0; 5]));
+    let with_input = Conv1x1Epilogue {
+        input_affine_relu: Some((&s4, &s4)),
+        ..ep
+    };
+    let fused = k.prepare(ctx, &x, &shift, 2, &w, with_input, &y);
+    assert!(matches!(
+        fused,
+        Err(activeshift::Error::InvalidArgument { .. })
+    ));
+    let conv = ctx.kernels().conv1x1(ctx.device());
+    assert!(conv.prepare(ctx, &x, &w, 2, with_input, &y).is_ok());
+    let wrong = Conv1x1Epilogue {
+        input_affine_relu: Some((&s5, &s4)),
+        ..ep
+    };
+    assert!(matches!(
+        conv.prepare(ctx, &x, &w, 2, wrong, &y),
+        Err(activeshift::Error::Shape { .. })
+    ));
     // Odd width at stride 1: no vec4 pipeline.
     let y1 = poisoned(ctx, &[1, 3, 5, 5]);
     let vec4 = k.prepare_variant(AslConv1x1Variant::Vec4, ctx, &x, &shift, 1, &w, ep, &y1);

@@ -152,6 +152,12 @@ fn op_dispatches_replay_the_forward_pass() {
             if fused { blocks } else { 0 }
         );
         assert_eq!(count("stem conv3x3"), 1);
+        // Every block's pre-activation is folded into the 1x1 convolutions reading it (the
+        // expansion, and the projection shortcut where there is one); only the head's
+        // affine, read by the pooling, runs on its own.
+        assert_eq!(count("affine"), 1);
+        let projections = config.blocks().iter().filter(|b| b.projection).count();
+        assert_eq!(count("affine + conv1x1"), blocks + projections);
         assert!(ops.iter().all(|o| !o.label.is_empty()));
         // Poison the outputs, then replay.
         let logits = gm.logits().unwrap();

@@ -145,6 +145,7 @@ fn conv1x1_matches_cpu_with_every_epilogue() {
                     affine: affine.then_some((&st, &bt)),
                     residual: residual.then_some(&rt),
                     relu,
+                    input_affine_relu: None,
                 };
                 ctx.submit(|enc| {
                     conv.prepare(ctx, &xt, &wt, s, ep, &y)

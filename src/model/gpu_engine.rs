@@ -62,8 +62,9 @@ struct HostInput {
 /// ([`GpuModel::op_dispatches`]; `activeshift bench` times each).
 #[derive(Clone)]
 pub struct OpDispatch {
-    /// What kind of op: `stem conv3x3`, `affine`, `conv1x1`, `asl`, `asl + conv1x1 (fused)`,
-    /// `depthwise3x3`, `avg_pool` or `softmax`.
+    /// What kind of op: `stem conv3x3`, `affine`, `conv1x1`, `affine + conv1x1` (a 1x1
+    /// convolution reading its input through the affine + ReLU before it), `asl`,
+    /// `asl + conv1x1 (fused)`, `depthwise3x3`, `avg_pool` or `softmax`.
     pub kind: &'static str,
     /// The op's parameter (e.g. `stage2.block1.reduce`), or its kind, and its input shape.
     pub label: String,
@@ -71,8 +72,9 @@ pub struct OpDispatch {
     pub dispatch: Dispatch,
 }
 
-/// The kind and label of `op` (`fused`: an ASL fused into this 1x1 convolution).
-fn describe(op: &Op, plan: &Plan, fused: bool) -> (&'static str, String) {
+/// The kind and label of `op` (`fused`: an ASL fused into this 1x1 convolution; `folded`: an
+/// affine folded into it).
+fn describe(op: &Op, plan: &Plan, fused: bool, folded: bool) -> (&'static str, String) {
     let strip = |name: &str| {
         name.rsplit_once('.')
             .map_or(name.to_string(), |(p, _)| p.to_string())
@@ -83,6 +85,7 @@ fn describe(op: &Op, plan: &Plan, fused: bool) -> (&'static str, String) {
         Op::Conv1x1 { weight, input, .. } if fused => {
             ("asl + conv1x1 (fused)", strip(weight), *input)
         }
+        Op::Conv1x1 { weight, input, .. } if folded => ("affine + conv1x1", strip(weight), *input),
         Op::Conv1x1 { weight, input, .. } => ("conv1x1", strip(weight), *input),
         Op::Shift { shift, input, .. } => ("asl", shift.clone(), *input),
         Op::Depthwise3x3 { weight, input, .. } => ("depthwise3x3", strip(weight), *input),
@@ -244,11 +247,14 @@ impl GpuModel {
         })
     }
 
-    /// The dispatch of one op, reading activation slot `s` from `slot(s)`.
+    /// The dispatch of one op, reading activation slot `s` from `slot(s)`. `folded`: the
+    /// affine + ReLU op that produced a 1x1 convolution's input and is folded into it (the
+    /// convolution then reads the affine's input through it).
     fn build<'t>(
         &self,
         op: &Op,
         n: usize,
+        folded: Option<&Op>,
         slot: impl Fn(Slot) -> &'t GpuTensor,
     ) -> Result<Dispatch> {
         let ctx = &self.ctx;
@@ -294,14 +300,24 @@ impl GpuModel {
                     Some((s, b)) => Some((self.param(s)?, self.param(b)?)),
                     None => None,
                 };
+                let (source, input_affine_relu) = match folded {
+                    Some(Op::Affine {
+                        input: x,
+                        scale,
+                        bias,
+                        ..
+                    }) => (*x, Some((self.param(scale)?, self.param(bias)?))),
+                    _ => (*input, None),
+                };
                 let ep = Conv1x1Epilogue {
                     affine,
                     residual: residual.map(&slot),
                     relu: *relu,
+                    input_affine_relu,
                 };
                 k.conv1x1(dev).prepare(
                     ctx,
-                    slot(*input),
+                    slot(source),
                     self.param(weight)?,
                     *stride,
                     ep,
@@ -386,6 +402,7 @@ impl GpuModel {
             affine,
             residual: residual.map(&slot),
             relu: *relu,
+            input_affine_relu: None,
         };
         let dev = self.ctx.device();
         Ok(Some(self.ctx.kernels().asl_conv1x1(dev).prepare(
@@ -414,8 +431,48 @@ impl GpuModel {
             && plan.slots[*shifted].c <= crate::gpu::kernels::ASL_CONV1X1_MAX_CHANNELS
     }
 
-    /// The dispatch of op `i` of `plan`: empty for an ASL fused into the next op, the fused
-    /// kernel for the op after it.
+    /// Whether op `i` of `plan` is an affine + ReLU folded into the 1x1 convolutions that read
+    /// its output (every reader is one, reading it as its input): they apply it to the values
+    /// they load (`Conv1x1Epilogue::input_affine_relu`), so it needs no launch and its output
+    /// is never written. Exact; always on. The blocks' pre-activations fold this way.
+    fn folds(plan: &Plan, i: usize) -> bool {
+        let Some(Op::Affine {
+            input,
+            relu: true,
+            out,
+            ..
+        }) = plan.ops.get(i)
+        else {
+            return false;
+        };
+        let readers: Vec<&Op> = plan
+            .ops
+            .iter()
+            .filter(|op| reads(op).contains(out))
+            .collect();
+        *input != plan.input
+            && input != out
+            && ![plan.input, plan.logits, plan.probs].contains(out)
+            && !readers.is_empty()
+            && readers.iter().all(|op| {
+                matches!(op, Op::Conv1x1 { input, residual, .. }
+                    if input == out && *residual != Some(*out))
+            })
+    }
+
+    /// The folded affine that produced op `i`'s input, if op `i` is a 1x1 convolution.
+    fn folded_into(plan: &Plan, i: usize) -> Option<&Op> {
+        let Op::Conv1x1 { input, .. } = &plan.ops[i] else {
+            return None;
+        };
+        (0..i).rev().find_map(|j| match &plan.ops[j] {
+            op @ Op::Affine { out, .. } if out == input && Self::folds(plan, j) => Some(op),
+            _ => None,
+        })
+    }
+
+    /// The dispatch of op `i` of `plan`: empty for an ASL fused into the next op and for an
+    /// affine folded into its readers, the fused kernel for the op after such an ASL.
     fn build_at<'t>(
         &self,
         plan: &Plan,
@@ -423,7 +480,7 @@ impl GpuModel {
         n: usize,
         slot: impl Fn(Slot) -> &'t GpuTensor + Copy,
     ) -> Result<Dispatch> {
-        if self.fuses(plan, i) {
+        if self.fuses(plan, i) || Self::folds(plan, i) {
             return Ok(Dispatch::empty());
         }
         if i > 0
@@ -432,7 +489,7 @@ impl GpuModel {
         {
             return Ok(d);
         }
-        self.build(&plan.ops[i], n, slot)
+        self.build(&plan.ops[i], n, Self::folded_into(plan, i), slot)
     }
 
     /// Build activation buffers and dispatches for batches of `n` (kept until the batch size
@@ -549,10 +606,11 @@ impl GpuModel {
         self.prepare(batch)?;
         let p = self.prepared()?;
         Ok((0..p.plan.ops.len())
-            .filter(|&i| !self.fuses(&p.plan, i))
+            .filter(|&i| !self.fuses(&p.plan, i) && !Self::folds(&p.plan, i))
             .map(|i| {
                 let fused = i > 0 && self.fuses(&p.plan, i - 1);
-                let (kind, label) = describe(&p.plan.ops[i], &p.plan, fused);
+                let folded = Self::folded_into(&p.plan, i).is_some();
+                let (kind, label) = describe(&p.plan.ops[i], &p.plan, fused, folded);
                 OpDispatch {
                     kind,
                     label,

@@ -185,7 +185,7 @@ impl AslConv1x1 {
         }
         let cout = weight_cout(OP, weight, xs.c)?;
         let ys = xs.strided(cout, stride);
-        let ep = bind_epilogue(OP, ctx, &epilogue, ys)?;
+        let ep = bind_epilogue(OP, ctx, &epilogue, ys, None)?;
         expect_dims(OP, "output", y, &ys.dims())?;
         expect_distinct(OP, y, &[("input", x), ("shift", shift), ("weight", weight)])?;
         if let Some(r) = epilogue.residual {
@@ -267,6 +267,7 @@ impl AslConv1x1 {
             y,
             extra: Some(&taps),
             whole: false,
+            input_affine: false,
         }
         .build(ctx)
     }

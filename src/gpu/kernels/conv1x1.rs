@@ -14,6 +14,8 @@ const TILE_K: usize = 16;
 pub(crate) const FLAG_AFFINE: u32 = 1;
 pub(crate) const FLAG_RESIDUAL: u32 = 2;
 pub(crate) const FLAG_RELU: u32 = 4;
+/// Read each input value through `max(in_scale[ci] * x + in_bias[ci], 0)` (the 1x1 GEMMs).
+const FLAG_INPUT_AFFINE: u32 = 16;
 
 /// Mirrors `struct Conv1x1Params` in `shaders/conv1x1*.wgsl`.
 #[repr(C)]
@@ -70,6 +72,11 @@ pub struct Conv1x1Epilogue<'a> {
     pub residual: Option<&'a GpuTensor>,
     /// Clamp negative results to zero.
     pub relu: bool,
+    /// `(scale, bias)`, each `[Cin]`, applied to the *input* as it is read:
+    /// `x' = max(scale[ci] * x + bias[ci], 0)`, a per-channel affine + ReLU (a pre-activation)
+    /// folded into the convolution that reads it, so that it needs no launch and no tensor of
+    /// its own. [`Conv1x1`] only; the other kernels that take an epilogue refuse it.
+    pub input_affine_relu: Option<(&'a GpuTensor, &'a GpuTensor)>,
 }
 
 /// The GEMM kernels behind [`Conv1x1`]: same results, different tiling. [`Conv1x1::prepare`]
@@ -271,6 +278,8 @@ pub(crate) struct PackedGemm<'a> {
     /// One dispatch over weights packed whole into a storage buffer (the `_whole` entry
     /// points; only for GEMMs that have them, and without `extra`).
     pub(crate) whole: bool,
+    /// The GEMM's WGSL reads the input affine (bindings 8 and 9: the 1x1 GEMMs).
+    pub(crate) input_affine: bool,
 }
 
 impl PackedGemm<'_> {
@@ -364,8 +373,14 @@ impl PackedGemm<'_> {
                 params.row0 = u32_of(op, "output channels", row0)?;
                 params.k0 = u32_of(op, "input channels", k0)?;
                 params.k1 = u32_of(op, "input channels", k1)?;
-                params.flags =
-                    if kb > 0 { FLAG_ACCUMULATE } else { 0 } | if last { ep.flags } else { 0 };
+                // The epilogue on the last K chunk; the input affine (it transforms what every
+                // chunk reads) on all of them.
+                params.flags = if kb > 0 { FLAG_ACCUMULATE } else { 0 }
+                    | if last {
+                        ep.flags
+                    } else {
+                        ep.flags & FLAG_INPUT_AFFINE
+                    };
                 params.nrows = u32_of(op, "output channels", rows)?;
                 // One invocation per (pixel group, block of `per` output channels) of an image.
                 let lanes = pixel_groups * rows.div_ceil(per);
@@ -380,6 +395,10 @@ impl PackedGemm<'_> {
                 ];
                 if self.extra.is_some() {
                     res.push((7, slab_binding(slabs)));
+                }
+                if self.input_affine {
+                    res.push((8, ep.in_scale.as_entire_binding()));
+                    res.push((9, ep.in_bias.as_entire_binding()));
                 }
                 dispatch = dispatch.then(gemm.prepare_bindings(device, &params, &res, groups));
             }
@@ -497,7 +516,7 @@ impl PackedGemm<'_> {
                 xs.n,
             ],
         )?;
-        let res = [
+        let mut res = vec![
             (1, self.x.buffer().as_entire_binding()),
             (3, ep.scale.as_entire_binding()),
             (4, ep.bias.as_entire_binding()),
@@ -505,6 +524,10 @@ impl PackedGemm<'_> {
             (6, self.y.buffer().as_entire_binding()),
             (7, packed.as_entire_binding()),
         ];
+        if self.input_affine {
+            res.push((8, ep.in_scale.as_entire_binding()));
+            res.push((9, ep.in_bias.as_entire_binding()));
+        }
         Ok(dispatch.then(gemm.prepare_bindings(device, &params, &res, groups)))
     }
 }
@@ -573,17 +596,33 @@ pub(crate) struct EpilogueBinding<'b> {
     pub(crate) scale: &'b wgpu::Buffer,
     pub(crate) bias: &'b wgpu::Buffer,
     pub(crate) residual: &'b wgpu::Buffer,
+    /// The input affine's `[Cin]` scale and bias (bindings 8 and 9 of the 1x1 GEMMs).
+    pub(crate) in_scale: &'b wgpu::Buffer,
+    pub(crate) in_bias: &'b wgpu::Buffer,
 }
 
 /// Check `epilogue` against an output of shape `ys` and pick its buffers (placeholders for the
-/// parts that are off).
+/// parts that are off). `cin`: the input channels, for a kernel that takes
+/// [`Conv1x1Epilogue::input_affine_relu`] (None: the kernel refuses it).
 pub(crate) fn bind_epilogue<'b>(
     op: &'static str,
     ctx: &'b GpuContext,
     epilogue: &Conv1x1Epilogue<'b>,
     ys: Shape4,
+    cin: Option<usize>,
 ) -> Result<EpilogueBinding<'b>> {
     let mut flags = 0;
+    if let Some((scale, bias)) = epilogue.input_affine_relu {
+        let Some(cin) = cin else {
+            return Err(crate::Error::invalid(
+                op,
+                "this kernel takes no input affine (only the 1x1 convolution does)",
+            ));
+        };
+        expect_dims(op, "input affine scale", scale, &[cin])?;
+        expect_dims(op, "input affine bias", bias, &[cin])?;
+        flags |= FLAG_INPUT_AFFINE;
+    }
     if let Some((scale, bias)) = epilogue.affine {
         expect_dims(op, "affine scale", scale, &[ys.c])?;
         expect_dims(op, "affine bias", bias, &[ys.c])?;
@@ -601,11 +640,16 @@ pub(crate) fn bind_epilogue<'b>(
         .affine
         .map_or((none, none), |(s, b)| (s.buffer(), b.buffer()));
     let residual = epilogue.residual.map_or(none, |r| r.buffer());
+    let (in_scale, in_bias) = epilogue
+        .input_affine_relu
+        .map_or((none, none), |(s, b)| (s.buffer(), b.buffer()));
     Ok(EpilogueBinding {
         flags,
         scale,
         bias,
         residual,
+        in_scale,
+        in_bias,
     })
 }
 
@@ -722,7 +766,7 @@ impl Conv1x1 {
         let cout = weight_cout(OP, weight, xs.c)?;
         let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
         let ys = xs.strided(cout, stride);
-        let ep = bind_epilogue(OP, ctx, &epilogue, ys)?;
+        let ep = bind_epilogue(OP, ctx, &epilogue, ys, Some(xs.c))?;
         expect_dims(OP, "output", y, &ys.dims())?;
         expect_distinct(OP, y, &[("input", x), ("weight", weight)])?;
         if let Some(r) = epilogue.residual {
@@ -759,6 +803,8 @@ impl Conv1x1 {
                         (4, ep.bias),
                         (5, ep.residual),
                         (6, y.buffer()),
+                        (8, ep.in_scale),
+                        (9, ep.in_bias),
                     ],
                     groups,
                 ))
@@ -776,6 +822,7 @@ impl Conv1x1 {
                     variant,
                     Conv1x1Variant::RegisterWhole | Conv1x1Variant::Vec4Whole
                 ),
+                input_affine: true,
                 pack: self.pack_pipeline(),
                 x,
                 xs,

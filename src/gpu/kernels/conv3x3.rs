@@ -82,6 +82,7 @@ impl Conv3x3 {
             ctx,
             &Conv1x1Epilogue::default(),
             xs.strided(cout, stride),
+            None,
         )?;
         PackedGemm {
             op: OP,
@@ -97,6 +98,7 @@ impl Conv3x3 {
             y,
             extra: None,
             whole: false,
+            input_affine: false,
         }
         .build(ctx)
     }
