@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{SHARED, w32};
+use common::{shared, w32};
 
 use activeshift::model::Model;
 use activeshift::preprocess::{decode_image, preprocess};
 
 fn cat_input(model: &Model) -> Vec<f32> {
-    let bytes = std::fs::read(format!("{SHARED}/images/cat.jpg")).expect("cat.jpg");
+    let bytes = std::fs::read(format!("{}/images/cat.jpg", shared())).expect("cat.jpg");
     preprocess(&decode_image(&bytes).unwrap(), &model.config.preprocess).unwrap()
 }
 

@@ -265,19 +265,25 @@ pub fn on_gpu(test: &str, body: impl Fn(&dyn Impl)) {
     }
 }
 
-/// The authors' data beside the repository (`../shared/data`).
-pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+/// The authors' data: `../shared/data` beside the repository, or the folder
+/// `ACTIVESHIFT_SHARED_DATA` names (a test binary run elsewhere, e.g. by
+/// tools/device-check.sh on a lent GPU machine).
+pub fn shared() -> String {
+    std::env::var("ACTIVESHIFT_SHARED_DATA")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_string())
+}
 
 /// The converted w32 model (imported once per test binary).
 pub fn w32() -> &'static activeshift::Model {
     static MODEL: OnceLock<activeshift::Model> = OnceLock::new();
     MODEL.get_or_init(|| {
+        let shared = shared();
         let layers = activeshift::caffe::read_caffemodel(
-            format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel").as_ref(),
+            format!("{shared}/pretrained/AS-ResNet-w32.caffemodel").as_ref(),
         )
         .expect("read the authors' caffemodel");
         let labels = activeshift::model::read_labels(
-            &std::fs::read_to_string(format!("{SHARED}/imagenet_classes.txt")).expect("labels"),
+            &std::fs::read_to_string(format!("{shared}/imagenet_classes.txt")).expect("labels"),
         );
         activeshift::model::import_caffe(&layers, labels).expect("import w32")
     })
