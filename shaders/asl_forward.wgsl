@@ -4,7 +4,9 @@
 //                     each of the four taps reading 0 outside the image.
 //
 // One invocation per output pixel; workgroup_id.y is the channel, workgroup_id.z the image, so
-// every invocation of a workgroup shares one shift.
+// every invocation of a workgroup shares one shift. `main` runs 256 invocations per workgroup,
+// `main_small` 64, for planes of at most 192 pixels (a 7x7 plane would leave 207 of 256
+// invocations idle, which a CPU adapter still steps through).
 
 // Mirrors `AslParams` in src/gpu/kernels/asl.rs.
 struct AslParams {
@@ -53,14 +55,8 @@ fn sample(base: u32, row: i32, col: i32) -> f32 {
     return x[base + u32(row) * params.w + u32(col)];
 }
 
-@compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let c = wg.y;
-    let n = wg.z;
-    let idx = wg.x * WG_SIZE + li;
+// Output pixel idx of channel c of image n.
+fn forward_at(c: u32, n: u32, idx: u32) {
     if (idx >= params.ho * params.wo) {
         return;
     }
@@ -90,4 +86,20 @@ fn main(
     let top = (1.0 - tx) * q00 + tx * q01;
     let bottom = (1.0 - tx) * q10 + tx * q11;
     out[(n * params.c + c) * params.ho * params.wo + idx] = (1.0 - ty) * top + ty * bottom;
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    forward_at(wg.y, wg.z, wg.x * WG_SIZE + li);
+}
+
+@compute @workgroup_size(64)
+fn main_small(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    forward_at(wg.y, wg.z, wg.x * 64u + li);
 }

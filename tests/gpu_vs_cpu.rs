@@ -358,6 +358,9 @@ fn every_asl_forward_variant_matches_cpu() {
         Shape4::new(2, 3, 19, 36),
         Shape4::new(1, 6, 17, 16),
         Shape4::new(2, 4, 9, 7),
+        // Either side of the scalar kernel's small-plane entry point (planes <= 192 pixels).
+        Shape4::new(1, 3, 12, 16),
+        Shape4::new(1, 3, 193, 1),
     ];
     let mut ran = std::collections::HashSet::new();
     for xs in shapes {
