@@ -834,11 +834,7 @@ fn chart_groups(b: &Bench) -> Vec<crate::plot::BarGroup> {
         RGBColor(130, 70, 170),
     );
     let mut blocks = Vec::new();
-    let fused_note = b.find("asl_block_fused").map_or(String::new(), |s| {
-        s.note
-            .rsplit_once('(')
-            .map_or(String::new(), |(_, v)| format!(" ({}", v))
-    });
+    let fused_note = format!(" ({})", AslConv1x1::choose(&b.ctx, LAYER, 1).name());
     for (case, label, colour) in [
         ("conv1x1_plain", "1x1 conv alone".to_string(), grey),
         (

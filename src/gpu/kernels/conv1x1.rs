@@ -309,47 +309,12 @@ impl PackedGemm<'_> {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
             mapped_at_creation: false,
         });
-        let pack_params = PackParams {
-            cout: u32_of(op, "output channels", cout)?,
-            cin: u32_of(op, "input channels", depth)?,
-            kc: u32_of(op, "input channels", layout.kc)?,
-            rows: u32_of(op, "output channels", layout.rows)?,
-            nk: u32_of(op, "input channels", layout.nk)?,
-            len: u32_of(op, "packed weights", slabs * layout.rows * layout.kc)?,
-            _pad: [0; 2],
-        };
-        let groups = (slabs * layout.rows * layout.kc).div_ceil(256);
-        let gx = groups.min(32768);
-        let pack_groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
-        let mut dispatch = self
-            .pack
-            .prepare(
-                device,
-                &pack_params,
-                &[(1, self.weight.buffer()), (2, &packed)],
-                pack_groups,
-            )
-            .setup();
+        let mut dispatch =
+            self.pack_dispatch(ctx, &packed, layout.rows, layout.kc, layout.nk, slabs)?;
         if let Some(extra) = self.extra {
             dispatch = dispatch.then(extra(&packed, len)?.setup());
         }
-        let base = GemmParams {
-            n: u32_of(op, "batch size", xs.n)?,
-            cin: u32_of(op, "input channels", xs.c)?,
-            cout: u32_of(op, "output channels", cout)?,
-            h: u32_of(op, "height", xs.h)?,
-            w: u32_of(op, "width", xs.w)?,
-            ho: u32_of(op, "output height", ys.h)?,
-            wo: u32_of(op, "output width", ys.w)?,
-            stride: u32_of(op, "stride", self.stride)?,
-            flags: 0,
-            row0: 0,
-            kc: pack_params.kc,
-            k0: 0,
-            k1: 0,
-            nrows: 0,
-            _pad: [0; 2],
-        };
+        let base = self.base_params(layout.kc)?;
         // Invocations per block of output channels: one per 4 output pixels.
         let pixel_groups = ys.plane().div_ceil(4);
         let slab_binding = |s: usize| {
@@ -385,25 +350,95 @@ impl PackedGemm<'_> {
                 // One invocation per (pixel group, block of `per` output channels) of an image.
                 let lanes = pixel_groups * rows.div_ceil(per);
                 let groups = workgroups(op, device, [lanes.div_ceil(GEMM_WG), 1, xs.n])?;
-                let mut res = vec![
-                    (1, self.x.buffer().as_entire_binding()),
-                    (2, slab_binding(rb * layout.nk + kb)),
-                    (3, ep.scale.as_entire_binding()),
-                    (4, ep.bias.as_entire_binding()),
-                    (5, ep.residual.as_entire_binding()),
-                    (6, self.y.buffer().as_entire_binding()),
-                ];
+                let mut res = self.bindings((2, slab_binding(rb * layout.nk + kb)));
                 if self.extra.is_some() {
                     res.push((7, slab_binding(slabs)));
-                }
-                if self.input_affine {
-                    res.push((8, ep.in_scale.as_entire_binding()));
-                    res.push((9, ep.in_bias.as_entire_binding()));
                 }
                 dispatch = dispatch.then(gemm.prepare_bindings(device, &params, &res, groups));
             }
         }
         Ok(dispatch)
+    }
+
+    /// The packing dispatch (marked as setup) of the weight into `packed`: `slabs` slabs of
+    /// `rows` output channels times `kc` input channels, `nk` chunks along the input channels.
+    fn pack_dispatch(
+        &self,
+        ctx: &GpuContext,
+        packed: &wgpu::Buffer,
+        rows: usize,
+        kc: usize,
+        nk: usize,
+        slabs: usize,
+    ) -> Result<Dispatch> {
+        let (op, device) = (self.op, ctx.device());
+        let len = slabs * rows * kc;
+        let params = PackParams {
+            cout: u32_of(op, "output channels", self.cout)?,
+            cin: u32_of(op, "input channels", self.depth)?,
+            kc: u32_of(op, "input channels", kc)?,
+            rows: u32_of(op, "output channels", rows)?,
+            nk: u32_of(op, "input channels", nk)?,
+            len: u32_of(op, "packed weights", len)?,
+            _pad: [0; 2],
+        };
+        let groups = len.div_ceil(256);
+        let gx = groups.min(32768);
+        let groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
+        Ok(self
+            .pack
+            .prepare(
+                device,
+                &params,
+                &[(1, self.weight.buffer()), (2, packed)],
+                groups,
+            )
+            .setup())
+    }
+
+    /// The GEMM's parameters for packed rows of `kc` floats, no chunk or block chosen yet.
+    fn base_params(&self, kc: usize) -> Result<GemmParams> {
+        let op = self.op;
+        let (xs, ys) = (self.xs, self.xs.strided(self.cout, self.stride));
+        Ok(GemmParams {
+            n: u32_of(op, "batch size", xs.n)?,
+            cin: u32_of(op, "input channels", xs.c)?,
+            cout: u32_of(op, "output channels", self.cout)?,
+            h: u32_of(op, "height", xs.h)?,
+            w: u32_of(op, "width", xs.w)?,
+            ho: u32_of(op, "output height", ys.h)?,
+            wo: u32_of(op, "output width", ys.w)?,
+            stride: u32_of(op, "stride", self.stride)?,
+            flags: 0,
+            row0: 0,
+            kc: u32_of(op, "input channels", kc)?,
+            k0: 0,
+            k1: 0,
+            nrows: 0,
+            _pad: [0; 2],
+        })
+    }
+
+    /// The bindings every packed GEMM dispatch has: input, epilogue, output, the input affine
+    /// where the WGSL reads it, and `weights` (the slab or the whole packed matrix).
+    fn bindings<'s>(
+        &'s self,
+        weights: (u32, wgpu::BindingResource<'s>),
+    ) -> Vec<(u32, wgpu::BindingResource<'s>)> {
+        let ep = self.epilogue;
+        let mut res = vec![
+            (1, self.x.buffer().as_entire_binding()),
+            weights,
+            (3, ep.scale.as_entire_binding()),
+            (4, ep.bias.as_entire_binding()),
+            (5, ep.residual.as_entire_binding()),
+            (6, self.y.buffer().as_entire_binding()),
+        ];
+        if self.input_affine {
+            res.push((8, ep.in_scale.as_entire_binding()));
+            res.push((9, ep.in_bias.as_entire_binding()));
+        }
+        res
     }
 }
 
@@ -466,45 +501,13 @@ impl PackedGemm<'_> {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let len = layout.rows * layout.kc;
-        let pack_params = PackParams {
-            cout: u32_of(op, "output channels", cout)?,
-            cin: u32_of(op, "input channels", depth)?,
-            kc: u32_of(op, "input channels", layout.kc)?,
-            rows: u32_of(op, "output channels", layout.rows)?,
-            nk: 1,
-            len: u32_of(op, "packed weights", len)?,
-            _pad: [0; 2],
-        };
-        let groups = len.div_ceil(256);
-        let gx = groups.min(32768);
-        let pack_groups = workgroups(op, device, [gx, groups.div_ceil(gx), 1])?;
-        let dispatch = self
-            .pack
-            .prepare(
-                device,
-                &pack_params,
-                &[(1, self.weight.buffer()), (2, &packed)],
-                pack_groups,
-            )
-            .setup();
-        let ep = self.epilogue;
+        // One "slab" holding the whole matrix: the packing shader writes it from offset 0.
+        let dispatch = self.pack_dispatch(ctx, &packed, layout.rows, layout.kc, 1, 1)?;
         let params = GemmParams {
-            n: u32_of(op, "batch size", xs.n)?,
-            cin: u32_of(op, "input channels", xs.c)?,
-            cout: pack_params.cout,
-            h: u32_of(op, "height", xs.h)?,
-            w: u32_of(op, "width", xs.w)?,
-            ho: u32_of(op, "output height", ys.h)?,
-            wo: u32_of(op, "output width", ys.w)?,
-            stride: u32_of(op, "stride", self.stride)?,
-            flags: ep.flags,
-            row0: 0,
-            kc: pack_params.kc,
-            k0: 0,
-            k1: pack_params.cin,
-            nrows: pack_params.cout,
-            _pad: [0; 2],
+            flags: self.epilogue.flags,
+            k1: u32_of(op, "input channels", depth)?,
+            nrows: u32_of(op, "output channels", cout)?,
+            ..self.base_params(layout.kc)?
         };
         // One invocation per 4 output pixels (x) and block of `per` output channels (y).
         let groups = workgroups(
@@ -516,18 +519,7 @@ impl PackedGemm<'_> {
                 xs.n,
             ],
         )?;
-        let mut res = vec![
-            (1, self.x.buffer().as_entire_binding()),
-            (3, ep.scale.as_entire_binding()),
-            (4, ep.bias.as_entire_binding()),
-            (5, ep.residual.as_entire_binding()),
-            (6, self.y.buffer().as_entire_binding()),
-            (7, packed.as_entire_binding()),
-        ];
-        if self.input_affine {
-            res.push((8, ep.in_scale.as_entire_binding()));
-            res.push((9, ep.in_bias.as_entire_binding()));
-        }
+        let res = self.bindings((7, packed.as_entire_binding()));
         Ok(dispatch.then(gemm.prepare_bindings(device, &params, &res, groups)))
     }
 }
