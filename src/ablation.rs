@@ -220,6 +220,8 @@ fn train_variant(a: &AblationArgs, v: &Variant) -> Result<()> {
         // Only this command's own model of the run, rewritten after every epoch.
         force: true,
         output,
+        // The variant's settings are this command's own: nothing to compare on --resume.
+        given: Vec::new(),
     })
 }
 

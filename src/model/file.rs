@@ -158,7 +158,8 @@ impl Model {
     }
 
     /// Load a model file (at most [`MAX_MODEL_FILE_BYTES`]).
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         crate::error::read_file_limited(path, MAX_MODEL_FILE_BYTES, "safetensors")
             .and_then(|bytes| Self::from_safetensors(&bytes))
             .map_err(|e| match e {

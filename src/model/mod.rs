@@ -7,6 +7,7 @@ mod default;
 mod diagnose;
 mod file;
 mod gpu_engine;
+pub mod imagenet;
 #[cfg(feature = "caffe")]
 mod import;
 pub mod plan;
