@@ -40,7 +40,10 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 /// start of their name. Files that are not images (by extension) are left out.
 pub fn labelled_images(dir: &Path) -> Result<Vec<(PathBuf, usize)>> {
     if !dir.is_dir() {
-        return Err(bad(dir, "not a folder (--images takes a folder of labelled images)"));
+        return Err(bad(
+            dir,
+            "not a folder (--images takes a folder of labelled images)",
+        ));
     }
     let mut out = Vec::new();
     for entry in crate::sorted_entries(dir)? {

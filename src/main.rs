@@ -275,9 +275,7 @@ fn main() -> ExitCode {
     if let (Command::Train(a), Some(("train", m))) = (&mut command, matches.subcommand()) {
         a.given = RUN_SETTINGS
             .iter()
-            .filter(|(id, _)| {
-                m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-            })
+            .filter(|(id, _)| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
             .map(|&(_, flag)| flag)
             .collect();
     }
@@ -542,7 +540,10 @@ fn print_classification(c: &Classification, json: bool) -> Result<()> {
 fn refuse_overwrite(path: &Path, force: bool) -> Result<()> {
     let fail = |kind, msg: String| Err(io_err(path, std::io::Error::new(kind, msg)));
     if path.as_os_str().is_empty() {
-        return fail(std::io::ErrorKind::InvalidInput, "an empty file name".into());
+        return fail(
+            std::io::ErrorKind::InvalidInput,
+            "an empty file name".into(),
+        );
     }
     if path.is_dir() {
         return fail(
@@ -598,8 +599,9 @@ fn import_caffe(a: ImportArgs) -> Result<()> {
         a.output.display(),
         model.config.name,
         model.config.param_count(),
-        a.labels
-            .map_or("the ImageNet class list".into(), |p| p.display().to_string())
+        a.labels.map_or("the ImageNet class list".into(), |p| p
+            .display()
+            .to_string())
     );
     Ok(())
 }
@@ -884,10 +886,7 @@ fn check_resume_settings(
             "--epochs" => (have.epochs.to_string(), want.epochs.to_string()),
             "--batch" => (have.batch.to_string(), want.batch.to_string()),
             "--lr" => (have.lr.to_string(), want.lr.to_string()),
-            "--weight-decay" => (
-                have.weight_decay.to_string(),
-                want.weight_decay.to_string(),
-            ),
+            "--weight-decay" => (have.weight_decay.to_string(), want.weight_decay.to_string()),
             "--schedule" => (
                 format!("{:?}", have.schedule).to_lowercase(),
                 format!("{:?}", want.schedule).to_lowercase(),
@@ -1223,8 +1222,7 @@ fn train_epochs<B: activeshift::train::Backend>(
                 );
             }
             let stop = STOP_REQUESTED.load(SeqCst);
-            if stop || (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1))
-            {
+            if stop || (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1)) {
                 trainer.save_checkpoint(checkpoint)?;
             }
             if stop {

@@ -9,8 +9,7 @@ use std::time::Duration;
 /// The authors' repository at the commit that added the ImageNet models (a fixed commit, so
 /// the checksums below stay valid). `ACTIVESHIFT_PRETRAINED_URL` replaces it (a mirror, or a
 /// local server in the tests).
-const DEFAULT_BASE: &str =
-    "https://raw.githubusercontent.com/jyh2986/Active-Shift/119a51ef6f1b1a0bea9860e41dd707b784ff1b19";
+const DEFAULT_BASE: &str = "https://raw.githubusercontent.com/jyh2986/Active-Shift/119a51ef6f1b1a0bea9860e41dd707b784ff1b19";
 
 /// Largest download accepted (the w32 file is 3.7 MB).
 const MAX_DOWNLOAD_BYTES: u64 = 64 << 20;

@@ -16,7 +16,11 @@ pub fn labels() -> Vec<String> {
 
 /// The 1000 WordNet ids in class-index order.
 pub fn wnids() -> Vec<&'static str> {
-    WNIDS.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
+    WNIDS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// The class index of a WordNet id (`n02124075` -> 285), if it is one of the 1000.
