@@ -1018,7 +1018,7 @@ fn table(b: &Bench) -> String {
     out
 }
 
-/// The paper's numbers (DESIGN.md §5) beside ours, where comparable.
+/// The paper's numbers (docs/design.md §5) beside ours, where comparable.
 fn paper_rows(b: &Bench) -> String {
     let med = |n: &str| {
         b.find(n)
@@ -1047,7 +1047,7 @@ fn paper_rows(b: &Bench) -> String {
         med("asl_block_unfused")
     ));
     out.push_str(
-        "\nFor orientation (DESIGN.md §6, PyTorch on a machine like this one, 2 cores): w32 7.4 ms \
+        "\nFor orientation (docs/design.md §6, PyTorch on a machine like this one, 2 cores): w32 7.4 ms \
          at batch 1 and 6 ms per image at batch 8; 1x1 convolution 64 -> 64 at 224² 1.35 ms, 3x3 \
          depthwise 0.66 ms (channels-last).\n",
     );

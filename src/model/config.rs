@@ -67,7 +67,7 @@ pub enum BlockKind {
     Depthwise,
 }
 
-/// A complete network description (DESIGN.md §3).
+/// A complete network description (docs/design.md §3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArchConfig {
     /// Name, e.g. `as-resnet-w32` or `asnet20-16x1`.

@@ -46,7 +46,7 @@ impl<'a> Layers<'a> {
 
     /// A Scale layer as `(scale, bias)` of `c` channels. In the published weights BatchNorm
     /// is already folded into the Scale layers; the BatchNorm blobs stored beside them are
-    /// ignored (DESIGN.md §4; folding them in again sends the cat photo to class 490).
+    /// ignored (docs/design.md §4; folding them in again sends the cat photo to class 490).
     fn affine(&self, name: &str, c: usize) -> Result<(HostTensor, HostTensor)> {
         Ok((self.blob(name, 0, &[c])?, self.blob(name, 1, &[c])?))
     }

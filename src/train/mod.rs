@@ -144,7 +144,7 @@ impl Stats {
     }
 }
 
-/// ShiftNet's grouped shift of channel `c` of `channels` (DESIGN.md §2): `(dx, dy)`.
+/// ShiftNet's grouped shift of channel `c` of `channels` (docs/design.md §2): `(dx, dy)`.
 pub fn grouped_shift(c: usize, channels: usize) -> (f32, f32) {
     if c < 9 * (channels / 9) {
         ((c % 3) as f32 - 1.0, ((c / 3) % 3) as f32 - 1.0)
