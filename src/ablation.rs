@@ -119,7 +119,7 @@ pub fn run(a: AblationArgs) -> Result<()> {
     let mut rows = Vec::new();
     for v in &VARIANTS {
         eprintln!("evaluating and timing {}", v.key);
-        let model = Model::load(&a.dir.join(format!("{}.safetensors", v.key)))?;
+        let model = Model::load(a.dir.join(format!("{}.safetensors", v.key)))?;
         let mut clf = Classifier::cpu(model.clone());
         let correct = crate::test_correct(&mut clf, &data.test)?;
         let cpu_img_s = inference_rate(&mut clf, &data.test)?;

@@ -24,8 +24,8 @@ pub struct BenchArgs {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Fewer runs and smaller end-to-end batches (finishes in well under a minute on a CPU
-    /// adapter).
+    /// Fewer runs and smaller end-to-end batches (every case still runs: on a CPU adapter such
+    /// as lavapipe on 2 cores, 1.5 minutes on an idle host and several on a busy one).
     #[arg(long)]
     pub quick: bool,
     /// Also write the report as Markdown (BENCHMARKS.md) to FILE.

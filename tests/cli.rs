@@ -277,7 +277,7 @@ fn the_ablation_trains_every_variant_once_and_tabulates_them() {
     ] {
         assert!(runs.join(format!("{key}.safetensors")).exists(), "{key}");
     }
-    let depthwise = activeshift::Model::load(&runs.join("depthwise.safetensors")).unwrap();
+    let depthwise = activeshift::Model::load(runs.join("depthwise.safetensors")).unwrap();
     assert_eq!(
         depthwise.config.block,
         activeshift::model::BlockKind::Depthwise
@@ -322,7 +322,7 @@ fn the_ablation_trains_every_variant_once_and_tabulates_them() {
             .args(["--batch", "16", "--limit", "2", "-o"])
             .arg(dir.join("dw.safetensors")));
         assert!(ok, "{err}");
-        let model = activeshift::Model::load(&dir.join("dw.safetensors")).unwrap();
+        let model = activeshift::Model::load(dir.join("dw.safetensors")).unwrap();
         assert_eq!(model.config.block, activeshift::model::BlockKind::Depthwise);
     }
     std::fs::remove_dir_all(&dir).unwrap();
