@@ -11,18 +11,18 @@ const WG_SIZE: usize = 256;
 /// `asl_backward_shift.wgsl`).
 pub const ASL_SHIFT_CHUNK: usize = 1024;
 
-/// Mirrors `struct AslParams` in `shaders/asl_*.wgsl`.
+/// Mirrors `struct AslParams` in `shaders/common/asl_params.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AslParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    chunks: u32,
+pub(crate) struct AslParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) chunks: u32,
 }
 
 impl AslParams {
@@ -46,15 +46,15 @@ impl AslParams {
 /// Mirrors `struct RowsParams` in `shaders/asl_forward_rows.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct RowsParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    rows: u32,
-    strips: u32,
-    chunks: u32,
-    _pad: u32,
+pub(crate) struct RowsParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) rows: u32,
+    pub(crate) strips: u32,
+    pub(crate) chunks: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Output rows per invocation of `asl_forward_rows.wgsl`: each chunk of rows costs one extra
@@ -331,9 +331,9 @@ impl AslBackwardShift {
 /// Mirrors `struct NormalizeParams` in `shaders/shift_grad_normalize.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct NormalizeParams {
-    c: u32,
-    _pad: [u32; 3],
+pub(crate) struct NormalizeParams {
+    pub(crate) c: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// `shaders/shift_grad_normalize.wgsl`: scales each channel's shift gradient to unit norm.

@@ -79,10 +79,10 @@ pub fn fused_by_default(ctx: &GpuContext) -> bool {
 /// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct TapsParams {
-    c: u32,
-    offset: u32,
-    _pad: [u32; 2],
+pub(crate) struct TapsParams {
+    pub(crate) c: u32,
+    pub(crate) offset: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM (after `asl_taps.wgsl`, which turns

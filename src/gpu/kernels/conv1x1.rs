@@ -17,20 +17,24 @@ pub(crate) const FLAG_RELU: u32 = 4;
 /// Read each input value through `max(in_scale[ci] * x + in_bias[ci], 0)` (the 1x1 GEMMs).
 const FLAG_INPUT_AFFINE: u32 = 16;
 
-/// Mirrors `struct Conv1x1Params` in `shaders/conv1x1*.wgsl`.
+/// Mirrors `struct Conv1x1Params` in `shaders/common/conv1x1_params.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Conv1x1Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    flags: u32,
-    _pad: [u32; 3],
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) flags: u32,
+    /// The backward weight kernel only: terms of K per chunk.
+    pub(crate) k_chunk: u32,
+    /// The backward weight kernel only: number of chunks.
+    pub(crate) splits: u32,
+    pub(crate) _pad: u32,
 }
 
 impl Conv1x1Params {
@@ -57,7 +61,9 @@ impl Conv1x1Params {
             wo: u32_of(op, "output width", ys.w)?,
             stride: u32_of(op, "stride", stride)?,
             flags,
-            _pad: [0; 3],
+            k_chunk: 0,
+            splits: 0,
+            _pad: 0,
         })
     }
 }
@@ -193,36 +199,35 @@ const FLAG_ACCUMULATE: u32 = 8;
 /// Mirrors `struct PackParams` in `shaders/conv1x1_pack.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct PackParams {
-    cout: u32,
-    cin: u32,
-    kc: u32,
-    rows: u32,
-    nk: u32,
-    len: u32,
-    _pad: [u32; 2],
+pub(crate) struct PackParams {
+    pub(crate) cout: u32,
+    pub(crate) cin: u32,
+    pub(crate) kc: u32,
+    pub(crate) rows: u32,
+    pub(crate) nk: u32,
+    pub(crate) len: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
-/// Mirrors `struct GemmParams` in `shaders/conv1x1_vec4.wgsl`, `conv1x1_reg.wgsl` and
-/// `asl_conv1x1.wgsl`.
+/// Mirrors `struct GemmParams` in `shaders/common/gemm_params.wgsl` (used by `shaders/gemm/*`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct GemmParams {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    flags: u32,
-    row0: u32,
-    kc: u32,
-    k0: u32,
-    k1: u32,
-    nrows: u32,
-    _pad: [u32; 2],
+pub(crate) struct GemmParams {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) flags: u32,
+    pub(crate) row0: u32,
+    pub(crate) kc: u32,
+    pub(crate) k0: u32,
+    pub(crate) k1: u32,
+    pub(crate) nrows: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// How a `[Cout, Cin]` weight is cut into uniform slabs: blocks of `rows` output channels times
@@ -940,8 +945,8 @@ impl Conv1x1BackwardWeight {
             .max(MIN_CHUNK)
             .next_multiple_of(TILE_K);
         let splits = total.div_ceil(k_chunk).max(1);
-        params._pad[0] = u32_of(OP, "terms per chunk", k_chunk)?;
-        params._pad[1] = u32_of(OP, "chunks", splits)?;
+        params.k_chunk = u32_of(OP, "terms per chunk", k_chunk)?;
+        params.splits = u32_of(OP, "chunks", splits)?;
         let device = ctx.device();
         let part = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("activeshift conv1x1_backward_weight chunks"),

@@ -18,15 +18,15 @@ const CO_TILE: usize = 16;
 /// Mirrors `struct Conv3x3Params` in `shaders/conv3x3.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Conv3x3Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
+pub(crate) struct Conv3x3Params {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
 }
 
 /// `shaders/conv3x3_gemm.wgsl` (the register-tiled GEMM over weights packed by

@@ -75,128 +75,9 @@ impl std::fmt::Display for KernelChoice {
     }
 }
 
-/// The WGSL source of every kernel, by file name (for validation and inspection).
-pub const SHADERS: &[(&str, &str)] = &[
-    (
-        "asl_forward.wgsl",
-        include_str!("../../../shaders/asl_forward.wgsl"),
-    ),
-    (
-        "asl_forward_vec4.wgsl",
-        include_str!("../../../shaders/asl_forward_vec4.wgsl"),
-    ),
-    (
-        "asl_forward_rows.wgsl",
-        include_str!("../../../shaders/asl_forward_rows.wgsl"),
-    ),
-    (
-        "asl_backward_input.wgsl",
-        include_str!("../../../shaders/asl_backward_input.wgsl"),
-    ),
-    (
-        "asl_backward_shift.wgsl",
-        include_str!("../../../shaders/asl_backward_shift.wgsl"),
-    ),
-    (
-        "shift_grad_normalize.wgsl",
-        include_str!("../../../shaders/shift_grad_normalize.wgsl"),
-    ),
-    (
-        "conv1x1.wgsl",
-        include_str!("../../../shaders/conv1x1.wgsl"),
-    ),
-    (
-        "asl_conv1x1.wgsl",
-        include_str!("../../../shaders/asl_conv1x1.wgsl"),
-    ),
-    (
-        "asl_conv1x1_vec4.wgsl",
-        include_str!("../../../shaders/asl_conv1x1_vec4.wgsl"),
-    ),
-    (
-        "asl_conv1x1_tiled.wgsl",
-        include_str!("../../../shaders/asl_conv1x1_tiled.wgsl"),
-    ),
-    (
-        "asl_taps.wgsl",
-        include_str!("../../../shaders/asl_taps.wgsl"),
-    ),
-    (
-        "conv1x1_naive.wgsl",
-        include_str!("../../../shaders/conv1x1_naive.wgsl"),
-    ),
-    (
-        "conv1x1_reg.wgsl",
-        include_str!("../../../shaders/conv1x1_reg.wgsl"),
-    ),
-    (
-        "conv1x1_vec4.wgsl",
-        include_str!("../../../shaders/conv1x1_vec4.wgsl"),
-    ),
-    (
-        "conv1x1_pack.wgsl",
-        include_str!("../../../shaders/conv1x1_pack.wgsl"),
-    ),
-    (
-        "conv1x1_backward_input.wgsl",
-        include_str!("../../../shaders/conv1x1_backward_input.wgsl"),
-    ),
-    (
-        "conv1x1_backward_weight.wgsl",
-        include_str!("../../../shaders/conv1x1_backward_weight.wgsl"),
-    ),
-    (
-        "conv3x3.wgsl",
-        include_str!("../../../shaders/conv3x3.wgsl"),
-    ),
-    (
-        "conv3x3_gemm.wgsl",
-        include_str!("../../../shaders/conv3x3_gemm.wgsl"),
-    ),
-    (
-        "depthwise3x3.wgsl",
-        include_str!("../../../shaders/depthwise3x3.wgsl"),
-    ),
-    (
-        "depthwise3x3_vec4.wgsl",
-        include_str!("../../../shaders/depthwise3x3_vec4.wgsl"),
-    ),
-    (
-        "depthwise3x3_backward.wgsl",
-        include_str!("../../../shaders/depthwise3x3_backward.wgsl"),
-    ),
-    ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
-    ("copy.wgsl", include_str!("../../../shaders/copy.wgsl")),
-    (
-        "copy_vec4.wgsl",
-        include_str!("../../../shaders/copy_vec4.wgsl"),
-    ),
-    (
-        "global_avg_pool.wgsl",
-        include_str!("../../../shaders/global_avg_pool.wgsl"),
-    ),
-    (
-        "softmax.wgsl",
-        include_str!("../../../shaders/softmax.wgsl"),
-    ),
-    (
-        "batchnorm_train.wgsl",
-        include_str!("../../../shaders/batchnorm_train.wgsl"),
-    ),
-    (
-        "conv3x3_backward_weight.wgsl",
-        include_str!("../../../shaders/conv3x3_backward_weight.wgsl"),
-    ),
-    (
-        "softmax_cross_entropy.wgsl",
-        include_str!("../../../shaders/softmax_cross_entropy.wgsl"),
-    ),
-    (
-        "global_avg_pool_backward.wgsl",
-        include_str!("../../../shaders/global_avg_pool_backward.wgsl"),
-    ),
-    ("add.wgsl", include_str!("../../../shaders/add.wgsl")),
-];
+// `SHADERS`: the WGSL source of every kernel, by file name, produced by build.rs from
+// `shaders/` (hand-written kernels composed with `shaders/common/`, GEMMs from `shaders/gemm/`).
+include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 
 fn source(file: &str) -> &'static str {
     SHADERS
@@ -583,3 +464,6 @@ pub(crate) fn expect_distinct(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod params_layout;
