@@ -126,19 +126,14 @@ impl AslForward {
         }
     }
 
-    /// The variant [`AslForward::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter:
-    /// where the vectorised kernels apply, [`AslForwardVariant::Rows`] on CPU adapters other
-    /// than SwiftShader (lavapipe: about 2x faster than vec4) and [`AslForwardVariant::Vec4`]
-    /// elsewhere (SwiftShader took minutes to compile the rows kernel, and ran it no faster);
-    /// else [`AslForwardVariant::Scalar`].
-    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> AslForwardVariant {
-        if !AslForwardVariant::Vec4.supports(xs, stride) {
-            AslForwardVariant::Scalar
-        } else if super::register_tiled(ctx) && !super::conv1x1::swiftshader_like(ctx) {
-            AslForwardVariant::Rows
-        } else {
-            AslForwardVariant::Vec4
-        }
+    /// The variant [`AslForward::prepare`] uses for input `xs` at `stride` under `policy`
+    /// ([`KernelPolicy::asl_forward`](crate::gpu::KernelPolicy::asl_forward)).
+    pub fn choose(
+        policy: &crate::gpu::KernelPolicy,
+        xs: Shape4,
+        stride: usize,
+    ) -> AslForwardVariant {
+        policy.asl_forward(xs, stride)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing
@@ -153,7 +148,7 @@ impl AslForward {
         out: &GpuTensor,
     ) -> Result<Dispatch> {
         let xs = x.shape4("asl_forward", "input")?;
-        let variant = Self::choose(ctx, xs, stride);
+        let variant = Self::choose(ctx.policy(), xs, stride);
         self.prepare_variant(variant, ctx, x, shift, stride, out)
     }
 

@@ -153,37 +153,6 @@ impl Conv1x1Variant {
     }
 }
 
-/// Whether inference on `ctx` uses the register-tiled kernels over packed weights (the
-/// [`Conv1x1Variant::Register`] and [`Conv1x1Variant::Vec4`] GEMMs, the im2col 3x3): on CPU
-/// adapters (`wgpu::DeviceType::Cpu`: lavapipe natively, SwiftShader in Chromium), where they
-/// are measured fastest (BENCHMARKS.md for lavapipe; in Chromium's SwiftShader a warm w32
-/// forward pass takes about 0.25 s with them and 2.3 s with the workgroup-tiled GEMM).
-/// Hardware GPUs keep the workgroup-tiled GEMM: the packed kernels hold 128 to 256
-/// accumulators per invocation, and no hardware GPU has measured them yet. Every variant stays
-/// selectable explicitly (`prepare_variant`, `GpuModel::set_fused`).
-///
-/// That is, whether [`GpuContext::kernel_family`] is [`KernelFamily::Cpu`](crate::gpu::KernelFamily):
-/// [`GpuContext::with_kernel_family`] or `ACTIVESHIFT_KERNELS=gpu|cpu` make every kernel
-/// choice follow the rules of hardware GPUs or of CPU adapters on any adapter.
-pub fn register_tiled(ctx: &GpuContext) -> bool {
-    ctx.kernel_family() == crate::gpu::KernelFamily::Cpu
-}
-
-/// Whether `ctx`'s adapter is SwiftShader, or a CPU adapter in the browser (where that is
-/// what Chromium offers): a CPU adapter on which the register-tiled GEMMs pay
-/// ([`register_tiled`]) but where the kernels tuned on lavapipe do not: the fused ASL GEMM is
-/// slower than the ASL kernel followed by the GEMM (warm w32 forward about 0.31 s against
-/// 0.25 s), and the row-sliding ASL kernel took over four minutes to compile.
-pub(crate) fn swiftshader_like(ctx: &GpuContext) -> bool {
-    let info = ctx.adapter_info();
-    let named = |s: &str| s.to_ascii_lowercase().contains("swiftshader");
-    info.device_type == wgpu::DeviceType::Cpu
-        && (info.backend == wgpu::Backend::BrowserWebGpu
-            || named(&info.name)
-            || named(&info.driver)
-            || named(&info.driver_info))
-}
-
 /// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default
 /// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
 pub(crate) const SLAB: usize = 16384;
@@ -448,28 +417,24 @@ impl PackedGemm<'_> {
 }
 
 /// Invocations per dispatch below which the slab form's dispatches are too small to pay for
-/// themselves (measured on lavapipe, see [`whole_pays`]).
+/// themselves (measured on lavapipe, see [`one_dispatch_pays`]).
 const WHOLE_BELOW: usize = 256;
 
-/// Whether the register-tiled 1x1 GEMM of input `xs` to `cout` channels at `stride` runs faster
-/// as one dispatch over weights in a storage buffer (the `_whole` variants) than as one dispatch
-/// per uniform slab: when the slab form needs several dispatches and each has fewer than
-/// [`WHOLE_BELOW`] invocations. On lavapipe each dispatch costs tens of microseconds and runs
-/// on one thread when it has a single workgroup, while a storage-buffer weight load costs more
-/// than a uniform one (a 64 -> 64 GEMM at 224² is about 15% slower with it), so the
-/// one-dispatch form pays on the small planes of the late stages only (w32's 7x7 stage and
-/// classifier: 256 -> 256 at 7² in 0.61 ms against 0.90). Not on SwiftShader
-/// ([`swiftshader_like`]): there it saved about 20 ms of a warm w32 forward pass (0.26 s) but
-/// compiling its pipeline added 1.5 s to the first one.
-pub(crate) fn whole_pays(ctx: &GpuContext, xs: Shape4, cout: usize, stride: usize) -> bool {
+/// Whether the register-tiled 1x1 GEMM of input `xs` to `cout` channels at `stride` should run
+/// as one dispatch over weights in a storage buffer (the `_whole` variants) rather than one
+/// dispatch per uniform slab, by its geometry: when the slab form needs several dispatches and
+/// each has fewer than [`WHOLE_BELOW`] invocations, and the whole matrix fits a storage binding
+/// of `max_binding` bytes. On lavapipe each dispatch has a fixed cost and runs on one thread
+/// when it has a single workgroup, while a storage-buffer weight load costs more than a uniform
+/// one, so the one-dispatch form pays on small planes only (BENCHMARKS.md). The rule
+/// [`KernelPolicy::conv1x1`](crate::gpu::KernelPolicy::conv1x1) applies.
+pub(crate) fn one_dispatch_pays(xs: Shape4, cout: usize, stride: usize, max_binding: u64) -> bool {
     let per = if cout >= WIDE_FROM { 2 * ROWS } else { ROWS };
     let slabs = SlabLayout::new(cout, xs.c, per);
     let lanes = xs.strided(cout, stride).plane().div_ceil(4) * (slabs.rows / per) * xs.n;
-    !swiftshader_like(ctx)
-        && slabs.slabs() > 1
+    slabs.slabs() > 1
         && lanes < WHOLE_BELOW
-        && WholeLayout::new(cout, xs.c, per).bytes()
-            <= ctx.device().limits().max_storage_buffer_binding_size
+        && WholeLayout::new(cout, xs.c, per).bytes() <= max_binding
 }
 
 impl PackedGemm<'_> {
@@ -632,7 +597,7 @@ pub(crate) fn bind_epilogue<'b>(
     if epilogue.relu {
         flags |= FLAG_RELU;
     }
-    let none = ctx.kernels().placeholder(ctx.device());
+    let none = ctx.kernels().placeholder();
     let (scale, bias) = epilogue
         .affine
         .map_or((none, none), |(s, b)| (s.buffer(), b.buffer()));
@@ -697,24 +662,15 @@ impl Conv1x1 {
         self.pack.get()
     }
 
-    /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter: on
-    /// CPU adapters ([`register_tiled`]) vec4 where it applies, else the general
-    /// register-tiled GEMM; elsewhere the workgroup-tiled GEMM.
-    pub fn choose(ctx: &GpuContext, xs: Shape4, cout: usize, stride: usize) -> Conv1x1Variant {
-        let vec4 = Conv1x1Variant::Vec4.supports(xs, stride);
-        if !register_tiled(ctx) {
-            Conv1x1Variant::Tiled
-        } else if whole_pays(ctx, xs, cout, stride) {
-            if vec4 {
-                Conv1x1Variant::Vec4Whole
-            } else {
-                Conv1x1Variant::RegisterWhole
-            }
-        } else if vec4 {
-            Conv1x1Variant::Vec4
-        } else {
-            Conv1x1Variant::Register
-        }
+    /// The variant [`Conv1x1::prepare`] uses for input `xs` to `cout` channels at `stride`
+    /// under `policy` ([`KernelPolicy::conv1x1`](crate::gpu::KernelPolicy::conv1x1)).
+    pub fn choose(
+        policy: &crate::gpu::KernelPolicy,
+        xs: Shape4,
+        cout: usize,
+        stride: usize,
+    ) -> Conv1x1Variant {
+        policy.conv1x1(xs, cout, stride)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing `y = epilogue(W x)` with
@@ -732,7 +688,7 @@ impl Conv1x1 {
         let xs = x.shape4("conv1x1", "input")?;
         let cout = weight_cout("conv1x1", weight, xs.c)?;
         self.prepare_variant(
-            Self::choose(ctx, xs, cout, stride),
+            Self::choose(ctx.policy(), xs, cout, stride),
             ctx,
             x,
             weight,

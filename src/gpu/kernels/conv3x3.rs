@@ -47,7 +47,7 @@ impl Conv3x3 {
     }
 
     /// Prepare the dispatch computing `y = conv3x3(x, weight)` (as [`Conv3x3::prepare_direct`]):
-    /// on CPU adapters ([`register_tiled`](super::register_tiled)) with the im2col GEMM, else
+    /// on CPU adapters ([`KernelPolicy::register_tiled`](crate::gpu::KernelPolicy::register_tiled)) with the im2col GEMM, else
     /// with the direct kernel.
     pub fn prepare(
         &self,
@@ -57,7 +57,7 @@ impl Conv3x3 {
         stride: usize,
         y: &GpuTensor,
     ) -> Result<Dispatch> {
-        if !super::register_tiled(ctx) {
+        if !ctx.policy().register_tiled() {
             return self.prepare_direct(ctx, x, weight, stride, y);
         }
         self.prepare_gemm(ctx, x, weight, stride, y)
@@ -87,7 +87,7 @@ impl Conv3x3 {
         PackedGemm {
             op: OP,
             gemm: &self.gemm,
-            pack: ctx.kernels().conv1x1(ctx.device()).pack_pipeline(),
+            pack: ctx.kernels().conv1x1().pack_pipeline(),
             x,
             xs,
             depth: 9 * xs.c,
