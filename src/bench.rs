@@ -340,6 +340,14 @@ impl Bench {
             let y = GpuTensor::zeros(&self.ctx, &xs.strided(cout, 1).dims())?;
             let flop = 2.0 * (xs.plane() * xs.c * cout) as f64 / 1e9;
             let chosen = Conv1x1::choose(self.ctx.policy(), xs, cout, 1);
+            // The rules' pick against the policy's (the tuned pick where the tuning cache of
+            // `activeshift tune` has this shape).
+            let rule = self.ctx.policy().rule(&activeshift::gpu::tune::TuneKey {
+                op: activeshift::gpu::tune::TunedOp::Conv1x1,
+                xs,
+                cout,
+                stride: 1,
+            });
             let mut runs: Vec<(String, Conv1x1Variant)> = vec![
                 (format!("gemm_naive_{label}"), Conv1x1Variant::Naive),
                 (format!("gemm_tiled_{label}"), chosen),
@@ -358,7 +366,13 @@ impl Bench {
                 if !self.wanted(&name) {
                     continue;
                 }
-                let note = format!("{}: M={cout} K={} N={}", v.name(), xs.c, xs.plane());
+                let note = format!(
+                    "{}: M={cout} K={} N={}; rule {rule}, policy {}",
+                    v.name(),
+                    xs.c,
+                    xs.plane(),
+                    chosen.name()
+                );
                 if let Some((_, ms)) = timed.iter().find(|(t, _)| *t == v) {
                     let ms = ms.clone();
                     self.push(name, "gemm", ms, Some((flop, "GFLOP")), note);
@@ -428,7 +442,7 @@ impl Bench {
             )?;
         }
         if self.wanted("asl_block") {
-            let chosen = AslConv1x1::choose(ctx.policy(), xs, 1);
+            let chosen = AslConv1x1::choose(ctx.policy(), xs, xs.c, 1);
             let d = k
                 .asl_conv1x1()
                 .prepare_variant(chosen, &ctx, &x, &shift, 1, &w, ep, &y)?;
@@ -833,7 +847,10 @@ fn chart_groups(b: &Bench) -> Vec<crate::plot::BarGroup> {
         RGBColor(130, 70, 170),
     );
     let mut blocks = Vec::new();
-    let fused_note = format!(" ({})", AslConv1x1::choose(b.ctx.policy(), LAYER, 1).name());
+    let fused_note = format!(
+        " ({})",
+        AslConv1x1::choose(b.ctx.policy(), LAYER, LAYER.c, 1).name()
+    );
     for (case, label, colour) in [
         ("conv1x1_plain", "1x1 conv alone".to_string(), grey),
         (

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 mod ablation;
 mod bench;
 mod plot;
+mod tune_cmd;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -46,6 +47,11 @@ enum Command {
     /// Measure kernels, blocks and networks on this adapter (and the CPU engine); prints a
     /// table, or JSON, or writes BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Measure the fastest kernel variant for every op and shape of a model on this device,
+    /// print the table, keep the decisions in the tuning cache (used by the other commands;
+    /// ACTIVESHIFT_TUNE=0 ignores it), and time a whole forward pass with the rules against the
+    /// tuned choice.
+    Tune(tune_cmd::TuneArgs),
 }
 
 #[derive(clap::Args)]
@@ -233,6 +239,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval(a),
         Command::Shifts(a) => shifts(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -292,9 +299,20 @@ fn load_model(path: Option<&Path>) -> Result<Model> {
 /// "training").
 /// The default adapter's context, its kernel policy overridden by `ACTIVESHIFT_KERNELS=gpu|cpu`
 /// (the kernel family) and `ACTIVESHIFT_FUSED=1|0` (the ASL fused into its GEMM by default).
+/// With a tuning cache for the adapter (`activeshift tune`), the measured choices too, unless
+/// `ACTIVESHIFT_TUNE=0`.
 pub(crate) fn open_gpu() -> Result<GpuContext> {
+    open_gpu_with(std::env::var("ACTIVESHIFT_TUNE").as_deref() != Ok("0"))
+}
+
+/// [`open_gpu`], with the tuning cache if `tuned`.
+pub(crate) fn open_gpu_with(tuned: bool) -> Result<GpuContext> {
     let ctx = pollster::block_on(GpuContext::new())?;
-    Ok(ctx.with_policy(policy_from_env()?))
+    let mut overrides = policy_from_env()?;
+    if tuned {
+        overrides = overrides.tuning(tune_cmd::load_cache(&ctx));
+    }
+    Ok(ctx.with_policy(overrides))
 }
 
 /// The kernel policy overrides the environment asks for (see [`open_gpu`]).

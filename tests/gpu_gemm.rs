@@ -451,3 +451,64 @@ fn kernel_choice_follows_the_adapter() {
         );
     }
 }
+
+/// `gpu::tune::tune` times every candidate a device supports for each op and shape, keeps the
+/// fastest, and a policy given the result runs it (odd sizes, stride 2).
+#[test]
+fn tuning_times_every_candidate_and_the_policy_runs_the_fastest() {
+    let Some(ctx) = gpu("tuning_times_every_candidate_and_the_policy_runs_the_fastest") else {
+        return;
+    };
+    use activeshift::gpu::kernels::{AslConv1x1, AslForward};
+    use activeshift::gpu::tune::{TuneKey, TunedOp, tune};
+    let keys = [
+        TuneKey {
+            op: TunedOp::Conv1x1,
+            xs: Shape4::new(1, 20, 9, 8),
+            cout: 70,
+            stride: 1,
+        },
+        TuneKey {
+            op: TunedOp::Conv1x1,
+            xs: Shape4::new(2, 13, 11, 7),
+            cout: 9,
+            stride: 2,
+        },
+        TuneKey {
+            op: TunedOp::AslForward,
+            xs: Shape4::new(1, 8, 6, 8),
+            cout: 8,
+            stride: 1,
+        },
+        TuneKey {
+            op: TunedOp::AslConv1x1,
+            xs: Shape4::new(1, 8, 7, 9),
+            cout: 12,
+            stride: 2,
+        },
+    ];
+    let t = tune(ctx, &keys, std::time::Duration::from_millis(30)).unwrap();
+    assert_eq!(t.entries().len(), keys.len());
+    let tuned = ctx
+        .clone()
+        .with_policy(ctx.policy_overrides().clone().tuning(Some(t.clone())));
+    for key in &keys {
+        let e = &t.entries()[&key.text()];
+        let mut timed: Vec<&str> = e.micros.keys().map(String::as_str).collect();
+        let mut candidates = key.candidates();
+        timed.sort();
+        candidates.sort();
+        assert_eq!(timed, candidates, "{}", key.text());
+        assert!(e.micros.values().all(|us| us.is_finite() && *us > 0.0));
+        let fastest = e.micros.values().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(e.micros[&e.chosen], fastest, "{}", key.text());
+        assert_eq!(e.rule, ctx.policy().rule(key));
+        let (xs, cout, s) = (key.xs, key.cout, key.stride);
+        let picked = match key.op {
+            TunedOp::Conv1x1 => Conv1x1::choose(tuned.policy(), xs, cout, s).name(),
+            TunedOp::AslForward => AslForward::choose(tuned.policy(), xs, s).name(),
+            TunedOp::AslConv1x1 => AslConv1x1::choose(tuned.policy(), xs, cout, s).name(),
+        };
+        assert_eq!(picked, e.chosen, "{}", key.text());
+    }
+}

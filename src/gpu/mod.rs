@@ -4,6 +4,7 @@ mod context;
 pub mod kernels;
 mod policy;
 mod tensor;
+pub mod tune;
 
 pub use context::{GpuContext, required_limits, select_adapter};
 pub use policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};

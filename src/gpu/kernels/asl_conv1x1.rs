@@ -91,14 +91,15 @@ impl AslConv1x1 {
         AslConv1x1Variant::Vec4.supports(xs, stride)
     }
 
-    /// The variant [`AslConv1x1::prepare`] uses for input `xs` at `stride` under `policy`
-    /// ([`KernelPolicy::asl_conv1x1`](crate::gpu::KernelPolicy::asl_conv1x1)).
+    /// The variant [`AslConv1x1::prepare`] uses for input `xs` to `cout` channels at `stride`
+    /// under `policy` ([`KernelPolicy::asl_conv1x1`](crate::gpu::KernelPolicy::asl_conv1x1)).
     pub fn choose(
         policy: &crate::gpu::KernelPolicy,
         xs: Shape4,
+        cout: usize,
         stride: usize,
     ) -> AslConv1x1Variant {
-        policy.asl_conv1x1(xs, stride)
+        policy.asl_conv1x1(xs, cout, stride)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing
@@ -124,7 +125,8 @@ impl AslConv1x1 {
         y: &GpuTensor,
     ) -> Result<Dispatch> {
         let xs = x.shape4("asl_conv1x1", "input")?;
-        let variant = Self::choose(ctx.policy(), xs, stride);
+        let cout = weight.dims().first().copied().unwrap_or(0);
+        let variant = Self::choose(ctx.policy(), xs, cout, stride);
         self.prepare_variant(variant, ctx, x, shift, stride, weight, epilogue, y)
     }
 
