@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 ///
 /// With `ACTIVESHIFT_REQUIRE_GPU=1` (as in CI) a missing adapter fails the test instead of
 /// skipping it. With `ACTIVESHIFT_GPU_TEST_LOG=FILE` every GPU test that runs appends one line
-/// to FILE, so CI can report how many ran.
+/// to FILE (`test<TAB>adapter<TAB>backend`), so CI can report how many ran, and on what.
 pub fn gpu(test: &str) -> Option<&'static GpuContext> {
     static CTX: OnceLock<Result<GpuContext, String>> = OnceLock::new();
     let ctx = CTX.get_or_init(|| {
@@ -24,7 +24,8 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
         Ok(ctx) => {
             if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG") {
                 // One write per line so parallel tests never interleave.
-                let line = format!("{test}\t{}\n", ctx.adapter_info().name);
+                let info = ctx.adapter_info();
+                let line = format!("{test}\t{}\t{:?}\n", info.name, info.backend);
                 if let Ok(mut f) = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
