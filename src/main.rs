@@ -415,14 +415,7 @@ fn import_caffe(a: ImportArgs) -> Result<()> {
     let layers = activeshift::caffe::read_caffemodel(&a.caffemodel)?;
     let labels_path = a.labels.clone().or_else(|| default_labels(&a.caffemodel));
     let labels = match &labels_path {
-        Some(p) => {
-            activeshift::model::read_labels(&std::fs::read_to_string(p).map_err(|source| {
-                activeshift::Error::Io {
-                    path: p.display().to_string(),
-                    source,
-                }
-            })?)
-        }
+        Some(p) => activeshift::model::read_labels_file(p)?,
         None => {
             eprintln!(
                 "note: no imagenet_classes.txt found; labels will be `class N` (use --labels)"
@@ -903,7 +896,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 fn shifts(a: ShiftsArgs) -> Result<()> {
     let model = load_model(a.model.as_deref())?;
     refuse_overwrite(&a.output, a.force)?;
-    plot::write_shifts(&model, &a.output)?;
+    plot::write_shifts(&model, &a.output, a.force)?;
     println!("wrote {}", a.output.display());
     Ok(())
 }

@@ -1,0 +1,389 @@
+//! Files: atomic writes (symlinks, concurrent writers and readers, the overwrite rule at the
+//! rename, long names), bounded reads (FIFOs, devices, directories, size caps), safetensors
+//! headers (duplicate names, too many tensors), byte-reproducible model files, checkpoints
+//! that are validated before a run resumes from them, and a softmax that stays finite.
+
+use activeshift::model::{ArchConfig, Model, write_atomic};
+use activeshift::{Error, cpu};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("activeshift-rel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tiny_config() -> ArchConfig {
+    ArchConfig::asnet20(4, 1, 1, 8, 3)
+}
+
+fn format_msg<T: std::fmt::Debug>(r: activeshift::Result<T>, format: &str) -> String {
+    match r {
+        Err(Error::Format { format: f, msg }) => {
+            assert_eq!(f, format, "wrong format in `{msg}`");
+            msg
+        }
+        other => panic!("expected an invalid {format} error, got {other:?}"),
+    }
+}
+
+fn io_msg<T: std::fmt::Debug>(r: activeshift::Result<T>) -> (String, std::io::ErrorKind) {
+    match r {
+        Err(Error::Io { path, source }) => (format!("{path}: {source}"), source.kind()),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect()
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within `secs` (a hang).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("did not return in time (a hang)")
+}
+
+// --- atomic writes ---------------------------------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn atomic_writes_never_follow_symlinks() {
+    use std::os::unix::fs::symlink;
+    let dir = tmpdir("symlink");
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    // The old fixed temporary name, planted as a symlink to another file.
+    let out = dir.join("out.safetensors");
+    symlink(&victim, dir.join(".out.safetensors.tmp")).unwrap();
+    write_atomic(&out, b"model", false).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        std::fs::symlink_metadata(&out)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"model");
+    // A symlink at the target: refused without overwrite (also when dangling), replaced (not
+    // written through) with it.
+    let link = dir.join("link.svg");
+    symlink(&victim, &link).unwrap();
+    let (msg, kind) = io_msg(write_atomic(&link, b"plot", false));
+    assert_eq!(kind, std::io::ErrorKind::AlreadyExists, "{msg}");
+    let dangling = dir.join("dangling.svg");
+    symlink(dir.join("nothing"), &dangling).unwrap();
+    let (_, kind) = io_msg(write_atomic(&dangling, b"plot", false));
+    assert_eq!(kind, std::io::ErrorKind::AlreadyExists);
+    assert!(!dir.join("nothing").exists());
+    write_atomic(&link, b"plot", true).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert_eq!(std::fs::read(&link).unwrap(), b"plot");
+    assert_eq!(leftovers(&dir), [".out.safetensors.tmp"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn atomic_writes_keep_an_existing_file_without_overwrite() {
+    let dir = tmpdir("noclobber");
+    let out = dir.join("m.safetensors");
+    write_atomic(&out, b"first", false).unwrap();
+    let (msg, kind) = io_msg(write_atomic(&out, b"second", false));
+    assert_eq!(kind, std::io::ErrorKind::AlreadyExists);
+    assert!(msg.contains("file exists"), "{msg}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"first");
+    write_atomic(&out, b"third", true).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), b"third");
+    // A directory is never replaced.
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    io_msg(write_atomic(&sub, b"x", true));
+    assert!(sub.is_dir());
+    // The rule holds at the rename: of many writers racing to create one new file without
+    // overwrite, exactly one succeeds and the file holds its bytes whole.
+    for round in 0..20 {
+        let target = dir.join(format!("race-{round}"));
+        let handles: Vec<_> = (0..4u8)
+            .map(|w| {
+                let target = target.clone();
+                std::thread::spawn(move || {
+                    write_atomic(&target, &vec![w; 1 << 16], false).map(|()| w)
+                })
+            })
+            .collect();
+        let winners: Vec<u8> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap().ok())
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert_eq!(std::fs::read(&target).unwrap(), vec![winners[0]; 1 << 16]);
+    }
+    assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn atomic_writes_take_names_of_255_bytes() {
+    let dir = tmpdir("long");
+    let name = format!("{}.safetensors", "m".repeat(255 - ".safetensors".len()));
+    assert_eq!(name.len(), 255);
+    let out = dir.join(&name);
+    Model::synthetic(&tiny_config(), 3)
+        .unwrap()
+        .save(&out, false)
+        .unwrap();
+    Model::load(&out).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn concurrent_writers_and_readers_see_a_whole_file() {
+    // Four writers replace one file over and over, each with its own content (a model of its
+    // own seed); two readers load it all the while. Every load must give one of the writers'
+    // models, never a mix, a short file or a missing one.
+    let dir = tmpdir("concurrent");
+    let out = dir.join("m.safetensors");
+    let config = ArchConfig::asnet20(16, 1, 1, 28, 10);
+    let models: Vec<Model> = (0..4)
+        .map(|s| Model::synthetic(&config, s).unwrap())
+        .collect();
+    models[0].save(&out, false).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (out, stop, models) = (out.clone(), stop.clone(), models.clone());
+            std::thread::spawn(move || {
+                let mut loads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let m = Model::load(&out).unwrap();
+                    assert!(models.contains(&m), "a load gave a model nobody wrote");
+                    loads += 1;
+                }
+                loads
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (out, m) = (out.clone(), models[w].clone());
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    m.save(&out, true).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let loads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(loads > 0);
+    assert!(models.contains(&Model::load(&out).unwrap()));
+    assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn model_files_are_byte_reproducible() {
+    let m = Model::synthetic(&tiny_config(), 5).unwrap();
+    let a = m.to_safetensors().unwrap();
+    for _ in 0..8 {
+        assert_eq!(m.to_safetensors().unwrap(), a);
+    }
+    // Keys in sorted order: `__metadata__` first, its keys sorted, then the tensors.
+    let len = u64::from_le_bytes(a[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&a[8..8 + len]).unwrap();
+    let config = header.find("\"config\"").unwrap();
+    let format = header.find("\"format\"").unwrap();
+    let labels = header.find("\"labels\"").unwrap();
+    assert!(header.starts_with("{\"__metadata__\""), "{header}");
+    assert!(config < format && format < labels, "{header}");
+    assert_eq!(Model::from_safetensors(&a).unwrap(), m);
+}
+
+// --- bounded reads ---------------------------------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn fifos_devices_and_directories_are_refused_by_type_without_blocking() {
+    let dir = tmpdir("fifo");
+    let fifo = dir.join("model.safetensors");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let f = fifo.clone();
+    let (msg, _) = io_msg(within(10, move || Model::load(&f)));
+    assert!(
+        msg.contains("is a FIFO (named pipe); only regular files are read"),
+        "{msg}"
+    );
+    let f = fifo.clone();
+    let (msg, _) = io_msg(within(10, move || {
+        activeshift::preprocess::read_image_file(&f)
+    }));
+    assert!(msg.contains("FIFO"), "{msg}");
+    // A symlink to the FIFO: the same.
+    let link = dir.join("link.jpg");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let (msg, _) = io_msg(within(10, move || {
+        activeshift::model::read_labels_file(&link)
+    }));
+    assert!(msg.contains("FIFO"), "{msg}");
+    for dev in ["/dev/zero", "/dev/urandom", "/dev/null"] {
+        let started = Instant::now();
+        let (msg, _) = io_msg(Model::load(Path::new(dev)));
+        assert_eq!(
+            msg,
+            format!("{dev}: is a device; only regular files are read")
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let (msg, _) = io_msg(activeshift::model::read_labels_file(Path::new(dev)));
+        assert!(msg.contains("is a device"), "{msg}");
+    }
+    let (msg, _) = io_msg(activeshift::preprocess::read_image_file(&dir));
+    assert!(
+        msg.ends_with("is a directory; only regular files are read"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn labels_files_have_a_size_cap() {
+    let dir = tmpdir("labels");
+    let big = dir.join("labels.txt");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(activeshift::model::MAX_LABELS_FILE_BYTES + 1)
+        .unwrap();
+    let msg = format_msg(activeshift::model::read_labels_file(&big), "labels file");
+    assert!(msg.contains("at most 16777216 bytes are accepted"), "{msg}");
+    std::fs::write(&big, b"cat\n\xff\xfe\n").unwrap();
+    let msg = format_msg(activeshift::model::read_labels_file(&big), "labels file");
+    assert!(msg.contains("not UTF-8"), "{msg}");
+    std::fs::write(&big, b"cat\ndog\n\n").unwrap();
+    assert_eq!(
+        activeshift::model::read_labels_file(&big).unwrap(),
+        ["cat", "dog"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- safetensors headers ---------------------------------------------------------------------
+
+fn safetensors_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn a_tensor_listed_twice_is_refused_in_either_order() {
+    let a = r#""w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let b = r#""w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}"#;
+    for header in [format!("{{{a},{b}}}"), format!("{{{b},{a}}}")] {
+        let bytes = safetensors_bytes(&header, &[0; 12]);
+        let msg = format_msg(Model::from_safetensors(&bytes), "safetensors");
+        assert!(msg.contains("`w` is listed twice"), "{msg}");
+    }
+    // Also in a real model file: a duplicated entry of `fc.bias` at the end.
+    let m = Model::synthetic(&tiny_config(), 1).unwrap();
+    let bytes = m.to_safetensors().unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + len]).unwrap().trim_end();
+    let entry = &header[header.find("\"fc.bias\"").unwrap()..];
+    let entry = &entry[..entry.find('}').unwrap() + 1];
+    let dup = format!("{},{entry}}}", &header[..header.len() - 1]);
+    let bytes = safetensors_bytes(&dup, &bytes[8 + len..]);
+    let msg = format_msg(Model::from_safetensors(&bytes), "safetensors");
+    assert!(msg.contains("`fc.bias` is listed twice"), "{msg}");
+}
+
+#[test]
+fn headers_with_too_many_tensors_or_bytes_are_refused_quickly() {
+    // 70,000 one-value tensors: over MAX_TENSORS, refused in well under a second.
+    let n = activeshift::model::MAX_TENSORS + 5000;
+    let mut header = String::from("{");
+    for i in 0..n {
+        if i > 0 {
+            header.push(',');
+        }
+        header.push_str(&format!(
+            r#""t{i}":{{"dtype":"F32","shape":[1],"data_offsets":[{},{}]}}"#,
+            4 * i,
+            4 * i + 4
+        ));
+    }
+    header.push('}');
+    let bytes = safetensors_bytes(&header, &vec![0; 4 * n]);
+    let started = Instant::now();
+    let msg = format_msg(Model::from_safetensors(&bytes), "safetensors");
+    assert!(msg.contains("more than 65536 tensors"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // A header longer than MAX_HEADER_BYTES: refused from its length.
+    let mut bytes = Model::synthetic(&tiny_config(), 1)
+        .unwrap()
+        .to_safetensors()
+        .unwrap();
+    bytes[..8].copy_from_slice(&(activeshift::model::MAX_HEADER_BYTES + 1).to_le_bytes());
+    let msg = format_msg(Model::from_safetensors(&bytes), "safetensors");
+    assert_eq!(
+        msg,
+        "the header is 16777217 bytes long; at most 16777216 are accepted"
+    );
+}
+
+// --- softmax ---------------------------------------------------------------------------------
+
+#[test]
+fn softmax_of_overflowing_logits_stays_a_distribution() {
+    let inf = f32::INFINITY;
+    let rows: [&[f32]; 6] = [
+        &[3e38, -3e38, 0.0],
+        &[inf, 1.0, inf],
+        &[-inf, -inf, -inf],
+        &[f32::NAN, 1.0, 2.0],
+        &[f32::MAX, f32::MAX, -f32::MAX],
+        &[1.0, 2.0, 3.0],
+    ];
+    let want: [&[f32]; 6] = [
+        &[1.0, 0.0, 0.0],
+        &[0.5, 0.0, 0.5],
+        &[1.0 / 3.0; 3],
+        &[0.0, 0.268_941_43, 0.731_058_6],
+        &[0.5, 0.5, 0.0],
+        &[0.090_030_57, 0.244_728_48, 0.665_240_94],
+    ];
+    for (row, want) in rows.iter().zip(want) {
+        let got = cpu::softmax(row, 1, 3).unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() < 1e-6,
+                "softmax({row:?}) = {got:?}, want {want:?}"
+            );
+        }
+    }
+}
