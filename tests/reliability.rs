@@ -387,3 +387,109 @@ fn softmax_of_overflowing_logits_stays_a_distribution() {
         }
     }
 }
+
+// --- checkpoints -----------------------------------------------------------------------------
+
+#[test]
+fn checkpoints_are_validated_before_a_run_resumes() {
+    use activeshift::model::{read_tensors, write_tensors_atomic};
+    use activeshift::train::{CHECKPOINT_FORMAT, TrainSettings, Trainer};
+    let dir = tmpdir("ckpt");
+    let good = dir.join("good.ckpt");
+    let t = Trainer::new(tiny_config(), vec![], TrainSettings::default()).unwrap();
+    t.save_checkpoint(&good).unwrap();
+    assert_eq!(Trainer::load_checkpoint(&good).unwrap(), t);
+    let (tensors, state) = read_tensors(&good, CHECKPOINT_FORMAT).unwrap();
+    let variant = |name: &str,
+                   edit_tensors: &dyn Fn(
+        &mut std::collections::BTreeMap<String, activeshift::model::HostTensor>,
+    ),
+                   edit_state: &dyn Fn(&mut serde_json::Value)| {
+        let mut ts = tensors.clone();
+        edit_tensors(&mut ts);
+        let mut st: serde_json::Value = serde_json::from_str(&state).unwrap();
+        edit_state(&mut st);
+        let path = dir.join(name);
+        write_tensors_atomic(&path, &ts, CHECKPOINT_FORMAT, &st.to_string()).unwrap();
+        format_msg(Trainer::load_checkpoint(&path), "checkpoint")
+    };
+    let one = |v: f32| activeshift::model::HostTensor::new(vec![1], vec![v]).unwrap();
+    let none = |_: &mut std::collections::BTreeMap<_, _>| {};
+    let keep = |_: &mut serde_json::Value| {};
+    let msg = variant("batch0.ckpt", &none, &|s| s["settings"]["batch"] = 0.into());
+    assert!(
+        msg.contains("batch must be 1..=65536 images, found 0"),
+        "{msg}"
+    );
+    let msg = variant("lr.ckpt", &none, &|s| {
+        s["settings"]["momentum"] = 1.5.into()
+    });
+    assert!(msg.contains("momentum must be in [0, 1)"), "{msg}");
+    let msg = variant("epochs.ckpt", &none, &|s| {
+        s["settings"]["epochs"] = u64::MAX.into()
+    });
+    assert!(msg.contains("epochs must be at most 1000000"), "{msg}");
+    let msg = variant(
+        "stem.ckpt",
+        &|t| {
+            t.insert("param/stem.weight".into(), one(0.5));
+        },
+        &keep,
+    );
+    assert!(
+        msg.contains("tensor `param/stem.weight` holds 1 values, expected 36"),
+        "{msg}"
+    );
+    let msg = variant(
+        "velocity.ckpt",
+        &|t| {
+            let v = t.get_mut("velocity/fc.weight").unwrap();
+            v.data.pop();
+            v.dims = vec![v.data.len()];
+        },
+        &keep,
+    );
+    assert!(
+        msg.contains("tensor `velocity/fc.weight` holds 47 values, expected 48"),
+        "{msg}"
+    );
+    let msg = variant(
+        "missing.ckpt",
+        &|t| {
+            t.remove("velocity/fc.bias");
+        },
+        &keep,
+    );
+    assert!(msg.contains("`fc.bias` is missing"), "{msg}");
+    let msg = variant(
+        "nan.ckpt",
+        &|t| {
+            t.insert(
+                "param/fc.bias".into(),
+                activeshift::model::HostTensor::new(vec![3], vec![0.0, f32::NAN, 0.0]).unwrap(),
+            );
+        },
+        &keep,
+    );
+    assert!(msg.contains("element 1 is NaN"), "{msg}");
+    let msg = variant(
+        "extra.ckpt",
+        &|t| {
+            t.insert("param/nothing".into(), one(0.0));
+        },
+        &keep,
+    );
+    assert!(msg.contains("unexpected tensor `param/nothing`"), "{msg}");
+    let msg = variant("labels.ckpt", &none, &|s| {
+        s["labels"] = serde_json::json!(["a"])
+    });
+    assert!(msg.contains("1 labels for 3 classes"), "{msg}");
+    // Batch 0 is refused by a fresh run too (it divided by zero).
+    let settings = TrainSettings {
+        batch: 0,
+        ..TrainSettings::default()
+    };
+    let err = Trainer::new(tiny_config(), vec![], settings).unwrap_err();
+    assert!(err.to_string().contains("batch must be"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
