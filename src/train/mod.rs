@@ -693,8 +693,14 @@ impl Trainer {
         Model::new(self.config.clone(), self.labels.clone(), params)
     }
 
-    /// Write a checkpoint atomically (temporary file, then rename).
+    /// Write a checkpoint atomically (temporary file, then rename), replacing `path`.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.save_checkpoint_to(path, true)
+    }
+
+    /// Write a checkpoint atomically; an existing `path` is replaced only with `overwrite`
+    /// (checked at the rename, see [`crate::model::write_atomic`]).
+    pub fn save_checkpoint_to(&self, path: &Path, overwrite: bool) -> Result<()> {
         let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
         for (k, v) in &self.params {
             tensors.insert(
@@ -715,7 +721,12 @@ impl Trainer {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
         });
-        crate::model::write_tensors_atomic(path, &tensors, CHECKPOINT_FORMAT, &meta.to_string())
+        let meta = BTreeMap::from([
+            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            ("state".to_string(), meta.to_string()),
+        ]);
+        let bytes = crate::model::encode_tensors(&tensors, meta)?;
+        crate::model::write_atomic(path, &bytes, overwrite)
     }
 
     /// Read a checkpoint written by [`Trainer::save_checkpoint`].
