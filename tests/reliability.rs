@@ -493,3 +493,94 @@ fn checkpoints_are_validated_before_a_run_resumes() {
     assert!(err.to_string().contains("batch must be"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- images ----------------------------------------------------------------------------------
+
+/// `jpeg` with an APP1 Exif segment holding only `Orientation = orientation` after its SOI.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08".to_vec();
+    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // one value
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0]);
+    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    // 32 x 16: the left half white, the right half black.
+    let img = image::RgbImage::from_fn(32, 16, |x, _| {
+        image::Rgb(if x < 16 { [255; 3] } else { [0; 3] })
+    });
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let plain = activeshift::preprocess::decode_image(&jpeg).unwrap();
+    assert_eq!((plain.width(), plain.height()), (32, 16));
+    // Orientation 6: stored sideways, shown turned 90 degrees clockwise: the white left half
+    // becomes the top.
+    let turned = activeshift::preprocess::decode_image(&with_exif_orientation(&jpeg, 6)).unwrap();
+    assert_eq!((turned.width(), turned.height()), (16, 32));
+    let rgb = turned.to_rgb8();
+    assert!(rgb.get_pixel(8, 4).0[0] > 200, "{:?}", rgb.get_pixel(8, 4));
+    assert!(rgb.get_pixel(8, 28).0[0] < 50, "{:?}", rgb.get_pixel(8, 28));
+    // Orientation 3 (180 degrees): the white half on the right.
+    let flipped = activeshift::preprocess::decode_image(&with_exif_orientation(&jpeg, 3)).unwrap();
+    assert_eq!((flipped.width(), flipped.height()), (32, 16));
+    let rgb = flipped.to_rgb8();
+    assert!(rgb.get_pixel(28, 8).0[0] > 200 && rgb.get_pixel(4, 8).0[0] < 50);
+}
+
+/// A JPEG of only a frame header (SOFn with `components` components) and an end marker.
+fn jpeg_header(marker: u8, w: u16, h: u16, components: u8) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xD8, 0xFF, marker];
+    out.extend_from_slice(&(8 + 3 * u16::from(components)).to_be_bytes());
+    out.push(8);
+    out.extend_from_slice(&h.to_be_bytes());
+    out.extend_from_slice(&w.to_be_bytes());
+    out.push(components);
+    for c in 0..components {
+        out.extend_from_slice(&[c + 1, 0x11, 0]);
+    }
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+#[test]
+fn progressive_jpegs_beyond_the_decode_budget_are_refused_before_decoding() {
+    // The reported file: progressive CMYK, 16383 x 10922 (1.85 GiB to decode).
+    let bytes = jpeg_header(0xC2, 16383, 10922, 4);
+    let started = Instant::now();
+    let msg = format_msg(activeshift::preprocess::decode_image(&bytes), "image");
+    assert!(
+        msg.contains("progressive JPEG of 16383 x 10922 pixels and 4 components needs about 2047 MiB; at most 512 MiB"),
+        "{msg}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The same size as a baseline JPEG is left to the decoder's own (output) limit, and a
+    // small progressive one passes the estimate (and then fails for lack of scans).
+    let msg = format_msg(
+        activeshift::preprocess::decode_image(&jpeg_header(0xC0, 16383, 10922, 4)),
+        "image",
+    );
+    assert!(!msg.contains("progressive"), "{msg}");
+    let msg = format_msg(
+        activeshift::preprocess::decode_image(&jpeg_header(0xC2, 640, 480, 3)),
+        "image",
+    );
+    assert!(!msg.contains("needs about"), "{msg}");
+}
