@@ -395,6 +395,36 @@ fn gpu_global_avg_pool_of_a_constant_is_the_constant() {
 // Softmax
 
 #[test]
+fn softmax_of_overflowing_logits_is_a_distribution_on_the_gpu() {
+    let Some(ctx) = gpu("softmax_of_overflowing_logits_is_a_distribution_on_the_gpu") else {
+        return;
+    };
+    let inf = f32::INFINITY;
+    // Rows of 3 (one invocation each element) and a row of 300 (strided over the workgroup)
+    // holding the same values: the logits of weights near 3e38 overflow to +-Inf.
+    let rows: [&[f32]; 5] = [
+        &[3e38, -3e38, 0.0],
+        &[inf, 1.0, inf],
+        &[-inf, -inf, -inf],
+        &[f32::NAN, 1.0, 2.0],
+        &[-inf, inf, f32::NAN],
+    ];
+    let x: Vec<f32> = rows.concat();
+    let got = gpu_softmax(ctx, &x, rows.len(), 3);
+    let want = cpu::softmax(&x, rows.len(), 3).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6, "gpu {got:?}\ncpu {want:?}");
+    }
+    let mut long = vec![-inf; 300];
+    long[7] = inf;
+    long[299] = inf;
+    long[100] = f32::NAN;
+    let got = gpu_softmax(ctx, &long, 1, 300);
+    assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
+    assert_eq!((got[7], got[299], got[100]), (0.5, 0.5, 0.0));
+}
+
+#[test]
 fn softmax_matches_cpu_on_random_inputs() {
     let Some(ctx) = gpu("softmax_matches_cpu_on_random_inputs") else {
         return;

@@ -372,3 +372,49 @@ test('no WebGPU: the page falls back to the CPU engine with a visible notice', {
     await browser.close();
   }
 });
+
+/** `bytes` (a safetensors model) with every value of its `*.shift` tensors set to `value`. */
+function withShifts(bytes, value) {
+  const out = Buffer.from(bytes);
+  const len = Number(out.readBigUInt64LE(0));
+  const header = JSON.parse(out.subarray(8, 8 + len).toString('utf8'));
+  for (const [name, t] of Object.entries(header)) {
+    if (!name.endsWith('.shift')) continue;
+    for (let at = t.data_offsets[0]; at < t.data_offsets[1]; at += 4) {
+      out.writeFloatLE(value, 8 + len + at);
+    }
+  }
+  return out;
+}
+
+test('hostile models: huge shifts plot at once; ?image= after a failed ?model= names the cause', { timeout: 600_000 }, async () => {
+  const browser = await launch(false);
+  try {
+    const { page, errors } = await openPage(
+      browser,
+      '?backend=cpu&model=/test-data/missing.safetensors&image=samples/orange.png',
+    );
+    const e = await text(page, '#error');
+    console.log(`?model= missing, then ?image= -> #error: ${e}`);
+    assert.match(
+      e,
+      /^no model is loaded: loading it failed: could not fetch the model \/test-data\/missing\.safetensors: HTTP 404$/,
+    );
+    // Shifts of 1e30 (finite, so the model is valid): the plots are drawn, nothing hangs.
+    const huge = withShifts(readFileSync(join(data, 'w32.safetensors')), 1e30);
+    const started = Date.now();
+    await page.setInputFiles('#model-file', {
+      name: 'huge-shifts.safetensors',
+      mimeType: 'application/octet-stream',
+      buffer: huge,
+    });
+    await idle(page);
+    console.log(`w32 with shifts of 1e30: loaded and plotted in ${Date.now() - started} ms`);
+    assert.equal(await text(page, '#error'), '');
+    assert.equal(await page.locator('#shift-plots canvas').count(), 17);
+    assert.match(await text(page, '#shift-plots figcaption'), /±1101005 px/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
