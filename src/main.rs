@@ -1125,7 +1125,7 @@ fn train(a: TrainArgs) -> Result<()> {
             &checkpoint,
             std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                "a checkpoint exists: --resume continues its run, --force starts a new one",
+                "checkpoint exists (pass --resume to continue its run or --force to start over)",
             ),
         ));
     }

@@ -493,7 +493,7 @@ fn training_makes_missing_folders_and_checks_outputs_before_any_work() {
         .arg("-o")
         .arg(dir.join("other.safetensors")));
     assert!(
-        !ok && err.contains("a checkpoint exists: --resume"),
+        !ok && err.contains("checkpoint exists (pass --resume"),
         "{err}"
     );
     let (ok, _, err) = run(train_cmd(&dir, &["--epochs", "1", "-o"]).arg(&model));
