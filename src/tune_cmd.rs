@@ -4,13 +4,13 @@
 
 use activeshift::gpu::tune::{TuneKey, Tuning, tune};
 use activeshift::model::GpuModel;
-use activeshift::{GpuContext, Model, Result};
+use activeshift::{GpuContext, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct TuneArgs {
-    /// The model whose shapes to tune (a .safetensors file).
+    /// The model whose shapes to tune: a .safetensors file or a pretrained name (`as-resnet-w32`).
     #[arg(long)]
     model: PathBuf,
     /// Batch size the shapes are tuned for.
@@ -72,7 +72,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
     // The rules, whatever a cache says, as the reference.
     let rules = crate::open_gpu_with(false)?;
     println!("adapter: {}", rules.describe());
-    let model = Model::load(&a.model)?;
+    let model = crate::load_model(Some(&a.model))?;
     let cfg = &model.config;
     let input = vec![0.0f32; a.batch * cfg.in_channels * cfg.input_size[0] * cfg.input_size[1]];
 
