@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 mod ablation;
 mod bench;
+mod pipeline_cache;
 mod plot;
 use std::process::ExitCode;
 
@@ -234,6 +235,7 @@ fn main() -> ExitCode {
         Command::Shifts(a) => shifts(a),
         Command::Bench(a) => bench::run(a),
     };
+    pipeline_cache::save_all();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -293,8 +295,8 @@ fn load_model(path: Option<&Path>) -> Result<Model> {
 fn gpu_for(backend: BackendChoice, doing: &str) -> Result<Option<GpuContext>> {
     match backend {
         BackendChoice::Cpu => Ok(None),
-        BackendChoice::Gpu => Ok(Some(pollster::block_on(GpuContext::new())?)),
-        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
+        BackendChoice::Gpu => Ok(Some(pipeline_cache::gpu_context()?)),
+        BackendChoice::Auto => match pipeline_cache::gpu_context() {
             Ok(ctx) if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => Ok(Some(ctx)),
             Ok(ctx) => {
                 eprintln!(
@@ -478,7 +480,7 @@ fn info(a: InfoArgs) -> Result<()> {
         println!("labels: {} ({} ...)", model.labels.len(), model.labels[0]);
         return Ok(());
     }
-    let ctx = pollster::block_on(GpuContext::new())?;
+    let ctx = pipeline_cache::gpu_context()?;
     println!("adapter: {}", ctx.describe());
     let l = ctx.device().limits();
     println!(
@@ -514,7 +516,7 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn selftest() -> Result<()> {
-    let ctx = pollster::block_on(GpuContext::new())?;
+    let ctx = pipeline_cache::gpu_context()?;
     println!("adapter: {}", ctx.describe());
     let k = ctx.kernels();
     let dev = ctx.device();
