@@ -17,20 +17,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// The caches opened by [`gpu_context`], saved by [`save_all`] when the command ends.
+/// The caches opened by [`open`], saved by [`save_all`] when the command ends.
 static OPENED: std::sync::Mutex<Vec<PipelineCache>> = std::sync::Mutex::new(Vec::new());
 
-/// `GpuContext::new()` with the pipeline cache opened on it (see [`PipelineCache::open`]).
-pub fn gpu_context() -> activeshift::Result<GpuContext> {
-    let ctx = pollster::block_on(GpuContext::new())?;
-    let cache = PipelineCache::open(&ctx);
+/// Open the pipeline cache on a new context, before anything runs on it (see
+/// [`PipelineCache::open`]); [`save_all`] saves it.
+pub fn open(ctx: &GpuContext) {
+    let cache = PipelineCache::open(ctx);
     if let Ok(mut opened) = OPENED.lock() {
         opened.push(cache);
     }
-    Ok(ctx)
 }
 
-/// Save every cache [`gpu_context`] opened (at the end of a command).
+/// Save every cache [`open`] opened (at the end of a command).
 pub fn save_all() {
     if let Ok(mut opened) = OPENED.lock() {
         opened.drain(..).for_each(|c| c.save());
