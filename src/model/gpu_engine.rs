@@ -500,9 +500,7 @@ impl GpuModel {
             .iter()
             .map(|s| GpuTensor::zeros(&self.ctx, &s.dims()))
             .collect::<Result<Vec<_>>>()?;
-        let dispatches = (0..plan.ops.len())
-            .map(|i| self.build_at(&plan, i, n, |s| &slots[s]))
-            .collect::<Result<Vec<_>>>()?;
+        let dispatches = self.build_all(&plan, n, &slots)?;
         let dispatches = self.run_setup(dispatches)?;
         self.prepared = Some(Prepared {
             n,
@@ -513,6 +511,45 @@ impl GpuModel {
             staging: None,
         });
         Ok(())
+    }
+
+    /// The dispatches of every op of `plan`, in op order. The first run on a machine spends
+    /// nearly all its time compiling pipelines (tens of seconds on a CPU adapter), so where the
+    /// context allows ([`GpuContext::compiles_in_parallel`]) the ops are built on one thread
+    /// per core: each compiles the kernel variants its op needs first (a variant two ops need
+    /// is compiled once; the second waits for it).
+    fn build_all(&self, plan: &Plan, n: usize, slots: &[GpuTensor]) -> Result<Vec<Dispatch>> {
+        let build = |i: usize| self.build_at(plan, i, n, |s| &slots[s]);
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.ctx.compiles_in_parallel() {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |t| t.get())
+                .min(plan.ops.len());
+            if threads > 1 {
+                let next = AtomicUsize::new(0);
+                let worker = || {
+                    let mut built = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= plan.ops.len() {
+                            return built;
+                        }
+                        built.push((i, build(i)));
+                    }
+                };
+                let mut built: Vec<(usize, Result<Dispatch>)> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect()
+                });
+                built.sort_by_key(|(i, _)| *i);
+                return built.into_iter().map(|(_, d)| d).collect();
+            }
+        }
+        (0..plan.ops.len()).map(build).collect()
     }
 
     /// Submit the setup launches of `dispatches` (weight packing, shift taps: the parameters
