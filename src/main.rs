@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 mod ablation;
 mod bench;
 mod plot;
+mod tune_cmd;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -47,6 +48,11 @@ enum Command {
     /// Measure kernels, blocks and networks on this adapter (and the CPU engine); prints a
     /// table, or JSON, or writes BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Measure the fastest kernel variant for every op and shape of a model on this device,
+    /// print the table, keep the decisions in the tuning cache (used by the other commands;
+    /// ACTIVESHIFT_TUNE=0 ignores it), and time a whole forward pass with the rules against the
+    /// tuned choice.
+    Tune(tune_cmd::TuneArgs),
 }
 
 #[derive(clap::Args)]
@@ -237,6 +243,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval(a),
         Command::Shifts(a) => shifts(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -346,11 +353,58 @@ fn load_model(path: Option<&Path>) -> Result<Model> {
 /// than the CPU code on the same cores (on 2 cores: `classify` of w32 in 1.0 s on lavapipe
 /// against 0.06 s, training 18 against 300 images/s). `doing` completes the note ("running",
 /// "training").
+/// The default adapter's context, its kernel policy overridden by `ACTIVESHIFT_KERNELS=gpu|cpu`
+/// (the kernel family) and `ACTIVESHIFT_FUSED=1|0` (the ASL fused into its GEMM by default).
+/// With a tuning cache for the adapter (`activeshift tune`), the measured choices too, unless
+/// `ACTIVESHIFT_TUNE=0`.
+pub(crate) fn open_gpu() -> Result<GpuContext> {
+    open_gpu_with(std::env::var("ACTIVESHIFT_TUNE").as_deref() != Ok("0"))
+}
+
+/// [`open_gpu`], with the tuning cache if `tuned`.
+pub(crate) fn open_gpu_with(tuned: bool) -> Result<GpuContext> {
+    let ctx = pollster::block_on(GpuContext::new())?;
+    let mut overrides = policy_from_env()?;
+    if tuned {
+        overrides = overrides.tuning(tune_cmd::load_cache(&ctx));
+    }
+    Ok(ctx.with_policy(overrides))
+}
+
+/// The kernel policy overrides the environment asks for (see [`open_gpu`]).
+fn policy_from_env() -> Result<activeshift::gpu::KernelPolicyBuilder> {
+    use activeshift::gpu::{KernelFamily, KernelPolicy};
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let family = match var("ACTIVESHIFT_KERNELS").as_deref() {
+        None => None,
+        Some("gpu") => Some(KernelFamily::Gpu),
+        Some("cpu") => Some(KernelFamily::Cpu),
+        Some(other) => {
+            return Err(activeshift::Error::invalid(
+                "ACTIVESHIFT_KERNELS",
+                format!("expected gpu or cpu, found {other:?}"),
+            ));
+        }
+    };
+    let fused = match var("ACTIVESHIFT_FUSED").as_deref() {
+        None => None,
+        Some("1") => Some(true),
+        Some("0") => Some(false),
+        Some(other) => {
+            return Err(activeshift::Error::invalid(
+                "ACTIVESHIFT_FUSED",
+                format!("expected 1 or 0, found {other:?}"),
+            ));
+        }
+    };
+    Ok(KernelPolicy::builder().family(family).fused(fused))
+}
+
 fn gpu_for(backend: BackendChoice, doing: &str) -> Result<Option<GpuContext>> {
     match backend {
         BackendChoice::Cpu => Ok(None),
-        BackendChoice::Gpu => Ok(Some(pollster::block_on(GpuContext::new())?)),
-        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
+        BackendChoice::Gpu => Ok(Some(open_gpu()?)),
+        BackendChoice::Auto => match open_gpu() {
             Ok(ctx) if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => Ok(Some(ctx)),
             Ok(ctx) => {
                 eprintln!(
@@ -531,7 +585,7 @@ fn info(a: InfoArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let ctx = pollster::block_on(GpuContext::new())?;
+    let ctx = open_gpu()?;
     println!("adapter: {}", ctx.describe());
     let l = ctx.device().limits();
     println!(
@@ -567,10 +621,9 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn selftest() -> Result<()> {
-    let ctx = pollster::block_on(GpuContext::new())?;
+    let ctx = open_gpu()?;
     println!("adapter: {}", ctx.describe());
     let k = ctx.kernels();
-    let dev = ctx.device();
     let (xs, stride, cout) = (Shape4::new(2, 13, 17, 15), 2, 21);
     let os = xs.strided(xs.c, stride);
     let x = pattern(xs.len(), 0.1);
@@ -591,22 +644,22 @@ fn selftest() -> Result<()> {
     let cdx = GpuTensor::filled(&ctx, &xs.dims(), f32::NAN)?;
     let cdw = GpuTensor::filled(&ctx, &[cout, xs.c], f32::NAN)?;
     ctx.submit(|enc| {
-        k.asl_forward(dev)
+        k.asl_forward()
             .prepare(&ctx, &xt, &st, stride, &out)
             .map(|d| d.record(enc))?;
-        k.asl_backward_input(dev)
+        k.asl_backward_input()
             .prepare(&ctx, &dt, &st, stride, &dx)
             .map(|d| d.record(enc))?;
-        k.asl_backward_shift(dev)
+        k.asl_backward_shift()
             .prepare(&ctx, &xt, &dt, &st, stride, &grad)
             .map(|d| d.record(enc))?;
-        k.conv1x1(dev)
+        k.conv1x1()
             .prepare(&ctx, &xt, &wt, stride, Conv1x1Epilogue::default(), &y)
             .map(|d| d.record(enc))?;
-        k.conv1x1_backward_input(dev)
+        k.conv1x1_backward_input()
             .prepare(&ctx, &dyt, &wt, stride, &cdx)
             .map(|d| d.record(enc))?;
-        k.conv1x1_backward_weight(dev)
+        k.conv1x1_backward_weight()
             .prepare(&ctx, &dyt, &xt, stride, &cdw)
             .map(|d| d.record(enc))
     })?;

@@ -833,7 +833,7 @@ fn wgpu_errors_on_an_owned_device_become_errors_not_panics() {
     let err = ctx
         .submit(|enc| {
             ctx.kernels()
-                .asl_forward(ctx.device())
+                .asl_forward()
                 .prepare(&ctx, &x, &shift, 1, &out)
                 .map(|d| d.record(enc))
         })
