@@ -701,6 +701,12 @@ impl Trainer {
     /// Write a checkpoint atomically; an existing `path` is replaced only with `overwrite`
     /// (checked at the rename, see [`crate::model::write_atomic`]).
     pub fn save_checkpoint_to(&self, path: &Path, overwrite: bool) -> Result<()> {
+        crate::model::write_atomic(path, &self.checkpoint_bytes()?, overwrite)
+    }
+
+    /// The checkpoint file's bytes (safetensors: parameters, velocities and the run's state;
+    /// byte-reproducible).
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
         let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
         for (k, v) in &self.params {
             tensors.insert(
@@ -725,13 +731,30 @@ impl Trainer {
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
             ("state".to_string(), meta.to_string()),
         ]);
-        let bytes = crate::model::encode_tensors(&tensors, meta)?;
-        crate::model::write_atomic(path, &bytes, overwrite)
+        crate::model::encode_tensors(&tensors, meta)
     }
 
-    /// Read a checkpoint written by [`Trainer::save_checkpoint`].
+    /// Read a checkpoint written by [`Trainer::save_checkpoint`] (at most 2 GiB, a regular
+    /// file), validated as [`Trainer::from_checkpoint_bytes`] says.
     pub fn load_checkpoint(path: &Path) -> Result<Self> {
-        let (tensors, meta) = crate::model::read_tensors(path, CHECKPOINT_FORMAT)?;
+        let bytes = crate::error::read_file_limited(
+            path,
+            2 * crate::model::MAX_MODEL_FILE_BYTES,
+            "safetensors",
+        )?;
+        Self::parse_checkpoint(&bytes, &path.display().to_string())
+    }
+
+    /// A checkpoint from its bytes, validated before anything is allocated for it or run:
+    /// the config builds, the settings can drive a run ([`TrainSettings::validate`]), there is
+    /// one label per class, and every parameter, running statistic and velocity is present with
+    /// the length the config gives it, finite, and nothing else is.
+    pub fn from_checkpoint_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::parse_checkpoint(bytes, "checkpoint")
+    }
+
+    fn parse_checkpoint(bytes: &[u8], shown: &str) -> Result<Self> {
+        let (tensors, meta) = crate::model::parse_tensors(bytes, CHECKPOINT_FORMAT, shown)?;
         #[derive(Deserialize)]
         struct Meta {
             config: ArchConfig,
@@ -740,33 +763,29 @@ impl Trainer {
             epoch: usize,
             step_in_epoch: usize,
         }
-        let m: Meta = serde_json::from_str(&meta).map_err(|e| Error::Format {
-            format: "checkpoint",
-            msg: format!("{}: state: {e}", path.display()),
-        })?;
         let bad = |msg: String| Error::Format {
             format: "checkpoint",
-            msg: format!("{}: {msg}", path.display()),
+            msg: format!("{shown}: {msg}"),
         };
-        // Settings (batch 0, ...), config and labels are checked here, before any use.
-        let mut t = Trainer::new(m.config, m.labels, m.settings).map_err(|e| bad(e.to_string()))?;
-        // Every tensor must have the length a fresh run of this config gives it.
-        let lengths: BTreeMap<String, usize> = t
-            .params
-            .iter()
-            .map(|(k, v)| (format!("param/{k}"), v.len()))
-            .chain(
-                t.velocity
-                    .iter()
-                    .map(|(k, v)| (format!("velocity/{k}"), v.len())),
-            )
-            .collect();
-        for v in t.params.values_mut().chain(t.velocity.values_mut()) {
-            v.clear();
+        let m: Meta = serde_json::from_str(&meta).map_err(|e| bad(format!("state: {e}")))?;
+        m.config.validate().map_err(|e| bad(e.to_string()))?;
+        m.settings.validate().map_err(|e| bad(e.to_string()))?;
+        // The length of every tensor a run of this config holds (as `Trainer::new` names them),
+        // checked against the file before the network is allocated: a config can ask for far
+        // more memory than the file holds.
+        let mut lengths = BTreeMap::new();
+        for (name, dims) in m.config.param_shapes() {
+            let n: usize = dims.iter().product();
+            if let Some(prefix) = name.strip_suffix(".scale") {
+                lengths.insert(format!("param/{prefix}.running_mean"), dims[0]);
+                lengths.insert(format!("param/{prefix}.running_var"), dims[0]);
+            }
+            lengths.insert(format!("velocity/{name}"), n);
+            lengths.insert(format!("param/{name}"), n);
         }
-        for (key, tensor) in tensors {
+        for (key, tensor) in &tensors {
             let want = *lengths
-                .get(&key)
+                .get(key)
                 .ok_or_else(|| bad(format!("unexpected tensor `{key}`")))?;
             if tensor.data.len() != want {
                 return Err(bad(format!(
@@ -780,22 +799,23 @@ impl Trainer {
                     tensor.data[i]
                 )));
             }
+        }
+        if let Some(key) = lengths.keys().find(|k| !tensors.contains_key(*k)) {
+            let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
+            return Err(bad(format!("tensor `{name}` is missing")));
+        }
+        let mut t = Trainer::new(m.config, m.labels, m.settings).map_err(|e| bad(e.to_string()))?;
+        for (key, tensor) in tensors {
             let slot = match key.split_once('/') {
                 Some(("param", name)) => t.params.get_mut(name),
                 Some((_, name)) => t.velocity.get_mut(name),
                 None => None,
             };
-            if let Some(s) = slot {
-                *s = tensor.data;
+            match slot {
+                Some(s) => *s = tensor.data,
+                // `lengths` and `Trainer::new` disagree on the names: a bug, not a bad file.
+                None => return Err(bad(format!("tensor `{key}` has no place in the run"))),
             }
-        }
-        if let Some((k, _)) = t
-            .params
-            .iter()
-            .chain(t.velocity.iter())
-            .find(|(_, v)| v.is_empty())
-        {
-            return Err(bad(format!("tensor `{k}` is missing")));
         }
         t.epoch = m.epoch;
         t.step_in_epoch = m.step_in_epoch;
