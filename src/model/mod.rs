@@ -9,6 +9,7 @@ mod file;
 mod gpu_engine;
 #[cfg(feature = "caffe")]
 mod import;
+pub mod params;
 pub mod plan;
 mod run;
 mod synthetic;
@@ -23,5 +24,6 @@ pub use file::{
 pub use gpu_engine::{GpuModel, OpDispatch};
 #[cfg(feature = "caffe")]
 pub use import::import_caffe;
+pub use params::{Norm, ParamId};
 pub use plan::{Op, Plan, Slot};
 pub use run::Output;

@@ -2,7 +2,8 @@
 
 use super::config::ArchConfig;
 use super::file::Model;
-use super::plan::{ONES, Op, Plan};
+use super::params::ParamId;
+use super::plan::{Op, Plan};
 use crate::cpu;
 use crate::error::{Error, Result};
 
@@ -80,18 +81,13 @@ impl Model {
         use crate::cpu::fast::{self, BufferPool};
         let n = check_input(&self.config, input)?;
         let plan = Plan::new(&self.config, n);
-        let ones = vec![1.0f32; self.config.classes];
         // A parameter, checked to hold `len` values.
-        let param = |name: &str, len: usize| -> Result<&[f32]> {
-            let data: &[f32] = if name == ONES {
-                &ones
-            } else {
-                &self.param(name)?.data
-            };
+        let param = |id: ParamId, len: usize| -> Result<&[f32]> {
+            let data: &[f32] = &self.param(id)?.data;
             if data.len() != len {
                 return Err(Error::shape(
                     "model",
-                    name,
+                    &id.name(),
                     format!("{len} values"),
                     format!("{} values", data.len()),
                 ));
@@ -112,20 +108,22 @@ impl Model {
                     out,
                 } => {
                     let (xs, ys) = (plan.slots[*input], plan.slots[*out]);
-                    let w = param(weight, ys.c * xs.c * 9)?;
+                    let w = param(*weight, ys.c * xs.c * 9)?;
                     let mut y = BufferPool::take(ys.len());
                     fast::conv3x3(&slots[*input], xs, w, ys.c, *stride, &mut y, &mut scratch);
                     (*out, y)
                 }
                 Op::Affine {
                     input,
-                    scale,
-                    bias,
+                    norm,
                     relu,
                     out,
                 } => {
                     let xs = plan.slots[*input];
-                    let (a, b) = (param(scale, xs.c)?, param(bias, xs.c)?);
+                    let (a, b) = (
+                        param(ParamId::Scale(*norm), xs.c)?,
+                        param(ParamId::Bias(*norm), xs.c)?,
+                    );
                     let mut y = BufferPool::take(xs.len());
                     fast::affine(&slots[*input], xs, a, b, *relu, &mut y);
                     (*out, y)
@@ -135,21 +133,27 @@ impl Model {
                     weight,
                     stride,
                     affine,
+                    bias,
                     residual,
                     relu,
                     out,
                 } => {
                     let (xs, ys) = (plan.slots[*input], plan.slots[*out]);
-                    let affine = match affine {
-                        Some((s, b)) => Some((param(s, ys.c)?, param(b, ys.c)?)),
-                        None => None,
+                    let ones = vec![1.0f32; ys.c];
+                    let affine = match (affine, bias) {
+                        (Some(n), _) => Some((
+                            param(ParamId::Scale(*n), ys.c)?,
+                            param(ParamId::Bias(*n), ys.c)?,
+                        )),
+                        (None, Some(b)) => Some((&ones[..], param(*b, ys.c)?)),
+                        (None, None) => None,
                     };
                     let ep = cpu::Epilogue {
                         affine,
                         residual: residual.map(|r| &slots[r][..]),
                         relu: *relu,
                     };
-                    let w = param(weight, ys.c * xs.c)?;
+                    let w = param(*weight, ys.c * xs.c)?;
                     let mut y = BufferPool::take(ys.len());
                     fast::conv1x1(
                         &slots[*input],
@@ -170,7 +174,7 @@ impl Model {
                     out,
                 } => {
                     let xs = plan.slots[*input];
-                    let sh = param(shift, 2 * xs.c)?;
+                    let sh = param(*shift, 2 * xs.c)?;
                     let mut y = BufferPool::take(plan.slots[*out].len());
                     fast::asl_forward(&slots[*input], xs, sh, *stride, &mut y);
                     (*out, y)
@@ -182,7 +186,7 @@ impl Model {
                     out,
                 } => {
                     let xs = plan.slots[*input];
-                    let w = param(weight, 9 * xs.c)?;
+                    let w = param(*weight, 9 * xs.c)?;
                     let y = crate::train::ops::depthwise3x3(&slots[*input], xs, w, *stride)?;
                     (*out, y)
                 }
@@ -213,13 +217,7 @@ impl Model {
     pub fn forward_cpu_reference(&self, input: &[f32]) -> Result<Output> {
         let n = check_input(&self.config, input)?;
         let plan = Plan::new(&self.config, n);
-        let ones = vec![1.0f32; self.config.classes];
-        let param = |name: &str| -> Result<&[f32]> {
-            if name == ONES {
-                return Ok(&ones);
-            }
-            Ok(&self.param(name)?.data)
-        };
+        let param = |id: ParamId| -> Result<&[f32]> { Ok(&self.param(id)?.data) };
         let mut slots: Vec<Vec<f32>> = vec![Vec::new(); plan.slots.len()];
         slots[plan.input] = input.to_vec();
         for op in &plan.ops {
@@ -234,7 +232,7 @@ impl Model {
                     let v = cpu::conv3x3(
                         &slots[*input],
                         plan.slots[*input],
-                        param(weight)?,
+                        param(*weight)?,
                         cout,
                         *stride,
                     )?;
@@ -242,16 +240,15 @@ impl Model {
                 }
                 Op::Affine {
                     input,
-                    scale,
-                    bias,
+                    norm,
                     relu,
                     out,
                 } => {
                     let v = cpu::affine(
                         &slots[*input],
                         plan.slots[*input],
-                        param(scale)?,
-                        param(bias)?,
+                        param(ParamId::Scale(*norm))?,
+                        param(ParamId::Bias(*norm))?,
                         *relu,
                     )?;
                     (*out, v)
@@ -261,13 +258,18 @@ impl Model {
                     weight,
                     stride,
                     affine,
+                    bias,
                     residual,
                     relu,
                     out,
                 } => {
-                    let affine = match affine {
-                        Some((s, b)) => Some((param(s)?, param(b)?)),
-                        None => None,
+                    let ones = vec![1.0f32; plan.slots[*out].c];
+                    let affine = match (affine, bias) {
+                        (Some(n), _) => {
+                            Some((param(ParamId::Scale(*n))?, param(ParamId::Bias(*n))?))
+                        }
+                        (None, Some(b)) => Some((&ones[..], param(*b)?)),
+                        (None, None) => None,
                     };
                     let ep = cpu::Epilogue {
                         affine,
@@ -277,7 +279,7 @@ impl Model {
                     let v = cpu::conv1x1(
                         &slots[*input],
                         plan.slots[*input],
-                        param(weight)?,
+                        param(*weight)?,
                         plan.slots[*out].c,
                         *stride,
                         ep,
@@ -293,7 +295,7 @@ impl Model {
                     let v = cpu::asl_forward(
                         &slots[*input],
                         plan.slots[*input],
-                        param(shift)?,
+                        param(*shift)?,
                         *stride,
                     )?;
                     (*out, v)
@@ -307,7 +309,7 @@ impl Model {
                     let v = cpu::depthwise3x3(
                         &slots[*input],
                         plan.slots[*input],
-                        param(weight)?,
+                        param(*weight)?,
                         *stride,
                     )?;
                     (*out, v)
