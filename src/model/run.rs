@@ -87,7 +87,7 @@ impl Model {
             if data.len() != len {
                 return Err(Error::shape(
                     "model",
-                    &id.name(),
+                    id.name(),
                     format!("{len} values"),
                     format!("{} values", data.len()),
                 ));
