@@ -29,15 +29,22 @@ enum GradOf {
     Norm(Norm),
 }
 
+/// What a BatchNorm's backward rule needs beyond the op's input and output.
+struct NormTape<T> {
+    /// The batch statistics `[3, C]`.
+    stats: T,
+    /// For a 1x1 convolution with a BatchNorm epilogue: the convolution's output before it.
+    pre: Option<T>,
+}
+
 /// One training pass in progress on backend `B`.
 struct Graph<'p, B: Backend> {
     plan: &'p Plan,
     params: HashMap<ParamId, B::Tensor>,
     /// Activations by slot (the tape).
     slots: Vec<Option<B::Tensor>>,
-    /// Per op: the batch statistics of its BatchNorm and, for a 1x1 convolution with a
-    /// BatchNorm epilogue, the convolution's output before it.
-    norm: Vec<Option<(B::Tensor, Option<B::Tensor>)>>,
+    /// Per op with a BatchNorm: what its backward rule needs.
+    norm: Vec<Option<NormTape<B::Tensor>>>,
     /// Gradients by slot, summed over the slot's readers.
     dslots: Vec<Option<B::Tensor>>,
     grads: BTreeMap<GradOf, B::Tensor>,
@@ -102,7 +109,7 @@ pub(crate) fn forward_backward<'a, B: Backend>(
     let mut wanted: Vec<&B::Tensor> = g.grads.values().collect();
     wanted.push(&per_image);
     for (i, _, _) in &norms {
-        wanted.push(g.norm[*i].as_ref().map(|n| &n.0).ok_or_else(missing)?);
+        wanted.push(g.norm[*i].as_ref().map(|n| &n.stats).ok_or_else(missing)?);
     }
     let mut host = be.download(&wanted)?.into_iter();
     let mut grads = BTreeMap::new();
@@ -198,8 +205,9 @@ impl<B: Backend> Graph<'_, B> {
                     self.param(ParamId::Scale(*norm))?,
                     self.param(ParamId::Bias(*norm))?,
                 );
-                let (y, stats) = be.bn_relu_train(self.slot(*input)?, shapes[*input], gamma, beta)?;
-                self.norm[i] = Some((stats, None));
+                let (y, stats) =
+                    be.bn_relu_train(self.slot(*input)?, shapes[*input], gamma, beta)?;
+                self.norm[i] = Some(NormTape { stats, pre: None });
                 (*out, y)
             }
             Op::Conv1x1 {
@@ -239,7 +247,10 @@ impl<B: Backend> Graph<'_, B> {
                         self.param(ParamId::Bias(*norm))?,
                     );
                     let (y, stats) = be.bn_relu_train(&z, ys, gamma, beta)?;
-                    self.norm[i] = Some((stats, Some(z)));
+                    self.norm[i] = Some(NormTape {
+                        stats,
+                        pre: Some(z),
+                    });
                     (*out, y)
                 } else {
                     if *relu {
@@ -313,7 +324,7 @@ impl<B: Backend> Graph<'_, B> {
             }
             Op::Affine { input, norm, .. } => {
                 let (dx, dparams) = {
-                    let stats = &self.norm[op_index].as_ref().ok_or_else(missing)?.0;
+                    let stats = &self.norm[op_index].as_ref().ok_or_else(missing)?.stats;
                     let (x, y) = (self.slot(*input)?, self.slot(out)?);
                     let gamma = self.param(ParamId::Scale(*norm))?;
                     be.bn_relu_backward(&dy, x, y, shapes[*input], gamma, stats)?
@@ -334,8 +345,8 @@ impl<B: Backend> Graph<'_, B> {
                 let dz = match affine {
                     Some(norm) => {
                         let (dz, dparams) = {
-                            let (stats, z) = self.norm[op_index].as_ref().ok_or_else(missing)?;
-                            let z = z.as_ref().ok_or_else(missing)?;
+                            let tape = self.norm[op_index].as_ref().ok_or_else(missing)?;
+                            let (stats, z) = (&tape.stats, tape.pre.as_ref().ok_or_else(missing)?);
                             let gamma = self.param(ParamId::Scale(*norm))?;
                             be.bn_relu_backward(&dy, z, self.slot(out)?, ys, gamma, stats)?
                         };

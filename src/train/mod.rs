@@ -372,14 +372,8 @@ impl Trainer {
                 format!("{} values for {n} labels", input.len()),
             ));
         }
-        let pass = graph::forward_backward(
-            be,
-            &self.config,
-            &plan,
-            |id| self.param(id),
-            input,
-            labels,
-        )?;
+        let pass =
+            graph::forward_backward(be, &self.config, &plan, |id| self.param(id), input, labels)?;
         let mut stats = Stats {
             seen: n,
             ..Default::default()
@@ -430,11 +424,7 @@ impl Trainer {
                 continue;
             };
             let rate = if is_shift { lr * s.shift_lr_mult } else { lr };
-            let wd = if id.is_weight() {
-                s.weight_decay
-            } else {
-                0.0
-            };
+            let wd = if id.is_weight() { s.weight_decay } else { 0.0 };
             for i in 0..w.len() {
                 let gi = g[i] + wd * w[i];
                 v[i] = s.momentum * v[i] + gi;
