@@ -2,10 +2,12 @@
 // input gradient). One invocation per element on a 2-d grid of workgroups (linear index
 // wg.y * groups.x + wg.x). CPU twin: `CpuBackend::add_assign`.
 
-// Mirrors `AddParams` in src/gpu/kernels/training.rs.
+// Mirrors `LenParams` in src/gpu/kernels/training.rs (shared with
+// global_avg_pool_backward.wgsl).
 struct AddParams {
     len: u32,
-    _pad0: u32,
+    // Unused here.
+    plane: u32,
     _pad1: u32,
     _pad2: u32,
 }

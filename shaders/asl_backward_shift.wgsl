@@ -8,41 +8,13 @@
 // reduces it by a tree in workgroup memory; `finish` gives every channel to one workgroup,
 // which reduces that channel's partial sums the same way.
 
-// Mirrors `AslParams` in src/gpu/kernels/asl.rs.
-struct AslParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    // Number of chunks the N*Ho*Wo positions of a channel are split into.
-    chunks: u32,
-}
+#import asl_params
 
 const WG_SIZE: u32 = 256u;
 const PER_INVOCATION: u32 = 4u;
 // Positions per chunk; the Rust side uses the same number (`ASL_SHIFT_CHUNK`).
 const CHUNK: u32 = WG_SIZE * PER_INVOCATION;
-const SHIFT_LIMIT: f32 = 1048576.0;
-
-// Shifts as the kernels use them (same in src/cpu/asl.rs): a NaN xpos or ypos makes its
-// channel read nothing (output 0, both gradients 0); +-Inf and finite values beyond
-// +-SHIFT_LIMIT are clamped to +-SHIFT_LIMIT, which reads only zero fill for any image narrower
-// than 2^20 pixels. Tested on the bits: WGSL lets implementations assume floats are finite, so
-// `x != x` and clamp() of NaN or Inf are not reliable.
-fn shift_is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn limit_shift(v: f32) -> f32 {
-    let bits = bitcast<u32>(v);
-    if ((bits & 0x7fffffffu) >= 0x7f800000u) {
-        return select(SHIFT_LIMIT, -SHIFT_LIMIT, (bits >> 31u) == 1u);
-    }
-    return clamp(v, -SHIFT_LIMIT, SHIFT_LIMIT);
-}
+#import shift
 
 @group(0) @binding(0) var<uniform> params: AslParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

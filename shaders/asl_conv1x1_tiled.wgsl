@@ -13,22 +13,7 @@
 // offsets and fractions precomputed by asl_taps.wgsl (a NaN shift gets offsets outside every
 // image: the channel contributes 0).
 
-// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
-struct Conv1x1Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    // bit 0: affine, bit 1: residual add, bit 2: ReLU.
-    flags: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+#import conv1x1_params
 
 const WG_SIZE: u32 = 256u;
 const TILE_M: u32 = 64u;

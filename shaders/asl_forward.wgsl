@@ -8,39 +8,10 @@
 // `main_small` 64, for planes of at most 192 pixels (a 7x7 plane would leave 207 of 256
 // invocations idle, which a CPU adapter still steps through).
 
-// Mirrors `AslParams` in src/gpu/kernels/asl.rs.
-struct AslParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    chunks: u32,
-}
+#import asl_params
 
 const WG_SIZE: u32 = 256u;
-// Shifts are clamped to +-2^20 pixels before use: any larger shift already reads nothing but
-// zero fill, and the clamp keeps every integer index far from i32 overflow.
-const SHIFT_LIMIT: f32 = 1048576.0;
-
-// Shifts as the kernels use them (same in src/cpu/asl.rs): a NaN xpos or ypos makes its
-// channel read nothing (output 0, both gradients 0); +-Inf and finite values beyond
-// +-SHIFT_LIMIT are clamped to +-SHIFT_LIMIT, which reads only zero fill for any image narrower
-// than 2^20 pixels. Tested on the bits: WGSL lets implementations assume floats are finite, so
-// `x != x` and clamp() of NaN or Inf are not reliable.
-fn shift_is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn limit_shift(v: f32) -> f32 {
-    let bits = bitcast<u32>(v);
-    if ((bits & 0x7fffffffu) >= 0x7f800000u) {
-        return select(SHIFT_LIMIT, -SHIFT_LIMIT, (bits >> 31u) == 1u);
-    }
-    return clamp(v, -SHIFT_LIMIT, SHIFT_LIMIT);
-}
+#import shift
 
 @group(0) @binding(0) var<uniform> params: AslParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

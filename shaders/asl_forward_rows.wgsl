@@ -30,19 +30,7 @@ struct RowsParams {
 }
 
 const WG_SIZE: u32 = 64u;
-const SHIFT_LIMIT: f32 = 1048576.0;
-
-fn shift_is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn limit_shift(v: f32) -> f32 {
-    let bits = bitcast<u32>(v);
-    if ((bits & 0x7fffffffu) >= 0x7f800000u) {
-        return select(SHIFT_LIMIT, -SHIFT_LIMIT, (bits >> 31u) == 1u);
-    }
-    return clamp(v, -SHIFT_LIMIT, SHIFT_LIMIT);
-}
+#import shift
 
 @group(0) @binding(0) var<uniform> params: RowsParams;
 // [N, C, H, W] as vec4s along the rows.

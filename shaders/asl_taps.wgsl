@@ -14,25 +14,14 @@ struct TapsParams {
 }
 
 const WG_SIZE: u32 = 64u;
-const SHIFT_LIMIT: f32 = 1048576.0;
+#import shift
+
 const DEAD: f32 = -4194304.0;
 
 @group(0) @binding(0) var<uniform> params: TapsParams;
 // [2, C]: xpos for every channel, then ypos.
 @group(0) @binding(1) var<storage, read> shift: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn limit_shift(v: f32) -> f32 {
-    let bits = bitcast<u32>(v);
-    if ((bits & 0x7fffffffu) >= 0x7f800000u) {
-        return select(SHIFT_LIMIT, -SHIFT_LIMIT, (bits >> 31u) == 1u);
-    }
-    return clamp(v, -SHIFT_LIMIT, SHIFT_LIMIT);
-}
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -43,7 +32,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let o = params.offset + 4u * c;
     let xs = shift[c];
     let ys = shift[params.c + c];
-    if (is_nan(xs) || is_nan(ys)) {
+    if (shift_is_nan(xs) || shift_is_nan(ys)) {
         out[o] = DEAD;
         out[o + 1u] = DEAD;
         out[o + 2u] = 0.0;

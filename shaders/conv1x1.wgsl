@@ -8,23 +8,7 @@
 // neighbouring pixels. The K dimension (input channels) is walked in steps of 16 through
 // workgroup memory (2 x 4 KiB).
 
-// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
-struct Conv1x1Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    // bit 0: affine, bit 1: residual add, bit 2: ReLU; bit 4: read each input value through
-    // max(in_scale[ci] * x + in_bias[ci], 0).
-    flags: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+#import conv1x1_params
 
 const WG_SIZE: u32 = 256u;
 const TILE_M: u32 = 64u;

@@ -6,21 +6,7 @@
 // Same tiling as conv1x1.wgsl: 64 (input channels) x 64 (input pixels) per workgroup, 4x4 per
 // invocation, K (output channels) in steps of 16.
 
-// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
-struct Conv1x1Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    flags: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+#import conv1x1_params
 
 const WG_SIZE: u32 = 256u;
 const TILE_M: u32 = 64u;

@@ -8,23 +8,7 @@
 // steps of 16 and writes its partial sums to part[z]; `reduce_splits` then adds the chunks in
 // order, one invocation per weight. The same result on every run.
 
-// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
-struct Conv1x1Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    flags: u32,
-    // Terms of K per chunk (a multiple of TILE_K).
-    k_chunk: u32,
-    // Number of chunks.
-    splits: u32,
-    _pad2: u32,
-}
+#import conv1x1_params
 
 const WG_SIZE: u32 = 256u;
 const TILE_M: u32 = 64u;

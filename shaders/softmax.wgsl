@@ -3,6 +3,9 @@
 //   m = max over k of x[r, k],   y[r, k] = exp(x[r, k] - m) / sum over k' of exp(x[r, k'] - m)
 //
 // Subtracting the row maximum keeps exp() from overflowing (the largest term is exp(0) = 1).
+// Logits that overflowed must not give NaN (Inf - Inf): `finite` takes +-Inf as the largest
+// finite value of its sign and NaN as the lowest (the CPU twin does the same), and exponents
+// below -126 (where f32's exp is 0 anyway) are clamped so no exp(-Inf) is asked for.
 // One workgroup per row (workgroup_id.x): each invocation strides over the row with step
 // WG_SIZE, then a tree in workgroup memory combines the WG_SIZE partial results, first for the
 // maximum, then for the sum; every invocation finally writes its elements.
@@ -24,6 +27,20 @@ const WG_SIZE: u32 = 256u;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 var<workgroup> sh_red: array<f32, WG_SIZE>;
+
+const F32_MAX: f32 = 3.40282347e38;
+
+// x[i] as a finite value: NaN (detected from its bits, which no fast-math rule may fold away)
+// becomes -F32_MAX, +-Inf becomes +-F32_MAX.
+fn finite(i: u32) -> f32 {
+    let v = x[i];
+    let nan = (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+    return select(clamp(v, -F32_MAX, F32_MAX), -F32_MAX, nan);
+}
+
+fn exp_from(i: u32, m: f32) -> f32 {
+    return exp(max(finite(i) - m, -126.0));
+}
 
 // Tree reduction of sh_red into element 0, by maximum (`use_max`) or by sum; every invocation
 // returns the result. Call from uniform control flow with sh_red[li] already written.
@@ -50,19 +67,19 @@ fn main(
 ) {
     let base = wg.x * params.cols;
     // Every row has at least one element; x[base] starts every partial maximum.
-    var m = x[base];
+    var m = finite(base);
     for (var k = li; k < params.cols; k += WG_SIZE) {
-        m = max(m, x[base + k]);
+        m = max(m, finite(base + k));
     }
     sh_red[li] = m;
     m = reduce(li, true);
     var s = 0.0;
     for (var k = li; k < params.cols; k += WG_SIZE) {
-        s += exp(x[base + k] - m);
+        s += exp_from(base + k, m);
     }
     sh_red[li] = s;
     let inv = 1.0 / reduce(li, false);
     for (var k = li; k < params.cols; k += WG_SIZE) {
-        y[base + k] = exp(x[base + k] - m) * inv;
+        y[base + k] = exp_from(base + k, m) * inv;
     }
 }

@@ -5,7 +5,7 @@
 use crate::{BackendChoice, BlockChoice, ScheduleChoice, ShiftChoice, TrainArgs};
 use activeshift::data::{self, Dataset, FashionMnist};
 use activeshift::train::{CpuBackend, TrainSettings, Trainer, fashion_mnist_config};
-use activeshift::{Classifier, GpuContext, Model, Result};
+use activeshift::{Classifier, Model, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -108,7 +108,7 @@ pub fn run(a: AblationArgs) -> Result<()> {
     let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
     let gpu = match a.cpu_only {
         true => None,
-        false => match pollster::block_on(GpuContext::new()) {
+        false => match crate::open_gpu() {
             Ok(ctx) => Some(ctx),
             Err(e) => {
                 eprintln!("note: {e}; timing inference on the CPU only");

@@ -313,11 +313,7 @@ impl Bench {
         let xs = LAYER;
         let x = self.random(&xs.dims(), -1.0, 1.0)?;
         let y = GpuTensor::zeros(&self.ctx, &xs.dims())?;
-        let d = self
-            .ctx
-            .kernels()
-            .copy(self.ctx.device())
-            .prepare(&self.ctx, &x, &y)?;
+        let d = self.ctx.kernels().copy().prepare(&self.ctx, &x, &y)?;
         let gb = 2.0 * 4.0 * xs.len() as f64 / 1e9;
         self.gpu_case(
             "copy",
@@ -343,7 +339,15 @@ impl Bench {
             let w = self.random(&[cout, xs.c], -1.0, 1.0)?;
             let y = GpuTensor::zeros(&self.ctx, &xs.strided(cout, 1).dims())?;
             let flop = 2.0 * (xs.plane() * xs.c * cout) as f64 / 1e9;
-            let chosen = Conv1x1::choose(&self.ctx, xs, cout, 1);
+            let chosen = Conv1x1::choose(self.ctx.policy(), xs, cout, 1);
+            // The rules' pick against the policy's (the tuned pick where the tuning cache of
+            // `activeshift tune` has this shape).
+            let rule = self.ctx.policy().rule(&activeshift::gpu::tune::TuneKey {
+                op: activeshift::gpu::tune::TunedOp::Conv1x1,
+                xs,
+                cout,
+                stride: 1,
+            });
             let mut runs: Vec<(String, Conv1x1Variant)> = vec![
                 (format!("gemm_naive_{label}"), Conv1x1Variant::Naive),
                 (format!("gemm_tiled_{label}"), chosen),
@@ -362,17 +366,27 @@ impl Bench {
                 if !self.wanted(&name) {
                     continue;
                 }
-                let note = format!("{}: M={cout} K={} N={}", v.name(), xs.c, xs.plane());
+                let note = format!(
+                    "{}: M={cout} K={} N={}; rule {rule}, policy {}",
+                    v.name(),
+                    xs.c,
+                    xs.plane(),
+                    chosen.name()
+                );
                 if let Some((_, ms)) = timed.iter().find(|(t, _)| *t == v) {
                     let ms = ms.clone();
                     self.push(name, "gemm", ms, Some((flop, "GFLOP")), note);
                     continue;
                 }
-                let d = self
-                    .ctx
-                    .kernels()
-                    .conv1x1(self.ctx.device())
-                    .prepare_variant(v, &self.ctx, &x, &w, 1, Conv1x1Epilogue::default(), &y)?;
+                let d = self.ctx.kernels().conv1x1().prepare_variant(
+                    v,
+                    &self.ctx,
+                    &x,
+                    &w,
+                    1,
+                    Conv1x1Epilogue::default(),
+                    &y,
+                )?;
                 let naive_big = v == Conv1x1Variant::Naive && label == "1024^3";
                 let runs = if naive_big && self.quick {
                     1
@@ -395,7 +409,6 @@ impl Bench {
         let xs = LAYER;
         let ctx = self.ctx.clone();
         let k = ctx.kernels();
-        let dev = ctx.device();
         let x = self.random(&xs.dims(), -1.0, 1.0)?;
         let shift = self.random(&[2, xs.c], -2.0, 2.0)?;
         let w = self.random(&[xs.c, xs.c], -0.2, 0.2)?;
@@ -407,7 +420,7 @@ impl Bench {
         let flop = 2.0 * (xs.plane() * xs.c * xs.c) as f64 / 1e9;
         let note = format!("{xs}, 64 -> 64");
         if self.wanted("asl_forward") {
-            let d = k.asl_forward(dev).prepare(&ctx, &x, &shift, 1, &y)?;
+            let d = k.asl_forward().prepare(&ctx, &x, &shift, 1, &y)?;
             self.gpu_case(
                 "asl_forward",
                 "memory",
@@ -418,7 +431,7 @@ impl Bench {
             )?;
         }
         if self.wanted("conv1x1_plain") {
-            let d = k.conv1x1(dev).prepare(&ctx, &x, &w, 1, ep, &y)?;
+            let d = k.conv1x1().prepare(&ctx, &x, &w, 1, ep, &y)?;
             self.gpu_case(
                 "conv1x1_plain",
                 "block",
@@ -429,9 +442,9 @@ impl Bench {
             )?;
         }
         if self.wanted("asl_block") {
-            let chosen = AslConv1x1::choose(&ctx, xs, 1);
+            let chosen = AslConv1x1::choose(ctx.policy(), xs, xs.c, 1);
             let d = k
-                .asl_conv1x1(dev)
+                .asl_conv1x1()
                 .prepare_variant(chosen, &ctx, &x, &shift, 1, &w, ep, &y)?;
             self.gpu_case(
                 "asl_block_fused",
@@ -447,7 +460,7 @@ impl Bench {
                     continue;
                 }
                 let d = k
-                    .asl_conv1x1(dev)
+                    .asl_conv1x1()
                     .prepare_variant(v, &ctx, &x, &shift, 1, &w, ep, &y)?;
                 self.gpu_case(
                     &format!("asl_block_fused_variant_{}", v.name()),
@@ -459,9 +472,9 @@ impl Bench {
                 )?;
             }
             let d = k
-                .asl_forward(dev)
+                .asl_forward()
                 .prepare(&ctx, &x, &shift, 1, &mid)?
-                .then(k.conv1x1(dev).prepare(&ctx, &mid, &w, 1, ep, &y)?);
+                .then(k.conv1x1().prepare(&ctx, &mid, &w, 1, ep, &y)?);
             self.gpu_case(
                 "asl_block_unfused",
                 "block",
@@ -476,7 +489,7 @@ impl Bench {
             let img = self.random(&xs.dims(), -2.0, 2.0)?;
             let w3 = self.random(&[32, 3, 3, 3], -0.3, 0.3)?;
             let out = GpuTensor::zeros(&ctx, &xs.strided(32, 2).dims())?;
-            let d = k.conv3x3(dev).prepare(&ctx, &img, &w3, 2, &out)?;
+            let d = k.conv3x3().prepare(&ctx, &img, &w3, 2, &out)?;
             let flop = 2.0 * (112 * 112 * 32 * 27) as f64 / 1e9;
             self.gpu_case(
                 "conv3x3_stem",
@@ -489,9 +502,9 @@ impl Bench {
         }
         if self.wanted("dw3x3_block") {
             let d = k
-                .depthwise3x3(dev)
+                .depthwise3x3()
                 .prepare(&ctx, &x, &dw, 1, &mid)?
-                .then(k.conv1x1(dev).prepare(&ctx, &mid, &w, 1, ep, &y)?);
+                .then(k.conv1x1().prepare(&ctx, &mid, &w, 1, ep, &y)?);
             self.gpu_case(
                 "dw3x3_block",
                 "block",
@@ -715,8 +728,8 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
     };
     let asl_vs_copy = div(med("copy"), med("asl_forward"));
     let fused_vs_plain = div(med("asl_block_fused"), med("conv1x1_plain"));
-    // The block as inference runs it by default (see `gpu::kernels::fused_by_default`).
-    let default_block = if activeshift::gpu::kernels::fused_by_default(&b.ctx) {
+    // The block as inference runs it by default (see `KernelPolicy::fused_by_default`).
+    let default_block = if b.ctx.policy().fused_by_default() {
         "asl_block_fused"
     } else {
         "asl_block_unfused"
@@ -775,7 +788,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let started = Instant::now();
-    let ctx = pollster::block_on(GpuContext::new())?;
+    let ctx = crate::open_gpu()?;
     let timestamps = Timestamps::new(&ctx);
     let mut b = Bench {
         ctx,
@@ -834,7 +847,10 @@ fn chart_groups(b: &Bench) -> Vec<crate::plot::BarGroup> {
         RGBColor(130, 70, 170),
     );
     let mut blocks = Vec::new();
-    let fused_note = format!(" ({})", AslConv1x1::choose(&b.ctx, LAYER, 1).name());
+    let fused_note = format!(
+        " ({})",
+        AslConv1x1::choose(b.ctx.policy(), LAYER, LAYER.c, 1).name()
+    );
     for (case, label, colour) in [
         ("conv1x1_plain", "1x1 conv alone".to_string(), grey),
         (

@@ -114,9 +114,52 @@ impl Error {
     }
 }
 
+/// Refuse anything but a regular file: a FIFO would block `open` (and a read) forever, a
+/// device such as `/dev/zero` never ends, a directory cannot be read.
+fn check_regular(path: &std::path::Path, meta: &std::fs::Metadata) -> Result<()> {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        return Ok(());
+    }
+    let what = if ft.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                "a FIFO (named pipe)"
+            } else if ft.is_char_device() || ft.is_block_device() {
+                "a device"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            "not a regular file"
+        }
+    };
+    Err(Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("is {what}; only regular files are read"),
+        ),
+    })
+}
+
 /// Read a whole file, refusing one larger than `max` bytes with an [`Error::Format`] of
-/// `format` (its message does not name the path; I/O errors do). Never reads more than `max + 1` bytes, also from pipes and devices (`/dev/zero`).
-pub(crate) fn read_file_limited(
+/// `format` (its message does not name the path; I/O errors do).
+///
+/// Only regular files are read: the type is checked from the path's metadata before the file
+/// is opened (a FIFO would block in `open`), the file is opened non-blocking where the platform
+/// allows (so one swapped in after the check cannot block either) and its type checked again
+/// on the open handle. The size is checked from metadata, and at most `max + 1` bytes are read
+/// whatever the metadata said (a file that grows while it is read).
+pub fn read_file_limited(
     path: &std::path::Path,
     max: u64,
     format: &'static str,
@@ -130,14 +173,20 @@ pub(crate) fn read_file_limited(
         format,
         msg: format!("the file is {size} bytes; at most {max} bytes are accepted"),
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if meta.is_dir() {
-        return Err(io(std::io::Error::new(
-            std::io::ErrorKind::IsADirectory,
-            "is a directory, not a file",
-        )));
+    // Follows symlinks: a link to a regular file is read, a link to a FIFO is refused here.
+    check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking has no effect on a regular file's reads; it only keeps `open` of a FIFO
+        // swapped in after the check above from waiting for a writer.
+        options.custom_flags(libc::O_NONBLOCK);
     }
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    check_regular(path, &meta)?;
     if meta.len() > max {
         return Err(too_large(meta.len().to_string()));
     }

@@ -23,7 +23,7 @@
 //! let shift = GpuTensor::from_slice(&ctx, &[2, 2], &[0.5, -1.0, 0.25, 2.0])?;
 //! let out = GpuTensor::zeros(&ctx, &[1, 2, 4, 4])?;
 //! ctx.submit(|enc| {
-//!     ctx.kernels().asl_forward(ctx.device()).prepare(&ctx, &x, &shift, 1, &out).map(|d| d.record(enc))
+//!     ctx.kernels().asl_forward().prepare(&ctx, &x, &shift, 1, &out).map(|d| d.record(enc))
 //! })?;
 //! let values = out.read(&ctx).await?;
 //! # Ok(()) }

@@ -4,12 +4,14 @@ use activeshift::gpu::kernels::Conv1x1Epilogue;
 use activeshift::{
     ArchConfig, Classification, Classifier, GpuContext, GpuTensor, Model, Result, Shape4, cpu,
 };
+use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 mod ablation;
 mod bench;
 mod plot;
+mod tune_cmd;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -46,6 +48,11 @@ enum Command {
     /// Measure kernels, blocks and networks on this adapter (and the CPU engine); prints a
     /// table, or JSON, or writes BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Measure the fastest kernel variant for every op and shape of a model on this device,
+    /// print the table, keep the decisions in the tuning cache (used by the other commands;
+    /// ACTIVESHIFT_TUNE=0 ignores it), and time a whole forward pass with the rules against the
+    /// tuned choice.
+    Tune(tune_cmd::TuneArgs),
 }
 
 #[derive(clap::Args)]
@@ -75,11 +82,11 @@ struct TrainArgs {
     /// Architecture: asnet20-WxE (built for the dataset's input and classes).
     #[arg(long, default_value = "asnet20-16x1")]
     arch: String,
-    /// Epochs.
-    #[arg(long, default_value_t = 17)]
+    /// Epochs (at least 1).
+    #[arg(long, default_value_t = 17, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     epochs: usize,
-    /// Images per step.
-    #[arg(long, default_value_t = 128)]
+    /// Images per step (at least 1).
+    #[arg(long, default_value_t = 128, value_parser = RangedU64ValueParser::<usize>::new().range(1..=65536))]
     batch: usize,
     /// Base learning rate.
     #[arg(long, default_value_t = 0.1)]
@@ -222,7 +229,10 @@ struct InfoArgs {
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let result = match cli.command {
         Command::Classify(a) => classify(a),
         Command::ImportCaffe(a) => import_caffe(a),
@@ -233,6 +243,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval(a),
         Command::Shifts(a) => shifts(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -243,12 +254,64 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error message on one line (messages from other libraries may hold line breaks).
+/// An error message on one line (messages from other libraries may hold line breaks), safe
+/// for a terminal ([`printable`]).
 fn one_line(e: &activeshift::Error) -> String {
-    e.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    printable(
+        &e.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+    .into_owned()
+}
+
+/// Text from a file (labels, a model's name, a path) made safe to print on a terminal: control
+/// characters (escape sequences, carriage returns, line breaks) are shown escaped (`\u{1b}`)
+/// instead of acting on the terminal.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
+/// A command-line mistake as one `error:` line like every other error (clap's message, its
+/// tip when it has one, without the usage block), exit status 2; `--help` and `--version` print
+/// as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut paragraphs = text
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty());
+    let mut line = paragraphs.next().unwrap_or_default();
+    for tip in paragraphs.filter(|p| p.starts_with("tip:")) {
+        line.push_str("; ");
+        line.push_str(&tip);
+    }
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("error: {}", printable(line));
+    ExitCode::from(2)
 }
 
 /// A last resort: a panic (a bug: errors are values) prints one line instead of a trace, and
@@ -290,11 +353,58 @@ fn load_model(path: Option<&Path>) -> Result<Model> {
 /// than the CPU code on the same cores (on 2 cores: `classify` of w32 in 1.0 s on lavapipe
 /// against 0.06 s, training 18 against 300 images/s). `doing` completes the note ("running",
 /// "training").
+/// The default adapter's context, its kernel policy overridden by `ACTIVESHIFT_KERNELS=gpu|cpu`
+/// (the kernel family) and `ACTIVESHIFT_FUSED=1|0` (the ASL fused into its GEMM by default).
+/// With a tuning cache for the adapter (`activeshift tune`), the measured choices too, unless
+/// `ACTIVESHIFT_TUNE=0`.
+pub(crate) fn open_gpu() -> Result<GpuContext> {
+    open_gpu_with(std::env::var("ACTIVESHIFT_TUNE").as_deref() != Ok("0"))
+}
+
+/// [`open_gpu`], with the tuning cache if `tuned`.
+pub(crate) fn open_gpu_with(tuned: bool) -> Result<GpuContext> {
+    let ctx = pollster::block_on(GpuContext::new())?;
+    let mut overrides = policy_from_env()?;
+    if tuned {
+        overrides = overrides.tuning(tune_cmd::load_cache(&ctx));
+    }
+    Ok(ctx.with_policy(overrides))
+}
+
+/// The kernel policy overrides the environment asks for (see [`open_gpu`]).
+fn policy_from_env() -> Result<activeshift::gpu::KernelPolicyBuilder> {
+    use activeshift::gpu::{KernelFamily, KernelPolicy};
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let family = match var("ACTIVESHIFT_KERNELS").as_deref() {
+        None => None,
+        Some("gpu") => Some(KernelFamily::Gpu),
+        Some("cpu") => Some(KernelFamily::Cpu),
+        Some(other) => {
+            return Err(activeshift::Error::invalid(
+                "ACTIVESHIFT_KERNELS",
+                format!("expected gpu or cpu, found {other:?}"),
+            ));
+        }
+    };
+    let fused = match var("ACTIVESHIFT_FUSED").as_deref() {
+        None => None,
+        Some("1") => Some(true),
+        Some("0") => Some(false),
+        Some(other) => {
+            return Err(activeshift::Error::invalid(
+                "ACTIVESHIFT_FUSED",
+                format!("expected 1 or 0, found {other:?}"),
+            ));
+        }
+    };
+    Ok(KernelPolicy::builder().family(family).fused(fused))
+}
+
 fn gpu_for(backend: BackendChoice, doing: &str) -> Result<Option<GpuContext>> {
     match backend {
         BackendChoice::Cpu => Ok(None),
-        BackendChoice::Gpu => Ok(Some(pollster::block_on(GpuContext::new())?)),
-        BackendChoice::Auto => match pollster::block_on(GpuContext::new()) {
+        BackendChoice::Gpu => Ok(Some(open_gpu()?)),
+        BackendChoice::Auto => match open_gpu() {
             Ok(ctx) if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => Ok(Some(ctx)),
             Ok(ctx) => {
                 eprintln!(
@@ -364,8 +474,8 @@ fn print_classification(c: &Classification, json: bool) -> Result<()> {
     }
     println!(
         "{} ({} on {})",
-        c.image.as_deref().unwrap_or("image"),
-        c.model,
+        printable(c.image.as_deref().unwrap_or("image")),
+        printable(&c.model),
         c.backend
     );
     for t in &c.top {
@@ -375,7 +485,7 @@ fn print_classification(c: &Classification, json: bool) -> Result<()> {
             t.class,
             t.prob * 100.0,
             bar,
-            t.label
+            printable(&t.label)
         );
     }
     Ok(())
@@ -415,14 +525,7 @@ fn import_caffe(a: ImportArgs) -> Result<()> {
     let layers = activeshift::caffe::read_caffemodel(&a.caffemodel)?;
     let labels_path = a.labels.clone().or_else(|| default_labels(&a.caffemodel));
     let labels = match &labels_path {
-        Some(p) => {
-            activeshift::model::read_labels(&std::fs::read_to_string(p).map_err(|source| {
-                activeshift::Error::Io {
-                    path: p.display().to_string(),
-                    source,
-                }
-            })?)
-        }
+        Some(p) => activeshift::model::read_labels_file(p)?,
         None => {
             eprintln!(
                 "note: no imagenet_classes.txt found; labels will be `class N` (use --labels)"
@@ -444,7 +547,7 @@ fn import_caffe(a: ImportArgs) -> Result<()> {
 
 fn describe_arch(config: &ArchConfig) {
     let plan = activeshift::model::Plan::new(config, 1);
-    println!("architecture: {}", config.name);
+    println!("architecture: {}", printable(&config.name));
     println!(
         "input: {} x {} x {}, {} classes",
         config.in_channels, config.input_size[0], config.input_size[1], config.classes
@@ -475,10 +578,14 @@ fn info(a: InfoArgs) -> Result<()> {
     if let Some(path) = a.model {
         let model = Model::load(&path)?;
         describe_arch(&model.config);
-        println!("labels: {} ({} ...)", model.labels.len(), model.labels[0]);
+        println!(
+            "labels: {} ({} ...)",
+            model.labels.len(),
+            printable(&model.labels[0])
+        );
         return Ok(());
     }
-    let ctx = pollster::block_on(GpuContext::new())?;
+    let ctx = open_gpu()?;
     println!("adapter: {}", ctx.describe());
     let l = ctx.device().limits();
     println!(
@@ -514,10 +621,9 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn selftest() -> Result<()> {
-    let ctx = pollster::block_on(GpuContext::new())?;
+    let ctx = open_gpu()?;
     println!("adapter: {}", ctx.describe());
     let k = ctx.kernels();
-    let dev = ctx.device();
     let (xs, stride, cout) = (Shape4::new(2, 13, 17, 15), 2, 21);
     let os = xs.strided(xs.c, stride);
     let x = pattern(xs.len(), 0.1);
@@ -538,22 +644,22 @@ fn selftest() -> Result<()> {
     let cdx = GpuTensor::filled(&ctx, &xs.dims(), f32::NAN)?;
     let cdw = GpuTensor::filled(&ctx, &[cout, xs.c], f32::NAN)?;
     ctx.submit(|enc| {
-        k.asl_forward(dev)
+        k.asl_forward()
             .prepare(&ctx, &xt, &st, stride, &out)
             .map(|d| d.record(enc))?;
-        k.asl_backward_input(dev)
+        k.asl_backward_input()
             .prepare(&ctx, &dt, &st, stride, &dx)
             .map(|d| d.record(enc))?;
-        k.asl_backward_shift(dev)
+        k.asl_backward_shift()
             .prepare(&ctx, &xt, &dt, &st, stride, &grad)
             .map(|d| d.record(enc))?;
-        k.conv1x1(dev)
+        k.conv1x1()
             .prepare(&ctx, &xt, &wt, stride, Conv1x1Epilogue::default(), &y)
             .map(|d| d.record(enc))?;
-        k.conv1x1_backward_input(dev)
+        k.conv1x1_backward_input()
             .prepare(&ctx, &dyt, &wt, stride, &cdx)
             .map(|d| d.record(enc))?;
-        k.conv1x1_backward_weight(dev)
+        k.conv1x1_backward_weight()
             .prepare(&ctx, &dyt, &xt, stride, &cdw)
             .map(|d| d.record(enc))
     })?;
@@ -653,14 +759,24 @@ fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
 fn train(a: TrainArgs) -> Result<()> {
     use activeshift::data::FashionMnist;
     use activeshift::train::{Schedule, ShiftMode, TrainSettings, Trainer, fashion_mnist_config};
-    // A resumed run rewrites the output its earlier epochs wrote; a fresh one asks first.
-    if !a.resume {
-        refuse_overwrite(&a.output, a.force)?;
-    }
+    // A resumed run rewrites the output its earlier epochs wrote; a fresh one asks first, for
+    // the output and for the checkpoint (an interrupted run's state is not thrown away).
     let checkpoint = a
         .checkpoint
         .clone()
         .unwrap_or_else(|| a.output.with_extension("ckpt"));
+    if !a.resume {
+        refuse_overwrite(&a.output, a.force)?;
+        if !a.force && std::fs::symlink_metadata(&checkpoint).is_ok() {
+            return Err(activeshift::Error::Io {
+                path: checkpoint.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "checkpoint exists (pass --resume to continue its run or --force to start over)",
+                ),
+            });
+        }
+    }
     let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
     let train_set = match a.limit {
         Some(n) => data.train.per_class(n),
@@ -674,6 +790,22 @@ fn train(a: TrainArgs) -> Result<()> {
             t.epoch,
             t.step_in_epoch
         );
+        // The output is replaced without --force only when it is this run's model (written by
+        // its earlier epochs), never an unrelated file.
+        if !a.force && std::fs::symlink_metadata(&a.output).is_ok() {
+            let ours =
+                Model::load(&a.output).is_ok_and(|m| m.config == t.config && m.labels == t.labels);
+            if !ours {
+                return Err(activeshift::Error::Io {
+                    path: a.output.display().to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "file exists and is not a model of the resumed run (pass --force to \
+                         replace it)",
+                    ),
+                });
+            }
+        }
         t
     } else {
         let (w, e) = parse_asnet(&a.arch)?;
@@ -708,6 +840,7 @@ fn train(a: TrainArgs) -> Result<()> {
         Trainer::new(config, labels, settings)?
     };
     let device = gpu_for(a.backend, "training")?;
+    let finished = trainer.epoch >= trainer.settings.epochs;
     match device {
         Some(ctx) => {
             let mut be = activeshift::train::GpuBackend::new(ctx.clone());
@@ -741,6 +874,15 @@ fn train(a: TrainArgs) -> Result<()> {
             )?;
         }
     }
+    if finished {
+        // A resumed run that had already finished: its model, written again (the same bytes).
+        eprintln!(
+            "the run in {} had finished all {} epochs; nothing to train",
+            checkpoint.display(),
+            trainer.settings.epochs
+        );
+        trainer.export()?.save(&a.output, true)?;
+    }
     println!("wrote {}", a.output.display());
     Ok(())
 }
@@ -772,6 +914,10 @@ fn train_epochs<B: activeshift::train::Backend>(
     }
     let steps = trainer.steps_per_epoch(train_set.len());
     let total = steps * trainer.settings.epochs;
+    // Files this process has not written yet are replaced only when allowed (--force; a
+    // resumed run's own files), checked again at the rename: a file created there meanwhile is
+    // kept.
+    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, a.force || a.resume);
     eprintln!(
         "training {} ({} parameters) on {} images, {} epochs x {} steps, batch {}, shifts {:?}, {}",
         trainer.config.name,
@@ -836,13 +982,15 @@ fn train_epochs<B: activeshift::train::Backend>(
                 );
             }
             if (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1)) {
-                trainer.save_checkpoint(checkpoint)?;
+                trainer.save_checkpoint_to(checkpoint, own_checkpoint)?;
+                own_checkpoint = true;
             }
         }
         bar.finish();
         trainer.epoch += 1;
         trainer.step_in_epoch = 0;
-        trainer.save_checkpoint(checkpoint)?;
+        trainer.save_checkpoint_to(checkpoint, own_checkpoint)?;
+        own_checkpoint = true;
         let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let test = eval(trainer, test_set)?;
         eprintln!(
@@ -854,7 +1002,8 @@ fn train_epochs<B: activeshift::train::Backend>(
             test.accuracy() * 100.0,
             rate
         );
-        trainer.export()?.save(&a.output, true)?;
+        trainer.export()?.save(&a.output, own_output)?;
+        own_output = true;
     }
     Ok(())
 }
@@ -880,6 +1029,12 @@ fn eval(a: EvalArgs) -> Result<()> {
     let model = load_model(a.model.as_deref())?;
     let name = model.config.name.clone();
     let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    if data.test.is_empty() {
+        return Err(activeshift::Error::invalid(
+            "eval",
+            "the dataset's test set holds no images: no accuracy to measure",
+        ));
+    }
     let mut clf = classifier(model, a.backend)?;
     let correct = test_correct(&mut clf, &data.test)?;
     let acc = correct as f64 / data.test.len() as f64;
@@ -903,7 +1058,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 fn shifts(a: ShiftsArgs) -> Result<()> {
     let model = load_model(a.model.as_deref())?;
     refuse_overwrite(&a.output, a.force)?;
-    plot::write_shifts(&model, &a.output)?;
+    plot::write_shifts(&model, &a.output, a.force)?;
     println!("wrote {}", a.output.display());
     Ok(())
 }

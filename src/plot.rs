@@ -96,15 +96,13 @@ pub fn shifts_svg(model: &Model) -> Result<String> {
     Ok(svg)
 }
 
-/// Write the plot to `path` (`.svg`, or `.png` rasterized with the system's fonts).
-pub fn write_shifts(model: &Model, path: &Path) -> Result<()> {
+/// Write the plot to `path` (`.svg`, or `.png` rasterized with the system's fonts), atomically;
+/// an existing file is replaced only with `overwrite`.
+pub fn write_shifts(model: &Model, path: &Path, overwrite: bool) -> Result<()> {
     let svg = shifts_svg(model)?;
-    let io = |source| activeshift::Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let write = |bytes: &[u8]| activeshift::model::write_atomic(path, bytes, overwrite);
     match path.extension().and_then(|e| e.to_str()) {
-        Some("svg") => std::fs::write(path, svg).map_err(io),
+        Some("svg") => write(svg.as_bytes()),
         Some("png") => {
             let mut opt = resvg::usvg::Options::default();
             let db = opt.fontdb_mut();
@@ -127,7 +125,7 @@ pub fn write_shifts(model: &Model, path: &Path) -> Result<()> {
                 &mut pixmap.as_mut(),
             );
             let png = pixmap.encode_png().map_err(plot_err)?;
-            std::fs::write(path, png).map_err(io)
+            write(&png)
         }
         _ => Err(activeshift::Error::invalid(
             "shifts",

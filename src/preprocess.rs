@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{ColorOrder, Preprocess};
-use image::{DynamicImage, imageops::FilterType};
+use image::{DynamicImage, ImageDecoder, imageops::FilterType};
 
 /// Largest image side accepted when decoding (larger images are refused, not decoded).
 pub const MAX_IMAGE_SIDE: u32 = 16384;
@@ -28,11 +28,93 @@ pub fn read_image_file(path: &std::path::Path) -> Result<Vec<u8>> {
     crate::error::read_file_limited(path, MAX_IMAGE_FILE_BYTES, "image")
 }
 
+/// One-line error for a decoder error, naming the limits when one was hit.
+fn decode_err(e: image::ImageError) -> Error {
+    // One line: some decoders end their messages with a newline.
+    let msg = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match e {
+        image::ImageError::Limits(_) => image_err(format!(
+            "{msg} (at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels and {} MiB decoded)",
+            MAX_DECODE_BYTES >> 20
+        )),
+        _ => image_err(msg),
+    }
+}
+
+/// The frame header of a JPEG: `(progressive, width, height, components)`, from its first
+/// start-of-frame marker; `None` when there is none before the first scan (the decoder then
+/// reports the error).
+fn jpeg_frame(bytes: &[u8]) -> Option<(bool, u32, u32, u32)> {
+    if bytes.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut i = 2;
+    loop {
+        if *bytes.get(i)? != 0xFF {
+            return None;
+        }
+        let marker = *bytes.get(i + 1)?;
+        match marker {
+            // Fill bytes, and markers without a length.
+            0xFF => i += 1,
+            0x01 | 0xD0..=0xD7 => i += 2,
+            // Start of scan or end of image before any frame header.
+            0xDA | 0xD9 => return None,
+            _ => {
+                let len = usize::from(u16::from_be_bytes([*bytes.get(i + 2)?, *bytes.get(i + 3)?]));
+                // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+                if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+                    let f = bytes.get(i + 4..i + 10)?;
+                    let height = u32::from(u16::from_be_bytes([f[1], f[2]]));
+                    let width = u32::from(u16::from_be_bytes([f[3], f[4]]));
+                    let progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
+                    return Some((progressive, width, height, u32::from(f[5])));
+                }
+                i += 2 + len;
+            }
+        }
+    }
+}
+
+/// The JPEG decoder does not count its own working memory against the budget: a progressive
+/// JPEG keeps every coefficient of the image (2 bytes per pixel per component) besides the
+/// output (up to 4 bytes per pixel), so the decode of a 2.8 MB progressive CMYK file of
+/// 16383 x 10922 pixels needed 1.85 GiB. Estimated from the frame header and refused before
+/// decoding when over [`MAX_DECODE_BYTES`].
+fn check_jpeg_memory(bytes: &[u8]) -> Result<()> {
+    let Some((progressive, w, h, components)) = jpeg_frame(bytes) else {
+        return Ok(());
+    };
+    let pixels = u64::from(w) * u64::from(h);
+    let per_pixel = 4 + if progressive {
+        2 * u64::from(components)
+    } else {
+        0
+    };
+    let need = pixels * per_pixel;
+    if need > MAX_DECODE_BYTES {
+        return Err(image_err(format!(
+            "decoding this {}JPEG of {w} x {h} pixels and {components} components needs about \
+             {} MiB; at most {} MiB are allowed",
+            if progressive { "progressive " } else { "" },
+            need >> 20,
+            MAX_DECODE_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Decode an image file (JPEG, PNG, GIF, BMP, WebP) from memory, with bounded size and memory:
 /// images wider or taller than [`MAX_IMAGE_SIDE`], or needing more than [`MAX_DECODE_BYTES`],
 /// are refused before their pixels are decoded, and so are images of width or height 0. Any
 /// pixel type is accepted (grayscale, RGB, with alpha, 8 or 16 bits, float); see
-/// [`preprocess`] for how each is used.
+/// [`preprocess`] for how each is used. The EXIF orientation is applied (a phone photo stored
+/// sideways comes out upright); the memory budget counts the decoder's own working memory for
+/// progressive JPEGs and the copy a 90-degree rotation makes.
 pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     if bytes.is_empty() {
         return Err(image_err("the file is empty"));
@@ -49,22 +131,33 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage> {
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| {
-        // One line: some decoders end their messages with a newline.
-        let msg = e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        match e {
-            image::ImageError::Limits(_) => image_err(format!(
-                "{msg} (at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels and {} MiB decoded)",
-                MAX_DECODE_BYTES >> 20
-            )),
-            _ => image_err(msg),
-        }
-    })?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_memory(bytes)?;
+    }
+    reader.limits(limits.clone());
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    // EXIF orientation (JPEG, WebP, PNG's eXIf): the pixels are turned upright as a viewer
+    // shows them. A rotation by 90 degrees makes a copy, which counts against the budget.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    use image::metadata::Orientation::{Rotate90, Rotate90FlipH, Rotate270, Rotate270FlipH};
+    let copies = if matches!(
+        orientation,
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH
+    ) {
+        2
+    } else {
+        1
+    };
+    // What `ImageReader::decode` does, with the copy counted: the output buffer is reserved
+    // from the budget, the decoder gets the rest.
+    limits
+        .reserve(decoder.total_bytes().saturating_mul(copies))
+        .map_err(decode_err)?;
+    decoder.set_limits(limits).map_err(decode_err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
     // Some decoders accept a header of width or height 0 (found by fuzzing: a GIF with a
     // 1280 x 0 screen).
     if img.width() == 0 || img.height() == 0 {

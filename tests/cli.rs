@@ -450,3 +450,251 @@ fn auto_prefers_the_cpu_to_a_software_adapter() {
     assert!(ok, "{err}");
     assert!(out.contains(&format!("on {name})")), "{out}");
 }
+
+// --- reliability (issue #18) -----------------------------------------------------------------
+
+/// `(exit code, stdout, stderr)`.
+fn run_code(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run activeshift");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn argument_errors_are_one_error_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["classify", "--top", "-1", "x.jpg"],
+            "unexpected argument '-1'",
+        ),
+        (
+            &["classify", "--top", "18446744073709551616", "x.jpg"],
+            "invalid value '18446744073709551616' for '--top <TOP>'",
+        ),
+        (
+            &["classify", "--backend", "tpu", "x.jpg"],
+            "invalid value 'tpu' for '--backend <BACKEND>'",
+        ),
+        (
+            &["import-caffe", "x.caffemodel", "-o", ""],
+            "'--output <OUTPUT>'",
+        ),
+        (
+            &["train", "-o", "m.safetensors", "--batch", "0"],
+            "'--batch <BATCH>'",
+        ),
+        (
+            &["train", "-o", "m.safetensors", "--epochs", "0"],
+            "'--epochs <EPOCHS>'",
+        ),
+        (
+            &["train"],
+            "required arguments were not provided: --output <OUTPUT>",
+        ),
+        (
+            &["classify", "--forse", "x.jpg"],
+            "unexpected argument '--forse'",
+        ),
+        (&["nonsense"], "unrecognized subcommand 'nonsense'"),
+    ];
+    for (args, want) in cases {
+        let (code, out, err) = run_code(bin().args(*args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(!err.contains("Usage"), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // Help still prints in full.
+    let (code, out, _) = run_code(bin().args(["classify", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("Usage:") && out.lines().count() > 5, "{out}");
+}
+
+/// A tiny model (1 x 8 x 8 input, 3 classes) with `labels`, and an 8x8 PNG, in `dir`.
+fn tiny_model_and_image(dir: &Path, labels: &[&str], weight: Option<f32>) -> (PathBuf, PathBuf) {
+    let mut m =
+        activeshift::Model::synthetic(&activeshift::ArchConfig::asnet20(4, 1, 1, 8, 3), 1).unwrap();
+    m.labels = labels.iter().map(|s| s.to_string()).collect();
+    if let Some(w) = weight {
+        for (name, t) in m.params.iter_mut() {
+            if !name.ends_with(".shift") {
+                t.data.iter_mut().for_each(|v| *v = w);
+            }
+        }
+    }
+    let model = dir.join("tiny.safetensors");
+    m.save(&model, true).unwrap();
+    let img = dir.join("img.png");
+    image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y * 7) as u8]))
+        .save(&img)
+        .unwrap();
+    (model, img)
+}
+
+#[test]
+fn labels_and_names_with_escape_sequences_are_printed_escaped() {
+    let dir = tmpdir("escapes");
+    let (model, img) = tiny_model_and_image(&dir, &["\x1b[31mred", "a\rb", "ok\x07"], None);
+    let (ok, out, err) = run(bin()
+        .args(["classify", "--backend", "cpu", "--top", "3", "--model"])
+        .arg(&model)
+        .arg(&img));
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains('\x1b') && !out.contains('\r') && !out.contains('\x07'),
+        "{out:?}"
+    );
+    assert!(out.contains("\\u{1b}[31mred"), "{out}");
+    assert!(out.contains("a\\rb"), "{out}");
+    // JSON keeps the labels as they are (escaped by JSON itself).
+    let (ok, out, _) = run(bin()
+        .args(["classify", "--backend", "cpu", "--json", "--model"])
+        .arg(&model)
+        .arg(&img));
+    assert!(ok);
+    assert!(out.contains("\\u001b[31mred"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn weights_near_the_float_limit_give_probabilities_not_nan() {
+    let dir = tmpdir("overflow");
+    let (model, img) = tiny_model_and_image(&dir, &[], Some(3e38));
+    let (ok, out, err) = run(bin()
+        .args(["classify", "--backend", "cpu", "--json", "--model"])
+        .arg(&model)
+        .arg(&img));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let probs: Vec<f64> = v["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["prob"].as_f64().expect("a number, not null"))
+        .collect();
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{out}");
+    let (ok, out, _) = run(bin()
+        .args(["classify", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg(&img));
+    assert!(ok && !out.contains("NaN"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_as_model_or_image_is_refused_without_blocking() {
+    let dir = tmpdir("fifo");
+    let fifo = dir.join("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (model, img) = tiny_model_and_image(&dir, &[], None);
+    for (m, i) in [(&fifo, &img), (&model, &fifo)] {
+        let mut child = bin()
+            .args(["classify", "--backend", "cpu", "--model"])
+            .arg(m)
+            .arg(i)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed().as_secs() > 20 {
+                child.kill().unwrap();
+                panic!("classify blocked on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("is a FIFO (named pipe); only regular files are read"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn training_never_replaces_files_it_was_not_asked_to() {
+    let dir = tmpdir("train-files");
+    synthetic_fashion(&dir, 40, 10);
+    let model = dir.join("m.safetensors");
+    let ckpt = dir.join("m.ckpt");
+    let train = |extra: &[&str], out: &Path| {
+        let mut cmd = bin();
+        cmd.env("ACTIVESHIFT_DATA", &dir)
+            .args([
+                "train",
+                "--epochs",
+                "1",
+                "--batch",
+                "16",
+                "--backend",
+                "cpu",
+            ])
+            .args(["--no-augment", "--limit", "2"])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .args(extra)
+            .arg("-o")
+            .arg(out);
+        cmd
+    };
+    let (ok, out, err) = run(&mut train(&[], &model));
+    assert!(ok && out.contains("wrote"), "{err}");
+    let first = std::fs::read(&model).unwrap();
+    // A fresh run refuses the checkpoint of an earlier run (the output is gone, the checkpoint
+    // is not), and leaves it as it was.
+    std::fs::remove_file(&model).unwrap();
+    let ckpt_bytes = std::fs::read(&ckpt).unwrap();
+    let (code, _, err) = run_code(&mut train(&[], &model));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("checkpoint exists (pass --resume"), "{err}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), ckpt_bytes);
+    // --resume of the finished run writes its model again: the same bytes as before.
+    let (ok, out, err) = run(&mut train(&["--resume"], &model));
+    assert!(ok && out.contains("wrote"), "{err}");
+    assert!(err.contains("had finished all 1 epochs"), "{err}");
+    assert_eq!(std::fs::read(&model).unwrap(), first);
+    // --resume into another existing file that is not this run's model: refused, kept.
+    let other = dir.join("other.safetensors");
+    std::fs::write(&other, b"someone else's file").unwrap();
+    let (code, _, err) = run_code(&mut train(&["--resume"], &other));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a model of the resumed run"), "{err}");
+    assert_eq!(std::fs::read(&other).unwrap(), b"someone else's file");
+    // The run's own model is replaced on resume without --force.
+    let (ok, _, err) = run(&mut train(&["--resume"], &model));
+    assert!(ok, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn eval_with_an_empty_test_set_is_an_error() {
+    let dir = tmpdir("eval-empty");
+    synthetic_fashion(&dir, 20, 0);
+    let (code, out, err) =
+        run_code(
+            bin()
+                .env("ACTIVESHIFT_DATA", &dir)
+                .args(["eval", "--backend", "cpu"]),
+        );
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("test set holds no images"), "{err}");
+    assert!(!out.contains("NaN"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

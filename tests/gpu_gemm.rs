@@ -91,7 +91,7 @@ fn every_gemm_variant_matches_cpu_on_odd_shapes() {
         return;
     };
     let (mut rng, seed) = rng("gemm variants");
-    let conv = ctx.kernels().conv1x1(ctx.device());
+    let conv = ctx.kernels().conv1x1();
     let mut ran = std::collections::HashSet::new();
     for (xs, cout) in gemm_shapes() {
         let c = Case::new(&mut rng, xs, cout);
@@ -160,7 +160,7 @@ fn the_chosen_variant_handles_every_shape() {
         return;
     };
     let (mut rng, seed) = rng("gemm chosen");
-    let conv = ctx.kernels().conv1x1(ctx.device());
+    let conv = ctx.kernels().conv1x1();
     for (xs, cout) in gemm_shapes() {
         for s in [1, 2] {
             let c = Case::new(&mut rng, xs, cout);
@@ -208,7 +208,6 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
     let (mut rng, seed) = rng("asl_conv1x1");
     let mut ran = std::collections::HashSet::new();
     let k = ctx.kernels();
-    let dev = ctx.device();
     for (xs, cout) in gemm_shapes() {
         let c = Case::new(&mut rng, xs, cout);
         let xt = upload(ctx, &xs.dims(), &c.x);
@@ -253,7 +252,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
                     }
                     let out = poisoned(ctx, &ys.dims());
                     run(ctx, |enc| {
-                        k.asl_conv1x1(dev)
+                        k.asl_conv1x1()
                             .prepare_variant(v, ctx, &xt, &sht, s, &wt, ep, &out)
                             .map(|d| d.record(enc))
                     });
@@ -266,12 +265,9 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
                 let shifted = poisoned(ctx, &xs.strided(xs.c, s).dims());
                 let unfused = poisoned(ctx, &ys.dims());
                 run(ctx, |enc| {
-                    k.asl_forward(dev)
+                    k.asl_forward()
                         .prepare(ctx, &xt, &sht, s, &shifted)?
-                        .then(
-                            k.conv1x1(dev)
-                                .prepare(ctx, &shifted, &wt, 1, ep, &unfused)?,
-                        )
+                        .then(k.conv1x1().prepare(ctx, &shifted, &wt, 1, ep, &unfused)?)
                         .record(enc);
                     Ok(())
                 });
@@ -292,7 +288,7 @@ fn fused_asl_gemm_rejects_bad_shapes() {
     let Some(ctx) = gpu("fused_asl_gemm_rejects_bad_shapes") else {
         return;
     };
-    let k = ctx.kernels().asl_conv1x1(ctx.device());
+    let k = ctx.kernels().asl_conv1x1();
     let x = upload(ctx, &[1, 4, 5, 5], &[0.0; 100]);
     let w = upload(ctx, &[3, 4], &[0.0; 12]);
     let bad_w = upload(ctx, &[3, 5], &[0.0; 15]);
@@ -321,7 +317,7 @@ fn fused_asl_gemm_rejects_bad_shapes() {
         fused,
         Err(activeshift::Error::InvalidArgument { .. })
     ));
-    let conv = ctx.kernels().conv1x1(ctx.device());
+    let conv = ctx.kernels().conv1x1();
     assert!(conv.prepare(ctx, &x, &w, 2, with_input, &y).is_ok());
     let wrong = Conv1x1Epilogue {
         input_affine_relu: Some((&s5, &s4)),
@@ -379,7 +375,7 @@ fn vectorised_asl_forward_matches_cpu() {
         let out = poisoned(ctx, &xs.dims());
         run(ctx, |enc| {
             ctx.kernels()
-                .asl_forward(ctx.device())
+                .asl_forward()
                 .prepare(ctx, &xt, &st, 1, &out)
                 .map(|d| d.record(enc))
         });
@@ -395,9 +391,10 @@ fn kernel_choice_follows_the_adapter() {
     let Some(ctx) = gpu("kernel_choice_follows_the_adapter") else {
         return;
     };
-    use activeshift::gpu::kernels::{KernelChoice, fused_by_default, register_tiled};
+    use activeshift::gpu::KernelPolicy;
+    use activeshift::gpu::kernels::KernelChoice;
     let k = KernelChoice::of(ctx);
-    assert_eq!(k.register_tiled, register_tiled(ctx));
+    assert_eq!(k.register_tiled, ctx.policy().register_tiled());
     // A context can ask for either family on any adapter.
     use activeshift::gpu::KernelFamily;
     for (family, packed) in [(KernelFamily::Cpu, true), (KernelFamily::Gpu, false)] {
@@ -405,18 +402,29 @@ fn kernel_choice_follows_the_adapter() {
         assert_eq!(c.kernel_family(), family);
         assert_eq!(KernelChoice::of(&c).register_tiled, packed);
     }
-    assert_eq!(k.fused, fused_by_default(ctx));
-    if ctx.adapter_info().name.contains("llvmpipe") && std::env::var("ACTIVESHIFT_FUSED").is_err() {
+    assert_eq!(k.fused, ctx.policy().fused_by_default());
+    // Overrides given to the builder win over the adapter's rules, and keep each other.
+    let c = ctx
+        .clone()
+        .with_policy(KernelPolicy::builder().fused(Some(true)))
+        .with_kernel_family(Some(KernelFamily::Cpu));
+    assert!(c.policy().fused_by_default() && c.policy().register_tiled());
+    let c = c.with_policy(KernelPolicy::builder().fused(Some(false)));
+    assert!(!c.policy().fused_by_default());
+    // lavapipe is the CPU adapter these tests run on natively (SwiftShader runs in Chromium).
+    let lavapipe = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    if lavapipe && *ctx.policy_overrides() == KernelPolicy::builder() {
         assert_eq!(
             k.to_string(),
             "register-tiled GEMM, rows ASL, then the GEMM"
         );
     }
-    if ctx.adapter_info().name.contains("llvmpipe") {
+    if lavapipe {
         // Measured on lavapipe (BENCHMARKS.md): one dispatch over storage-buffer weights for
         // w32's 7x7 layers (four slab dispatches of one workgroup each otherwise), the slab
         // GEMMs where every slab dispatch has work for both cores.
-        let pick = |xs, cout, s| Conv1x1::choose(ctx, xs, cout, s);
+        let cpu = ctx.clone().with_kernel_family(Some(KernelFamily::Cpu));
+        let pick = |xs, cout, s| Conv1x1::choose(cpu.policy(), xs, cout, s);
         assert_eq!(
             pick(Shape4::new(1, 256, 7, 7), 256, 1),
             Conv1x1Variant::RegisterWhole
@@ -441,5 +449,66 @@ fn kernel_choice_follows_the_adapter() {
             pick(Shape4::new(1, 128, 14, 14), 128, 1),
             Conv1x1Variant::Vec4
         );
+    }
+}
+
+/// `gpu::tune::tune` times every candidate a device supports for each op and shape, keeps the
+/// fastest, and a policy given the result runs it (odd sizes, stride 2).
+#[test]
+fn tuning_times_every_candidate_and_the_policy_runs_the_fastest() {
+    let Some(ctx) = gpu("tuning_times_every_candidate_and_the_policy_runs_the_fastest") else {
+        return;
+    };
+    use activeshift::gpu::kernels::{AslConv1x1, AslForward};
+    use activeshift::gpu::tune::{TuneKey, TunedOp, tune};
+    let keys = [
+        TuneKey {
+            op: TunedOp::Conv1x1,
+            xs: Shape4::new(1, 20, 9, 8),
+            cout: 70,
+            stride: 1,
+        },
+        TuneKey {
+            op: TunedOp::Conv1x1,
+            xs: Shape4::new(2, 13, 11, 7),
+            cout: 9,
+            stride: 2,
+        },
+        TuneKey {
+            op: TunedOp::AslForward,
+            xs: Shape4::new(1, 8, 6, 8),
+            cout: 8,
+            stride: 1,
+        },
+        TuneKey {
+            op: TunedOp::AslConv1x1,
+            xs: Shape4::new(1, 8, 7, 9),
+            cout: 12,
+            stride: 2,
+        },
+    ];
+    let t = tune(ctx, &keys, std::time::Duration::from_millis(30)).unwrap();
+    assert_eq!(t.entries().len(), keys.len());
+    let tuned = ctx
+        .clone()
+        .with_policy(ctx.policy_overrides().clone().tuning(Some(t.clone())));
+    for key in &keys {
+        let e = &t.entries()[&key.text()];
+        let mut timed: Vec<&str> = e.micros.keys().map(String::as_str).collect();
+        let mut candidates = key.candidates();
+        timed.sort();
+        candidates.sort();
+        assert_eq!(timed, candidates, "{}", key.text());
+        assert!(e.micros.values().all(|us| us.is_finite() && *us > 0.0));
+        let fastest = e.micros.values().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(e.micros[&e.chosen], fastest, "{}", key.text());
+        assert_eq!(e.rule, ctx.policy().rule(key));
+        let (xs, cout, s) = (key.xs, key.cout, key.stride);
+        let picked = match key.op {
+            TunedOp::Conv1x1 => Conv1x1::choose(tuned.policy(), xs, cout, s).name(),
+            TunedOp::AslForward => AslForward::choose(tuned.policy(), xs, s).name(),
+            TunedOp::AslConv1x1 => AslConv1x1::choose(tuned.policy(), xs, cout, s).name(),
+        };
+        assert_eq!(picked, e.chosen, "{}", key.text());
     }
 }

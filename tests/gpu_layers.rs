@@ -42,7 +42,7 @@ fn gpu_conv3x3_with(
     let wt = upload(ctx, &[cout, xs.c, 3, 3], w);
     let y = poisoned(ctx, &xs.strided(cout, s).dims());
     ctx.submit(|enc| {
-        let k = ctx.kernels().conv3x3(ctx.device());
+        let k = ctx.kernels().conv3x3();
         let d = if direct {
             k.prepare_direct(ctx, &xt, &wt, s, &y)
         } else {
@@ -73,7 +73,7 @@ fn gpu_affine(
     };
     ctx.submit(|enc| {
         ctx.kernels()
-            .affine(ctx.device())
+            .affine()
             .prepare(ctx, &xt, &st, &bt, relu, &y)
             .map(|d| d.record(enc))
     })
@@ -86,7 +86,7 @@ fn gpu_pool(ctx: &GpuContext, x: &[f32], xs: Shape4) -> Vec<f32> {
     let y = poisoned(ctx, &[xs.n, xs.c, 1, 1]);
     ctx.submit(|enc| {
         ctx.kernels()
-            .global_avg_pool(ctx.device())
+            .global_avg_pool()
             .prepare(ctx, &xt, &y)
             .map(|d| d.record(enc))
     })
@@ -99,7 +99,7 @@ fn gpu_softmax(ctx: &GpuContext, x: &[f32], rows: usize, cols: usize) -> Vec<f32
     let y = poisoned(ctx, &[rows, cols]);
     ctx.submit(|enc| {
         ctx.kernels()
-            .softmax(ctx.device())
+            .softmax()
             .prepare(ctx, &xt, &y)
             .map(|d| d.record(enc))
     })
@@ -395,6 +395,36 @@ fn gpu_global_avg_pool_of_a_constant_is_the_constant() {
 // Softmax
 
 #[test]
+fn softmax_of_overflowing_logits_is_a_distribution_on_the_gpu() {
+    let Some(ctx) = gpu("softmax_of_overflowing_logits_is_a_distribution_on_the_gpu") else {
+        return;
+    };
+    let inf = f32::INFINITY;
+    // Rows of 3 (one invocation each element) and a row of 300 (strided over the workgroup)
+    // holding the same values: the logits of weights near 3e38 overflow to +-Inf.
+    let rows: [&[f32]; 5] = [
+        &[3e38, -3e38, 0.0],
+        &[inf, 1.0, inf],
+        &[-inf, -inf, -inf],
+        &[f32::NAN, 1.0, 2.0],
+        &[-inf, inf, f32::NAN],
+    ];
+    let x: Vec<f32> = rows.concat();
+    let got = gpu_softmax(ctx, &x, rows.len(), 3);
+    let want = cpu::softmax(&x, rows.len(), 3).unwrap();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-6, "gpu {got:?}\ncpu {want:?}");
+    }
+    let mut long = vec![-inf; 300];
+    long[7] = inf;
+    long[299] = inf;
+    long[100] = f32::NAN;
+    let got = gpu_softmax(ctx, &long, 1, 300);
+    assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
+    assert_eq!((got[7], got[299], got[100]), (0.5, 0.5, 0.0));
+}
+
+#[test]
 fn softmax_matches_cpu_on_random_inputs() {
     let Some(ctx) = gpu("softmax_matches_cpu_on_random_inputs") else {
         return;
@@ -571,7 +601,6 @@ fn gpu_layers_return_shape_errors() {
         return;
     };
     let k = ctx.kernels();
-    let dev = ctx.device();
     let t = |dims: &[usize]| upload(ctx, dims, &vec![0.0; dims.iter().product()]);
     let run = |f: &dyn Fn(&mut wgpu::CommandEncoder) -> activeshift::Result<()>| {
         ctx.submit(|enc| f(enc)).map(|_| ())
@@ -583,7 +612,7 @@ fn gpu_layers_return_shape_errors() {
     let y = t(&[1, 4, 4, 4]);
     assert_err(
         run(&|e| {
-            k.conv3x3(dev)
+            k.conv3x3()
                 .prepare(ctx, &x, &t(&[4, 2, 3, 3]), 2, &y)
                 .map(|d| d.record(e))
         }),
@@ -596,46 +625,34 @@ fn gpu_layers_return_shape_errors() {
     );
     assert_err(
         run(&|e| {
-            k.conv3x3(dev)
+            k.conv3x3()
                 .prepare(ctx, &x, &t(&[4, 3, 1, 1]), 2, &y)
                 .map(|d| d.record(e))
         }),
         &["conv3x3", "weight"],
     );
     assert_err(
-        run(&|e| {
-            k.conv3x3(dev)
-                .prepare(ctx, &x, &w, 1, &y)
-                .map(|d| d.record(e))
-        }),
+        run(&|e| k.conv3x3().prepare(ctx, &x, &w, 1, &y).map(|d| d.record(e))),
         &["conv3x3", "output", "expected [1, 4, 8, 8]"],
     );
     assert_err(
-        run(&|e| {
-            k.conv3x3(dev)
-                .prepare(ctx, &x, &w, 0, &y)
-                .map(|d| d.record(e))
-        }),
+        run(&|e| k.conv3x3().prepare(ctx, &x, &w, 0, &y).map(|d| d.record(e))),
         &["conv3x3", "stride"],
     );
     assert_err(
         run(&|e| {
-            k.conv3x3(dev)
+            k.conv3x3()
                 .prepare(ctx, &t(&[3, 8, 8]), &w, 2, &y)
                 .map(|d| d.record(e))
         }),
         &["conv3x3", "input", "4-d"],
     );
-    run(&|e| {
-        k.conv3x3(dev)
-            .prepare(ctx, &x, &w, 2, &y)
-            .map(|d| d.record(e))
-    })
-    .expect("the right shapes work");
+    run(&|e| k.conv3x3().prepare(ctx, &x, &w, 2, &y).map(|d| d.record(e)))
+        .expect("the right shapes work");
     // Stride 1 and Cin == Cout: the output has the input's shape but cannot be the input.
     assert_err(
         run(&|e| {
-            k.conv3x3(dev)
+            k.conv3x3()
                 .prepare(ctx, &x, &t(&[3, 3, 3, 3]), 1, &x)
                 .map(|d| d.record(e))
         }),
@@ -646,7 +663,7 @@ fn gpu_layers_return_shape_errors() {
     let (s3, b3) = (t(&[3]), t(&[3]));
     assert_err(
         run(&|e| {
-            k.affine(dev)
+            k.affine()
                 .prepare(ctx, &x, &t(&[4]), &b3, false, &x)
                 .map(|d| d.record(e))
         }),
@@ -654,7 +671,7 @@ fn gpu_layers_return_shape_errors() {
     );
     assert_err(
         run(&|e| {
-            k.affine(dev)
+            k.affine()
                 .prepare(ctx, &x, &s3, &t(&[1, 3]), false, &x)
                 .map(|d| d.record(e))
         }),
@@ -662,7 +679,7 @@ fn gpu_layers_return_shape_errors() {
     );
     assert_err(
         run(&|e| {
-            k.affine(dev)
+            k.affine()
                 .prepare(ctx, &x, &s3, &b3, true, &t(&[1, 3, 8, 7]))
                 .map(|d| d.record(e))
         }),
@@ -670,7 +687,7 @@ fn gpu_layers_return_shape_errors() {
     );
     assert_err(
         run(&|e| {
-            k.affine(dev)
+            k.affine()
                 .prepare(ctx, &t(&[3, 64]), &s3, &b3, true, &t(&[3, 64]))
                 .map(|d| d.record(e))
         }),
@@ -680,7 +697,7 @@ fn gpu_layers_return_shape_errors() {
     // global_avg_pool
     assert_err(
         run(&|e| {
-            k.global_avg_pool(dev)
+            k.global_avg_pool()
                 .prepare(ctx, &x, &t(&[1, 3]))
                 .map(|d| d.record(e))
         }),
@@ -688,7 +705,7 @@ fn gpu_layers_return_shape_errors() {
     );
     assert_err(
         run(&|e| {
-            k.global_avg_pool(dev)
+            k.global_avg_pool()
                 .prepare(ctx, &t(&[3, 64]), &t(&[3, 1, 1, 1]))
                 .map(|d| d.record(e))
         }),
@@ -698,7 +715,7 @@ fn gpu_layers_return_shape_errors() {
     let one_pixel = t(&[2, 3, 1, 1]);
     assert_err(
         run(&|e| {
-            k.global_avg_pool(dev)
+            k.global_avg_pool()
                 .prepare(ctx, &one_pixel, &one_pixel)
                 .map(|d| d.record(e))
         }),
@@ -709,7 +726,7 @@ fn gpu_layers_return_shape_errors() {
     let logits = t(&[2, 10]);
     assert_err(
         run(&|e| {
-            k.softmax(dev)
+            k.softmax()
                 .prepare(ctx, &logits, &t(&[2, 11]))
                 .map(|d| d.record(e))
         }),
@@ -717,7 +734,7 @@ fn gpu_layers_return_shape_errors() {
     );
     assert_err(
         run(&|e| {
-            k.softmax(dev)
+            k.softmax()
                 .prepare(ctx, &x, &t(&[1, 3, 8, 8]))
                 .map(|d| d.record(e))
         }),
@@ -725,7 +742,7 @@ fn gpu_layers_return_shape_errors() {
     );
     assert_err(
         run(&|e| {
-            k.softmax(dev)
+            k.softmax()
                 .prepare(ctx, &logits, &logits)
                 .map(|d| d.record(e))
         }),
@@ -734,7 +751,7 @@ fn gpu_layers_return_shape_errors() {
     // A rejected record leaves nothing behind: the next submission still works.
     let probs = poisoned(ctx, &[2, 10]);
     run(&|e| {
-        k.softmax(dev)
+        k.softmax()
             .prepare(ctx, &logits, &probs)
             .map(|d| d.record(e))
     })
@@ -752,7 +769,7 @@ fn gpu_depthwise(ctx: &GpuContext, x: &[f32], xs: Shape4, w: &[f32], s: usize) -
     let y = poisoned(ctx, &xs.strided(xs.c, s).dims());
     ctx.submit(|enc| {
         ctx.kernels()
-            .depthwise3x3(ctx.device())
+            .depthwise3x3()
             .prepare(ctx, &xt, &wt, s, &y)
             .map(|d| d.record(enc))
     })
@@ -817,7 +834,7 @@ fn depthwise3x3_rejects_bad_shapes() {
     let Some(ctx) = gpu("depthwise3x3_rejects_bad_shapes") else {
         return;
     };
-    let k = ctx.kernels().depthwise3x3(ctx.device());
+    let k = ctx.kernels().depthwise3x3();
     let x = upload(ctx, &[1, 2, 4, 4], &[0.0; 32]);
     let w = upload(ctx, &[2, 1, 3, 3], &[0.0; 18]);
     let bad_w = upload(ctx, &[2, 2, 3, 3], &[0.0; 36]);
@@ -841,7 +858,7 @@ fn copy_matches_cpu() {
         let y = poisoned(ctx, &[len]);
         ctx.submit(|enc| {
             ctx.kernels()
-                .copy(ctx.device())
+                .copy()
                 .prepare(ctx, &xt, &y)
                 .map(|d| d.record(enc))
         })
@@ -850,10 +867,5 @@ fn copy_matches_cpu() {
     }
     let x = upload(ctx, &[4], &[0.0; 4]);
     let y = poisoned(ctx, &[5]);
-    assert!(
-        ctx.kernels()
-            .copy(ctx.device())
-            .prepare(ctx, &x, &y)
-            .is_err()
-    );
+    assert!(ctx.kernels().copy().prepare(ctx, &x, &y).is_err());
 }

@@ -97,7 +97,7 @@ fn fused_and_unfused_asl_agree_on_whole_models() {
         let mut gm = GpuModel::new(ctx, &model).unwrap();
         assert_eq!(
             gm.fused(),
-            activeshift::gpu::kernels::fused_by_default(ctx),
+            ctx.policy().fused_by_default(),
             "a new model starts with the default"
         );
         let per = config.in_channels * config.input_size[0] * config.input_size[1];

@@ -57,7 +57,7 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         let bt = upload(ctx, &[xs.c], &beta);
         let stats = poisoned(ctx, &[3, xs.c]);
         let y = poisoned(ctx, &xs.dims());
-        let k = ctx.kernels().batchnorm_train(ctx.device());
+        let k = ctx.kernels().batchnorm_train();
         run(
             ctx,
             k.prepare_forward(ctx, &xt, &gt, &bt, &stats, &y).unwrap(),
@@ -103,7 +103,7 @@ fn conv3x3_backward_weight_matches_cpu() {
         let dy = uniform(&mut rng, ys.len(), -1.0, 1.0);
         let want = ops::conv3x3_backward_weight(&dy, &x, xs, cout, s);
         let dw = poisoned(ctx, &[cout, xs.c, 3, 3]);
-        let k = ctx.kernels().conv3x3_backward_weight(ctx.device());
+        let k = ctx.kernels().conv3x3_backward_weight();
         let (xt, dyt) = (upload(ctx, &xs.dims(), &x), upload(ctx, &ys.dims(), &dy));
         run(ctx, k.prepare(ctx, &dyt, &xt, s, &dw).unwrap());
         let got = read(ctx, &dw);
@@ -139,7 +139,7 @@ fn softmax_cross_entropy_matches_cpu() {
             poisoned(ctx, &[n, 2]),
             poisoned(ctx, &[k]),
         );
-        let kern = ctx.kernels().softmax_cross_entropy(ctx.device());
+        let kern = ctx.kernels().softmax_cross_entropy();
         run(
             ctx,
             kern.prepare(ctx, &lt, lb.buffer(), &d, &per, &db).unwrap(),
@@ -161,7 +161,7 @@ fn pool_backward_and_add_match_cpu() {
         let dy = uniform(&mut rng, xs.n * xs.c, -1.0, 1.0);
         let want = CpuBackend.avg_pool_backward(&dy, xs).unwrap();
         let dx = poisoned(ctx, &xs.dims());
-        let k = ctx.kernels().global_avg_pool_backward(ctx.device());
+        let k = ctx.kernels().global_avg_pool_backward();
         run(
             ctx,
             k.prepare(ctx, &upload(ctx, &[xs.n, xs.c], &dy), &dx)
@@ -174,7 +174,7 @@ fn pool_backward_and_add_match_cpu() {
         let mut want = a.clone();
         CpuBackend.add_assign(&mut want, &b).unwrap();
         let at = upload(ctx, &xs.dims(), &a);
-        let k = ctx.kernels().add(ctx.device());
+        let k = ctx.kernels().add();
         run(
             ctx,
             k.prepare(ctx, &upload(ctx, &xs.dims(), &b), &at).unwrap(),
@@ -184,12 +184,7 @@ fn pool_backward_and_add_match_cpu() {
     // Mismatched sizes are an error, not a panic.
     let a = upload(ctx, &[4], &[0.0; 4]);
     let b = upload(ctx, &[5], &[0.0; 5]);
-    assert!(
-        ctx.kernels()
-            .add(ctx.device())
-            .prepare(ctx, &b, &a)
-            .is_err()
-    );
+    assert!(ctx.kernels().add().prepare(ctx, &b, &a).is_err());
 }
 
 #[test]
@@ -216,7 +211,7 @@ fn depthwise_backward_matches_cpu_and_is_deterministic() {
             let xt = upload(ctx, &xs.dims(), &x);
             let dyt = upload(ctx, &ys.dims(), &dy);
             let wt = upload(ctx, &[xs.c, 1, 3, 3], &w);
-            let k = ctx.kernels().depthwise3x3_backward(ctx.device());
+            let k = ctx.kernels().depthwise3x3_backward();
             let mut runs = Vec::new();
             for _ in 0..2 {
                 let dx = poisoned(ctx, &xs.dims());
@@ -236,7 +231,7 @@ fn depthwise_backward_matches_cpu_and_is_deterministic() {
     let dy = upload(ctx, &[1, 2, 3, 3], &[0.0; 18]);
     let w = upload(ctx, &[2, 1, 3, 3], &[0.0; 18]);
     let dw = upload(ctx, &[2, 1, 3, 3], &[0.0; 18]);
-    let k = ctx.kernels().depthwise3x3_backward(ctx.device());
+    let k = ctx.kernels().depthwise3x3_backward();
     let err = k.prepare(ctx, &x, &dy, &w, 1, &x, &dw).err().unwrap();
     assert!(err.to_string().contains("output gradient"), "{err}");
     let dx = upload(ctx, &[1, 2, 5, 5], &[0.0; 50]);
@@ -418,7 +413,7 @@ fn conv1x1_weight_gradient_split_over_the_batch_matches_cpu() {
         let dy = uniform(&mut rng, ys.len(), -1.0, 1.0);
         let want = ops::conv1x1_backward_weight(&dy, &x, xs, cout, s);
         let dw = poisoned(ctx, &[cout, xs.c]);
-        let k = ctx.kernels().conv1x1_backward_weight(ctx.device());
+        let k = ctx.kernels().conv1x1_backward_weight();
         let (xt, dyt) = (upload(ctx, &xs.dims(), &x), upload(ctx, &ys.dims(), &dy));
         run(ctx, k.prepare(ctx, &dyt, &xt, s, &dw).unwrap());
         let e = rel_err(&read(ctx, &dw), &want);

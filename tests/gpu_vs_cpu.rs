@@ -107,7 +107,7 @@ fn conv1x1_matches_cpu_with_every_epilogue() {
         return;
     };
     let (mut rng, seed) = rng("conv1x1 random");
-    let conv = ctx.kernels().conv1x1(ctx.device());
+    let conv = ctx.kernels().conv1x1();
     for (xs, cout) in conv_shapes() {
         for s in [1, 2] {
             let ys = xs.strided(cout, s);
@@ -185,11 +185,11 @@ fn conv1x1_gradients_match_cpu() {
             let dw = poisoned(ctx, &[cout, xs.c]);
             ctx.submit(|enc| {
                 kernels
-                    .conv1x1_backward_input(ctx.device())
+                    .conv1x1_backward_input()
                     .prepare(ctx, &dyt, &wt, s, &dx)
                     .map(|d| d.record(enc))?;
                 kernels
-                    .conv1x1_backward_weight(ctx.device())
+                    .conv1x1_backward_weight()
                     .prepare(ctx, &dyt, &xt, s, &dw)
                     .map(|d| d.record(enc))
             })
@@ -237,15 +237,15 @@ fn conv1x1_gradients_are_the_transpose() {
     );
     ctx.submit(|enc| {
         kernels
-            .conv1x1(ctx.device())
+            .conv1x1()
             .prepare(ctx, &xt, &wt, s, Conv1x1Epilogue::default(), &y)
             .map(|d| d.record(enc))?;
         kernels
-            .conv1x1_backward_input(ctx.device())
+            .conv1x1_backward_input()
             .prepare(ctx, &vt, &wt, s, &dx)
             .map(|d| d.record(enc))?;
         kernels
-            .conv1x1_backward_weight(ctx.device())
+            .conv1x1_backward_weight()
             .prepare(ctx, &vt, &xt, s, &dw)
             .map(|d| d.record(enc))
     })
@@ -281,7 +281,7 @@ fn kernels_reject_wrong_shapes() {
     let err = ctx
         .submit(|enc| {
             ctx.kernels()
-                .asl_forward(ctx.device())
+                .asl_forward()
                 .prepare(ctx, &x, &bad_shift, 1, &out)
                 .map(|d| d.record(enc))
         })
@@ -295,7 +295,7 @@ fn kernels_reject_wrong_shapes() {
     let err = ctx
         .submit(|enc| {
             ctx.kernels()
-                .asl_forward(ctx.device())
+                .asl_forward()
                 .prepare(ctx, &x, &shift, 2, &out)
                 .map(|d| d.record(enc))
         })
@@ -307,7 +307,7 @@ fn kernels_reject_wrong_shapes() {
     let err = ctx
         .submit(|enc| {
             ctx.kernels()
-                .asl_forward(ctx.device())
+                .asl_forward()
                 .prepare(ctx, &x, &shift, 0, &out)
                 .map(|d| d.record(enc))
         })
@@ -321,7 +321,7 @@ fn kernels_reject_wrong_shapes() {
     let err = ctx
         .submit(|enc| {
             ctx.kernels()
-                .conv1x1(ctx.device())
+                .conv1x1()
                 .prepare(ctx, &x, &w, 1, Conv1x1Epilogue::default(), &y)
                 .map(|d| d.record(enc))
         })
@@ -388,7 +388,7 @@ fn every_asl_forward_variant_matches_cpu() {
                 let out = poisoned(ctx, &xs.strided(xs.c, stride).dims());
                 ctx.submit(|enc| {
                     ctx.kernels()
-                        .asl_forward(ctx.device())
+                        .asl_forward()
                         .prepare_variant(variant, ctx, &xt, &st, stride, &out)
                         .map(|d| d.record(enc))
                 })
@@ -411,12 +411,12 @@ fn every_asl_forward_variant_matches_cpu() {
     let out = upload(ctx, &xs.dims(), &vec![0.0; xs.len()]);
     let err = ctx
         .kernels()
-        .asl_forward(ctx.device())
+        .asl_forward()
         .prepare_variant(AslForwardVariant::Rows, ctx, &x, &s, 1, &out)
         .unwrap_err();
     assert!(err.to_string().contains("width divisible by 4"), "{err}");
     assert_eq!(
-        AslForward::choose(ctx, xs, 1),
+        AslForward::choose(ctx.policy(), xs, 1),
         AslForwardVariant::Scalar,
         "width 6 has no vectorised kernel"
     );

@@ -5,8 +5,8 @@
 
 mod common;
 
-use activeshift::gpu::KernelFamily;
-use activeshift::gpu::kernels::{KernelChoice, fused_by_default};
+use activeshift::gpu::kernels::KernelChoice;
+use activeshift::gpu::{KernelFamily, KernelPolicy};
 use activeshift::model::{ArchConfig, BlockKind, GpuModel, Model};
 use common::*;
 
@@ -19,7 +19,7 @@ fn check(ctx: &activeshift::GpuContext, model: &Model, n: usize, rng: &mut rand:
     let input = uniform(rng, n * per, -2.0, 2.0);
     let cpu = model.forward_cpu(&input).unwrap();
     let mut gm = GpuModel::new(ctx, model).unwrap();
-    assert_eq!(gm.fused(), fused_by_default(ctx));
+    assert_eq!(gm.fused(), ctx.policy().fused_by_default());
     for fused in [true, false] {
         gm.set_fused(fused);
         let want_fused = if fused && config.block == BlockKind::Asl {
@@ -47,7 +47,7 @@ fn hardware_gpu_kernels_run_whole_networks() {
     assert_eq!(ctx.kernel_family(), KernelFamily::Gpu);
     let k = KernelChoice::of(ctx);
     assert!(!k.register_tiled, "{k}");
-    if std::env::var("ACTIVESHIFT_FUSED").is_err() {
+    if *ctx.policy_overrides() == KernelPolicy::builder().family(Some(KernelFamily::Gpu)) {
         assert!(k.fused, "hardware GPUs fuse by default: {k}");
         assert!(k.to_string().starts_with("workgroup-tiled GEMM"), "{k}");
     }

@@ -46,7 +46,9 @@ pub fn global_avg_pool<T: Float>(x: &[T], xs: Shape4) -> Result<Vec<T>> {
 }
 
 /// Numerically stable softmax of every row of a row-major `[rows, cols]` matrix:
-/// `y[r, k] = exp(x[r, k] - m) / sum_k' exp(x[r, k'] - m)` with `m` the row maximum.
+/// `y[r, k] = exp(x[r, k] - m) / sum_k' exp(x[r, k'] - m)` with `m` the row maximum. Every
+/// row is a distribution whatever its values: infinite logits count as the largest finite
+/// value of their sign, NaN as the lowest.
 pub fn softmax<T: Float>(x: &[T], rows: usize, cols: usize) -> Result<Vec<T>> {
     const OP: &str = "softmax";
     if rows == 0 || cols == 0 {
@@ -61,12 +63,24 @@ pub fn softmax<T: Float>(x: &[T], rows: usize, cols: usize) -> Result<Vec<T>> {
         .checked_mul(cols)
         .ok_or_else(|| Error::invalid(OP, format!("shape [{rows}, {cols}] overflows")))?;
     check_len(OP, "input", x, len, format!("[{rows}, {cols}]"))?;
+    // Logits that overflowed (weights near the largest float) must not give NaN: +-Inf is
+    // taken as the largest finite value of its sign and NaN as the lowest, so `v - m` is never
+    // `Inf - Inf`, and the largest term is exp(0) = 1. Ties at the top share the probability.
+    let finite = |v: T| {
+        if v.is_nan() {
+            T::min_value()
+        } else {
+            v.max(T::min_value()).min(T::max_value())
+        }
+    };
     let mut y = Vec::with_capacity(len);
     for row in x.chunks_exact(cols) {
-        let m = row.iter().fold(row[0], |m, &v| m.max(v));
-        let sum = row.iter().fold(T::zero(), |s, &v| s + (v - m).exp());
+        let m = row.iter().fold(finite(row[0]), |m, &v| m.max(finite(v)));
+        let sum = row
+            .iter()
+            .fold(T::zero(), |s, &v| s + (finite(v) - m).exp());
         let inv = T::one() / sum;
-        y.extend(row.iter().map(|&v| (v - m).exp() * inv));
+        y.extend(row.iter().map(|&v| (finite(v) - m).exp() * inv));
     }
     Ok(y)
 }

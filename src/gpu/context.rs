@@ -1,6 +1,7 @@
 //! Creating or adopting a wgpu device.
 
 use super::kernels::Kernels;
+use super::policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 
@@ -23,21 +24,10 @@ pub struct GpuContext {
     /// The first wgpu error not yet reported (contexts activeshift created only: their
     /// uncaptured-error handler records errors here instead of panicking).
     uncaptured: Arc<Mutex<Option<String>>>,
-    /// The kernel family asked for with [`GpuContext::with_kernel_family`] (None: by adapter).
-    family: Option<KernelFamily>,
-}
-
-/// Which set of kernels inference picks from: the one tuned for hardware GPUs
-/// (workgroup-tiled GEMM, direct 3x3 stem, vec4 ASL, the ASL fused into the tiled GEMM) or the
-/// one for CPU adapters such as lavapipe and SwiftShader (register-tiled GEMMs over packed
-/// weights, im2col stem, row-sliding ASL, unfused). Every kernel computes the same results; the
-/// family only decides speed. See [`GpuContext::kernel_family`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KernelFamily {
-    /// The kernels for hardware GPUs.
-    Gpu,
-    /// The kernels for CPU adapters.
-    Cpu,
+    /// The overrides the policy was built with.
+    overrides: KernelPolicyBuilder,
+    /// Which kernel variant runs for each op and shape (from the adapter and `overrides`).
+    policy: Arc<KernelPolicy>,
 }
 
 /// The limits every activeshift kernel stays within: WebGPU's defaults (256 invocations per
@@ -148,41 +138,52 @@ impl GpuContext {
     // ownership on the single browser thread.
     #[allow(clippy::arc_with_non_send_sync)]
     fn assemble(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        let kernels = Arc::new(Kernels::new(&device));
+        let overrides = KernelPolicy::builder();
+        let policy = Arc::new(overrides.build(&info, max_binding(&device)));
         Self {
             device,
             queue,
             info,
-            kernels: Arc::new(Kernels::default()),
+            kernels,
             lost: Arc::new(Mutex::new(None)),
             uncaptured: Arc::new(Mutex::new(None)),
-            family: None,
+            overrides,
+            policy,
         }
     }
 
-    /// This context with the kernel family fixed to `family` (None: chosen by the adapter, see
-    /// [`GpuContext::kernel_family`]). The device, its pipelines and its state are shared with
-    /// `self`; only the choice of kernels differs. Use it to run what a hardware GPU would run
-    /// on a software adapter (tests, the web demo's `?kernels=gpu`), or to compare the two.
-    pub fn with_kernel_family(mut self, family: Option<KernelFamily>) -> Self {
-        self.family = family;
+    /// This context with the kernel policy built from the adapter and `overrides` (which
+    /// replace any given before). The device, its pipelines and its state are shared with
+    /// `self`; only the choice of kernels differs.
+    pub fn with_policy(mut self, overrides: KernelPolicyBuilder) -> Self {
+        self.policy = Arc::new(overrides.build(&self.info, max_binding(&self.device)));
+        self.overrides = overrides;
         self
     }
 
-    /// The kernel family inference uses on this context: the one given to
-    /// [`GpuContext::with_kernel_family`], else the environment variable
-    /// `ACTIVESHIFT_KERNELS=gpu` or `=cpu` (native builds), else [`KernelFamily::Cpu`] on CPU
-    /// adapters (`wgpu::DeviceType::Cpu`: lavapipe, SwiftShader) and [`KernelFamily::Gpu`]
-    /// everywhere else.
+    /// This context with the kernel family fixed to `family` (None: chosen by the adapter),
+    /// other overrides kept: [`GpuContext::with_policy`] with
+    /// [`KernelPolicyBuilder::family`]. Use it to run what a hardware GPU would run on a
+    /// software adapter (tests, the web demo's `?kernels=gpu`), or to compare the two.
+    pub fn with_kernel_family(self, family: Option<KernelFamily>) -> Self {
+        let overrides = self.overrides.clone().family(family);
+        self.with_policy(overrides)
+    }
+
+    /// The overrides this context's policy was built with.
+    pub fn policy_overrides(&self) -> &KernelPolicyBuilder {
+        &self.overrides
+    }
+
+    /// Which kernel variant runs for each op and shape on this context.
+    pub fn policy(&self) -> &KernelPolicy {
+        &self.policy
+    }
+
+    /// The kernel family inference uses on this context ([`KernelPolicy::family`]).
     pub fn kernel_family(&self) -> KernelFamily {
-        if let Some(f) = self.family {
-            return f;
-        }
-        match std::env::var("ACTIVESHIFT_KERNELS").as_deref() {
-            Ok("gpu") => KernelFamily::Gpu,
-            Ok("cpu") => KernelFamily::Cpu,
-            _ if self.info.device_type == wgpu::DeviceType::Cpu => KernelFamily::Cpu,
-            _ => KernelFamily::Gpu,
-        }
+        self.policy.family()
     }
 
     /// Record that the device is lost (`reason` is shown in the errors): every later
@@ -254,6 +255,11 @@ impl GpuContext {
         self.check_device()?;
         Ok(index)
     }
+}
+
+/// The largest storage binding `device` allows, in bytes.
+fn max_binding(device: &wgpu::Device) -> u64 {
+    device.limits().max_storage_buffer_binding_size
 }
 
 /// The adapter [`GpuContext::new`] opens: the one `WGPU_ADAPTER_NAME` names (a

@@ -2,9 +2,12 @@
 
 mod context;
 pub mod kernels;
+mod policy;
 mod tensor;
+pub mod tune;
 
-pub use context::{GpuContext, KernelFamily, required_limits, select_adapter};
+pub use context::{GpuContext, required_limits, select_adapter};
+pub use policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};
 #[cfg(not(target_arch = "wasm32"))]
 pub use tensor::read_many_blocking;
 pub use tensor::{GpuTensor, read_many};

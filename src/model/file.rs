@@ -3,7 +3,7 @@
 use super::config::ArchConfig;
 use super::params::ParamId;
 use crate::error::{Error, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -145,7 +145,7 @@ impl Model {
         let json = |v: serde_json::Result<String>| {
             v.map_err(|e| model_err(format!("cannot encode metadata: {e}")))
         };
-        let meta = HashMap::from([
+        let meta = BTreeMap::from([
             ("format".to_string(), FORMAT.to_string()),
             (
                 "config".to_string(),
@@ -180,31 +180,140 @@ impl Model {
     }
 }
 
-/// Encode f32 tensors and string metadata as safetensors.
+/// Encode f32 tensors and string metadata as safetensors, byte-reproducibly: the header's
+/// keys (tensors and metadata) are written in sorted order and the tensors' data in name order,
+/// so the same tensors and metadata always give the same bytes.
 pub(crate) fn encode_tensors(
     tensors: &BTreeMap<String, HostTensor>,
-    meta: HashMap<String, String>,
+    meta: BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<(&String, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, t)| (k, bytemuck::cast_slice(&t.data).to_vec()))
-        .collect();
-    let mut views = Vec::with_capacity(bytes.len());
-    for ((name, data), t) in bytes.iter().zip(tensors.values()) {
-        let view = TensorView::new(Dtype::F32, t.dims.clone(), data)
-            .map_err(|e| model_err(format!("tensor `{name}`: {e}")))?;
-        views.push((name.as_str(), view));
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        dtype: &'static str,
+        shape: &'a [usize],
+        data_offsets: [usize; 2],
     }
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Value<'a> {
+        Meta(&'a BTreeMap<String, String>),
+        Tensor(Entry<'a>),
+    }
+    if tensors.contains_key("__metadata__") {
+        return Err(model_err("a tensor may not be named `__metadata__`".into()));
+    }
+    let mut header: BTreeMap<&str, Value> = BTreeMap::new();
+    if !meta.is_empty() {
+        header.insert("__metadata__", Value::Meta(&meta));
+    }
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let len = t
+            .dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n == t.data.len())
+            .ok_or_else(|| {
+                model_err(format!(
+                    "tensor `{name}`: shape {:?} does not hold {} values",
+                    t.dims,
+                    t.data.len()
+                ))
+            })?;
+        let end = offset + 4 * len;
+        header.insert(
+            name,
+            Value::Tensor(Entry {
+                dtype: "F32",
+                shape: &t.dims,
+                data_offsets: [offset, end],
+            }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header)
+        .map_err(|e| model_err(format!("cannot encode the header: {e}")))?;
+    // The data starts 8-byte aligned, as the safetensors format recommends.
+    while (json.len() % 8) != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for t in tensors.values() {
+        for v in &t.data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// Largest safetensors header (the JSON after the 8-byte length) that is parsed: 16 MiB, room
+/// for [`MAX_TENSORS`] tensors and a thousand labels many times over.
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+/// Most tensors a model or checkpoint file may list (a network of the most blocks a config
+/// allows has about 10,000, a checkpoint of it about 25,000).
+pub const MAX_TENSORS: usize = 1 << 16;
+
+/// Check a safetensors header before the `safetensors` crate parses it: its length within
+/// [`MAX_HEADER_BYTES`], at most [`MAX_TENSORS`] entries, and no name listed twice (a JSON
+/// object with a repeated key would silently keep one of the entries). Malformed JSON is left
+/// to the crate, which says more about it.
+fn check_header(bytes: &[u8]) -> Result<()> {
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    let st_err = |msg: String| Error::Format {
         format: "safetensors",
-        msg: e.to_string(),
-    })
+        msg,
+    };
+    let Some(len) = bytes.get(..8) else {
+        return Ok(());
+    };
+    let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
+    if len > MAX_HEADER_BYTES {
+        return Err(st_err(format!(
+            "the header is {len} bytes long; at most {MAX_HEADER_BYTES} are accepted"
+        )));
+    }
+    let Some(header) = bytes.get(8..8 + len as usize) else {
+        return Ok(());
+    };
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if seen.len() > MAX_TENSORS {
+                    return Err(de::Error::custom(format_args!(
+                        "more than {MAX_TENSORS} tensors"
+                    )));
+                }
+                if let Some(key) = seen.replace(key) {
+                    return Err(de::Error::custom(format_args!("`{key}` is listed twice")));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(header);
+    match (&mut de).deserialize_map(Keys) {
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            Err(st_err(format!("header: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Decode safetensors bytes into f32 tensors and the metadata map.
 pub(crate) fn decode_tensors(
     bytes: &[u8],
 ) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
+    check_header(bytes)?;
     let st_err = |e: safetensors::SafeTensorError| Error::Format {
         format: "safetensors",
         msg: e.to_string(),
@@ -230,36 +339,80 @@ pub(crate) fn decode_tensors(
     Ok((tensors, meta))
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so the
-/// file is never seen half-written. Refuses to replace an existing file unless `overwrite`.
+/// Write `bytes` to `path` atomically: every file the project writes goes through here.
+///
+/// The bytes go to a new temporary file in `path`'s folder, with a short unique name, created
+/// exclusively (`O_CREAT | O_EXCL`: an existing file or symlink of that name is never opened or
+/// followed), flushed to disk (`fsync`), then renamed onto `path`, and the folder is synced.
+/// Readers of `path` see the old file or the new one, never a mix, also with several writers
+/// at once (each has its own temporary file; the last rename wins). A symlink at `path` is
+/// replaced, not written through.
+///
+/// Without `overwrite` an existing `path` (any kind of entry, a dangling symlink too) is never
+/// replaced: the rule is checked at the rename itself (`renameat2(RENAME_NOREPLACE)`, or a hard
+/// link where the file system lacks it), so a file created at `path` while the bytes were being
+/// written is kept and the write fails with [`std::io::ErrorKind::AlreadyExists`]. On failure
+/// the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
     let io = |source| Error::Io {
         path: path.display().to_string(),
         source,
     };
-    if !overwrite && path.exists() {
-        return Err(io(std::io::Error::new(
+    let exists = || {
+        io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
-            "file exists (pass overwrite / --force to replace it)",
+            "file exists (pass --force to replace it)",
+        ))
+    };
+    // Fail before writing anything when the answer is already known (checked again at the
+    // rename).
+    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+        return Err(exists());
+    }
+    if path.file_name().is_none() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
         )));
     }
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "model".into());
-    // A fixed name: a write killed half-way leaves a file the next write replaces.
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    let mut builder = tempfile::Builder::new();
+    // A short name whatever the target's length (a 255-byte file name works).
+    builder.prefix(".activeshift-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // What `File::create` gives (0666 less the umask), not tempfile's private 0600.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    {
+        use std::io::Write;
+        tmp.write_all(bytes).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+    }
+    let persisted = if overwrite {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    // On error the temporary file is dropped, which deletes it.
+    persisted.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            exists()
+        } else {
+            io(e.error)
+        }
+    })?;
+    // The rename is durable once the folder is synced (not possible everywhere: best effort).
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Write tensors with metadata `format` and a JSON `state` atomically, replacing `path`.
@@ -269,7 +422,7 @@ pub fn write_tensors_atomic(
     format: &str,
     state: &str,
 ) -> Result<()> {
-    let meta = HashMap::from([
+    let meta = BTreeMap::from([
         ("format".to_string(), format.to_string()),
         ("state".to_string(), state.to_string()),
     ]);
@@ -293,6 +446,20 @@ pub fn read_tensors(path: &Path, format: &str) -> Result<(BTreeMap<String, HostT
         .cloned()
         .ok_or_else(|| model_err(format!("{}: metadata `state` is missing", path.display())))?;
     Ok((tensors, state))
+}
+
+/// Largest labels file [`read_labels_file`] reads (16 MiB).
+pub const MAX_LABELS_FILE_BYTES: u64 = 16 << 20;
+
+/// Read a labels file (UTF-8, one label per line; at most [`MAX_LABELS_FILE_BYTES`], a regular
+/// file): [`read_labels`] of its text.
+pub fn read_labels_file(path: &Path) -> Result<Vec<String>> {
+    let bytes = crate::error::read_file_limited(path, MAX_LABELS_FILE_BYTES, "labels file")?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Format {
+        format: "labels file",
+        msg: format!("{}: not UTF-8 text ({e})", path.display()),
+    })?;
+    Ok(read_labels(&text))
 }
 
 /// Read class labels, one per line (blank lines at the end ignored).

@@ -137,7 +137,7 @@ impl GpuModel {
             ones,
             image_bytes,
             batch_limit: usize::MAX,
-            fused: crate::gpu::kernels::fused_by_default(ctx),
+            fused: ctx.policy().fused_by_default(),
             prepared: None,
         })
     }
@@ -145,9 +145,10 @@ impl GpuModel {
     /// Whether each ASL runs fused into the 1x1 convolution that reads it
     /// ([`AslConv1x1`](crate::gpu::kernels::AslConv1x1): the shifted tensor is never written),
     /// or as its own kernel followed by the GEMM. New models start with
-    /// [`fused_by_default`](crate::gpu::kernels::fused_by_default): fused on hardware GPUs,
-    /// unfused on CPU adapters (lavapipe, SwiftShader), where that measured as fast or faster;
-    /// `ACTIVESHIFT_FUSED=1` or `=0` overrides it.
+    /// the context's [`KernelPolicy::fused_by_default`](crate::gpu::KernelPolicy::fused_by_default):
+    /// fused on hardware GPUs, unfused on CPU adapters (lavapipe, SwiftShader), where that
+    /// measured as fast or faster, unless [`KernelPolicyBuilder::fused`](crate::gpu::KernelPolicyBuilder::fused)
+    /// fixed it.
     pub fn fused(&self) -> bool {
         self.fused
     }
@@ -282,7 +283,6 @@ impl GpuModel {
         slot: impl Fn(Slot) -> &'t GpuTensor,
     ) -> Result<Dispatch> {
         let ctx = &self.ctx;
-        let dev = ctx.device();
         let k = ctx.kernels();
         Ok(match op {
             Op::Conv3x3 {
@@ -290,19 +290,16 @@ impl GpuModel {
                 weight,
                 stride,
                 out,
-            } => k.conv3x3(dev).prepare(
-                ctx,
-                slot(*input),
-                self.param(*weight)?,
-                *stride,
-                slot(*out),
-            )?,
+            } => {
+                k.conv3x3()
+                    .prepare(ctx, slot(*input), self.param(*weight)?, *stride, slot(*out))?
+            }
             Op::Affine {
                 input,
                 norm,
                 relu,
                 out,
-            } => k.affine(dev).prepare(
+            } => k.affine().prepare(
                 ctx,
                 slot(*input),
                 self.norm(*norm)?.0,
@@ -331,7 +328,7 @@ impl GpuModel {
                     relu: *relu,
                     input_affine_relu,
                 };
-                k.conv1x1(dev).prepare(
+                k.conv1x1().prepare(
                     ctx,
                     slot(source),
                     self.param(*weight)?,
@@ -345,7 +342,7 @@ impl GpuModel {
                 shift,
                 stride,
                 out,
-            } => k.asl_forward(dev).prepare(
+            } => k.asl_forward().prepare(
                 ctx,
                 slot(*input),
                 self.param(*shift)?,
@@ -357,7 +354,7 @@ impl GpuModel {
                 weight,
                 stride,
                 out,
-            } => k.depthwise3x3(dev).prepare(
+            } => k.depthwise3x3().prepare(
                 ctx,
                 slot(*input),
                 self.param(*weight)?,
@@ -365,12 +362,11 @@ impl GpuModel {
                 slot(*out),
             )?,
             Op::AvgPool { input, out } => {
-                k.global_avg_pool(dev)
-                    .prepare(ctx, slot(*input), slot(*out))?
+                k.global_avg_pool().prepare(ctx, slot(*input), slot(*out))?
             }
             Op::Softmax { input, out } => {
                 let rows = [n, self.classes];
-                k.softmax(dev).prepare(
+                k.softmax().prepare(
                     ctx,
                     &slot(*input).reshape(&rows)?,
                     &slot(*out).reshape(&rows)?,
@@ -418,8 +414,7 @@ impl GpuModel {
             relu: *relu,
             input_affine_relu: None,
         };
-        let dev = self.ctx.device();
-        Ok(Some(self.ctx.kernels().asl_conv1x1(dev).prepare(
+        Ok(Some(self.ctx.kernels().asl_conv1x1().prepare(
             &self.ctx,
             slot(*src),
             self.param(*shift)?,

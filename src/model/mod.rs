@@ -14,12 +14,15 @@ pub mod plan;
 mod run;
 mod synthetic;
 
+pub use crate::error::read_file_limited;
 pub use config::{ArchConfig, BlockKind, BlockSpec, ColorOrder, Preprocess, StageConfig};
 #[cfg(feature = "default-model")]
 pub use default::DEFAULT_MODEL_BYTES;
+#[cfg(feature = "train")]
+pub(crate) use file::encode_tensors;
 pub use file::{
-    FORMAT, HostTensor, MAX_MODEL_FILE_BYTES, Model, read_labels, read_tensors, write_atomic,
-    write_tensors_atomic,
+    FORMAT, HostTensor, MAX_HEADER_BYTES, MAX_LABELS_FILE_BYTES, MAX_MODEL_FILE_BYTES, MAX_TENSORS,
+    Model, read_labels, read_labels_file, read_tensors, write_atomic, write_tensors_atomic,
 };
 pub use gpu_engine::{GpuModel, OpDispatch};
 #[cfg(feature = "caffe")]

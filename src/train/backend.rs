@@ -516,7 +516,7 @@ impl Backend for GpuBackend {
         self.run(
             self.ctx
                 .kernels()
-                .conv3x3(self.ctx.device())
+                .conv3x3()
                 .prepare(&self.ctx, &x, &w, s, &y)?,
         )?;
         Ok(y)
@@ -533,10 +533,7 @@ impl Backend for GpuBackend {
         let x = x.reshape(&xs.dims())?;
         let dy = dy.reshape(&xs.strided(cout, s).dims())?;
         let dw = self.zeros(&[cout, xs.c, 3, 3])?;
-        let k = self
-            .ctx
-            .kernels()
-            .conv3x3_backward_weight(self.ctx.device());
+        let k = self.ctx.kernels().conv3x3_backward_weight();
         self.run(k.prepare(&self.ctx, &dy, &x, s, &dw)?)?;
         Ok(dw)
     }
@@ -559,7 +556,7 @@ impl Backend for GpuBackend {
             residual: residual.as_ref(),
             ..Default::default()
         };
-        let k = self.ctx.kernels().conv1x1(self.ctx.device());
+        let k = self.ctx.kernels().conv1x1();
         self.run(k.prepare(&self.ctx, &x, &w, s, epilogue, &y)?)?;
         Ok(y)
     }
@@ -575,10 +572,7 @@ impl Backend for GpuBackend {
         let x = x.reshape(&xs.dims())?;
         let dy = dy.reshape(&xs.strided(cout, s).dims())?;
         let dw = self.zeros(&[cout, xs.c])?;
-        let k = self
-            .ctx
-            .kernels()
-            .conv1x1_backward_weight(self.ctx.device());
+        let k = self.ctx.kernels().conv1x1_backward_weight();
         self.run(k.prepare(&self.ctx, &dy, &x, s, &dw)?)?;
         Ok(dw)
     }
@@ -594,7 +588,7 @@ impl Backend for GpuBackend {
         let dy = dy.reshape(&xs.strided(cout, s).dims())?;
         let w = w.reshape(&[cout, xs.c])?;
         let dx = self.zeros(&xs.dims())?;
-        let k = self.ctx.kernels().conv1x1_backward_input(self.ctx.device());
+        let k = self.ctx.kernels().conv1x1_backward_input();
         self.run(k.prepare(&self.ctx, &dy, &w, s, &dx)?)?;
         Ok(dx)
     }
@@ -609,7 +603,7 @@ impl Backend for GpuBackend {
         let x = x.reshape(&xs.dims())?;
         let y = self.zeros(&xs.dims())?;
         let stats = self.zeros(&[3, xs.c])?;
-        let k = self.ctx.kernels().batchnorm_train(self.ctx.device());
+        let k = self.ctx.kernels().batchnorm_train();
         self.run(k.prepare_forward(&self.ctx, &x, gamma, beta, &stats, &y)?)?;
         Ok((y, stats))
     }
@@ -630,7 +624,7 @@ impl Backend for GpuBackend {
         );
         let dparams = self.zeros(&[2, xs.c])?;
         let dx = self.zeros(&xs.dims())?;
-        let k = self.ctx.kernels().batchnorm_train(self.ctx.device());
+        let k = self.ctx.kernels().batchnorm_train();
         self.run(k.prepare_backward(&self.ctx, &x, &y, gamma, stats, &dy, &dparams, &dx)?)?;
         Ok((dx, dparams))
     }
@@ -644,7 +638,7 @@ impl Backend for GpuBackend {
     ) -> Result<GpuTensor> {
         let x = x.reshape(&xs.dims())?;
         let out = self.zeros(&xs.strided(xs.c, s).dims())?;
-        let k = self.ctx.kernels().asl_forward(self.ctx.device());
+        let k = self.ctx.kernels().asl_forward();
         self.run(k.prepare(&self.ctx, &x, shift, s, &out)?)?;
         Ok(out)
     }
@@ -662,12 +656,11 @@ impl Backend for GpuBackend {
         let dx = self.zeros(&xs.dims())?;
         let dshift = self.zeros(&[2, xs.c])?;
         let kernels = self.ctx.kernels();
-        let device = self.ctx.device();
         let input = kernels
-            .asl_backward_input(device)
+            .asl_backward_input()
             .prepare(&self.ctx, &dout, shift, s, &dx)?;
         let grad = kernels
-            .asl_backward_shift(device)
+            .asl_backward_shift()
             .prepare(&self.ctx, &x, &dout, shift, s, &dshift)?;
         self.run(input.then(grad))?;
         Ok((dx, dshift))
@@ -683,7 +676,7 @@ impl Backend for GpuBackend {
         let x = x.reshape(&xs.dims())?;
         let w = w.reshape(&[xs.c, 1, 3, 3])?;
         let y = self.zeros(&xs.strided(xs.c, s).dims())?;
-        let k = self.ctx.kernels().depthwise3x3(self.ctx.device());
+        let k = self.ctx.kernels().depthwise3x3();
         self.run(k.prepare(&self.ctx, &x, &w, s, &y)?)?;
         Ok(y)
     }
@@ -701,30 +694,27 @@ impl Backend for GpuBackend {
         let w = w.reshape(&[xs.c, 1, 3, 3])?;
         let dx = self.zeros(&xs.dims())?;
         let dw = self.zeros(&[xs.c, 1, 3, 3])?;
-        let k = self.ctx.kernels().depthwise3x3_backward(self.ctx.device());
+        let k = self.ctx.kernels().depthwise3x3_backward();
         self.run(k.prepare(&self.ctx, &x, &dy, &w, s, &dx, &dw)?)?;
         Ok((dx, dw))
     }
 
     fn add_assign(&mut self, a: &mut GpuTensor, b: &GpuTensor) -> Result<()> {
-        let k = self.ctx.kernels().add(self.ctx.device());
+        let k = self.ctx.kernels().add();
         self.run(k.prepare(&self.ctx, b, a)?)
     }
 
     fn avg_pool(&mut self, x: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {
         let x = x.reshape(&xs.dims())?;
         let y = self.zeros(&[xs.n, xs.c, 1, 1])?;
-        let k = self.ctx.kernels().global_avg_pool(self.ctx.device());
+        let k = self.ctx.kernels().global_avg_pool();
         self.run(k.prepare(&self.ctx, &x, &y)?)?;
         y.reshape(&[xs.n, xs.c])
     }
 
     fn avg_pool_backward(&mut self, dy: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {
         let dx = self.zeros(&xs.dims())?;
-        let k = self
-            .ctx
-            .kernels()
-            .global_avg_pool_backward(self.ctx.device());
+        let k = self.ctx.kernels().global_avg_pool_backward();
         self.run(k.prepare(&self.ctx, dy, &dx)?)?;
         Ok(dx)
     }
@@ -747,7 +737,7 @@ impl Backend for GpuBackend {
             affine: Some((&ones, b)),
             ..Default::default()
         };
-        let kernel = self.ctx.kernels().conv1x1(self.ctx.device());
+        let kernel = self.ctx.kernels().conv1x1();
         self.run(kernel.prepare(&self.ctx, &x, &w, 1, epilogue, &y)?)?;
         y.reshape(&[n, k])
     }
@@ -789,7 +779,7 @@ impl Backend for GpuBackend {
         let d = self.zeros(&[n, k])?;
         let per_image = self.zeros(&[n, 2])?;
         let db = self.zeros(&[k])?;
-        let kernel = self.ctx.kernels().softmax_cross_entropy(self.ctx.device());
+        let kernel = self.ctx.kernels().softmax_cross_entropy();
         self.run(kernel.prepare(&self.ctx, &logits, &label_buf, &d, &per_image, &db)?)?;
         Ok((d, db, per_image))
     }

@@ -87,6 +87,47 @@ impl Default for TrainSettings {
     }
 }
 
+/// Most epochs a run may ask for (a bound so step counts never overflow).
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// Most images per step.
+pub const MAX_BATCH: usize = 1 << 16;
+
+impl TrainSettings {
+    /// Check that the settings can drive a run: 1..=[`MAX_BATCH`] images per step, at most
+    /// [`MAX_EPOCHS`] epochs, finite non-negative rates, momentum in [0, 1).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::invalid("train settings", msg));
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return bad(format!(
+                "batch must be 1..={MAX_BATCH} images, found {}",
+                self.batch
+            ));
+        }
+        if self.epochs > MAX_EPOCHS {
+            return bad(format!(
+                "epochs must be at most {MAX_EPOCHS}, found {}",
+                self.epochs
+            ));
+        }
+        for (name, v) in [
+            ("lr", self.lr),
+            ("weight_decay", self.weight_decay),
+            ("shift_lr_mult", self.shift_lr_mult),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} must be finite and >= 0, found {v}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!(
+                "momentum must be in [0, 1), found {}",
+                self.momentum
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The ASNet-20 `WxE` configuration for Fashion-MNIST (1 x 28 x 28, 10 classes), with the
 /// dataset's normalization as its preprocessing.
 pub fn fashion_mnist_config(w: usize, e: usize) -> ArchConfig {
@@ -165,6 +206,13 @@ impl Trainer {
     /// shifts per [`ShiftMode`].
     pub fn new(config: ArchConfig, labels: Vec<String>, settings: TrainSettings) -> Result<Self> {
         config.validate()?;
+        settings.validate()?;
+        if !labels.is_empty() && labels.len() != config.classes {
+            return Err(Error::invalid(
+                "train",
+                format!("{} labels for {} classes", labels.len(), config.classes),
+            ));
+        }
         let mut rng = StdRng::seed_from_u64(settings.seed);
         let mut params = BTreeMap::new();
         for (id, dims) in config.params() {
@@ -455,8 +503,14 @@ impl Trainer {
         Model::new(self.config.clone(), self.labels.clone(), params)
     }
 
-    /// Write a checkpoint atomically (temporary file, then rename).
+    /// Write a checkpoint atomically (temporary file, then rename), replacing `path`.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.save_checkpoint_to(path, true)
+    }
+
+    /// Write a checkpoint atomically; an existing `path` is replaced only with `overwrite`
+    /// (checked at the rename, see [`crate::model::write_atomic`]).
+    pub fn save_checkpoint_to(&self, path: &Path, overwrite: bool) -> Result<()> {
         let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
         for (k, v) in &self.params {
             tensors.insert(
@@ -477,7 +531,12 @@ impl Trainer {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
         });
-        crate::model::write_tensors_atomic(path, &tensors, CHECKPOINT_FORMAT, &meta.to_string())
+        let meta = BTreeMap::from([
+            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            ("state".to_string(), meta.to_string()),
+        ]);
+        let bytes = crate::model::encode_tensors(&tensors, meta)?;
+        crate::model::write_atomic(path, &bytes, overwrite)
     }
 
     /// Read a checkpoint written by [`Trainer::save_checkpoint`].
@@ -495,25 +554,49 @@ impl Trainer {
             format: "checkpoint",
             msg: format!("{}: state: {e}", path.display()),
         })?;
-        let mut t = Trainer::new(m.config, m.labels, m.settings)?;
+        let bad = |msg: String| Error::Format {
+            format: "checkpoint",
+            msg: format!("{}: {msg}", path.display()),
+        };
+        // Settings (batch 0, ...), config and labels are checked here, before any use.
+        let mut t = Trainer::new(m.config, m.labels, m.settings).map_err(|e| bad(e.to_string()))?;
+        // Every tensor must have the length a fresh run of this config gives it.
+        let lengths: BTreeMap<String, usize> = t
+            .params
+            .iter()
+            .map(|(k, v)| (format!("param/{k}"), v.len()))
+            .chain(
+                t.velocity
+                    .iter()
+                    .map(|(k, v)| (format!("velocity/{k}"), v.len())),
+            )
+            .collect();
         for v in t.params.values_mut().chain(t.velocity.values_mut()) {
             v.clear();
         }
         for (key, tensor) in tensors {
-            let (kind, name) = key.split_once('/').unwrap_or(("", ""));
-            let slot = match kind {
-                "param" => t.params.get_mut(name),
-                "velocity" => t.velocity.get_mut(name),
-                _ => None,
+            let want = *lengths
+                .get(&key)
+                .ok_or_else(|| bad(format!("unexpected tensor `{key}`")))?;
+            if tensor.data.len() != want {
+                return Err(bad(format!(
+                    "tensor `{key}` holds {} values, expected {want}",
+                    tensor.data.len()
+                )));
+            }
+            if let Some(i) = tensor.data.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "tensor `{key}`: element {i} is {} (must be finite)",
+                    tensor.data[i]
+                )));
+            }
+            let slot = match key.split_once('/') {
+                Some(("param", name)) => t.params.get_mut(name),
+                Some((_, name)) => t.velocity.get_mut(name),
+                None => None,
             };
-            match slot {
-                Some(s) => *s = tensor.data,
-                None => {
-                    return Err(Error::Format {
-                        format: "checkpoint",
-                        msg: format!("{}: unexpected tensor `{key}`", path.display()),
-                    });
-                }
+            if let Some(s) = slot {
+                *s = tensor.data;
             }
         }
         if let Some((k, _)) = t
@@ -522,10 +605,7 @@ impl Trainer {
             .chain(t.velocity.iter())
             .find(|(_, v)| v.is_empty())
         {
-            return Err(Error::Format {
-                format: "checkpoint",
-                msg: format!("{}: tensor `{k}` is missing", path.display()),
-            });
+            return Err(bad(format!("tensor `{k}` is missing")));
         }
         t.epoch = m.epoch;
         t.step_in_epoch = m.step_in_epoch;

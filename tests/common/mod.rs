@@ -12,15 +12,20 @@ use std::sync::OnceLock;
 ///
 /// With `ACTIVESHIFT_REQUIRE_GPU=1` (as in CI) a missing adapter fails the test instead of
 /// skipping it. With `ACTIVESHIFT_GPU_TEST_LOG=FILE` every GPU test that runs appends one line
-/// to FILE, so CI can report how many ran.
+/// to FILE (`test<TAB>adapter<TAB>backend`), so CI can report how many ran, and on what.
 pub fn gpu(test: &str) -> Option<&'static GpuContext> {
     static CTX: OnceLock<Result<GpuContext, String>> = OnceLock::new();
-    let ctx = CTX.get_or_init(|| pollster::block_on(GpuContext::new()).map_err(|e| e.to_string()));
+    let ctx = CTX.get_or_init(|| {
+        pollster::block_on(GpuContext::new())
+            .map(|ctx| ctx.with_policy(policy_from_env()))
+            .map_err(|e| e.to_string())
+    });
     match ctx {
         Ok(ctx) => {
             if let Ok(path) = std::env::var("ACTIVESHIFT_GPU_TEST_LOG") {
                 // One write per line so parallel tests never interleave.
-                let line = format!("{test}\t{}\n", ctx.adapter_info().name);
+                let info = ctx.adapter_info();
+                let line = format!("{test}\t{}\t{:?}\n", info.name, info.backend);
                 if let Ok(mut f) = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -39,6 +44,25 @@ pub fn gpu(test: &str) -> Option<&'static GpuContext> {
             None
         }
     }
+}
+
+/// The kernel policy overrides of `ACTIVESHIFT_KERNELS=gpu|cpu` and `ACTIVESHIFT_FUSED=1|0`,
+/// as the `activeshift` program reads them (tools/device-check.sh runs the tests both ways).
+pub fn policy_from_env() -> activeshift::gpu::KernelPolicyBuilder {
+    use activeshift::gpu::{KernelFamily, KernelPolicy};
+    let family = match std::env::var("ACTIVESHIFT_KERNELS").as_deref() {
+        Ok("gpu") => Some(KernelFamily::Gpu),
+        Ok("cpu") => Some(KernelFamily::Cpu),
+        Ok("") | Err(_) => None,
+        Ok(other) => panic!("ACTIVESHIFT_KERNELS: expected gpu or cpu, found {other:?}"),
+    };
+    let fused = match std::env::var("ACTIVESHIFT_FUSED").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        Ok("") | Err(_) => None,
+        Ok(other) => panic!("ACTIVESHIFT_FUSED: expected 1 or 0, found {other:?}"),
+    };
+    KernelPolicy::builder().family(family).fused(fused)
 }
 
 /// A random generator with a fresh seed (or `ACTIVESHIFT_TEST_SEED`), printed so a failure can
@@ -182,7 +206,7 @@ impl Impl for Gpu {
         let out = poisoned(ctx, &xs.strided(xs.c, s).dims());
         ctx.submit(|enc| {
             ctx.kernels()
-                .asl_forward(ctx.device())
+                .asl_forward()
                 .prepare(ctx, &xt, &st, s, &out)
                 .map(|d| d.record(enc))
         })
@@ -196,7 +220,7 @@ impl Impl for Gpu {
         let dx = poisoned(ctx, &xs.dims());
         ctx.submit(|enc| {
             ctx.kernels()
-                .asl_backward_input(ctx.device())
+                .asl_backward_input()
                 .prepare(ctx, &dt, &st, s, &dx)
                 .map(|d| d.record(enc))
         })
@@ -218,7 +242,7 @@ impl Impl for Gpu {
         let g = poisoned(ctx, &[2, xs.c]);
         ctx.submit(|enc| {
             ctx.kernels()
-                .asl_backward_shift(ctx.device())
+                .asl_backward_shift()
                 .prepare(ctx, &xt, &dt, &st, s, &g)
                 .map(|d| d.record(enc))
         })
@@ -230,7 +254,7 @@ impl Impl for Gpu {
         let g = upload(ctx, &[2, grad.len() / 2], grad);
         ctx.submit(|enc| {
             ctx.kernels()
-                .shift_grad_normalize(ctx.device())
+                .shift_grad_normalize()
                 .prepare(ctx, &g)
                 .map(|d| d.record(enc))
         })
@@ -244,7 +268,7 @@ impl Impl for Gpu {
         let y = poisoned(ctx, &xs.strided(cout, s).dims());
         ctx.submit(|enc| {
             ctx.kernels()
-                .conv1x1(ctx.device())
+                .conv1x1()
                 .prepare(ctx, &xt, &wt, s, Conv1x1Epilogue::default(), &y)
                 .map(|d| d.record(enc))
         })

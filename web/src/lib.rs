@@ -114,6 +114,9 @@ struct Slot {
     generation: u64,
     busy: bool,
     runs: u64,
+    /// Why the last [`Demo::load_model`] failed, while no model is loaded (named by
+    /// [`Demo::classify`] instead of a bare "no model").
+    load_error: Option<String>,
 }
 
 /// The demo's engine: a WebGPU device (when the browser has one) and the loaded model.
@@ -242,21 +245,14 @@ impl Demo {
     /// input, backend, and the learned shifts of every layer). On error the previous model
     /// stays loaded.
     pub fn load_model(&self, bytes: &[u8]) -> Result<String, JsValue> {
-        let model = Model::from_safetensors(bytes)
-            .map_err(|e| js_err(format!("not an activeshift model: {e}")))?;
-        let classifier = match &self.gpu {
-            Some(ctx) => Classifier::gpu(ctx, model)
-                .map_err(|e| js_err(format!("cannot load the model on the GPU: {e}")))?,
-            None => Classifier::cpu(model),
-        };
-        let info = ModelInfo::of(classifier.model(), classifier.backend())
-            .map_err(|e| js_err(format!("not an activeshift model: {e}")))?;
-        let json = serde_json::to_string(&info).map_err(js_err)?;
+        let result = self.try_load_model(bytes);
         let mut s = self.slot.borrow_mut();
-        s.classifier = Some(classifier);
-        s.generation += 1;
-        s.runs = 0;
-        Ok(json)
+        let loaded = s.classifier.is_some() || s.busy;
+        s.load_error = match &result {
+            Err(e) if !loaded => Some(e.clone()),
+            _ => None,
+        };
+        result.map_err(js_err)
     }
 
     /// Decode (JPEG, PNG, GIF, BMP, WebP), preprocess and classify one image with the current
@@ -272,9 +268,10 @@ impl Demo {
                     return Err(js_err("a classification is already running"));
                 }
                 let Some(c) = s.classifier.take() else {
-                    return Err(js_err(
-                        "no model is loaded: load an activeshift model first",
-                    ));
+                    return Err(js_err(match &s.load_error {
+                        Some(e) => format!("no model is loaded: loading it failed: {e}"),
+                        None => "no model is loaded: load an activeshift model first".into(),
+                    }));
                 };
                 s.busy = true;
                 (c, s.generation, s.runs == 0)
@@ -291,6 +288,27 @@ impl Demo {
                 JsValue::from(o)
             })
         })
+    }
+}
+
+impl Demo {
+    /// [`Demo::load_model`], with its error as text.
+    fn try_load_model(&self, bytes: &[u8]) -> Result<String, String> {
+        let model =
+            Model::from_safetensors(bytes).map_err(|e| format!("not an activeshift model: {e}"))?;
+        let classifier = match &self.gpu {
+            Some(ctx) => Classifier::gpu(ctx, model)
+                .map_err(|e| format!("cannot load the model on the GPU: {e}"))?,
+            None => Classifier::cpu(model),
+        };
+        let info = ModelInfo::of(classifier.model(), classifier.backend())
+            .map_err(|e| format!("not an activeshift model: {e}"))?;
+        let json = serde_json::to_string(&info).map_err(|e| e.to_string())?;
+        let mut s = self.slot.borrow_mut();
+        s.classifier = Some(classifier);
+        s.generation += 1;
+        s.runs = 0;
+        Ok(json)
     }
 }
 

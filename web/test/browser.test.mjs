@@ -17,7 +17,8 @@ import { startServer, wwwDir } from '../serve.mjs';
 
 const TOLERANCE = 1e-3;
 const wwwSamples = join(wwwDir, 'samples');
-const shaderDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../shaders');
+// The kernels as build.rs produces them (web/test/run.sh writes them with examples/shaders.rs).
+const shaderDir = process.env.ACTIVESHIFT_WEB_SHADERS;
 const data = process.env.ACTIVESHIFT_WEB_DATA;
 const shots = resolve(process.env.ACTIVESHIFT_WEB_SHOTS ?? 'artifacts/browser');
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -46,7 +47,7 @@ const native = new Map(
 let server;
 before(async () => {
   mkdirSync(shots, { recursive: true });
-  server = await startServer({ port: 0, mounts: { '/test-data': data, '/shaders': shaderDir } });
+  server = await startServer({ port: 0, mounts: { '/test-data': data, ...(shaderDir ? { '/shaders': shaderDir } : {}) } });
   console.log(
     `serving web/www/ at ${server.url}, test data at ${server.url}test-data/, shaders at ${server.url}shaders/`,
   );
@@ -204,7 +205,8 @@ test('WebGPU with ?kernels=gpu: the hardware-GPU kernels give the native top-5 t
   }
 });
 
-test('every WGSL kernel in shaders/ compiles with the browser\'s WGSL compiler', { timeout: 120_000 }, async () => {
+test('every WGSL kernel the library runs compiles with the browser\'s WGSL compiler', { timeout: 120_000 }, async () => {
+  assert.ok(shaderDir, 'ACTIVESHIFT_WEB_SHADERS is not set (run web/test/run.sh)');
   // naga (tests/shaders.rs) and Chromium's Tint do not reject the same programs: Tint, like
   // the WGSL specification, refuses e.g. `a >= b & c < d` without parentheses, which naga
   // accepted. Only shader modules are created here (parsing and validation); pipelines are
@@ -366,6 +368,52 @@ test('no WebGPU: the page falls back to the CPU engine with a visible notice', {
     const cat = await checkResult(bare.page, 'cat.jpg', 'CPU fallback');
     assert.equal(cat.backend, 'cpu');
     assert.deepEqual(bare.errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+/** `bytes` (a safetensors model) with every value of its `*.shift` tensors set to `value`. */
+function withShifts(bytes, value) {
+  const out = Buffer.from(bytes);
+  const len = Number(out.readBigUInt64LE(0));
+  const header = JSON.parse(out.subarray(8, 8 + len).toString('utf8'));
+  for (const [name, t] of Object.entries(header)) {
+    if (!name.endsWith('.shift')) continue;
+    for (let at = t.data_offsets[0]; at < t.data_offsets[1]; at += 4) {
+      out.writeFloatLE(value, 8 + len + at);
+    }
+  }
+  return out;
+}
+
+test('hostile models: huge shifts plot at once; ?image= after a failed ?model= names the cause', { timeout: 600_000 }, async () => {
+  const browser = await launch(false);
+  try {
+    const { page, errors } = await openPage(
+      browser,
+      '?backend=cpu&model=/test-data/missing.safetensors&image=samples/orange.png',
+    );
+    const e = await text(page, '#error');
+    console.log(`?model= missing, then ?image= -> #error: ${e}`);
+    assert.match(
+      e,
+      /^no model is loaded: loading it failed: could not fetch the model \/test-data\/missing\.safetensors: HTTP 404$/,
+    );
+    // Shifts of 1e30 (finite, so the model is valid): the plots are drawn, nothing hangs.
+    const huge = withShifts(readFileSync(join(data, 'w32.safetensors')), 1e30);
+    const started = Date.now();
+    await page.setInputFiles('#model-file', {
+      name: 'huge-shifts.safetensors',
+      mimeType: 'application/octet-stream',
+      buffer: huge,
+    });
+    await idle(page);
+    console.log(`w32 with shifts of 1e30: loaded and plotted in ${Date.now() - started} ms`);
+    assert.equal(await text(page, '#error'), '');
+    assert.equal(await page.locator('#shift-plots canvas').count(), 17);
+    assert.match(await text(page, '#shift-plots figcaption'), /±1101005 px/);
+    assert.deepEqual(errors, []);
   } finally {
     await browser.close();
   }

@@ -5,7 +5,8 @@
 #   3. build: web/build.sh --opt (wasm32 + wasm-bindgen + wasm-opt);
 #   4. references: the authors' w32 Caffe model converted with `activeshift import-caffe` and
 #      the native `activeshift classify --json --top 5` of cat.jpg and two bundled samples, all
-#      written under artifacts/browser/ (never into the source tree);
+#      written under artifacts/browser/ (never into the source tree), and every kernel as
+#      build.rs produces it (examples/shaders.rs) in artifacts/browser/shaders/;
 #   5. node --test web/test/: headless Chromium compares the page with the native results,
 #      tests the error paths and the CPU fallback, and saves screenshots in artifacts/browser/.
 # Needs ../shared/data beside the checkout (the Caffe model, labels and cat.jpg).
@@ -52,9 +53,12 @@ cp "$shared/images/cat.jpg" "$data/cat.jpg"
 "$cli" classify --model "$model" --json --top 5 \
   "$data/cat.jpg" web/www/samples/orange.png web/www/samples/crossword.png >"$data/native.jsonl"
 cat "$data/native.jsonl"
+# The kernels as the library runs them (build.rs composes them from shaders/).
+rm -rf "$out/shaders"
+cargo run --release -q --example shaders -- "$out/shaders"
 
 say "browser test (headless Chromium, playwright-core)"
-export ACTIVESHIFT_WEB_DATA="$data" ACTIVESHIFT_WEB_SHOTS="$out"
+export ACTIVESHIFT_WEB_DATA="$data" ACTIVESHIFT_WEB_SHOTS="$out" ACTIVESHIFT_WEB_SHADERS="$out/shaders"
 cd web
 node --test --test-reporter=spec --test-concurrency=1 test/browser.test.mjs
 echo "screenshots: $(ls "$out"/*.png | tr '\n' ' ')"

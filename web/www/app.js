@@ -20,6 +20,7 @@ const SAMPLES = [
 let demo = null;
 let model = null; // ModelInfo from Rust
 let firstMs = null; // first forward pass of the current model
+let modelError = null; // why the last model load failed (while no model is loaded)
 let pending = 0;
 let queue = Promise.resolve();
 
@@ -85,6 +86,18 @@ async function loadModelUrl(url) {
   loadModelBytes(await fetchBytes(url, 'model'), url);
 }
 
+/** Run a model load, remembering why it failed (shown again by a classification without a
+ * model, e.g. `?image=` after a bad `?model=`). */
+async function tryModelLoad(load) {
+  try {
+    await load();
+    modelError = null;
+  } catch (e) {
+    modelError = errText(e);
+    showError(modelError);
+  }
+}
+
 async function loadDefaultModel() {
   let res = null;
   try {
@@ -109,7 +122,9 @@ async function classify(bytes, imageName, previewUrl) {
   $('drop-hint').hidden = true;
   $('result-json').textContent = '';
   if (!demo.has_model()) {
-    throw new Error('no model is loaded: load an activeshift model (.safetensors) first');
+    throw new Error(modelError
+      ? `no model is loaded: loading it failed: ${modelError}`
+      : 'no model is loaded: load an activeshift model (.safetensors) first');
   }
   const k = Math.max(1, Math.min(Number(params.get('top')) || 5, model?.classes ?? 5));
   // Let the page paint "busy" before the work starts.
@@ -160,11 +175,8 @@ function classifyFile(file) {
 function loadModelFile(file) {
   return enqueue(async () => {
     clearError();
-    try {
-      loadModelBytes(new Uint8Array(await file.arrayBuffer()), file.name);
-    } catch (e) {
-      showError(errText(e));
-    }
+    await tryModelLoad(async () =>
+      loadModelBytes(new Uint8Array(await file.arrayBuffer()), file.name));
   });
 }
 
@@ -211,17 +223,23 @@ function drawShifts(layers) {
     canvas.style.width = canvas.style.height = `${css}px`;
     const ctx = canvas.getContext('2d');
     ctx.scale(dpr, dpr);
+    // The plot's reach: the largest |shift| (at most 2^20, where the kernels clamp shifts).
     let r = 1;
-    for (const v of layer.x) r = Math.max(r, Math.abs(v));
-    for (const v of layer.y) r = Math.max(r, Math.abs(v));
+    for (const v of [...layer.x, ...layer.y]) {
+      if (Number.isFinite(v)) r = Math.max(r, Math.min(Math.abs(v), 2 ** 20));
+    }
     r = Math.ceil(r * 1.05);
     const pad = 6;
     const s = (css - 2 * pad) / (2 * r);
-    const px = (v) => pad + (v + r) * s;
+    const px = (v) => pad + (Math.max(-r, Math.min(r, v)) + r) * s;
     ctx.fillStyle = '#fff';
     ctx.fillRect(0, 0, css, css);
     ctx.lineWidth = 1;
-    for (let g = -r; g <= r; g++) {
+    // Grid lines every `step` pixels of shift: at most about 20 per axis whatever the reach
+    // (one per pixel looped 2e30 times for shifts of 1e30).
+    const step = 10 ** Math.max(0, Math.ceil(Math.log10(r / 10)));
+    const last = Math.floor(r / step) * step;
+    for (let g = -last; g <= last; g += step) {
       ctx.strokeStyle = g === 0 ? '#888' : '#e2e2e2';
       ctx.beginPath();
       ctx.moveTo(px(g), pad);
@@ -329,14 +347,9 @@ async function main() {
   notice(noticeText());
   $('adapter').textContent = await adapterText();
 
-  await enqueue(async () => {
-    try {
-      if (params.get('model')) await loadModelUrl(params.get('model'));
-      else await loadDefaultModel();
-    } catch (e) {
-      showError(errText(e));
-    }
-  });
+  await enqueue(() =>
+    tryModelLoad(() =>
+      params.get('model') ? loadModelUrl(params.get('model')) : loadDefaultModel()));
   if (params.get('image')) await classifyUrl(params.get('image'));
   document.body.dataset.state = pending ? 'busy' : 'idle';
 }

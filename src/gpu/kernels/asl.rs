@@ -11,18 +11,18 @@ const WG_SIZE: usize = 256;
 /// `asl_backward_shift.wgsl`).
 pub const ASL_SHIFT_CHUNK: usize = 1024;
 
-/// Mirrors `struct AslParams` in `shaders/asl_*.wgsl`.
+/// Mirrors `struct AslParams` in `shaders/common/asl_params.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AslParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    chunks: u32,
+pub(crate) struct AslParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) chunks: u32,
 }
 
 impl AslParams {
@@ -46,15 +46,15 @@ impl AslParams {
 /// Mirrors `struct RowsParams` in `shaders/asl_forward_rows.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct RowsParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    rows: u32,
-    strips: u32,
-    chunks: u32,
-    _pad: u32,
+pub(crate) struct RowsParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) rows: u32,
+    pub(crate) strips: u32,
+    pub(crate) chunks: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Output rows per invocation of `asl_forward_rows.wgsl`: each chunk of rows costs one extra
@@ -126,19 +126,14 @@ impl AslForward {
         }
     }
 
-    /// The variant [`AslForward::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter:
-    /// where the vectorised kernels apply, [`AslForwardVariant::Rows`] on CPU adapters other
-    /// than SwiftShader (lavapipe: about 2x faster than vec4) and [`AslForwardVariant::Vec4`]
-    /// elsewhere (SwiftShader took minutes to compile the rows kernel, and ran it no faster);
-    /// else [`AslForwardVariant::Scalar`].
-    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> AslForwardVariant {
-        if !AslForwardVariant::Vec4.supports(xs, stride) {
-            AslForwardVariant::Scalar
-        } else if super::register_tiled(ctx) && !super::conv1x1::swiftshader_like(ctx) {
-            AslForwardVariant::Rows
-        } else {
-            AslForwardVariant::Vec4
-        }
+    /// The variant [`AslForward::prepare`] uses for input `xs` at `stride` under `policy`
+    /// ([`KernelPolicy::asl_forward`](crate::gpu::KernelPolicy::asl_forward)).
+    pub fn choose(
+        policy: &crate::gpu::KernelPolicy,
+        xs: Shape4,
+        stride: usize,
+    ) -> AslForwardVariant {
+        policy.asl_forward(xs, stride)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing
@@ -153,7 +148,7 @@ impl AslForward {
         out: &GpuTensor,
     ) -> Result<Dispatch> {
         let xs = x.shape4("asl_forward", "input")?;
-        let variant = Self::choose(ctx, xs, stride);
+        let variant = Self::choose(ctx.policy(), xs, stride);
         self.prepare_variant(variant, ctx, x, shift, stride, out)
     }
 
@@ -331,9 +326,9 @@ impl AslBackwardShift {
 /// Mirrors `struct NormalizeParams` in `shaders/shift_grad_normalize.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct NormalizeParams {
-    c: u32,
-    _pad: [u32; 3],
+pub(crate) struct NormalizeParams {
+    pub(crate) c: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// `shaders/shift_grad_normalize.wgsl`: scales each channel's shift gradient to unit norm.

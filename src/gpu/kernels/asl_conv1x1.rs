@@ -1,9 +1,7 @@
 //! The Active Shift Layer fused into the following 1x1 convolution: the GEMM reads its input
 //! through the bilinear shift, so the shifted tensor never exists in memory.
 
-use super::conv1x1::{
-    Conv1x1Params, PackedGemm, PackedPipelines, bind_epilogue, register_tiled, weight_cout,
-};
+use super::conv1x1::{Conv1x1Params, PackedGemm, PackedPipelines, bind_epilogue, weight_cout};
 use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Conv1x1Epilogue;
@@ -53,42 +51,19 @@ impl AslConv1x1Variant {
     }
 }
 
-/// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by default on
-/// `ctx` ([`GpuModel::set_fused`](crate::GpuModel::set_fused) chooses per model; the
-/// environment variable `ACTIVESHIFT_FUSED=1` or `=0` overrides this for every adapter):
-///
-/// - CPU adapters ([`register_tiled`]): no, as measured. On lavapipe, with the row-sliding ASL
-///   kernel, the ASL kernel followed by the GEMM is as fast as the fused kernel at batch 8 and
-///   faster at batch 1 (the fused GEMM interpolates the four taps of a pixel for every block of
-///   output channels, and on a CPU adapter loads are what cost); on SwiftShader the unfused
-///   pair is faster too (warm w32 forward about 0.25 s against 0.31 s).
-/// - Hardware GPUs: yes, by design and not yet measured: [`AslConv1x1Variant::Tiled`] loads
-///   each 64x64 input tile through the shift once per 64 output channels, which removes a
-///   write and a read of every shifted tensor and one launch per block, on devices where
-///   such memory traffic and launches, not arithmetic, bound a 1x1 convolution.
-///   `activeshift bench` reports `asl_block_fused` beside `asl_block_unfused` on such an
-///   adapter, the measurement that should confirm or overturn this.
-pub fn fused_by_default(ctx: &GpuContext) -> bool {
-    match std::env::var("ACTIVESHIFT_FUSED").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => !register_tiled(ctx),
-    }
-}
-
 /// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct TapsParams {
-    c: u32,
-    offset: u32,
-    _pad: [u32; 2],
+pub(crate) struct TapsParams {
+    pub(crate) c: u32,
+    pub(crate) offset: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM (after `asl_taps.wgsl`, which turns
 /// the shifts into per-channel taps, and for the register-tiled variants `conv1x1_pack.wgsl`).
 ///
-/// Three shaders ([`AslConv1x1Variant`]): on CPU adapters ([`register_tiled`])
+/// Three shaders ([`AslConv1x1Variant`], chosen by [`KernelPolicy`](crate::gpu::KernelPolicy)): on CPU adapters
 /// `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width divisible by 4
 /// (except on SwiftShader, which takes minutes to compile it) and `asl_conv1x1.wgsl` for every
 /// other shape, each with an entry point for 32 and one for 64 output channels per invocation;
@@ -116,17 +91,15 @@ impl AslConv1x1 {
         AslConv1x1Variant::Vec4.supports(xs, stride)
     }
 
-    /// The variant [`AslConv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter.
-    pub fn choose(ctx: &GpuContext, xs: Shape4, stride: usize) -> AslConv1x1Variant {
-        if !register_tiled(ctx) {
-            AslConv1x1Variant::Tiled
-        } else if Self::supports_vec4(xs, stride) && !super::conv1x1::swiftshader_like(ctx) {
-            // SwiftShader spends minutes compiling the vec4 kernel (Chromium then kills its
-            // GPU process); the general one compiles in about a second there.
-            AslConv1x1Variant::Vec4
-        } else {
-            AslConv1x1Variant::Register
-        }
+    /// The variant [`AslConv1x1::prepare`] uses for input `xs` to `cout` channels at `stride`
+    /// under `policy` ([`KernelPolicy::asl_conv1x1`](crate::gpu::KernelPolicy::asl_conv1x1)).
+    pub fn choose(
+        policy: &crate::gpu::KernelPolicy,
+        xs: Shape4,
+        cout: usize,
+        stride: usize,
+    ) -> AslConv1x1Variant {
+        policy.asl_conv1x1(xs, cout, stride)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing
@@ -152,7 +125,8 @@ impl AslConv1x1 {
         y: &GpuTensor,
     ) -> Result<Dispatch> {
         let xs = x.shape4("asl_conv1x1", "input")?;
-        let variant = Self::choose(ctx, xs, stride);
+        let cout = weight.dims().first().copied().unwrap_or(0);
+        let variant = Self::choose(ctx.policy(), xs, cout, stride);
         self.prepare_variant(variant, ctx, x, shift, stride, weight, epilogue, y)
     }
 
@@ -256,7 +230,7 @@ impl AslConv1x1 {
             } else {
                 &self.gemm
             },
-            pack: ctx.kernels().conv1x1(device).pack_pipeline(),
+            pack: ctx.kernels().conv1x1().pack_pipeline(),
             x,
             xs,
             depth: xs.c,

@@ -17,20 +17,24 @@ pub(crate) const FLAG_RELU: u32 = 4;
 /// Read each input value through `max(in_scale[ci] * x + in_bias[ci], 0)` (the 1x1 GEMMs).
 const FLAG_INPUT_AFFINE: u32 = 16;
 
-/// Mirrors `struct Conv1x1Params` in `shaders/conv1x1*.wgsl`.
+/// Mirrors `struct Conv1x1Params` in `shaders/common/conv1x1_params.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Conv1x1Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    flags: u32,
-    _pad: [u32; 3],
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) flags: u32,
+    /// The backward weight kernel only: terms of K per chunk.
+    pub(crate) k_chunk: u32,
+    /// The backward weight kernel only: number of chunks.
+    pub(crate) splits: u32,
+    pub(crate) _pad: u32,
 }
 
 impl Conv1x1Params {
@@ -57,7 +61,9 @@ impl Conv1x1Params {
             wo: u32_of(op, "output width", ys.w)?,
             stride: u32_of(op, "stride", stride)?,
             flags,
-            _pad: [0; 3],
+            k_chunk: 0,
+            splits: 0,
+            _pad: 0,
         })
     }
 }
@@ -147,37 +153,6 @@ impl Conv1x1Variant {
     }
 }
 
-/// Whether inference on `ctx` uses the register-tiled kernels over packed weights (the
-/// [`Conv1x1Variant::Register`] and [`Conv1x1Variant::Vec4`] GEMMs, the im2col 3x3): on CPU
-/// adapters (`wgpu::DeviceType::Cpu`: lavapipe natively, SwiftShader in Chromium), where they
-/// are measured fastest (BENCHMARKS.md for lavapipe; in Chromium's SwiftShader a warm w32
-/// forward pass takes about 0.25 s with them and 2.3 s with the workgroup-tiled GEMM).
-/// Hardware GPUs keep the workgroup-tiled GEMM: the packed kernels hold 128 to 256
-/// accumulators per invocation, and no hardware GPU has measured them yet. Every variant stays
-/// selectable explicitly (`prepare_variant`, `GpuModel::set_fused`).
-///
-/// That is, whether [`GpuContext::kernel_family`] is [`KernelFamily::Cpu`](crate::gpu::KernelFamily):
-/// [`GpuContext::with_kernel_family`] or `ACTIVESHIFT_KERNELS=gpu|cpu` make every kernel
-/// choice follow the rules of hardware GPUs or of CPU adapters on any adapter.
-pub fn register_tiled(ctx: &GpuContext) -> bool {
-    ctx.kernel_family() == crate::gpu::KernelFamily::Cpu
-}
-
-/// Whether `ctx`'s adapter is SwiftShader, or a CPU adapter in the browser (where that is
-/// what Chromium offers): a CPU adapter on which the register-tiled GEMMs pay
-/// ([`register_tiled`]) but where the kernels tuned on lavapipe do not: the fused ASL GEMM is
-/// slower than the ASL kernel followed by the GEMM (warm w32 forward about 0.31 s against
-/// 0.25 s), and the row-sliding ASL kernel took over four minutes to compile.
-pub(crate) fn swiftshader_like(ctx: &GpuContext) -> bool {
-    let info = ctx.adapter_info();
-    let named = |s: &str| s.to_ascii_lowercase().contains("swiftshader");
-    info.device_type == wgpu::DeviceType::Cpu
-        && (info.backend == wgpu::Backend::BrowserWebGpu
-            || named(&info.name)
-            || named(&info.driver)
-            || named(&info.driver_info))
-}
-
 /// Floats per uniform-buffer slab of packed weights (64 KiB, WebGPU's default
 /// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
 pub(crate) const SLAB: usize = 16384;
@@ -193,36 +168,35 @@ const FLAG_ACCUMULATE: u32 = 8;
 /// Mirrors `struct PackParams` in `shaders/conv1x1_pack.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct PackParams {
-    cout: u32,
-    cin: u32,
-    kc: u32,
-    rows: u32,
-    nk: u32,
-    len: u32,
-    _pad: [u32; 2],
+pub(crate) struct PackParams {
+    pub(crate) cout: u32,
+    pub(crate) cin: u32,
+    pub(crate) kc: u32,
+    pub(crate) rows: u32,
+    pub(crate) nk: u32,
+    pub(crate) len: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
-/// Mirrors `struct GemmParams` in `shaders/conv1x1_vec4.wgsl`, `conv1x1_reg.wgsl` and
-/// `asl_conv1x1.wgsl`.
+/// Mirrors `struct GemmParams` in `shaders/common/gemm_params.wgsl` (used by `shaders/gemm/*`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct GemmParams {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    flags: u32,
-    row0: u32,
-    kc: u32,
-    k0: u32,
-    k1: u32,
-    nrows: u32,
-    _pad: [u32; 2],
+pub(crate) struct GemmParams {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) flags: u32,
+    pub(crate) row0: u32,
+    pub(crate) kc: u32,
+    pub(crate) k0: u32,
+    pub(crate) k1: u32,
+    pub(crate) nrows: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// How a `[Cout, Cin]` weight is cut into uniform slabs: blocks of `rows` output channels times
@@ -443,28 +417,24 @@ impl PackedGemm<'_> {
 }
 
 /// Invocations per dispatch below which the slab form's dispatches are too small to pay for
-/// themselves (measured on lavapipe, see [`whole_pays`]).
+/// themselves (measured on lavapipe, see [`one_dispatch_pays`]).
 const WHOLE_BELOW: usize = 256;
 
-/// Whether the register-tiled 1x1 GEMM of input `xs` to `cout` channels at `stride` runs faster
-/// as one dispatch over weights in a storage buffer (the `_whole` variants) than as one dispatch
-/// per uniform slab: when the slab form needs several dispatches and each has fewer than
-/// [`WHOLE_BELOW`] invocations. On lavapipe each dispatch costs tens of microseconds and runs
-/// on one thread when it has a single workgroup, while a storage-buffer weight load costs more
-/// than a uniform one (a 64 -> 64 GEMM at 224² is about 15% slower with it), so the
-/// one-dispatch form pays on the small planes of the late stages only (w32's 7x7 stage and
-/// classifier: 256 -> 256 at 7² in 0.61 ms against 0.90). Not on SwiftShader
-/// ([`swiftshader_like`]): there it saved about 20 ms of a warm w32 forward pass (0.26 s) but
-/// compiling its pipeline added 1.5 s to the first one.
-pub(crate) fn whole_pays(ctx: &GpuContext, xs: Shape4, cout: usize, stride: usize) -> bool {
+/// Whether the register-tiled 1x1 GEMM of input `xs` to `cout` channels at `stride` should run
+/// as one dispatch over weights in a storage buffer (the `_whole` variants) rather than one
+/// dispatch per uniform slab, by its geometry: when the slab form needs several dispatches and
+/// each has fewer than [`WHOLE_BELOW`] invocations, and the whole matrix fits a storage binding
+/// of `max_binding` bytes. On lavapipe each dispatch has a fixed cost and runs on one thread
+/// when it has a single workgroup, while a storage-buffer weight load costs more than a uniform
+/// one, so the one-dispatch form pays on small planes only (BENCHMARKS.md). The rule
+/// [`KernelPolicy::conv1x1`](crate::gpu::KernelPolicy::conv1x1) applies.
+pub(crate) fn one_dispatch_pays(xs: Shape4, cout: usize, stride: usize, max_binding: u64) -> bool {
     let per = if cout >= WIDE_FROM { 2 * ROWS } else { ROWS };
     let slabs = SlabLayout::new(cout, xs.c, per);
     let lanes = xs.strided(cout, stride).plane().div_ceil(4) * (slabs.rows / per) * xs.n;
-    !swiftshader_like(ctx)
-        && slabs.slabs() > 1
+    slabs.slabs() > 1
         && lanes < WHOLE_BELOW
-        && WholeLayout::new(cout, xs.c, per).bytes()
-            <= ctx.device().limits().max_storage_buffer_binding_size
+        && WholeLayout::new(cout, xs.c, per).bytes() <= max_binding
 }
 
 impl PackedGemm<'_> {
@@ -627,7 +597,7 @@ pub(crate) fn bind_epilogue<'b>(
     if epilogue.relu {
         flags |= FLAG_RELU;
     }
-    let none = ctx.kernels().placeholder(ctx.device());
+    let none = ctx.kernels().placeholder();
     let (scale, bias) = epilogue
         .affine
         .map_or((none, none), |(s, b)| (s.buffer(), b.buffer()));
@@ -692,24 +662,15 @@ impl Conv1x1 {
         self.pack.get()
     }
 
-    /// The variant [`Conv1x1::prepare`] uses for input `xs` at `stride` on `ctx`'s adapter: on
-    /// CPU adapters ([`register_tiled`]) vec4 where it applies, else the general
-    /// register-tiled GEMM; elsewhere the workgroup-tiled GEMM.
-    pub fn choose(ctx: &GpuContext, xs: Shape4, cout: usize, stride: usize) -> Conv1x1Variant {
-        let vec4 = Conv1x1Variant::Vec4.supports(xs, stride);
-        if !register_tiled(ctx) {
-            Conv1x1Variant::Tiled
-        } else if whole_pays(ctx, xs, cout, stride) {
-            if vec4 {
-                Conv1x1Variant::Vec4Whole
-            } else {
-                Conv1x1Variant::RegisterWhole
-            }
-        } else if vec4 {
-            Conv1x1Variant::Vec4
-        } else {
-            Conv1x1Variant::Register
-        }
+    /// The variant [`Conv1x1::prepare`] uses for input `xs` to `cout` channels at `stride`
+    /// under `policy` ([`KernelPolicy::conv1x1`](crate::gpu::KernelPolicy::conv1x1)).
+    pub fn choose(
+        policy: &crate::gpu::KernelPolicy,
+        xs: Shape4,
+        cout: usize,
+        stride: usize,
+    ) -> Conv1x1Variant {
+        policy.conv1x1(xs, cout, stride)
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing `y = epilogue(W x)` with
@@ -727,7 +688,7 @@ impl Conv1x1 {
         let xs = x.shape4("conv1x1", "input")?;
         let cout = weight_cout("conv1x1", weight, xs.c)?;
         self.prepare_variant(
-            Self::choose(ctx, xs, cout, stride),
+            Self::choose(ctx.policy(), xs, cout, stride),
             ctx,
             x,
             weight,
@@ -940,8 +901,8 @@ impl Conv1x1BackwardWeight {
             .max(MIN_CHUNK)
             .next_multiple_of(TILE_K);
         let splits = total.div_ceil(k_chunk).max(1);
-        params._pad[0] = u32_of(OP, "terms per chunk", k_chunk)?;
-        params._pad[1] = u32_of(OP, "chunks", splits)?;
+        params.k_chunk = u32_of(OP, "terms per chunk", k_chunk)?;
+        params.splits = u32_of(OP, "chunks", splits)?;
         let device = ctx.device();
         let part = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("activeshift conv1x1_backward_weight chunks"),

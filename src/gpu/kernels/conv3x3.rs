@@ -18,15 +18,15 @@ const CO_TILE: usize = 16;
 /// Mirrors `struct Conv3x3Params` in `shaders/conv3x3.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Conv3x3Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
+pub(crate) struct Conv3x3Params {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
 }
 
 /// `shaders/conv3x3_gemm.wgsl` (the register-tiled GEMM over weights packed by
@@ -47,7 +47,7 @@ impl Conv3x3 {
     }
 
     /// Prepare the dispatch computing `y = conv3x3(x, weight)` (as [`Conv3x3::prepare_direct`]):
-    /// on CPU adapters ([`register_tiled`](super::register_tiled)) with the im2col GEMM, else
+    /// on CPU adapters ([`KernelPolicy::register_tiled`](crate::gpu::KernelPolicy::register_tiled)) with the im2col GEMM, else
     /// with the direct kernel.
     pub fn prepare(
         &self,
@@ -57,7 +57,7 @@ impl Conv3x3 {
         stride: usize,
         y: &GpuTensor,
     ) -> Result<Dispatch> {
-        if !super::register_tiled(ctx) {
+        if !ctx.policy().register_tiled() {
             return self.prepare_direct(ctx, x, weight, stride, y);
         }
         self.prepare_gemm(ctx, x, weight, stride, y)
@@ -87,7 +87,7 @@ impl Conv3x3 {
         PackedGemm {
             op: OP,
             gemm: &self.gemm,
-            pack: ctx.kernels().conv1x1(ctx.device()).pack_pipeline(),
+            pack: ctx.kernels().conv1x1().pack_pipeline(),
             x,
             xs,
             depth: 9 * xs.c,

@@ -13,15 +13,15 @@ const PX: usize = 4;
 /// Mirrors `struct DepthwiseParams` in `shaders/depthwise3x3.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct DepthwiseParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    runs_per_row: u32,
+pub(crate) struct DepthwiseParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) runs_per_row: u32,
 }
 
 /// `shaders/depthwise3x3.wgsl`: depthwise 3x3 convolution, padding 1, any stride, no bias;

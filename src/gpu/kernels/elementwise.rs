@@ -12,11 +12,11 @@ const WG_SIZE: usize = 256;
 /// Mirrors `struct AffineParams` in `shaders/affine.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct AffineParams {
-    len: u32,
-    c: u32,
-    plane: u32,
-    relu: u32,
+pub(crate) struct AffineParams {
+    pub(crate) len: u32,
+    pub(crate) c: u32,
+    pub(crate) plane: u32,
+    pub(crate) relu: u32,
 }
 
 /// `shaders/affine.wgsl`: `y = scale[c] * x + bias[c]` per channel, optionally followed by ReLU
@@ -110,11 +110,11 @@ pub(super) fn grid(device: &wgpu::Device, groups: usize) -> [usize; 3] {
 /// Mirrors `struct PoolParams` in `shaders/global_avg_pool.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct PoolParams {
-    n: u32,
-    c: u32,
-    plane: u32,
-    _pad: u32,
+pub(crate) struct PoolParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) plane: u32,
+    pub(crate) _pad: u32,
 }
 
 /// `shaders/global_avg_pool.wgsl`: the mean of every channel plane, by a fixed-order
@@ -155,10 +155,10 @@ impl GlobalAvgPool {
 /// Mirrors `struct SoftmaxParams` in `shaders/softmax.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct SoftmaxParams {
-    rows: u32,
-    cols: u32,
-    _pad: [u32; 2],
+pub(crate) struct SoftmaxParams {
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/softmax.wgsl`: numerically stable softmax of every row of a `[N, K]` tensor.
@@ -206,10 +206,10 @@ impl Softmax {
 /// Mirrors `struct CopyParams` in `shaders/copy.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct CopyParams {
-    len: u32,
-    row: u32,
-    _pad: [u32; 2],
+pub(crate) struct CopyParams {
+    pub(crate) len: u32,
+    pub(crate) row: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/copy.wgsl`: `y = x`, one element per invocation, or `shaders/copy_vec4.wgsl`, one

@@ -12,10 +12,10 @@ mod training;
 pub use asl::{
     AslBackwardInput, AslBackwardShift, AslForward, AslForwardVariant, ShiftGradNormalize,
 };
-pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, AslConv1x1Variant, fused_by_default};
+pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, AslConv1x1Variant};
+pub(crate) use conv1x1::one_dispatch_pays;
 pub use conv1x1::{
     Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
-    register_tiled,
 };
 pub use conv3x3::Conv3x3;
 pub use depthwise::Depthwise3x3;
@@ -30,9 +30,8 @@ use crate::gpu::GpuContext;
 use std::sync::OnceLock;
 use wgpu::util::DeviceExt;
 
-/// The kernels inference picks on an adapter, by the rules measured so far
-/// ([`register_tiled`], [`AslForward::choose`], [`fused_by_default`]); shown by
-/// `activeshift info` and the web demo.
+/// The kernels inference picks on a context ([`KernelPolicy`](crate::gpu::KernelPolicy)), in
+/// short; shown by `activeshift info` and the web demo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelChoice {
     /// Whether the 1x1 convolutions and the stem run the register-tiled GEMMs over packed
@@ -48,9 +47,9 @@ impl KernelChoice {
     /// The choice on `ctx`'s adapter.
     pub fn of(ctx: &GpuContext) -> Self {
         Self {
-            register_tiled: register_tiled(ctx),
-            asl: AslForward::choose(ctx, crate::Shape4::new(1, 1, 4, 4), 1),
-            fused: fused_by_default(ctx),
+            register_tiled: ctx.policy().register_tiled(),
+            asl: AslForward::choose(ctx.policy(), crate::Shape4::new(1, 1, 4, 4), 1),
+            fused: ctx.policy().fused_by_default(),
         }
     }
 }
@@ -75,128 +74,9 @@ impl std::fmt::Display for KernelChoice {
     }
 }
 
-/// The WGSL source of every kernel, by file name (for validation and inspection).
-pub const SHADERS: &[(&str, &str)] = &[
-    (
-        "asl_forward.wgsl",
-        include_str!("../../../shaders/asl_forward.wgsl"),
-    ),
-    (
-        "asl_forward_vec4.wgsl",
-        include_str!("../../../shaders/asl_forward_vec4.wgsl"),
-    ),
-    (
-        "asl_forward_rows.wgsl",
-        include_str!("../../../shaders/asl_forward_rows.wgsl"),
-    ),
-    (
-        "asl_backward_input.wgsl",
-        include_str!("../../../shaders/asl_backward_input.wgsl"),
-    ),
-    (
-        "asl_backward_shift.wgsl",
-        include_str!("../../../shaders/asl_backward_shift.wgsl"),
-    ),
-    (
-        "shift_grad_normalize.wgsl",
-        include_str!("../../../shaders/shift_grad_normalize.wgsl"),
-    ),
-    (
-        "conv1x1.wgsl",
-        include_str!("../../../shaders/conv1x1.wgsl"),
-    ),
-    (
-        "asl_conv1x1.wgsl",
-        include_str!("../../../shaders/asl_conv1x1.wgsl"),
-    ),
-    (
-        "asl_conv1x1_vec4.wgsl",
-        include_str!("../../../shaders/asl_conv1x1_vec4.wgsl"),
-    ),
-    (
-        "asl_conv1x1_tiled.wgsl",
-        include_str!("../../../shaders/asl_conv1x1_tiled.wgsl"),
-    ),
-    (
-        "asl_taps.wgsl",
-        include_str!("../../../shaders/asl_taps.wgsl"),
-    ),
-    (
-        "conv1x1_naive.wgsl",
-        include_str!("../../../shaders/conv1x1_naive.wgsl"),
-    ),
-    (
-        "conv1x1_reg.wgsl",
-        include_str!("../../../shaders/conv1x1_reg.wgsl"),
-    ),
-    (
-        "conv1x1_vec4.wgsl",
-        include_str!("../../../shaders/conv1x1_vec4.wgsl"),
-    ),
-    (
-        "conv1x1_pack.wgsl",
-        include_str!("../../../shaders/conv1x1_pack.wgsl"),
-    ),
-    (
-        "conv1x1_backward_input.wgsl",
-        include_str!("../../../shaders/conv1x1_backward_input.wgsl"),
-    ),
-    (
-        "conv1x1_backward_weight.wgsl",
-        include_str!("../../../shaders/conv1x1_backward_weight.wgsl"),
-    ),
-    (
-        "conv3x3.wgsl",
-        include_str!("../../../shaders/conv3x3.wgsl"),
-    ),
-    (
-        "conv3x3_gemm.wgsl",
-        include_str!("../../../shaders/conv3x3_gemm.wgsl"),
-    ),
-    (
-        "depthwise3x3.wgsl",
-        include_str!("../../../shaders/depthwise3x3.wgsl"),
-    ),
-    (
-        "depthwise3x3_vec4.wgsl",
-        include_str!("../../../shaders/depthwise3x3_vec4.wgsl"),
-    ),
-    (
-        "depthwise3x3_backward.wgsl",
-        include_str!("../../../shaders/depthwise3x3_backward.wgsl"),
-    ),
-    ("affine.wgsl", include_str!("../../../shaders/affine.wgsl")),
-    ("copy.wgsl", include_str!("../../../shaders/copy.wgsl")),
-    (
-        "copy_vec4.wgsl",
-        include_str!("../../../shaders/copy_vec4.wgsl"),
-    ),
-    (
-        "global_avg_pool.wgsl",
-        include_str!("../../../shaders/global_avg_pool.wgsl"),
-    ),
-    (
-        "softmax.wgsl",
-        include_str!("../../../shaders/softmax.wgsl"),
-    ),
-    (
-        "batchnorm_train.wgsl",
-        include_str!("../../../shaders/batchnorm_train.wgsl"),
-    ),
-    (
-        "conv3x3_backward_weight.wgsl",
-        include_str!("../../../shaders/conv3x3_backward_weight.wgsl"),
-    ),
-    (
-        "softmax_cross_entropy.wgsl",
-        include_str!("../../../shaders/softmax_cross_entropy.wgsl"),
-    ),
-    (
-        "global_avg_pool_backward.wgsl",
-        include_str!("../../../shaders/global_avg_pool_backward.wgsl"),
-    ),
-    ("add.wgsl", include_str!("../../../shaders/add.wgsl")),
-];
+// `SHADERS`: the WGSL source of every kernel, by file name, produced by build.rs from
+// `shaders/` (hand-written kernels composed with `shaders/common/`, GEMMs from `shaders/gemm/`).
+include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 
 fn source(file: &str) -> &'static str {
     SHADERS
@@ -206,9 +86,10 @@ fn source(file: &str) -> &'static str {
         .unwrap_or_else(|| unreachable!("shader {file} is listed in SHADERS"))
 }
 
-/// Every kernel, its pipelines built on first use (one field per kernel).
-#[derive(Default)]
+/// Every kernel, its pipelines built on first use (one field per kernel) on the device of the
+/// [`GpuContext`] that owns them.
 pub struct Kernels {
+    device: wgpu::Device,
     asl_forward: OnceLock<AslForward>,
     asl_backward_input: OnceLock<AslBackwardInput>,
     asl_backward_shift: OnceLock<AslBackwardShift>,
@@ -233,101 +114,131 @@ pub struct Kernels {
 }
 
 impl Kernels {
+    /// No pipeline built yet; each is built on `device` the first time it is asked for.
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            device: device.clone(),
+            asl_forward: OnceLock::new(),
+            asl_backward_input: OnceLock::new(),
+            asl_backward_shift: OnceLock::new(),
+            shift_grad_normalize: OnceLock::new(),
+            asl_conv1x1: OnceLock::new(),
+            conv1x1: OnceLock::new(),
+            conv1x1_backward_input: OnceLock::new(),
+            conv1x1_backward_weight: OnceLock::new(),
+            conv3x3: OnceLock::new(),
+            depthwise3x3: OnceLock::new(),
+            affine: OnceLock::new(),
+            copy: OnceLock::new(),
+            global_avg_pool: OnceLock::new(),
+            softmax: OnceLock::new(),
+            batchnorm_train: OnceLock::new(),
+            conv3x3_backward_weight: OnceLock::new(),
+            depthwise3x3_backward: OnceLock::new(),
+            softmax_cross_entropy: OnceLock::new(),
+            global_avg_pool_backward: OnceLock::new(),
+            add: OnceLock::new(),
+            placeholder: OnceLock::new(),
+        }
+    }
     /// `shaders/asl_forward.wgsl`.
-    pub fn asl_forward(&self, device: &wgpu::Device) -> &AslForward {
-        self.asl_forward.get_or_init(|| AslForward::new(device))
+    pub fn asl_forward(&self) -> &AslForward {
+        self.asl_forward
+            .get_or_init(|| AslForward::new(&self.device))
     }
     /// `shaders/asl_backward_input.wgsl`.
-    pub fn asl_backward_input(&self, device: &wgpu::Device) -> &AslBackwardInput {
+    pub fn asl_backward_input(&self) -> &AslBackwardInput {
         self.asl_backward_input
-            .get_or_init(|| AslBackwardInput::new(device))
+            .get_or_init(|| AslBackwardInput::new(&self.device))
     }
     /// `shaders/asl_backward_shift.wgsl`.
-    pub fn asl_backward_shift(&self, device: &wgpu::Device) -> &AslBackwardShift {
+    pub fn asl_backward_shift(&self) -> &AslBackwardShift {
         self.asl_backward_shift
-            .get_or_init(|| AslBackwardShift::new(device))
+            .get_or_init(|| AslBackwardShift::new(&self.device))
     }
     /// `shaders/shift_grad_normalize.wgsl`.
-    pub fn shift_grad_normalize(&self, device: &wgpu::Device) -> &ShiftGradNormalize {
+    pub fn shift_grad_normalize(&self) -> &ShiftGradNormalize {
         self.shift_grad_normalize
-            .get_or_init(|| ShiftGradNormalize::new(device))
+            .get_or_init(|| ShiftGradNormalize::new(&self.device))
     }
     /// `shaders/asl_conv1x1.wgsl` (with `asl_taps.wgsl`): the ASL fused into the 1x1 GEMM.
-    pub fn asl_conv1x1(&self, device: &wgpu::Device) -> &AslConv1x1 {
-        self.asl_conv1x1.get_or_init(|| AslConv1x1::new(device))
+    pub fn asl_conv1x1(&self) -> &AslConv1x1 {
+        self.asl_conv1x1
+            .get_or_init(|| AslConv1x1::new(&self.device))
     }
     /// `shaders/conv1x1*.wgsl` (every GEMM variant).
-    pub fn conv1x1(&self, device: &wgpu::Device) -> &Conv1x1 {
-        self.conv1x1.get_or_init(|| Conv1x1::new(device))
+    pub fn conv1x1(&self) -> &Conv1x1 {
+        self.conv1x1.get_or_init(|| Conv1x1::new(&self.device))
     }
     /// `shaders/conv1x1_backward_input.wgsl`.
-    pub fn conv1x1_backward_input(&self, device: &wgpu::Device) -> &Conv1x1BackwardInput {
+    pub fn conv1x1_backward_input(&self) -> &Conv1x1BackwardInput {
         self.conv1x1_backward_input
-            .get_or_init(|| Conv1x1BackwardInput::new(device))
+            .get_or_init(|| Conv1x1BackwardInput::new(&self.device))
     }
     /// `shaders/conv1x1_backward_weight.wgsl`.
-    pub fn conv1x1_backward_weight(&self, device: &wgpu::Device) -> &Conv1x1BackwardWeight {
+    pub fn conv1x1_backward_weight(&self) -> &Conv1x1BackwardWeight {
         self.conv1x1_backward_weight
-            .get_or_init(|| Conv1x1BackwardWeight::new(device))
+            .get_or_init(|| Conv1x1BackwardWeight::new(&self.device))
     }
     /// `shaders/conv3x3.wgsl`.
-    pub fn conv3x3(&self, device: &wgpu::Device) -> &Conv3x3 {
-        self.conv3x3.get_or_init(|| Conv3x3::new(device))
+    pub fn conv3x3(&self) -> &Conv3x3 {
+        self.conv3x3.get_or_init(|| Conv3x3::new(&self.device))
     }
     /// `shaders/depthwise3x3.wgsl`.
-    pub fn depthwise3x3(&self, device: &wgpu::Device) -> &Depthwise3x3 {
-        self.depthwise3x3.get_or_init(|| Depthwise3x3::new(device))
+    pub fn depthwise3x3(&self) -> &Depthwise3x3 {
+        self.depthwise3x3
+            .get_or_init(|| Depthwise3x3::new(&self.device))
     }
     /// `shaders/affine.wgsl`.
-    pub fn affine(&self, device: &wgpu::Device) -> &Affine {
-        self.affine.get_or_init(|| Affine::new(device))
+    pub fn affine(&self) -> &Affine {
+        self.affine.get_or_init(|| Affine::new(&self.device))
     }
     /// `shaders/copy.wgsl`.
-    pub fn copy(&self, device: &wgpu::Device) -> &BufferCopy {
-        self.copy.get_or_init(|| BufferCopy::new(device))
+    pub fn copy(&self) -> &BufferCopy {
+        self.copy.get_or_init(|| BufferCopy::new(&self.device))
     }
     /// `shaders/global_avg_pool.wgsl`.
-    pub fn global_avg_pool(&self, device: &wgpu::Device) -> &GlobalAvgPool {
+    pub fn global_avg_pool(&self) -> &GlobalAvgPool {
         self.global_avg_pool
-            .get_or_init(|| GlobalAvgPool::new(device))
+            .get_or_init(|| GlobalAvgPool::new(&self.device))
     }
     /// `shaders/softmax.wgsl`.
-    pub fn softmax(&self, device: &wgpu::Device) -> &Softmax {
-        self.softmax.get_or_init(|| Softmax::new(device))
+    pub fn softmax(&self) -> &Softmax {
+        self.softmax.get_or_init(|| Softmax::new(&self.device))
     }
     /// `shaders/batchnorm_train.wgsl`.
-    pub fn batchnorm_train(&self, device: &wgpu::Device) -> &BatchNormTrain {
+    pub fn batchnorm_train(&self) -> &BatchNormTrain {
         self.batchnorm_train
-            .get_or_init(|| BatchNormTrain::new(device))
+            .get_or_init(|| BatchNormTrain::new(&self.device))
     }
     /// `shaders/depthwise3x3_backward.wgsl`.
-    pub fn depthwise3x3_backward(&self, device: &wgpu::Device) -> &Depthwise3x3Backward {
+    pub fn depthwise3x3_backward(&self) -> &Depthwise3x3Backward {
         self.depthwise3x3_backward
-            .get_or_init(|| Depthwise3x3Backward::new(device))
+            .get_or_init(|| Depthwise3x3Backward::new(&self.device))
     }
     /// `shaders/conv3x3_backward_weight.wgsl`.
-    pub fn conv3x3_backward_weight(&self, device: &wgpu::Device) -> &Conv3x3BackwardWeight {
+    pub fn conv3x3_backward_weight(&self) -> &Conv3x3BackwardWeight {
         self.conv3x3_backward_weight
-            .get_or_init(|| Conv3x3BackwardWeight::new(device))
+            .get_or_init(|| Conv3x3BackwardWeight::new(&self.device))
     }
     /// `shaders/softmax_cross_entropy.wgsl`.
-    pub fn softmax_cross_entropy(&self, device: &wgpu::Device) -> &SoftmaxCrossEntropy {
+    pub fn softmax_cross_entropy(&self) -> &SoftmaxCrossEntropy {
         self.softmax_cross_entropy
-            .get_or_init(|| SoftmaxCrossEntropy::new(device))
+            .get_or_init(|| SoftmaxCrossEntropy::new(&self.device))
     }
     /// `shaders/global_avg_pool_backward.wgsl`.
-    pub fn global_avg_pool_backward(&self, device: &wgpu::Device) -> &GlobalAvgPoolBackward {
+    pub fn global_avg_pool_backward(&self) -> &GlobalAvgPoolBackward {
         self.global_avg_pool_backward
-            .get_or_init(|| GlobalAvgPoolBackward::new(device))
+            .get_or_init(|| GlobalAvgPoolBackward::new(&self.device))
     }
     /// `shaders/add.wgsl`.
-    pub fn add(&self, device: &wgpu::Device) -> &Add {
-        self.add.get_or_init(|| Add::new(device))
+    pub fn add(&self) -> &Add {
+        self.add.get_or_init(|| Add::new(&self.device))
     }
     /// A 16-byte storage buffer bound where a kernel's optional input is absent.
-    pub(crate) fn placeholder(&self, device: &wgpu::Device) -> &wgpu::Buffer {
+    pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
         self.placeholder.get_or_init(|| {
-            device.create_buffer(&wgpu::BufferDescriptor {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("activeshift placeholder"),
                 size: 16,
                 usage: wgpu::BufferUsages::STORAGE,
@@ -583,3 +494,6 @@ pub(crate) fn expect_distinct(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod params_layout;

@@ -16,11 +16,11 @@ const CE_WG_SIZE: usize = 64;
 /// Mirrors `struct BnParams` in `shaders/batchnorm_train.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct BnParams {
-    n: u32,
-    c: u32,
-    plane: u32,
-    len: u32,
+pub(crate) struct BnParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) plane: u32,
+    pub(crate) len: u32,
 }
 
 /// `shaders/batchnorm_train.wgsl`: BatchNorm with the batch's statistics followed by ReLU, and
@@ -168,15 +168,15 @@ impl BatchNormTrain {
 /// Mirrors `struct Conv3x3GradParams` in `shaders/conv3x3_backward_weight.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct Conv3x3GradParams {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
+pub(crate) struct Conv3x3GradParams {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
 }
 
 /// `shaders/conv3x3_backward_weight.wgsl`: the weight gradient of the 3x3 stem convolution.
@@ -244,15 +244,15 @@ impl Conv3x3BackwardWeight {
 /// Mirrors `struct DepthwiseBackwardParams` in `shaders/depthwise3x3_backward.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct DepthwiseBackwardParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    _pad: u32,
+pub(crate) struct DepthwiseBackwardParams {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) ho: u32,
+    pub(crate) wo: u32,
+    pub(crate) stride: u32,
+    pub(crate) _pad: u32,
 }
 
 /// `shaders/depthwise3x3_backward.wgsl`: the input and weight gradients of the 3x3 depthwise
@@ -335,10 +335,10 @@ impl Depthwise3x3Backward {
 /// Mirrors `struct CeParams` in `shaders/softmax_cross_entropy.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct CeParams {
-    n: u32,
-    k: u32,
-    _pad: [u32; 2],
+pub(crate) struct CeParams {
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/softmax_cross_entropy.wgsl`: softmax cross-entropy, its logit gradient and the
@@ -429,10 +429,10 @@ impl SoftmaxCrossEntropy {
 /// `struct AddParams` in `shaders/add.wgsl` (same layout).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct LenParams {
-    len: u32,
-    plane: u32,
-    _pad: [u32; 2],
+pub(crate) struct LenParams {
+    pub(crate) len: u32,
+    pub(crate) plane: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/global_avg_pool_backward.wgsl`: the gradient of global average pooling.

@@ -1,0 +1,19 @@
+// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
+struct Conv1x1Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
+    // bit 0: affine, bit 1: residual add, bit 2: ReLU; bit 4: read each input value through
+    // max(in_scale[ci] * x + in_bias[ci], 0).
+    flags: u32,
+    // conv1x1_backward_weight.wgsl only: terms of K per chunk (a multiple of TILE_K) and the
+    // number of chunks.
+    k_chunk: u32,
+    splits: u32,
+    _pad: u32,
+}

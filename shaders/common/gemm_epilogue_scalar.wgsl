@@ -1,0 +1,32 @@
+    var acc: array<vec4<f32>, ROWS>;
+    {{store}}
+    let y_base = n * params.cout * plane_out;
+    let co0 = params.row0 + rb * ROWS;
+    for (var m = 0u; m < ROWS; m++) {
+        let co = co0 + m;
+        if (co >= params.cout) {
+            break;
+        }
+        for (var e = 0u; e < 4u; e++) {
+            let p = p0 + e;
+            if (p >= plane_out) {
+                break;
+            }
+            let idx = y_base + co * plane_out + p;
+            var v = acc[m][e];
+            if ((params.flags & FLAG_ACCUMULATE) != 0u) {
+                v += y[idx];
+            }
+            if ((params.flags & FLAG_AFFINE) != 0u) {
+                v = scale[co] * v + bias[co];
+            }
+            if ((params.flags & FLAG_RESIDUAL) != 0u) {
+                v += residual[idx];
+            }
+            if ((params.flags & FLAG_RELU) != 0u) {
+                v = max(v, 0.0);
+            }
+            y[idx] = v;
+        }
+    }
+}
