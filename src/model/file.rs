@@ -1,6 +1,7 @@
 //! Models in memory and on disk: weights + config + labels in one safetensors file.
 
 use super::config::ArchConfig;
+use super::params::ParamId;
 use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
@@ -107,10 +108,11 @@ impl Model {
         })
     }
 
-    /// A parameter by name.
-    pub fn param(&self, name: &str) -> Result<&HostTensor> {
+    /// A parameter tensor.
+    pub fn param(&self, id: ParamId) -> Result<&HostTensor> {
+        let name = id.name();
         self.params
-            .get(name)
+            .get(&name)
             .ok_or_else(|| model_err(format!("tensor `{name}` is missing")))
     }
 
