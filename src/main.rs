@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 mod ablation;
 mod bench;
 mod imagenet_eval;
+mod pipeline_cache;
 mod plot;
 mod pretrained;
 mod tune_cmd;
@@ -301,6 +302,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Tune(a) => tune_cmd::run(a),
     };
+    pipeline_cache::save_all();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -431,7 +433,9 @@ pub(crate) fn open_gpu_with(tuned: bool) -> Result<GpuContext> {
     if tuned {
         overrides = overrides.tuning(tune_cmd::load_cache(&ctx));
     }
-    Ok(ctx.with_policy(overrides))
+    let ctx = ctx.with_policy(overrides);
+    pipeline_cache::open(&ctx);
+    Ok(ctx)
 }
 
 /// The kernel policy overrides the environment asks for (see [`open_gpu`]).

@@ -17,7 +17,9 @@ fn shift_layers(model: &Model) -> Vec<ShiftLayer> {
         .blocks()
         .iter()
         .filter_map(|b| {
-            let t = model.params.get(&format!("{}.shift", b.prefix))?;
+            let t = model
+                .param(activeshift::model::ParamId::Shift(b.index))
+                .ok()?;
             let c = t.dims[1];
             let pts = (0..c).map(|i| (t.data[i], t.data[c + i])).collect();
             Some((b.prefix.clone(), b.stride, pts))
