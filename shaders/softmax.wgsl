@@ -1,4 +1,4 @@
-// Row-wise softmax over the last dimension of a [N, K] tensor (DESIGN.md §2, the classifier):
+// Row-wise softmax over the last dimension of a [N, K] tensor (docs/design.md §2, the classifier):
 //
 //   m = max over k of x[r, k],   y[r, k] = exp(x[r, k] - m) / sum over k' of exp(x[r, k'] - m)
 //

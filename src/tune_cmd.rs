@@ -93,6 +93,15 @@ pub fn run(a: TuneArgs) -> Result<()> {
     // The rules, whatever a cache says, as the reference.
     let rules = crate::open_gpu_with(false)?;
     println!("adapter: {}", rules.describe());
+    let timer = activeshift::gpu::DispatchTimer::new(&rules);
+    println!(
+        "kernel times: {}",
+        if timer.uses_timestamps() {
+            "the device's timestamp queries"
+        } else {
+            "wall clock"
+        }
+    );
     let model = Model::load(&a.model)?;
     let cfg = &model.config;
     let input = vec![0.0f32; a.batch * cfg.in_channels * cfg.input_size[0] * cfg.input_size[1]];

@@ -58,7 +58,8 @@ impl GpuContext {
     /// Honours wgpu's environment variables: `WGPU_BACKEND` (e.g. `vulkan`, `gl`),
     /// `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter name; an error if none
     /// matches) and `WGPU_POWER_PREF`. Requires WebGPU's default limits; takes the optional
-    /// features `SHADER_F16` and `TIMESTAMP_QUERY` where the adapter has them.
+    /// features `SHADER_F16`, `TIMESTAMP_QUERY` and `PIPELINE_CACHE` (Vulkan) where the adapter
+    /// has them.
     ///
     /// The device is activeshift's own, so it installs a device-lost callback and an
     /// uncaptured-error handler on it: device loss and wgpu errors (validation, out of memory)
@@ -85,7 +86,9 @@ impl GpuContext {
         let mut limits = required_limits();
         limits.max_storage_buffer_binding_size = adapter_limits.max_storage_buffer_binding_size;
         limits.max_buffer_size = adapter_limits.max_buffer_size;
-        let optional = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let optional = wgpu::Features::SHADER_F16
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::PIPELINE_CACHE;
         let features = adapter.features() & optional;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -224,6 +227,47 @@ impl GpuContext {
     /// The kernels (pipelines are built on first use and cached).
     pub fn kernels(&self) -> &Kernels {
         &self.kernels
+    }
+
+    /// Compile every pipeline from now on through `cache`, a `wgpu::PipelineCache` the host
+    /// created on this device (with data saved from [`wgpu::PipelineCache::get_data`] by an
+    /// earlier run, so a driver that keeps its compiled code there skips compiling). Needs
+    /// `wgpu::Features::PIPELINE_CACHE` (Vulkan; [`GpuContext::new`] takes it where the
+    /// adapter has it). Creating the cache from saved bytes is `unsafe` in wgpu, so the host
+    /// does it; activeshift only uses it. Returns false (and keeps the first) if a cache was
+    /// given already. Pipelines compiled before the call do not go into it.
+    pub fn use_pipeline_cache(&self, cache: wgpu::PipelineCache) -> bool {
+        self.kernels.env().set_cache(cache)
+    }
+
+    /// The cache given to [`GpuContext::use_pipeline_cache`], to save its data after a run.
+    pub fn pipeline_cache(&self) -> Option<&wgpu::PipelineCache> {
+        self.kernels.env().cache()
+    }
+
+    /// Call `hook(file, entry_point)` just before each kernel pipeline is compiled (the first
+    /// use of a kernel variant on this context), e.g. to tell the user why the first run takes
+    /// long. The library itself prints nothing. Returns false (and keeps the first) if a hook
+    /// was set already. Native hooks may be called from several threads at once (see
+    /// [`GpuContext::compiles_in_parallel`]).
+    pub fn on_pipeline_compile(
+        &self,
+        hook: impl Fn(&'static str, &'static str) + Send + Sync + 'static,
+    ) -> bool {
+        self.kernels.env().set_hook(Arc::new(hook))
+    }
+
+    /// How many kernel pipelines this context has compiled so far.
+    pub fn compiled_pipelines(&self) -> usize {
+        self.kernels.env().compiled()
+    }
+
+    /// Whether preparing a model compiles its pipelines on several threads: native builds on
+    /// every backend except GL (wgpu's GL backend runs everything under one context lock and
+    /// panics when a thread waits on it for more than a few seconds, which a long shader
+    /// compile on a software rasteriser can cause), never on the web.
+    pub fn compiles_in_parallel(&self) -> bool {
+        cfg!(not(target_arch = "wasm32")) && self.info.backend != wgpu::Backend::Gl
     }
 
     /// An error if the device has been lost, or if wgpu reported an error (validation, out of

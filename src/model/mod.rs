@@ -7,8 +7,10 @@ mod default;
 mod diagnose;
 mod file;
 mod gpu_engine;
+pub mod imagenet;
 #[cfg(feature = "caffe")]
 mod import;
+pub mod params;
 pub mod plan;
 mod run;
 mod synthetic;
@@ -26,5 +28,6 @@ pub(crate) use file::{encode_tensors, parse_tensors};
 pub use gpu_engine::{GpuModel, OpDispatch};
 #[cfg(feature = "caffe")]
 pub use import::import_caffe;
+pub use params::{Norm, ParamId};
 pub use plan::{Op, Plan, Slot};
 pub use run::Output;

@@ -327,7 +327,7 @@ test('error paths: not an image, not a model, missing URL; the page keeps workin
     } else {
       const n = await text(plain.page, '#notice');
       console.log(`no default model -> #notice: ${n}`);
-      assert.match(n, /No default model is bundled yet/);
+      assert.match(n, /The default model .* is missing/);
     }
     await plain.page.close();
   } finally {

@@ -27,7 +27,9 @@ pub use training::{
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use std::sync::OnceLock;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use wgpu::util::DeviceExt;
 
 /// The kernels inference picks on a context ([`KernelPolicy`](crate::gpu::KernelPolicy)), in
@@ -48,7 +50,9 @@ impl KernelChoice {
     pub fn of(ctx: &GpuContext) -> Self {
         Self {
             register_tiled: ctx.policy().register_tiled(),
-            asl: AslForward::choose(ctx.policy(), crate::Shape4::new(1, 1, 4, 4), 1),
+            asl: ctx
+                .policy()
+                .rule_asl_forward(crate::Shape4::new(1, 1, 4, 4), 1),
             fused: ctx.policy().fused_by_default(),
         }
     }
@@ -111,6 +115,51 @@ pub struct Kernels {
     global_avg_pool_backward: OnceLock<GlobalAvgPoolBackward>,
     add: OnceLock<Add>,
     placeholder: OnceLock<wgpu::Buffer>,
+    /// What every pipeline built on this context shares (cache, compile hook, count).
+    env: Arc<PipelineEnv>,
+}
+
+/// Called with a kernel's file and entry point just before its pipeline is compiled
+/// ([`crate::GpuContext::on_pipeline_compile`]).
+pub type CompileHook = Arc<dyn Fn(&'static str, &'static str) + Send + Sync>;
+
+/// What pipeline creation on one context shares: the host's `wgpu::PipelineCache` (if any),
+/// the compile hook, and the number of pipelines compiled so far.
+#[derive(Default)]
+pub(crate) struct PipelineEnv {
+    cache: OnceLock<wgpu::PipelineCache>,
+    hook: OnceLock<CompileHook>,
+    compiled: AtomicUsize,
+}
+
+impl PipelineEnv {
+    /// Use `cache` for every pipeline compiled from now on; false if one was set already.
+    pub(crate) fn set_cache(&self, cache: wgpu::PipelineCache) -> bool {
+        self.cache.set(cache).is_ok()
+    }
+    /// Call `hook` before each compilation from now on; false if one was set already.
+    pub(crate) fn set_hook(&self, hook: CompileHook) -> bool {
+        self.hook.set(hook).is_ok()
+    }
+    /// The pipeline cache given with [`PipelineEnv::set_cache`].
+    pub(crate) fn cache(&self) -> Option<&wgpu::PipelineCache> {
+        self.cache.get()
+    }
+    /// Pipelines compiled so far.
+    pub(crate) fn compiled(&self) -> usize {
+        self.compiled.load(Ordering::Relaxed)
+    }
+}
+
+thread_local! {
+    /// The environment of the [`Kernels`] whose kernel is being constructed on this thread
+    /// (set by [`Kernels::build`], read by [`Pipeline::new`] and [`LazyPipeline::new`]), so
+    /// that kernel constructors keep taking just the device.
+    static BUILDING: RefCell<Option<Arc<PipelineEnv>>> = const { RefCell::new(None) };
+}
+
+fn current_env() -> Option<Arc<PipelineEnv>> {
+    BUILDING.with(|b| b.borrow().clone())
 }
 
 impl Kernels {
@@ -139,101 +188,122 @@ impl Kernels {
             global_avg_pool_backward: OnceLock::new(),
             add: OnceLock::new(),
             placeholder: OnceLock::new(),
+            env: Arc::new(PipelineEnv::default()),
         }
+    }
+
+    /// The pipeline environment shared by this context's kernels.
+    pub(crate) fn env(&self) -> &PipelineEnv {
+        &self.env
+    }
+
+    /// `cell`'s kernel, constructed by `new` (with this context's pipeline environment) if it
+    /// is not yet.
+    fn build<'k, T>(&'k self, cell: &'k OnceLock<T>, new: impl FnOnce() -> T) -> &'k T {
+        cell.get_or_init(|| {
+            let outer = BUILDING.with(|b| b.replace(Some(Arc::clone(&self.env))));
+            let kernel = new();
+            BUILDING.with(|b| *b.borrow_mut() = outer);
+            kernel
+        })
     }
     /// `shaders/asl_forward.wgsl`.
     pub fn asl_forward(&self) -> &AslForward {
-        self.asl_forward
-            .get_or_init(|| AslForward::new(&self.device))
+        self.build(&self.asl_forward, || AslForward::new(&self.device))
     }
     /// `shaders/asl_backward_input.wgsl`.
     pub fn asl_backward_input(&self) -> &AslBackwardInput {
-        self.asl_backward_input
-            .get_or_init(|| AslBackwardInput::new(&self.device))
+        self.build(&self.asl_backward_input, || {
+            AslBackwardInput::new(&self.device)
+        })
     }
     /// `shaders/asl_backward_shift.wgsl`.
     pub fn asl_backward_shift(&self) -> &AslBackwardShift {
-        self.asl_backward_shift
-            .get_or_init(|| AslBackwardShift::new(&self.device))
+        self.build(&self.asl_backward_shift, || {
+            AslBackwardShift::new(&self.device)
+        })
     }
     /// `shaders/shift_grad_normalize.wgsl`.
     pub fn shift_grad_normalize(&self) -> &ShiftGradNormalize {
-        self.shift_grad_normalize
-            .get_or_init(|| ShiftGradNormalize::new(&self.device))
+        self.build(&self.shift_grad_normalize, || {
+            ShiftGradNormalize::new(&self.device)
+        })
     }
     /// `shaders/asl_conv1x1.wgsl` (with `asl_taps.wgsl`): the ASL fused into the 1x1 GEMM.
     pub fn asl_conv1x1(&self) -> &AslConv1x1 {
-        self.asl_conv1x1
-            .get_or_init(|| AslConv1x1::new(&self.device))
+        self.build(&self.asl_conv1x1, || AslConv1x1::new(&self.device))
     }
     /// `shaders/conv1x1*.wgsl` (every GEMM variant).
     pub fn conv1x1(&self) -> &Conv1x1 {
-        self.conv1x1.get_or_init(|| Conv1x1::new(&self.device))
+        self.build(&self.conv1x1, || Conv1x1::new(&self.device))
     }
     /// `shaders/conv1x1_backward_input.wgsl`.
     pub fn conv1x1_backward_input(&self) -> &Conv1x1BackwardInput {
-        self.conv1x1_backward_input
-            .get_or_init(|| Conv1x1BackwardInput::new(&self.device))
+        self.build(&self.conv1x1_backward_input, || {
+            Conv1x1BackwardInput::new(&self.device)
+        })
     }
     /// `shaders/conv1x1_backward_weight.wgsl`.
     pub fn conv1x1_backward_weight(&self) -> &Conv1x1BackwardWeight {
-        self.conv1x1_backward_weight
-            .get_or_init(|| Conv1x1BackwardWeight::new(&self.device))
+        self.build(&self.conv1x1_backward_weight, || {
+            Conv1x1BackwardWeight::new(&self.device)
+        })
     }
     /// `shaders/conv3x3.wgsl`.
     pub fn conv3x3(&self) -> &Conv3x3 {
-        self.conv3x3.get_or_init(|| Conv3x3::new(&self.device))
+        self.build(&self.conv3x3, || Conv3x3::new(&self.device))
     }
     /// `shaders/depthwise3x3.wgsl`.
     pub fn depthwise3x3(&self) -> &Depthwise3x3 {
-        self.depthwise3x3
-            .get_or_init(|| Depthwise3x3::new(&self.device))
+        self.build(&self.depthwise3x3, || Depthwise3x3::new(&self.device))
     }
     /// `shaders/affine.wgsl`.
     pub fn affine(&self) -> &Affine {
-        self.affine.get_or_init(|| Affine::new(&self.device))
+        self.build(&self.affine, || Affine::new(&self.device))
     }
     /// `shaders/copy.wgsl`.
     pub fn copy(&self) -> &BufferCopy {
-        self.copy.get_or_init(|| BufferCopy::new(&self.device))
+        self.build(&self.copy, || BufferCopy::new(&self.device))
     }
     /// `shaders/global_avg_pool.wgsl`.
     pub fn global_avg_pool(&self) -> &GlobalAvgPool {
-        self.global_avg_pool
-            .get_or_init(|| GlobalAvgPool::new(&self.device))
+        self.build(&self.global_avg_pool, || GlobalAvgPool::new(&self.device))
     }
     /// `shaders/softmax.wgsl`.
     pub fn softmax(&self) -> &Softmax {
-        self.softmax.get_or_init(|| Softmax::new(&self.device))
+        self.build(&self.softmax, || Softmax::new(&self.device))
     }
     /// `shaders/batchnorm_train.wgsl`.
     pub fn batchnorm_train(&self) -> &BatchNormTrain {
-        self.batchnorm_train
-            .get_or_init(|| BatchNormTrain::new(&self.device))
+        self.build(&self.batchnorm_train, || BatchNormTrain::new(&self.device))
     }
     /// `shaders/depthwise3x3_backward.wgsl`.
     pub fn depthwise3x3_backward(&self) -> &Depthwise3x3Backward {
-        self.depthwise3x3_backward
-            .get_or_init(|| Depthwise3x3Backward::new(&self.device))
+        self.build(&self.depthwise3x3_backward, || {
+            Depthwise3x3Backward::new(&self.device)
+        })
     }
     /// `shaders/conv3x3_backward_weight.wgsl`.
     pub fn conv3x3_backward_weight(&self) -> &Conv3x3BackwardWeight {
-        self.conv3x3_backward_weight
-            .get_or_init(|| Conv3x3BackwardWeight::new(&self.device))
+        self.build(&self.conv3x3_backward_weight, || {
+            Conv3x3BackwardWeight::new(&self.device)
+        })
     }
     /// `shaders/softmax_cross_entropy.wgsl`.
     pub fn softmax_cross_entropy(&self) -> &SoftmaxCrossEntropy {
-        self.softmax_cross_entropy
-            .get_or_init(|| SoftmaxCrossEntropy::new(&self.device))
+        self.build(&self.softmax_cross_entropy, || {
+            SoftmaxCrossEntropy::new(&self.device)
+        })
     }
     /// `shaders/global_avg_pool_backward.wgsl`.
     pub fn global_avg_pool_backward(&self) -> &GlobalAvgPoolBackward {
-        self.global_avg_pool_backward
-            .get_or_init(|| GlobalAvgPoolBackward::new(&self.device))
+        self.build(&self.global_avg_pool_backward, || {
+            GlobalAvgPoolBackward::new(&self.device)
+        })
     }
     /// `shaders/add.wgsl`.
     pub fn add(&self) -> &Add {
-        self.add.get_or_init(|| Add::new(&self.device))
+        self.build(&self.add, || Add::new(&self.device))
     }
     /// A 16-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
@@ -259,6 +329,7 @@ pub(crate) struct Pipeline {
 /// that run (some compilers, SwiftShader's among them, take minutes on a large kernel).
 pub(crate) struct LazyPipeline {
     device: wgpu::Device,
+    env: Option<Arc<PipelineEnv>>,
     file: &'static str,
     entry: &'static str,
     cell: OnceLock<Pipeline>,
@@ -268,6 +339,7 @@ impl LazyPipeline {
     pub(crate) fn new(device: &wgpu::Device, file: &'static str, entry: &'static str) -> Self {
         Self {
             device: device.clone(),
+            env: current_env(),
             file,
             entry,
             cell: OnceLock::new(),
@@ -276,14 +348,32 @@ impl LazyPipeline {
 
     /// The pipeline, built now if this is its first use.
     pub(crate) fn get(&self) -> &Pipeline {
-        self.cell
-            .get_or_init(|| Pipeline::new(&self.device, self.file, self.entry))
+        self.cell.get_or_init(|| {
+            Pipeline::build(&self.device, self.env.as_deref(), self.file, self.entry)
+        })
     }
 }
 
 impl Pipeline {
-    /// Build the pipeline for `entry` of `file`.
+    /// Build the pipeline for `entry` of `file` (with the pipeline environment of the kernels
+    /// being constructed, if any).
     pub(crate) fn new(device: &wgpu::Device, file: &'static str, entry: &'static str) -> Self {
+        Self::build(device, current_env().as_deref(), file, entry)
+    }
+
+    /// Build the pipeline for `entry` of `file` with `env`'s cache and compile hook.
+    fn build(
+        device: &wgpu::Device,
+        env: Option<&PipelineEnv>,
+        file: &'static str,
+        entry: &'static str,
+    ) -> Self {
+        if let Some(env) = env {
+            if let Some(hook) = env.hook.get() {
+                hook(file, entry);
+            }
+            env.compiled.fetch_add(1, Ordering::Relaxed);
+        }
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(file),
             source: wgpu::ShaderSource::Wgsl(source(file).into()),
@@ -294,7 +384,7 @@ impl Pipeline {
             module: &module,
             entry_point: Some(entry),
             compilation_options: Default::default(),
-            cache: None,
+            cache: env.and_then(PipelineEnv::cache),
         });
         let layout = pipeline.get_bind_group_layout(0);
         Self {
