@@ -22,7 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Classifier::cpu(model)
         }
     };
-    let image = std::fs::read(image_path)?;
+    // Bounded, regular files only (a FIFO or /dev/zero is refused, not read forever).
+    let image = activeshift::preprocess::read_image_file(image_path.as_ref())?;
     let result = pollster::block_on(classifier.classify_bytes(&image, 5))?;
     println!("{} on {}:", result.model, result.backend);
     for t in result.top {

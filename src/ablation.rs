@@ -168,7 +168,7 @@ pub fn run(a: AblationArgs) -> Result<()> {
         print!("{table}");
     }
     if let Some(md) = &a.markdown {
-        activeshift::model::write_atomic(md, table.as_bytes(), true)?;
+        activeshift::model::write_atomic(md, table.as_bytes(), a.force)?;
         eprintln!("wrote {}", md.display());
     }
     Ok(())

@@ -742,10 +742,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             &format!("activeshift bench on {}", b.ctx.adapter_info().name),
             &chart_groups(&b),
         )?;
-        activeshift::model::write_atomic(chart, svg.as_bytes(), true)?;
+        activeshift::model::write_atomic(chart, svg.as_bytes(), args.force)?;
         let name = chart.file_name().map(|n| n.to_string_lossy().into_owned());
         let md = markdown(&b, &command, seconds, name.as_deref());
-        activeshift::model::write_atomic(path, md.as_bytes(), true)?;
+        activeshift::model::write_atomic(path, md.as_bytes(), args.force)?;
         eprintln!("wrote {} and {}", path.display(), chart.display());
     }
     Ok(())
