@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: classify MODEL.safetensors IMAGE");
         std::process::exit(2);
     };
-    let model = Model::load(model_path.as_ref())?;
+    let model = Model::load(model_path)?;
     let mut classifier = match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => Classifier::gpu(&ctx, model)?,
         Err(e) => {

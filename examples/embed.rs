@@ -189,7 +189,7 @@ pub fn run_frame(model: &Model, batch: usize) -> Result<Frame, Box<dyn Error>> {
 /// The model to run: the file named on the command line, else a synthetic asnet20-16x1.
 pub fn model_from_args() -> Result<Model, Box<dyn Error>> {
     Ok(match std::env::args_os().nth(1) {
-        Some(path) => Model::load(path.as_ref())?,
+        Some(path) => Model::load(path)?,
         None => Model::synthetic(&ArchConfig::builtin("asnet20-16x1")?, 2024)?,
     })
 }

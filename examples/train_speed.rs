@@ -29,7 +29,7 @@ fn main() -> activeshift::Result<()> {
     );
     let start = std::time::Instant::now();
     let input = vec![0.1f32; 500 * PIXELS];
-    t.forward_eval(&input, 500)?;
+    t.forward_eval(&input)?;
     println!(
         "eval: {:.0} images/s",
         500.0 / start.elapsed().as_secs_f64()

@@ -1,4 +1,4 @@
-// Per-channel affine (inference-time BatchNorm, DESIGN.md §2) with an optional ReLU:
+// Per-channel affine (inference-time BatchNorm, docs/design.md §2) with an optional ReLU:
 //
 //   y[n, c, i, j] = scale[c] * x[n, c, i, j] + bias[c],   then max(y, 0) if params.relu != 0
 //

@@ -1,4 +1,4 @@
-// Active Shift Layer, gradient with respect to the input (DESIGN.md §1).
+// Active Shift Layer, gradient with respect to the input (docs/design.md §1).
 //
 // The exact transpose of asl_forward, written as a gather so it needs no atomics and is
 // deterministic: input pixel (p, q) collects from the (at most four) output pixels whose taps

@@ -1,4 +1,4 @@
-// Active Shift Layer, gradient with respect to the shift parameters (DESIGN.md §1):
+// Active Shift Layer, gradient with respect to the shift parameters (docs/design.md §1):
 //
 //   dxpos[c] = sum over n, i, j of dout * ((1-ty)(q01-q00) + ty (q11-q10))
 //   dypos[c] = sum over n, i, j of dout * ((1-tx)(q10-q00) + tx (q11-q01))

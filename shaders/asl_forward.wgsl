@@ -1,4 +1,4 @@
-// Active Shift Layer, forward (DESIGN.md §1).
+// Active Shift Layer, forward (docs/design.md §1).
 //
 //   out[n, c, i, j] = bilinear sample of x[n, c] at row i*s + ypos[c], column j*s + xpos[c],
 //                     each of the four taps reading 0 outside the image.

@@ -1,5 +1,5 @@
 // BatchNorm with batch statistics followed by ReLU (the training-time form of the per-channel
-// affine of DESIGN.md §2), and its backward pass. CPU twin: `train::ops::bn_relu_train` and
+// affine of docs/design.md §2), and its backward pass. CPU twin: `train::ops::bn_relu_train` and
 // `train::ops::bn_relu_backward`.
 //
 // Forward, with M = N * H * W values per channel:

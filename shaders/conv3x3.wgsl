@@ -1,4 +1,4 @@
-// 3x3 convolution, padding 1, stride s >= 1, no bias (DESIGN.md §2, the network stem):
+// 3x3 convolution, padding 1, stride s >= 1, no bias (docs/design.md §2, the network stem):
 //
 //   y[n, co, i, j] = sum over ci, ky, kx of w[co, ci, ky, kx] * x[n, ci, i*s + ky - 1, j*s + kx - 1]
 //

@@ -1,5 +1,5 @@
 // Depthwise 3x3 convolution, padding 1, stride s >= 1, no bias (the MobileNet-style baseline
-// of DESIGN.md §2): every channel is convolved with its own 3x3 filter,
+// of docs/design.md §2): every channel is convolved with its own 3x3 filter,
 //
 //   y[n, c, i, j] = sum over ky, kx of w[c, 0, ky, kx] * x[n, c, i*s + ky - 1, j*s + kx - 1]
 //

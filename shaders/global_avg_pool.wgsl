@@ -1,4 +1,4 @@
-// Global average pooling (DESIGN.md §2-3, before the classifier):
+// Global average pooling (docs/design.md §2-3, before the classifier):
 //
 //   y[n, c, 0, 0] = (sum over i, j of x[n, c, i, j]) / (H * W)
 //

@@ -1,4 +1,4 @@
-// Normalized shift gradient (DESIGN.md §1): every channel's (dxpos, dypos) pair is scaled to
+// Normalized shift gradient (docs/design.md §1): every channel's (dxpos, dypos) pair is scaled to
 // unit L2 norm in place; a zero pair is left alone. The pair is first divided by its larger
 // magnitude so that squaring neither underflows (tiny gradients) nor overflows.
 

@@ -1,4 +1,4 @@
-// Row-wise softmax over the last dimension of a [N, K] tensor (DESIGN.md §2, the classifier):
+// Row-wise softmax over the last dimension of a [N, K] tensor (docs/design.md §2, the classifier):
 //
 //   m = max over k of x[r, k],   y[r, k] = exp(x[r, k] - m) / sum over k' of exp(x[r, k'] - m)
 //
@@ -28,7 +28,8 @@ const WG_SIZE: u32 = 256u;
 
 var<workgroup> sh_red: array<f32, WG_SIZE>;
 
-const F32_MAX: f32 = 3.40282347e38;
+// The largest finite f32, written exactly (a rounded decimal is refused by some compilers).
+const F32_MAX: f32 = 0x1.fffffep+127f;
 
 // x[i] as a finite value: NaN (detected from its bits, which no fast-math rule may fold away)
 // becomes -F32_MAX, +-Inf becomes +-F32_MAX.

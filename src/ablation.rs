@@ -119,7 +119,7 @@ pub fn run(a: AblationArgs) -> Result<()> {
     let mut rows = Vec::new();
     for v in &VARIANTS {
         eprintln!("evaluating and timing {}", v.key);
-        let model = Model::load(&a.dir.join(format!("{}.safetensors", v.key)))?;
+        let model = Model::load(a.dir.join(format!("{}.safetensors", v.key)))?;
         let mut clf = Classifier::cpu(model.clone());
         let correct = crate::test_correct(&mut clf, &data.test)?;
         let cpu_img_s = inference_rate(&mut clf, &data.test)?;
@@ -220,6 +220,8 @@ fn train_variant(a: &AblationArgs, v: &Variant) -> Result<()> {
         // Only this command's own model of the run, rewritten after every epoch.
         force: true,
         output,
+        // The variant's settings are this command's own: nothing to compare on --resume.
+        given: Vec::new(),
     })
 }
 

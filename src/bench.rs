@@ -24,8 +24,8 @@ pub struct BenchArgs {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Fewer runs and smaller end-to-end batches (finishes in well under a minute on a CPU
-    /// adapter).
+    /// Fewer runs and smaller end-to-end batches (every case still runs: on a CPU adapter such
+    /// as lavapipe on 2 cores, 1.5 minutes on an idle host and several on a busy one).
     #[arg(long)]
     pub quick: bool,
     /// Also write the report as Markdown (BENCHMARKS.md) to FILE.
@@ -80,7 +80,7 @@ struct Bench {
     ctx: GpuContext,
     quick: bool,
     filter: Option<String>,
-    timestamps: Option<Timestamps>,
+    timer: activeshift::gpu::DispatchTimer,
     samples: Vec<Sample>,
     /// Where one forward pass spends its time, op by op ([`Bench::layers`]).
     layers: Option<LayerProfile>,
@@ -112,50 +112,6 @@ impl LayerProfile {
     }
     fn total(&self) -> f64 {
         self.ops.iter().map(|o| o.2).sum()
-    }
-}
-
-/// A query set for the two timestamps around one compute pass, and its readback buffers.
-struct Timestamps {
-    set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    read: wgpu::Buffer,
-    period_ns: f64,
-}
-
-impl Timestamps {
-    fn new(ctx: &GpuContext) -> Option<Self> {
-        if !ctx
-            .device()
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-        {
-            return None;
-        }
-        let device = ctx.device();
-        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("bench timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2,
-        });
-        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("bench timestamps resolve"),
-            size: 16,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let read = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("bench timestamps read"),
-            size: 16,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        Some(Self {
-            set,
-            resolve,
-            read,
-            period_ns: f64::from(ctx.queue().get_timestamp_period()),
-        })
     }
 }
 
@@ -207,46 +163,7 @@ impl Bench {
         }
         let mut ms = Vec::with_capacity(runs);
         for _ in 0..runs {
-            match &self.timestamps {
-                Some(ts) => {
-                    ctx.submit(|enc| {
-                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                            label: Some("bench"),
-                            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                                query_set: &ts.set,
-                                beginning_of_pass_write_index: Some(0),
-                                end_of_pass_write_index: Some(1),
-                            }),
-                        });
-                        dispatch.record_in(&mut pass);
-                        drop(pass);
-                        enc.resolve_query_set(&ts.set, 0..2, &ts.resolve, 0);
-                        enc.copy_buffer_to_buffer(&ts.resolve, 0, &ts.read, 0, 16);
-                        Ok(())
-                    })?;
-                    ts.read.map_async(wgpu::MapMode::Read, .., |_| {});
-                    wait(&ctx)?;
-                    let (t0, t1) = {
-                        let view = ts
-                            .read
-                            .get_mapped_range(..)
-                            .map_err(|e| activeshift::Error::Readback(e.to_string()))?;
-                        let v: Vec<u64> = bytemuck::pod_collect_to_vec(&view);
-                        (v[0], v[1])
-                    };
-                    ts.read.unmap();
-                    ms.push(t1.saturating_sub(t0) as f64 * ts.period_ns / 1e6);
-                }
-                None => {
-                    let start = Instant::now();
-                    ctx.submit(|enc| {
-                        dispatch.record(enc);
-                        Ok(())
-                    })?;
-                    wait(&ctx)?;
-                    ms.push(start.elapsed().as_secs_f64() * 1e3);
-                }
-            }
+            ms.push(self.timer.time(dispatch)?);
         }
         Ok(ms)
     }
@@ -789,12 +706,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let started = Instant::now();
     let ctx = crate::open_gpu()?;
-    let timestamps = Timestamps::new(&ctx);
+    let timer = activeshift::gpu::DispatchTimer::new(&ctx);
     let mut b = Bench {
         ctx,
         quick: args.quick,
         filter: args.filter.clone(),
-        timestamps,
+        timer,
         samples: Vec::new(),
         layers: None,
         rng: StdRng::seed_from_u64(6),
@@ -898,7 +815,7 @@ fn chart_groups(b: &Bench) -> Vec<crate::plot::BarGroup> {
 }
 
 fn timing_method(b: &Bench) -> &'static str {
-    if b.timestamps.is_some() {
+    if b.timer.uses_timestamps() {
         "GPU timestamp queries around the compute pass (kernels; weight packing and shift taps run once beforehand, as in inference); wall clock (end-to-end, CPU)"
     } else {
         "wall clock around submit + wait (kernels; weight packing and shift taps run once beforehand, as in inference); wall clock (end-to-end, CPU)"
@@ -1034,7 +951,7 @@ fn table(b: &Bench) -> String {
     out
 }
 
-/// The paper's numbers (DESIGN.md §5) beside ours, where comparable.
+/// The paper's numbers (docs/design.md §5) beside ours, where comparable.
 fn paper_rows(b: &Bench) -> String {
     let med = |n: &str| {
         b.find(n)
@@ -1063,7 +980,7 @@ fn paper_rows(b: &Bench) -> String {
         med("asl_block_unfused")
     ));
     out.push_str(
-        "\nFor orientation (DESIGN.md §6, PyTorch on a machine like this one, 2 cores): w32 7.4 ms \
+        "\nFor orientation (docs/design.md §6, PyTorch on a machine like this one, 2 cores): w32 7.4 ms \
          at batch 1 and 6 ms per image at batch 8; 1x1 convolution 64 -> 64 at 224² 1.35 ms, 3x3 \
          depthwise 0.66 ms (channels-last).\n",
     );

@@ -107,6 +107,34 @@ impl Classifier {
         Ok(v.remove(0))
     }
 
+    /// [`Classifier::run`], blocking until the result is back (native only: the web never
+    /// blocks).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn run_blocking(&mut self, input: &[f32]) -> Result<Output> {
+        pollster::block_on(self.run(input))
+    }
+
+    /// [`Classifier::classify_bytes`], blocking until the result is back (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn classify_bytes_blocking(&mut self, bytes: &[u8], k: usize) -> Result<Classification> {
+        pollster::block_on(self.classify_bytes(bytes, k))
+    }
+
+    /// Read, decode, preprocess and classify one image file, blocking until the result is back
+    /// (native only). The result's `image` is the path as given.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn classify_file(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        k: usize,
+    ) -> Result<Classification> {
+        let path = path.as_ref();
+        let bytes = crate::preprocess::read_image_file(path)?;
+        let mut c = self.classify_bytes_blocking(&bytes, k)?;
+        c.image = Some(path.display().to_string());
+        Ok(c)
+    }
+
     /// The `k` best classes of image `i` of `out`.
     pub fn describe(&self, out: &Output, i: usize, k: usize) -> Classification {
         Classification {

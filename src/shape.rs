@@ -43,7 +43,7 @@ impl Shape4 {
     }
 
     /// Shape of the output of a stride-`s` layer without padding that keeps every `s`-th row
-    /// and column starting at 0: `(h - 1) / s + 1` (DESIGN.md §1). Channels are replaced by
+    /// and column starting at 0: `(h - 1) / s + 1` (docs/design.md §1). Channels are replaced by
     /// `c_out`.
     pub fn strided(&self, c_out: usize, stride: usize) -> Shape4 {
         Shape4::new(

@@ -44,7 +44,28 @@ pub fn cache_path() -> Option<PathBuf> {
 /// exists but cannot be used: corrupt, stale, or from another adapter).
 pub fn load_cache(ctx: &GpuContext) -> Option<Tuning> {
     let path = cache_path()?;
-    let text = std::fs::read_to_string(&path).ok()?;
+    // Bounded and regular files only, like every input (a FIFO here must not hang a command).
+    let text = match activeshift::model::read_file_limited(&path, 16 << 20, "tuning cache")
+        .map(String::from_utf8)
+    {
+        Ok(Ok(text)) => text,
+        Err(activeshift::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return None;
+        }
+        Ok(Err(_)) => {
+            eprintln!(
+                "warning: ignoring the tuning cache {} (not UTF-8)",
+                path.display()
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("warning: ignoring the tuning cache: {e}");
+            return None;
+        }
+    };
     match Tuning::from_json(&text, ctx.adapter_info()) {
         Ok(t) => Some(t),
         Err(why) => {
@@ -72,6 +93,15 @@ pub fn run(a: TuneArgs) -> Result<()> {
     // The rules, whatever a cache says, as the reference.
     let rules = crate::open_gpu_with(false)?;
     println!("adapter: {}", rules.describe());
+    let timer = activeshift::gpu::DispatchTimer::new(&rules);
+    println!(
+        "kernel times: {}",
+        if timer.uses_timestamps() {
+            "the device's timestamp queries"
+        } else {
+            "wall clock"
+        }
+    );
     let model = Model::load(&a.model)?;
     let cfg = &model.config;
     let input = vec![0.0f32; a.batch * cfg.in_channels * cfg.input_size[0] * cfg.input_size[1]];
@@ -144,7 +174,12 @@ pub fn run(a: TuneArgs) -> Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        std::fs::write(&path, all.to_json(rules.adapter_info())).map_err(io)?;
+        // Atomically: a concurrent command reads the old cache or the new one, never half.
+        activeshift::model::write_atomic(
+            &path,
+            all.to_json(rules.adapter_info()).as_bytes(),
+            true,
+        )?;
         println!("tuning cache: {}", path.display());
     }
     Ok(())

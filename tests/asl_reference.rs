@@ -1,4 +1,4 @@
-//! The reference tests of DESIGN.md §1, each run on the CPU implementation and on the GPU
+//! The reference tests of docs/design.md §1, each run on the CPU implementation and on the GPU
 //! kernels (`cpu_*` and `gpu_*` tests). Finite differences use an independent f64 evaluation
 //! of the CPU forward.
 

@@ -1,5 +1,5 @@
 //! Tests of the `.caffemodel` reader: the authors' AS-ResNet-w32 weights (read from
-//! `../shared/data/pretrained/`, see DESIGN.md §4), checked against the deploy prototxt beside
+//! `../shared/data/pretrained/`, see docs/design.md §4), checked against the deploy prototxt beside
 //! them, and hand-built malformed files encoded with prost structs written independently of the
 //! reader's own.
 #![cfg(feature = "caffe")]
@@ -203,7 +203,7 @@ fn batchnorm_layers_sit_before_their_scale_layers() {
     }
     assert_eq!(seen, 35);
     // The file still carries the BatchNorm running statistics, far from the identity; they are
-    // already folded into the Scale layers (DESIGN.md §4), so the importer ignores them: applying
+    // already folded into the Scale layers (docs/design.md §4), so the importer ignores them: applying
     // them a second time sends the cat photo to the wrong class (see tests/imagenet.rs).
     let bn = layer(&layers, "bn0_0");
     let factor = bn.blobs[2].data[0];

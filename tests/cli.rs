@@ -113,8 +113,12 @@ fn a_file_that_is_not_a_model_is_a_clear_error() {
     assert!(!ok);
     assert!(err.starts_with("error: invalid safetensors"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    let (ok, _, err) = run(bin().args(["import-caffe", &cat, "-o", "/nonexistent/x"]));
+    let dir = tmpdir("not-a-model");
+    let (ok, _, err) = run(bin()
+        .args(["import-caffe", &cat, "-o"])
+        .arg(dir.join("x.safetensors")));
     assert!(!ok && err.starts_with("error: invalid caffemodel"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -273,7 +277,7 @@ fn the_ablation_trains_every_variant_once_and_tabulates_them() {
     ] {
         assert!(runs.join(format!("{key}.safetensors")).exists(), "{key}");
     }
-    let depthwise = activeshift::Model::load(&runs.join("depthwise.safetensors")).unwrap();
+    let depthwise = activeshift::Model::load(runs.join("depthwise.safetensors")).unwrap();
     assert_eq!(
         depthwise.config.block,
         activeshift::model::BlockKind::Depthwise
@@ -318,7 +322,7 @@ fn the_ablation_trains_every_variant_once_and_tabulates_them() {
             .args(["--batch", "16", "--limit", "2", "-o"])
             .arg(dir.join("dw.safetensors")));
         assert!(ok, "{err}");
-        let model = activeshift::Model::load(&dir.join("dw.safetensors")).unwrap();
+        let model = activeshift::Model::load(dir.join("dw.safetensors")).unwrap();
         assert_eq!(model.config.block, activeshift::model::BlockKind::Depthwise);
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -449,6 +453,592 @@ fn auto_prefers_the_cpu_to_a_software_adapter() {
         .arg(&sample));
     assert!(ok, "{err}");
     assert!(out.contains(&format!("on {name})")), "{out}");
+}
+
+/// The authors' w32 converted into `dir` (labels from the list compiled into activeshift).
+fn import_w32(dir: &Path) -> PathBuf {
+    let model = dir.join("w32.safetensors");
+    let caffemodel = format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel");
+    let (ok, _, err) = run(bin().args(["import-caffe", &caffemodel, "-o"]).arg(&model));
+    assert!(ok, "{err}");
+    model
+}
+
+/// A training command on the synthetic data of `data` (small, CPU, no augmentation).
+fn train_cmd(data: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.env("ACTIVESHIFT_DATA", data)
+        .args(["train", "--backend", "cpu", "--batch", "16", "--no-augment"])
+        .args(extra);
+    cmd
+}
+
+#[test]
+fn training_makes_missing_folders_and_checks_outputs_before_any_work() {
+    let dir = tmpdir("outputs");
+    synthetic_fashion(&dir, 40, 20);
+    // The README's form: neither folder exists yet.
+    let model = dir.join("models/sub/m.safetensors");
+    let ckpt = dir.join("artifacts/m.ckpt");
+    let (ok, out, err) = run(train_cmd(&dir, &["--epochs", "1", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&model));
+    assert!(ok, "{err}");
+    assert!(out.contains("wrote"), "{out}");
+    assert!(model.is_file() && ckpt.is_file());
+    // A fresh run never replaces a checkpoint or a model without being asked.
+    let (ok, _, err) = run(train_cmd(&dir, &["--epochs", "1", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(dir.join("other.safetensors")));
+    assert!(
+        !ok && err.contains("checkpoint exists (pass --resume"),
+        "{err}"
+    );
+    let (ok, _, err) = run(train_cmd(&dir, &["--epochs", "1", "-o"]).arg(&model));
+    assert!(!ok && err.contains("file exists (pass --force"), "{err}");
+    // Outputs that cannot be written fail at once, before the data is read: a folder, and a
+    // path under a file. (ACTIVESHIFT_DATA points to an empty folder: reaching the data would
+    // try to download it.)
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    for (output, want) in [
+        (empty.clone(), "is a folder"),
+        (blocker.join("m.safetensors"), "cannot create its folder"),
+    ] {
+        let start = std::time::Instant::now();
+        let (ok, _, err) = run(train_cmd(&empty, &["-o"]).arg(&output));
+        assert!(
+            !ok && err.starts_with("error: ") && err.contains(want),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(start.elapsed().as_secs() < 10);
+    }
+    let (ok, _, err) = run(train_cmd(&empty, &["--checkpoint"])
+        .arg(blocker.join("x.ckpt"))
+        .arg("-o")
+        .arg(dir.join("n.safetensors")));
+    assert!(!ok && err.contains("cannot create its folder"), "{err}");
+    // The same checks for the other writing commands.
+    let (ok, _, err) = run(bin().args(["shifts", "-o"]).arg(blocker.join("s.svg")));
+    assert!(!ok && err.contains("cannot create its folder"), "{err}");
+    let svg = dir.join("plots/deeper/s.svg");
+    let (ok, _, err) = run(bin().args(["shifts", "-o"]).arg(&svg));
+    assert!(ok && svg.is_file(), "{err}");
+    let caffemodel = format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel");
+    let (ok, _, err) = run(bin().args(["import-caffe", &caffemodel, "-o"]).arg(&empty));
+    assert!(!ok && err.contains("is a folder"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ctrl-C during training writes a checkpoint at the step it stopped and prints the command
+/// that resumes; that command, run as printed, finishes the run.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_writes_a_checkpoint_and_prints_the_command_that_resumes() {
+    use std::io::BufRead;
+    let dir = tmpdir("sigint");
+    synthetic_fashion(&dir, 1600, 50);
+    let model = dir.join("m.safetensors");
+    // 100 steps per epoch and no periodic checkpoint: only the interrupt writes one mid-epoch.
+    let mut child = train_cmd(
+        &dir,
+        &["--epochs", "2", "--checkpoint-every", "100000", "-o"],
+    )
+    .arg(&model)
+    .stderr(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // Without a terminal, progress comes as a line every 50 steps.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("step 50/100") {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("run ETA")),
+        "{seen:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let err = rest.join("\n");
+    assert_eq!(status.code(), Some(130), "{err}");
+    let ckpt = dir.join("m.ckpt");
+    let t = activeshift::train::Trainer::load_checkpoint(&ckpt).unwrap();
+    assert_eq!(t.epoch, 0, "{err}");
+    assert!(t.step_in_epoch >= 50 && t.step_in_epoch < 100, "{err}");
+    let i = rest
+        .iter()
+        .position(|l| l == "resume with:")
+        .unwrap_or_else(|| panic!("no resume command: {err}"));
+    let command = rest[i + 1].trim();
+    assert!(command.ends_with("--resume"), "{command}");
+    let (ok, out, err2) = run(Command::new("sh")
+        .args(["-c", command])
+        .env("ACTIVESHIFT_DATA", &dir));
+    assert!(ok, "{err2}");
+    assert!(
+        err2.contains(&format!("at epoch 0 step {}", t.step_in_epoch)),
+        "{err2}"
+    );
+    assert!(out.contains("wrote"), "{out}");
+    let t = activeshift::train::Trainer::load_checkpoint(&ckpt).unwrap();
+    assert_eq!(t.epoch, 2);
+    activeshift::Model::load(&model).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resume_refuses_settings_that_differ_from_the_checkpoint() {
+    let dir = tmpdir("resume-settings");
+    synthetic_fashion(&dir, 40, 20);
+    let model = dir.join("m.safetensors");
+    let (ok, _, err) = run(train_cmd(&dir, &["--epochs", "1", "--lr", "0.05", "-o"]).arg(&model));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(train_cmd(
+        &dir,
+        &[
+            "--epochs", "1", "--lr", "0.5", "--shift", "grouped", "--resume", "-o",
+        ],
+    )
+    .arg(&model));
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("--lr 0.5 (the run has 0.05)")
+            && err.contains("--shift Grouped (the run has Learned)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // The same settings, or none given, continue (here: a finished run, nothing left to do).
+    for extra in [&["--lr", "0.05", "--epochs", "1"][..], &[]] {
+        let (ok, out, err) = run(train_cmd(&dir, extra).args(["--resume", "-o"]).arg(&model));
+        assert!(ok && out.contains("wrote"), "{err}");
+    }
+    // --resume without a checkpoint says so.
+    let (ok, _, err) = run(train_cmd(&dir, &["--resume", "-o"]).arg(dir.join("new.safetensors")));
+    assert!(!ok && err.contains("no checkpoint to resume"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `import-caffe` in an empty folder, with nothing beside the weights: the ImageNet names come
+/// from activeshift itself; `--labels` still replaces them.
+#[test]
+fn import_labels_come_from_the_binary_and_labels_overrides_them() {
+    let dir = tmpdir("labels");
+    let caffemodel = dir.join("weights.caffemodel");
+    std::fs::copy(
+        format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel"),
+        &caffemodel,
+    )
+    .unwrap();
+    let cat = format!("{SHARED}/images/cat.jpg");
+    let (ok, _, err) = run(bin().current_dir(&dir).args([
+        "import-caffe",
+        "weights.caffemodel",
+        "-o",
+        "w32.safetensors",
+    ]));
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(bin().current_dir(&dir).args([
+        "classify",
+        "--backend",
+        "cpu",
+        "--top",
+        "2",
+        "--model",
+        "w32.safetensors",
+        &cat,
+    ]));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Egyptian cat") && out.contains("tabby, tabby cat"),
+        "{out}"
+    );
+    let names: String = (0..1000).map(|i| format!("name-{i}\n")).collect();
+    std::fs::write(dir.join("names.txt"), names).unwrap();
+    let (ok, _, err) = run(bin().current_dir(&dir).args([
+        "import-caffe",
+        "weights.caffemodel",
+        "--labels",
+        "names.txt",
+        "-o",
+        "renamed.safetensors",
+    ]));
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(bin().current_dir(&dir).args([
+        "classify",
+        "--backend",
+        "cpu",
+        "--top",
+        "1",
+        "--model",
+        "renamed.safetensors",
+        &cat,
+    ]));
+    assert!(ok && out.contains("name-285"), "{out}{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn eval_images(model: &Path, images: &Path, backend: &str) -> serde_json::Value {
+    let (ok, out, err) = run(bin()
+        .args([
+            "eval",
+            "--json",
+            "--batch",
+            "2",
+            "--backend",
+            backend,
+            "--model",
+        ])
+        .arg(model)
+        .arg("--images")
+        .arg(images));
+    assert!(ok, "{backend}: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// `eval --images` on an ImageNet-layout folder and on a flat folder, on both engines. The
+/// one photo is filed under classes chosen against w32's known ranking of it (285 Egyptian cat
+/// first, then 281 tabby, 282 tiger cat, 284 Siamese, 151 Chihuahua): a top-1 hit, a top-5
+/// hit, and misses.
+#[test]
+fn eval_images_counts_top1_and_top5_in_both_layouts() {
+    let dir = tmpdir("eval-images");
+    let model = import_w32(&dir);
+    let cat = std::fs::read(format!("{SHARED}/images/cat.jpg")).unwrap();
+    let tree = dir.join("val");
+    // wnids: 285 Egyptian cat, 281 tabby, 0 tench.
+    for (wnid, n) in [("n02124075", 1), ("n02123045", 2), ("n01440764", 2)] {
+        std::fs::create_dir_all(tree.join(wnid)).unwrap();
+        for i in 0..n {
+            std::fs::write(tree.join(wnid).join(format!("img{i}.JPEG")), &cat).unwrap();
+        }
+    }
+    std::fs::write(tree.join("n01440764/notes.txt"), b"not an image").unwrap();
+    let flat = dir.join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    for name in ["285_a.jpg", "n02123159_b.jpg", "151-c.jpg", "7.jpg"] {
+        std::fs::write(flat.join(name), &cat).unwrap();
+    }
+    let mut backends = vec!["cpu"];
+    if common::gpu("cli eval_images_counts_top1_and_top5_in_both_layouts").is_some() {
+        backends.push("gpu");
+    }
+    for backend in backends {
+        let v = eval_images(&model, &tree, backend);
+        assert_eq!(v["count"], 5, "{v}");
+        assert_eq!(v["top1_correct"], 1, "{v}");
+        assert_eq!(v["top5_correct"], 3, "{v}");
+        let v = eval_images(&model, &flat, backend);
+        assert_eq!(v["count"], 4, "{v}");
+        assert_eq!(v["top1_correct"], 1, "{v}");
+        assert_eq!(v["top5_correct"], 3, "{v}");
+        assert_eq!(v["model"], "as-resnet-w32");
+    }
+    // The text form.
+    let (ok, out, err) = run(bin()
+        .args(["eval", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg("--images")
+        .arg(&tree));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("top-1 1/5 = 20.00%, top-5 3/5 = 60.00%"),
+        "{out}"
+    );
+    // A file whose class cannot be told, and a class the model does not have.
+    std::fs::write(flat.join("cat.jpg"), &cat).unwrap();
+    let (ok, _, err) = run(bin()
+        .args(["eval", "--model"])
+        .arg(&model)
+        .arg("--images")
+        .arg(&flat));
+    assert!(
+        !ok && err.contains("cat.jpg: cannot tell its class"),
+        "{err}"
+    );
+    let (ok, _, err) = run(bin().args(["eval", "--images"]).arg(&tree));
+    assert!(
+        !ok && err.contains("but model `asnet20-16x1` has 10 classes"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The shipped model on the ten samples, filed by class index in a flat folder.
+#[test]
+fn eval_images_on_the_fashion_samples() {
+    let dir = tmpdir("eval-fashion");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images");
+    let labels = activeshift::data::LABELS;
+    for (class, label) in labels.iter().enumerate() {
+        let file = format!("{}-0.png", label.to_lowercase().replace(['/', ' '], "-"));
+        std::fs::copy(samples.join(&file), dir.join(format!("{class}_{file}"))).unwrap();
+    }
+    let (ok, out, err) = run(bin()
+        .args([
+            "eval",
+            "--json",
+            "--backend",
+            "cpu",
+            "--batch",
+            "3",
+            "--images",
+        ])
+        .arg(&dir));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // The coat is taken for a shirt (README); the other nine are right.
+    assert_eq!(
+        (v["count"].as_u64(), v["top1_correct"].as_u64()),
+        (Some(10), Some(9)),
+        "{v}"
+    );
+    assert_eq!(v["top5_correct"], 10, "{v}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A one-file HTTP server on 127.0.0.1: answers `path` with `body`, anything else with 404;
+/// counts the requests.
+fn serve(
+    path: &'static str,
+    body: Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let target = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, bytes): (&str, &[u8]) = if target == path {
+                ("200 OK", &body)
+            } else {
+                ("404 Not Found", b"not found")
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = stream.write_all(bytes);
+        }
+    });
+    (base, count)
+}
+
+const W32_PATH: &str =
+    "/models/ASL_Model/ImageNet/test_model/w32/AS-ResNet-w32_iter_450360.caffemodel";
+
+/// `--model as-resnet-w32` downloads the authors' file once (here from a local server standing
+/// in for their repository), checks its SHA-256, converts it and reads it from the cache after.
+#[test]
+fn a_pretrained_model_by_name_is_downloaded_verified_and_cached_once() {
+    let dir = tmpdir("pretrained");
+    let cache = dir.join("cache");
+    let weights = std::fs::read(format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel")).unwrap();
+    let (base, requests) = serve(W32_PATH, weights.clone());
+    let cat = format!("{SHARED}/images/cat.jpg");
+    let classify = |base: &str| {
+        run(bin()
+            .current_dir(&dir)
+            .env("ACTIVESHIFT_PRETRAINED_URL", base)
+            .env("ACTIVESHIFT_CACHE", &cache)
+            .args([
+                "classify",
+                "--json",
+                "--backend",
+                "cpu",
+                "--model",
+                "as-resnet-w32",
+                &cat,
+            ]))
+    };
+    for round in 0..2 {
+        let (ok, out, err) = classify(&base);
+        assert!(ok, "{err}");
+        let v: activeshift::Classification = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(
+            (v.top[0].class, v.top[0].label.as_str()),
+            (285, "Egyptian cat")
+        );
+        assert_eq!(err.contains("downloading"), round == 0, "{err}");
+    }
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(cache.join("as-resnet-w32.safetensors").is_file());
+
+    // A file that is not the authors' (one byte changed): refused, nothing cached.
+    let cache2 = dir.join("cache2");
+    let mut damaged = weights;
+    damaged[1000] ^= 1;
+    let (bad_base, _) = serve(W32_PATH, damaged);
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_PRETRAINED_URL", &bad_base)
+        .env("ACTIVESHIFT_CACHE", &cache2)
+        .args(["info", "--model", "as-resnet-w32"]));
+    assert!(
+        !ok && err.contains("SHA-256 is") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(!cache2.join("as-resnet-w32.safetensors").exists());
+    // Offline (nothing listens on the port): a clear error, at once.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let start = std::time::Instant::now();
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_PRETRAINED_URL", &closed)
+        .env("ACTIVESHIFT_CACHE", &cache2)
+        .args(["info", "--model", "as-resnet-w32"]));
+    assert!(
+        !ok && err.contains("cannot download") && err.contains("import-caffe"),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 20);
+    // The wider models: no checksum known here, so no download; the error says what to do.
+    let (ok, _, err) = run(bin().env("ACTIVESHIFT_PRETRAINED_URL", &closed).args([
+        "info",
+        "--model",
+        "as-resnet-w50",
+    ]));
+    assert!(
+        !ok && err.contains("no checksum") && err.contains("import-caffe"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn classify_takes_folders_and_stdin_and_refuses_top_zero() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images");
+    let (ok, out, err) = run(bin()
+        .args(["classify", "--json", "--backend", "cpu", "--top", "1"])
+        .arg(&samples));
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 10, "{out}");
+    // stdin
+    let mut child = bin()
+        .args(["classify", "--backend", "cpu", "--top", "1", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(&std::fs::read(samples.join("bag-0.png")).unwrap())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("Bag"), "{text}");
+    let (ok, _, err) = run(bin()
+        .args(["classify", "--top", "0"])
+        .arg(samples.join("bag-0.png")));
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    let (ok, _, err) = run(bin().args(["classify", "-", "-"]));
+    assert!(!ok && err.contains("once"), "{err}");
+    let empty = tmpdir("no-images");
+    let (ok, _, err) = run(bin().arg("classify").arg(&empty));
+    assert!(!ok && err.contains("a folder without images"), "{err}");
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+/// `shifts` draws y downwards, as rows go in the image and in the web demo: a channel with a
+/// positive ypos is drawn below one with a negative ypos.
+#[test]
+fn the_shift_plot_draws_ypos_downwards() {
+    let dir = tmpdir("shift-plot");
+    let mut model = activeshift::Model::synthetic(
+        &activeshift::ArchConfig::builtin("asnet20-16x1").unwrap(),
+        3,
+    )
+    .unwrap();
+    let name = model
+        .params
+        .keys()
+        .find(|k| k.ends_with(".shift"))
+        .unwrap()
+        .clone();
+    let t = model.params.get_mut(&name).unwrap();
+    let c = t.dims[1];
+    // Channel 0 at (0, +1), channel 1 at (0, -1); the rows are xpos then ypos.
+    t.data[0] = 0.0;
+    t.data[1] = 0.0;
+    t.data[c] = 1.0;
+    t.data[c + 1] = -1.0;
+    let file = dir.join("m.safetensors");
+    model.save(&file, false).unwrap();
+    let svg = dir.join("s.svg");
+    let (ok, _, err) = run(bin()
+        .args(["shifts", "--model"])
+        .arg(&file)
+        .arg("-o")
+        .arg(&svg));
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let cy: Vec<f64> = text
+        .split("<circle")
+        .skip(1)
+        .take(2)
+        .map(|c| {
+            let v = c.split("cy=\"").nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert!(
+        cy[0] > cy[1],
+        "ypos +1 drawn at {}, ypos -1 at {}",
+        cy[0],
+        cy[1]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn info_names_the_adapter_features_in_words() {
+    if common::gpu("cli info_names_the_adapter_features_in_words").is_none() {
+        return;
+    }
+    let (ok, out, err) = run(bin().arg("info"));
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("features: ")).unwrap();
+    assert!(
+        !line.contains('{') && !line.contains("FeaturesWGPU"),
+        "{line}"
+    );
 }
 
 // --- reliability (issue #18) -----------------------------------------------------------------

@@ -13,7 +13,7 @@ fn cat_input(model: &Model) -> Vec<f32> {
     preprocess(&decode_image(&bytes).unwrap(), &model.config.preprocess).unwrap()
 }
 
-/// Top-5 classes and probabilities of the reference run (DESIGN.md / the inference issue).
+/// Top-5 classes and probabilities of the reference run (docs/design.md §4).
 const TOP5: [(usize, f32); 5] = [
     (285, 0.251),
     (281, 0.197),

@@ -21,7 +21,7 @@ fn model_of(config: &ArchConfig) -> Model {
 
 #[test]
 fn parameter_counts_match_the_paper() {
-    // DESIGN.md §3: ASNet-20 16x1 has exactly 35,386 parameters with a 10-class head.
+    // docs/design.md §3: ASNet-20 16x1 has exactly 35,386 parameters with a 10-class head.
     assert_eq!(
         ArchConfig::builtin("asnet20-16x1").unwrap().param_count(),
         35_386

@@ -1048,7 +1048,7 @@ fn the_cli_reports_every_bad_input_in_one_line_without_panicking() {
 fn fuzz_regressions_do_not_crash() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regressions");
     let mut replayed = 0;
-    for target in ["safetensors_model", "caffemodel", "image"] {
+    for target in ["safetensors_model", "caffemodel", "image", "checkpoint"] {
         // A target without regressions has no folder.
         let Ok(entries) = std::fs::read_dir(root.join(target)) else {
             continue;
@@ -1066,6 +1066,14 @@ fn fuzz_regressions_do_not_crash() {
                 "caffemodel" => {
                     if let Ok(layers) = activeshift::caffe::parse_caffemodel(&data) {
                         let _ = import_caffe(&layers, Vec::new());
+                    }
+                }
+                "checkpoint" => {
+                    use activeshift::train::Trainer;
+                    if let Ok(t) = Trainer::from_checkpoint_bytes(&data) {
+                        let again =
+                            Trainer::from_checkpoint_bytes(&t.checkpoint_bytes().unwrap()).unwrap();
+                        assert_eq!(again, t, "{}", path.display());
                     }
                 }
                 _ => {
@@ -1271,6 +1279,14 @@ fn write_fuzz_seeds() {
     ] {
         put("image", name, &encode(&img, format));
     }
+    // Checkpoint: a tiny run's, fresh.
+    let t = activeshift::train::Trainer::new(
+        ArchConfig::asnet20(1, 1, 1, 4, 2),
+        vec![],
+        Default::default(),
+    )
+    .unwrap();
+    put("checkpoint", "tiny.ckpt", &t.checkpoint_bytes().unwrap());
 }
 
 /// Files far larger than any model, checkpoint or dataset cache (a 2 GiB + 1 byte sparse file,

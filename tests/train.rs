@@ -35,15 +35,21 @@ fn trainer_with_beta(seed: u64, beta: f32) -> Trainer {
 }
 
 fn trainer_of(config: ArchConfig, seed: u64, beta: f32) -> Trainer {
+    trainer_in_mode(config, seed, beta, ShiftMode::Learned)
+}
+
+/// A trainer whose shifts are set by `mode`; learned ones are moved away from integers.
+fn trainer_in_mode(config: ArchConfig, seed: u64, beta: f32, mode: ShiftMode) -> Trainer {
     let settings = TrainSettings {
         seed,
         augment: false,
+        shift: mode,
         ..TrainSettings::default()
     };
     let mut t = Trainer::new(config, vec![], settings).unwrap();
     // Shifts away from integers (fractional parts in [0.2, 0.8]), some beyond one pixel.
     for (name, v) in t.params.iter_mut() {
-        if name.ends_with(".shift") {
+        if name.ends_with(".shift") && mode == ShiftMode::Learned {
             for (i, s) in v.iter_mut().enumerate() {
                 *s = ((i * 37 % 11) as f32 - 5.0) * 0.45 + 0.2 + 0.6 * ((i * 13 % 7) as f32 / 7.0);
                 if (*s - s.round()).abs() < 0.2 {
@@ -195,6 +201,40 @@ fn whole_network_gradient_matches_finite_differences() {
 }
 
 #[test]
+fn gradient_matches_finite_differences_in_every_shift_mode() {
+    // The frozen modes train everything but the shifts through the same plan. Their integer
+    // shifts (grouped, sampled integer) sit where the shift gradient is one-sided, so the
+    // shift directions are checked only for the real-valued sampled shifts.
+    for mode in [
+        ShiftMode::Grouped,
+        ShiftMode::SampledInt,
+        ShiftMode::SampledReal,
+    ] {
+        let t = trainer_in_mode(tiny(), 6, 3.0, mode);
+        let has_integer_shifts = mode != ShiftMode::SampledReal;
+        // Directions of at least 1e-2, as for the depthwise network.
+        let errors: Vec<(f64, String)> = significant(gradient_errors(t, 1e-2), 1e-2)
+            .into_iter()
+            .filter(|e| !(has_integer_shifts && e.1.contains(".shift along")))
+            .collect();
+        assert!(
+            errors.len() >= 20,
+            "{mode:?}: only {} directions checked",
+            errors.len()
+        );
+        if mode == ShiftMode::SampledReal {
+            assert!(errors.iter().any(|e| e.1.contains(".shift along")));
+        }
+        assert!(
+            errors[0].0 < 0.05,
+            "{mode:?}: worst mismatch {:.4}: {}",
+            errors[0].0,
+            errors[0].1
+        );
+    }
+}
+
+#[test]
 fn loss_falls_on_a_fixed_batch_and_export_matches() {
     let (input, labels) = batch();
     let mut t = trainer(5);
@@ -210,10 +250,11 @@ fn loss_falls_on_a_fixed_batch_and_export_matches() {
         first.loss(),
         last.loss()
     );
-    // The exported inference model (BatchNorm folded) gives the trainer's eval-mode logits.
+    // The trainer's eval-mode logits (the plan with BatchNorm folded, run by the fast CPU engine)
+    // are those of the plain CPU twins running the exported model.
     let model = t.export().unwrap();
-    let want = t.forward_eval(&input, labels.len()).unwrap();
-    let got = model.forward_cpu(&input).unwrap().logits;
+    let want = model.forward_cpu_reference(&input).unwrap().logits;
+    let got = t.forward_eval(&input).unwrap();
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     for (a, b) in got.iter().zip(&want) {
         assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "{a} vs {b}");
@@ -336,8 +377,8 @@ fn depthwise_block_gradient_matches_finite_differences_and_exports() {
         errors[0].0,
         errors[0].1
     );
-    // A few steps, then the exported model (its plan runs the depthwise op) matches the
-    // trainer's eval-mode logits.
+    // A few steps, then the trainer's eval-mode logits match the CPU twins running the exported
+    // model (its plan runs the depthwise op).
     let (input, labels) = batch();
     let mut t = trainer_of(config, 4, 0.0);
     for _ in 0..5 {
@@ -345,8 +386,8 @@ fn depthwise_block_gradient_matches_finite_differences_and_exports() {
         t.apply(g, 0.05);
     }
     let model = t.export().unwrap();
-    let want = t.forward_eval(&input, labels.len()).unwrap();
-    let got = model.forward_cpu(&input).unwrap().logits;
+    let want = model.forward_cpu_reference(&input).unwrap().logits;
+    let got = t.forward_eval(&input).unwrap();
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     for (a, b) in got.iter().zip(&want) {
         assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "{a} vs {b}");

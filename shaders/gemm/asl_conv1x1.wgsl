@@ -1,4 +1,4 @@
-// The Active Shift Layer fused into the following 1x1 convolution (DESIGN.md §2): the GEMM
+// The Active Shift Layer fused into the following 1x1 convolution (docs/design.md §2): the GEMM
 // of conv1x1_reg.wgsl whose input pixels are read through the ASL's bilinear shift, so the
 // shifted tensor never exists in memory.
 //

@@ -65,7 +65,7 @@ fn quad<T: Float>(
     ]
 }
 
-/// ASL forward (DESIGN.md §1). `x` is NCHW with shape `xs`, `shift` is `[2, C]` (all `xpos`,
+/// ASL forward (docs/design.md §1). `x` is NCHW with shape `xs`, `shift` is `[2, C]` (all `xpos`,
 /// then all `ypos`). Returns the output of shape `xs.strided(C, stride)`.
 pub fn asl_forward<T: Float>(x: &[T], xs: Shape4, shift: &[T], stride: usize) -> Result<Vec<T>> {
     const OP: &str = "asl_forward";

@@ -14,11 +14,13 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-fn view(data: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+/// `data` as a `rows x cols` row-major matrix (the caller checked the length).
+pub(crate) fn view(data: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
     ArrayView2::from_shape((rows, cols), data).unwrap_or_else(|_| unreachable!("shape checked"))
 }
 
-fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+/// `data` as a mutable `rows x cols` row-major matrix (the caller checked the length).
+pub(crate) fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
     ArrayViewMut2::from_shape((rows, cols), data).unwrap_or_else(|_| unreachable!("shape checked"))
 }
 

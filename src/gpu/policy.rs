@@ -220,7 +220,8 @@ impl KernelPolicy {
             .unwrap_or_else(|| self.rule_asl_forward(xs, stride))
     }
 
-    fn rule_asl_forward(&self, xs: Shape4, stride: usize) -> AslForwardVariant {
+    /// [`KernelPolicy::asl_forward`] by the rules only, without recording the shape.
+    pub(crate) fn rule_asl_forward(&self, xs: Shape4, stride: usize) -> AslForwardVariant {
         if !AslForwardVariant::Vec4.supports(xs, stride) {
             AslForwardVariant::Scalar
         } else if self.register_tiled() && !self.slow_compiler {

@@ -224,8 +224,9 @@ impl Tuning {
 /// candidate runs at least once and at most 20 times. Inputs are random; the op runs without
 /// an epilogue.
 ///
-/// Times are wall-clock times of a submission and its completion (the device's timestamp
-/// queries are not used yet), so the decisions carry the noise of the host.
+/// Times come from the device's timestamp queries where it has them, else from the wall clock
+/// around a submission and its completion ([`DispatchTimer`](super::DispatchTimer)); either
+/// way they carry the noise of the host.
 ///
 /// # Errors
 /// Any error preparing or running a candidate.
@@ -235,10 +236,11 @@ pub fn tune(
     keys: &[TuneKey],
     budget: std::time::Duration,
 ) -> crate::Result<Tuning> {
-    use super::GpuTensor;
     use super::kernels::Conv1x1Epilogue;
-    use std::time::{Duration, Instant};
+    use super::{DispatchTimer, GpuTensor};
+    use std::time::Instant;
 
+    let timer = DispatchTimer::new(ctx);
     let mut tuning = Tuning::new();
     for key in keys {
         let (xs, cout, s) = (key.xs, key.cout, key.stride);
@@ -308,29 +310,17 @@ pub fn tune(
                 }
             };
             let (setup, main) = dispatch.split_setup();
-            let run = |d: &super::kernels::Dispatch| -> crate::Result<Duration> {
-                let t = Instant::now();
-                ctx.submit(|enc| {
-                    d.record(enc);
-                    Ok(())
-                })?;
-                ctx.device()
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .map_err(|e| crate::Error::Device(e.to_string()))?;
-                ctx.check_device()?;
-                Ok(t.elapsed())
-            };
             // Setup (weight packing) and the first run (pipeline creation) are not counted.
-            run(&setup.then(main.clone()))?;
+            timer.run(&setup.then(main.clone()))?;
             let started = Instant::now();
-            let mut best = Duration::MAX;
+            let mut best = f64::INFINITY;
             for _ in 0..20 {
-                best = best.min(run(&main)?);
+                best = best.min(timer.time(&main)?);
                 if started.elapsed() >= per_candidate {
                     break;
                 }
             }
-            micros.insert(name.to_string(), best.as_secs_f64() * 1e6);
+            micros.insert(name.to_string(), best * 1e3);
         }
         let chosen = micros
             .iter()

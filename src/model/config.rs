@@ -2,6 +2,7 @@
 //! (stem, stages, widths, expansion, strides, input, classes, preprocessing); the network, its
 //! parameter list and its parameter count are derived from it.
 
+use super::params::{Norm, ParamId, block_prefix};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +68,7 @@ pub enum BlockKind {
     Depthwise,
 }
 
-/// A complete network description (DESIGN.md §3).
+/// A complete network description (docs/design.md §3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArchConfig {
     /// Name, e.g. `as-resnet-w32` or `asnet20-16x1`.
@@ -96,6 +97,8 @@ pub struct ArchConfig {
 /// One residual block as the network executes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockSpec {
+    /// Position among the network's blocks (the `i` of [`ParamId::Expand`]`(i)`, ...).
+    pub index: usize,
     /// Parameter name prefix, e.g. `blocks.3`.
     pub prefix: String,
     /// Input channels.
@@ -321,7 +324,7 @@ impl ArchConfig {
         }
         // Sizes in u64, so that the checks cannot overflow (also on 32-bit targets).
         let params: u64 = self
-            .param_shapes()
+            .params()
             .iter()
             .map(|(_, d)| d.iter().map(|&v| v as u64).product::<u64>())
             .sum();
@@ -396,7 +399,8 @@ impl ArchConfig {
             for b in 0..stage.blocks {
                 let stride = if b == 0 { stage.stride } else { 1 };
                 out.push(BlockSpec {
-                    prefix: format!("blocks.{}", out.len()),
+                    index: out.len(),
+                    prefix: block_prefix(out.len()),
                     cin,
                     inner: stage.width * self.expansion,
                     width: stage.width,
@@ -418,38 +422,57 @@ impl ArchConfig {
     /// Every learnable tensor with its shape, in a fixed order. Affine layers (inference
     /// BatchNorm) count as two tensors, `scale` and `bias`; the shift is `[2, C]` (`xpos` row,
     /// then `ypos` row).
-    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn params(&self) -> Vec<(ParamId, Vec<usize>)> {
         let mut p = vec![(
-            "stem.weight".to_string(),
+            ParamId::StemWeight,
             vec![self.stem_width, self.in_channels, 3, 3],
         )];
         for b in self.blocks() {
-            let n = |s: &str| format!("{}.{s}", b.prefix);
-            p.push((n("pre.scale"), vec![b.cin]));
-            p.push((n("pre.bias"), vec![b.cin]));
-            p.push((n("expand.weight"), vec![b.inner, b.cin]));
-            p.push((n("mid.scale"), vec![b.inner]));
-            p.push((n("mid.bias"), vec![b.inner]));
+            let i = b.index;
+            p.push((ParamId::Scale(Norm::Pre(i)), vec![b.cin]));
+            p.push((ParamId::Bias(Norm::Pre(i)), vec![b.cin]));
+            p.push((ParamId::Expand(i), vec![b.inner, b.cin]));
+            p.push((ParamId::Scale(Norm::Mid(i)), vec![b.inner]));
+            p.push((ParamId::Bias(Norm::Mid(i)), vec![b.inner]));
             match b.kind {
-                BlockKind::Asl => p.push((n("shift"), vec![2, b.inner])),
-                BlockKind::Depthwise => p.push((n("depthwise.weight"), vec![b.inner, 1, 3, 3])),
+                BlockKind::Asl => p.push((ParamId::Shift(i), vec![2, b.inner])),
+                BlockKind::Depthwise => p.push((ParamId::Depthwise(i), vec![b.inner, 1, 3, 3])),
             }
-            p.push((n("reduce.weight"), vec![b.width, b.inner]));
+            p.push((ParamId::Reduce(i), vec![b.width, b.inner]));
             if b.projection {
-                p.push((n("shortcut.weight"), vec![b.width, b.cin]));
+                p.push((ParamId::Shortcut(i), vec![b.width, b.cin]));
             }
         }
         let c = self.head_channels();
-        p.push(("head.scale".into(), vec![c]));
-        p.push(("head.bias".into(), vec![c]));
-        p.push(("fc.weight".into(), vec![self.classes, c]));
-        p.push(("fc.bias".into(), vec![self.classes]));
+        p.push((ParamId::Scale(Norm::Head), vec![c]));
+        p.push((ParamId::Bias(Norm::Head), vec![c]));
+        p.push((ParamId::FcWeight, vec![self.classes, c]));
+        p.push((ParamId::FcBias, vec![self.classes]));
         p
+    }
+
+    /// [`ArchConfig::params`] by file name.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.params()
+            .into_iter()
+            .map(|(id, dims)| (id.name(), dims))
+            .collect()
+    }
+
+    /// The affine (BatchNorm) layers, in execution order.
+    pub fn norms(&self) -> Vec<Norm> {
+        self.params()
+            .into_iter()
+            .filter_map(|(id, _)| match id {
+                ParamId::Scale(n) => Some(n),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Total number of learnable parameters.
     pub fn param_count(&self) -> usize {
-        self.param_shapes()
+        self.params()
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
             .sum()

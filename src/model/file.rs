@@ -1,6 +1,7 @@
 //! Models in memory and on disk: weights + config + labels in one safetensors file.
 
 use super::config::ArchConfig;
+use super::params::ParamId;
 use crate::error::{Error, Result};
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
@@ -107,10 +108,11 @@ impl Model {
         })
     }
 
-    /// A parameter by name.
-    pub fn param(&self, name: &str) -> Result<&HostTensor> {
+    /// A parameter tensor.
+    pub fn param(&self, id: ParamId) -> Result<&HostTensor> {
+        let name = id.name();
         self.params
-            .get(name)
+            .get(&name)
             .ok_or_else(|| model_err(format!("tensor `{name}` is missing")))
     }
 
@@ -158,7 +160,8 @@ impl Model {
     }
 
     /// Load a model file (at most [`MAX_MODEL_FILE_BYTES`]).
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         crate::error::read_file_limited(path, MAX_MODEL_FILE_BYTES, "safetensors")
             .and_then(|bytes| Self::from_safetensors(&bytes))
             .map_err(|e| match e {
@@ -431,18 +434,26 @@ pub fn write_tensors_atomic(
 pub fn read_tensors(path: &Path, format: &str) -> Result<(BTreeMap<String, HostTensor>, String)> {
     // A checkpoint holds the parameters and as much optimiser state again.
     let bytes = crate::error::read_file_limited(path, 2 * MAX_MODEL_FILE_BYTES, "safetensors")?;
-    let (tensors, meta) = decode_tensors(&bytes)?;
+    parse_tensors(&bytes, format, &path.display().to_string())
+}
+
+/// [`read_tensors`] of bytes in memory; `shown` names them in messages.
+pub(crate) fn parse_tensors(
+    bytes: &[u8],
+    format: &str,
+    shown: &str,
+) -> Result<(BTreeMap<String, HostTensor>, String)> {
+    let (tensors, meta) = decode_tensors(bytes)?;
     if meta.get("format").map(String::as_str) != Some(format) {
         return Err(model_err(format!(
-            "{}: metadata `format` is {:?}, expected `{format}`",
-            path.display(),
+            "{shown}: metadata `format` is {:?}, expected `{format}`",
             meta.get("format")
         )));
     }
     let state = meta
         .get("state")
         .cloned()
-        .ok_or_else(|| model_err(format!("{}: metadata `state` is missing", path.display())))?;
+        .ok_or_else(|| model_err(format!("{shown}: metadata `state` is missing")))?;
     Ok((tensors, state))
 }
 

@@ -8,7 +8,8 @@
 
 use super::config::ArchConfig;
 use super::file::Model;
-use super::plan::{ONES, Op, Plan, Slot};
+use super::params::{Norm, ParamId};
+use super::plan::{Op, Plan, Slot};
 use super::run::{Output, check_input};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{Conv1x1Epilogue, Dispatch};
@@ -29,6 +30,8 @@ pub struct GpuModel {
     classes: usize,
     config: ArchConfig,
     params: HashMap<String, GpuTensor>,
+    /// `[classes]` ones: the scale of the classifier's bias epilogue.
+    ones: GpuTensor,
     /// Bytes of the largest activation of one image.
     image_bytes: u64,
     /// Caller's cap on the images per submission (`usize::MAX` when unset).
@@ -75,19 +78,20 @@ pub struct OpDispatch {
 /// The kind and label of `op` (`fused`: an ASL fused into this 1x1 convolution; `folded`: an
 /// affine folded into it).
 fn describe(op: &Op, plan: &Plan, fused: bool, folded: bool) -> (&'static str, String) {
-    let strip = |name: &str| {
+    let strip = |id: &ParamId| {
+        let name = id.name();
         name.rsplit_once('.')
-            .map_or(name.to_string(), |(p, _)| p.to_string())
+            .map_or(name.clone(), |(p, _)| p.to_string())
     };
     let (kind, name, input) = match op {
         Op::Conv3x3 { weight, input, .. } => ("stem conv3x3", strip(weight), *input),
-        Op::Affine { scale, input, .. } => ("affine", strip(scale), *input),
+        Op::Affine { norm, input, .. } => ("affine", norm.prefix(), *input),
         Op::Conv1x1 { weight, input, .. } if fused => {
             ("asl + conv1x1 (fused)", strip(weight), *input)
         }
         Op::Conv1x1 { weight, input, .. } if folded => ("affine + conv1x1", strip(weight), *input),
         Op::Conv1x1 { weight, input, .. } => ("conv1x1", strip(weight), *input),
-        Op::Shift { shift, input, .. } => ("asl", shift.clone(), *input),
+        Op::Shift { shift, input, .. } => ("asl", shift.name(), *input),
         Op::Depthwise3x3 { weight, input, .. } => ("depthwise3x3", strip(weight), *input),
         Op::AvgPool { input, .. } => ("avg_pool", "pool".into(), *input),
         Op::Softmax { input, .. } => ("softmax", "softmax".into(), *input),
@@ -118,10 +122,7 @@ impl GpuModel {
             params.insert(name.clone(), GpuTensor::from_slice(ctx, &t.dims, &t.data)?);
         }
         let classes = model.config.classes;
-        params.insert(
-            ONES.to_string(),
-            GpuTensor::from_slice(ctx, &[classes], &vec![1.0; classes])?,
-        );
+        let ones = GpuTensor::from_slice(ctx, &[classes], &vec![1.0; classes])?;
         let image_bytes = Plan::new(&model.config, 1)
             .slots
             .iter()
@@ -133,6 +134,7 @@ impl GpuModel {
             classes,
             config: model.config.clone(),
             params,
+            ones,
             image_bytes,
             batch_limit: usize::MAX,
             fused: ctx.policy().fused_by_default(),
@@ -241,10 +243,32 @@ impl GpuModel {
         self.prepared.as_ref().map(|p| &p.slots[p.plan.probs])
     }
 
-    fn param(&self, name: &str) -> Result<&GpuTensor> {
-        self.params.get(name).ok_or_else(|| Error::Format {
+    fn param(&self, id: ParamId) -> Result<&GpuTensor> {
+        let name = id.name();
+        self.params.get(&name).ok_or_else(|| Error::Format {
             format: "model",
             msg: format!("tensor `{name}` is missing"),
+        })
+    }
+
+    /// The `(scale, bias)` of an affine layer.
+    fn norm(&self, n: Norm) -> Result<(&GpuTensor, &GpuTensor)> {
+        Ok((
+            self.param(ParamId::Scale(n))?,
+            self.param(ParamId::Bias(n))?,
+        ))
+    }
+
+    /// The affine of a 1x1 convolution's epilogue: its affine layer, or its bias (scale 1).
+    fn epilogue_affine(
+        &self,
+        affine: Option<Norm>,
+        bias: Option<ParamId>,
+    ) -> Result<Option<(&GpuTensor, &GpuTensor)>> {
+        Ok(match (affine, bias) {
+            (Some(n), _) => Some(self.norm(n)?),
+            (None, Some(b)) => Some((&self.ones, self.param(b)?)),
+            (None, None) => None,
         })
     }
 
@@ -268,19 +292,18 @@ impl GpuModel {
                 out,
             } => {
                 k.conv3x3()
-                    .prepare(ctx, slot(*input), self.param(weight)?, *stride, slot(*out))?
+                    .prepare(ctx, slot(*input), self.param(*weight)?, *stride, slot(*out))?
             }
             Op::Affine {
                 input,
-                scale,
-                bias,
+                norm,
                 relu,
                 out,
             } => k.affine().prepare(
                 ctx,
                 slot(*input),
-                self.param(scale)?,
-                self.param(bias)?,
+                self.norm(*norm)?.0,
+                self.norm(*norm)?.1,
                 *relu,
                 slot(*out),
             )?,
@@ -289,21 +312,14 @@ impl GpuModel {
                 weight,
                 stride,
                 affine,
+                bias,
                 residual,
                 relu,
                 out,
             } => {
-                let affine = match affine {
-                    Some((s, b)) => Some((self.param(s)?, self.param(b)?)),
-                    None => None,
-                };
+                let affine = self.epilogue_affine(*affine, *bias)?;
                 let (source, input_affine_relu) = match folded {
-                    Some(Op::Affine {
-                        input: x,
-                        scale,
-                        bias,
-                        ..
-                    }) => (*x, Some((self.param(scale)?, self.param(bias)?))),
+                    Some(Op::Affine { input: x, norm, .. }) => (*x, Some(self.norm(*norm)?)),
                     _ => (*input, None),
                 };
                 let ep = Conv1x1Epilogue {
@@ -315,7 +331,7 @@ impl GpuModel {
                 k.conv1x1().prepare(
                     ctx,
                     slot(source),
-                    self.param(weight)?,
+                    self.param(*weight)?,
                     *stride,
                     ep,
                     slot(*out),
@@ -329,7 +345,7 @@ impl GpuModel {
             } => k.asl_forward().prepare(
                 ctx,
                 slot(*input),
-                self.param(shift)?,
+                self.param(*shift)?,
                 *stride,
                 slot(*out),
             )?,
@@ -341,7 +357,7 @@ impl GpuModel {
             } => k.depthwise3x3().prepare(
                 ctx,
                 slot(*input),
-                self.param(weight)?,
+                self.param(*weight)?,
                 *stride,
                 slot(*out),
             )?,
@@ -379,6 +395,7 @@ impl GpuModel {
                 weight,
                 stride: 1,
                 affine,
+                bias,
                 residual,
                 relu,
                 out,
@@ -390,10 +407,7 @@ impl GpuModel {
         if input != shifted || *residual == Some(*shifted) {
             return Ok(None);
         }
-        let affine = match affine {
-            Some((s, b)) => Some((self.param(s)?, self.param(b)?)),
-            None => None,
-        };
+        let affine = self.epilogue_affine(*affine, *bias)?;
         let ep = Conv1x1Epilogue {
             affine,
             residual: residual.map(&slot),
@@ -403,9 +417,9 @@ impl GpuModel {
         Ok(Some(self.ctx.kernels().asl_conv1x1().prepare(
             &self.ctx,
             slot(*src),
-            self.param(shift)?,
+            self.param(*shift)?,
             *shift_stride,
-            self.param(weight)?,
+            self.param(*weight)?,
             ep,
             slot(*out),
         )?))

@@ -2,6 +2,7 @@
 
 use super::config::ArchConfig;
 use super::file::{HostTensor, Model};
+use super::params::{Norm, ParamId};
 use crate::caffe::CaffeLayer;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -46,7 +47,7 @@ impl<'a> Layers<'a> {
 
     /// A Scale layer as `(scale, bias)` of `c` channels. In the published weights BatchNorm
     /// is already folded into the Scale layers; the BatchNorm blobs stored beside them are
-    /// ignored (DESIGN.md §4; folding them in again sends the cat photo to class 490).
+    /// ignored (docs/design.md §4; folding them in again sends the cat photo to class 490).
     fn affine(&self, name: &str, c: usize) -> Result<(HostTensor, HostTensor)> {
         Ok((self.blob(name, 0, &[c])?, self.blob(name, 1, &[c])?))
     }
@@ -70,10 +71,8 @@ pub fn import_caffe(layers: &[CaffeLayer], labels: Vec<String>) -> Result<Model>
     };
     let config = ArchConfig::as_resnet(w);
     let mut params = BTreeMap::new();
-    params.insert(
-        "stem.weight".to_string(),
-        l.blob("conv0", 0, &[w, 3, 3, 3])?,
-    );
+    let mut put = |id: ParamId, t: HostTensor| params.insert(id.name(), t);
+    put(ParamId::StemWeight, l.blob("conv0", 0, &[w, 3, 3, 3])?);
     let blocks = config.blocks();
     let mut k = 0;
     for (s, stage) in config.stages.iter().enumerate() {
@@ -86,28 +85,31 @@ pub fn import_caffe(layers: &[CaffeLayer], labels: Vec<String>) -> Result<Model>
             } else {
                 format!("{s}_{}", b + 1)
             };
-            let p = |n: &str| format!("{}.{n}", blk.prefix);
+            let i = blk.index;
             let (pre_s, pre_b) = l.affine(&format!("scale{tag}"), blk.cin)?;
-            params.insert(p("pre.scale"), pre_s);
-            params.insert(p("pre.bias"), pre_b);
-            params.insert(
-                p("expand.weight"),
+            put(ParamId::Scale(Norm::Pre(i)), pre_s);
+            put(ParamId::Bias(Norm::Pre(i)), pre_b);
+            put(
+                ParamId::Expand(i),
                 l.blob(&format!("conv{tag}/1"), 0, &[blk.inner, blk.cin])?,
             );
             let (mid_s, mid_b) = l.affine(&format!("scale{tag}/1"), blk.inner)?;
-            params.insert(p("mid.scale"), mid_s);
-            params.insert(p("mid.bias"), mid_b);
+            put(ParamId::Scale(Norm::Mid(i)), mid_s);
+            put(ParamId::Bias(Norm::Mid(i)), mid_b);
             let shift_layer = format!("shift{tag}/2");
             let mut shift = l.blob(&shift_layer, 0, &[blk.inner])?.data; // xpos
             shift.extend(l.blob(&shift_layer, 1, &[blk.inner])?.data); // ypos
-            params.insert(p("shift"), HostTensor::new(vec![2, blk.inner], shift)?);
-            params.insert(
-                p("reduce.weight"),
+            put(
+                ParamId::Shift(i),
+                HostTensor::new(vec![2, blk.inner], shift)?,
+            );
+            put(
+                ParamId::Reduce(i),
                 l.blob(&format!("conv{tag}/3"), 0, &[blk.width, blk.inner])?,
             );
             if blk.projection {
-                params.insert(
-                    p("shortcut.weight"),
+                put(
+                    ParamId::Shortcut(i),
                     l.blob(&format!("conv/shortcut{s}"), 0, &[blk.width, blk.cin])?,
                 );
             }
@@ -115,12 +117,12 @@ pub fn import_caffe(layers: &[CaffeLayer], labels: Vec<String>) -> Result<Model>
     }
     let c = config.head_channels();
     let (head_s, head_b) = l.affine("scale/bnlast", c)?;
-    params.insert("head.scale".into(), head_s);
-    params.insert("head.bias".into(), head_b);
-    params.insert(
-        "fc.weight".into(),
+    put(ParamId::Scale(Norm::Head), head_s);
+    put(ParamId::Bias(Norm::Head), head_b);
+    put(
+        ParamId::FcWeight,
         l.blob("fc/linear", 0, &[config.classes, c])?,
     );
-    params.insert("fc.bias".into(), l.blob("fc/linear", 1, &[config.classes])?);
+    put(ParamId::FcBias, l.blob("fc/linear", 1, &[config.classes])?);
     Model::new(config, labels, params)
 }

@@ -3,15 +3,13 @@
 //! two backends cannot disagree about the network's structure.
 
 use super::config::{ArchConfig, BlockKind};
+use super::params::{Norm, ParamId};
 use crate::shape::Shape4;
 
 /// Index of an activation tensor in [`Plan::slots`].
 pub type Slot = usize;
 
-/// Name of the constant all-ones tensor the classifier's affine epilogue uses as its scale.
-pub const ONES: &str = "const.fc.ones";
-
-/// One operation. Parameter tensors are named as in [`ArchConfig::param_shapes`].
+/// One operation. Parameter tensors are referred to by their [`ParamId`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// 3x3 convolution, padding 1, no bias.
@@ -19,35 +17,37 @@ pub enum Op {
         /// Input slot.
         input: Slot,
         /// `[Cout, Cin, 3, 3]` weight.
-        weight: String,
+        weight: ParamId,
         /// Stride.
         stride: usize,
         /// Output slot.
         out: Slot,
     },
-    /// Per-channel affine `y = scale * x + bias`, optionally followed by ReLU.
+    /// Per-channel affine `y = scale * x + bias` (BatchNorm: in training with the batch's
+    /// statistics), optionally followed by ReLU.
     Affine {
         /// Input slot.
         input: Slot,
-        /// `[C]` multiplier.
-        scale: String,
-        /// `[C]` offset.
-        bias: String,
+        /// The layer: its [`ParamId::Scale`] and [`ParamId::Bias`].
+        norm: Norm,
         /// Apply ReLU after the affine.
         relu: bool,
         /// Output slot.
         out: Slot,
     },
-    /// 1x1 convolution with stride and epilogue (affine, then residual add, then ReLU).
+    /// 1x1 convolution with stride and epilogue (affine or bias, then residual add, then
+    /// ReLU).
     Conv1x1 {
         /// Input slot.
         input: Slot,
         /// `[Cout, Cin]` weight.
-        weight: String,
+        weight: ParamId,
         /// Stride.
         stride: usize,
-        /// `(scale, bias)` of the epilogue's affine.
-        affine: Option<(String, String)>,
+        /// The epilogue's affine layer (BatchNorm in training).
+        affine: Option<Norm>,
+        /// A `[Cout]` bias added in the epilogue (the classifier's).
+        bias: Option<ParamId>,
         /// Slot added to the result.
         residual: Option<Slot>,
         /// Apply ReLU last.
@@ -60,7 +60,7 @@ pub enum Op {
         /// Input slot.
         input: Slot,
         /// `[2, C]` shift (xpos row, ypos row).
-        shift: String,
+        shift: ParamId,
         /// Stride.
         stride: usize,
         /// Output slot.
@@ -71,7 +71,7 @@ pub enum Op {
         /// Input slot.
         input: Slot,
         /// `[C, 1, 3, 3]` weight.
-        weight: String,
+        weight: ParamId,
         /// Stride.
         stride: usize,
         /// Output slot.
@@ -133,18 +133,17 @@ impl Plan {
         let mut x = b.slot(stem_shape);
         b.ops.push(Op::Conv3x3 {
             input,
-            weight: "stem.weight".into(),
+            weight: ParamId::StemWeight,
             stride: config.stem_stride,
             out: x,
         });
         for blk in config.blocks() {
-            let p = |s: &str| format!("{}.{s}", blk.prefix);
+            let i = blk.index;
             let xs = b.slots[x];
             let t = b.slot(xs);
             b.ops.push(Op::Affine {
                 input: x,
-                scale: p("pre.scale"),
-                bias: p("pre.bias"),
+                norm: Norm::Pre(i),
                 relu: true,
                 out: t,
             });
@@ -154,9 +153,10 @@ impl Plan {
                 let sc = b.slot(xs.strided(blk.width, blk.stride));
                 b.ops.push(Op::Conv1x1 {
                     input: t,
-                    weight: p("shortcut.weight"),
+                    weight: ParamId::Shortcut(i),
                     stride: blk.stride,
                     affine: None,
+                    bias: None,
                     residual: None,
                     relu: false,
                     out: sc,
@@ -168,9 +168,10 @@ impl Plan {
             let u = b.slot(xs.strided(blk.inner, 1));
             b.ops.push(Op::Conv1x1 {
                 input: t,
-                weight: p("expand.weight"),
+                weight: ParamId::Expand(i),
                 stride: 1,
-                affine: Some((p("mid.scale"), p("mid.bias"))),
+                affine: Some(Norm::Mid(i)),
+                bias: None,
                 residual: None,
                 relu: true,
                 out: u,
@@ -179,13 +180,13 @@ impl Plan {
             b.ops.push(match blk.kind {
                 BlockKind::Asl => Op::Shift {
                     input: u,
-                    shift: p("shift"),
+                    shift: ParamId::Shift(i),
                     stride: blk.stride,
                     out: v,
                 },
                 BlockKind::Depthwise => Op::Depthwise3x3 {
                     input: u,
-                    weight: p("depthwise.weight"),
+                    weight: ParamId::Depthwise(i),
                     stride: blk.stride,
                     out: v,
                 },
@@ -193,9 +194,10 @@ impl Plan {
             let y = b.slot(xs.strided(blk.width, blk.stride));
             b.ops.push(Op::Conv1x1 {
                 input: v,
-                weight: p("reduce.weight"),
+                weight: ParamId::Reduce(i),
                 stride: 1,
                 affine: None,
+                bias: None,
                 residual: Some(shortcut),
                 relu: false,
                 out: y,
@@ -206,8 +208,7 @@ impl Plan {
         let t = b.slot(xs);
         b.ops.push(Op::Affine {
             input: x,
-            scale: "head.scale".into(),
-            bias: "head.bias".into(),
+            norm: Norm::Head,
             relu: true,
             out: t,
         });
@@ -219,9 +220,10 @@ impl Plan {
         let logits = b.slot(Shape4::new(n, config.classes, 1, 1));
         b.ops.push(Op::Conv1x1 {
             input: pooled,
-            weight: "fc.weight".into(),
+            weight: ParamId::FcWeight,
             stride: 1,
-            affine: Some((ONES.into(), "fc.bias".into())),
+            affine: None,
+            bias: Some(ParamId::FcBias),
             residual: None,
             relu: false,
             out: logits,

@@ -2,7 +2,8 @@
 
 use super::config::ArchConfig;
 use super::file::Model;
-use super::plan::{ONES, Op, Plan};
+use super::params::ParamId;
+use super::plan::{Op, Plan};
 use crate::cpu;
 use crate::error::{Error, Result};
 
@@ -55,43 +56,64 @@ pub(crate) fn check_input(c: &ArchConfig, input: &[f32]) -> Result<usize> {
     Ok(input.len() / per)
 }
 
+/// Which CPU kernels run a plan's ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CpuKernels {
+    /// Multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the same
+    /// thread (`crate::cpu::fast`; needs rayon and ndarray, brought by the `train` feature).
+    #[cfg(feature = "train")]
+    Fast,
+    /// The generic CPU twins of the GPU kernels (`crate::cpu`).
+    Reference,
+}
+
+/// A buffer of `len` values for `kernels` to overwrite (from the thread's pool on the fast
+/// path).
+fn take(kernels: CpuKernels, len: usize) -> Vec<f32> {
+    match kernels {
+        #[cfg(feature = "train")]
+        CpuKernels::Fast => cpu::fast::BufferPool::take(len),
+        CpuKernels::Reference => vec![0.0; len],
+    }
+}
+
 impl Model {
     /// Run the network on the CPU: `input` is `[N, C, H, W]` as the model's preprocessing
     /// produces it.
     ///
-    /// With the `train` feature (on by default; it brings rayon and ndarray) this is the fast
-    /// path: multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the
+    /// With the `train` feature (on by default; it brings rayon and ndarray) the fast kernels
+    /// run: multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the
     /// same thread. Without it, and always through [`Model::forward_cpu_reference`], the plain
     /// CPU twins of the kernels run.
     pub fn forward_cpu(&self, input: &[f32]) -> Result<Output> {
         #[cfg(feature = "train")]
         {
-            self.forward_cpu_fast(input)
+            self.run_cpu(input, CpuKernels::Fast)
         }
         #[cfg(not(feature = "train"))]
         {
-            self.forward_cpu_reference(input)
+            self.run_cpu(input, CpuKernels::Reference)
         }
     }
 
-    /// The fast CPU path of [`Model::forward_cpu`].
-    #[cfg(feature = "train")]
-    fn forward_cpu_fast(&self, input: &[f32]) -> Result<Output> {
-        use crate::cpu::fast::{self, BufferPool};
+    /// Run the network on the CPU with the plain CPU twins of the kernels (`crate::cpu`), the
+    /// reference the fast kernels of [`Model::forward_cpu`] are tested against.
+    pub fn forward_cpu_reference(&self, input: &[f32]) -> Result<Output> {
+        self.run_cpu(input, CpuKernels::Reference)
+    }
+
+    /// The CPU engine: the plan's ops in order, each on `kernels`.
+    fn run_cpu(&self, input: &[f32], kernels: CpuKernels) -> Result<Output> {
+        use CpuKernels::*;
         let n = check_input(&self.config, input)?;
         let plan = Plan::new(&self.config, n);
-        let ones = vec![1.0f32; self.config.classes];
         // A parameter, checked to hold `len` values.
-        let param = |name: &str, len: usize| -> Result<&[f32]> {
-            let data: &[f32] = if name == ONES {
-                &ones
-            } else {
-                &self.param(name)?.data
-            };
+        let param = |id: ParamId, len: usize| -> Result<&[f32]> {
+            let data: &[f32] = &self.param(id)?.data;
             if data.len() != len {
                 return Err(Error::shape(
                     "model",
-                    name,
+                    id.name(),
                     format!("{len} values"),
                     format!("{} values", data.len()),
                 ));
@@ -99,10 +121,11 @@ impl Model {
             Ok(data)
         };
         let mut slots: Vec<Vec<f32>> = vec![Vec::new(); plan.slots.len()];
-        let mut x = BufferPool::take(input.len());
+        let mut x = take(kernels, input.len());
         x.copy_from_slice(input);
         slots[plan.input] = x;
-        let mut scratch = BufferPool::take(0);
+        #[cfg(feature = "train")]
+        let mut scratch = take(kernels, 0);
         for op in &plan.ops {
             let (out, value) = match op {
                 Op::Conv3x3 {
@@ -111,23 +134,39 @@ impl Model {
                     stride,
                     out,
                 } => {
-                    let (xs, ys) = (plan.slots[*input], plan.slots[*out]);
-                    let w = param(weight, ys.c * xs.c * 9)?;
-                    let mut y = BufferPool::take(ys.len());
-                    fast::conv3x3(&slots[*input], xs, w, ys.c, *stride, &mut y, &mut scratch);
+                    let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
+                    let w = param(*weight, ys.c * xs.c * 9)?;
+                    let y = match kernels {
+                        #[cfg(feature = "train")]
+                        Fast => {
+                            let mut y = take(kernels, ys.len());
+                            cpu::fast::conv3x3(x, xs, w, ys.c, *stride, &mut y, &mut scratch);
+                            y
+                        }
+                        Reference => cpu::conv3x3(x, xs, w, ys.c, *stride)?,
+                    };
                     (*out, y)
                 }
                 Op::Affine {
                     input,
-                    scale,
-                    bias,
+                    norm,
                     relu,
                     out,
                 } => {
-                    let xs = plan.slots[*input];
-                    let (a, b) = (param(scale, xs.c)?, param(bias, xs.c)?);
-                    let mut y = BufferPool::take(xs.len());
-                    fast::affine(&slots[*input], xs, a, b, *relu, &mut y);
+                    let (x, xs) = (&slots[*input], plan.slots[*input]);
+                    let (a, b) = (
+                        param(ParamId::Scale(*norm), xs.c)?,
+                        param(ParamId::Bias(*norm), xs.c)?,
+                    );
+                    let y = match kernels {
+                        #[cfg(feature = "train")]
+                        Fast => {
+                            let mut y = take(kernels, xs.len());
+                            cpu::fast::affine(x, xs, a, b, *relu, &mut y);
+                            y
+                        }
+                        Reference => cpu::affine(x, xs, a, b, *relu)?,
+                    };
                     (*out, y)
                 }
                 Op::Conv1x1 {
@@ -135,32 +174,36 @@ impl Model {
                     weight,
                     stride,
                     affine,
+                    bias,
                     residual,
                     relu,
                     out,
                 } => {
-                    let (xs, ys) = (plan.slots[*input], plan.slots[*out]);
-                    let affine = match affine {
-                        Some((s, b)) => Some((param(s, ys.c)?, param(b, ys.c)?)),
-                        None => None,
+                    let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
+                    let ones = vec![1.0f32; ys.c];
+                    let affine = match (affine, bias) {
+                        (Some(n), _) => Some((
+                            param(ParamId::Scale(*n), ys.c)?,
+                            param(ParamId::Bias(*n), ys.c)?,
+                        )),
+                        (None, Some(b)) => Some((&ones[..], param(*b, ys.c)?)),
+                        (None, None) => None,
                     };
                     let ep = cpu::Epilogue {
                         affine,
                         residual: residual.map(|r| &slots[r][..]),
                         relu: *relu,
                     };
-                    let w = param(weight, ys.c * xs.c)?;
-                    let mut y = BufferPool::take(ys.len());
-                    fast::conv1x1(
-                        &slots[*input],
-                        xs,
-                        w,
-                        ys.c,
-                        *stride,
-                        &ep,
-                        &mut y,
-                        &mut scratch,
-                    );
+                    let w = param(*weight, ys.c * xs.c)?;
+                    let y = match kernels {
+                        #[cfg(feature = "train")]
+                        Fast => {
+                            let mut y = take(kernels, ys.len());
+                            cpu::fast::conv1x1(x, xs, w, ys.c, *stride, &ep, &mut y, &mut scratch);
+                            y
+                        }
+                        Reference => cpu::conv1x1(x, xs, w, ys.c, *stride, ep)?,
+                    };
                     (*out, y)
                 }
                 Op::Shift {
@@ -169,10 +212,17 @@ impl Model {
                     stride,
                     out,
                 } => {
-                    let xs = plan.slots[*input];
-                    let sh = param(shift, 2 * xs.c)?;
-                    let mut y = BufferPool::take(plan.slots[*out].len());
-                    fast::asl_forward(&slots[*input], xs, sh, *stride, &mut y);
+                    let (x, xs) = (&slots[*input], plan.slots[*input]);
+                    let sh = param(*shift, 2 * xs.c)?;
+                    let y = match kernels {
+                        #[cfg(feature = "train")]
+                        Fast => {
+                            let mut y = take(kernels, plan.slots[*out].len());
+                            cpu::fast::asl_forward(x, xs, sh, *stride, &mut y);
+                            y
+                        }
+                        Reference => cpu::asl_forward(x, xs, sh, *stride)?,
+                    };
                     (*out, y)
                 }
                 Op::Depthwise3x3 {
@@ -181,9 +231,13 @@ impl Model {
                     stride,
                     out,
                 } => {
-                    let xs = plan.slots[*input];
-                    let w = param(weight, 9 * xs.c)?;
-                    let y = crate::train::ops::depthwise3x3(&slots[*input], xs, w, *stride)?;
+                    let (x, xs) = (&slots[*input], plan.slots[*input]);
+                    let w = param(*weight, 9 * xs.c)?;
+                    let y = match kernels {
+                        #[cfg(feature = "train")]
+                        Fast => crate::train::ops::depthwise3x3(x, xs, w, *stride)?,
+                        Reference => cpu::depthwise3x3(x, xs, w, *stride)?,
+                    };
                     (*out, y)
                 }
                 Op::AvgPool { input, out } => {
@@ -200,134 +254,14 @@ impl Model {
         }
         let logits = std::mem::take(&mut slots[plan.logits]);
         let probs = std::mem::take(&mut slots[plan.probs]);
-        BufferPool::give(slots.into_iter().chain([scratch]));
+        #[cfg(feature = "train")]
+        if kernels == Fast {
+            cpu::fast::BufferPool::give(slots.into_iter().chain([scratch]));
+        }
         Ok(Output {
             classes: self.config.classes,
             logits,
             probs,
-        })
-    }
-
-    /// Run the network on the CPU with the plain CPU twins of the kernels (`crate::cpu`), the
-    /// reference the fast path of [`Model::forward_cpu`] is tested against.
-    pub fn forward_cpu_reference(&self, input: &[f32]) -> Result<Output> {
-        let n = check_input(&self.config, input)?;
-        let plan = Plan::new(&self.config, n);
-        let ones = vec![1.0f32; self.config.classes];
-        let param = |name: &str| -> Result<&[f32]> {
-            if name == ONES {
-                return Ok(&ones);
-            }
-            Ok(&self.param(name)?.data)
-        };
-        let mut slots: Vec<Vec<f32>> = vec![Vec::new(); plan.slots.len()];
-        slots[plan.input] = input.to_vec();
-        for op in &plan.ops {
-            let (out, value) = match op {
-                Op::Conv3x3 {
-                    input,
-                    weight,
-                    stride,
-                    out,
-                } => {
-                    let cout = plan.slots[*out].c;
-                    let v = cpu::conv3x3(
-                        &slots[*input],
-                        plan.slots[*input],
-                        param(weight)?,
-                        cout,
-                        *stride,
-                    )?;
-                    (*out, v)
-                }
-                Op::Affine {
-                    input,
-                    scale,
-                    bias,
-                    relu,
-                    out,
-                } => {
-                    let v = cpu::affine(
-                        &slots[*input],
-                        plan.slots[*input],
-                        param(scale)?,
-                        param(bias)?,
-                        *relu,
-                    )?;
-                    (*out, v)
-                }
-                Op::Conv1x1 {
-                    input,
-                    weight,
-                    stride,
-                    affine,
-                    residual,
-                    relu,
-                    out,
-                } => {
-                    let affine = match affine {
-                        Some((s, b)) => Some((param(s)?, param(b)?)),
-                        None => None,
-                    };
-                    let ep = cpu::Epilogue {
-                        affine,
-                        residual: residual.map(|r| &slots[r][..]),
-                        relu: *relu,
-                    };
-                    let v = cpu::conv1x1(
-                        &slots[*input],
-                        plan.slots[*input],
-                        param(weight)?,
-                        plan.slots[*out].c,
-                        *stride,
-                        ep,
-                    )?;
-                    (*out, v)
-                }
-                Op::Shift {
-                    input,
-                    shift,
-                    stride,
-                    out,
-                } => {
-                    let v = cpu::asl_forward(
-                        &slots[*input],
-                        plan.slots[*input],
-                        param(shift)?,
-                        *stride,
-                    )?;
-                    (*out, v)
-                }
-                Op::Depthwise3x3 {
-                    input,
-                    weight,
-                    stride,
-                    out,
-                } => {
-                    let v = cpu::depthwise3x3(
-                        &slots[*input],
-                        plan.slots[*input],
-                        param(weight)?,
-                        *stride,
-                    )?;
-                    (*out, v)
-                }
-                Op::AvgPool { input, out } => {
-                    let v = cpu::global_avg_pool(&slots[*input], plan.slots[*input])?;
-                    (*out, v)
-                }
-                Op::Softmax { input, out } => {
-                    let s = plan.slots[*input];
-                    let v = cpu::softmax(&slots[*input], s.n, s.c * s.h * s.w)?;
-                    (*out, v)
-                }
-            };
-            slots[out] = value;
-        }
-        Ok(Output {
-            classes: self.config.classes,
-            logits: std::mem::take(&mut slots[plan.logits]),
-            probs: std::mem::take(&mut slots[plan.probs]),
         })
     }
 }

@@ -204,7 +204,9 @@ impl Backend for CpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<Vec<f32>> {
-        Ok(ops::conv3x3(x, xs, w, cout, s))
+        let mut y = vec![0.0; xs.strided(cout, s).len()];
+        crate::cpu::fast::conv3x3(x, xs, w, cout, s, &mut y, &mut Vec::new());
+        Ok(y)
     }
 
     fn conv3x3_backward_weight(
@@ -227,10 +229,12 @@ impl Backend for CpuBackend {
         s: usize,
         residual: Option<&Vec<f32>>,
     ) -> Result<Vec<f32>> {
-        let mut y = ops::conv1x1(x, xs, w, cout, s);
-        if let Some(r) = residual {
-            y.iter_mut().zip(r).for_each(|(a, b)| *a += b);
-        }
+        let mut y = vec![0.0; xs.strided(cout, s).len()];
+        let ep = crate::cpu::Epilogue {
+            residual: residual.map(|r| &r[..]),
+            ..Default::default()
+        };
+        crate::cpu::fast::conv1x1(x, xs, w, cout, s, &ep, &mut y, &mut Vec::new());
         Ok(y)
     }
 
@@ -283,7 +287,10 @@ impl Backend for CpuBackend {
     }
 
     fn shift(&mut self, x: &Vec<f32>, xs: Shape4, shift: &Vec<f32>, s: usize) -> Result<Vec<f32>> {
-        ops::shift(x, xs, shift, s)
+        crate::cpu::check_len("shift", "shift", shift, 2 * xs.c, format!("[2, {}]", xs.c))?;
+        let mut y = vec![0.0; xs.strided(xs.c, s).len()];
+        crate::cpu::fast::asl_forward(x, xs, shift, s, &mut y);
+        Ok(y)
     }
 
     fn shift_backward(

@@ -5,6 +5,7 @@
 //! layers).
 
 pub mod backend;
+mod graph;
 pub mod ops;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -13,8 +14,7 @@ pub use backend::{Backend, CpuBackend};
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::model::{ArchConfig, BlockKind, BlockSpec, HostTensor, Model};
-use crate::shape::Shape4;
+use crate::model::{ArchConfig, HostTensor, Model, Norm, ParamId, Plan};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -185,7 +185,7 @@ impl Stats {
     }
 }
 
-/// ShiftNet's grouped shift of channel `c` of `channels` (DESIGN.md §2): `(dx, dy)`.
+/// ShiftNet's grouped shift of channel `c` of `channels` (docs/design.md §2): `(dx, dy)`.
 pub fn grouped_shift(c: usize, channels: usize) -> (f32, f32) {
     if c < 9 * (channels / 9) {
         ((c % 3) as f32 - 1.0, ((c / 3) % 3) as f32 - 1.0)
@@ -199,10 +199,6 @@ fn normal(rng: &mut StdRng) -> f32 {
     let u1: f32 = rng.random_range(f32::EPSILON..1.0);
     let u2: f32 = rng.random_range(0.0..1.0);
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-}
-
-fn is_decayed(name: &str) -> bool {
-    name.ends_with(".weight")
 }
 
 impl Trainer {
@@ -219,45 +215,51 @@ impl Trainer {
         }
         let mut rng = StdRng::seed_from_u64(settings.seed);
         let mut params = BTreeMap::new();
-        for (name, dims) in config.param_shapes() {
+        for (id, dims) in config.params() {
             let len: usize = dims.iter().product();
-            let data: Vec<f32> = if name.ends_with(".shift") {
-                let c = dims[1];
-                let mut v = vec![0.0; 2 * c];
-                for ch in 0..c {
-                    let (x, y) = match settings.shift {
-                        ShiftMode::Learned => {
-                            (rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0))
-                        }
-                        ShiftMode::Grouped => grouped_shift(ch, c),
-                        ShiftMode::SampledInt => {
-                            (normal(&mut rng).round(), normal(&mut rng).round())
-                        }
-                        ShiftMode::SampledReal => (normal(&mut rng), normal(&mut rng)),
-                    };
-                    v[ch] = x;
-                    v[c + ch] = y;
+            let data: Vec<f32> = match id {
+                ParamId::Shift(_) => {
+                    let c = dims[1];
+                    let mut v = vec![0.0; 2 * c];
+                    for ch in 0..c {
+                        let (x, y) = match settings.shift {
+                            ShiftMode::Learned => {
+                                (rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0))
+                            }
+                            ShiftMode::Grouped => grouped_shift(ch, c),
+                            ShiftMode::SampledInt => {
+                                (normal(&mut rng).round(), normal(&mut rng).round())
+                            }
+                            ShiftMode::SampledReal => (normal(&mut rng), normal(&mut rng)),
+                        };
+                        v[ch] = x;
+                        v[c + ch] = y;
+                    }
+                    v
                 }
-                v
-            } else if name.ends_with(".scale") {
-                vec![1.0; len]
-            } else if name.ends_with(".bias") {
-                vec![0.0; len]
-            } else if name == "fc.weight" {
-                let a = (6.0 / (dims[0] + dims[1]) as f32).sqrt();
-                (0..len).map(|_| rng.random_range(-a..a)).collect()
-            } else {
-                let fan_in: usize = dims[1..].iter().product();
-                let std = (2.0 / fan_in as f32).sqrt();
-                (0..len).map(|_| normal(&mut rng) * std).collect()
+                ParamId::Scale(_) => vec![1.0; len],
+                ParamId::Bias(_) | ParamId::FcBias => vec![0.0; len],
+                ParamId::FcWeight => {
+                    let a = (6.0 / (dims[0] + dims[1]) as f32).sqrt();
+                    (0..len).map(|_| rng.random_range(-a..a)).collect()
+                }
+                ParamId::StemWeight
+                | ParamId::Expand(_)
+                | ParamId::Depthwise(_)
+                | ParamId::Reduce(_)
+                | ParamId::Shortcut(_) => {
+                    let fan_in: usize = dims[1..].iter().product();
+                    let std = (2.0 / fan_in as f32).sqrt();
+                    (0..len).map(|_| normal(&mut rng) * std).collect()
+                }
             };
-            params.insert(name, data);
+            params.insert(id.name(), data);
         }
         let mut stats = BTreeMap::new();
-        for (name, dims) in config.param_shapes() {
-            if let Some(prefix) = name.strip_suffix(".scale") {
-                stats.insert(format!("{prefix}.running_mean"), vec![0.0; dims[0]]);
-                stats.insert(format!("{prefix}.running_var"), vec![1.0; dims[0]]);
+        for (id, dims) in config.params() {
+            if let ParamId::Scale(norm) = id {
+                stats.insert(norm.running_mean_name(), vec![0.0; dims[0]]);
+                stats.insert(norm.running_var_name(), vec![1.0; dims[0]]);
             }
         }
         let velocity = params
@@ -278,6 +280,10 @@ impl Trainer {
 
     fn p(&self, name: &str) -> &[f32] {
         self.params.get(name).map(|v| &v[..]).unwrap_or(&[])
+    }
+
+    fn param(&self, id: ParamId) -> &[f32] {
+        self.p(&id.name())
     }
 
     /// Steps per epoch for a training set of `n` images (the last partial batch is dropped).
@@ -352,9 +358,11 @@ impl Trainer {
         Ok(stats)
     }
 
-    /// Test-set accuracy with the running statistics (inference mode), on the CPU.
+    /// Test-set accuracy with the running statistics (inference mode), on the CPU: the plan
+    /// run by the CPU engine with BatchNorm folded into the affine layers ([`Trainer::export`]).
     pub fn evaluate(&self, set: &Dataset) -> Result<Stats> {
-        self.evaluate_with(set, |input, n| self.forward_eval(input, n))
+        let model = self.export()?;
+        self.evaluate_with(set, |input, _| Ok(model.forward_cpu(input)?.logits))
     }
 
     /// Loss and accuracy on `set` with `logits_of(input, n)` computing the `[n, classes]`
@@ -376,66 +384,9 @@ impl Trainer {
         Ok(total)
     }
 
-    fn input_shape(&self, n: usize) -> Shape4 {
-        Shape4::new(
-            n,
-            self.config.in_channels,
-            self.config.input_size[0],
-            self.config.input_size[1],
-        )
-    }
-
-    /// Inference-mode logits `[N, classes]` (CPU, BatchNorm with the running statistics).
-    pub fn forward_eval(&self, input: &[f32], n: usize) -> Result<Vec<f32>> {
-        let c = &self.config;
-        let mut be = CpuBackend;
-        let p = self.upload_params(&mut be)?;
-        let mut xs = self.input_shape(n);
-        if input.len() != xs.len() {
-            return Err(Error::shape(
-                "evaluate",
-                "input",
-                xs,
-                format!("{} values", input.len()),
-            ));
-        }
-        let mut x = ops::conv3x3(input, xs, &p["stem.weight"], c.stem_width, c.stem_stride);
-        xs = xs.strided(c.stem_width, c.stem_stride);
-        let bn = |x: &[f32], xs: Shape4, prefix: &str| {
-            ops::bn_relu_eval(
-                x,
-                xs,
-                self.p(&format!("{prefix}.scale")),
-                self.p(&format!("{prefix}.bias")),
-                self.p(&format!("{prefix}.running_mean")),
-                self.p(&format!("{prefix}.running_var")),
-            )
-        };
-        for b in c.blocks() {
-            let t = bn(&x, xs, &format!("{}.pre", b.prefix));
-            let w = &p[&format!("{}.expand.weight", b.prefix)];
-            let e = ops::conv1x1(&t, xs, w, b.inner, 1);
-            let es = xs.strided(b.inner, 1);
-            let u = bn(&e, es, &format!("{}.mid", b.prefix));
-            let (_, vs, y) = block_tail(&mut be, &p, &b, &x, xs, &t, &u)?;
-            x = y;
-            xs = vs.strided(b.width, 1);
-        }
-        let h = bn(&x, xs, "head");
-        let pooled = be.avg_pool(&h, xs)?;
-        be.linear(&pooled, n, xs.c, &p["fc.weight"], &p["fc.bias"], c.classes)
-    }
-
-    /// The learnable tensors (not the running statistics) on the device of `be`.
-    fn upload_params<B: Backend>(&self, be: &mut B) -> Result<BTreeMap<String, B::Tensor>> {
-        self.config
-            .param_shapes()
-            .into_iter()
-            .map(|(name, dims)| {
-                let t = be.upload(&dims, self.p(&name))?;
-                Ok((name, t))
-            })
-            .collect()
+    /// Inference-mode logits `[N, classes]` (the CPU engine running [`Trainer::export`]).
+    pub fn forward_eval(&self, input: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.export()?.forward_cpu(input)?.logits)
     }
 
     /// Forward and backward of one batch in training mode on the CPU: stats and gradients by
@@ -448,9 +399,10 @@ impl Trainer {
         self.forward_backward_on(&mut CpuBackend, input, labels)
     }
 
-    /// Forward and backward of one batch in training mode on the backend `be` (the same code
-    /// for every backend): stats and gradients by name, on the host. Updates the BatchNorm
-    /// running statistics.
+    /// Forward and backward of one batch in training mode on the backend `be`: the network's
+    /// [`Plan`] run forward with BatchNorm on the batch's statistics, then backward, one rule
+    /// per op (the same code for every backend and block kind). Returns the stats and the
+    /// gradients by parameter name, on the host; updates the BatchNorm running statistics.
     pub fn forward_backward_on<B: Backend>(
         &mut self,
         be: &mut B,
@@ -458,8 +410,8 @@ impl Trainer {
         labels: &[u8],
     ) -> Result<(Stats, BTreeMap<String, Vec<f32>>)> {
         let n = labels.len();
-        let c = self.config.clone();
-        let in_shape = self.input_shape(n);
+        let plan = Plan::new(&self.config, n);
+        let in_shape = plan.slots[plan.input];
         if input.len() != in_shape.len() || n == 0 {
             return Err(Error::shape(
                 "train",
@@ -468,178 +420,47 @@ impl Trainer {
                 format!("{} values for {n} labels", input.len()),
             ));
         }
-        let p = self.upload_params(be)?;
-        let input = be.upload(&in_shape.dims(), input)?;
-        // Gradients by parameter name; a BatchNorm's `[2, C]` (dgamma, dbeta) under its prefix.
-        let mut grads: BTreeMap<String, B::Tensor> = BTreeMap::new();
-        // (BatchNorm prefix, values per channel) in forward order.
-        let mut bn_layers: Vec<(String, usize)> = Vec::new();
-        let mut xs = in_shape.strided(c.stem_width, c.stem_stride);
-        let mut x = be.conv3x3(
-            &input,
-            in_shape,
-            &p["stem.weight"],
-            c.stem_width,
-            c.stem_stride,
-        )?;
-
-        struct Tape<T> {
-            x: T,
-            xs: Shape4,
-            t: T,
-            pre: T,
-            e: T,
-            u: T,
-            mid: T,
-            v: T,
-            vs: Shape4,
-        }
-        let blocks = c.blocks();
-        let mut tapes = Vec::with_capacity(blocks.len());
-        for b in &blocks {
-            let name = |s: &str| format!("{}.{s}", b.prefix);
-            let (t, pre) =
-                be.bn_relu_train(&x, xs, &p[&name("pre.scale")], &p[&name("pre.bias")])?;
-            bn_layers.push((name("pre"), xs.n * xs.plane()));
-            let e = be.conv1x1(&t, xs, &p[&name("expand.weight")], b.inner, 1, None)?;
-            let es = xs.strided(b.inner, 1);
-            let (u, mid) =
-                be.bn_relu_train(&e, es, &p[&name("mid.scale")], &p[&name("mid.bias")])?;
-            bn_layers.push((name("mid"), es.n * es.plane()));
-            let (v, vs, y) = block_tail(be, &p, b, &x, xs, &t, &u)?;
-            let ys = vs.strided(b.width, 1);
-            tapes.push(Tape {
-                x: std::mem::replace(&mut x, y),
-                xs,
-                t,
-                pre,
-                e,
-                u,
-                mid,
-                v,
-                vs,
-            });
-            xs = ys;
-        }
-        let (h, head) = be.bn_relu_train(&x, xs, &p["head.scale"], &p["head.bias"])?;
-        bn_layers.push(("head".into(), xs.n * xs.plane()));
-        let pooled = be.avg_pool(&h, xs)?;
-        let k = c.classes;
-        let logits = be.linear(&pooled, n, xs.c, &p["fc.weight"], &p["fc.bias"], k)?;
-        let (dlogits, dfb, per_image) = be.softmax_cross_entropy(&logits, labels, k)?;
-
-        // Classifier and head.
-        let (dpooled, dfc) = be.linear_backward(&dlogits, &pooled, &p["fc.weight"], n, xs.c, k)?;
-        grads.insert("fc.weight".into(), dfc);
-        grads.insert("fc.bias".into(), dfb);
-        let dh = be.avg_pool_backward(&dpooled, xs)?;
-        let (mut dx, dparams) = be.bn_relu_backward(&dh, &x, &h, xs, &p["head.scale"], &head)?;
-        grads.insert("head".into(), dparams);
-        // Batch statistics in the reverse order of `bn_layers`.
-        let mut batch_stats = vec![head];
-
-        for (b, tape) in blocks.iter().zip(tapes).rev() {
-            let name = |s: &str| format!("{}.{s}", b.prefix);
-            let dy = dx;
-            // reduce conv
-            let w = &p[&name("reduce.weight")];
-            let dv = be.conv1x1_backward_input(&dy, tape.vs, w, b.width, 1)?;
-            let dw = be.conv1x1_backward_weight(&dy, &tape.v, tape.vs, b.width, 1)?;
-            grads.insert(name("reduce.weight"), dw);
-            // shift
-            let es = tape.xs.strided(b.inner, 1);
-            let du = match b.kind {
-                BlockKind::Asl => {
-                    let sh = &p[&name("shift")];
-                    let (du, dshift) = be.shift_backward(&tape.u, es, &dv, sh, b.stride)?;
-                    grads.insert(name("shift"), dshift);
-                    du
-                }
-                BlockKind::Depthwise => {
-                    let w = &p[&name("depthwise.weight")];
-                    let (du, dw) = be.depthwise3x3_backward(&tape.u, es, &dv, w, b.stride)?;
-                    grads.insert(name("depthwise.weight"), dw);
-                    du
-                }
-            };
-            // mid BN + ReLU
-            let gamma = &p[&name("mid.scale")];
-            let (de, dparams) = be.bn_relu_backward(&du, &tape.e, &tape.u, es, gamma, &tape.mid)?;
-            grads.insert(name("mid"), dparams);
-            // expand conv
-            let w = &p[&name("expand.weight")];
-            let mut dt = be.conv1x1_backward_input(&de, tape.xs, w, b.inner, 1)?;
-            let dw = be.conv1x1_backward_weight(&de, &tape.t, tape.xs, b.inner, 1)?;
-            grads.insert(name("expand.weight"), dw);
-            let mut dskip = None;
-            if b.projection {
-                let w = &p[&name("shortcut.weight")];
-                let d = be.conv1x1_backward_input(&dy, tape.xs, w, b.width, b.stride)?;
-                be.add_assign(&mut dt, &d)?;
-                let dw = be.conv1x1_backward_weight(&dy, &tape.t, tape.xs, b.width, b.stride)?;
-                grads.insert(name("shortcut.weight"), dw);
-            } else {
-                dskip = Some(dy);
-            }
-            // pre BN + ReLU
-            let gamma = &p[&name("pre.scale")];
-            let (mut dxb, dparams) =
-                be.bn_relu_backward(&dt, &tape.x, &tape.t, tape.xs, gamma, &tape.pre)?;
-            grads.insert(name("pre"), dparams);
-            if let Some(d) = dskip {
-                be.add_assign(&mut dxb, &d)?;
-            }
-            dx = dxb;
-            batch_stats.push(tape.mid);
-            batch_stats.push(tape.pre);
-        }
-        let dw = be.conv3x3_backward_weight(&dx, &input, in_shape, c.stem_width, c.stem_stride)?;
-        grads.insert("stem.weight".into(), dw);
-
-        // What the host needs, in one download: gradients, per-image losses, batch statistics.
-        let names: Vec<String> = grads.keys().cloned().collect();
-        let mut wanted: Vec<&B::Tensor> = grads.values().collect();
-        wanted.push(&per_image);
-        wanted.extend(batch_stats.iter());
-        let mut host = be.download(&wanted)?.into_iter();
-        let mut out = BTreeMap::new();
-        for name in names {
-            let g = host.next().unwrap_or_default();
-            if self.params.contains_key(&name) {
-                out.insert(name, g);
-            } else {
-                let (dgamma, dbeta) = g.split_at(g.len() / 2);
-                out.insert(format!("{name}.scale"), dgamma.to_vec());
-                out.insert(format!("{name}.bias"), dbeta.to_vec());
-            }
-        }
-        let per_image = host.next().unwrap_or_default();
+        let pass =
+            graph::forward_backward(be, &self.config, &plan, |id| self.param(id), input, labels)?;
         let mut stats = Stats {
             seen: n,
             ..Default::default()
         };
-        for pair in per_image.chunks_exact(2) {
+        for pair in pass.per_image.chunks_exact(2) {
             stats.loss_sum += f64::from(pair[0]);
             stats.correct += usize::from(pair[1] > 0.5);
         }
-        for ((prefix, m), batch) in bn_layers.into_iter().rev().zip(host) {
-            let mean = format!("{prefix}.running_mean");
-            let var = format!("{prefix}.running_var");
+        for (norm, batch, m) in pass.batch_stats {
+            let (mean, var) = (norm.running_mean_name(), norm.running_var_name());
             let mut rm = self.params.remove(&mean).unwrap_or_default();
             let mut rv = self.params.remove(&var).unwrap_or_default();
             ops::update_running_stats(&mut rm, &mut rv, &batch, m);
             self.params.insert(mean, rm);
             self.params.insert(var, rv);
         }
-        Ok((stats, out))
+        let grads = pass
+            .grads
+            .into_iter()
+            .map(|(id, g)| (id.name(), g))
+            .collect();
+        Ok((stats, grads))
     }
 
     /// Apply one optimiser step with learning rate `lr` (PyTorch's Nesterov form:
     /// `v = m v + g; w -= lr (g + m v)`).
     pub fn apply(&mut self, grads: BTreeMap<String, Vec<f32>>, lr: f32) {
         let s = self.settings.clone();
+        let ids: BTreeMap<String, ParamId> = self
+            .config
+            .params()
+            .into_iter()
+            .map(|(id, _)| (id.name(), id))
+            .collect();
         for (name, mut g) in grads {
-            let is_shift = name.ends_with(".shift");
+            let Some(&id) = ids.get(&name) else {
+                continue;
+            };
+            let is_shift = matches!(id, ParamId::Shift(_));
             if is_shift {
                 if s.shift != ShiftMode::Learned {
                     continue;
@@ -651,11 +472,7 @@ impl Trainer {
                 continue;
             };
             let rate = if is_shift { lr * s.shift_lr_mult } else { lr };
-            let wd = if is_decayed(&name) {
-                s.weight_decay
-            } else {
-                0.0
-            };
+            let wd = if id.is_weight() { s.weight_decay } else { 0.0 };
             for i in 0..w.len() {
                 let gi = g[i] + wd * w[i];
                 v[i] = s.momentum * v[i] + gi;
@@ -666,29 +483,22 @@ impl Trainer {
 
     /// The inference model: BatchNorm folded into the affine layers.
     pub fn export(&self) -> Result<Model> {
+        let folded = |norm: Norm| {
+            ops::fold_bn(
+                self.param(ParamId::Scale(norm)),
+                self.param(ParamId::Bias(norm)),
+                self.p(&norm.running_mean_name()),
+                self.p(&norm.running_var_name()),
+            )
+        };
         let mut params = BTreeMap::new();
-        for (name, dims) in self.config.param_shapes() {
-            let data = if let Some(prefix) = name.strip_suffix(".scale") {
-                ops::fold_bn(
-                    self.p(&name),
-                    self.p(&format!("{prefix}.bias")),
-                    self.p(&format!("{prefix}.running_mean")),
-                    self.p(&format!("{prefix}.running_var")),
-                )
-                .0
-            } else if let Some(prefix) = name.strip_suffix(".bias").filter(|p| !p.starts_with("fc"))
-            {
-                ops::fold_bn(
-                    self.p(&format!("{prefix}.scale")),
-                    self.p(&name),
-                    self.p(&format!("{prefix}.running_mean")),
-                    self.p(&format!("{prefix}.running_var")),
-                )
-                .1
-            } else {
-                self.p(&name).to_vec()
+        for (id, dims) in self.config.params() {
+            let data = match id {
+                ParamId::Scale(norm) => folded(norm).0,
+                ParamId::Bias(norm) => folded(norm).1,
+                _ => self.param(id).to_vec(),
             };
-            params.insert(name, HostTensor::new(dims, data)?);
+            params.insert(id.name(), HostTensor::new(dims, data)?);
         }
         Model::new(self.config.clone(), self.labels.clone(), params)
     }
@@ -701,6 +511,12 @@ impl Trainer {
     /// Write a checkpoint atomically; an existing `path` is replaced only with `overwrite`
     /// (checked at the rename, see [`crate::model::write_atomic`]).
     pub fn save_checkpoint_to(&self, path: &Path, overwrite: bool) -> Result<()> {
+        crate::model::write_atomic(path, &self.checkpoint_bytes()?, overwrite)
+    }
+
+    /// The checkpoint file's bytes (safetensors: parameters, velocities and the run's state;
+    /// byte-reproducible).
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
         let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
         for (k, v) in &self.params {
             tensors.insert(
@@ -725,13 +541,30 @@ impl Trainer {
             ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
             ("state".to_string(), meta.to_string()),
         ]);
-        let bytes = crate::model::encode_tensors(&tensors, meta)?;
-        crate::model::write_atomic(path, &bytes, overwrite)
+        crate::model::encode_tensors(&tensors, meta)
     }
 
-    /// Read a checkpoint written by [`Trainer::save_checkpoint`].
+    /// Read a checkpoint written by [`Trainer::save_checkpoint`] (at most 2 GiB, a regular
+    /// file), validated as [`Trainer::from_checkpoint_bytes`] says.
     pub fn load_checkpoint(path: &Path) -> Result<Self> {
-        let (tensors, meta) = crate::model::read_tensors(path, CHECKPOINT_FORMAT)?;
+        let bytes = crate::error::read_file_limited(
+            path,
+            2 * crate::model::MAX_MODEL_FILE_BYTES,
+            "safetensors",
+        )?;
+        Self::parse_checkpoint(&bytes, &path.display().to_string())
+    }
+
+    /// A checkpoint from its bytes, validated before anything is allocated for it or run:
+    /// the config builds, the settings can drive a run ([`TrainSettings::validate`]), there is
+    /// one label per class, and every parameter, running statistic and velocity is present with
+    /// the length the config gives it, finite, and nothing else is.
+    pub fn from_checkpoint_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::parse_checkpoint(bytes, "checkpoint")
+    }
+
+    fn parse_checkpoint(bytes: &[u8], shown: &str) -> Result<Self> {
+        let (tensors, meta) = crate::model::parse_tensors(bytes, CHECKPOINT_FORMAT, shown)?;
         #[derive(Deserialize)]
         struct Meta {
             config: ArchConfig,
@@ -740,33 +573,29 @@ impl Trainer {
             epoch: usize,
             step_in_epoch: usize,
         }
-        let m: Meta = serde_json::from_str(&meta).map_err(|e| Error::Format {
-            format: "checkpoint",
-            msg: format!("{}: state: {e}", path.display()),
-        })?;
         let bad = |msg: String| Error::Format {
             format: "checkpoint",
-            msg: format!("{}: {msg}", path.display()),
+            msg: format!("{shown}: {msg}"),
         };
-        // Settings (batch 0, ...), config and labels are checked here, before any use.
-        let mut t = Trainer::new(m.config, m.labels, m.settings).map_err(|e| bad(e.to_string()))?;
-        // Every tensor must have the length a fresh run of this config gives it.
-        let lengths: BTreeMap<String, usize> = t
-            .params
-            .iter()
-            .map(|(k, v)| (format!("param/{k}"), v.len()))
-            .chain(
-                t.velocity
-                    .iter()
-                    .map(|(k, v)| (format!("velocity/{k}"), v.len())),
-            )
-            .collect();
-        for v in t.params.values_mut().chain(t.velocity.values_mut()) {
-            v.clear();
+        let m: Meta = serde_json::from_str(&meta).map_err(|e| bad(format!("state: {e}")))?;
+        m.config.validate().map_err(|e| bad(e.to_string()))?;
+        m.settings.validate().map_err(|e| bad(e.to_string()))?;
+        // The length of every tensor a run of this config holds (as `Trainer::new` names them),
+        // checked against the file before the network is allocated: a config can ask for far
+        // more memory than the file holds.
+        let mut lengths = BTreeMap::new();
+        for (name, dims) in m.config.param_shapes() {
+            let n: usize = dims.iter().product();
+            if let Some(prefix) = name.strip_suffix(".scale") {
+                lengths.insert(format!("param/{prefix}.running_mean"), dims[0]);
+                lengths.insert(format!("param/{prefix}.running_var"), dims[0]);
+            }
+            lengths.insert(format!("velocity/{name}"), n);
+            lengths.insert(format!("param/{name}"), n);
         }
-        for (key, tensor) in tensors {
+        for (key, tensor) in &tensors {
             let want = *lengths
-                .get(&key)
+                .get(key)
                 .ok_or_else(|| bad(format!("unexpected tensor `{key}`")))?;
             if tensor.data.len() != want {
                 return Err(bad(format!(
@@ -780,56 +609,28 @@ impl Trainer {
                     tensor.data[i]
                 )));
             }
+        }
+        if let Some(key) = lengths.keys().find(|k| !tensors.contains_key(*k)) {
+            let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
+            return Err(bad(format!("tensor `{name}` is missing")));
+        }
+        let mut t = Trainer::new(m.config, m.labels, m.settings).map_err(|e| bad(e.to_string()))?;
+        for (key, tensor) in tensors {
             let slot = match key.split_once('/') {
                 Some(("param", name)) => t.params.get_mut(name),
                 Some((_, name)) => t.velocity.get_mut(name),
                 None => None,
             };
-            if let Some(s) = slot {
-                *s = tensor.data;
+            match slot {
+                Some(s) => *s = tensor.data,
+                // `lengths` and `Trainer::new` disagree on the names: a bug, not a bad file.
+                None => return Err(bad(format!("tensor `{key}` has no place in the run"))),
             }
-        }
-        if let Some((k, _)) = t
-            .params
-            .iter()
-            .chain(t.velocity.iter())
-            .find(|(_, v)| v.is_empty())
-        {
-            return Err(bad(format!("tensor `{k}` is missing")));
         }
         t.epoch = m.epoch;
         t.step_in_epoch = m.step_in_epoch;
         Ok(t)
     }
-}
-
-/// The part of a block after its mid BatchNorm + ReLU output `u`: the shift, the reduce
-/// convolution and the shortcut (identity of `x`, or a strided 1x1 convolution of `t`), the
-/// same for training and for inference. Returns the shifted tensor, its shape and the block
-/// output.
-fn block_tail<B: Backend>(
-    be: &mut B,
-    p: &BTreeMap<String, B::Tensor>,
-    b: &BlockSpec,
-    x: &B::Tensor,
-    xs: Shape4,
-    t: &B::Tensor,
-    u: &B::Tensor,
-) -> Result<(B::Tensor, Shape4, B::Tensor)> {
-    let name = |s: &str| format!("{}.{s}", b.prefix);
-    let es = xs.strided(b.inner, 1);
-    let v = match b.kind {
-        BlockKind::Asl => be.shift(u, es, &p[&name("shift")], b.stride)?,
-        BlockKind::Depthwise => be.depthwise3x3(u, es, &p[&name("depthwise.weight")], b.stride)?,
-    };
-    let vs = es.strided(b.inner, b.stride);
-    let y = if b.projection {
-        let sc = be.conv1x1(t, xs, &p[&name("shortcut.weight")], b.width, b.stride, None)?;
-        be.conv1x1(&v, vs, &p[&name("reduce.weight")], b.width, 1, Some(&sc))?
-    } else {
-        be.conv1x1(&v, vs, &p[&name("reduce.weight")], b.width, 1, Some(x))?
-    };
-    Ok((v, vs, y))
 }
 
 /// Format tag of training checkpoints.

@@ -1,37 +1,20 @@
-//! The CPU training kernels: batched, multi-threaded over images (rayon), GEMMs through
-//! ndarray's matrixmultiply backend. Reductions over the batch use a fixed split of the batch
-//! into chunks summed in order, so results do not depend on the number of threads.
+//! The CPU training kernels beside the fast forward kernels of `crate::cpu::fast` (which the
+//! CPU backend runs for the forward convolutions, the ASL and the affine): batched,
+//! multi-threaded over images (rayon), GEMMs through ndarray's matrixmultiply backend.
+//! Reductions over the batch use a fixed split of the batch into chunks summed in order, so
+//! results do not depend on the number of threads.
 
 use crate::cpu;
+use crate::cpu::fast::{view, view_mut};
 use crate::error::Result;
 use crate::shape::Shape4;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// Fixed number of batch chunks for reductions (independent of the thread count).
 const CHUNKS: usize = 8;
 /// BatchNorm epsilon.
 pub const BN_EPS: f32 = 1e-5;
-
-fn view(data: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), data).unwrap_or_else(|_| unreachable!("shape checked"))
-}
-
-fn view_mut(data: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
-    ArrayViewMut2::from_shape((rows, cols), data).unwrap_or_else(|_| unreachable!("shape checked"))
-}
-
-/// `c = a (m x k) * b (k x n) + beta * c`.
-fn gemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, beta: f32) {
-    general_mat_mul(
-        1.0,
-        &view(a, m, k),
-        &view(b, k, n),
-        beta,
-        &mut view_mut(c, m, n),
-    );
-}
 
 /// `c = a^T * b + beta * c` with `a` stored `k x m`.
 fn gemm_tn(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, beta: f32) {
@@ -93,25 +76,7 @@ fn chunked_sum(
     total
 }
 
-/// 1x1 convolution with stride: `x` `[N, Cin, H, W]`, `w` `[Cout, Cin]`.
-pub fn conv1x1(x: &[f32], xs: Shape4, w: &[f32], cout: usize, s: usize) -> Vec<f32> {
-    let ys = xs.strided(cout, s);
-    let mut y = vec![0.0; ys.len()];
-    let (pi, po) = (xs.c * xs.plane(), cout * ys.plane());
-    y.par_chunks_mut(po)
-        .zip(x.par_chunks(pi))
-        .for_each(|(yn, xn)| {
-            if s == 1 {
-                gemm(w, xn, yn, cout, xs.c, ys.plane(), 0.0);
-            } else {
-                let sub = subsample(xn, xs.c, xs.h, xs.w, s);
-                gemm(w, &sub, yn, cout, xs.c, ys.plane(), 0.0);
-            }
-        });
-    y
-}
-
-/// Input gradient of [`conv1x1`]; `acc` (if given) is added to.
+/// Input gradient of a 1x1 convolution (`crate::cpu::fast::conv1x1`); `acc` (if given) is added to.
 pub fn conv1x1_backward_input(
     dy: &[f32],
     xs: Shape4,
@@ -142,7 +107,7 @@ pub fn conv1x1_backward_input(
         });
 }
 
-/// Weight gradient of [`conv1x1`], summed over the batch: `[Cout, Cin]`.
+/// Weight gradient of a 1x1 convolution, summed over the batch: `[Cout, Cin]`.
 pub fn conv1x1_backward_weight(
     dy: &[f32],
     x: &[f32],
@@ -191,21 +156,7 @@ fn im2col(xn: &[f32], xs: Shape4, s: usize) -> Vec<f32> {
     cols
 }
 
-/// 3x3 pad-1 convolution (the stem): `w` `[Cout, Cin, 3, 3]`.
-pub fn conv3x3(x: &[f32], xs: Shape4, w: &[f32], cout: usize, s: usize) -> Vec<f32> {
-    let ys = xs.strided(cout, s);
-    let mut y = vec![0.0; ys.len()];
-    let (pi, po) = (xs.c * xs.plane(), cout * ys.plane());
-    y.par_chunks_mut(po)
-        .zip(x.par_chunks(pi))
-        .for_each(|(yn, xn)| {
-            let cols = im2col(xn, xs, s);
-            gemm(w, &cols, yn, cout, xs.c * 9, ys.plane(), 0.0);
-        });
-    y
-}
-
-/// Weight gradient of [`conv3x3`] summed over the batch.
+/// Weight gradient of a 3x3 pad-1 convolution (`crate::cpu::fast::conv3x3`) summed over the batch.
 pub fn conv3x3_backward_weight(
     dy: &[f32],
     x: &[f32],
@@ -282,19 +233,6 @@ pub fn update_running_stats(
     }
 }
 
-/// BatchNorm with the running statistics (inference) followed by ReLU.
-pub fn bn_relu_eval(
-    x: &[f32],
-    xs: Shape4,
-    gamma: &[f32],
-    beta: &[f32],
-    rm: &[f32],
-    rv: &[f32],
-) -> Vec<f32> {
-    let (scale, shift) = fold_bn(gamma, beta, rm, rv);
-    affine_relu(x, xs, &scale, &shift)
-}
-
 /// The affine equivalent of inference BatchNorm: `(scale, bias)`.
 pub fn fold_bn(gamma: &[f32], beta: &[f32], rm: &[f32], rv: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = (0..gamma.len())
@@ -308,15 +246,7 @@ pub fn fold_bn(gamma: &[f32], beta: &[f32], rm: &[f32], rv: &[f32]) -> (Vec<f32>
 
 fn affine_relu(x: &[f32], xs: Shape4, scale: &[f32], shift: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(xs.plane())
-        .zip(x.par_chunks(xs.plane()))
-        .enumerate()
-        .for_each(|(k, (yp, xp))| {
-            let c = k % xs.c;
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = (scale[c] * v + shift[c]).max(0.0);
-            }
-        });
+    crate::cpu::fast::affine(x, xs, scale, shift, true, &mut y);
     y
 }
 
@@ -365,21 +295,6 @@ pub fn bn_relu_backward(
             }
         });
     (dx, dgamma, dbeta)
-}
-
-/// ASL forward, parallel over images.
-pub fn shift(x: &[f32], xs: Shape4, sh: &[f32], s: usize) -> Result<Vec<f32>> {
-    let one = Shape4::new(1, xs.c, xs.h, xs.w);
-    let os = xs.strided(xs.c, s);
-    let parts: Result<Vec<Vec<f32>>> = x
-        .par_chunks(one.len())
-        .map(|xn| cpu::asl_forward(xn, one, sh, s))
-        .collect();
-    let mut out = Vec::with_capacity(os.len());
-    for p in parts? {
-        out.extend(p);
-    }
-    Ok(out)
 }
 
 /// ASL backward: `(dx, dshift)`, the shift gradient summed over the batch in image order.

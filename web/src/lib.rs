@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use activeshift::model::BlockKind;
+use activeshift::model::{BlockKind, ParamId};
 use activeshift::preprocess::{decode_image, preprocess};
 use activeshift::{Classifier, Error, GpuContext, Model};
 use serde::Serialize;
@@ -85,7 +85,7 @@ impl ModelInfo {
         let mut shifts = Vec::new();
         // Depthwise baseline networks have no shifts to show.
         for b in c.blocks().into_iter().filter(|b| b.kind == BlockKind::Asl) {
-            let t = model.param(&format!("{}.shift", b.prefix))?;
+            let t = model.param(ParamId::Shift(b.index))?;
             let n = b.inner;
             shifts.push(ShiftLayer {
                 name: b.prefix.clone(),

@@ -106,8 +106,9 @@ async function loadDefaultModel() {
     res = null;
   }
   if (!res || !res.ok) {
-    notice(noticeText('No default model is bundled yet: load an activeshift model ' +
-      '(.safetensors) with the button below, by dropping it onto the page, or with ?model=URL.'));
+    notice(noticeText('The default model (models/default.safetensors, put there by web/build.sh) ' +
+      'is missing: load an activeshift model (.safetensors) with the button below, by dropping ' +
+      'it onto the page, or with ?model=URL.'));
     return;
   }
   loadModelBytes(new Uint8Array(await res.arrayBuffer()), 'the bundled default model');

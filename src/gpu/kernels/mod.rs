@@ -50,7 +50,9 @@ impl KernelChoice {
     pub fn of(ctx: &GpuContext) -> Self {
         Self {
             register_tiled: ctx.policy().register_tiled(),
-            asl: AslForward::choose(ctx.policy(), crate::Shape4::new(1, 1, 4, 4), 1),
+            asl: ctx
+                .policy()
+                .rule_asl_forward(crate::Shape4::new(1, 1, 4, 4), 1),
             fused: ctx.policy().fused_by_default(),
         }
     }

@@ -1,0 +1,417 @@
+//! Training runs the inference plan ([`Plan`]): the forward pass executes the plan's ops on a
+//! [`Backend`] keeping every activation (the tape), with BatchNorm on the batch's statistics
+//! wherever the plan has an affine layer; the loss replaces the softmax; the backward pass
+//! walks the ops in reverse with one rule per op kind ([`Graph::backward_op`]). A new block
+//! kind needs its op in [`crate::model::plan`] with a forward and a backward rule here (and
+//! its kernels behind [`Backend`]); no training code of its own.
+
+use super::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::{ArchConfig, Norm, Op, ParamId, Plan, Slot};
+use crate::shape::Shape4;
+use std::collections::{BTreeMap, HashMap};
+
+/// What one training-mode forward and backward pass produced, on the host.
+pub(crate) struct Pass {
+    /// `[n, 2]` per image: loss, 1 if the top-1 class is right.
+    pub per_image: Vec<f32>,
+    /// The gradient of every parameter.
+    pub grads: BTreeMap<ParamId, Vec<f32>>,
+    /// Each affine layer's batch statistics (`[3, C]`: mean, biased variance, inverse
+    /// standard deviation) and the number of values per channel they were taken over.
+    pub batch_stats: Vec<(Norm, Vec<f32>, usize)>,
+}
+
+/// A gradient being gathered: one parameter's, or an affine layer's `[2, C]` (dgamma, dbeta).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum GradOf {
+    Param(ParamId),
+    Norm(Norm),
+}
+
+/// What a BatchNorm's backward rule needs beyond the op's input and output.
+struct NormTape<T> {
+    /// The batch statistics `[3, C]`.
+    stats: T,
+    /// For a 1x1 convolution with a BatchNorm epilogue: the convolution's output before it.
+    pre: Option<T>,
+}
+
+/// One training pass in progress on backend `B`.
+struct Graph<'p, B: Backend> {
+    plan: &'p Plan,
+    params: HashMap<ParamId, B::Tensor>,
+    /// Activations by slot (the tape).
+    slots: Vec<Option<B::Tensor>>,
+    /// Per op with a BatchNorm: what its backward rule needs.
+    norm: Vec<Option<NormTape<B::Tensor>>>,
+    /// Gradients by slot, summed over the slot's readers.
+    dslots: Vec<Option<B::Tensor>>,
+    grads: BTreeMap<GradOf, B::Tensor>,
+}
+
+fn unsupported(op: &str, what: &str) -> Error {
+    Error::invalid(
+        "train",
+        format!("{op}: {what} has no training rule (see src/train/graph.rs)"),
+    )
+}
+
+/// One forward and backward pass of `plan` (the plan of `config` for `labels.len()` images)
+/// in training mode on `be`. `param` gives each parameter's values.
+pub(crate) fn forward_backward<'a, B: Backend>(
+    be: &mut B,
+    config: &ArchConfig,
+    plan: &Plan,
+    param: impl Fn(ParamId) -> &'a [f32],
+    input: &[f32],
+    labels: &[u8],
+) -> Result<Pass> {
+    let mut params = HashMap::new();
+    for (id, dims) in config.params() {
+        params.insert(id, be.upload(&dims, param(id))?);
+    }
+    let mut g = Graph {
+        plan,
+        params,
+        slots: (0..plan.slots.len()).map(|_| None).collect(),
+        norm: (0..plan.ops.len()).map(|_| None).collect(),
+        dslots: (0..plan.slots.len()).map(|_| None).collect(),
+        grads: BTreeMap::new(),
+    };
+    let xs = plan.slots[plan.input];
+    g.slots[plan.input] = Some(be.upload(&xs.dims(), input)?);
+    for (i, op) in plan.ops.iter().enumerate() {
+        g.forward_op(be, i, op)?;
+    }
+    let k = plan.slots[plan.logits].c;
+    let (dlogits, _, per_image) = be.softmax_cross_entropy(g.slot(plan.logits)?, labels, k)?;
+    g.dslots[plan.logits] = Some(dlogits);
+    for (i, op) in plan.ops.iter().enumerate().rev() {
+        g.backward_op(be, i, op)?;
+    }
+
+    // One download: gradients, per-image results, batch statistics.
+    let keys: Vec<GradOf> = g.grads.keys().copied().collect();
+    let mut norms = Vec::new();
+    for (i, op) in plan.ops.iter().enumerate() {
+        let (norm, shape) = match op {
+            Op::Affine { norm, input, .. } => (*norm, plan.slots[*input]),
+            Op::Conv1x1 {
+                affine: Some(norm),
+                out,
+                ..
+            } => (*norm, plan.slots[*out]),
+            _ => continue,
+        };
+        norms.push((i, norm, shape.n * shape.plane()));
+    }
+    let mut wanted: Vec<&B::Tensor> = g.grads.values().collect();
+    wanted.push(&per_image);
+    for (i, _, _) in &norms {
+        wanted.push(g.norm[*i].as_ref().map(|n| &n.stats).ok_or_else(missing)?);
+    }
+    let mut host = be.download(&wanted)?.into_iter();
+    let mut grads = BTreeMap::new();
+    for key in keys {
+        let v = host.next().ok_or_else(missing)?;
+        match key {
+            GradOf::Param(id) => {
+                grads.insert(id, v);
+            }
+            GradOf::Norm(n) => {
+                let (dgamma, dbeta) = v.split_at(v.len() / 2);
+                grads.insert(ParamId::Scale(n), dgamma.to_vec());
+                grads.insert(ParamId::Bias(n), dbeta.to_vec());
+            }
+        }
+    }
+    let per_image = host.next().ok_or_else(missing)?;
+    let batch_stats = norms
+        .into_iter()
+        .zip(host)
+        .map(|((_, norm, m), stats)| (norm, stats, m))
+        .collect();
+    Ok(Pass {
+        per_image,
+        grads,
+        batch_stats,
+    })
+}
+
+fn missing() -> Error {
+    Error::invalid("train", "a tensor of the training pass is missing")
+}
+
+impl<B: Backend> Graph<'_, B> {
+    fn slot(&self, s: Slot) -> Result<&B::Tensor> {
+        self.slots[s].as_ref().ok_or_else(missing)
+    }
+
+    fn param(&self, id: ParamId) -> Result<&B::Tensor> {
+        self.params
+            .get(&id)
+            .ok_or_else(|| Error::invalid("train", format!("parameter `{id}` is missing")))
+    }
+
+    /// Add `d` to the gradient of slot `s`.
+    fn accumulate(&mut self, be: &mut B, s: Slot, d: B::Tensor) -> Result<()> {
+        match &mut self.dslots[s] {
+            Some(acc) => be.add_assign(acc, &d),
+            none => {
+                *none = Some(d);
+                Ok(())
+            }
+        }
+    }
+
+    /// Add `d` to the gradient of a parameter or an affine layer.
+    fn accumulate_grad(&mut self, be: &mut B, of: GradOf, d: B::Tensor) -> Result<()> {
+        match self.grads.get_mut(&of) {
+            Some(acc) => be.add_assign(acc, &d),
+            None => {
+                self.grads.insert(of, d);
+                Ok(())
+            }
+        }
+    }
+
+    /// Forward rule of op `i`: its output into the tape (and what its backward rule needs).
+    fn forward_op(&mut self, be: &mut B, i: usize, op: &Op) -> Result<()> {
+        let plan = self.plan;
+        let shapes = &plan.slots;
+        let (out, y) = match op {
+            Op::Conv3x3 {
+                input,
+                weight,
+                stride,
+                out,
+            } => {
+                let cout = shapes[*out].c;
+                let x = self.slot(*input)?;
+                let y = be.conv3x3(x, shapes[*input], self.param(*weight)?, cout, *stride)?;
+                (*out, y)
+            }
+            Op::Affine {
+                input,
+                norm,
+                relu,
+                out,
+            } => {
+                if !relu {
+                    return Err(unsupported("affine", "BatchNorm without ReLU"));
+                }
+                let (gamma, beta) = (
+                    self.param(ParamId::Scale(*norm))?,
+                    self.param(ParamId::Bias(*norm))?,
+                );
+                let (y, stats) =
+                    be.bn_relu_train(self.slot(*input)?, shapes[*input], gamma, beta)?;
+                self.norm[i] = Some(NormTape { stats, pre: None });
+                (*out, y)
+            }
+            Op::Conv1x1 {
+                input,
+                weight,
+                stride,
+                affine,
+                bias,
+                residual,
+                relu,
+                out,
+            } => {
+                let (xs, ys) = (shapes[*input], shapes[*out]);
+                let (x, w) = (self.slot(*input)?, self.param(*weight)?);
+                if let Some(b) = bias {
+                    if xs.plane() != 1 || *stride != 1 || affine.is_some() || *relu {
+                        return Err(unsupported(
+                            "conv1x1",
+                            "a bias other than the classifier's (1x1 input, nothing else)",
+                        ));
+                    }
+                    let mut y = be.linear(x, xs.n, xs.c, w, self.param(*b)?, ys.c)?;
+                    if let Some(r) = residual {
+                        be.add_assign(&mut y, self.slot(*r)?)?;
+                    }
+                    (*out, y)
+                } else if let Some(norm) = affine {
+                    if !relu || residual.is_some() {
+                        return Err(unsupported(
+                            "conv1x1",
+                            "a BatchNorm epilogue without ReLU or with a residual",
+                        ));
+                    }
+                    let z = be.conv1x1(x, xs, w, ys.c, *stride, None)?;
+                    let (gamma, beta) = (
+                        self.param(ParamId::Scale(*norm))?,
+                        self.param(ParamId::Bias(*norm))?,
+                    );
+                    let (y, stats) = be.bn_relu_train(&z, ys, gamma, beta)?;
+                    self.norm[i] = Some(NormTape {
+                        stats,
+                        pre: Some(z),
+                    });
+                    (*out, y)
+                } else {
+                    if *relu {
+                        return Err(unsupported("conv1x1", "a ReLU without BatchNorm"));
+                    }
+                    let r = residual.map(|r| self.slot(r)).transpose()?;
+                    (*out, be.conv1x1(x, xs, w, ys.c, *stride, r)?)
+                }
+            }
+            Op::Shift {
+                input,
+                shift,
+                stride,
+                out,
+            } => {
+                let x = self.slot(*input)?;
+                let y = be.shift(x, shapes[*input], self.param(*shift)?, *stride)?;
+                (*out, y)
+            }
+            Op::Depthwise3x3 {
+                input,
+                weight,
+                stride,
+                out,
+            } => {
+                let x = self.slot(*input)?;
+                let y = be.depthwise3x3(x, shapes[*input], self.param(*weight)?, *stride)?;
+                (*out, y)
+            }
+            Op::AvgPool { input, out } => {
+                let y = be.avg_pool(self.slot(*input)?, shapes[*input])?;
+                (*out, y)
+            }
+            // Training ends at the logits: the loss takes the softmax's place.
+            Op::Softmax { .. } => return Ok(()),
+        };
+        self.slots[out] = Some(y);
+        Ok(())
+    }
+
+    /// Backward rule of op `i`: the gradients of its inputs and parameters from its output's.
+    fn backward_op(&mut self, be: &mut B, op_index: usize, op: &Op) -> Result<()> {
+        let plan = self.plan;
+        let shapes = &plan.slots;
+        let out = match op {
+            Op::Conv3x3 { out, .. }
+            | Op::Affine { out, .. }
+            | Op::Conv1x1 { out, .. }
+            | Op::Shift { out, .. }
+            | Op::Depthwise3x3 { out, .. }
+            | Op::AvgPool { out, .. }
+            | Op::Softmax { out, .. } => *out,
+        };
+        // Nothing the loss depends on (the softmax's probabilities).
+        let Some(dy) = self.dslots[out].take() else {
+            return Ok(());
+        };
+        match op {
+            Op::Conv3x3 {
+                input,
+                weight,
+                stride,
+                ..
+            } => {
+                if *input != self.plan.input {
+                    return Err(unsupported("conv3x3", "an input gradient (only the stem)"));
+                }
+                let (xs, cout) = (shapes[*input], shapes[out].c);
+                let dw = be.conv3x3_backward_weight(&dy, self.slot(*input)?, xs, cout, *stride)?;
+                self.accumulate_grad(be, GradOf::Param(*weight), dw)?;
+            }
+            Op::Affine { input, norm, .. } => {
+                let (dx, dparams) = {
+                    let stats = &self.norm[op_index].as_ref().ok_or_else(missing)?.stats;
+                    let (x, y) = (self.slot(*input)?, self.slot(out)?);
+                    let gamma = self.param(ParamId::Scale(*norm))?;
+                    be.bn_relu_backward(&dy, x, y, shapes[*input], gamma, stats)?
+                };
+                self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;
+                self.accumulate(be, *input, dx)?;
+            }
+            Op::Conv1x1 {
+                input,
+                weight,
+                stride,
+                affine,
+                bias,
+                residual,
+                ..
+            } => {
+                let (xs, ys) = (shapes[*input], shapes[out]);
+                let dz = match affine {
+                    Some(norm) => {
+                        let (dz, dparams) = {
+                            let tape = self.norm[op_index].as_ref().ok_or_else(missing)?;
+                            let (stats, z) = (&tape.stats, tape.pre.as_ref().ok_or_else(missing)?);
+                            let gamma = self.param(ParamId::Scale(*norm))?;
+                            be.bn_relu_backward(&dy, z, self.slot(out)?, ys, gamma, stats)?
+                        };
+                        self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;
+                        dz
+                    }
+                    None => dy,
+                };
+                let (x, w) = (self.slot(*input)?, self.param(*weight)?);
+                let (dx, dw) = if let Some(b) = bias {
+                    let (dx, dw) = be.linear_backward(&dz, x, w, xs.n, xs.c, ys.c)?;
+                    // The bias gradient: the output gradient summed per channel, as the weight
+                    // gradient of a 1x1 convolution reading a one-channel input of ones.
+                    let ones_shape = Shape4::new(ys.n, 1, ys.h, ys.w);
+                    let ones = be.upload(&ones_shape.dims(), &vec![1.0; ones_shape.len()])?;
+                    let db = be.conv1x1_backward_weight(&dz, &ones, ones_shape, ys.c, 1)?;
+                    self.accumulate_grad(be, GradOf::Param(*b), db)?;
+                    (dx, dw)
+                } else {
+                    let dx = be.conv1x1_backward_input(&dz, xs, w, ys.c, *stride)?;
+                    let dw = be.conv1x1_backward_weight(&dz, x, xs, ys.c, *stride)?;
+                    (dx, dw)
+                };
+                self.accumulate_grad(be, GradOf::Param(*weight), dw)?;
+                self.accumulate(be, *input, dx)?;
+                // (The forward rule allows a residual only without an epilogue BatchNorm, so
+                // the residual's gradient is the output's.)
+                if let Some(r) = residual {
+                    self.accumulate(be, *r, dz)?;
+                }
+            }
+            Op::Shift {
+                input,
+                shift,
+                stride,
+                ..
+            } => {
+                let (dx, dshift) = {
+                    let (x, sh) = (self.slot(*input)?, self.param(*shift)?);
+                    be.shift_backward(x, shapes[*input], &dy, sh, *stride)?
+                };
+                self.accumulate_grad(be, GradOf::Param(*shift), dshift)?;
+                self.accumulate(be, *input, dx)?;
+            }
+            Op::Depthwise3x3 {
+                input,
+                weight,
+                stride,
+                ..
+            } => {
+                let (dx, dw) = {
+                    let (x, w) = (self.slot(*input)?, self.param(*weight)?);
+                    be.depthwise3x3_backward(x, shapes[*input], &dy, w, *stride)?
+                };
+                self.accumulate_grad(be, GradOf::Param(*weight), dw)?;
+                self.accumulate(be, *input, dx)?;
+            }
+            Op::AvgPool { input, .. } => {
+                let dx = be.avg_pool_backward(&dy, shapes[*input])?;
+                self.accumulate(be, *input, dx)?;
+            }
+            Op::Softmax { .. } => {
+                return Err(unsupported("softmax", "a gradient of the probabilities"));
+            }
+        }
+        Ok(())
+    }
+}
