@@ -4,7 +4,8 @@
 //!
 //! Files, in `$ACTIVESHIFT_CACHE_DIR`, else `$XDG_CACHE_HOME/activeshift`, else
 //! `~/.cache/activeshift` (`%LOCALAPPDATA%\activeshift` on Windows, `~/Library/Caches/activeshift`
-//! on macOS): `pipelines-<key>.bin` per adapter, driver and wgpu version. Its content is an
+//! on macOS): `pipelines-<key>-<family>-<fused>-<version>.bin` per adapter, driver, kernel set
+//! and version. Its content is an
 //! 8-byte FNV-1a checksum and then what `wgpu::PipelineCache::get_data` returned (empty on
 //! backends without a pipeline cache: the file then only records that this adapter compiled
 //! the kernels once, and the driver's own shader cache, such as Mesa's, does the rest). A
@@ -70,8 +71,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The file's name for `ctx`'s adapter: wgpu's own cache key where the backend has a pipeline
-/// cache, else a hash of the adapter's name, backend, driver and this program's version.
+/// The file's name for `ctx`'s adapter and kernel choice: wgpu's own cache key where the
+/// backend has a pipeline cache, else a hash of the adapter's name, backend and driver; then the
+/// kernel family, the fusion default and this program's version.
 fn file_name(ctx: &GpuContext) -> String {
     let info = ctx.adapter_info();
     let key = wgpu::util::pipeline_cache_key(info).unwrap_or_else(|| {
@@ -87,7 +89,18 @@ fn file_name(ctx: &GpuContext) -> String {
             .hash(&mut h);
         format!("{:?}-{:016x}", info.backend, h.finish()).to_lowercase()
     });
-    format!("pipelines-{key}-{}.bin", env!("CARGO_PKG_VERSION"))
+    // The kernel set differs by family and fusion: a run with other kernels compiles others.
+    let policy = ctx.policy();
+    let family = format!("{:?}", policy.family()).to_lowercase();
+    let fused = if policy.fused_by_default() {
+        "fused"
+    } else {
+        "unfused"
+    };
+    format!(
+        "pipelines-{key}-{family}-{fused}-{}.bin",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// The cache's data if `bytes` checks out.
