@@ -2,9 +2,7 @@
 //! compiled for the first time on this machine, and keeps wgpu's pipeline cache (Vulkan) in the
 //! user's cache directory so that later runs skip compiling where the driver allows.
 //!
-//! Files, in `$ACTIVESHIFT_CACHE_DIR`, else `$XDG_CACHE_HOME/activeshift`, else
-//! `~/.cache/activeshift` (`%LOCALAPPDATA%\activeshift` on Windows, `~/Library/Caches/activeshift`
-//! on macOS): `pipelines-<key>-<family>-<fused>-<version>.bin` per adapter, driver, kernel set
+//! Files, in the program's one cache directory ([`cache_dir`]): `pipelines-<key>-<family>-<fused>-<version>.bin` per adapter, driver, kernel set
 //! and version. Its content is an
 //! 8-byte FNV-1a checksum and then what `wgpu::PipelineCache::get_data` returned (empty on
 //! backends without a pipeline cache: the file then only records that this adapter compiled
@@ -45,23 +43,16 @@ pub struct PipelineCache {
     started: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
-/// The cache directory (see the module docs), or None when no home directory is known.
+/// The one cache directory of the command-line program (pipeline caches, tuning decisions,
+/// converted pretrained models): `$ACTIVESHIFT_CACHE_DIR`, else the user's cache directory
+/// (`$XDG_CACHE_HOME/activeshift` or `~/.cache/activeshift` on Linux,
+/// `~/Library/Caches/activeshift` on macOS, `%LOCALAPPDATA%\\activeshift` on Windows), or None
+/// when the system names none.
 pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("ACTIVESHIFT_CACHE_DIR") {
+    if let Some(dir) = std::env::var_os("ACTIVESHIFT_CACHE_DIR").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir));
     }
-    if cfg!(windows) {
-        return std::env::var_os("LOCALAPPDATA").map(|d| PathBuf::from(d).join("activeshift"));
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("activeshift"));
-    }
-    let home = PathBuf::from(std::env::var_os("HOME")?);
-    Some(if cfg!(target_os = "macos") {
-        home.join("Library/Caches/activeshift")
-    } else {
-        home.join(".cache/activeshift")
-    })
+    dirs::cache_dir().map(|d| d.join("activeshift"))
 }
 
 /// 64-bit FNV-1a.

@@ -58,20 +58,15 @@ fn base_url() -> String {
         .to_string()
 }
 
-/// Where converted models are kept: `$ACTIVESHIFT_CACHE`, else the user's cache directory
-/// (`~/.cache/activeshift` on Linux).
+/// Where converted models are kept: the program's cache directory
+/// ([`crate::pipeline_cache::cache_dir`]).
 pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("ACTIVESHIFT_CACHE").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d));
-    }
-    dirs::cache_dir()
-        .map(|d| d.join("activeshift"))
-        .ok_or_else(|| {
-            Error::invalid(
-                "pretrained",
-                "no cache directory on this system: set ACTIVESHIFT_CACHE",
-            )
-        })
+    crate::pipeline_cache::cache_dir().ok_or_else(|| {
+        Error::invalid(
+            "pretrained",
+            "no cache directory on this system: set ACTIVESHIFT_CACHE_DIR",
+        )
+    })
 }
 
 /// An error that reads `error: NAME: MSG`.

@@ -27,17 +27,10 @@ pub struct TuneArgs {
     no_save: bool,
 }
 
-/// Where the tuning cache lives: `ACTIVESHIFT_TUNE_CACHE`, else
-/// `$XDG_CACHE_HOME/activeshift/tune.json`, else `~/.cache/activeshift/tune.json`.
+/// Where the tuning cache lives: `tune.json` in the program's cache directory
+/// ([`crate::pipeline_cache::cache_dir`]).
 pub fn cache_path() -> Option<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(p) = var("ACTIVESHIFT_TUNE_CACHE") {
-        return Some(PathBuf::from(p));
-    }
-    let base = var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("activeshift").join("tune.json"))
+    crate::pipeline_cache::cache_dir().map(|d| d.join("tune.json"))
 }
 
 /// The cached decisions for `ctx`'s adapter, or None (with a warning on stderr when a cache

@@ -867,7 +867,7 @@ fn a_pretrained_model_by_name_is_downloaded_verified_and_cached_once() {
         run(bin()
             .current_dir(&dir)
             .env("ACTIVESHIFT_PRETRAINED_URL", base)
-            .env("ACTIVESHIFT_CACHE", &cache)
+            .env("ACTIVESHIFT_CACHE_DIR", &cache)
             .args([
                 "classify",
                 "--json",
@@ -898,7 +898,7 @@ fn a_pretrained_model_by_name_is_downloaded_verified_and_cached_once() {
     let (bad_base, _) = serve(W32_PATH, damaged);
     let (ok, _, err) = run(bin()
         .env("ACTIVESHIFT_PRETRAINED_URL", &bad_base)
-        .env("ACTIVESHIFT_CACHE", &cache2)
+        .env("ACTIVESHIFT_CACHE_DIR", &cache2)
         .args(["info", "--model", "as-resnet-w32"]));
     assert!(
         !ok && err.contains("SHA-256 is") && err.contains("nothing was written"),
@@ -918,7 +918,7 @@ fn a_pretrained_model_by_name_is_downloaded_verified_and_cached_once() {
     let start = std::time::Instant::now();
     let (ok, _, err) = run(bin()
         .env("ACTIVESHIFT_PRETRAINED_URL", &closed)
-        .env("ACTIVESHIFT_CACHE", &cache2)
+        .env("ACTIVESHIFT_CACHE_DIR", &cache2)
         .args(["info", "--model", "as-resnet-w32"]));
     assert!(
         !ok && err.contains("cannot download") && err.contains("import-caffe"),

@@ -105,9 +105,9 @@ run() {
   grep -A6 '^=== classify' "$out/log.txt" >"$out/classify.txt"
   # Which variant this device measures fastest per op and shape of w32 (rule vs tuned, whole
   # forward with each); the cache it writes makes the bench below report the tuned picks.
-  check "tune w32" env ACTIVESHIFT_TUNE_CACHE="$out/tune.json" "$bin/activeshift" tune \
+  check "tune w32" env ACTIVESHIFT_CACHE_DIR="$out/cache" "$bin/activeshift" tune \
     --model /tmp/activeshift-w32.safetensors
-  export ACTIVESHIFT_TUNE_CACHE="$out/tune.json"
+  export ACTIVESHIFT_CACHE_DIR="$out/cache"
   check "bench (json)" sh -c "'$bin/activeshift' bench --json --quick >'$out/bench.json'"
   check "bench (markdown)" "$bin/activeshift" bench --markdown "$out/BENCHMARKS-gpu.md" --force
   return $failed
