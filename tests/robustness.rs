@@ -1074,6 +1074,9 @@ fn fuzz_regressions_do_not_crash() {
                         let again =
                             Trainer::from_checkpoint_bytes(&t.checkpoint_bytes().unwrap()).unwrap();
                         assert_eq!(again, t, "{}", path.display());
+                        // A checkpoint that loads exports its model (the fuzz target's contract).
+                        t.export()
+                            .unwrap_or_else(|e| panic!("{}: export: {e}", path.display()));
                     }
                 }
                 _ => {
@@ -1314,4 +1317,19 @@ fn oversized_checkpoints_and_dataset_caches_are_refused_before_reading() {
     let err = activeshift::data::FashionMnist::load_cache(&dir).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Finite statistics that fold into an infinite model (the fuzz finding kept in
+/// `tests/data/regressions/checkpoint/`) are refused when the checkpoint is read, with the
+/// reason, instead of failing when the run writes its model.
+#[test]
+fn checkpoints_whose_batchnorm_folds_to_infinity_are_refused() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/regressions/checkpoint/bn-folds-to-infinity.ckpt");
+    let data = std::fs::read(&path).unwrap();
+    let err = activeshift::train::Trainer::from_checkpoint_bytes(&data)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not fold into a model"), "{err}");
+    assert!(err.contains("head.bias"), "{err}");
 }

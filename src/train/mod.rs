@@ -629,6 +629,13 @@ impl Trainer {
         }
         t.epoch = m.epoch;
         t.step_in_epoch = m.step_in_epoch;
+        // Finite values can still fold into infinite ones (a running variance near zero under a
+        // large scale): such a run could never write its model, so it is refused here.
+        t.export().map_err(|e| {
+            bad(format!(
+                "its BatchNorm statistics do not fold into a model: {e}"
+            ))
+        })?;
         Ok(t)
     }
 }
