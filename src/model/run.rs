@@ -180,13 +180,17 @@ impl Model {
                     out,
                 } => {
                     let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
-                    let ones = vec![1.0f32; ys.c];
+                    // Ones as the scale of a plain bias, made only for the op that has one.
+                    let ones: Vec<f32>;
                     let affine = match (affine, bias) {
                         (Some(n), _) => Some((
                             param(ParamId::Scale(*n), ys.c)?,
                             param(ParamId::Bias(*n), ys.c)?,
                         )),
-                        (None, Some(b)) => Some((&ones[..], param(*b, ys.c)?)),
+                        (None, Some(b)) => {
+                            ones = vec![1.0f32; ys.c];
+                            Some((&ones[..], param(*b, ys.c)?))
+                        }
                         (None, None) => None,
                     };
                     let ep = cpu::Epilogue {

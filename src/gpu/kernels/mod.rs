@@ -200,11 +200,17 @@ impl Kernels {
     /// `cell`'s kernel, constructed by `new` (with this context's pipeline environment) if it
     /// is not yet.
     fn build<'k, T>(&'k self, cell: &'k OnceLock<T>, new: impl FnOnce() -> T) -> &'k T {
+        /// Puts the outer environment back when dropped, also when a constructor panics.
+        struct Restore(Option<Arc<PipelineEnv>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let outer = self.0.take();
+                BUILDING.with(|b| *b.borrow_mut() = outer);
+            }
+        }
         cell.get_or_init(|| {
-            let outer = BUILDING.with(|b| b.replace(Some(Arc::clone(&self.env))));
-            let kernel = new();
-            BUILDING.with(|b| *b.borrow_mut() = outer);
-            kernel
+            let _restore = Restore(BUILDING.with(|b| b.replace(Some(Arc::clone(&self.env)))));
+            new()
         })
     }
     /// `shaders/asl_forward.wgsl`.
