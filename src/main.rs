@@ -1134,7 +1134,7 @@ fn train(a: TrainArgs) -> Result<()> {
         ));
     }
     refuse_overwrite(&checkpoint, true)?;
-    let mut trainer = if a.resume {
+    let trainer = if a.resume {
         let t = Trainer::load_checkpoint(&checkpoint)?;
         check_resume_settings(&a, &t, &checkpoint)?;
         eprintln!(
@@ -1181,37 +1181,33 @@ fn train(a: TrainArgs) -> Result<()> {
     let device = gpu_for(a.backend, "training")?;
     let finished = trainer.epoch >= trainer.settings.epochs;
     install_sigint();
-    let completed = match device {
+    let sets = RunSets {
+        train: &train_set,
+        test: &data.test,
+        checkpoint: &checkpoint,
+    };
+    // The run's state lives on the backend that trains it; the host copy is brought up to date
+    // for checkpoints and the per-epoch evaluation.
+    let (completed, trained) = match device {
         Some(ctx) => {
-            let mut be = activeshift::train::GpuBackend::new(ctx.clone());
+            let be = activeshift::train::GpuBackend::new(ctx.clone());
+            let mut session = activeshift::train::Session::new(trainer, be)?;
             let eval = |t: &Trainer, set: &activeshift::data::Dataset| {
                 let mut clf = Classifier::gpu(&ctx, t.export()?)?;
                 t.evaluate_with(set, |input, _| Ok(clf.run_blocking(input)?.logits))
             };
-            train_epochs(
-                &a,
-                &mut trainer,
-                &mut be,
-                &train_set,
-                &data.test,
-                &checkpoint,
-                eval,
-            )
+            let completed = train_epochs(&a, &mut session, sets, eval);
+            (completed, session.into_trainer()?)
         }
         None => {
             let eval = |t: &Trainer, set: &activeshift::data::Dataset| t.evaluate(set);
-            let mut be = activeshift::train::CpuBackend;
-            train_epochs(
-                &a,
-                &mut trainer,
-                &mut be,
-                &train_set,
-                &data.test,
-                &checkpoint,
-                eval,
-            )
+            let be = activeshift::train::CpuBackend;
+            let mut session = activeshift::train::Session::new(trainer, be)?;
+            let completed = train_epochs(&a, &mut session, sets, eval);
+            (completed, session.into_trainer()?)
         }
     };
+    let trainer = trained;
     IN_TRAINING_LOOP.store(false, std::sync::atomic::Ordering::SeqCst);
     if !completed? {
         eprintln!(
@@ -1236,23 +1232,33 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The epochs of a training run on backend `be`, evaluating on `test_set` with `eval` after
-/// each epoch; checkpoints along the way, the model written after every epoch. `Ok(false)`
+/// The data and files of a training run.
+#[derive(Clone, Copy)]
+struct RunSets<'a> {
+    train: &'a activeshift::data::Dataset,
+    test: &'a activeshift::data::Dataset,
+    checkpoint: &'a std::path::Path,
+}
+
+/// The epochs of a training run in `session` (its state on its backend), evaluating on the
+/// test set with `eval` after each epoch; checkpoints along the way (the state read back
+/// from the backend when one is written), the model written after every epoch. `Ok(false)`
 /// when Ctrl-C stopped it (a checkpoint written at the step it stopped).
-#[allow(clippy::too_many_arguments)]
 fn train_epochs<B: activeshift::train::Backend>(
     a: &TrainArgs,
-    trainer: &mut activeshift::train::Trainer,
-    be: &mut B,
-    train_set: &activeshift::data::Dataset,
-    test_set: &activeshift::data::Dataset,
-    checkpoint: &std::path::Path,
+    session: &mut activeshift::train::Session<B>,
+    sets: RunSets<'_>,
     eval: impl Fn(
         &activeshift::train::Trainer,
         &activeshift::data::Dataset,
     ) -> Result<activeshift::train::Stats>,
 ) -> Result<bool> {
     use std::sync::atomic::Ordering::SeqCst;
+    let (train_set, test_set, checkpoint) = (sets.train, sets.test, sets.checkpoint);
+    // The run's description (its tensors stay on the backend between checkpoints).
+    let trainer = session.trainer().clone();
+    let trainer = &trainer;
+    let (mut epoch_now, mut step_now) = (trainer.epoch, trainer.step_in_epoch);
     if train_set.len() < trainer.settings.batch {
         return Err(activeshift::Error::invalid(
             "train",
@@ -1265,13 +1271,13 @@ fn train_epochs<B: activeshift::train::Backend>(
     }
     let steps = trainer.steps_per_epoch(train_set.len());
     let total = steps * trainer.settings.epochs;
-    if trainer.step_in_epoch > steps {
+    if step_now > steps {
         return Err(activeshift::Error::invalid(
             "train --resume",
             format!(
                 "the checkpoint is at step {} of an epoch, but this training set has {steps} \
                  steps per epoch (a different --limit?)",
-                trainer.step_in_epoch
+                step_now
             ),
         ));
     }
@@ -1284,7 +1290,7 @@ fn train_epochs<B: activeshift::train::Backend>(
         steps,
         trainer.settings.batch,
         trainer.settings.shift,
-        be.describe(),
+        session.backend().describe(),
     );
     // Files this process has not written yet are replaced only when allowed (--force; a
     // resumed run's own files), checked again at the rename: a file created there meanwhile is
@@ -1294,7 +1300,7 @@ fn train_epochs<B: activeshift::train::Backend>(
     // Whole-run ETA: the average time of this session's steps (epoch-end evaluation included)
     // times the steps left.
     let run_started = std::time::Instant::now();
-    let first_global = trainer.epoch * steps + trainer.step_in_epoch;
+    let first_global = epoch_now * steps + step_now;
     let eta = |global_done: usize| -> String {
         let done = global_done.saturating_sub(first_global);
         if done == 0 {
@@ -1306,11 +1312,11 @@ fn train_epochs<B: activeshift::train::Backend>(
             format_duration(per_step * total.saturating_sub(global_done) as f64)
         )
     };
-    while trainer.epoch < trainer.settings.epochs {
+    while epoch_now < trainer.settings.epochs {
         if STOP_REQUESTED.load(SeqCst) {
             return Ok(false);
         }
-        let epoch = trainer.epoch;
+        let epoch = epoch_now;
         let order = trainer.epoch_order(train_set.len(), epoch);
         let bar = indicatif::ProgressBar::new(steps as u64);
         bar.set_style(
@@ -1321,17 +1327,16 @@ fn train_epochs<B: activeshift::train::Backend>(
             .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, trainer.settings.epochs));
-        bar.set_position(trainer.step_in_epoch as u64);
+        bar.set_position(step_now as u64);
         let mut stats = activeshift::train::Stats::default();
         let started = std::time::Instant::now();
-        let first = trainer.step_in_epoch;
-        while trainer.step_in_epoch < steps {
-            let s = trainer.step_in_epoch;
+        let first = step_now;
+        while step_now < steps {
+            let s = step_now;
             let idx = &order[s * trainer.settings.batch..][..trainer.settings.batch];
             let global = epoch * steps + s;
             let lr = trainer.lr_at(global, total);
-            let st = trainer.train_step_on(
-                be,
+            let st = session.step(
                 train_set,
                 idx,
                 lr,
@@ -1340,7 +1345,8 @@ fn train_epochs<B: activeshift::train::Backend>(
             stats.loss_sum += st.loss_sum;
             stats.correct += st.correct;
             stats.seen += st.seen;
-            trainer.step_in_epoch += 1;
+            step_now += 1;
+            session.set_position(epoch_now, step_now);
             let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             let left = eta(global + 1);
             bar.set_message(format!(
@@ -1350,21 +1356,23 @@ fn train_epochs<B: activeshift::train::Backend>(
                 rate
             ));
             bar.inc(1);
-            if bar.is_hidden() && trainer.step_in_epoch.is_multiple_of(50) {
+            if bar.is_hidden() && step_now.is_multiple_of(50) {
                 // Not a terminal (a log file): a plain line now and then instead of the bar.
                 eprintln!(
                     "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
                     epoch + 1,
                     trainer.settings.epochs,
-                    trainer.step_in_epoch,
+                    step_now,
                     stats.loss(),
                     stats.accuracy() * 100.0,
                     rate
                 );
             }
             let stop = STOP_REQUESTED.load(SeqCst);
-            if stop || (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1)) {
-                trainer.save_checkpoint_to(checkpoint, own_checkpoint)?;
+            if stop || (step_now - first).is_multiple_of(a.checkpoint_every.max(1)) {
+                session
+                    .sync()?
+                    .save_checkpoint_to(checkpoint, own_checkpoint)?;
                 own_checkpoint = true;
             }
             if stop {
@@ -1373,13 +1381,15 @@ fn train_epochs<B: activeshift::train::Backend>(
             }
         }
         bar.finish();
-        trainer.epoch += 1;
-        trainer.step_in_epoch = 0;
-        trainer.save_checkpoint_to(checkpoint, own_checkpoint)?;
+        epoch_now += 1;
+        step_now = 0;
+        session.set_position(epoch_now, step_now);
+        let synced = session.sync()?;
+        synced.save_checkpoint_to(checkpoint, own_checkpoint)?;
         own_checkpoint = true;
         let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let test = eval(trainer, test_set)?;
-        trainer.export()?.save(&a.output, own_output)?;
+        let test = eval(synced, test_set)?;
+        synced.export()?.save(&a.output, own_output)?;
         own_output = true;
         eprintln!(
             "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s), {}",
@@ -1389,7 +1399,7 @@ fn train_epochs<B: activeshift::train::Backend>(
             test.loss(),
             test.accuracy() * 100.0,
             rate,
-            eta(trainer.epoch * steps)
+            eta(epoch_now * steps)
         );
     }
     Ok(true)

@@ -4,6 +4,7 @@
 
 mod common;
 
+use activeshift::gpu::kernels::{BnBackward, BnForward, DepthwiseBackward};
 use activeshift::model::{ArchConfig, BlockKind, StageConfig};
 use activeshift::train::{Backend, CpuBackend, GpuBackend, TrainSettings, Trainer, ops};
 use activeshift::{GpuContext, GpuTensor, Shape4};
@@ -60,7 +61,17 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         let k = ctx.kernels().batchnorm_train();
         run(
             ctx,
-            k.prepare_forward(ctx, &xt, &gt, &bt, &stats, &y).unwrap(),
+            k.prepare_forward(
+                ctx,
+                BnForward {
+                    x: &xt,
+                    gamma: &gt,
+                    beta: &bt,
+                    stats: &stats,
+                    y: &y,
+                },
+            )
+            .unwrap(),
         );
         let stats_gpu = read(ctx, &stats);
         let y_gpu = read(ctx, &y);
@@ -78,8 +89,19 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         let st = upload(ctx, &[3, xs.c], &stats_cpu);
         run(
             ctx,
-            k.prepare_backward(ctx, &xt, &yt, &gt, &st, &dyt, &dparams, &dx)
-                .unwrap(),
+            k.prepare_backward(
+                ctx,
+                BnBackward {
+                    x: &xt,
+                    y: &yt,
+                    gamma: &gt,
+                    stats: &st,
+                    dy: &dyt,
+                    dparams: &dparams,
+                    dx: &dx,
+                },
+            )
+            .unwrap(),
         );
         let dp = read(ctx, &dparams);
         assert!(rel_err(&dp[..xs.c], &dg_cpu) < TOL, "{xs:?}: dgamma");
@@ -216,7 +238,15 @@ fn depthwise_backward_matches_cpu_and_is_deterministic() {
             for _ in 0..2 {
                 let dx = poisoned(ctx, &xs.dims());
                 let dw = poisoned(ctx, &[xs.c, 1, 3, 3]);
-                run(ctx, k.prepare(ctx, &xt, &dyt, &wt, s, &dx, &dw).unwrap());
+                let t = DepthwiseBackward {
+                    x: &xt,
+                    dy: &dyt,
+                    w: &wt,
+                    stride: s,
+                    dx: &dx,
+                    dw: &dw,
+                };
+                run(ctx, k.prepare(ctx, t).unwrap());
                 runs.push((read(ctx, &dx), read(ctx, &dw)));
             }
             let (dx_gpu, dw_gpu) = &runs[0];
@@ -232,10 +262,18 @@ fn depthwise_backward_matches_cpu_and_is_deterministic() {
     let w = upload(ctx, &[2, 1, 3, 3], &[0.0; 18]);
     let dw = upload(ctx, &[2, 1, 3, 3], &[0.0; 18]);
     let k = ctx.kernels().depthwise3x3_backward();
-    let err = k.prepare(ctx, &x, &dy, &w, 1, &x, &dw).err().unwrap();
+    let t = |stride, dx, dw| DepthwiseBackward {
+        x: &x,
+        dy: &dy,
+        w: &w,
+        stride,
+        dx,
+        dw,
+    };
+    let err = k.prepare(ctx, t(1, &x, &dw)).err().unwrap();
     assert!(err.to_string().contains("output gradient"), "{err}");
     let dx = upload(ctx, &[1, 2, 5, 5], &[0.0; 50]);
-    let err = k.prepare(ctx, &x, &dy, &w, 2, &dx, &w).err().unwrap();
+    let err = k.prepare(ctx, t(2, &dx, &w)).err().unwrap();
     assert!(err.to_string().contains("weight"), "{err}");
 }
 

@@ -30,6 +30,29 @@ pub struct GpuContext {
     policy: Arc<KernelPolicy>,
 }
 
+/// Buffers created and bytes moved between host and device by a [`GpuContext`]
+/// ([`GpuContext::transfers`]); subtract two readings for what happened between them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferCounts {
+    /// Buffers created (tensors, the uniforms and scratch of prepared dispatches, staging).
+    pub buffers_created: u64,
+    /// Bytes written from the host (buffers created with contents, queued writes).
+    pub bytes_uploaded: u64,
+    /// Bytes read back to the host.
+    pub bytes_downloaded: u64,
+}
+
+impl std::ops::Sub for TransferCounts {
+    type Output = TransferCounts;
+    fn sub(self, o: TransferCounts) -> TransferCounts {
+        TransferCounts {
+            buffers_created: self.buffers_created - o.buffers_created,
+            bytes_uploaded: self.bytes_uploaded - o.bytes_uploaded,
+            bytes_downloaded: self.bytes_downloaded - o.bytes_downloaded,
+        }
+    }
+}
+
 /// The limits every activeshift kernel stays within: WebGPU's defaults (256 invocations per
 /// workgroup, 8 storage buffers per stage, 16 KiB of workgroup memory, 128 MiB per binding).
 /// A device handed to [`GpuContext::from_device`] must provide at least these.
@@ -255,6 +278,29 @@ impl GpuContext {
         hook: impl Fn(&'static str, &'static str) + Send + Sync + 'static,
     ) -> bool {
         self.kernels.env().set_hook(Arc::new(hook))
+    }
+
+    /// How many buffers this context has created and how many bytes it has moved between host
+    /// and device so far (all clones of the context together). Cheap, always counted: tests
+    /// use it to show that a training step allocates nothing after the first and moves only
+    /// its batch, labels and a few scalars.
+    pub fn transfers(&self) -> TransferCounts {
+        self.kernels.env().transfers()
+    }
+
+    /// Count one buffer created with `uploaded` bytes of host data.
+    pub(crate) fn count_buffer(&self, uploaded: u64) {
+        self.kernels.env().count_buffer(uploaded);
+    }
+
+    /// Count `bytes` written from the host into an existing buffer.
+    pub(crate) fn count_upload(&self, bytes: u64) {
+        self.kernels.env().count_upload(bytes);
+    }
+
+    /// Count `bytes` read back to the host.
+    pub(crate) fn count_download(&self, bytes: u64) {
+        self.kernels.env().count_download(bytes);
     }
 
     /// How many kernel pipelines this context has compiled so far.

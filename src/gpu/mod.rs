@@ -8,11 +8,11 @@ mod tensor;
 mod timing;
 pub mod tune;
 
-pub use context::{GpuContext, required_limits, select_adapter};
+pub use context::{GpuContext, TransferCounts, required_limits, select_adapter};
 pub use policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};
 #[cfg(not(target_arch = "wasm32"))]
 pub use tensor::read_many_blocking;
 pub use tensor::{GpuTensor, read_many};
-pub(crate) use tensor::{read_mapped, usage_names};
+pub(crate) use tensor::{read_mapped, read_mapped_prefix, usage_names};
 #[cfg(not(target_arch = "wasm32"))]
 pub use timing::DispatchTimer;

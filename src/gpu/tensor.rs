@@ -62,6 +62,7 @@ impl GpuTensor {
                 contents: bytemuck::cast_slice(data),
                 usage: USAGE,
             });
+        ctx.count_buffer(bytes);
         Ok(Self {
             dims: dims.to_vec(),
             buffer,
@@ -120,6 +121,7 @@ impl GpuTensor {
             usage: USAGE,
             mapped_at_creation: false,
         });
+        ctx.count_buffer(0);
         Ok(Self {
             dims: dims.to_vec(),
             buffer,
@@ -145,6 +147,7 @@ impl GpuTensor {
         }
         ctx.queue()
             .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        ctx.count_upload(4 * data.len() as u64);
         Ok(())
     }
 
@@ -247,6 +250,7 @@ pub async fn read_many(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Vec<V
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
+    ctx.count_buffer(0);
     ctx.submit(|enc| {
         let mut offset = 0;
         for t in tensors {
@@ -279,8 +283,18 @@ pub fn read_many_blocking(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Ve
 /// polled until the mapping is done; on the web the future resolves when the browser has mapped
 /// the buffer.
 pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
+    read_mapped_prefix(ctx, staging, staging.size()).await
+}
+
+/// [`read_mapped`] of the first `bytes` bytes of `staging` only (a staging buffer kept for
+/// reads of several sizes).
+pub(crate) async fn read_mapped_prefix(
+    ctx: &GpuContext,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<f32>> {
     let (tx, rx) = futures_channel::oneshot::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+    staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
         let _ = tx.send(r);
     });
     ctx.device()
@@ -292,10 +306,11 @@ pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Res
     ctx.check_device()?;
     let data = {
         let view = staging
-            .get_mapped_range(..)
+            .get_mapped_range(0..bytes)
             .map_err(|e| Error::Readback(e.to_string()))?;
         bytemuck::pod_collect_to_vec(&view)
     };
+    ctx.count_download(bytes);
     staging.unmap();
     Ok(data)
 }

@@ -790,6 +790,7 @@ impl GpuModel {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }));
+            self.ctx.count_buffer(0);
         }
         let ctx = &self.ctx;
         let p = self.prepared()?;

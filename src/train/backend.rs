@@ -1,16 +1,103 @@
 //! The operations a training step needs, behind one trait, so that the same training code
-//! ([`Trainer::forward_backward_on`](super::Trainer::forward_backward_on)) runs on the CPU
-//! ([`CpuBackend`]: rayon + ndarray GEMMs) and on the GPU ([`GpuBackend`]: the WGSL kernels).
+//! (the plan's forward and backward rules in `graph.rs`, the optimiser step of
+//! [`Session`](super::Session)) runs on the CPU ([`CpuBackend`]: rayon + ndarray GEMMs) and on
+//! the GPU ([`GpuBackend`](super::GpuBackend): the WGSL kernels).
 //!
-//! Tensors are NCHW `f32`. Each operation returns fresh tensors; the parameters are uploaded
-//! at the start of a step and the gradients and statistics downloaded at its end, so the
-//! optimiser, the running statistics and the checkpoints stay in one place on the host.
+//! Tensors are NCHW `f32`. Each operation returns fresh tensors (a backend may recycle the
+//! storage of the previous step's: see [`Backend::begin_step`]). The training state
+//! (parameters, momentum, BatchNorm running statistics) is made of backend tensors too, updated
+//! in place by [`Backend::sgd_step`] and [`Backend::update_running_stats`], so a run whose
+//! state lives on the device never copies it to the host but to write a checkpoint.
 
 use super::ops;
+use super::optim::{self, SgdRule};
 use crate::error::{Error, Result};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::Shape4;
+
+/// The operands of [`Backend::conv1x1`]: a 1x1 convolution with stride `stride` of `x`
+/// (shape `xs`) by `w` (`[cout, xs.c]`), plus `residual` (of the output's shape) when given.
+#[derive(Debug)]
+pub struct Conv1x1Args<'a, T> {
+    /// The input.
+    pub x: &'a T,
+    /// Its shape.
+    pub xs: Shape4,
+    /// The weight `[cout, xs.c]`.
+    pub w: &'a T,
+    /// Output channels.
+    pub cout: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Added to the output when given.
+    pub residual: Option<&'a T>,
+}
+
+/// The operands of [`Backend::bn_relu_backward`]: what [`Backend::bn_relu_train`] read and
+/// produced, and the gradient of its output.
+#[derive(Debug)]
+pub struct BnBackwardArgs<'a, T> {
+    /// The output gradient.
+    pub dy: &'a T,
+    /// The forward input.
+    pub x: &'a T,
+    /// The forward output.
+    pub y: &'a T,
+    /// Their shape.
+    pub xs: Shape4,
+    /// The scale `[C]`.
+    pub gamma: &'a T,
+    /// The batch statistics `[3, C]` the forward pass returned.
+    pub stats: &'a T,
+}
+
+/// The operands of [`Backend::linear`] and [`Backend::linear_backward`]: `[n, c]` features
+/// `x`, the classifier weight `w` (`[k, c]`).
+#[derive(Debug)]
+pub struct LinearArgs<'a, T> {
+    /// The features `[n, c]`.
+    pub x: &'a T,
+    /// The weight `[k, c]`.
+    pub w: &'a T,
+    /// Images.
+    pub n: usize,
+    /// Features per image.
+    pub c: usize,
+    /// Classes.
+    pub k: usize,
+}
+
+/// One parameter tensor's optimiser step for [`Backend::sgd_step`], in place.
+#[derive(Debug)]
+pub struct SgdStep<'a, T> {
+    /// The parameter.
+    pub weight: &'a mut T,
+    /// Its momentum buffer.
+    pub velocity: &'a mut T,
+    /// The gradient: `weight`'s length of values from element `grad_offset` on.
+    pub grad: &'a T,
+    /// Where the gradient starts in `grad` (an affine layer's `[2, C]` gradient holds the
+    /// scale's, then the bias's).
+    pub grad_offset: usize,
+    /// How the parameter learns.
+    pub rule: SgdRule,
+    /// The step's base learning rate. Between two [`Backend::begin_step`] calls every step
+    /// should use the same one (a device may keep it in one buffer written per step).
+    pub lr: f32,
+}
+
+/// BatchNorm's running-statistics update for [`Backend::update_running_stats`], in place (the
+/// rule of [`ops::update_running_stats`]).
+#[derive(Debug)]
+pub struct RunningStatsStep<'a, T> {
+    /// The running mean `[C]`.
+    pub mean: &'a mut T,
+    /// The running variance `[C]`.
+    pub var: &'a mut T,
+    /// The batch statistics `[3, C]` of [`Backend::bn_relu_train`].
+    pub batch: &'a T,
+    /// The number of values per channel they were taken over.
+    pub count: usize,
+}
 
 /// A device that runs the layers of a training step.
 pub trait Backend {
@@ -19,10 +106,30 @@ pub trait Backend {
 
     /// A short description for logs ("CPU, 2 threads", the adapter name).
     fn describe(&self) -> String;
-    /// Copy host data of shape `dims` to the device.
+    /// Copy host data of shape `dims` to the device: a tensor of its own (the training state).
     fn upload(&mut self, dims: &[usize], data: &[f32]) -> Result<Self::Tensor>;
+    /// Copy a step's data (its input batch) to the device: like [`Backend::upload`], but the
+    /// tensor need only live until the next [`Backend::begin_step`] (a device writes it into
+    /// recycled storage). The default is [`Backend::upload`].
+    fn upload_batch(&mut self, dims: &[usize], data: &[f32]) -> Result<Self::Tensor> {
+        self.upload(dims, data)
+    }
     /// Copy tensors back to the host (in one round trip where the device allows).
     fn download(&mut self, tensors: &[&Self::Tensor]) -> Result<Vec<Vec<f32>>>;
+    /// A tensor of shape `dims` holding ones, never written (a device may keep one per shape).
+    fn ones(&mut self, dims: &[usize]) -> Result<Self::Tensor>;
+    /// A training step starts: the tensors the operations returned since the last call are no
+    /// longer used, so a device may hand their storage out again. The same sequence of
+    /// operations then gets the same storage, and a device that keeps what it prepared for
+    /// each launch reuses that too. The default does nothing.
+    fn begin_step(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// One parameter tensor's optimiser step, in place ([`SgdStep`]; the rule of
+    /// [`optim::sgd_update`]).
+    fn sgd_step(&mut self, step: SgdStep<'_, Self::Tensor>) -> Result<()>;
+    /// BatchNorm's running-statistics update, in place ([`RunningStatsStep`]).
+    fn update_running_stats(&mut self, step: RunningStatsStep<'_, Self::Tensor>) -> Result<()>;
 
     /// 3x3 convolution, pad 1, stride `s`, no bias: `w` is `[cout, xs.c, 3, 3]`.
     fn conv3x3(
@@ -42,18 +149,8 @@ pub trait Backend {
         cout: usize,
         s: usize,
     ) -> Result<Self::Tensor>;
-    /// 1x1 convolution with stride `s` (`w`: `[cout, xs.c]`), plus `residual` (of the output's
-    /// shape) when given.
-    #[allow(clippy::too_many_arguments)]
-    fn conv1x1(
-        &mut self,
-        x: &Self::Tensor,
-        xs: Shape4,
-        w: &Self::Tensor,
-        cout: usize,
-        s: usize,
-        residual: Option<&Self::Tensor>,
-    ) -> Result<Self::Tensor>;
+    /// 1x1 convolution ([`Conv1x1Args`]).
+    fn conv1x1(&mut self, a: Conv1x1Args<'_, Self::Tensor>) -> Result<Self::Tensor>;
     /// Weight gradient of [`Backend::conv1x1`] (summed over the batch).
     fn conv1x1_backward_weight(
         &mut self,
@@ -83,15 +180,9 @@ pub trait Backend {
     ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// Backward of [`Backend::bn_relu_train`]: `(dx, dparams)` with `dparams` `[2, C]`: dgamma,
     /// then dbeta.
-    #[allow(clippy::too_many_arguments)]
     fn bn_relu_backward(
         &mut self,
-        dy: &Self::Tensor,
-        x: &Self::Tensor,
-        y: &Self::Tensor,
-        xs: Shape4,
-        gamma: &Self::Tensor,
-        stats: &Self::Tensor,
+        a: BnBackwardArgs<'_, Self::Tensor>,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// The Active Shift Layer (`shift`: `[2, C]`, all x then all y) with stride `s`.
     fn shift(
@@ -134,27 +225,14 @@ pub trait Backend {
     fn avg_pool(&mut self, x: &Self::Tensor, xs: Shape4) -> Result<Self::Tensor>;
     /// Backward of [`Backend::avg_pool`]: shape `xs`.
     fn avg_pool_backward(&mut self, dy: &Self::Tensor, xs: Shape4) -> Result<Self::Tensor>;
-    /// Fully connected layer: `[n, k]` logits from `[n, c]` features, `w` `[k, c]`, `b` `[k]`.
-    #[allow(clippy::too_many_arguments)]
-    fn linear(
-        &mut self,
-        x: &Self::Tensor,
-        n: usize,
-        c: usize,
-        w: &Self::Tensor,
-        b: &Self::Tensor,
-        k: usize,
-    ) -> Result<Self::Tensor>;
-    /// Backward of [`Backend::linear`] without the bias: `(dx, dw)`.
-    #[allow(clippy::too_many_arguments)]
+    /// Fully connected layer ([`LinearArgs`]): `[n, k]` logits, plus the bias `b` (`[k]`).
+    fn linear(&mut self, a: LinearArgs<'_, Self::Tensor>, b: &Self::Tensor)
+    -> Result<Self::Tensor>;
+    /// Backward of [`Backend::linear`] without the bias: `(dx, dw)` from the logits' gradient.
     fn linear_backward(
         &mut self,
         dy: &Self::Tensor,
-        x: &Self::Tensor,
-        w: &Self::Tensor,
-        n: usize,
-        c: usize,
-        k: usize,
+        a: LinearArgs<'_, Self::Tensor>,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// Softmax cross-entropy of `[n, k]` logits against `labels` (each `< k`): the gradient of
     /// the mean loss, the bias gradient (its sum over the batch) and `[n, 2]` per-image
@@ -167,7 +245,7 @@ pub trait Backend {
     ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
 }
 
-fn check_labels(labels: &[u8], k: usize) -> Result<()> {
+pub(crate) fn check_labels(labels: &[u8], k: usize) -> Result<()> {
     match labels.iter().find(|&&l| usize::from(l) >= k) {
         Some(l) => Err(Error::invalid(
             "softmax_cross_entropy",
@@ -196,6 +274,41 @@ impl Backend for CpuBackend {
         Ok(tensors.iter().map(|t| t.to_vec()).collect())
     }
 
+    fn ones(&mut self, dims: &[usize]) -> Result<Vec<f32>> {
+        Ok(vec![1.0; dims.iter().product()])
+    }
+
+    fn sgd_step(&mut self, a: SgdStep<'_, Vec<f32>>) -> Result<()> {
+        let len = a.weight.len();
+        let grad = a
+            .grad
+            .get(a.grad_offset..)
+            .and_then(|g| g.get(..len))
+            .ok_or_else(|| {
+                Error::shape(
+                    "sgd",
+                    "gradient",
+                    format!("{len} values from element {}", a.grad_offset),
+                    format!("{} values", a.grad.len()),
+                )
+            })?;
+        optim::sgd_update(&a.rule, a.lr, a.weight, a.velocity, grad)
+    }
+
+    fn update_running_stats(&mut self, a: RunningStatsStep<'_, Vec<f32>>) -> Result<()> {
+        let c = a.mean.len();
+        if a.var.len() != c || a.batch.len() != 3 * c {
+            return Err(Error::shape(
+                "running_stats",
+                "statistics",
+                format!("[3, {c}] and [{c}]"),
+                format!("{} and {} values", a.batch.len(), a.var.len()),
+            ));
+        }
+        ops::update_running_stats(a.mean, a.var, a.batch, a.count);
+        Ok(())
+    }
+
     fn conv3x3(
         &mut self,
         x: &Vec<f32>,
@@ -220,15 +333,15 @@ impl Backend for CpuBackend {
         Ok(ops::conv3x3_backward_weight(dy, x, xs, cout, s))
     }
 
-    fn conv1x1(
-        &mut self,
-        x: &Vec<f32>,
-        xs: Shape4,
-        w: &Vec<f32>,
-        cout: usize,
-        s: usize,
-        residual: Option<&Vec<f32>>,
-    ) -> Result<Vec<f32>> {
+    fn conv1x1(&mut self, a: Conv1x1Args<'_, Vec<f32>>) -> Result<Vec<f32>> {
+        let Conv1x1Args {
+            x,
+            xs,
+            w,
+            cout,
+            stride: s,
+            residual,
+        } = a;
         let mut y = vec![0.0; xs.strided(cout, s).len()];
         let ep = crate::cpu::Epilogue {
             residual: residual.map(|r| &r[..]),
@@ -274,13 +387,16 @@ impl Backend for CpuBackend {
 
     fn bn_relu_backward(
         &mut self,
-        dy: &Vec<f32>,
-        x: &Vec<f32>,
-        y: &Vec<f32>,
-        xs: Shape4,
-        gamma: &Vec<f32>,
-        stats: &Vec<f32>,
+        a: BnBackwardArgs<'_, Vec<f32>>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let BnBackwardArgs {
+            dy,
+            x,
+            y,
+            xs,
+            gamma,
+            stats,
+        } = a;
         let (dx, mut dparams, dbeta) = ops::bn_relu_backward(dy, x, y, xs, gamma, stats);
         dparams.extend(dbeta);
         Ok((dx, dparams))
@@ -341,15 +457,8 @@ impl Backend for CpuBackend {
         Ok((0..xs.len()).map(|i| dy[i / xs.plane()] / plane).collect())
     }
 
-    fn linear(
-        &mut self,
-        x: &Vec<f32>,
-        n: usize,
-        c: usize,
-        w: &Vec<f32>,
-        b: &Vec<f32>,
-        k: usize,
-    ) -> Result<Vec<f32>> {
+    fn linear(&mut self, a: LinearArgs<'_, Vec<f32>>, b: &Vec<f32>) -> Result<Vec<f32>> {
+        let LinearArgs { x, w, n, c, k } = a;
         let mut logits = vec![0.0; n * k];
         for i in 0..n {
             for cls in 0..k {
@@ -366,12 +475,9 @@ impl Backend for CpuBackend {
     fn linear_backward(
         &mut self,
         dy: &Vec<f32>,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        n: usize,
-        c: usize,
-        k: usize,
+        a: LinearArgs<'_, Vec<f32>>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let LinearArgs { x, w, n, c, k } = a;
         let mut dw = vec![0.0; k * c];
         let mut dx = vec![0.0; n * c];
         for i in 0..n {
@@ -414,373 +520,6 @@ impl Backend for CpuBackend {
         let db = (0..k)
             .map(|cls| (0..n).map(|i| d[i * k + cls]).sum())
             .collect();
-        Ok((d, db, per_image))
-    }
-}
-
-/// The GPU (native only: a training step reads its results back synchronously): every layer a
-/// WGSL kernel of [`crate::gpu::kernels`]. Launches are recorded as they come and submitted
-/// together, in order, in one command buffer when results are downloaded (or every
-/// [`GPU_BATCH_LAUNCHES`] launches): a step costs a few submissions instead of one per layer.
-#[cfg(not(target_arch = "wasm32"))]
-pub struct GpuBackend {
-    ctx: GpuContext,
-    /// Launches recorded since the last submission.
-    pending: std::cell::RefCell<Vec<crate::gpu::kernels::Dispatch>>,
-}
-
-/// A clone shares the device, not the launches still waiting in the original.
-#[cfg(not(target_arch = "wasm32"))]
-impl Clone for GpuBackend {
-    fn clone(&self) -> Self {
-        Self::new(self.ctx.clone())
-    }
-}
-
-/// Most launches [`GpuBackend`] holds before submitting them.
-#[cfg(not(target_arch = "wasm32"))]
-pub const GPU_BATCH_LAUNCHES: usize = 64;
-
-#[cfg(not(target_arch = "wasm32"))]
-impl GpuBackend {
-    /// Train on the device of `ctx`.
-    pub fn new(ctx: GpuContext) -> Self {
-        Self {
-            ctx,
-            pending: Default::default(),
-        }
-    }
-
-    /// The context the kernels run on.
-    pub fn context(&self) -> &GpuContext {
-        &self.ctx
-    }
-
-    fn zeros(&self, dims: &[usize]) -> Result<GpuTensor> {
-        GpuTensor::zeros(&self.ctx, dims)
-    }
-
-    /// Queue `dispatch` behind the launches recorded before it. Every tensor a launch writes
-    /// is either fresh or written only by launches, so deferring them changes no result.
-    fn run(&self, dispatch: crate::gpu::kernels::Dispatch) -> Result<()> {
-        let full = {
-            let mut pending = self.pending.borrow_mut();
-            pending.push(dispatch);
-            pending.len() >= GPU_BATCH_LAUNCHES
-        };
-        if full { self.flush() } else { Ok(()) }
-    }
-
-    /// Submit the recorded launches, in order, in one command buffer.
-    fn flush(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        if pending.is_empty() {
-            return Ok(());
-        }
-        self.ctx.submit(|enc| {
-            pending.iter().for_each(|d| d.record(enc));
-            Ok(())
-        })?;
-        Ok(())
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl Backend for GpuBackend {
-    type Tensor = GpuTensor;
-
-    fn describe(&self) -> String {
-        self.ctx.describe()
-    }
-
-    fn upload(&mut self, dims: &[usize], data: &[f32]) -> Result<GpuTensor> {
-        GpuTensor::from_slice(&self.ctx, dims, data)
-    }
-
-    fn download(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {
-        self.flush()?;
-        crate::gpu::read_many_blocking(&self.ctx, tensors)
-    }
-
-    fn conv3x3(
-        &mut self,
-        x: &GpuTensor,
-        xs: Shape4,
-        w: &GpuTensor,
-        cout: usize,
-        s: usize,
-    ) -> Result<GpuTensor> {
-        let x = x.reshape(&xs.dims())?;
-        let w = w.reshape(&[cout, xs.c, 3, 3])?;
-        let y = self.zeros(&xs.strided(cout, s).dims())?;
-        self.run(
-            self.ctx
-                .kernels()
-                .conv3x3()
-                .prepare(&self.ctx, &x, &w, s, &y)?,
-        )?;
-        Ok(y)
-    }
-
-    fn conv3x3_backward_weight(
-        &mut self,
-        dy: &GpuTensor,
-        x: &GpuTensor,
-        xs: Shape4,
-        cout: usize,
-        s: usize,
-    ) -> Result<GpuTensor> {
-        let x = x.reshape(&xs.dims())?;
-        let dy = dy.reshape(&xs.strided(cout, s).dims())?;
-        let dw = self.zeros(&[cout, xs.c, 3, 3])?;
-        let k = self.ctx.kernels().conv3x3_backward_weight();
-        self.run(k.prepare(&self.ctx, &dy, &x, s, &dw)?)?;
-        Ok(dw)
-    }
-
-    fn conv1x1(
-        &mut self,
-        x: &GpuTensor,
-        xs: Shape4,
-        w: &GpuTensor,
-        cout: usize,
-        s: usize,
-        residual: Option<&GpuTensor>,
-    ) -> Result<GpuTensor> {
-        let x = x.reshape(&xs.dims())?;
-        let w = w.reshape(&[cout, xs.c])?;
-        let ys = xs.strided(cout, s);
-        let residual = residual.map(|r| r.reshape(&ys.dims())).transpose()?;
-        let y = self.zeros(&ys.dims())?;
-        let epilogue = crate::gpu::kernels::Conv1x1Epilogue {
-            residual: residual.as_ref(),
-            ..Default::default()
-        };
-        let k = self.ctx.kernels().conv1x1();
-        self.run(k.prepare(&self.ctx, &x, &w, s, epilogue, &y)?)?;
-        Ok(y)
-    }
-
-    fn conv1x1_backward_weight(
-        &mut self,
-        dy: &GpuTensor,
-        x: &GpuTensor,
-        xs: Shape4,
-        cout: usize,
-        s: usize,
-    ) -> Result<GpuTensor> {
-        let x = x.reshape(&xs.dims())?;
-        let dy = dy.reshape(&xs.strided(cout, s).dims())?;
-        let dw = self.zeros(&[cout, xs.c])?;
-        let k = self.ctx.kernels().conv1x1_backward_weight();
-        self.run(k.prepare(&self.ctx, &dy, &x, s, &dw)?)?;
-        Ok(dw)
-    }
-
-    fn conv1x1_backward_input(
-        &mut self,
-        dy: &GpuTensor,
-        xs: Shape4,
-        w: &GpuTensor,
-        cout: usize,
-        s: usize,
-    ) -> Result<GpuTensor> {
-        let dy = dy.reshape(&xs.strided(cout, s).dims())?;
-        let w = w.reshape(&[cout, xs.c])?;
-        let dx = self.zeros(&xs.dims())?;
-        let k = self.ctx.kernels().conv1x1_backward_input();
-        self.run(k.prepare(&self.ctx, &dy, &w, s, &dx)?)?;
-        Ok(dx)
-    }
-
-    fn bn_relu_train(
-        &mut self,
-        x: &GpuTensor,
-        xs: Shape4,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-    ) -> Result<(GpuTensor, GpuTensor)> {
-        let x = x.reshape(&xs.dims())?;
-        let y = self.zeros(&xs.dims())?;
-        let stats = self.zeros(&[3, xs.c])?;
-        let k = self.ctx.kernels().batchnorm_train();
-        self.run(k.prepare_forward(&self.ctx, &x, gamma, beta, &stats, &y)?)?;
-        Ok((y, stats))
-    }
-
-    fn bn_relu_backward(
-        &mut self,
-        dy: &GpuTensor,
-        x: &GpuTensor,
-        y: &GpuTensor,
-        xs: Shape4,
-        gamma: &GpuTensor,
-        stats: &GpuTensor,
-    ) -> Result<(GpuTensor, GpuTensor)> {
-        let (x, y, dy) = (
-            x.reshape(&xs.dims())?,
-            y.reshape(&xs.dims())?,
-            dy.reshape(&xs.dims())?,
-        );
-        let dparams = self.zeros(&[2, xs.c])?;
-        let dx = self.zeros(&xs.dims())?;
-        let k = self.ctx.kernels().batchnorm_train();
-        self.run(k.prepare_backward(&self.ctx, &x, &y, gamma, stats, &dy, &dparams, &dx)?)?;
-        Ok((dx, dparams))
-    }
-
-    fn shift(
-        &mut self,
-        x: &GpuTensor,
-        xs: Shape4,
-        shift: &GpuTensor,
-        s: usize,
-    ) -> Result<GpuTensor> {
-        let x = x.reshape(&xs.dims())?;
-        let out = self.zeros(&xs.strided(xs.c, s).dims())?;
-        let k = self.ctx.kernels().asl_forward();
-        self.run(k.prepare(&self.ctx, &x, shift, s, &out)?)?;
-        Ok(out)
-    }
-
-    fn shift_backward(
-        &mut self,
-        x: &GpuTensor,
-        xs: Shape4,
-        dout: &GpuTensor,
-        shift: &GpuTensor,
-        s: usize,
-    ) -> Result<(GpuTensor, GpuTensor)> {
-        let x = x.reshape(&xs.dims())?;
-        let dout = dout.reshape(&xs.strided(xs.c, s).dims())?;
-        let dx = self.zeros(&xs.dims())?;
-        let dshift = self.zeros(&[2, xs.c])?;
-        let kernels = self.ctx.kernels();
-        let input = kernels
-            .asl_backward_input()
-            .prepare(&self.ctx, &dout, shift, s, &dx)?;
-        let grad = kernels
-            .asl_backward_shift()
-            .prepare(&self.ctx, &x, &dout, shift, s, &dshift)?;
-        self.run(input.then(grad))?;
-        Ok((dx, dshift))
-    }
-
-    fn depthwise3x3(
-        &mut self,
-        x: &GpuTensor,
-        xs: Shape4,
-        w: &GpuTensor,
-        s: usize,
-    ) -> Result<GpuTensor> {
-        let x = x.reshape(&xs.dims())?;
-        let w = w.reshape(&[xs.c, 1, 3, 3])?;
-        let y = self.zeros(&xs.strided(xs.c, s).dims())?;
-        let k = self.ctx.kernels().depthwise3x3();
-        self.run(k.prepare(&self.ctx, &x, &w, s, &y)?)?;
-        Ok(y)
-    }
-
-    fn depthwise3x3_backward(
-        &mut self,
-        x: &GpuTensor,
-        xs: Shape4,
-        dy: &GpuTensor,
-        w: &GpuTensor,
-        s: usize,
-    ) -> Result<(GpuTensor, GpuTensor)> {
-        let x = x.reshape(&xs.dims())?;
-        let dy = dy.reshape(&xs.strided(xs.c, s).dims())?;
-        let w = w.reshape(&[xs.c, 1, 3, 3])?;
-        let dx = self.zeros(&xs.dims())?;
-        let dw = self.zeros(&[xs.c, 1, 3, 3])?;
-        let k = self.ctx.kernels().depthwise3x3_backward();
-        self.run(k.prepare(&self.ctx, &x, &dy, &w, s, &dx, &dw)?)?;
-        Ok((dx, dw))
-    }
-
-    fn add_assign(&mut self, a: &mut GpuTensor, b: &GpuTensor) -> Result<()> {
-        let k = self.ctx.kernels().add();
-        self.run(k.prepare(&self.ctx, b, a)?)
-    }
-
-    fn avg_pool(&mut self, x: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {
-        let x = x.reshape(&xs.dims())?;
-        let y = self.zeros(&[xs.n, xs.c, 1, 1])?;
-        let k = self.ctx.kernels().global_avg_pool();
-        self.run(k.prepare(&self.ctx, &x, &y)?)?;
-        y.reshape(&[xs.n, xs.c])
-    }
-
-    fn avg_pool_backward(&mut self, dy: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {
-        let dx = self.zeros(&xs.dims())?;
-        let k = self.ctx.kernels().global_avg_pool_backward();
-        self.run(k.prepare(&self.ctx, dy, &dx)?)?;
-        Ok(dx)
-    }
-
-    fn linear(
-        &mut self,
-        x: &GpuTensor,
-        n: usize,
-        c: usize,
-        w: &GpuTensor,
-        b: &GpuTensor,
-        k: usize,
-    ) -> Result<GpuTensor> {
-        // A 1x1 convolution of [n, c, 1, 1] with the bias as the epilogue's affine (scale 1).
-        let ones = GpuTensor::filled(&self.ctx, &[k], 1.0)?;
-        let x = x.reshape(&[n, c, 1, 1])?;
-        let w = w.reshape(&[k, c])?;
-        let y = self.zeros(&[n, k, 1, 1])?;
-        let epilogue = crate::gpu::kernels::Conv1x1Epilogue {
-            affine: Some((&ones, b)),
-            ..Default::default()
-        };
-        let kernel = self.ctx.kernels().conv1x1();
-        self.run(kernel.prepare(&self.ctx, &x, &w, 1, epilogue, &y)?)?;
-        y.reshape(&[n, k])
-    }
-
-    fn linear_backward(
-        &mut self,
-        dy: &GpuTensor,
-        x: &GpuTensor,
-        w: &GpuTensor,
-        n: usize,
-        c: usize,
-        k: usize,
-    ) -> Result<(GpuTensor, GpuTensor)> {
-        let xs = Shape4::new(n, c, 1, 1);
-        let dw = self.conv1x1_backward_weight(dy, x, xs, k, 1)?;
-        let dx = self.conv1x1_backward_input(dy, xs, w, k, 1)?;
-        Ok((dx.reshape(&[n, c])?, dw))
-    }
-
-    fn softmax_cross_entropy(
-        &mut self,
-        logits: &GpuTensor,
-        labels: &[u8],
-        k: usize,
-    ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
-        use wgpu::util::DeviceExt;
-        check_labels(labels, k)?;
-        let n = labels.len();
-        let logits = logits.reshape(&[n, k])?;
-        let wide: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
-        let label_buf = self
-            .ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("activeshift labels"),
-                contents: bytemuck::cast_slice(&wide),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
-        let d = self.zeros(&[n, k])?;
-        let per_image = self.zeros(&[n, 2])?;
-        let db = self.zeros(&[k])?;
-        let kernel = self.ctx.kernels().softmax_cross_entropy();
-        self.run(kernel.prepare(&self.ctx, &logits, &label_buf, &d, &per_image, &db)?)?;
         Ok((d, db, per_image))
     }
 }

@@ -5,26 +5,26 @@
 //! kind needs its op in [`crate::model::plan`] with a forward and a backward rule here (and
 //! its kernels behind [`Backend`]); no training code of its own.
 
-use super::backend::Backend;
+use super::backend::{Backend, BnBackwardArgs, Conv1x1Args, LinearArgs};
 use crate::error::{Error, Result};
-use crate::model::{ArchConfig, Norm, Op, ParamId, Plan, Slot};
+use crate::model::{Norm, Op, ParamId, Plan, Slot};
 use crate::shape::Shape4;
 use std::collections::{BTreeMap, HashMap};
 
-/// What one training-mode forward and backward pass produced, on the host.
-pub(crate) struct Pass {
-    /// `[n, 2]` per image: loss, 1 if the top-1 class is right.
-    pub per_image: Vec<f32>,
-    /// The gradient of every parameter.
-    pub grads: BTreeMap<ParamId, Vec<f32>>,
+/// What one training-mode forward and backward pass produced, on the backend.
+pub(crate) struct Pass<T> {
+    /// `[2, 1]`: the batch's summed loss and its number of right top-1 predictions.
+    pub totals: T,
+    /// The gradient of every parameter (an affine layer's scale and bias together).
+    pub grads: BTreeMap<GradOf, T>,
     /// Each affine layer's batch statistics (`[3, C]`: mean, biased variance, inverse
     /// standard deviation) and the number of values per channel they were taken over.
-    pub batch_stats: Vec<(Norm, Vec<f32>, usize)>,
+    pub batch_stats: Vec<(Norm, T, usize)>,
 }
 
 /// A gradient being gathered: one parameter's, or an affine layer's `[2, C]` (dgamma, dbeta).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum GradOf {
+pub(crate) enum GradOf {
     Param(ParamId),
     Norm(Norm),
 }
@@ -40,7 +40,7 @@ struct NormTape<T> {
 /// One training pass in progress on backend `B`.
 struct Graph<'p, B: Backend> {
     plan: &'p Plan,
-    params: HashMap<ParamId, B::Tensor>,
+    params: &'p HashMap<ParamId, B::Tensor>,
     /// Activations by slot (the tape).
     slots: Vec<Option<B::Tensor>>,
     /// Per op with a BatchNorm: what its backward rule needs.
@@ -57,20 +57,17 @@ fn unsupported(op: &str, what: &str) -> Error {
     )
 }
 
-/// One forward and backward pass of `plan` (the plan of `config` for `labels.len()` images)
-/// in training mode on `be`. `param` gives each parameter's values.
-pub(crate) fn forward_backward<'a, B: Backend>(
+/// One forward and backward pass of `plan` (for `labels.len()` images) in training mode on
+/// `be`, with the parameters `params` (on `be`); starts a step ([`Backend::begin_step`]).
+/// Everything it returns stays on the backend.
+pub(crate) fn forward_backward<B: Backend>(
     be: &mut B,
-    config: &ArchConfig,
     plan: &Plan,
-    param: impl Fn(ParamId) -> &'a [f32],
+    params: &HashMap<ParamId, B::Tensor>,
     input: &[f32],
     labels: &[u8],
-) -> Result<Pass> {
-    let mut params = HashMap::new();
-    for (id, dims) in config.params() {
-        params.insert(id, be.upload(&dims, param(id))?);
-    }
+) -> Result<Pass<B::Tensor>> {
+    be.begin_step()?;
     let mut g = Graph {
         plan,
         params,
@@ -80,20 +77,23 @@ pub(crate) fn forward_backward<'a, B: Backend>(
         grads: BTreeMap::new(),
     };
     let xs = plan.slots[plan.input];
-    g.slots[plan.input] = Some(be.upload(&xs.dims(), input)?);
+    g.slots[plan.input] = Some(be.upload_batch(&xs.dims(), input)?);
     for (i, op) in plan.ops.iter().enumerate() {
         g.forward_op(be, i, op)?;
     }
     let k = plan.slots[plan.logits].c;
+    let n = labels.len();
     let (dlogits, _, per_image) = be.softmax_cross_entropy(g.slot(plan.logits)?, labels, k)?;
+    // The batch's totals on the backend, as the weight gradient of a 1x1 convolution reading
+    // a one-channel input of ones (two values come back, not one pair per image).
+    let ones_shape = Shape4::new(n, 1, 1, 1);
+    let ones = be.ones(&ones_shape.dims())?;
+    let totals = be.conv1x1_backward_weight(&per_image, &ones, ones_shape, 2, 1)?;
     g.dslots[plan.logits] = Some(dlogits);
     for (i, op) in plan.ops.iter().enumerate().rev() {
         g.backward_op(be, i, op)?;
     }
-
-    // One download: gradients, per-image results, batch statistics.
-    let keys: Vec<GradOf> = g.grads.keys().copied().collect();
-    let mut norms = Vec::new();
+    let mut batch_stats = Vec::new();
     for (i, op) in plan.ops.iter().enumerate() {
         let (norm, shape) = match op {
             Op::Affine { norm, input, .. } => (*norm, plan.slots[*input]),
@@ -104,37 +104,12 @@ pub(crate) fn forward_backward<'a, B: Backend>(
             } => (*norm, plan.slots[*out]),
             _ => continue,
         };
-        norms.push((i, norm, shape.n * shape.plane()));
+        let stats = g.norm[i].take().map(|n| n.stats).ok_or_else(missing)?;
+        batch_stats.push((norm, stats, shape.n * shape.plane()));
     }
-    let mut wanted: Vec<&B::Tensor> = g.grads.values().collect();
-    wanted.push(&per_image);
-    for (i, _, _) in &norms {
-        wanted.push(g.norm[*i].as_ref().map(|n| &n.stats).ok_or_else(missing)?);
-    }
-    let mut host = be.download(&wanted)?.into_iter();
-    let mut grads = BTreeMap::new();
-    for key in keys {
-        let v = host.next().ok_or_else(missing)?;
-        match key {
-            GradOf::Param(id) => {
-                grads.insert(id, v);
-            }
-            GradOf::Norm(n) => {
-                let (dgamma, dbeta) = v.split_at(v.len() / 2);
-                grads.insert(ParamId::Scale(n), dgamma.to_vec());
-                grads.insert(ParamId::Bias(n), dbeta.to_vec());
-            }
-        }
-    }
-    let per_image = host.next().ok_or_else(missing)?;
-    let batch_stats = norms
-        .into_iter()
-        .zip(host)
-        .map(|((_, norm, m), stats)| (norm, stats, m))
-        .collect();
     Ok(Pass {
-        per_image,
-        grads,
+        totals,
+        grads: g.grads,
         batch_stats,
     })
 }
@@ -229,7 +204,14 @@ impl<B: Backend> Graph<'_, B> {
                             "a bias other than the classifier's (1x1 input, nothing else)",
                         ));
                     }
-                    let mut y = be.linear(x, xs.n, xs.c, w, self.param(*b)?, ys.c)?;
+                    let a = LinearArgs {
+                        x,
+                        w,
+                        n: xs.n,
+                        c: xs.c,
+                        k: ys.c,
+                    };
+                    let mut y = be.linear(a, self.param(*b)?)?;
                     if let Some(r) = residual {
                         be.add_assign(&mut y, self.slot(*r)?)?;
                     }
@@ -241,7 +223,14 @@ impl<B: Backend> Graph<'_, B> {
                             "a BatchNorm epilogue without ReLU or with a residual",
                         ));
                     }
-                    let z = be.conv1x1(x, xs, w, ys.c, *stride, None)?;
+                    let z = be.conv1x1(Conv1x1Args {
+                        x,
+                        xs,
+                        w,
+                        cout: ys.c,
+                        stride: *stride,
+                        residual: None,
+                    })?;
                     let (gamma, beta) = (
                         self.param(ParamId::Scale(*norm))?,
                         self.param(ParamId::Bias(*norm))?,
@@ -256,8 +245,16 @@ impl<B: Backend> Graph<'_, B> {
                     if *relu {
                         return Err(unsupported("conv1x1", "a ReLU without BatchNorm"));
                     }
-                    let r = residual.map(|r| self.slot(r)).transpose()?;
-                    (*out, be.conv1x1(x, xs, w, ys.c, *stride, r)?)
+                    let residual = residual.map(|r| self.slot(r)).transpose()?;
+                    let y = be.conv1x1(Conv1x1Args {
+                        x,
+                        xs,
+                        w,
+                        cout: ys.c,
+                        stride: *stride,
+                        residual,
+                    })?;
+                    (*out, y)
                 }
             }
             Op::Shift {
@@ -327,7 +324,14 @@ impl<B: Backend> Graph<'_, B> {
                     let stats = &self.norm[op_index].as_ref().ok_or_else(missing)?.stats;
                     let (x, y) = (self.slot(*input)?, self.slot(out)?);
                     let gamma = self.param(ParamId::Scale(*norm))?;
-                    be.bn_relu_backward(&dy, x, y, shapes[*input], gamma, stats)?
+                    be.bn_relu_backward(BnBackwardArgs {
+                        dy: &dy,
+                        x,
+                        y,
+                        xs: shapes[*input],
+                        gamma,
+                        stats,
+                    })?
                 };
                 self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;
                 self.accumulate(be, *input, dx)?;
@@ -348,7 +352,14 @@ impl<B: Backend> Graph<'_, B> {
                             let tape = self.norm[op_index].as_ref().ok_or_else(missing)?;
                             let (stats, z) = (&tape.stats, tape.pre.as_ref().ok_or_else(missing)?);
                             let gamma = self.param(ParamId::Scale(*norm))?;
-                            be.bn_relu_backward(&dy, z, self.slot(out)?, ys, gamma, stats)?
+                            be.bn_relu_backward(BnBackwardArgs {
+                                dy: &dy,
+                                x: z,
+                                y: self.slot(out)?,
+                                xs: ys,
+                                gamma,
+                                stats,
+                            })?
                         };
                         self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;
                         dz
@@ -357,11 +368,18 @@ impl<B: Backend> Graph<'_, B> {
                 };
                 let (x, w) = (self.slot(*input)?, self.param(*weight)?);
                 let (dx, dw) = if let Some(b) = bias {
-                    let (dx, dw) = be.linear_backward(&dz, x, w, xs.n, xs.c, ys.c)?;
+                    let a = LinearArgs {
+                        x,
+                        w,
+                        n: xs.n,
+                        c: xs.c,
+                        k: ys.c,
+                    };
+                    let (dx, dw) = be.linear_backward(&dz, a)?;
                     // The bias gradient: the output gradient summed per channel, as the weight
                     // gradient of a 1x1 convolution reading a one-channel input of ones.
                     let ones_shape = Shape4::new(ys.n, 1, ys.h, ys.w);
-                    let ones = be.upload(&ones_shape.dims(), &vec![1.0; ones_shape.len()])?;
+                    let ones = be.ones(&ones_shape.dims())?;
                     let db = be.conv1x1_backward_weight(&dz, &ones, ones_shape, ys.c, 1)?;
                     self.accumulate_grad(be, GradOf::Param(*b), db)?;
                     (dx, dw)

@@ -5,12 +5,18 @@
 //! layers).
 
 pub mod backend;
+#[cfg(not(target_arch = "wasm32"))]
+mod gpu_backend;
 mod graph;
 pub mod ops;
+pub mod optim;
+mod session;
 
-#[cfg(not(target_arch = "wasm32"))]
-pub use backend::GpuBackend;
 pub use backend::{Backend, CpuBackend};
+#[cfg(not(target_arch = "wasm32"))]
+pub use gpu_backend::GpuBackend;
+pub use optim::{SgdRule, sgd_update};
+pub use session::Session;
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -335,7 +341,8 @@ impl Trainer {
     }
 
     /// One SGD step on the images `idx` of `set` on the backend `be`: forward and backward
-    /// there, the optimiser on the host; returns the batch's stats.
+    /// there, the optimiser on the host (the state travels both ways each step; a
+    /// [`Session`] keeps it on the backend instead); returns the batch's stats.
     pub fn train_step_on<B: Backend>(
         &mut self,
         be: &mut B,
@@ -344,6 +351,15 @@ impl Trainer {
         lr: f32,
         step_seed: u64,
     ) -> Result<Stats> {
+        let (input, labels) = self.batch_of(set, idx, step_seed);
+        let (stats, grads) = self.forward_backward_on(be, &input, &labels)?;
+        self.apply(grads, lr);
+        Ok(stats)
+    }
+
+    /// The preprocessed (and, with [`TrainSettings::augment`], augmented by a generator seeded
+    /// with `step_seed`) images `idx` of `set`, and their labels.
+    pub fn batch_of(&self, set: &Dataset, idx: &[usize], step_seed: u64) -> (Vec<f32>, Vec<u8>) {
         let mut input = Vec::new();
         let mut rng = StdRng::seed_from_u64(step_seed);
         data::batch(
@@ -352,10 +368,7 @@ impl Trainer {
             self.settings.augment.then_some(&mut rng),
             &mut input,
         );
-        let labels: Vec<u8> = idx.iter().map(|&i| set.labels[i]).collect();
-        let (stats, grads) = self.forward_backward_on(be, &input, &labels)?;
-        self.apply(grads, lr);
-        Ok(stats)
+        (input, idx.iter().map(|&i| set.labels[i]).collect())
     }
 
     /// Test-set accuracy with the running statistics (inference mode), on the CPU: the plan
@@ -409,6 +422,46 @@ impl Trainer {
         input: &[f32],
         labels: &[u8],
     ) -> Result<(Stats, BTreeMap<String, Vec<f32>>)> {
+        let plan = self.plan_for(input, labels)?;
+        let mut params = std::collections::HashMap::new();
+        for (id, dims) in self.config.params() {
+            params.insert(id, be.upload(&dims, self.param(id))?);
+        }
+        let pass = graph::forward_backward(be, &plan, &params, input, labels)?;
+        // One download: totals, gradients, batch statistics.
+        let mut wanted = vec![&pass.totals];
+        wanted.extend(pass.grads.values());
+        wanted.extend(pass.batch_stats.iter().map(|(_, s, _)| s));
+        let mut host = be.download(&wanted)?.into_iter();
+        let missing = || Error::invalid("train", "a tensor of the training pass is missing");
+        let stats = stats_of(&host.next().ok_or_else(missing)?, labels.len());
+        let mut grads = BTreeMap::new();
+        for of in pass.grads.keys() {
+            let v = host.next().ok_or_else(missing)?;
+            match *of {
+                graph::GradOf::Param(id) => {
+                    grads.insert(id.name(), v);
+                }
+                graph::GradOf::Norm(n) => {
+                    let (dgamma, dbeta) = v.split_at(v.len() / 2);
+                    grads.insert(ParamId::Scale(n).name(), dgamma.to_vec());
+                    grads.insert(ParamId::Bias(n).name(), dbeta.to_vec());
+                }
+            }
+        }
+        for ((norm, _, m), batch) in pass.batch_stats.iter().zip(host) {
+            let (mean, var) = (norm.running_mean_name(), norm.running_var_name());
+            let mut rm = self.params.remove(&mean).unwrap_or_default();
+            let mut rv = self.params.remove(&var).unwrap_or_default();
+            ops::update_running_stats(&mut rm, &mut rv, &batch, *m);
+            self.params.insert(mean, rm);
+            self.params.insert(var, rv);
+        }
+        Ok((stats, grads))
+    }
+
+    /// The training plan for `labels.len()` images, after checking that `input` holds them.
+    fn plan_for(&self, input: &[f32], labels: &[u8]) -> Result<Plan> {
         let n = labels.len();
         let plan = Plan::new(&self.config, n);
         let in_shape = plan.slots[plan.input];
@@ -420,64 +473,32 @@ impl Trainer {
                 format!("{} values for {n} labels", input.len()),
             ));
         }
-        let pass =
-            graph::forward_backward(be, &self.config, &plan, |id| self.param(id), input, labels)?;
-        let mut stats = Stats {
-            seen: n,
-            ..Default::default()
-        };
-        for pair in pass.per_image.chunks_exact(2) {
-            stats.loss_sum += f64::from(pair[0]);
-            stats.correct += usize::from(pair[1] > 0.5);
-        }
-        for (norm, batch, m) in pass.batch_stats {
-            let (mean, var) = (norm.running_mean_name(), norm.running_var_name());
-            let mut rm = self.params.remove(&mean).unwrap_or_default();
-            let mut rv = self.params.remove(&var).unwrap_or_default();
-            ops::update_running_stats(&mut rm, &mut rv, &batch, m);
-            self.params.insert(mean, rm);
-            self.params.insert(var, rv);
-        }
-        let grads = pass
-            .grads
-            .into_iter()
-            .map(|(id, g)| (id.name(), g))
-            .collect();
-        Ok((stats, grads))
+        Ok(plan)
     }
 
-    /// Apply one optimiser step with learning rate `lr` (PyTorch's Nesterov form:
-    /// `v = m v + g; w -= lr (g + m v)`).
+    /// Apply one optimiser step with learning rate `lr` on the host: each parameter's
+    /// [`SgdRule`] by [`sgd_update`] (PyTorch's Nesterov form, `v = m v + g; w -= lr (g + m v)`;
+    /// the rule `shaders/optimizer.wgsl` runs on the GPU). Gradients of unknown names or the
+    /// wrong length are skipped.
     pub fn apply(&mut self, grads: BTreeMap<String, Vec<f32>>, lr: f32) {
-        let s = self.settings.clone();
         let ids: BTreeMap<String, ParamId> = self
             .config
             .params()
             .into_iter()
             .map(|(id, _)| (id.name(), id))
             .collect();
-        for (name, mut g) in grads {
-            let Some(&id) = ids.get(&name) else {
+        for (name, g) in grads {
+            let Some(rule) = ids
+                .get(&name)
+                .and_then(|&id| SgdRule::of(&self.settings, id))
+            else {
                 continue;
             };
-            let is_shift = matches!(id, ParamId::Shift(_));
-            if is_shift {
-                if s.shift != ShiftMode::Learned {
-                    continue;
-                }
-                let _ = crate::cpu::normalize_shift_grad(&mut g);
-            }
             let (Some(w), Some(v)) = (self.params.get_mut(&name), self.velocity.get_mut(&name))
             else {
                 continue;
             };
-            let rate = if is_shift { lr * s.shift_lr_mult } else { lr };
-            let wd = if id.is_weight() { s.weight_decay } else { 0.0 };
-            for i in 0..w.len() {
-                let gi = g[i] + wd * w[i];
-                v[i] = s.momentum * v[i] + gi;
-                w[i] -= rate * (gi + s.momentum * v[i]);
-            }
+            let _ = sgd_update(&rule, lr, w, v, &g);
         }
     }
 
@@ -637,6 +658,15 @@ impl Trainer {
             ))
         })?;
         Ok(t)
+    }
+}
+
+/// The stats of a batch of `n` images from its `[2]` totals (summed loss, right top-1 count).
+fn stats_of(totals: &[f32], n: usize) -> Stats {
+    Stats {
+        loss_sum: f64::from(totals.first().copied().unwrap_or(f32::NAN)),
+        correct: totals.get(1).map_or(0, |&c| c.round().max(0.0) as usize),
+        seen: n,
     }
 }
 

@@ -201,6 +201,7 @@ impl AslConv1x1 {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
+            ctx.count_buffer(0);
             let params = Conv1x1Params::new(OP, xs, cout, stride, ep.flags)?;
             let groups = workgroups(
                 OP,

@@ -283,6 +283,7 @@ impl PackedGemm<'_> {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
             mapped_at_creation: false,
         });
+        ctx.count_buffer(0);
         let mut dispatch =
             self.pack_dispatch(ctx, &packed, layout.rows, layout.kc, layout.nk, slabs)?;
         if let Some(extra) = self.extra {
@@ -471,6 +472,7 @@ impl PackedGemm<'_> {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        ctx.count_buffer(0);
         // One "slab" holding the whole matrix: the packing shader writes it from offset 0.
         let dispatch = self.pack_dispatch(ctx, &packed, layout.rows, layout.kc, 1, 1)?;
         let params = GemmParams {
@@ -910,6 +912,7 @@ impl Conv1x1BackwardWeight {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        ctx.count_buffer(0);
         let groups = workgroups(
             OP,
             device,

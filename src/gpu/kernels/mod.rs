@@ -7,6 +7,7 @@ mod conv1x1;
 mod conv3x3;
 mod depthwise;
 mod elementwise;
+mod optimizer;
 mod training;
 
 pub use asl::{
@@ -20,15 +21,16 @@ pub use conv1x1::{
 pub use conv3x3::Conv3x3;
 pub use depthwise::Depthwise3x3;
 pub use elementwise::{Affine, BufferCopy, GlobalAvgPool, Softmax};
+pub use optimizer::{Optimizer, RunningStatsDispatch, SgdDispatch};
 pub use training::{
-    Add, BatchNormTrain, Conv3x3BackwardWeight, Depthwise3x3Backward, GlobalAvgPoolBackward,
-    SoftmaxCrossEntropy,
+    Add, BatchNormTrain, BnBackward, BnForward, Conv3x3BackwardWeight, Depthwise3x3Backward,
+    DepthwiseBackward, GlobalAvgPoolBackward, SoftmaxCrossEntropy,
 };
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use wgpu::util::DeviceExt;
 
@@ -114,6 +116,7 @@ pub struct Kernels {
     softmax_cross_entropy: OnceLock<SoftmaxCrossEntropy>,
     global_avg_pool_backward: OnceLock<GlobalAvgPoolBackward>,
     add: OnceLock<Add>,
+    optimizer: OnceLock<Optimizer>,
     placeholder: OnceLock<wgpu::Buffer>,
     /// What every pipeline built on this context shares (cache, compile hook, count).
     env: Arc<PipelineEnv>,
@@ -130,6 +133,12 @@ pub(crate) struct PipelineEnv {
     cache: OnceLock<wgpu::PipelineCache>,
     hook: OnceLock<CompileHook>,
     compiled: AtomicUsize,
+    /// Buffers created on the context (tensors, uniforms of prepared dispatches, staging).
+    buffers_created: AtomicU64,
+    /// Bytes written from the host into buffers (creation with contents, queued writes).
+    bytes_uploaded: AtomicU64,
+    /// Bytes read back to the host.
+    bytes_downloaded: AtomicU64,
 }
 
 impl PipelineEnv {
@@ -148,6 +157,27 @@ impl PipelineEnv {
     /// Pipelines compiled so far.
     pub(crate) fn compiled(&self) -> usize {
         self.compiled.load(Ordering::Relaxed)
+    }
+    /// Count one buffer created, with `uploaded` bytes of host data in it.
+    pub(crate) fn count_buffer(&self, uploaded: u64) {
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.count_upload(uploaded);
+    }
+    /// Count `bytes` written from the host.
+    pub(crate) fn count_upload(&self, bytes: u64) {
+        self.bytes_uploaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// Count `bytes` read back to the host.
+    pub(crate) fn count_download(&self, bytes: u64) {
+        self.bytes_downloaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+    /// The counts so far.
+    pub(crate) fn transfers(&self) -> crate::gpu::TransferCounts {
+        crate::gpu::TransferCounts {
+            buffers_created: self.buffers_created.load(Ordering::Relaxed),
+            bytes_uploaded: self.bytes_uploaded.load(Ordering::Relaxed),
+            bytes_downloaded: self.bytes_downloaded.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -187,6 +217,7 @@ impl Kernels {
             softmax_cross_entropy: OnceLock::new(),
             global_avg_pool_backward: OnceLock::new(),
             add: OnceLock::new(),
+            optimizer: OnceLock::new(),
             placeholder: OnceLock::new(),
             env: Arc::new(PipelineEnv::default()),
         }
@@ -311,9 +342,14 @@ impl Kernels {
     pub fn add(&self) -> &Add {
         self.build(&self.add, || Add::new(&self.device))
     }
+    /// `shaders/optimizer.wgsl`.
+    pub fn optimizer(&self) -> &Optimizer {
+        self.build(&self.optimizer, || Optimizer::new(&self.device))
+    }
     /// A 16-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
         self.placeholder.get_or_init(|| {
+            self.env.count_buffer(0);
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("activeshift placeholder"),
                 size: 16,
@@ -329,6 +365,8 @@ pub(crate) struct Pipeline {
     label: &'static str,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    /// The context's environment, which counts the uniform buffers of prepared dispatches.
+    env: Option<Arc<PipelineEnv>>,
 }
 
 /// A [`Pipeline`] built on first use: a kernel type with several variants compiles only those
@@ -354,9 +392,8 @@ impl LazyPipeline {
 
     /// The pipeline, built now if this is its first use.
     pub(crate) fn get(&self) -> &Pipeline {
-        self.cell.get_or_init(|| {
-            Pipeline::build(&self.device, self.env.as_deref(), self.file, self.entry)
-        })
+        self.cell
+            .get_or_init(|| Pipeline::build(&self.device, self.env.clone(), self.file, self.entry))
     }
 }
 
@@ -364,17 +401,17 @@ impl Pipeline {
     /// Build the pipeline for `entry` of `file` (with the pipeline environment of the kernels
     /// being constructed, if any).
     pub(crate) fn new(device: &wgpu::Device, file: &'static str, entry: &'static str) -> Self {
-        Self::build(device, current_env().as_deref(), file, entry)
+        Self::build(device, current_env(), file, entry)
     }
 
     /// Build the pipeline for `entry` of `file` with `env`'s cache and compile hook.
     fn build(
         device: &wgpu::Device,
-        env: Option<&PipelineEnv>,
+        env: Option<Arc<PipelineEnv>>,
         file: &'static str,
         entry: &'static str,
     ) -> Self {
-        if let Some(env) = env {
+        if let Some(env) = &env {
             if let Some(hook) = env.hook.get() {
                 hook(file, entry);
             }
@@ -390,13 +427,14 @@ impl Pipeline {
             module: &module,
             entry_point: Some(entry),
             compilation_options: Default::default(),
-            cache: env.and_then(PipelineEnv::cache),
+            cache: env.as_deref().and_then(PipelineEnv::cache),
         });
         let layout = pipeline.get_bind_group_layout(0);
         Self {
             label: file,
             pipeline,
             layout,
+            env,
         }
     }
 
@@ -429,6 +467,9 @@ impl Pipeline {
             contents: bytemuck::bytes_of(params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
+        if let Some(env) = &self.env {
+            env.count_buffer(std::mem::size_of::<P>() as u64);
+        }
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),

@@ -78,6 +78,20 @@ fn rust_layouts() -> Vec<RustLayout> {
             [_pad]
         ),
         layout!(training::CeParams, [n, k], [_pad]),
+        layout!(
+            optimizer::OptimizerParams,
+            [
+                len,
+                offset,
+                channels,
+                lr_mult,
+                momentum,
+                weight_decay,
+                count,
+                divisor
+            ],
+            [_pad0, _pad1, _pad2, _pad3]
+        ),
         layout!(training::LenParams as ["PoolGradParams", "AddParams"], [len, plane], [_pad]),
     ]
 }

@@ -23,6 +23,40 @@ pub(crate) struct BnParams {
     pub(crate) len: u32,
 }
 
+/// The tensors of [`BatchNormTrain::prepare_forward`] (its kernel's bindings one for one).
+#[derive(Clone, Copy, Debug)]
+pub struct BnForward<'a> {
+    /// The input `[N, C, H, W]`.
+    pub x: &'a GpuTensor,
+    /// The scale `[C]`.
+    pub gamma: &'a GpuTensor,
+    /// The shift `[C]`.
+    pub beta: &'a GpuTensor,
+    /// Written: the batch statistics `[3, C]` (mean, biased variance, `1 / sqrt(var + eps)`).
+    pub stats: &'a GpuTensor,
+    /// Written: the output, the input's shape.
+    pub y: &'a GpuTensor,
+}
+
+/// The tensors of [`BatchNormTrain::prepare_backward`] (its kernel's bindings one for one).
+#[derive(Clone, Copy, Debug)]
+pub struct BnBackward<'a> {
+    /// The forward input.
+    pub x: &'a GpuTensor,
+    /// The forward output.
+    pub y: &'a GpuTensor,
+    /// The scale `[C]`.
+    pub gamma: &'a GpuTensor,
+    /// The batch statistics of the forward pass.
+    pub stats: &'a GpuTensor,
+    /// The output gradient.
+    pub dy: &'a GpuTensor,
+    /// Written: `[2, C]`, dgamma then dbeta.
+    pub dparams: &'a GpuTensor,
+    /// Written: the input gradient.
+    pub dx: &'a GpuTensor,
+}
+
 /// `shaders/batchnorm_train.wgsl`: BatchNorm with the batch's statistics followed by ReLU, and
 /// its backward pass.
 pub struct BatchNormTrain {
@@ -55,16 +89,14 @@ impl BatchNormTrain {
     /// Prepare the dispatches computing the batch statistics of `x` (`[N, C, H, W]`) into
     /// `stats` (`[3, C]`: mean, biased variance, `1 / sqrt(var + eps)`) and then
     /// `y = max(0, gamma * (x - mean) / sqrt(var + eps) + beta)` (`gamma`, `beta`: `[C]`).
-    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
-    pub fn prepare_forward(
-        &self,
-        ctx: &GpuContext,
-        x: &GpuTensor,
-        gamma: &GpuTensor,
-        beta: &GpuTensor,
-        stats: &GpuTensor,
-        y: &GpuTensor,
-    ) -> Result<Dispatch> {
+    pub fn prepare_forward(&self, ctx: &GpuContext, t: BnForward<'_>) -> Result<Dispatch> {
+        let BnForward {
+            x,
+            gamma,
+            beta,
+            stats,
+            y,
+        } = t;
         const OP: &str = "batchnorm_train";
         let xs = x.shape4(OP, "input")?;
         let params = Self::params(OP, xs)?;
@@ -101,18 +133,16 @@ impl BatchNormTrain {
     /// Prepare the dispatches of the backward pass: from the forward input `x`, output `y`,
     /// `stats` and the output gradient `dy`, write `dparams` (`[2, C]`: dgamma, then dbeta) and
     /// the input gradient `dx`.
-    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
-    pub fn prepare_backward(
-        &self,
-        ctx: &GpuContext,
-        x: &GpuTensor,
-        y: &GpuTensor,
-        gamma: &GpuTensor,
-        stats: &GpuTensor,
-        dy: &GpuTensor,
-        dparams: &GpuTensor,
-        dx: &GpuTensor,
-    ) -> Result<Dispatch> {
+    pub fn prepare_backward(&self, ctx: &GpuContext, t: BnBackward<'_>) -> Result<Dispatch> {
+        let BnBackward {
+            x,
+            y,
+            gamma,
+            stats,
+            dy,
+            dparams,
+            dx,
+        } = t;
         const OP: &str = "batchnorm_train_backward";
         let xs = x.shape4(OP, "input")?;
         let params = Self::params(OP, xs)?;
@@ -255,6 +285,23 @@ pub(crate) struct DepthwiseBackwardParams {
     pub(crate) _pad: u32,
 }
 
+/// The operands of [`Depthwise3x3Backward::prepare`].
+#[derive(Clone, Copy, Debug)]
+pub struct DepthwiseBackward<'a> {
+    /// The forward input `[N, C, H, W]`.
+    pub x: &'a GpuTensor,
+    /// The output gradient.
+    pub dy: &'a GpuTensor,
+    /// The weight `[C, 1, 3, 3]`.
+    pub w: &'a GpuTensor,
+    /// The forward stride.
+    pub stride: usize,
+    /// Written: the input gradient (the input's shape).
+    pub dx: &'a GpuTensor,
+    /// Written: the weight gradient `[C, 1, 3, 3]`.
+    pub dw: &'a GpuTensor,
+}
+
 /// `shaders/depthwise3x3_backward.wgsl`: the input and weight gradients of the 3x3 depthwise
 /// convolution (the baseline block), both deterministic (a gather, and a fixed-order
 /// per-channel reduction).
@@ -279,17 +326,15 @@ impl Depthwise3x3Backward {
     /// [`Error::Shape`] for mismatched tensors, [`Error::InvalidArgument`] for a zero stride
     /// or an output sharing a buffer with an input, [`Error::DeviceLimit`] past the device's
     /// dispatch limits.
-    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
-    pub fn prepare(
-        &self,
-        ctx: &GpuContext,
-        x: &GpuTensor,
-        dy: &GpuTensor,
-        w: &GpuTensor,
-        stride: usize,
-        dx: &GpuTensor,
-        dw: &GpuTensor,
-    ) -> Result<Dispatch> {
+    pub fn prepare(&self, ctx: &GpuContext, t: DepthwiseBackward<'_>) -> Result<Dispatch> {
+        let DepthwiseBackward {
+            x,
+            dy,
+            w,
+            stride,
+            dx,
+            dw,
+        } = t;
         const OP: &str = "depthwise3x3_backward";
         check_stride(OP, stride)?;
         let xs = x.shape4(OP, "input")?;
