@@ -579,21 +579,23 @@ impl Bench {
         }
         let case = "train_gpu_asnet20-16x1";
         if self.wanted(case) {
-            // The same step through the WGSL training kernels (`GpuBackend`); a software
-            // adapter is slow at it, so smaller batches there.
+            // The same step through the WGSL training kernels, the run's state resident on the
+            // device (`Session<GpuBackend>`: storage and launches prepared once, one submission
+            // per step, only the loss and accuracy read back); a software adapter is slow at
+            // it, so smaller batches there.
             let batch = if self.quick { 8 } else { 64 };
             let config = fashion_mnist_config(16, 1);
             let per = config.in_channels * config.input_size[0] * config.input_size[1];
-            let mut trainer = Trainer::new(config, Vec::new(), TrainSettings::default())?;
+            let trainer = Trainer::new(config, Vec::new(), TrainSettings::default())?;
             let input: Vec<f32> = (0..batch * per)
                 .map(|_| self.rng.random_range(-1.0..1.0))
                 .collect();
             let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
-            let mut be = activeshift::train::GpuBackend::new(self.ctx.clone());
-            let runs = if self.quick { 1 } else { 3 };
+            let be = activeshift::train::GpuBackend::new(self.ctx.clone());
+            let mut session = activeshift::train::Session::new(trainer, be)?;
+            let runs = if self.quick { 2 } else { 5 };
             let ms = time_wall(runs, || {
-                let (_, grads) = trainer.forward_backward_on(&mut be, &input, &labels)?;
-                trainer.apply(grads, 0.01);
+                session.step_batch(&input, &labels, 0.01)?;
                 Ok(())
             })?;
             self.push(
