@@ -13,6 +13,8 @@ pub use policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};
 #[cfg(not(target_arch = "wasm32"))]
 pub use tensor::read_many_blocking;
 pub use tensor::{GpuTensor, read_many};
-pub(crate) use tensor::{read_mapped, read_mapped_prefix, usage_names};
+#[cfg(all(feature = "train", not(target_arch = "wasm32")))]
+pub(crate) use tensor::read_mapped_prefix;
+pub(crate) use tensor::{read_mapped, usage_names};
 #[cfg(not(target_arch = "wasm32"))]
 pub use timing::DispatchTimer;
