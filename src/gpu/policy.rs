@@ -144,6 +144,19 @@ impl KernelPolicy {
         self.fused
     }
 
+    /// The rewrites the GPU engine lowers a plan with
+    /// ([`Plan::lower`](crate::model::Plan::lower)): each ASL fused into its 1x1 convolution
+    /// when [`KernelPolicy::fused_by_default`] (up to the fused kernels' channel limit), every
+    /// pre-activation folded into the 1x1 convolutions reading it (always: it saves a launch and
+    /// a tensor on every adapter measured).
+    pub fn lowering(&self) -> crate::model::Lowering {
+        crate::model::Lowering {
+            fuse_asl: self.fused,
+            max_fused_channels: super::kernels::ASL_CONV1X1_MAX_CHANNELS,
+            fold_affine_relu: true,
+        }
+    }
+
     /// The measured decision for `key`, if there is one and it names a variant for `key`.
     fn tuned<V: Copy>(
         &self,
