@@ -200,7 +200,7 @@ fn train_variant(a: &AblationArgs, v: &Variant) -> Result<()> {
         false
     };
     eprintln!("{}: training ({})", v.key, v.label);
-    crate::train(TrainArgs {
+    crate::train_cmd::train(TrainArgs {
         dataset: crate::DatasetChoice::FashionMnist,
         arch: "asnet20-16x1".into(),
         epochs: a.epochs,
