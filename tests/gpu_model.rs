@@ -109,7 +109,8 @@ fn fused_and_unfused_asl_agree_on_whole_models() {
         gm.set_fused(false);
         assert_eq!(gm.fused_asls(), 0);
         let unfused = pollster::block_on(gm.forward(&input)).unwrap();
-        let cpu = model.forward_cpu(&input).unwrap();
+        // The CPU engine on the lowered plan the GPU engine ran last.
+        let cpu = model.forward_cpu_lowered(&input, gm.lowering()).unwrap();
         let err = rel_err(&fused.logits, &unfused.logits);
         assert!(
             err <= 1e-4,

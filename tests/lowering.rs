@@ -242,3 +242,31 @@ fn the_cpu_engine_gives_the_same_values_under_every_lowering() {
         assert!(err <= 1e-4, "{}: {err} (seed {seed})", config.name);
     }
 }
+
+/// The slots a fully lowered plan never writes are each block's shifted tensor and
+/// pre-activation: the GPU engine allocates no buffer for them.
+#[test]
+fn lowering_leaves_each_blocks_shifted_tensor_and_pre_activation_unwritten() {
+    for name in ["asnet20-16x1", "as-resnet-w32"] {
+        let config = ArchConfig::builtin(name).unwrap();
+        let plan = Plan::new(&config, 1);
+        let bytes = |l: &LoweredPlan| -> usize {
+            (0..l.plan.slots.len())
+                .filter(|&s| l.writes(s))
+                .map(|s| 4 * l.plan.slots[s].len())
+                .sum()
+        };
+        let all = plan.clone().lower(Lowering::ALL);
+        let none = plan.clone().lower(Lowering::NONE);
+        let skipped = (0..plan.slots.len()).filter(|&s| !all.writes(s)).count();
+        assert_eq!(skipped, 2 * config.blocks().len(), "{name}");
+        assert!((0..plan.slots.len()).all(|s| none.writes(s)), "{name}");
+        let (a, n) = (bytes(&all), bytes(&none));
+        assert!(a < n, "{name}");
+        println!(
+            "{name}: activations of one image {:.2} MiB as written, {:.2} MiB lowered",
+            n as f64 / (1 << 20) as f64,
+            a as f64 / (1 << 20) as f64
+        );
+    }
+}

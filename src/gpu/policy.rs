@@ -78,7 +78,7 @@ impl KernelPolicyBuilder {
     }
 
     /// Fix whether each ASL runs fused into its 1x1 convolution by default (None: by the
-    /// kernel family). [`GpuModel::set_fused`](crate::GpuModel::set_fused) still chooses per
+    /// kernel family). [`GpuModel::set_fused`](crate::model::GpuModel::set_fused) still chooses per
     /// model.
     pub fn fused(mut self, fused: Option<bool>) -> Self {
         self.fused = fused;
@@ -138,7 +138,7 @@ impl KernelPolicy {
         self.family == KernelFamily::Cpu
     }
 
-    /// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by
+    /// Whether [`GpuModel`](crate::model::GpuModel) fuses each ASL into its 1x1 convolution by
     /// default.
     pub fn fused_by_default(&self) -> bool {
         self.fused

@@ -22,8 +22,9 @@ use std::collections::HashMap;
 ///
 /// What it creates on the device (all freed when it is dropped, once the GPU is done with
 /// them): one storage buffer per parameter tensor, uploaded by [`GpuModel::new`]; and, per
-/// batch size (rebuilt when the batch size changes), one storage buffer per activation of the
-/// plan, one small uniform buffer and bind group per kernel launch, and for
+/// batch size (rebuilt when the batch size changes), one storage buffer per activation the
+/// lowered plan writes (none for a fused ASL's or a folded affine's output), one small uniform
+/// buffer and bind group per kernel launch, and for
 /// [`GpuModel::forward`] a readback buffer of `2 * batch * classes` floats. Pipelines are
 /// shared by every model on the same [`GpuContext`]. Nothing is allocated per call once a
 /// batch size has been prepared.
