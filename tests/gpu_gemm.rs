@@ -488,7 +488,7 @@ fn tuning_times_every_candidate_and_the_policy_runs_the_fastest() {
         return;
     };
     use activeshift::gpu::kernels::{AslConv1x1, AslForward};
-    use activeshift::gpu::tune::{TuneKey, TunedOp, tune};
+    use activeshift::gpu::tune::{TuneBudget, TuneKey, TunedOp, tune_blocking};
     let keys = [
         TuneKey {
             op: TunedOp::Conv1x1,
@@ -515,15 +515,37 @@ fn tuning_times_every_candidate_and_the_policy_runs_the_fastest() {
             stride: 2,
         },
     ];
-    let t = tune(ctx, &keys, std::time::Duration::from_millis(30)).unwrap();
+    let budget = TuneBudget::per_key(std::time::Duration::from_millis(30));
+    let t = tune_blocking(ctx, &keys, budget).unwrap();
     assert_eq!(t.entries().len(), keys.len());
+    // The async form (what the browser runs) reports each key; a spent total budget stops it.
+    let mut seen = Vec::new();
+    let first = pollster::block_on(activeshift::gpu::tune::tune(
+        ctx,
+        &keys[..2],
+        budget,
+        |i, k| seen.push((i, k.text())),
+    ))
+    .unwrap();
+    assert_eq!(first.entries().len(), 2);
+    assert_eq!(seen, vec![(0, keys[0].text()), (1, keys[1].text())]);
+    let none = TuneBudget {
+        total: Some(std::time::Duration::ZERO),
+        ..budget
+    };
+    assert!(
+        tune_blocking(ctx, &keys, none)
+            .unwrap()
+            .entries()
+            .is_empty()
+    );
     let tuned = ctx
         .clone()
         .with_policy(ctx.policy_overrides().clone().tuning(Some(t.clone())));
     for key in &keys {
         let e = &t.entries()[&key.text()];
         let mut timed: Vec<&str> = e.micros.keys().map(String::as_str).collect();
-        let mut candidates = key.candidates();
+        let mut candidates = ctx.policy().candidates(key);
         timed.sort();
         candidates.sort();
         assert_eq!(timed, candidates, "{}", key.text());

@@ -181,6 +181,22 @@ impl KernelPolicy {
         self.asked.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
+    /// The variants [`tune`](super::tune::tune) times for `key` on this device: those of
+    /// [`TuneKey::candidates`], less the ones whose pipelines this device compiles too slowly
+    /// to try within a tuning budget (on SwiftShader-like adapters, the row-sliding ASL and
+    /// the vec4 fused GEMM, which the rules keep off there for the same reason).
+    pub fn candidates(&self, key: &TuneKey) -> Vec<&'static str> {
+        let too_slow = |name: &str| match key.op {
+            TunedOp::AslForward => name == AslForwardVariant::Rows.name(),
+            TunedOp::AslConv1x1 => name == AslConv1x1Variant::Vec4.name(),
+            TunedOp::Conv1x1 => false,
+        };
+        key.candidates()
+            .into_iter()
+            .filter(|name| !(self.slow_compiler && too_slow(name)))
+            .collect()
+    }
+
     /// The name of the variant the rules pick for `key` (whatever a tuning says).
     pub fn rule(&self, key: &TuneKey) -> &'static str {
         match key.op {
@@ -309,6 +325,26 @@ mod tests {
 
         for slow in [&swiftshader, &browser] {
             let p = b.build(slow, BIG);
+            // The tuner does not try what compiles for minutes there.
+            let asl = TuneKey {
+                op: TunedOp::AslForward,
+                xs,
+                cout: 64,
+                stride: 1,
+            };
+            let fused = TuneKey {
+                op: TunedOp::AslConv1x1,
+                ..asl
+            };
+            assert!(asl.candidates().contains(&"rows"));
+            assert!(!p.candidates(&asl).contains(&"rows"));
+            assert!(p.candidates(&asl).contains(&"vec4"));
+            assert!(fused.candidates().contains(&"vec4"));
+            assert!(!p.candidates(&fused).contains(&"vec4"));
+            assert_eq!(
+                b.build(&lavapipe, BIG).candidates(&fused),
+                fused.candidates()
+            );
             assert_eq!(p.family(), KernelFamily::Cpu);
             assert_eq!(p.asl_forward(xs, 1), AslForwardVariant::Vec4);
             assert_eq!(p.asl_conv1x1(xs, 64, 1), AslConv1x1Variant::Register);

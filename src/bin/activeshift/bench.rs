@@ -167,7 +167,7 @@ impl Bench {
         }
         let mut ms = Vec::with_capacity(runs);
         for _ in 0..runs {
-            ms.push(self.timer.time(dispatch)?);
+            ms.push(self.timer.time_blocking(dispatch)?);
         }
         Ok(ms)
     }
