@@ -521,3 +521,75 @@ fn bad_result_files_are_clear_errors() {
     assert!(!md.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A checkpoint of `activeshift train` with the run's settings, copied into `in-progress/`, is
+/// continued: its initial shifts are recomputed from the seed (the movement is measured from
+/// them) and its earlier steps are counted as untimed.
+#[test]
+fn a_train_checkpoint_is_adopted_with_its_start_recomputed_from_the_seed() {
+    use activeshift::train::{TrainSettings, Trainer, fashion_mnist_config};
+    let dir = tmpdir("adopt");
+    synthetic_fashion(&dir, 500, 50);
+    let runs = dir.join("runs");
+    std::fs::create_dir_all(runs.join("in-progress")).unwrap();
+    let ckpt = runs.join("in-progress/learned-seed1.ckpt");
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_DATA", &dir)
+        .args(["train", "--epochs", "1", "--limit", "40", "--seed", "1"])
+        .args(["--backend", "cpu", "--checkpoint"])
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(dir.join("m.safetensors")));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_DATA", &dir)
+        .args([
+            "ablation",
+            "--only",
+            "learned:1",
+            "--epochs",
+            "1",
+            "--limit",
+            "40",
+        ])
+        .arg("--dir")
+        .arg(&runs));
+    assert!(ok, "{err}");
+    assert!(err.contains("learned-seed1: resuming"), "{err}");
+    let r = read_json(&runs.join("learned-seed1.json"));
+    assert_eq!(
+        r["initial_shifts_source"],
+        "recomputed from the seed (no progress file)"
+    );
+    assert_eq!(r["untimed_steps"], 3, "{r}");
+    // The movement is measured from the start a fresh run of seed 1 has.
+    let labels = activeshift::data::LABELS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let settings = TrainSettings {
+        epochs: 1,
+        seed: 1,
+        ..TrainSettings::default()
+    };
+    let start = Trainer::new(fashion_mnist_config(16, 1), labels, settings).unwrap();
+    let model = activeshift::Model::load(runs.join("learned-seed1.safetensors")).unwrap();
+    let (s, e) = (
+        &start.params["blocks.4.shift"],
+        &model.params["blocks.4.shift"].data,
+    );
+    let change = s
+        .iter()
+        .zip(e)
+        .map(|(a, b)| f64::from((b - a).abs()))
+        .sum::<f64>()
+        / s.len() as f64;
+    let layer = &r["shift_layers"][4];
+    assert_eq!(layer["name"], "blocks.4.shift");
+    assert!(change > 0.0);
+    assert!(
+        (layer["mean_abs_change"].as_f64().unwrap() - change).abs() < 1e-9,
+        "{layer} vs {change}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

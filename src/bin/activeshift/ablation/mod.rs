@@ -334,6 +334,11 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         );
         return Ok(());
     }
+    let n_train = match a.limit {
+        Some(n) => data.train.per_class(n).len(),
+        None => data.train.len(),
+    };
+    let steps_per_epoch = fresh.steps_per_epoch(n_train);
     let mut progress = if ckpt.exists() {
         let t = Trainer::load_checkpoint(&ckpt)?;
         let same = t.settings.seed == seed
@@ -360,15 +365,21 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
             }
             p
         } else {
-            // No progress file: the initial shifts are a function of the settings.
+            // No progress file (e.g. a checkpoint of `activeshift train` with the same
+            // settings, copied here): the initial shifts are a function of the settings; the
+            // time of the steps taken so far is unknown.
             let start = Trainer::new(t.config.clone(), t.labels.clone(), t.settings.clone())?;
-            new_progress(
+            let mut p = new_progress(
                 v,
                 seed,
                 &recipe,
                 &start,
                 "recomputed from the seed (no progress file)",
-            )
+            );
+            p.epoch = t.epoch;
+            p.step_in_epoch = t.step_in_epoch;
+            p.untimed_steps = (t.epoch * steps_per_epoch + t.step_in_epoch) as u64;
+            p
         }
     } else {
         new_progress(v, seed, &recipe, &fresh, "recorded at the run's start")
@@ -379,11 +390,6 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         steps: 0,
     });
     progress.save(&progress_path)?;
-    let n_train = match a.limit {
-        Some(n) => data.train.per_class(n).len(),
-        None => data.train.len(),
-    };
-    let steps_per_epoch = fresh.steps_per_epoch(n_train);
     let first_step = progress.epoch * steps_per_epoch + progress.step_in_epoch;
     let progress = Rc::new(RefCell::new(progress));
     let started = Instant::now();
@@ -440,8 +446,12 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         params: model.config.param_count(),
         mult_adds: activeshift::model::Plan::new(&model.config, 1).mult_adds(),
         wall_seconds: wall,
+        untimed_steps: progress.untimed_steps,
         train_images,
-        images_per_second: train_images as f64 / wall.max(1e-9),
+        images_per_second: train_images
+            .saturating_sub(progress.untimed_steps * t.settings.batch as u64)
+            as f64
+            / wall.max(1e-9),
         inference_images_per_second_cpu: inference,
         machine: Machine::this(),
         sessions: progress.sessions.clone(),
@@ -488,6 +498,7 @@ fn new_progress(
         epoch: 0,
         step_in_epoch: 0,
         sessions: Vec::new(),
+        untimed_steps: 0,
     }
 }
 

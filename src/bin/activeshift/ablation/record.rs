@@ -205,6 +205,10 @@ pub struct Progress {
     pub epoch: usize,
     pub step_in_epoch: usize,
     pub sessions: Vec<Session>,
+    /// Steps taken before this folder knew the run (a checkpoint of `activeshift train` copied
+    /// into `in-progress/`): their time is unknown.
+    #[serde(default)]
+    pub untimed_steps: u64,
 }
 
 impl Progress {
@@ -227,9 +231,12 @@ pub struct RunResult {
     pub mult_adds: u64,
     /// Seconds of training kept over all sessions (per-epoch test evaluation included).
     pub wall_seconds: f64,
+    /// Steps whose time is not in `wall_seconds` (taken before the run's progress was recorded).
+    #[serde(default)]
+    pub untimed_steps: u64,
     /// Training images processed (steps x batch).
     pub train_images: u64,
-    /// `train_images / wall_seconds`.
+    /// Timed training images (`train_images` less the untimed steps') / `wall_seconds`.
     pub images_per_second: f64,
     /// Inference images per second on the CPU engine, batch 128, where the run finished.
     pub inference_images_per_second_cpu: f64,
@@ -524,6 +531,7 @@ mod tests {
             params: 35098,
             mult_adds: 4_330_000,
             wall_seconds: 4800.5,
+            untimed_steps: 0,
             train_images: 17 * 468 * 128,
             images_per_second: 212.1,
             inference_images_per_second_cpu: 1400.0,

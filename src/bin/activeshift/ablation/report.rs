@@ -463,7 +463,15 @@ fn time_section(g: &Gathered, s: &mut String) {
             r.accuracy * 100.0,
             r.test_correct,
             r.test_total,
-            crate::train_cmd::format_duration(r.wall_seconds),
+            if r.untimed_steps > 0 {
+                format!(
+                    "{} + {} untimed steps",
+                    crate::train_cmd::format_duration(r.wall_seconds),
+                    r.untimed_steps
+                )
+            } else {
+                crate::train_cmd::format_duration(r.wall_seconds)
+            },
             r.images_per_second,
             r.inference_images_per_second_cpu,
             r.sessions.len(),
