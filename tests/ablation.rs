@@ -228,7 +228,7 @@ fn result(variant: &str, seed: u64, correct: u64, layers: &[(&str, u64, f64, f64
         "recipe": {
             "dataset": "fashion-mnist", "arch": "asnet20-16x1", "epochs": 17, "batch": 128,
             "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005, "shift_lr_mult": 0.01,
-            "schedule": "cosine", "augment": true, "limit": null, "backend": "cpu"
+            "schedule": "cosine", "augment": true, "limit": null
         },
         "test_correct": correct,
         "test_total": 10000,
@@ -240,7 +240,7 @@ fn result(variant: &str, seed: u64, correct: u64, layers: &[(&str, u64, f64, f64
         "images_per_second": 212.16,
         "inference_images_per_second_cpu": 1400.0,
         "machine": {"cpu": "Test CPU | 9000", "threads": 2},
-        "sessions": [{"machine": {"cpu": "Test CPU | 9000", "threads": 2}, "seconds": 4800.0, "steps": 7956}],
+        "sessions": [{"machine": {"cpu": "Test CPU | 9000", "threads": 2}, "backend": "cpu", "seconds": 4800.0, "steps": 7956}],
         "version": "0.1.0",
         "commit": "0123456789ab",
         "initial_shifts_source": "recorded at the run's start",
@@ -363,7 +363,7 @@ fn the_report_is_made_from_result_files_alone() {
     assert!(out.contains("| depthwise | 1 | no shifts"), "{out}");
     assert!(out.contains("| blocks.1.shift | 48 | 0.700 → 0.700 (0.0000) | 0.800 → 0.800 (0.0000) | 0.500 → 0.600 (0.1000) |"), "{out}");
     // Time and machine, with the text of the file kept out of the table's structure.
-    assert!(out.contains("| learned-seed1 | 91.00% (9100/10000) | 1h20m | 212 | 1400 | 1 | Test CPU \\| 9000 (2) | 0.1.0 (0123456789ab) |"), "{out}");
+    assert!(out.contains("| learned-seed1 | 91.00% (9100/10000) | 1h20m | 212 | 1400 | 1 | Test CPU \\| 9000 (2 threads, cpu) | 0.1.0 (0123456789ab) |"), "{out}");
     // With the last variant in, the order is decided from the means.
     write(
         &res,

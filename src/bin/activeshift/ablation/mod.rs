@@ -287,7 +287,6 @@ fn mismatch(path: &Path, what: String) -> Error {
 /// Train (or resume, or keep) the run `v`, `seed` in `a.dir`, then record it.
 fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Result<()> {
     let name = run_name(v.key, seed);
-    let backend = backend_name(a.backend);
     let result_path = a.dir.join(format!("{name}.json"));
     let in_progress = a.dir.join("in-progress");
     let ckpt = in_progress.join(format!("{name}.ckpt"));
@@ -318,7 +317,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         driver: None,
     };
     let fresh = crate::train_cmd::new_trainer(&args)?;
-    let recipe = Recipe::of(&fresh, a.limit, backend);
+    let recipe = Recipe::of(&fresh, a.limit);
     if std::fs::symlink_metadata(&result_path).is_ok() {
         let r = RunResult::load(&result_path)?;
         if r.recipe != recipe {
@@ -327,6 +326,8 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
                 format!("a run of another recipe ({})", r.recipe.describe()),
             ));
         }
+        // Left over if a process stopped between writing the result and deleting them.
+        remove_files(&[&ckpt, &progress_path, &model_tmp])?;
         eprintln!(
             "{name}: finished run in {} ({:.2}%), not trained again",
             result_path.display(),
@@ -344,7 +345,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         let same = t.settings.seed == seed
             && t.settings.shift == shift_mode(v.shift)
             && t.config == fresh.config
-            && Recipe::of(&t, a.limit, backend) == recipe;
+            && Recipe::of(&t, a.limit) == recipe;
         if !same {
             return Err(mismatch(
                 &ckpt,
@@ -386,6 +387,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
     };
     progress.sessions.push(Session {
         machine: Machine::this(),
+        backend: backend_name(a.backend).into(),
         seconds: 0.0,
         steps: 0,
     });
@@ -464,13 +466,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
     let model_path = a.dir.join(format!("{name}.safetensors"));
     std::fs::rename(&model_tmp, &model_path).map_err(|e| crate::io_err(&model_path, e))?;
     result.save(&result_path)?;
-    for p in [&ckpt, &progress_path] {
-        if let Err(e) = std::fs::remove_file(p)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(crate::io_err(p, e));
-        }
-    }
+    remove_files(&[&ckpt, &progress_path])?;
     eprintln!(
         "{name}: {:.2}% ({correct}/{total}) in {:.0} s; wrote {} and {}",
         result.accuracy * 100.0,
@@ -478,6 +474,18 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         result_path.display(),
         model_path.display()
     );
+    Ok(())
+}
+
+/// Delete the files that exist of `paths`.
+fn remove_files(paths: &[&Path]) -> Result<()> {
+    for p in paths {
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(crate::io_err(p, e));
+        }
+    }
     Ok(())
 }
 

@@ -35,13 +35,11 @@ pub struct Recipe {
     pub augment: bool,
     /// Training images per class (`--limit`); none: the whole training split.
     pub limit: Option<usize>,
-    /// The `--backend` asked for.
-    pub backend: String,
 }
 
 impl Recipe {
     /// The recipe of the run `t` holds.
-    pub fn of(t: &Trainer, limit: Option<usize>, backend: &str) -> Self {
+    pub fn of(t: &Trainer, limit: Option<usize>) -> Self {
         let s = &t.settings;
         Recipe {
             dataset: "fashion-mnist".into(),
@@ -55,7 +53,6 @@ impl Recipe {
             schedule: format!("{:?}", s.schedule).to_lowercase(),
             augment: s.augment,
             limit,
-            backend: backend.into(),
         }
     }
 
@@ -63,7 +60,7 @@ impl Recipe {
     pub fn describe(&self) -> String {
         format!(
             "{} on Fashion-MNIST, {} epoch{}, batch {}, Nesterov {}, lr {} {}, wd {}, shift lr x{} \
-             with normalized gradient, {}; training set: {}; backend {}",
+             with normalized gradient, {}; training set: {}",
             self.arch,
             self.epochs,
             if self.epochs == 1 { "" } else { "s" },
@@ -81,7 +78,6 @@ impl Recipe {
             self.limit.map_or("all 60,000 images".into(), |n| {
                 format!("first {n} images of each class")
             }),
-            self.backend,
         )
     }
 }
@@ -117,6 +113,9 @@ impl Machine {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub machine: Machine,
+    /// The `--backend` asked for (`cpu`, `gpu`, `auto`).
+    #[serde(default)]
+    pub backend: String,
     /// Seconds of work this session kept (to its last checkpoint).
     pub seconds: f64,
     /// Training steps it took (to its last checkpoint).
@@ -309,7 +308,6 @@ fn check_recipe(path: &Path, format: &'static str, r: &Recipe) -> Result<()> {
         ("recipe.dataset", &r.dataset),
         ("recipe.arch", &r.arch),
         ("recipe.schedule", &r.schedule),
-        ("recipe.backend", &r.backend),
     ] {
         check_text(path, format, what, s)?;
     }
@@ -333,6 +331,7 @@ fn check_sessions(path: &Path, format: &'static str, sessions: &[Session]) -> Re
     }
     for s in sessions {
         check_text(path, format, "sessions.machine.cpu", &s.machine.cpu)?;
+        check_text(path, format, "sessions.backend", &s.backend)?;
         check_number(path, format, "sessions.seconds", s.seconds)?;
     }
     Ok(())
@@ -523,7 +522,6 @@ mod tests {
                 schedule: "cosine".into(),
                 augment: true,
                 limit: None,
-                backend: "cpu".into(),
             },
             test_correct: 9353,
             test_total: 10000,
@@ -544,6 +542,7 @@ mod tests {
                     cpu: "AMD EPYC".into(),
                     threads: 2,
                 },
+                backend: "cpu".into(),
                 seconds: 4800.5,
                 steps: 17 * 468,
             }],

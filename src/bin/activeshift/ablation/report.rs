@@ -446,12 +446,17 @@ fn time_section(g: &Gathered, s: &mut String) {
          training images over that time. Inference: the CPU engine at batch 128 where the run \
          finished. Timings depend on the machine and its load.\n\n",
     );
-    s.push_str("| run | test accuracy | wall time | train img/s | inference img/s (CPU) | sessions | machine (threads) | activeshift |\n");
+    s.push_str("| run | test accuracy | wall time | train img/s | inference img/s (CPU) | sessions | machines (threads, backend) | activeshift |\n");
     s.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in &g.results {
         let mut machines: Vec<String> = Vec::new();
-        for m in r.sessions.iter().map(|x| &x.machine).chain([&r.machine]) {
-            let t = format!("{} ({})", cell(&m.cpu), m.threads);
+        for x in &r.sessions {
+            let t = format!(
+                "{} ({} threads, {})",
+                cell(&x.machine.cpu),
+                x.machine.threads,
+                cell(&x.backend)
+            );
             if !machines.contains(&t) {
                 machines.push(t);
             }
