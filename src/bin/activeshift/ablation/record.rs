@@ -93,15 +93,17 @@ pub struct Machine {
 
 impl Machine {
     pub fn this() -> Self {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
+        let cpu =
+            activeshift::model::read_file_limited(Path::new("/proc/cpuinfo"), 16 << 20, "cpuinfo")
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("model name"))
+                        .and_then(|l| l.split_once(':'))
+                        .map(|(_, v)| v.trim().to_string())
+                })
+                .unwrap_or_else(|| "unknown".into());
         Machine {
             cpu,
             threads: rayon::current_num_threads(),
