@@ -236,7 +236,7 @@ pub fn tune(
     keys: &[TuneKey],
     budget: std::time::Duration,
 ) -> crate::Result<Tuning> {
-    use super::kernels::Conv1x1Epilogue;
+    use super::kernels::{AslConv1x1Args, Conv1x1Args, Conv1x1Epilogue};
     use super::{DispatchTimer, GpuTensor};
     use std::time::Instant;
 
@@ -275,15 +275,14 @@ pub fn tune(
                         .into_iter()
                         .find(|v| v.name() == *name)
                         .unwrap_or(Conv1x1Variant::Tiled);
-                    k.conv1x1().prepare_variant(
-                        v,
-                        ctx,
-                        &x,
-                        &weight,
-                        s,
-                        Conv1x1Epilogue::default(),
-                        &y,
-                    )?
+                    let args = Conv1x1Args {
+                        x: &x,
+                        weight: &weight,
+                        stride: s,
+                        epilogue: Conv1x1Epilogue::default(),
+                        y: &y,
+                    };
+                    k.conv1x1().prepare_variant(v, ctx, args)?
                 }
                 TunedOp::AslForward => {
                     let v = AslForwardVariant::ALL
@@ -297,16 +296,15 @@ pub fn tune(
                         .into_iter()
                         .find(|v| v.name() == *name)
                         .unwrap_or(AslConv1x1Variant::Tiled);
-                    k.asl_conv1x1().prepare_variant(
-                        v,
-                        ctx,
-                        &x,
-                        &shift,
-                        s,
-                        &weight,
-                        Conv1x1Epilogue::default(),
-                        &y,
-                    )?
+                    let args = AslConv1x1Args {
+                        x: &x,
+                        shift: &shift,
+                        stride: s,
+                        weight: &weight,
+                        epilogue: Conv1x1Epilogue::default(),
+                        y: &y,
+                    };
+                    k.asl_conv1x1().prepare_variant(v, ctx, args)?
                 }
             };
             let (setup, main) = dispatch.split_setup();
