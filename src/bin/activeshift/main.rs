@@ -146,6 +146,10 @@ struct TrainArgs {
     /// compares with the checkpoint.
     #[arg(skip)]
     given: Vec<&'static str>,
+    /// Set when another command drives this run (`ablation`): called after every checkpoint
+    /// write, and its resume command is the one printed on Ctrl-C.
+    #[arg(skip)]
+    driver: Option<train_cmd::Driver>,
 }
 
 /// The flags of `train` that fix a run's settings, with their clap ids: a resumed run must
