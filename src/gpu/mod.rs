@@ -4,7 +4,6 @@ mod context;
 pub mod kernels;
 mod policy;
 mod tensor;
-#[cfg(not(target_arch = "wasm32"))]
 mod timing;
 pub mod tune;
 
@@ -12,9 +11,8 @@ pub use context::{GpuContext, TransferCounts, required_limits, select_adapter};
 pub use policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};
 #[cfg(not(target_arch = "wasm32"))]
 pub use tensor::read_many_blocking;
-pub use tensor::{GpuTensor, read_many};
 #[cfg(all(feature = "train", not(target_arch = "wasm32")))]
 pub(crate) use tensor::read_mapped_prefix;
+pub use tensor::{GpuTensor, read_many};
 pub(crate) use tensor::{read_mapped, usage_names};
-#[cfg(not(target_arch = "wasm32"))]
 pub use timing::DispatchTimer;

@@ -283,16 +283,29 @@ pub fn read_many_blocking(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Ve
 /// polled until the mapping is done; on the web the future resolves when the browser has mapped
 /// the buffer.
 pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
-    read_mapped_prefix(ctx, staging, staging.size()).await
+    Ok(bytemuck::pod_collect_to_vec(&map_read(ctx, staging).await?))
+}
+
+/// [`read_mapped`]'s bytes.
+pub(crate) async fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    map_read_prefix(ctx, staging, staging.size()).await
 }
 
 /// [`read_mapped`] of the first `bytes` bytes of `staging` only (a staging buffer kept for
 /// reads of several sizes).
+#[cfg(all(feature = "train", not(target_arch = "wasm32")))]
 pub(crate) async fn read_mapped_prefix(
     ctx: &GpuContext,
     staging: &wgpu::Buffer,
     bytes: u64,
 ) -> Result<Vec<f32>> {
+    Ok(bytemuck::pod_collect_to_vec(
+        &map_read_prefix(ctx, staging, bytes).await?,
+    ))
+}
+
+/// [`map_read`] of the first `bytes` bytes.
+async fn map_read_prefix(ctx: &GpuContext, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let (tx, rx) = futures_channel::oneshot::channel();
     staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
         let _ = tx.send(r);
@@ -304,12 +317,10 @@ pub(crate) async fn read_mapped_prefix(
         .map_err(|_| Error::Readback("the map callback was dropped".into()))?
         .map_err(|e| Error::Readback(e.to_string()))?;
     ctx.check_device()?;
-    let data = {
-        let view = staging
-            .get_mapped_range(0..bytes)
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        bytemuck::pod_collect_to_vec(&view)
-    };
+    let data = staging
+        .get_mapped_range(0..bytes)
+        .map_err(|e| Error::Readback(e.to_string()))?
+        .to_vec();
     ctx.count_download(bytes);
     staging.unmap();
     Ok(data)

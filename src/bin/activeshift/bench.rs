@@ -8,7 +8,8 @@
 //! clock.
 
 use activeshift::gpu::kernels::{
-    AslConv1x1, AslConv1x1Variant, Conv1x1, Conv1x1Epilogue, Conv1x1Variant, Dispatch,
+    AslConv1x1, AslConv1x1Args, AslConv1x1Variant, Conv1x1, Conv1x1Args, Conv1x1Epilogue,
+    Conv1x1Variant, Dispatch,
 };
 use activeshift::model::GpuModel;
 use activeshift::{ArchConfig, GpuContext, GpuTensor, Model, Result, Shape4};
@@ -166,7 +167,7 @@ impl Bench {
         }
         let mut ms = Vec::with_capacity(runs);
         for _ in 0..runs {
-            ms.push(self.timer.time(dispatch)?);
+            ms.push(self.timer.time_blocking(dispatch)?);
         }
         Ok(ms)
     }
@@ -298,15 +299,18 @@ impl Bench {
                     self.push(name, "gemm", ms, Some((flop, "GFLOP")), note);
                     continue;
                 }
-                let d = self.ctx.kernels().conv1x1().prepare_variant(
-                    v,
-                    &self.ctx,
-                    &x,
-                    &w,
-                    1,
-                    Conv1x1Epilogue::default(),
-                    &y,
-                )?;
+                let args = Conv1x1Args {
+                    x: &x,
+                    weight: &w,
+                    stride: 1,
+                    epilogue: Conv1x1Epilogue::default(),
+                    y: &y,
+                };
+                let d = self
+                    .ctx
+                    .kernels()
+                    .conv1x1()
+                    .prepare_variant(v, &self.ctx, args)?;
                 let naive_big = v == Conv1x1Variant::Naive && label == "1024^3";
                 let runs = if naive_big && self.quick {
                     1
@@ -363,9 +367,15 @@ impl Bench {
         }
         if self.wanted("asl_block") {
             let chosen = AslConv1x1::choose(ctx.policy(), xs, xs.c, 1);
-            let d = k
-                .asl_conv1x1()
-                .prepare_variant(chosen, &ctx, &x, &shift, 1, &w, ep, &y)?;
+            let fused = AslConv1x1Args {
+                x: &x,
+                shift: &shift,
+                stride: 1,
+                weight: &w,
+                epilogue: ep,
+                y: &y,
+            };
+            let d = k.asl_conv1x1().prepare_variant(chosen, &ctx, fused)?;
             self.gpu_case(
                 "asl_block_fused",
                 "block",
@@ -379,9 +389,7 @@ impl Bench {
                 if self.quick || v == chosen || !v.supports(xs, 1) {
                     continue;
                 }
-                let d = k
-                    .asl_conv1x1()
-                    .prepare_variant(v, &ctx, &x, &shift, 1, &w, ep, &y)?;
+                let d = k.asl_conv1x1().prepare_variant(v, &ctx, fused)?;
                 self.gpu_case(
                     &format!("asl_block_fused_variant_{}", v.name()),
                     "block",

@@ -146,6 +146,10 @@ struct TrainArgs {
     /// compares with the checkpoint.
     #[arg(skip)]
     given: Vec<&'static str>,
+    /// Set when another command drives this run (`ablation`): called after every checkpoint
+    /// write, and its resume command is the one printed on Ctrl-C.
+    #[arg(skip)]
+    driver: Option<train_cmd::Driver>,
 }
 
 /// The flags of `train` that fix a run's settings, with their clap ids: a resumed run must
@@ -418,8 +422,8 @@ fn load_model(path: Option<&Path>) -> Result<Model> {
 /// The GPU context the chosen backend runs on, or None for the CPU: `gpu` insists on an
 /// adapter (an error without one); `auto` takes a hardware GPU and otherwise the CPU, with a
 /// note: without an adapter, and with a software one (lavapipe, SwiftShader), which is slower
-/// than the CPU code on the same cores (on 2 cores: `classify` of w32 in 1.0 s on lavapipe
-/// against 0.06 s, training 18 against 300 images/s). `doing` completes the note ("running",
+/// than the CPU code on the same cores (on 2 cores, `classify` of w32 ran about 15 times
+/// slower on lavapipe, training about 16 times). `doing` completes the note ("running",
 /// "training").
 /// The default adapter's context, its kernel policy overridden by `ACTIVESHIFT_KERNELS=gpu|cpu`
 /// (the kernel family) and `ACTIVESHIFT_FUSED=1|0` (the ASL fused into its GEMM by default).

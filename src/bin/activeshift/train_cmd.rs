@@ -16,6 +16,17 @@ fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
         })
 }
 
+/// A callback given each checkpoint's state.
+pub(crate) type OnCheckpoint = Box<dyn Fn(&activeshift::train::Trainer) -> Result<()>>;
+
+/// What a command that runs `train` for its own purposes (`ablation`) adds to it.
+pub(crate) struct Driver {
+    /// Called after every checkpoint write (within epochs, at their ends, on Ctrl-C).
+    pub on_checkpoint: OnCheckpoint,
+    /// The command that continues the run, printed on Ctrl-C.
+    pub resume_command: String,
+}
+
 /// The training settings `a` asks for.
 fn settings_of(a: &TrainArgs) -> activeshift::train::TrainSettings {
     use activeshift::train::{Schedule, ShiftMode, TrainSettings};
@@ -122,7 +133,7 @@ fn install_sigint() {
 }
 
 /// One shell word: as it is when that is safe, else in single quotes.
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
@@ -146,7 +157,7 @@ fn resume_command() -> String {
 }
 
 /// `1h02m`, `3m05s`, `12s`.
-fn format_duration(secs: f64) -> String {
+pub(crate) fn format_duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, s % 3600 / 60)
@@ -157,9 +168,24 @@ fn format_duration(secs: f64) -> String {
     }
 }
 
+/// The fresh run `a` asks for (its initial parameters are a function of the settings).
+pub(crate) fn new_trainer(a: &TrainArgs) -> Result<activeshift::train::Trainer> {
+    let (w, e) = parse_asnet(&a.arch)?;
+    let labels = activeshift::data::LABELS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut config = activeshift::train::fashion_mnist_config(w, e);
+    if a.block == BlockChoice::Depthwise {
+        config.block = activeshift::model::BlockKind::Depthwise;
+        config.name.push_str("-depthwise");
+    }
+    activeshift::train::Trainer::new(config, labels, settings_of(a))
+}
+
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
     use activeshift::data::FashionMnist;
-    use activeshift::train::{Trainer, fashion_mnist_config};
+    use activeshift::train::Trainer;
     let checkpoint = a
         .checkpoint
         .clone()
@@ -220,17 +246,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         }
         t
     } else {
-        let (w, e) = parse_asnet(&a.arch)?;
-        let labels = activeshift::data::LABELS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let mut config = fashion_mnist_config(w, e);
-        if a.block == BlockChoice::Depthwise {
-            config.block = activeshift::model::BlockKind::Depthwise;
-            config.name.push_str("-depthwise");
-        }
-        Trainer::new(config, labels, settings_of(&a))?
+        new_trainer(&a)?
     };
     let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
     let train_set = match a.limit {
@@ -275,7 +291,11 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             trainer.step_in_epoch,
             checkpoint.display()
         );
-        eprintln!("resume with:\n  {}", resume_command());
+        let resume = match &a.driver {
+            Some(d) => d.resume_command.clone(),
+            None => resume_command(),
+        };
+        eprintln!("resume with:\n  {resume}");
         std::process::exit(130);
     }
     if finished {
@@ -287,8 +307,21 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         );
         trainer.export()?.save(&a.output, true)?;
     }
-    println!("wrote {}", a.output.display());
+    if a.driver.is_some() {
+        // The driver prints its own output; this file is its intermediate.
+        eprintln!("wrote {}", a.output.display());
+    } else {
+        println!("wrote {}", a.output.display());
+    }
     Ok(())
+}
+
+/// Tell the driver, if any, that a checkpoint of `trainer` was written.
+fn checkpoint_written(a: &TrainArgs, trainer: &activeshift::train::Trainer) -> Result<()> {
+    match &a.driver {
+        Some(d) => (d.on_checkpoint)(trainer),
+        None => Ok(()),
+    }
 }
 
 /// The data and files of a training run.
@@ -429,10 +462,10 @@ fn train_epochs<B: activeshift::train::Backend>(
             }
             let stop = STOP_REQUESTED.load(SeqCst);
             if stop || (step_now - first).is_multiple_of(a.checkpoint_every.max(1)) {
-                session
-                    .sync()?
-                    .save_checkpoint_to(checkpoint, own_checkpoint)?;
+                let synced = session.sync()?;
+                synced.save_checkpoint_to(checkpoint, own_checkpoint)?;
                 own_checkpoint = true;
+                checkpoint_written(a, synced)?;
             }
             if stop {
                 bar.abandon();
@@ -446,6 +479,7 @@ fn train_epochs<B: activeshift::train::Backend>(
         let synced = session.sync()?;
         synced.save_checkpoint_to(checkpoint, own_checkpoint)?;
         own_checkpoint = true;
+        checkpoint_written(a, synced)?;
         let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let test = eval(synced, test_set)?;
         synced.export()?.save(&a.output, own_output)?;
