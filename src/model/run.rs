@@ -59,9 +59,8 @@ pub(crate) fn check_input(c: &ArchConfig, input: &[f32]) -> Result<usize> {
 /// Which CPU kernels run a plan's ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CpuKernels {
-    /// Multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the same
-    /// thread (`crate::cpu::fast`; needs rayon and ndarray, brought by the `train` feature).
-    #[cfg(feature = "train")]
+    /// The fast CPU op set (`crate::cpu::fast`): multi-threaded, GEMMs through
+    /// matrixmultiply, buffers reused between calls on the same thread.
     Fast,
     /// The generic CPU twins of the GPU kernels (`crate::cpu`).
     Reference,
@@ -71,7 +70,6 @@ enum CpuKernels {
 /// path).
 fn take(kernels: CpuKernels, len: usize) -> Vec<f32> {
     match kernels {
-        #[cfg(feature = "train")]
         CpuKernels::Fast => cpu::fast::BufferPool::take(len),
         CpuKernels::Reference => vec![0.0; len],
     }
@@ -81,19 +79,10 @@ impl Model {
     /// Run the network on the CPU: `input` is `[N, C, H, W]` as the model's preprocessing
     /// produces it.
     ///
-    /// With the `train` feature (on by default; it brings rayon and ndarray) the fast kernels
-    /// run: multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the
-    /// same thread. Without it, and always through [`Model::forward_cpu_reference`], the plain
-    /// CPU twins of the kernels run.
+    /// The fast CPU op set runs (`crate::cpu::fast`): multi-threaded, GEMMs through
+    /// matrixmultiply, buffers reused between calls on the same thread.
     pub fn forward_cpu(&self, input: &[f32]) -> Result<Output> {
-        #[cfg(feature = "train")]
-        {
-            self.run_cpu(input, CpuKernels::Fast)
-        }
-        #[cfg(not(feature = "train"))]
-        {
-            self.run_cpu(input, CpuKernels::Reference)
-        }
+        self.run_cpu(input, CpuKernels::Fast)
     }
 
     /// Run the network on the CPU with the plain CPU twins of the kernels (`crate::cpu`), the
@@ -124,7 +113,6 @@ impl Model {
         let mut x = take(kernels, input.len());
         x.copy_from_slice(input);
         slots[plan.input] = x;
-        #[cfg(feature = "train")]
         let mut scratch = take(kernels, 0);
         for op in &plan.ops {
             let (out, value) = match op {
@@ -137,7 +125,6 @@ impl Model {
                     let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
                     let w = param(*weight, ys.c * xs.c * 9)?;
                     let y = match kernels {
-                        #[cfg(feature = "train")]
                         Fast => {
                             let mut y = take(kernels, ys.len());
                             cpu::fast::conv3x3(x, xs, w, ys.c, *stride, &mut y, &mut scratch);
@@ -159,7 +146,6 @@ impl Model {
                         param(ParamId::Bias(*norm), xs.c)?,
                     );
                     let y = match kernels {
-                        #[cfg(feature = "train")]
                         Fast => {
                             let mut y = take(kernels, xs.len());
                             cpu::fast::affine(x, xs, a, b, *relu, &mut y);
@@ -200,7 +186,6 @@ impl Model {
                     };
                     let w = param(*weight, ys.c * xs.c)?;
                     let y = match kernels {
-                        #[cfg(feature = "train")]
                         Fast => {
                             let mut y = take(kernels, ys.len());
                             cpu::fast::conv1x1(x, xs, w, ys.c, *stride, &ep, &mut y, &mut scratch);
@@ -219,7 +204,6 @@ impl Model {
                     let (x, xs) = (&slots[*input], plan.slots[*input]);
                     let sh = param(*shift, 2 * xs.c)?;
                     let y = match kernels {
-                        #[cfg(feature = "train")]
                         Fast => {
                             let mut y = take(kernels, plan.slots[*out].len());
                             cpu::fast::asl_forward(x, xs, sh, *stride, &mut y);
@@ -238,8 +222,11 @@ impl Model {
                     let (x, xs) = (&slots[*input], plan.slots[*input]);
                     let w = param(*weight, 9 * xs.c)?;
                     let y = match kernels {
-                        #[cfg(feature = "train")]
-                        Fast => crate::train::ops::depthwise3x3(x, xs, w, *stride)?,
+                        Fast => {
+                            let mut y = take(kernels, plan.slots[*out].len());
+                            cpu::fast::depthwise3x3(x, xs, w, *stride, &mut y);
+                            y
+                        }
                         Reference => cpu::depthwise3x3(x, xs, w, *stride)?,
                     };
                     (*out, y)
@@ -258,7 +245,6 @@ impl Model {
         }
         let logits = std::mem::take(&mut slots[plan.logits]);
         let probs = std::mem::take(&mut slots[plan.probs]);
-        #[cfg(feature = "train")]
         if kernels == Fast {
             cpu::fast::BufferPool::give(slots.into_iter().chain([scratch]));
         }

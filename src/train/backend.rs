@@ -6,7 +6,7 @@
 //! at the start of a step and the gradients and statistics downloaded at its end, so the
 //! optimiser, the running statistics and the checkpoints stay in one place on the host.
 
-use super::ops;
+use crate::cpu::fast;
 use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::{GpuContext, GpuTensor};
@@ -205,7 +205,7 @@ impl Backend for CpuBackend {
         s: usize,
     ) -> Result<Vec<f32>> {
         let mut y = vec![0.0; xs.strided(cout, s).len()];
-        crate::cpu::fast::conv3x3(x, xs, w, cout, s, &mut y, &mut Vec::new());
+        fast::conv3x3(x, xs, w, cout, s, &mut y, &mut Vec::new());
         Ok(y)
     }
 
@@ -217,7 +217,7 @@ impl Backend for CpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<Vec<f32>> {
-        Ok(ops::conv3x3_backward_weight(dy, x, xs, cout, s))
+        Ok(fast::conv3x3_backward_weight(dy, x, xs, cout, s))
     }
 
     fn conv1x1(
@@ -234,7 +234,7 @@ impl Backend for CpuBackend {
             residual: residual.map(|r| &r[..]),
             ..Default::default()
         };
-        crate::cpu::fast::conv1x1(x, xs, w, cout, s, &ep, &mut y, &mut Vec::new());
+        fast::conv1x1(x, xs, w, cout, s, &ep, &mut y, &mut Vec::new());
         Ok(y)
     }
 
@@ -246,7 +246,7 @@ impl Backend for CpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<Vec<f32>> {
-        Ok(ops::conv1x1_backward_weight(dy, x, xs, cout, s))
+        Ok(fast::conv1x1_backward_weight(dy, x, xs, cout, s))
     }
 
     fn conv1x1_backward_input(
@@ -258,7 +258,7 @@ impl Backend for CpuBackend {
         s: usize,
     ) -> Result<Vec<f32>> {
         let mut dx = vec![0.0; xs.len()];
-        ops::conv1x1_backward_input(dy, xs, w, cout, s, &mut dx);
+        fast::conv1x1_backward_input(dy, xs, w, cout, s, &mut dx);
         Ok(dx)
     }
 
@@ -269,7 +269,7 @@ impl Backend for CpuBackend {
         gamma: &Vec<f32>,
         beta: &Vec<f32>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok(ops::bn_relu_train(x, xs, gamma, beta))
+        Ok(fast::bn_relu_train(x, xs, gamma, beta))
     }
 
     fn bn_relu_backward(
@@ -281,7 +281,7 @@ impl Backend for CpuBackend {
         gamma: &Vec<f32>,
         stats: &Vec<f32>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (dx, mut dparams, dbeta) = ops::bn_relu_backward(dy, x, y, xs, gamma, stats);
+        let (dx, mut dparams, dbeta) = fast::bn_relu_backward(dy, x, y, xs, gamma, stats);
         dparams.extend(dbeta);
         Ok((dx, dparams))
     }
@@ -289,7 +289,7 @@ impl Backend for CpuBackend {
     fn shift(&mut self, x: &Vec<f32>, xs: Shape4, shift: &Vec<f32>, s: usize) -> Result<Vec<f32>> {
         crate::cpu::check_len("shift", "shift", shift, 2 * xs.c, format!("[2, {}]", xs.c))?;
         let mut y = vec![0.0; xs.strided(xs.c, s).len()];
-        crate::cpu::fast::asl_forward(x, xs, shift, s, &mut y);
+        fast::asl_forward(x, xs, shift, s, &mut y);
         Ok(y)
     }
 
@@ -301,7 +301,7 @@ impl Backend for CpuBackend {
         shift: &Vec<f32>,
         s: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        ops::shift_backward(x, xs, dout, shift, s)
+        fast::shift_backward(x, xs, dout, shift, s)
     }
 
     fn depthwise3x3(
@@ -311,7 +311,16 @@ impl Backend for CpuBackend {
         w: &Vec<f32>,
         s: usize,
     ) -> Result<Vec<f32>> {
-        ops::depthwise3x3(x, xs, w, s)
+        crate::cpu::check_len(
+            "depthwise3x3",
+            "weight",
+            w,
+            9 * xs.c,
+            format!("[{}, 1, 3, 3]", xs.c),
+        )?;
+        let mut y = vec![0.0; xs.strided(xs.c, s).len()];
+        fast::depthwise3x3(x, xs, w, s, &mut y);
+        Ok(y)
     }
 
     fn depthwise3x3_backward(
@@ -322,7 +331,7 @@ impl Backend for CpuBackend {
         w: &Vec<f32>,
         s: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok(ops::depthwise3x3_backward(x, xs, dy, w, s))
+        Ok(fast::depthwise3x3_backward(x, xs, dy, w, s))
     }
 
     fn add_assign(&mut self, a: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
