@@ -56,13 +56,42 @@ fn per_plane<R: Send>(x: &[f32], xs: Shape4, f: impl Fn(usize, &[f32]) -> R + Sy
         .collect()
 }
 
-/// Sum in f64, in four lanes.
-fn lane_sum(v: impl Iterator<Item = f64>) -> f64 {
-    let mut acc = [0.0f64; 4];
-    for (i, x) in v.enumerate() {
-        acc[i % 4] += x;
+/// `sum f(v)` over a plane in f64, in four lanes (vectorisable).
+fn lane_sum(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut a = [0.0f64; 4];
+    let chunks = v.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            a[l] += f(f64::from(c[l]));
+        }
     }
-    acc.iter().sum()
+    for (l, &x) in tail.iter().enumerate() {
+        a[l] += f(f64::from(x));
+    }
+    (a[0] + a[1]) + (a[2] + a[3])
+}
+
+/// `(sum dz, sum dz (x - mu))` over a plane in f64, four lanes each, `dz` the gradient `dy`
+/// through the ReLU whose output is `y`.
+fn relu_grad_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f64) -> (f64, f64) {
+    let (mut a, mut b) = ([0.0f64; 4], [0.0f64; 4]);
+    let lane = |a: &mut f64, b: &mut f64, x: f32, y: f32, d: f32| {
+        let dz = if y > 0.0 { f64::from(d) } else { 0.0 };
+        *a += dz;
+        *b += dz * (f64::from(x) - mu);
+    };
+    let (xc, yc, dc) = (x.chunks_exact(4), y.chunks_exact(4), dy.chunks_exact(4));
+    let tails = (xc.remainder(), yc.remainder(), dc.remainder());
+    for ((xv, yv), dv) in xc.zip(yc).zip(dc) {
+        for l in 0..4 {
+            lane(&mut a[l], &mut b[l], xv[l], yv[l], dv[l]);
+        }
+    }
+    for l in 0..tails.0.len() {
+        lane(&mut a[l], &mut b[l], tails.0[l], tails.1[l], tails.2[l]);
+    }
+    ((a[0] + a[1]) + (a[2] + a[3]), (b[0] + b[1]) + (b[2] + b[3]))
 }
 
 /// Per-channel mean and biased variance over (N, H, W).
@@ -70,8 +99,8 @@ fn channel_stats(x: &[f32], xs: Shape4) -> (Vec<f32>, Vec<f32>) {
     let p = xs.plane() as f64;
     // (mean, centred sum of squares) of each plane.
     let planes = per_plane(x, xs, |_, plane| {
-        let mean = lane_sum(plane.iter().map(|&v| f64::from(v))) / p;
-        let m2 = lane_sum(plane.iter().map(|&v| (f64::from(v) - mean).powi(2)));
+        let mean = lane_sum(plane, |v| v) / p;
+        let m2 = lane_sum(plane, |v| (v - mean) * (v - mean));
         (mean, m2)
     });
     let (mut mean, mut var) = (vec![0.0f32; xs.c], vec![0.0f32; xs.c]);
@@ -144,14 +173,7 @@ pub fn bn_relu_backward(
     let planes = per_plane(y, xs, |k, yp| {
         let c = k % xs.c;
         let (xp, dp) = (&x[k * p..][..p], &dy[k * p..][..p]);
-        let (mut sd, mut sdx) = ([0.0f64; 4], [0.0f64; 4]);
-        let mu = f64::from(mean[c]);
-        for i in 0..p {
-            let dz = if yp[i] > 0.0 { f64::from(dp[i]) } else { 0.0 };
-            sd[i % 4] += dz;
-            sdx[i % 4] += dz * (f64::from(xp[i]) - mu);
-        }
-        (sd.iter().sum::<f64>(), sdx.iter().sum::<f64>())
+        relu_grad_sums(xp, yp, dp, f64::from(mean[c]))
     });
     let (mut dgamma, mut dbeta) = (vec![0.0f32; xs.c], vec![0.0f32; xs.c]);
     for c in 0..xs.c {
@@ -172,9 +194,9 @@ pub fn bn_relu_backward(
                 let g = gamma[c] * inv_std[c];
                 let (mb, mg) = (dbeta[c] / m, dgamma[c] / m);
                 let (mu, is) = (mean[c], inv_std[c]);
-                for i in 0..p {
-                    let dz = if yp[i] > 0.0 { dp[i] } else { 0.0 };
-                    dxp[i] = g * (dz - mb - (xp[i] - mu) * is * mg);
+                for (((d, &xv), &yv), &dv) in dxp.iter_mut().zip(xp).zip(yp).zip(dp) {
+                    let dz = if yv > 0.0 { dv } else { 0.0 };
+                    *d = g * (dz - mb - (xv - mu) * is * mg);
                 }
             }
         });
