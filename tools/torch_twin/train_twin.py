@@ -15,6 +15,9 @@ memory format, on 2 threads. It reports images/s over N timed steps on random da
 
     python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch
     /tmp/torchvenv/bin/python tools/torch_twin/train_twin.py --steps 20
+
+`activeshift bench` runs it beside its `train_cpu` case when ACTIVESHIFT_TORCH_PYTHON names
+that interpreter, and reports the ratio (`train_cpu_vs_torch_twin`).
 """
 import argparse
 import time
@@ -91,6 +94,9 @@ def main():
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--expansion", type=int, default=1)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument(
+        "--per-step", action="store_true", help="print each timed step's ms on its own line"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -130,7 +136,10 @@ def main():
         step()
     start = time.perf_counter()
     for _ in range(args.steps):
+        t0 = time.perf_counter()
         step()
+        if args.per_step:
+            print(f"step_ms {(time.perf_counter() - t0) * 1e3:.3f}")
     secs = time.perf_counter() - start
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, channels-last: "
