@@ -1,7 +1,9 @@
 //! Where a CPU training step's time goes: ASNet-20 16x1, batch 128, every `Backend` operation
 //! of the CPU trainer timed by kind. `cargo run --release --example train_profile [steps]`.
 use activeshift::Result;
-use activeshift::train::{Backend, CpuBackend, TrainSettings, Trainer, fashion_mnist_config};
+use activeshift::train::{
+    Backend, CpuBackend, CpuTensor, TrainSettings, Trainer, fashion_mnist_config,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ impl Timed {
     }
 }
 
-type T = Vec<f32>;
+type T = CpuTensor;
 
 impl Backend for Timed {
     type Tensor = T;

@@ -177,140 +177,200 @@ fn check_labels(labels: &[u8], k: usize) -> Result<()> {
     }
 }
 
-/// The CPU: multi-threaded with rayon, GEMMs through ndarray.
+/// The CPU: the fast CPU op set (`crate::cpu::fast`), multi-threaded with rayon, GEMMs through
+/// ndarray.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
+/// A tensor of [`CpuBackend`]: host values (a `Vec<f32>` through `Deref`) whose memory goes
+/// back to the thread's buffer pool when dropped, so that a training step reuses the previous
+/// step's buffers instead of faulting in fresh pages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuTensor(Vec<f32>);
+
+impl CpuTensor {
+    /// The values, leaving the pool out.
+    pub fn into_vec(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl From<Vec<f32>> for CpuTensor {
+    fn from(v: Vec<f32>) -> Self {
+        Self(v)
+    }
+}
+
+impl From<&[f32]> for CpuTensor {
+    fn from(v: &[f32]) -> Self {
+        let mut t = fast::BufferPool::take(v.len());
+        t.copy_from_slice(v);
+        Self(t)
+    }
+}
+
+impl std::ops::Deref for CpuTensor {
+    type Target = Vec<f32>;
+    fn deref(&self) -> &Vec<f32> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for CpuTensor {
+    fn deref_mut(&mut self) -> &mut Vec<f32> {
+        &mut self.0
+    }
+}
+
+impl Drop for CpuTensor {
+    fn drop(&mut self) {
+        fast::BufferPool::give([std::mem::take(&mut self.0)]);
+    }
+}
+
+/// A pooled buffer of `len` values, every one to be overwritten.
+fn uninit(len: usize) -> Vec<f32> {
+    fast::BufferPool::take(len)
+}
+
 impl Backend for CpuBackend {
-    type Tensor = Vec<f32>;
+    type Tensor = CpuTensor;
 
     fn describe(&self) -> String {
         format!("CPU, {} threads", rayon::current_num_threads())
     }
 
-    fn upload(&mut self, _dims: &[usize], data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
+    fn upload(&mut self, _dims: &[usize], data: &[f32]) -> Result<CpuTensor> {
+        Ok(CpuTensor::from(data))
     }
 
-    fn download(&mut self, tensors: &[&Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+    fn download(&mut self, tensors: &[&CpuTensor]) -> Result<Vec<Vec<f32>>> {
         Ok(tensors.iter().map(|t| t.to_vec()).collect())
     }
 
     fn conv3x3(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        w: &Vec<f32>,
+        w: &CpuTensor,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        let mut y = vec![0.0; xs.strided(cout, s).len()];
+    ) -> Result<CpuTensor> {
+        let mut y = uninit(xs.strided(cout, s).len());
         fast::conv3x3(x, xs, w, cout, s, &mut y, &mut Vec::new());
-        Ok(y)
+        Ok(y.into())
     }
 
     fn conv3x3_backward_weight(
         &mut self,
-        dy: &Vec<f32>,
-        x: &Vec<f32>,
+        dy: &CpuTensor,
+        x: &CpuTensor,
         xs: Shape4,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        Ok(fast::conv3x3_backward_weight(dy, x, xs, cout, s))
+    ) -> Result<CpuTensor> {
+        Ok(fast::conv3x3_backward_weight(dy, x, xs, cout, s).into())
     }
 
     fn conv1x1(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        w: &Vec<f32>,
+        w: &CpuTensor,
         cout: usize,
         s: usize,
-        residual: Option<&Vec<f32>>,
-    ) -> Result<Vec<f32>> {
-        let mut y = vec![0.0; xs.strided(cout, s).len()];
+        residual: Option<&CpuTensor>,
+    ) -> Result<CpuTensor> {
+        let mut y = uninit(xs.strided(cout, s).len());
         let ep = crate::cpu::Epilogue {
             residual: residual.map(|r| &r[..]),
             ..Default::default()
         };
         fast::conv1x1(x, xs, w, cout, s, &ep, &mut y, &mut Vec::new());
-        Ok(y)
+        Ok(y.into())
     }
 
     fn conv1x1_backward_weight(
         &mut self,
-        dy: &Vec<f32>,
-        x: &Vec<f32>,
+        dy: &CpuTensor,
+        x: &CpuTensor,
         xs: Shape4,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        Ok(fast::conv1x1_backward_weight(dy, x, xs, cout, s))
+    ) -> Result<CpuTensor> {
+        Ok(fast::conv1x1_backward_weight(dy, x, xs, cout, s).into())
     }
 
     fn conv1x1_backward_input(
         &mut self,
-        dy: &Vec<f32>,
+        dy: &CpuTensor,
         xs: Shape4,
-        w: &Vec<f32>,
+        w: &CpuTensor,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        let mut dx = vec![0.0; xs.len()];
+    ) -> Result<CpuTensor> {
+        let mut dx = fast::BufferPool::zeros(xs.len());
         fast::conv1x1_backward_input(dy, xs, w, cout, s, &mut dx);
-        Ok(dx)
+        Ok(dx.into())
     }
 
     fn bn_relu_train(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        gamma: &Vec<f32>,
-        beta: &Vec<f32>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok(fast::bn_relu_train(x, xs, gamma, beta))
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let (y, stats) = fast::bn_relu_train(x, xs, gamma, beta);
+        Ok((y.into(), stats.into()))
     }
 
     fn bn_relu_backward(
         &mut self,
-        dy: &Vec<f32>,
-        x: &Vec<f32>,
-        y: &Vec<f32>,
+        dy: &CpuTensor,
+        x: &CpuTensor,
+        y: &CpuTensor,
         xs: Shape4,
-        gamma: &Vec<f32>,
-        stats: &Vec<f32>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        gamma: &CpuTensor,
+        stats: &CpuTensor,
+    ) -> Result<(CpuTensor, CpuTensor)> {
         let (dx, mut dparams, dbeta) = fast::bn_relu_backward(dy, x, y, xs, gamma, stats);
         dparams.extend(dbeta);
-        Ok((dx, dparams))
+        Ok((dx.into(), dparams.into()))
     }
 
-    fn shift(&mut self, x: &Vec<f32>, xs: Shape4, shift: &Vec<f32>, s: usize) -> Result<Vec<f32>> {
+    fn shift(
+        &mut self,
+        x: &CpuTensor,
+        xs: Shape4,
+        shift: &CpuTensor,
+        s: usize,
+    ) -> Result<CpuTensor> {
         crate::cpu::check_len("shift", "shift", shift, 2 * xs.c, format!("[2, {}]", xs.c))?;
-        let mut y = vec![0.0; xs.strided(xs.c, s).len()];
+        let mut y = uninit(xs.strided(xs.c, s).len());
         fast::asl_forward(x, xs, shift, s, &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn shift_backward(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        dout: &Vec<f32>,
-        shift: &Vec<f32>,
+        dout: &CpuTensor,
+        shift: &CpuTensor,
         s: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        fast::shift_backward(x, xs, dout, shift, s)
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let (dx, dshift) = fast::shift_backward(x, xs, dout, shift, s)?;
+        Ok((dx.into(), dshift.into()))
     }
 
     fn depthwise3x3(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        w: &Vec<f32>,
+        w: &CpuTensor,
         s: usize,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<CpuTensor> {
         crate::cpu::check_len(
             "depthwise3x3",
             "weight",
@@ -318,47 +378,53 @@ impl Backend for CpuBackend {
             9 * xs.c,
             format!("[{}, 1, 3, 3]", xs.c),
         )?;
-        let mut y = vec![0.0; xs.strided(xs.c, s).len()];
+        let mut y = uninit(xs.strided(xs.c, s).len());
         fast::depthwise3x3(x, xs, w, s, &mut y);
-        Ok(y)
+        Ok(y.into())
     }
 
     fn depthwise3x3_backward(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        dy: &Vec<f32>,
-        w: &Vec<f32>,
+        dy: &CpuTensor,
+        w: &CpuTensor,
         s: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok(fast::depthwise3x3_backward(x, xs, dy, w, s))
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let (dx, dw) = fast::depthwise3x3_backward(x, xs, dy, w, s);
+        Ok((dx.into(), dw.into()))
     }
 
-    fn add_assign(&mut self, a: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
-        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    fn add_assign(&mut self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        a.iter_mut().zip(b.iter()).for_each(|(a, b)| *a += b);
         Ok(())
     }
 
-    fn avg_pool(&mut self, x: &Vec<f32>, xs: Shape4) -> Result<Vec<f32>> {
+    fn avg_pool(&mut self, x: &CpuTensor, xs: Shape4) -> Result<CpuTensor> {
         Ok(x.chunks(xs.plane())
             .map(|p| p.iter().sum::<f32>() / xs.plane() as f32)
-            .collect())
+            .collect::<Vec<f32>>()
+            .into())
     }
 
-    fn avg_pool_backward(&mut self, dy: &Vec<f32>, xs: Shape4) -> Result<Vec<f32>> {
+    fn avg_pool_backward(&mut self, dy: &CpuTensor, xs: Shape4) -> Result<CpuTensor> {
         let plane = xs.plane() as f32;
-        Ok((0..xs.len()).map(|i| dy[i / xs.plane()] / plane).collect())
+        let mut dx = uninit(xs.len());
+        for (d, g) in dx.chunks_mut(xs.plane()).zip(dy.iter()) {
+            d.fill(g / plane);
+        }
+        Ok(dx.into())
     }
 
     fn linear(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         n: usize,
         c: usize,
-        w: &Vec<f32>,
-        b: &Vec<f32>,
+        w: &CpuTensor,
+        b: &CpuTensor,
         k: usize,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<CpuTensor> {
         let mut logits = vec![0.0; n * k];
         for i in 0..n {
             for cls in 0..k {
@@ -369,18 +435,18 @@ impl Backend for CpuBackend {
                 logits[i * k + cls] = acc;
             }
         }
-        Ok(logits)
+        Ok(logits.into())
     }
 
     fn linear_backward(
         &mut self,
-        dy: &Vec<f32>,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
+        dy: &CpuTensor,
+        x: &CpuTensor,
+        w: &CpuTensor,
         n: usize,
         c: usize,
         k: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    ) -> Result<(CpuTensor, CpuTensor)> {
         let mut dw = vec![0.0; k * c];
         let mut dx = vec![0.0; n * c];
         for i in 0..n {
@@ -392,15 +458,15 @@ impl Backend for CpuBackend {
                 }
             }
         }
-        Ok((dx, dw))
+        Ok((dx.into(), dw.into()))
     }
 
     fn softmax_cross_entropy(
         &mut self,
-        logits: &Vec<f32>,
+        logits: &CpuTensor,
         labels: &[u8],
         k: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         check_labels(labels, k)?;
         let n = labels.len();
         let mut d = vec![0.0; n * k];
@@ -420,10 +486,10 @@ impl Backend for CpuBackend {
                 d[i * k + cls] = (p - if cls == label { 1.0 } else { 0.0 }) / n as f32;
             }
         }
-        let db = (0..k)
+        let db: Vec<f32> = (0..k)
             .map(|cls| (0..n).map(|i| d[i * k + cls]).sum())
             .collect();
-        Ok((d, db, per_image))
+        Ok((d.into(), db.into(), per_image.into()))
     }
 }
 

@@ -10,7 +10,7 @@ pub mod ops;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use backend::GpuBackend;
-pub use backend::{Backend, CpuBackend};
+pub use backend::{Backend, CpuBackend, CpuTensor};
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -653,7 +653,7 @@ fn score(logits: &[f32], labels: &[u8], k: usize) -> Result<Stats> {
             format!("{} values", logits.len()),
         ));
     }
-    let (_, _, per_image) = CpuBackend.softmax_cross_entropy(&logits.to_vec(), labels, k)?;
+    let (_, _, per_image) = CpuBackend.softmax_cross_entropy(&logits.into(), labels, k)?;
     let mut stats = Stats {
         seen: labels.len(),
         ..Default::default()

@@ -107,7 +107,7 @@ pub fn shift_backward(
         format!("[2, {}]", xs.c),
     )?;
     let os = xs.strided(xs.c, s);
-    let mut dx = vec![0.0; xs.len()];
+    let mut dx = super::BufferPool::zeros(xs.len());
     let per = planes_per_task(xs.n * xs.c, xs.plane());
     // Per plane: (dxpos, dypos) of that plane.
     let partial: Vec<Vec<(f32, f32)>> = dx

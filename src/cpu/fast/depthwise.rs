@@ -46,7 +46,7 @@ pub fn depthwise3x3_backward(
     s: usize,
 ) -> (Vec<f32>, Vec<f32>) {
     let ys = xs.strided(xs.c, s);
-    let mut dx = vec![0.0; xs.len()];
+    let mut dx = super::BufferPool::zeros(xs.len());
     let per = planes_per_task(xs.n * xs.c, xs.plane());
     // One [9] partial weight gradient per (image, channel) plane.
     let partial: Vec<Vec<[f32; 9]>> = dx

@@ -173,8 +173,9 @@ pub(crate) fn inside(col0: i64, stride: usize, w: usize, len: usize) -> (usize, 
     (lo, hi)
 }
 
-/// Buffers handed back by one forward pass for the next one on the same thread (allocating
-/// large buffers on every pass costs page faults).
+/// Buffers handed back by one forward pass (or training step) for the next one on the same
+/// thread: allocating large buffers on every pass costs page faults (a third of a training
+/// step's time on a 2-core host before the CPU trainer's tensors came from here).
 #[derive(Default)]
 pub(crate) struct BufferPool {
     free: Vec<Vec<f32>>,
@@ -204,12 +205,19 @@ impl BufferPool {
         v
     }
 
-    /// Return buffers for later passes (at most 64 are kept).
+    /// A buffer of `len` zeros.
+    pub(crate) fn zeros(len: usize) -> Vec<f32> {
+        let mut v = Self::take(len);
+        v.fill(0.0);
+        v
+    }
+
+    /// Return buffers for later passes (at most 256 are kept: a training step's tape).
     pub(crate) fn give(bufs: impl IntoIterator<Item = Vec<f32>>) {
         POOL.with(|p| {
             let mut p = p.borrow_mut();
             for b in bufs {
-                if b.capacity() > 0 && p.free.len() < 64 {
+                if b.capacity() > 0 && p.free.len() < 256 {
                     p.free.push(b);
                 }
             }
