@@ -5,12 +5,14 @@
 //! layers).
 
 pub mod backend;
+mod cpu_tensor;
 mod graph;
 pub mod ops;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use backend::GpuBackend;
-pub use backend::{Backend, CpuBackend, CpuTensor};
+pub use backend::{Backend, CpuBackend};
+pub use cpu_tensor::CpuTensor;
 
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
