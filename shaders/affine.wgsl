@@ -36,9 +36,7 @@ const WG_SIZE: u32 = 256u;
 @group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> y4: array<vec4<f32>>;
 
-fn element(wg: vec3<u32>, groups: vec3<u32>, li: u32) -> u32 {
-    return (wg.y * groups.x + wg.x) * WG_SIZE + li;
-}
+#import element
 
 fn apply4(c: u32, v: vec4<f32>) -> vec4<f32> {
     var r = scale[c] * v + bias[c];

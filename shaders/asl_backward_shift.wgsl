@@ -29,12 +29,7 @@ const CHUNK: u32 = WG_SIZE * PER_INVOCATION;
 var<workgroup> sh_gx: array<f32, WG_SIZE>;
 var<workgroup> sh_gy: array<f32, WG_SIZE>;
 
-fn sample(base: u32, row: i32, col: i32) -> f32 {
-    if (row < 0 || col < 0 || row >= i32(params.h) || col >= i32(params.w)) {
-        return 0.0;
-    }
-    return x[base + u32(row) * params.w + u32(col)];
-}
+#import tap
 
 // Tree reduction of sh_gx / sh_gy; the result is in element 0. Call from uniform control flow.
 fn reduce_workgroup(li: u32) {
@@ -80,10 +75,10 @@ fn partial_sums(
             let row = i32(i * params.stride) + iy;
             let col = i32(j * params.stride) + ix;
             let base = (n * params.c + c) * params.h * params.w;
-            let q00 = sample(base, row, col);
-            let q01 = sample(base, row, col + 1);
-            let q10 = sample(base, row + 1, col);
-            let q11 = sample(base, row + 1, col + 1);
+            let q00 = tap(base, row, col);
+            let q01 = tap(base, row, col + 1);
+            let q10 = tap(base, row + 1, col);
+            let q11 = tap(base, row + 1, col + 1);
             let g = dout[(n * params.c + c) * plane_out + pos];
             gx += g * ((1.0 - ty) * (q01 - q00) + ty * (q11 - q10));
             gy += g * ((1.0 - tx) * (q10 - q00) + tx * (q11 - q01));

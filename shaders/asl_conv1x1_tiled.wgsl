@@ -14,14 +14,12 @@
 // image: the channel contributes 0).
 
 #import conv1x1_params
+#import gemm_store_scalar
 
 const WG_SIZE: u32 = 256u;
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
-const FLAG_AFFINE: u32 = 1u;
-const FLAG_RESIDUAL: u32 = 2u;
-const FLAG_RELU: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> params: Conv1x1Params;
 // [N, Cin, H, W]
@@ -38,13 +36,7 @@ const FLAG_RELU: u32 = 4u;
 // Per input channel: (floor(xpos), floor(ypos), xpos - floor(xpos), ypos - floor(ypos)).
 @group(0) @binding(7) var<storage, read> taps: array<vec4<f32>>;
 
-// x[n, c] (plane at `base`) at row r, column c; 0 outside the image.
-fn tap(base: u32, r: i32, c: i32) -> f32 {
-    if (r < 0 || r >= i32(params.h) || c < 0 || c >= i32(params.w)) {
-        return 0.0;
-    }
-    return x[base + u32(r) * params.w + u32(c)];
-}
+#import tap
 
 // sh_w[k * TILE_M + m] = W[tile_m + m, k0 + k];  sh_x[k * TILE_N + p] = ASL(x)[k0 + k, tile_n + p]
 var<workgroup> sh_w: array<f32, 1024>;
@@ -122,18 +114,7 @@ fn main(
             if (p >= plane_out) {
                 continue;
             }
-            let idx = y_base + co * plane_out + p;
-            var v = acc[r][c];
-            if ((params.flags & FLAG_AFFINE) != 0u) {
-                v = scale[co] * v + bias[co];
-            }
-            if ((params.flags & FLAG_RESIDUAL) != 0u) {
-                v += residual[idx];
-            }
-            if ((params.flags & FLAG_RELU) != 0u) {
-                v = max(v, 0.0);
-            }
-            y[idx] = v;
+            store_output(y_base + co * plane_out + p, co, acc[r][c]);
         }
     }
 }

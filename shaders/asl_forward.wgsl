@@ -19,12 +19,7 @@ const WG_SIZE: u32 = 256u;
 @group(0) @binding(2) var<storage, read> shift: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-fn sample(base: u32, row: i32, col: i32) -> f32 {
-    if (row < 0 || col < 0 || row >= i32(params.h) || col >= i32(params.w)) {
-        return 0.0;
-    }
-    return x[base + u32(row) * params.w + u32(col)];
-}
+#import tap
 
 // Output pixel idx of channel c of image n.
 fn forward_at(c: u32, n: u32, idx: u32) {
@@ -49,10 +44,10 @@ fn forward_at(c: u32, n: u32, idx: u32) {
     let row = i32(i * params.stride) + i32(fy);
     let col = i32(j * params.stride) + i32(fx);
     let base = (n * params.c + c) * params.h * params.w;
-    let q00 = sample(base, row, col);
-    let q01 = sample(base, row, col + 1);
-    let q10 = sample(base, row + 1, col);
-    let q11 = sample(base, row + 1, col + 1);
+    let q00 = tap(base, row, col);
+    let q01 = tap(base, row, col + 1);
+    let q10 = tap(base, row + 1, col);
+    let q11 = tap(base, row + 1, col + 1);
 
     let top = (1.0 - tx) * q00 + tx * q01;
     let bottom = (1.0 - tx) * q10 + tx * q11;

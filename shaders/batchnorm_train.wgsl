@@ -100,9 +100,7 @@ fn batch_stats(
     }
 }
 
-fn element(wg: vec3<u32>, groups: vec3<u32>, li: u32) -> u32 {
-    return (wg.y * groups.x + wg.x) * WG_SIZE + li;
-}
+#import element
 
 @compute @workgroup_size(WG_SIZE)
 fn forward(

@@ -9,15 +9,12 @@
 // workgroup memory (2 x 4 KiB).
 
 #import conv1x1_params
+#import gemm_store_scalar
 
 const WG_SIZE: u32 = 256u;
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
-const FLAG_AFFINE: u32 = 1u;
-const FLAG_RESIDUAL: u32 = 2u;
-const FLAG_RELU: u32 = 4u;
-const FLAG_INPUT_AFFINE: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> params: Conv1x1Params;
 // [N, Cin, H, W]
@@ -31,19 +28,7 @@ const FLAG_INPUT_AFFINE: u32 = 16u;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 // [N, Cout, Ho, Wo]
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
-// [Cin] each: the per-channel affine + ReLU applied to every input value when flag bit 4 is
-// set (the block's pre-activation folded into the convolution that reads it); bound to a
-// placeholder otherwise.
-@group(0) @binding(8) var<storage, read> in_scale: array<f32>;
-@group(0) @binding(9) var<storage, read> in_bias: array<f32>;
-
-// Input channel ci's value `v` as the GEMM reads it.
-fn input(v: f32, ci: u32) -> f32 {
-    if ((params.flags & FLAG_INPUT_AFFINE) == 0u) {
-        return v;
-    }
-    return max(in_scale[ci] * v + in_bias[ci], 0.0);
-}
+#import conv1x1_input
 
 // sh_w[k * TILE_M + m] = W[tile_m + m, k0 + k];  sh_x[k * TILE_N + p] = X[k0 + k, src(tile_n + p)]
 var<workgroup> sh_w: array<f32, 1024>;
@@ -116,18 +101,7 @@ fn main(
             if (p >= plane_out) {
                 continue;
             }
-            let idx = y_base + co * plane_out + p;
-            var v = acc[r][c];
-            if ((params.flags & FLAG_AFFINE) != 0u) {
-                v = scale[co] * v + bias[co];
-            }
-            if ((params.flags & FLAG_RESIDUAL) != 0u) {
-                v += residual[idx];
-            }
-            if ((params.flags & FLAG_RELU) != 0u) {
-                v = max(v, 0.0);
-            }
-            y[idx] = v;
+            store_output(y_base + co * plane_out + p, co, acc[r][c]);
         }
     }
 }

@@ -5,12 +5,9 @@
 //   Y[n, co, p] = epilogue(sum_ci W[co, ci] * X[n, ci, src(p)]),  src(i, j) = (i*s, j*s).
 
 #import conv1x1_params
+#import gemm_store_scalar
 
 const WG_SIZE: u32 = 64u;
-const FLAG_AFFINE: u32 = 1u;
-const FLAG_RESIDUAL: u32 = 2u;
-const FLAG_RELU: u32 = 4u;
-const FLAG_INPUT_AFFINE: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> params: Conv1x1Params;
 // [N, Cin, H, W]
@@ -24,19 +21,7 @@ const FLAG_INPUT_AFFINE: u32 = 16u;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 // [N, Cout, Ho, Wo]
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
-// [Cin] each: the per-channel affine + ReLU applied to every input value when flag bit 4 is
-// set (the block's pre-activation folded into the convolution that reads it); bound to a
-// placeholder otherwise.
-@group(0) @binding(8) var<storage, read> in_scale: array<f32>;
-@group(0) @binding(9) var<storage, read> in_bias: array<f32>;
-
-// Input channel ci's value `v` as the GEMM reads it.
-fn input(v: f32, ci: u32) -> f32 {
-    if ((params.flags & FLAG_INPUT_AFFINE) == 0u) {
-        return v;
-    }
-    return max(in_scale[ci] * v + in_bias[ci], 0.0);
-}
+#import conv1x1_input
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
@@ -57,15 +42,5 @@ fn main(
     for (var ci = 0u; ci < params.cin; ci++) {
         v += weight[co * params.cin + ci] * input(x[x_base + ci * plane_in], ci);
     }
-    let idx = (n * params.cout + co) * plane_out + p;
-    if ((params.flags & FLAG_AFFINE) != 0u) {
-        v = scale[co] * v + bias[co];
-    }
-    if ((params.flags & FLAG_RESIDUAL) != 0u) {
-        v += residual[idx];
-    }
-    if ((params.flags & FLAG_RELU) != 0u) {
-        v = max(v, 0.0);
-    }
-    y[idx] = v;
+    store_output((n * params.cout + co) * plane_out + p, co, v);
 }

@@ -1,14 +1,7 @@
 // A plain copy, y[i] = x[i], one f32 per invocation: the benchmark's bandwidth ceiling (the
 // same access pattern as asl_forward.wgsl without the shift).
 
-// Mirrors `CopyParams` in src/gpu/kernels/elementwise.rs.
-struct CopyParams {
-    len: u32,
-    // Invocations per row of the 2D dispatch (groups.x * WG_SIZE).
-    row: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+#import copy_params
 
 const WG_SIZE: u32 = 256u;
 

@@ -1,14 +1,8 @@
 // A plain copy, y[i] = x[i], one vec4 per invocation (the vectorised twin of copy.wgsl, for
 // lengths divisible by 4): the benchmark's bandwidth ceiling for the vectorised kernels.
 
-// Mirrors `CopyParams` in src/gpu/kernels/elementwise.rs (`len` counts vec4s here).
-struct CopyParams {
-    len: u32,
-    // Invocations per row of the 2D dispatch (groups.x * WG_SIZE).
-    row: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+#import copy_params
+// (`params.len` counts vec4s here.)
 
 const WG_SIZE: u32 = 256u;
 

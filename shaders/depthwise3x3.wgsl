@@ -10,18 +10,7 @@
 // row), workgroup_id.y the channel, workgroup_id.z the image. At stride 1 the six input columns
 // a run needs are read once per input row and shared by its pixels.
 
-// Mirrors `DepthwiseParams` in src/gpu/kernels/depthwise.rs.
-struct DepthwiseParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    // ceil(Wo / PX)
-    runs_per_row: u32,
-}
+#import depthwise_params
 
 const WG_SIZE: u32 = 64u;
 // Output pixels per invocation; the Rust side uses the same number (`PX`).
@@ -35,13 +24,7 @@ const PX: u32 = 4u;
 // [N, C, Ho, Wo]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// x[base + row * W + col], 0 outside the image.
-fn tap(base: u32, row: i32, col: i32) -> f32 {
-    if (row < 0 || col < 0 || row >= i32(params.h) || col >= i32(params.w)) {
-        return 0.0;
-    }
-    return x[base + u32(row) * params.w + u32(col)];
-}
+#import tap
 
 // One filter row (weights a, b, c) applied at input row `row` to the PX pixels whose leftmost
 // tap is column `col` (stride 1).

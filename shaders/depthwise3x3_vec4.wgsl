@@ -5,18 +5,7 @@
 //
 //   y[n, c, i, j] = sum over ky, kx of w[c, 0, ky, kx] * x[n, c, i + ky - 1, j + kx - 1]
 
-// Mirrors `DepthwiseParams` in src/gpu/kernels/depthwise.rs.
-struct DepthwiseParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-    // ceil(Wo / 4)
-    runs_per_row: u32,
-}
+#import depthwise_params
 
 const WG_SIZE: u32 = 64u;
 

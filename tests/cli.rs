@@ -156,30 +156,7 @@ fn the_embedded_default_model_classifies_the_samples() {
     assert!(correct >= 8, "only {correct} of 10 samples right:\n{out}");
 }
 
-/// A small synthetic dataset in the cache format in `dir` (no download): class k is a bright
-/// band at row 2k + 3.
-fn synthetic_fashion(dir: &Path, train: usize, test: usize) {
-    use activeshift::data::{Dataset, FashionMnist, PIXELS};
-    let make = |n: usize| {
-        let mut set = Dataset::default();
-        for i in 0..n {
-            let class = i % 10;
-            let mut img = vec![0u8; PIXELS];
-            for c in 0..28 {
-                img[(2 * class + 3) * 28 + c] = 200;
-            }
-            set.pixels.extend(img);
-            set.labels.push(class as u8);
-        }
-        set
-    };
-    FashionMnist {
-        train: make(train),
-        test: make(test),
-    }
-    .save_cache(&dir.join("fashion-mnist.bin"))
-    .unwrap();
-}
+use common::synthetic_fashion;
 
 #[test]
 fn a_killed_training_run_resumes_into_a_valid_model() {
@@ -251,61 +228,9 @@ fn a_killed_training_run_resumes_into_a_valid_model() {
 }
 
 #[test]
-fn the_ablation_trains_every_variant_once_and_tabulates_them() {
-    let dir = tmpdir("ablation");
+fn the_depthwise_block_trains_on_the_gpu_backend() {
+    let dir = tmpdir("depthwise-gpu");
     synthetic_fashion(&dir, 300, 50);
-    let runs = dir.join("runs");
-    let table = dir.join("ablation.md");
-    let ablation = || {
-        let mut cmd = bin();
-        cmd.env("ACTIVESHIFT_DATA", &dir)
-            .args(["ablation", "--epochs", "1", "--limit", "13", "--cpu-only"])
-            .arg("--dir")
-            .arg(&runs)
-            .arg("--markdown")
-            .arg(&table);
-        cmd
-    };
-    let (ok, out, err) = run(&mut ablation());
-    assert!(ok, "{err}");
-    for key in [
-        "grouped",
-        "sampled-int",
-        "sampled-real",
-        "learned",
-        "depthwise",
-    ] {
-        assert!(runs.join(format!("{key}.safetensors")).exists(), "{key}");
-    }
-    let depthwise = activeshift::Model::load(runs.join("depthwise.safetensors")).unwrap();
-    assert_eq!(
-        depthwise.config.block,
-        activeshift::model::BlockKind::Depthwise
-    );
-    let rows = out
-        .lines()
-        .filter(|l| l.starts_with("| ") && l.contains('%'))
-        .count();
-    assert_eq!(rows, 5, "{out}");
-    assert!(out.contains("Paper's order"), "{out}");
-    let written = std::fs::read_to_string(&table).unwrap();
-    assert!(
-        written.contains("| learned real shift (ASL) |") && out.ends_with(&written),
-        "{out}"
-    );
-    // The table exists: a second run without --force refuses to replace it.
-    let (ok, _, err) = run(&mut ablation());
-    assert!(!ok && err.contains("--force"), "{err}");
-    // With --force, the finished runs are kept, not retrained.
-    let (ok, _, err) = run(ablation().arg("--force"));
-    assert!(ok, "{err}");
-    assert_eq!(err.matches("finished run").count(), 5, "{err}");
-    // Runs of another length are not mixed in or overwritten.
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_DATA", &dir)
-        .args(["ablation", "--epochs", "2", "--cpu-only", "--dir"])
-        .arg(&runs));
-    assert!(!ok && err.contains("choose another --dir"), "{err}");
     // The depthwise block trains on the GPU backend too, into a model that loads.
     if common::gpu("cli depthwise on the GPU backend").is_some() {
         let (ok, _, err) = run(bin()

@@ -7,7 +7,8 @@
 mod common;
 
 use activeshift::gpu::kernels::{
-    ASL_CONV1X1_MAX_CHANNELS, AslConv1x1Variant, Conv1x1, Conv1x1Epilogue, Conv1x1Variant,
+    ASL_CONV1X1_MAX_CHANNELS, AslConv1x1Args, AslConv1x1Variant, Conv1x1, Conv1x1Args,
+    Conv1x1Epilogue, Conv1x1Variant,
 };
 use activeshift::{GpuContext, GpuTensor, Shape4, cpu};
 use common::*;
@@ -136,8 +137,14 @@ fn every_gemm_variant_matches_cpu_on_odd_shapes() {
                         ..gpu_epilogue(e, &st, &bt, &rt)
                     };
                     run(ctx, |enc| {
-                        conv.prepare_variant(v, ctx, &xt, &wt, s, ep, &y)
-                            .map(|d| d.record(enc))
+                        let args = Conv1x1Args {
+                            x: &xt,
+                            weight: &wt,
+                            stride: s,
+                            epilogue: ep,
+                            y: &y,
+                        };
+                        conv.prepare_variant(v, ctx, args).map(|d| d.record(enc))
                     });
                     let got = read(ctx, &y);
                     let err = rel_err(&got, &want);
@@ -253,7 +260,7 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
                     let out = poisoned(ctx, &ys.dims());
                     run(ctx, |enc| {
                         k.asl_conv1x1()
-                            .prepare_variant(v, ctx, &xt, &sht, s, &wt, ep, &out)
+                            .prepare_variant(v, ctx, asl_args(&xt, &sht, s, &wt, ep, &out))
                             .map(|d| d.record(enc))
                     });
                     fused = read(ctx, &out);
@@ -283,6 +290,25 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
     );
 }
 
+/// The operands of the fused ASL + GEMM.
+fn asl_args<'a>(
+    x: &'a GpuTensor,
+    shift: &'a GpuTensor,
+    stride: usize,
+    weight: &'a GpuTensor,
+    epilogue: Conv1x1Epilogue<'a>,
+    y: &'a GpuTensor,
+) -> AslConv1x1Args<'a> {
+    AslConv1x1Args {
+        x,
+        shift,
+        stride,
+        weight,
+        epilogue,
+        y,
+    }
+}
+
 #[test]
 fn fused_asl_gemm_rejects_bad_shapes() {
     let Some(ctx) = gpu("fused_asl_gemm_rejects_bad_shapes") else {
@@ -296,9 +322,9 @@ fn fused_asl_gemm_rejects_bad_shapes() {
     let bad_shift = upload(ctx, &[2, 3], &[0.0; 6]);
     let y = poisoned(ctx, &[1, 3, 3, 3]);
     let ep = Conv1x1Epilogue::default();
-    assert!(k.prepare(ctx, &x, &shift, 2, &w, ep, &y).is_ok());
+    assert!(k.prepare(ctx, asl_args(&x, &shift, 2, &w, ep, &y)).is_ok());
     for v in [AslConv1x1Variant::Register, AslConv1x1Variant::Tiled] {
-        let p = |x, shift, s, w, y| k.prepare_variant(v, ctx, x, shift, s, w, ep, y);
+        let p = |x, shift, s, w, y| k.prepare_variant(v, ctx, asl_args(x, shift, s, w, ep, y));
         assert!(p(&x, &shift, 2, &w, &y).is_ok());
         assert!(p(&x, &shift, 0, &w, &y).is_err());
         assert!(p(&x, &shift, 1, &w, &y).is_err());
@@ -312,7 +338,7 @@ fn fused_asl_gemm_rejects_bad_shapes() {
         input_affine_relu: Some((&s4, &s4)),
         ..ep
     };
-    let fused = k.prepare(ctx, &x, &shift, 2, &w, with_input, &y);
+    let fused = k.prepare(ctx, asl_args(&x, &shift, 2, &w, with_input, &y));
     assert!(matches!(
         fused,
         Err(activeshift::Error::InvalidArgument { .. })
@@ -329,7 +355,8 @@ fn fused_asl_gemm_rejects_bad_shapes() {
     ));
     // Odd width at stride 1: no vec4 pipeline.
     let y1 = poisoned(ctx, &[1, 3, 5, 5]);
-    let vec4 = k.prepare_variant(AslConv1x1Variant::Vec4, ctx, &x, &shift, 1, &w, ep, &y1);
+    let args = asl_args(&x, &shift, 1, &w, ep, &y1);
+    let vec4 = k.prepare_variant(AslConv1x1Variant::Vec4, ctx, args);
     assert!(matches!(
         vec4,
         Err(activeshift::Error::InvalidArgument { .. })
@@ -342,10 +369,11 @@ fn fused_asl_gemm_rejects_bad_shapes() {
         upload(ctx, &[2, c], &vec![0.0; 2 * c]),
     );
     let yw = poisoned(ctx, &[1, 1, 1, 1]);
-    let reg = k.prepare_variant(AslConv1x1Variant::Register, ctx, &xw, &sw, 1, &ww, ep, &yw);
+    let wide = asl_args(&xw, &sw, 1, &ww, ep, &yw);
+    let reg = k.prepare_variant(AslConv1x1Variant::Register, ctx, wide);
     assert!(matches!(reg, Err(activeshift::Error::DeviceLimit { .. })));
     run(ctx, |enc| {
-        k.prepare_variant(AslConv1x1Variant::Tiled, ctx, &xw, &sw, 1, &ww, ep, &yw)
+        k.prepare_variant(AslConv1x1Variant::Tiled, ctx, wide)
             .map(|d| d.record(enc))
     });
     assert_eq!(read(ctx, &yw), vec![0.5 * c as f32]);
@@ -460,7 +488,7 @@ fn tuning_times_every_candidate_and_the_policy_runs_the_fastest() {
         return;
     };
     use activeshift::gpu::kernels::{AslConv1x1, AslForward};
-    use activeshift::gpu::tune::{TuneKey, TunedOp, tune};
+    use activeshift::gpu::tune::{TuneBudget, TuneKey, TunedOp, tune_blocking};
     let keys = [
         TuneKey {
             op: TunedOp::Conv1x1,
@@ -487,15 +515,37 @@ fn tuning_times_every_candidate_and_the_policy_runs_the_fastest() {
             stride: 2,
         },
     ];
-    let t = tune(ctx, &keys, std::time::Duration::from_millis(30)).unwrap();
+    let budget = TuneBudget::per_key(std::time::Duration::from_millis(30));
+    let t = tune_blocking(ctx, &keys, budget).unwrap();
     assert_eq!(t.entries().len(), keys.len());
+    // The async form (what the browser runs) reports each key; a spent total budget stops it.
+    let mut seen = Vec::new();
+    let first = pollster::block_on(activeshift::gpu::tune::tune(
+        ctx,
+        &keys[..2],
+        budget,
+        |i, k| seen.push((i, k.text())),
+    ))
+    .unwrap();
+    assert_eq!(first.entries().len(), 2);
+    assert_eq!(seen, vec![(0, keys[0].text()), (1, keys[1].text())]);
+    let none = TuneBudget {
+        total: Some(std::time::Duration::ZERO),
+        ..budget
+    };
+    assert!(
+        tune_blocking(ctx, &keys, none)
+            .unwrap()
+            .entries()
+            .is_empty()
+    );
     let tuned = ctx
         .clone()
         .with_policy(ctx.policy_overrides().clone().tuning(Some(t.clone())));
     for key in &keys {
         let e = &t.entries()[&key.text()];
         let mut timed: Vec<&str> = e.micros.keys().map(String::as_str).collect();
-        let mut candidates = key.candidates();
+        let mut candidates = ctx.policy().candidates(key);
         timed.sort();
         candidates.sort();
         assert_eq!(timed, candidates, "{}", key.text());

@@ -2,7 +2,7 @@
 
 mod common;
 
-use activeshift::model::{ArchConfig, GpuModel};
+use activeshift::model::{ArchConfig, GpuModel, Lowering, Plan};
 use common::*;
 
 fn compare(test: &str, config: ArchConfig, batches: &[usize]) {
@@ -109,7 +109,8 @@ fn fused_and_unfused_asl_agree_on_whole_models() {
         gm.set_fused(false);
         assert_eq!(gm.fused_asls(), 0);
         let unfused = pollster::block_on(gm.forward(&input)).unwrap();
-        let cpu = model.forward_cpu(&input).unwrap();
+        // The CPU engine on the lowered plan the GPU engine ran last.
+        let cpu = model.forward_cpu_lowered(&input, gm.lowering()).unwrap();
         let err = rel_err(&fused.logits, &unfused.logits);
         assert!(
             err <= 1e-4,
@@ -144,6 +145,19 @@ fn op_dispatches_replay_the_forward_pass() {
         gm.set_fused(fused);
         let want = pollster::block_on(gm.forward(&input)).unwrap();
         let ops = gm.op_dispatches(2).unwrap();
+        // The GPU engine runs the plan lowered as its context's policy says (fusion as set
+        // here), and lists exactly the lowered ops.
+        let lowered = gm.lowered_plan(2);
+        let policy = Lowering {
+            fuse_asl: fused,
+            ..ctx.policy().lowering()
+        };
+        assert_eq!(lowered, Plan::new(&config, 2).lower(policy));
+        assert_eq!(gm.lowering(), policy);
+        assert_eq!(
+            ops.iter().map(|o| o.kind).collect::<Vec<_>>(),
+            lowered.ops.iter().map(|o| o.kind()).collect::<Vec<_>>()
+        );
         let count = |kind: &str| ops.iter().filter(|o| o.kind == kind).count();
         let blocks = config.blocks().len();
         assert_eq!(count("asl"), if fused { 0 } else { blocks });

@@ -1,4 +1,4 @@
-//! The CLI's pipeline cache (`src/pipeline_cache.rs`): the first GPU run on a machine says that
+//! The CLI's pipeline cache (`src/bin/activeshift/pipeline_cache.rs`): the first GPU run on a machine says that
 //! it compiles kernels and saves a cache file; later runs say nothing; a damaged file (bad
 //! checksum, or a good checksum over bytes that are no pipeline cache) is survived and
 //! replaced.

@@ -12,21 +12,7 @@
             if (p >= plane_out) {
                 break;
             }
-            let idx = y_base + co * plane_out + p;
-            var v = acc[m][e];
-            if ((params.flags & FLAG_ACCUMULATE) != 0u) {
-                v += y[idx];
-            }
-            if ((params.flags & FLAG_AFFINE) != 0u) {
-                v = scale[co] * v + bias[co];
-            }
-            if ((params.flags & FLAG_RESIDUAL) != 0u) {
-                v += residual[idx];
-            }
-            if ((params.flags & FLAG_RELU) != 0u) {
-                v = max(v, 0.0);
-            }
-            y[idx] = v;
+            store_output(y_base + co * plane_out + p, co, acc[m][e]);
         }
     }
 }

@@ -26,7 +26,4 @@ struct GemmParams {
 }
 
 const WG_SIZE: u32 = 32u;
-const FLAG_AFFINE: u32 = 1u;
-const FLAG_RESIDUAL: u32 = 2u;
-const FLAG_RELU: u32 = 4u;
-const FLAG_ACCUMULATE: u32 = 8u;
+#import gemm_flags

@@ -12,6 +12,7 @@
 // dispatches and epilogue as conv1x1_reg.wgsl.
 
 #import gemm_params
+#import gemm_store_scalar
 
 @group(0) @binding(0) var<uniform> params: GemmParams;
 // [N, Cin, H, W]

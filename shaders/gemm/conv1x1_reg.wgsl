@@ -7,6 +7,7 @@
 // Each invocation owns 4 consecutive output pixels and ROWS output channels.
 
 #import gemm_params
+#import gemm_store_scalar
 
 @group(0) @binding(0) var<uniform> params: GemmParams;
 // [N, Cin, H, W]

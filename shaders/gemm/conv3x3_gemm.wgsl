@@ -7,6 +7,7 @@
 //   y[n, co, i, j] = sum over ci, ky, kx of w[co, ci, ky, kx] * x[n, ci, i*s + ky - 1, j*s + kx - 1]
 
 #import gemm_params
+#import gemm_store_scalar
 
 @group(0) @binding(0) var<uniform> params: GemmParams;
 // [N, Cin, H, W]

@@ -4,7 +4,6 @@ mod context;
 pub mod kernels;
 mod policy;
 mod tensor;
-#[cfg(not(target_arch = "wasm32"))]
 mod timing;
 pub mod tune;
 
@@ -14,5 +13,4 @@ pub use policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};
 pub use tensor::read_many_blocking;
 pub use tensor::{GpuTensor, read_many};
 pub(crate) use tensor::{read_mapped, usage_names};
-#[cfg(not(target_arch = "wasm32"))]
 pub use timing::DispatchTimer;

@@ -78,7 +78,7 @@ impl KernelPolicyBuilder {
     }
 
     /// Fix whether each ASL runs fused into its 1x1 convolution by default (None: by the
-    /// kernel family). [`GpuModel::set_fused`](crate::GpuModel::set_fused) still chooses per
+    /// kernel family). [`GpuModel::set_fused`](crate::model::GpuModel::set_fused) still chooses per
     /// model.
     pub fn fused(mut self, fused: Option<bool>) -> Self {
         self.fused = fused;
@@ -138,10 +138,23 @@ impl KernelPolicy {
         self.family == KernelFamily::Cpu
     }
 
-    /// Whether [`GpuModel`](crate::GpuModel) fuses each ASL into its 1x1 convolution by
+    /// Whether [`GpuModel`](crate::model::GpuModel) fuses each ASL into its 1x1 convolution by
     /// default.
     pub fn fused_by_default(&self) -> bool {
         self.fused
+    }
+
+    /// The rewrites the GPU engine lowers a plan with
+    /// ([`Plan::lower`](crate::model::Plan::lower)): each ASL fused into its 1x1 convolution
+    /// when [`KernelPolicy::fused_by_default`] (up to the fused kernels' channel limit), every
+    /// pre-activation folded into the 1x1 convolutions reading it (always: it saves a launch and
+    /// a tensor on every adapter measured).
+    pub fn lowering(&self) -> crate::model::Lowering {
+        crate::model::Lowering {
+            fuse_asl: self.fused,
+            max_fused_channels: super::kernels::ASL_CONV1X1_MAX_CHANNELS,
+            fold_affine_relu: true,
+        }
     }
 
     /// The measured decision for `key`, if there is one and it names a variant for `key`.
@@ -166,6 +179,22 @@ impl KernelPolicy {
     /// Every op and shape this policy has been asked about, in order.
     pub fn asked(&self) -> Vec<TuneKey> {
         self.asked.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// The variants [`tune`](super::tune::tune) times for `key` on this device: those of
+    /// [`TuneKey::candidates`], less the ones whose pipelines this device compiles too slowly
+    /// to try within a tuning budget (on SwiftShader-like adapters, the row-sliding ASL and
+    /// the vec4 fused GEMM, which the rules keep off there for the same reason).
+    pub fn candidates(&self, key: &TuneKey) -> Vec<&'static str> {
+        let too_slow = |name: &str| match key.op {
+            TunedOp::AslForward => name == AslForwardVariant::Rows.name(),
+            TunedOp::AslConv1x1 => name == AslConv1x1Variant::Vec4.name(),
+            TunedOp::Conv1x1 => false,
+        };
+        key.candidates()
+            .into_iter()
+            .filter(|name| !(self.slow_compiler && too_slow(name)))
+            .collect()
     }
 
     /// The name of the variant the rules pick for `key` (whatever a tuning says).
@@ -296,6 +325,26 @@ mod tests {
 
         for slow in [&swiftshader, &browser] {
             let p = b.build(slow, BIG);
+            // The tuner does not try what compiles for minutes there.
+            let asl = TuneKey {
+                op: TunedOp::AslForward,
+                xs,
+                cout: 64,
+                stride: 1,
+            };
+            let fused = TuneKey {
+                op: TunedOp::AslConv1x1,
+                ..asl
+            };
+            assert!(asl.candidates().contains(&"rows"));
+            assert!(!p.candidates(&asl).contains(&"rows"));
+            assert!(p.candidates(&asl).contains(&"vec4"));
+            assert!(fused.candidates().contains(&"vec4"));
+            assert!(!p.candidates(&fused).contains(&"vec4"));
+            assert_eq!(
+                b.build(&lavapipe, BIG).candidates(&fused),
+                fused.candidates()
+            );
             assert_eq!(p.family(), KernelFamily::Cpu);
             assert_eq!(p.asl_forward(xs, 1), AslForwardVariant::Vec4);
             assert_eq!(p.asl_conv1x1(xs, 64, 1), AslConv1x1Variant::Register);

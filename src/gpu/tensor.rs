@@ -279,6 +279,11 @@ pub fn read_many_blocking(ctx: &GpuContext, tensors: &[&GpuTensor]) -> Result<Ve
 /// polled until the mapping is done; on the web the future resolves when the browser has mapped
 /// the buffer.
 pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
+    Ok(bytemuck::pod_collect_to_vec(&map_read(ctx, staging).await?))
+}
+
+/// [`read_mapped`]'s bytes.
+pub(crate) async fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
     let (tx, rx) = futures_channel::oneshot::channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);
@@ -290,12 +295,10 @@ pub(crate) async fn read_mapped(ctx: &GpuContext, staging: &wgpu::Buffer) -> Res
         .map_err(|_| Error::Readback("the map callback was dropped".into()))?
         .map_err(|e| Error::Readback(e.to_string()))?;
     ctx.check_device()?;
-    let data = {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        bytemuck::pod_collect_to_vec(&view)
-    };
+    let data = staging
+        .get_mapped_range(..)
+        .map_err(|e| Error::Readback(e.to_string()))?
+        .to_vec();
     staging.unmap();
     Ok(data)
 }

@@ -1,10 +1,15 @@
 //! Timing recorded dispatches: by the device's timestamp queries where it has them, else by
 //! the host's wall clock (used by `activeshift bench` and by [`tune`](super::tune::tune)).
+//!
+//! Everything here is asynchronous and works on every target: on native the device is polled
+//! until the work is done, in the browser the futures resolve when WebGPU says so (nothing
+//! blocks the page's thread). The wall clock is `web_time`'s `Instant` (std's on native,
+//! `performance.now()` in the browser).
 
 use super::GpuContext;
 use super::kernels::Dispatch;
 use crate::error::{Error, Result};
-use std::time::Instant;
+use web_time::Instant;
 
 /// A query set for the two timestamps around one compute pass, and its readback buffers.
 struct Timestamps {
@@ -17,7 +22,8 @@ struct Timestamps {
 /// Times one run of a [`Dispatch`] at a time on one context: from the beginning to the end of
 /// its compute pass by the device's timestamp queries where the device was opened with
 /// `TIMESTAMP_QUERY` ([`GpuContext::new`] takes it where the adapter has it), else by the
-/// host's wall clock around its submission and completion (which adds the submission's cost).
+/// host's wall clock around its submission and completion (which adds the submission's cost,
+/// and in a browser the turn of the event loop that reports the completion).
 pub struct DispatchTimer {
     ctx: GpuContext,
     timestamps: Option<Timestamps>,
@@ -61,20 +67,39 @@ impl DispatchTimer {
         self.timestamps.is_some()
     }
 
+    /// What the times come from, in words (`the device's timestamp queries`, `wall clock`).
+    pub fn clock(&self) -> &'static str {
+        if self.uses_timestamps() {
+            "the device's timestamp queries"
+        } else {
+            "wall clock"
+        }
+    }
+
     /// Submit `dispatch` and wait for it; no timing.
-    pub fn run(&self, dispatch: &Dispatch) -> Result<()> {
+    ///
+    /// # Errors
+    /// A device error while running it.
+    pub async fn run(&self, dispatch: &Dispatch) -> Result<()> {
         self.ctx.submit(|enc| {
             dispatch.record(enc);
             Ok(())
         })?;
-        self.wait()
+        self.done().await
     }
 
-    fn wait(&self) -> Result<()> {
+    /// Resolves once the work submitted so far has finished.
+    async fn done(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.ctx.queue().on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
         self.ctx
             .device()
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+        rx.await
+            .map_err(|_| Error::Device("the completion callback was dropped".into()))?;
         self.ctx.check_device()
     }
 
@@ -82,10 +107,10 @@ impl DispatchTimer {
     ///
     /// # Errors
     /// A device error while running it or reading the timestamps back.
-    pub fn time(&self, dispatch: &Dispatch) -> Result<f64> {
+    pub async fn time(&self, dispatch: &Dispatch) -> Result<f64> {
         let Some(ts) = &self.timestamps else {
             let start = Instant::now();
-            self.run(dispatch)?;
+            self.run(dispatch).await?;
             return Ok(start.elapsed().as_secs_f64() * 1e3);
         };
         self.ctx.submit(|enc| {
@@ -103,17 +128,17 @@ impl DispatchTimer {
             enc.copy_buffer_to_buffer(&ts.resolve, 0, &ts.read, 0, 16);
             Ok(())
         })?;
-        ts.read.map_async(wgpu::MapMode::Read, .., |_| {});
-        self.wait()?;
-        let (t0, t1) = {
-            let view = ts
-                .read
-                .get_mapped_range(..)
-                .map_err(|e| Error::Readback(e.to_string()))?;
-            let v: Vec<u64> = bytemuck::pod_collect_to_vec(&view);
-            (v[0], v[1])
-        };
-        ts.read.unmap();
-        Ok(t1.saturating_sub(t0) as f64 * ts.period_ns / 1e6)
+        let bytes = super::tensor::map_read(&self.ctx, &ts.read).await?;
+        let v: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        Ok(v[1].saturating_sub(v[0]) as f64 * ts.period_ns / 1e6)
+    }
+
+    /// [`DispatchTimer::time`], blocking the calling thread (native only).
+    ///
+    /// # Errors
+    /// As [`DispatchTimer::time`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn time_blocking(&self, dispatch: &Dispatch) -> Result<f64> {
+        pollster::block_on(self.time(dispatch))
     }
 }

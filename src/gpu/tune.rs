@@ -1,16 +1,24 @@
 //! Kernel choice by measurement: for each op and shape a model runs, every variant the device
-//! supports is timed and the fastest kept ([`tune`]); the decisions form a [`Tuning`] that a
+//! supports is timed and the fastest kept ([`tune`], the same code natively and in the
+//! browser); the decisions form a [`Tuning`] that a
 //! [`KernelPolicyBuilder`](super::KernelPolicyBuilder) takes, and that serialises to JSON for a
-//! cache kept by the host (the `activeshift` program: the user's cache directory).
+//! cache kept by the host (the `activeshift` program: the user's cache directory; the web
+//! demo: the browser's `localStorage`).
 //!
 //! A cache is tied to one adapter and driver and to the kernels it measured: loading one made
 //! elsewhere, by other kernels or another format, or one that does not parse, is an error
 //! (the caller warns and runs the rules).
 
-use super::kernels::{AslConv1x1Variant, AslForwardVariant, Conv1x1Variant};
+use super::kernels::{
+    AslConv1x1Args, AslConv1x1Variant, AslForwardVariant, Conv1x1Args, Conv1x1Epilogue,
+    Conv1x1Variant,
+};
+use super::{DispatchTimer, GpuContext, GpuTensor};
 use crate::shape::Shape4;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
+use web_time::Instant;
 
 /// The ops whose kernel is chosen per shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -219,125 +227,169 @@ impl Tuning {
     }
 }
 
-/// Time every candidate of every key on `ctx` (the first run of each, which builds the
-/// pipeline, is not counted) and keep the fastest, spending about `budget` per key: each
-/// candidate runs at least once and at most 20 times. Inputs are random; the op runs without
-/// an epilogue.
+/// How long [`tune`] may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TuneBudget {
+    /// The time for one op and shape, shared among its candidates: each runs at least once
+    /// after its warm-up run, and at most 20 times.
+    pub per_key: Duration,
+    /// The time for the whole run (None: no limit): once it is spent, the keys not reached
+    /// have no decision and follow the rules. A key started is finished.
+    pub total: Option<Duration>,
+}
+
+impl TuneBudget {
+    /// `per_key` for each op and shape, no limit on the whole.
+    pub fn per_key(per_key: Duration) -> Self {
+        Self {
+            per_key,
+            total: None,
+        }
+    }
+}
+
+/// Time every candidate ([`KernelPolicy::candidates`](super::KernelPolicy::candidates)) of every
+/// key on `ctx` and keep the fastest, within `budget`; the first run of each candidate (which
+/// builds its pipeline and packs its weights) is not counted. Inputs are random; the op runs
+/// without an epilogue. `progress(i, key)` is called before the `i`-th key is measured.
 ///
 /// Times come from the device's timestamp queries where it has them, else from the wall clock
-/// around a submission and its completion ([`DispatchTimer`](super::DispatchTimer)); either
-/// way they carry the noise of the host.
+/// around a submission and its completion ([`DispatchTimer`]); either way they carry the noise
+/// of the host. The same code runs natively and in the browser: it waits for the GPU only
+/// through futures, so on the web the page's thread is never blocked (the native `activeshift
+/// tune` drives it with `pollster`).
 ///
 /// # Errors
 /// Any error preparing or running a candidate.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn tune(
-    ctx: &super::GpuContext,
+pub async fn tune(
+    ctx: &GpuContext,
     keys: &[TuneKey],
-    budget: std::time::Duration,
+    budget: TuneBudget,
+    mut progress: impl FnMut(usize, &TuneKey),
 ) -> crate::Result<Tuning> {
-    use super::kernels::Conv1x1Epilogue;
-    use super::{DispatchTimer, GpuTensor};
-    use std::time::Instant;
-
     let timer = DispatchTimer::new(ctx);
+    let started = Instant::now();
     let mut tuning = Tuning::new();
-    for key in keys {
-        let (xs, cout, s) = (key.xs, key.cout, key.stride);
-        let ys = xs.strided(cout, s);
-        let mut seed = 0x2545_f491_u32;
-        let mut random = |len: usize| -> Vec<f32> {
-            (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-                })
-                .collect()
-        };
-        let x = GpuTensor::from_slice(ctx, &xs.dims(), &random(xs.len()))?;
-        let shift = GpuTensor::from_slice(
-            ctx,
-            &[2, xs.c],
-            &random(2 * xs.c).iter().map(|v| v * 3.0).collect::<Vec<_>>(),
-        )?;
-        let weight = GpuTensor::from_slice(ctx, &[cout, xs.c], &random(cout * xs.c))?;
-        let y = GpuTensor::zeros(ctx, &ys.dims())?;
-        let candidates = key.candidates();
-        let per_candidate = budget / candidates.len().max(1) as u32;
-        let mut micros = BTreeMap::new();
-        for name in &candidates {
-            let k = ctx.kernels();
-            let dispatch = match key.op {
-                TunedOp::Conv1x1 => {
-                    let v = Conv1x1Variant::ALL
-                        .into_iter()
-                        .find(|v| v.name() == *name)
-                        .unwrap_or(Conv1x1Variant::Tiled);
-                    k.conv1x1().prepare_variant(
-                        v,
-                        ctx,
-                        &x,
-                        &weight,
-                        s,
-                        Conv1x1Epilogue::default(),
-                        &y,
-                    )?
-                }
-                TunedOp::AslForward => {
-                    let v = AslForwardVariant::ALL
-                        .into_iter()
-                        .find(|v| v.name() == *name)
-                        .unwrap_or(AslForwardVariant::Scalar);
-                    k.asl_forward().prepare_variant(v, ctx, &x, &shift, s, &y)?
-                }
-                TunedOp::AslConv1x1 => {
-                    let v = AslConv1x1Variant::ALL
-                        .into_iter()
-                        .find(|v| v.name() == *name)
-                        .unwrap_or(AslConv1x1Variant::Tiled);
-                    k.asl_conv1x1().prepare_variant(
-                        v,
-                        ctx,
-                        &x,
-                        &shift,
-                        s,
-                        &weight,
-                        Conv1x1Epilogue::default(),
-                        &y,
-                    )?
-                }
-            };
-            let (setup, main) = dispatch.split_setup();
-            // Setup (weight packing) and the first run (pipeline creation) are not counted.
-            timer.run(&setup.then(main.clone()))?;
-            let started = Instant::now();
-            let mut best = f64::INFINITY;
-            for _ in 0..20 {
-                best = best.min(timer.time(&main)?);
-                if started.elapsed() >= per_candidate {
-                    break;
-                }
-            }
-            micros.insert(name.to_string(), best * 1e3);
+    for (i, key) in keys.iter().enumerate() {
+        if budget.total.is_some_and(|total| started.elapsed() >= total) {
+            break;
         }
-        let chosen = micros
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(n, _)| n.clone())
-            .unwrap_or_default();
-        let rule = ctx.policy().rule(key).to_string();
-        tuning.insert(
-            key,
-            TuneEntry {
-                chosen,
-                rule,
-                micros,
-            },
-        );
+        progress(i, key);
+        tuning.insert(key, measure(ctx, &timer, key, budget.per_key).await?);
     }
     Ok(tuning)
+}
+
+/// Random values in [-1, 1) from a fixed seed.
+fn random(seed: &mut u32, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 17;
+            *seed ^= *seed << 5;
+            (*seed as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Time each candidate of `key` within `budget` and keep the fastest.
+async fn measure(
+    ctx: &GpuContext,
+    timer: &DispatchTimer,
+    key: &TuneKey,
+    budget: Duration,
+) -> crate::Result<TuneEntry> {
+    let (xs, cout, s) = (key.xs, key.cout, key.stride);
+    let ys = xs.strided(cout, s);
+    let mut seed = 0x2545_f491_u32;
+    let x = GpuTensor::from_slice(ctx, &xs.dims(), &random(&mut seed, xs.len()))?;
+    let shifts: Vec<f32> = random(&mut seed, 2 * xs.c)
+        .iter()
+        .map(|v| v * 3.0)
+        .collect();
+    let shift = GpuTensor::from_slice(ctx, &[2, xs.c], &shifts)?;
+    let weight = GpuTensor::from_slice(ctx, &[cout, xs.c], &random(&mut seed, cout * xs.c))?;
+    let y = GpuTensor::zeros(ctx, &ys.dims())?;
+    let candidates = ctx.policy().candidates(key);
+    let per_candidate = budget / candidates.len().max(1) as u32;
+    let mut micros = BTreeMap::new();
+    for name in &candidates {
+        let k = ctx.kernels();
+        let epilogue = Conv1x1Epilogue::default();
+        let dispatch = match key.op {
+            TunedOp::Conv1x1 => {
+                let v = Conv1x1Variant::ALL
+                    .into_iter()
+                    .find(|v| v.name() == *name)
+                    .unwrap_or(Conv1x1Variant::Tiled);
+                let args = Conv1x1Args {
+                    x: &x,
+                    weight: &weight,
+                    stride: s,
+                    epilogue,
+                    y: &y,
+                };
+                k.conv1x1().prepare_variant(v, ctx, args)?
+            }
+            TunedOp::AslForward => {
+                let v = AslForwardVariant::ALL
+                    .into_iter()
+                    .find(|v| v.name() == *name)
+                    .unwrap_or(AslForwardVariant::Scalar);
+                k.asl_forward().prepare_variant(v, ctx, &x, &shift, s, &y)?
+            }
+            TunedOp::AslConv1x1 => {
+                let v = AslConv1x1Variant::ALL
+                    .into_iter()
+                    .find(|v| v.name() == *name)
+                    .unwrap_or(AslConv1x1Variant::Tiled);
+                let args = AslConv1x1Args {
+                    x: &x,
+                    shift: &shift,
+                    stride: s,
+                    weight: &weight,
+                    epilogue,
+                    y: &y,
+                };
+                k.asl_conv1x1().prepare_variant(v, ctx, args)?
+            }
+        };
+        let (setup, main) = dispatch.split_setup();
+        // Setup (weight packing) and the first run (pipeline creation) are not counted.
+        timer.run(&setup.then(main.clone())).await?;
+        let started = Instant::now();
+        let mut best = f64::INFINITY;
+        for _ in 0..20 {
+            best = best.min(timer.time(&main).await?);
+            if started.elapsed() >= per_candidate {
+                break;
+            }
+        }
+        micros.insert(name.to_string(), best * 1e3);
+    }
+    let chosen = micros
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(n, _)| n.clone())
+        .unwrap_or_default();
+    Ok(TuneEntry {
+        chosen,
+        rule: ctx.policy().rule(key).to_string(),
+        micros,
+    })
+}
+
+/// [`tune`] with no progress report, blocking the calling thread (native only).
+///
+/// # Errors
+/// As [`tune`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn tune_blocking(
+    ctx: &GpuContext,
+    keys: &[TuneKey],
+    budget: TuneBudget,
+) -> crate::Result<Tuning> {
+    pollster::block_on(tune(ctx, keys, budget, |_, _| {}))
 }
 
 #[cfg(test)]

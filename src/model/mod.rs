@@ -10,6 +10,7 @@ mod gpu_engine;
 pub mod imagenet;
 #[cfg(feature = "caffe")]
 mod import;
+pub mod lower;
 pub mod params;
 pub mod plan;
 mod run;
@@ -28,6 +29,7 @@ pub(crate) use file::{encode_tensors, parse_tensors};
 pub use gpu_engine::{GpuModel, OpDispatch};
 #[cfg(feature = "caffe")]
 pub use import::import_caffe;
+pub use lower::{LoweredOp, LoweredPlan, Lowering, Prologue};
 pub use params::{Norm, ParamId};
 pub use plan::{Op, Plan, Slot};
 pub use run::Output;

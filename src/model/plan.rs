@@ -1,6 +1,7 @@
 //! The execution plan: a network as a flat list of operations on numbered activation slots,
-//! derived from an [`ArchConfig`]. The CPU and GPU engines both execute this same list, so the
-//! two backends cannot disagree about the network's structure.
+//! derived from an [`ArchConfig`]. The CPU and GPU engines both run this same list, lowered by
+//! the same pass ([`Plan::lower`](super::lower), which fuses and folds ops), and training runs
+//! it as written, so no two of them can disagree about the network's structure.
 
 use super::config::{ArchConfig, BlockKind};
 use super::params::{Norm, ParamId};
@@ -148,7 +149,7 @@ impl Plan {
                 out: t,
             });
             // The projection shortcut first, so that the shift is directly followed by the 1x1
-            // convolution reading it (the GPU engine fuses such pairs).
+            // convolution reading it (lowering fuses such pairs: `model/lower.rs`).
             let shortcut = if blk.projection {
                 let sc = b.slot(xs.strided(blk.width, blk.stride));
                 b.ops.push(Op::Conv1x1 {

@@ -2,6 +2,7 @@
 
 use super::config::ArchConfig;
 use super::file::Model;
+use super::lower::Lowering;
 use super::params::ParamId;
 use super::plan::{Op, Plan};
 use crate::cpu;
@@ -77,25 +78,76 @@ fn take(kernels: CpuKernels, len: usize) -> Vec<f32> {
 
 impl Model {
     /// Run the network on the CPU: `input` is `[N, C, H, W]` as the model's preprocessing
-    /// produces it.
+    /// produces it. Runs the plan lowered with [`Lowering::ALL`] (see
+    /// [`Model::forward_cpu_lowered`]).
     ///
     /// The fast CPU op set runs (`crate::cpu::fast`): multi-threaded, GEMMs through
     /// matrixmultiply, buffers reused between calls on the same thread.
     pub fn forward_cpu(&self, input: &[f32]) -> Result<Output> {
-        self.run_cpu(input, CpuKernels::Fast)
+        self.forward_cpu_lowered(input, Lowering::ALL)
+    }
+
+    /// [`Model::forward_cpu`] on the plan lowered with `lowering`
+    /// ([`Plan::lower`](super::Plan::lower)), the same pass the GPU engine runs. The CPU engine
+    /// runs a lowered op by its parts: a fused ASL or folded affine + ReLU into its plan slot
+    /// (once, however many convolutions read it), then the 1x1 convolution, so every lowering
+    /// computes the same values.
+    pub fn forward_cpu_lowered(&self, input: &[f32], lowering: Lowering) -> Result<Output> {
+        self.run_cpu(input, lowering, CpuKernels::Fast)
     }
 
     /// Run the network on the CPU with the plain CPU twins of the kernels (`crate::cpu`), the
-    /// reference the fast kernels of [`Model::forward_cpu`] are tested against.
+    /// reference the fast kernels of [`Model::forward_cpu`] are tested against: the plan as
+    /// written ([`Lowering::NONE`]), op by op.
     pub fn forward_cpu_reference(&self, input: &[f32]) -> Result<Output> {
-        self.run_cpu(input, CpuKernels::Reference)
+        self.run_cpu(input, Lowering::NONE, CpuKernels::Reference)
     }
 
-    /// The CPU engine: the plan's ops in order, each on `kernels`.
-    fn run_cpu(&self, input: &[f32], kernels: CpuKernels) -> Result<Output> {
-        use CpuKernels::*;
+    /// The CPU engine: the ops of the plan lowered with `lowering`, in order, each on
+    /// `kernels`.
+    fn run_cpu(&self, input: &[f32], lowering: Lowering, kernels: CpuKernels) -> Result<Output> {
         let n = check_input(&self.config, input)?;
-        let plan = Plan::new(&self.config, n);
+        let lowered = Plan::new(&self.config, n).lower(lowering);
+        let plan = &lowered.plan;
+        let mut slots: Vec<Vec<f32>> = vec![Vec::new(); plan.slots.len()];
+        let mut x = take(kernels, input.len());
+        x.copy_from_slice(input);
+        slots[plan.input] = x;
+        let mut scratch = take(kernels, 0);
+        for lo in &lowered.ops {
+            // A prologue runs as its plan op, into its plan slot, unless an earlier reader of
+            // the same folded affine already wrote it (the values are the same).
+            if let Some(p) = &lo.prologue
+                && slots[p.out()].is_empty()
+            {
+                let (out, value) = self.run_op(&p.op(), plan, &slots, kernels, &mut scratch)?;
+                slots[out] = value;
+            }
+            let (out, value) = self.run_op(&lo.op, plan, &slots, kernels, &mut scratch)?;
+            slots[out] = value;
+        }
+        let logits = std::mem::take(&mut slots[plan.logits]);
+        let probs = std::mem::take(&mut slots[plan.probs]);
+        if kernels == CpuKernels::Fast {
+            cpu::fast::BufferPool::give(slots.into_iter().chain([scratch]));
+        }
+        Ok(Output {
+            classes: self.config.classes,
+            logits,
+            probs,
+        })
+    }
+
+    /// One plan op on `kernels`: the slot it writes and the values.
+    fn run_op(
+        &self,
+        op: &Op,
+        plan: &Plan,
+        slots: &[Vec<f32>],
+        kernels: CpuKernels,
+        scratch: &mut Vec<f32>,
+    ) -> Result<(usize, Vec<f32>)> {
+        use CpuKernels::*;
         // A parameter, checked to hold `len` values.
         let param = |id: ParamId, len: usize| -> Result<&[f32]> {
             let data: &[f32] = &self.param(id)?.data;
@@ -109,149 +161,131 @@ impl Model {
             }
             Ok(data)
         };
-        let mut slots: Vec<Vec<f32>> = vec![Vec::new(); plan.slots.len()];
-        let mut x = take(kernels, input.len());
-        x.copy_from_slice(input);
-        slots[plan.input] = x;
-        let mut scratch = take(kernels, 0);
-        for op in &plan.ops {
-            let (out, value) = match op {
-                Op::Conv3x3 {
-                    input,
-                    weight,
-                    stride,
-                    out,
-                } => {
-                    let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
-                    let w = param(*weight, ys.c * xs.c * 9)?;
-                    let y = match kernels {
-                        Fast => {
-                            let mut y = take(kernels, ys.len());
-                            cpu::fast::conv3x3(x, xs, w, ys.c, *stride, &mut y, &mut scratch);
-                            y
-                        }
-                        Reference => cpu::conv3x3(x, xs, w, ys.c, *stride)?,
-                    };
-                    (*out, y)
-                }
-                Op::Affine {
-                    input,
-                    norm,
-                    relu,
-                    out,
-                } => {
-                    let (x, xs) = (&slots[*input], plan.slots[*input]);
-                    let (a, b) = (
-                        param(ParamId::Scale(*norm), xs.c)?,
-                        param(ParamId::Bias(*norm), xs.c)?,
-                    );
-                    let y = match kernels {
-                        Fast => {
-                            let mut y = take(kernels, xs.len());
-                            cpu::fast::affine(x, xs, a, b, *relu, &mut y);
-                            y
-                        }
-                        Reference => cpu::affine(x, xs, a, b, *relu)?,
-                    };
-                    (*out, y)
-                }
-                Op::Conv1x1 {
-                    input,
-                    weight,
-                    stride,
+        Ok(match op {
+            Op::Conv3x3 {
+                input,
+                weight,
+                stride,
+                out,
+            } => {
+                let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
+                let w = param(*weight, ys.c * xs.c * 9)?;
+                let y = match kernels {
+                    Fast => {
+                        let mut y = take(kernels, ys.len());
+                        cpu::fast::conv3x3(x, xs, w, ys.c, *stride, &mut y, scratch);
+                        y
+                    }
+                    Reference => cpu::conv3x3(x, xs, w, ys.c, *stride)?,
+                };
+                (*out, y)
+            }
+            Op::Affine {
+                input,
+                norm,
+                relu,
+                out,
+            } => {
+                let (x, xs) = (&slots[*input], plan.slots[*input]);
+                let (a, b) = (
+                    param(ParamId::Scale(*norm), xs.c)?,
+                    param(ParamId::Bias(*norm), xs.c)?,
+                );
+                let y = match kernels {
+                    Fast => {
+                        let mut y = take(kernels, xs.len());
+                        cpu::fast::affine(x, xs, a, b, *relu, &mut y);
+                        y
+                    }
+                    Reference => cpu::affine(x, xs, a, b, *relu)?,
+                };
+                (*out, y)
+            }
+            Op::Conv1x1 {
+                input,
+                weight,
+                stride,
+                affine,
+                bias,
+                residual,
+                relu,
+                out,
+            } => {
+                let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
+                // Ones as the scale of a plain bias, made only for the op that has one.
+                let ones: Vec<f32>;
+                let affine = match (affine, bias) {
+                    (Some(n), _) => Some((
+                        param(ParamId::Scale(*n), ys.c)?,
+                        param(ParamId::Bias(*n), ys.c)?,
+                    )),
+                    (None, Some(b)) => {
+                        ones = vec![1.0f32; ys.c];
+                        Some((&ones[..], param(*b, ys.c)?))
+                    }
+                    (None, None) => None,
+                };
+                let ep = cpu::Epilogue {
                     affine,
-                    bias,
-                    residual,
-                    relu,
-                    out,
-                } => {
-                    let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
-                    // Ones as the scale of a plain bias, made only for the op that has one.
-                    let ones: Vec<f32>;
-                    let affine = match (affine, bias) {
-                        (Some(n), _) => Some((
-                            param(ParamId::Scale(*n), ys.c)?,
-                            param(ParamId::Bias(*n), ys.c)?,
-                        )),
-                        (None, Some(b)) => {
-                            ones = vec![1.0f32; ys.c];
-                            Some((&ones[..], param(*b, ys.c)?))
-                        }
-                        (None, None) => None,
-                    };
-                    let ep = cpu::Epilogue {
-                        affine,
-                        residual: residual.map(|r| &slots[r][..]),
-                        relu: *relu,
-                    };
-                    let w = param(*weight, ys.c * xs.c)?;
-                    let y = match kernels {
-                        Fast => {
-                            let mut y = take(kernels, ys.len());
-                            cpu::fast::conv1x1(x, xs, w, ys.c, *stride, &ep, &mut y, &mut scratch);
-                            y
-                        }
-                        Reference => cpu::conv1x1(x, xs, w, ys.c, *stride, ep)?,
-                    };
-                    (*out, y)
-                }
-                Op::Shift {
-                    input,
-                    shift,
-                    stride,
-                    out,
-                } => {
-                    let (x, xs) = (&slots[*input], plan.slots[*input]);
-                    let sh = param(*shift, 2 * xs.c)?;
-                    let y = match kernels {
-                        Fast => {
-                            let mut y = take(kernels, plan.slots[*out].len());
-                            cpu::fast::asl_forward(x, xs, sh, *stride, &mut y);
-                            y
-                        }
-                        Reference => cpu::asl_forward(x, xs, sh, *stride)?,
-                    };
-                    (*out, y)
-                }
-                Op::Depthwise3x3 {
-                    input,
-                    weight,
-                    stride,
-                    out,
-                } => {
-                    let (x, xs) = (&slots[*input], plan.slots[*input]);
-                    let w = param(*weight, 9 * xs.c)?;
-                    let y = match kernels {
-                        Fast => {
-                            let mut y = take(kernels, plan.slots[*out].len());
-                            cpu::fast::depthwise3x3(x, xs, w, *stride, &mut y);
-                            y
-                        }
-                        Reference => cpu::depthwise3x3(x, xs, w, *stride)?,
-                    };
-                    (*out, y)
-                }
-                Op::AvgPool { input, out } => {
-                    let v = cpu::global_avg_pool(&slots[*input], plan.slots[*input])?;
-                    (*out, v)
-                }
-                Op::Softmax { input, out } => {
-                    let s = plan.slots[*input];
-                    let v = cpu::softmax(&slots[*input], s.n, s.c * s.h * s.w)?;
-                    (*out, v)
-                }
-            };
-            slots[out] = value;
-        }
-        let logits = std::mem::take(&mut slots[plan.logits]);
-        let probs = std::mem::take(&mut slots[plan.probs]);
-        if kernels == Fast {
-            cpu::fast::BufferPool::give(slots.into_iter().chain([scratch]));
-        }
-        Ok(Output {
-            classes: self.config.classes,
-            logits,
-            probs,
+                    residual: residual.map(|r| &slots[r][..]),
+                    relu: *relu,
+                };
+                let w = param(*weight, ys.c * xs.c)?;
+                let y = match kernels {
+                    Fast => {
+                        let mut y = take(kernels, ys.len());
+                        cpu::fast::conv1x1(x, xs, w, ys.c, *stride, &ep, &mut y, scratch);
+                        y
+                    }
+                    Reference => cpu::conv1x1(x, xs, w, ys.c, *stride, ep)?,
+                };
+                (*out, y)
+            }
+            Op::Shift {
+                input,
+                shift,
+                stride,
+                out,
+            } => {
+                let (x, xs) = (&slots[*input], plan.slots[*input]);
+                let sh = param(*shift, 2 * xs.c)?;
+                let y = match kernels {
+                    Fast => {
+                        let mut y = take(kernels, plan.slots[*out].len());
+                        cpu::fast::asl_forward(x, xs, sh, *stride, &mut y);
+                        y
+                    }
+                    Reference => cpu::asl_forward(x, xs, sh, *stride)?,
+                };
+                (*out, y)
+            }
+            Op::Depthwise3x3 {
+                input,
+                weight,
+                stride,
+                out,
+            } => {
+                let (x, xs) = (&slots[*input], plan.slots[*input]);
+                let w = param(*weight, 9 * xs.c)?;
+                let y = match kernels {
+                    Fast => {
+                        let mut y = take(kernels, plan.slots[*out].len());
+                        cpu::fast::depthwise3x3(x, xs, w, *stride, &mut y);
+                        y
+                    }
+                    Reference => cpu::depthwise3x3(x, xs, w, *stride)?,
+                };
+                (*out, y)
+            }
+            Op::AvgPool { input, out } => {
+                let v = cpu::global_avg_pool(&slots[*input], plan.slots[*input])?;
+                (*out, v)
+            }
+            Op::Softmax { input, out } => {
+                let s = plan.slots[*input];
+                let v = cpu::softmax(&slots[*input], s.n, s.c * s.h * s.w)?;
+                (*out, v)
+            }
         })
     }
 }

@@ -346,3 +346,28 @@ pub fn random_model(
         .collect();
     activeshift::Model::new(config.clone(), Vec::new(), params).unwrap()
 }
+
+/// A small synthetic dataset in the cache format in `dir` (no download): class k is a bright
+/// band at row 2k + 3.
+pub fn synthetic_fashion(dir: &std::path::Path, train: usize, test: usize) {
+    use activeshift::data::{Dataset, FashionMnist, PIXELS};
+    let make = |n: usize| {
+        let mut set = Dataset::default();
+        for i in 0..n {
+            let class = i % 10;
+            let mut img = vec![0u8; PIXELS];
+            for c in 0..28 {
+                img[(2 * class + 3) * 28 + c] = 200;
+            }
+            set.pixels.extend(img);
+            set.labels.push(class as u8);
+        }
+        set
+    };
+    FashionMnist {
+        train: make(train),
+        test: make(test),
+    }
+    .save_cache(&dir.join("fashion-mnist.bin"))
+    .unwrap();
+}

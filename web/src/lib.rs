@@ -13,12 +13,18 @@
 //! - [`Demo::classify`] decodes, preprocesses and classifies one encoded image; the returned
 //!   promise resolves once the GPU readback is done (asynchronously: nothing blocks the page
 //!   while the GPU works) to an [`Outcome`], whose [`Outcome::json`] is the same JSON object as
-//!   `activeshift classify --json` prints.
+//!   `activeshift classify --json` prints;
+//! - [`Demo::tune`] measures, for every op and shape the loaded model runs, which kernel
+//!   variant is fastest on this adapter (the library's [`activeshift::gpu::tune::tune`], the
+//!   code behind the native `activeshift tune`), and runs the model with those decisions from
+//!   then on; [`Demo::tuning_json`] and [`Demo::use_tuning`] let the page keep the decisions in
+//!   `localStorage` (a cache valid only for the same adapter, driver and kernels).
 //!
 //! Errors reach JavaScript as `Error` objects whose message is meant for the user.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use activeshift::gpu::tune::{TuneBudget, Tuning, tune};
 use activeshift::model::{BlockKind, ParamId};
 use activeshift::preprocess::{decode_image, preprocess};
 use activeshift::{Classifier, Error, GpuContext, Model};
@@ -106,11 +112,14 @@ impl ModelInfo {
     }
 }
 
-/// The loaded classifier. It is taken out while a classification runs and put back afterwards,
-/// unless another model was loaded in the meantime (`generation` changed).
+/// The loaded classifier. It is taken out while a classification or a tuning runs and put back
+/// afterwards, unless another model was loaded in the meantime (`generation` changed).
 #[derive(Default)]
 struct Slot {
     classifier: Option<Classifier>,
+    /// The context the classifier runs on (GPU only): its policy, made for this model, records
+    /// the op shapes the model asks about (what [`Demo::tune`] measures).
+    ctx: Option<GpuContext>,
     generation: u64,
     busy: bool,
     runs: u64,
@@ -119,11 +128,15 @@ struct Slot {
     load_error: Option<String>,
 }
 
-/// The demo's engine: a WebGPU device (when the browser has one) and the loaded model.
+/// The demo's engine: a WebGPU device (when the browser has one), the kernel decisions measured
+/// on it, and the loaded model.
 #[wasm_bindgen]
 pub struct Demo {
+    /// The device with the rules' policy (and the page's `?kernels=` family).
     gpu: Option<GpuContext>,
     gpu_error: Option<String>,
+    /// Every decision measured (or restored) so far, for all models loaded.
+    tuning: Rc<RefCell<Tuning>>,
     slot: Rc<RefCell<Slot>>,
 }
 
@@ -202,6 +215,7 @@ impl Demo {
         Demo {
             gpu,
             gpu_error,
+            tuning: Rc::default(),
             slot: Rc::default(),
         }
     }
@@ -255,6 +269,96 @@ impl Demo {
         result.map_err(js_err)
     }
 
+    /// How many op shapes have a measured kernel decision (0: the rules choose every kernel).
+    pub fn tuned(&self) -> usize {
+        self.tuning.borrow().entries().len()
+    }
+
+    /// The measured decisions as the cache text of the native `activeshift tune` (tied to this
+    /// adapter, its driver and these kernels), for the page to keep in `localStorage`; empty
+    /// on the CPU.
+    pub fn tuning_json(&self) -> String {
+        match &self.gpu {
+            Some(ctx) => self.tuning.borrow().to_json(ctx.adapter_info()),
+            None => String::new(),
+        }
+    }
+
+    /// Take the decisions of a [`Demo::tuning_json`] text kept from an earlier visit, for the
+    /// models loaded from now on; returns how many there are. A text from another adapter,
+    /// driver or kernel version, or one that does not parse, is refused with the reason (the
+    /// rules keep choosing).
+    pub fn use_tuning(&self, json: &str) -> Result<usize, JsValue> {
+        let ctx = self
+            .gpu
+            .as_ref()
+            .ok_or_else(|| js_err("no GPU: there is nothing to tune"))?;
+        let restored = Tuning::from_json(json, ctx.adapter_info()).map_err(js_err)?;
+        let n = restored.entries().len();
+        self.tuning.borrow_mut().merge(restored);
+        Ok(n)
+    }
+
+    /// Measure which kernel variant is fastest for every op and shape the loaded model runs
+    /// (after one forward pass on a blank input if it has not run yet), spending at most
+    /// `per_key_ms` on each and about `total_ms` in all (op shapes not reached keep following
+    /// the rules), and run the model with the decisions from then on. `progress(i, n, key)`
+    /// is called before the `i`-th of `n` op shapes. The promise resolves to a JSON object:
+    /// `{clock, shapes, tuned, ms, entries: [{key, rule, chosen, micros: {variant: us}}]}`.
+    /// Everything waits on the GPU asynchronously: the page stays responsive.
+    pub fn tune(
+        &self,
+        per_key_ms: f64,
+        total_ms: f64,
+        progress: js_sys::Function,
+    ) -> js_sys::Promise {
+        let slot = Rc::clone(&self.slot);
+        let ms = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0) / 1e3);
+        let job = self.gpu.clone().map(|base| TuneJob {
+            base,
+            tuning: Rc::clone(&self.tuning),
+            budget: TuneBudget {
+                per_key: ms(per_key_ms),
+                total: Some(ms(total_ms)),
+            },
+            progress,
+        });
+        wasm_bindgen_futures::future_to_promise(async move {
+            let job = job.ok_or_else(|| js_err("no GPU: there is nothing to tune"))?;
+            let (mut classifier, ctx, generation) = {
+                let mut s = slot.borrow_mut();
+                if s.busy {
+                    return Err(js_err("a classification is already running"));
+                }
+                let (Some(c), Some(ctx)) = (s.classifier.take(), s.ctx.clone()) else {
+                    return Err(js_err(
+                        "no model is loaded: load an activeshift model first",
+                    ));
+                };
+                s.busy = true;
+                (c, ctx, s.generation)
+            };
+            let result = job.run(&mut classifier, &ctx).await;
+            let mut s = slot.borrow_mut();
+            s.busy = false;
+            if s.generation != generation {
+                return result.map(|(_, _, json)| JsValue::from(json));
+            }
+            match result {
+                Ok((tuned, tuned_ctx, json)) => {
+                    s.classifier = Some(tuned);
+                    s.ctx = Some(tuned_ctx);
+                    s.runs = 0;
+                    Ok(JsValue::from(json))
+                }
+                Err(e) => {
+                    s.classifier = Some(classifier);
+                    Err(e)
+                }
+            }
+        })
+    }
+
     /// Decode (JPEG, PNG, GIF, BMP, WebP), preprocess and classify one image with the current
     /// model, returning a promise of an [`Outcome`] with the `k` best classes. `image` becomes
     /// the `image` field of the JSON (leave it out for local files). One classification runs
@@ -296,7 +400,11 @@ impl Demo {
     fn try_load_model(&self, bytes: &[u8]) -> Result<String, String> {
         let model =
             Model::from_safetensors(bytes).map_err(|e| format!("not an activeshift model: {e}"))?;
-        let classifier = match &self.gpu {
+        let ctx = self
+            .gpu
+            .as_ref()
+            .map(|base| tuned_context(base, &self.tuning.borrow()));
+        let classifier = match &ctx {
             Some(ctx) => Classifier::gpu(ctx, model)
                 .map_err(|e| format!("cannot load the model on the GPU: {e}"))?,
             None => Classifier::cpu(model),
@@ -306,6 +414,7 @@ impl Demo {
         let json = serde_json::to_string(&info).map_err(|e| e.to_string())?;
         let mut s = self.slot.borrow_mut();
         s.classifier = Some(classifier);
+        s.ctx = ctx;
         s.generation += 1;
         s.runs = 0;
         Ok(json)
@@ -336,4 +445,105 @@ async fn run(
         forward_ms: t2 - t1,
         first: false,
     })
+}
+
+/// A context on `base`'s device whose policy, fresh (it records the op shapes of one model),
+/// follows `tuning` where it has a decision and the rules elsewhere.
+fn tuned_context(base: &GpuContext, tuning: &Tuning) -> GpuContext {
+    let decisions = (!tuning.entries().is_empty()).then(|| tuning.clone());
+    base.clone()
+        .with_policy(base.policy_overrides().clone().tuning(decisions))
+}
+
+/// What one tuning measured, for the page.
+#[derive(Serialize)]
+struct TuneReport {
+    /// What the times come from (`the device's timestamp queries`, `wall clock`).
+    clock: &'static str,
+    /// Op shapes the model runs.
+    shapes: usize,
+    /// Op shapes measured within the budget.
+    tuned: usize,
+    /// Milliseconds the tuning took.
+    ms: f64,
+    /// One per measured op shape.
+    entries: Vec<TuneRow>,
+}
+
+#[derive(Serialize)]
+struct TuneRow {
+    key: String,
+    rule: String,
+    chosen: String,
+    micros: std::collections::BTreeMap<String, f64>,
+}
+
+/// [`Demo::tune`]'s work, and what it needs besides the model.
+struct TuneJob {
+    /// The device with the rules' policy.
+    base: GpuContext,
+    /// The demo's decisions, which the measured ones join.
+    tuning: Rc<RefCell<Tuning>>,
+    budget: TuneBudget,
+    /// `progress(i, n, key)`.
+    progress: js_sys::Function,
+}
+
+impl TuneJob {
+    /// Measure the op shapes `classifier` runs on `ctx` (after one forward pass on a blank
+    /// input if it has not run), merge the decisions into the demo's, and load the model again
+    /// on a context that follows them. Returns that classifier and context, and the report.
+    async fn run(
+        self,
+        classifier: &mut Classifier,
+        ctx: &GpuContext,
+    ) -> Result<(Classifier, GpuContext, String), JsValue> {
+        let t0 = performance_now();
+        if ctx.policy().asked().is_empty() {
+            let c = &classifier.model().config;
+            let blank = vec![0.0; c.in_channels * c.input_size[0] * c.input_size[1]];
+            classifier
+                .run(&blank)
+                .await
+                .map_err(|e| js_err(format!("inference failed: {e}")))?;
+        }
+        let keys = ctx.policy().asked();
+        let n = keys.len();
+        let progress = |i: usize, key: &activeshift::gpu::tune::TuneKey| {
+            let _ = self.progress.call3(
+                &JsValue::NULL,
+                &JsValue::from(i as u32),
+                &JsValue::from(n as u32),
+                &JsValue::from(key.text()),
+            );
+        };
+        let measured = tune(ctx, &keys, self.budget, progress)
+            .await
+            .map_err(|e| js_err(format!("tuning failed: {e}")))?;
+        let entries: Vec<TuneRow> = keys
+            .iter()
+            .filter_map(|k| {
+                let e = measured.entries().get(&k.text())?;
+                Some(TuneRow {
+                    key: k.text(),
+                    rule: e.rule.clone(),
+                    chosen: e.chosen.clone(),
+                    micros: e.micros.clone(),
+                })
+            })
+            .collect();
+        let report = TuneReport {
+            clock: activeshift::gpu::DispatchTimer::new(ctx).clock(),
+            shapes: n,
+            tuned: entries.len(),
+            ms: performance_now() - t0,
+            entries,
+        };
+        self.tuning.borrow_mut().merge(measured);
+        let tuned = tuned_context(&self.base, &self.tuning.borrow());
+        let again = Classifier::gpu(&tuned, classifier.model().clone())
+            .map_err(|e| js_err(format!("cannot load the model on the GPU: {e}")))?;
+        let json = serde_json::to_string(&report).map_err(js_err)?;
+        Ok((again, tuned, json))
+    }
 }

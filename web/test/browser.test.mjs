@@ -185,6 +185,96 @@ test('WebGPU: a bundled sample and cat.jpg give the native top-5', { timeout: 60
   }
 });
 
+test('tuning in Chromium: the kernels are measured without blocking the page, kept, and classify as the rules do', { timeout: 900_000 }, async () => {
+  const browser = await launch(true);
+  try {
+    const { page, errors } = await openPage(
+      browser,
+      '?model=/test-data/w32.safetensors&image=samples/orange.png',
+    );
+    assert.match(await text(page, '#tune-status'), /^chosen by the rules/);
+    const rules = await checkResult(page, 'orange.png', 'WebGPU, the rules');
+    console.log(`timing with the rules' kernels: ${await text(page, '#timing')}`);
+    assert.equal(await page.locator('#tune').isEnabled(), true);
+
+    // Press "Tune for this device"; while it runs the page answers and shows its progress.
+    await page.evaluate(() => {
+      document.getElementById('result-json').textContent = '';
+    });
+    const started = Date.now();
+    await page.click('#tune');
+    const seen = new Set();
+    let slowest = 0;
+    for (;;) {
+      const t = Date.now();
+      const [state, status] = await page.evaluate(() => [
+        document.body.dataset.state,
+        document.getElementById('tune-status').textContent,
+      ]);
+      slowest = Math.max(slowest, Date.now() - t);
+      if (/^tuning \d+ of \d+ op shapes/.test(status)) seen.add(status);
+      if (state === 'idle') break;
+      assert.ok(Date.now() - started < 800_000, 'tuning did not finish');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const status = await text(page, '#tune-status');
+    console.log(
+      `tuning took ${Date.now() - started} ms (with the rerun of orange.png); ${seen.size} ` +
+        `progress states seen; slowest answer of the page while tuning ${slowest} ms; ${status}`,
+    );
+    assert.equal(await text(page, '#error'), '');
+    assert.ok(seen.size >= 1, 'no progress was shown while tuning');
+    const m = status.match(/^tuned: (\d+) of (\d+) op shapes measured in .* \((wall clock|the device's timestamp queries)\)/);
+    assert.ok(m, `#tune-status: ${status}`);
+    const report = JSON.parse(await text(page, '#tune-json'));
+    assert.equal(report.tuned, Number(m[1]));
+    assert.ok(report.tuned >= 1 && report.tuned <= report.shapes, `${report.tuned} of ${report.shapes}`);
+    assert.equal(report.entries.length, report.tuned);
+    for (const e of report.entries) {
+      const times = Object.entries(e.micros);
+      console.log(`  ${e.key.padEnd(36)} rule ${e.rule.padEnd(14)} tuned ${e.chosen.padEnd(14)} ` +
+        times.map(([n, us]) => `${n} ${us.toFixed(0)}`).join(', '));
+      assert.ok(times.length >= 1, e.key);
+      assert.ok(times.every(([, us]) => Number.isFinite(us) && us > 0), e.key);
+      assert.equal(e.micros[e.chosen], Math.min(...times.map(([, us]) => us)), e.key);
+      assert.ok(e.rule in e.micros, `${e.key}: the rules' pick ${e.rule} was not timed`);
+    }
+    assert.equal(await page.evaluate(() => document.body.dataset.tuned), String(report.tuned));
+
+    // The tuned kernels classify as the rules did (and as the native CLI does).
+    const tuned = await checkResult(page, 'orange.png', 'WebGPU, tuned');
+    assert.deepEqual(tuned.top.map((t) => t.class), rules.top.map((t) => t.class));
+    const diff = Math.max(...tuned.top.map((t, i) => Math.abs(t.prob - rules.top[i].prob)));
+    console.log(`tuned vs rules: max |dprob| = ${diff.toExponential(2)}`);
+    assert.ok(diff <= TOLERANCE);
+    console.log(`timing with the tuned kernels: ${await text(page, '#timing')}`);
+    await screenshot(page, 'webgpu-tuned.png');
+
+    // The decisions are kept in this browser: a reload uses them without measuring again.
+    await page.reload();
+    await idle(page);
+    assert.match(
+      await text(page, '#tune-status'),
+      new RegExp(`^${report.tuned} op shapes tuned on this device earlier`),
+    );
+    assert.equal(await page.evaluate(() => document.body.dataset.tuned), String(report.tuned));
+    await act(page, () => page.setInputFiles('#image-file', join(data, 'cat.jpg')));
+    assert.equal((await checkResult(page, 'cat.jpg', 'WebGPU, kept tuning')).top[0].class, 285);
+    // A kept tuning from another adapter or kernel version is refused, the rules choose.
+    await page.evaluate(() => {
+      const kept = JSON.parse(localStorage.getItem('activeshift.tuning'));
+      kept.kernels = '0000000000000000';
+      localStorage.setItem('activeshift.tuning', JSON.stringify(kept));
+    });
+    await page.reload();
+    await idle(page);
+    assert.match(await text(page, '#tune-status'), /^chosen by the rules \(a kept tuning was not used: .*stale/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('WebGPU with ?kernels=gpu: the hardware-GPU kernels give the native top-5 too', { timeout: 600_000 }, async () => {
   // What a browser with a hardware GPU runs (workgroup-tiled GEMM, direct 3x3 stem, vec4 ASL,
   // the ASL fused into the tiled GEMM), compiled by Tint and run on SwiftShader.

@@ -4,7 +4,10 @@
 //
 // Automation contract: `?image=URL` classifies on load; when a classification is done, the
 // JSON object of `activeshift classify --json` is the text of #result-json; a failure puts a
-// message into #error. <body data-state> is `loading`, `busy` or `idle`.
+// message into #error. <body data-state> is `loading`, `busy` or `idle`. `?tune=1` (or the
+// "Tune for this device" button) measures the kernels for the loaded model, then classifies
+// the last image again with them; the measurement's JSON report is the text of #tune-json and
+// <body data-tuned> counts the op shapes with a measured decision.
 import init, { Demo } from './pkg/activeshift_web.js';
 
 const $ = (id) => document.getElementById(id);
@@ -22,6 +25,14 @@ let model = null; // ModelInfo from Rust
 let firstMs = null; // first forward pass of the current model
 let modelError = null; // why the last model load failed (while no model is loaded)
 let pending = 0;
+let lastImage = null; // [bytes, name, previewUrl] of the last image classified
+
+// Tuning: the time per op shape (shared by its candidate kernels) and for the whole model (op
+// shapes not reached keep the rules). The decisions are kept in localStorage; the library
+// refuses them on another adapter, driver or kernel version.
+const TUNE_PER_KEY_MS = 150;
+const TUNE_TOTAL_MS = 120_000;
+const TUNING_STORE = 'activeshift.tuning';
 let queue = Promise.resolve();
 
 /** Run tasks one after another (one classification or model load at a time). */
@@ -79,6 +90,8 @@ function loadModelBytes(bytes, source) {
   $('bars').replaceChildren();
   $('timing').textContent = '';
   $('result-json').textContent = '';
+  lastImage = null;
+  $('tune').disabled = !demo.on_gpu();
   drawShifts(info.shifts);
 }
 
@@ -136,6 +149,7 @@ async function classify(bytes, imageName, previewUrl) {
     // Once per model: run again for the warm time (pipelines compiled, buffers allocated).
     out = await demo.classify(bytes, k, imageName ?? undefined);
   }
+  lastImage = [bytes, imageName, previewUrl];
   const result = JSON.parse(out.json);
   $('top-title').textContent = `Top ${result.top.length}`;
   drawBars(result.top);
@@ -185,6 +199,78 @@ function loadModelFile(file) {
 function openFile(file) {
   if (/\.safetensors$/i.test(file.name)) return loadModelFile(file);
   return classifyFile(file);
+}
+
+// ---------------------------------------------------------------- tuning
+
+function tuneStatus(msg) {
+  $('tune-status').textContent = msg;
+}
+
+/** Take the decisions an earlier visit kept, if they were measured on this adapter. */
+function restoreTuning() {
+  let text = null;
+  try {
+    text = localStorage.getItem(TUNING_STORE);
+  } catch {
+    text = null;
+  }
+  if (!text) return;
+  try {
+    const n = demo.use_tuning(text);
+    document.body.dataset.tuned = String(demo.tuned());
+    tuneStatus(`${n} op shapes tuned on this device earlier (kept in this browser); the rules ` +
+      'choose for the others');
+  } catch (e) {
+    tuneStatus(`chosen by the rules (a kept tuning was not used: ${errText(e)})`);
+  }
+}
+
+/** Measure the kernels for the loaded model, keep the decisions, rerun the last image. */
+function tuneModel() {
+  return enqueue(async () => {
+    clearError();
+    const bar = $('tune-progress');
+    const button = $('tune');
+    button.disabled = true;
+    bar.hidden = false;
+    bar.removeAttribute('value');
+    tuneStatus('tuning: a first forward pass to find the op shapes…');
+    try {
+      await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+      const json = await demo.tune(TUNE_PER_KEY_MS, TUNE_TOTAL_MS, (i, n, key) => {
+        bar.max = n;
+        bar.value = i;
+        tuneStatus(`tuning ${i + 1} of ${n} op shapes: ${key}`);
+      });
+      const report = JSON.parse(json);
+      const differ = report.entries.filter((e) => e.chosen !== e.rule).length;
+      document.body.dataset.tuned = String(demo.tuned());
+      tuneStatus(`tuned: ${report.tuned} of ${report.shapes} op shapes measured in ` +
+        `${ms(report.ms)} (${report.clock}); ${differ} run another kernel than the rules pick`);
+      $('tune-json').textContent = JSON.stringify(report, null, 1);
+      $('tune-details').hidden = false;
+      try {
+        localStorage.setItem(TUNING_STORE, demo.tuning_json());
+      } catch {
+        // Storage full or disabled: the decisions still hold for this visit.
+      }
+    } catch (e) {
+      tuneStatus('chosen by the rules');
+      showError(`tuning: ${errText(e)}`);
+      return;
+    } finally {
+      bar.hidden = true;
+      button.disabled = !demo.has_model();
+    }
+    if (lastImage) {
+      try {
+        await classify(...lastImage);
+      } catch (e) {
+        showError(errText(e));
+      }
+    }
+  });
 }
 
 // ---------------------------------------------------------------- drawing
@@ -288,6 +374,7 @@ async function adapterText() {
 }
 
 function wireUp() {
+  $('tune').addEventListener('click', () => tuneModel());
   $('image-file').addEventListener('change', (e) => {
     const f = e.target.files?.[0];
     if (f) classifyFile(f);
@@ -347,11 +434,13 @@ async function main() {
   }
   notice(noticeText());
   $('adapter').textContent = await adapterText();
+  if (demo.on_gpu()) restoreTuning();
 
   await enqueue(() =>
     tryModelLoad(() =>
       params.get('model') ? loadModelUrl(params.get('model')) : loadDefaultModel()));
   if (params.get('image')) await classifyUrl(params.get('image'));
+  if (params.get('tune') && demo.on_gpu() && demo.has_model()) await tuneModel();
   document.body.dataset.state = pending ? 'busy' : 'idle';
 }
 

@@ -186,7 +186,7 @@ impl AslForward {
         match variant {
             AslForwardVariant::Scalar if os.plane() <= SMALL_PLANE => {
                 // 64 invocations per workgroup: a 7x7 plane fills 49 of them instead of 49 of
-                // 256 (w32's 7x7 shifts: 0.45 -> 0.25 ms each on lavapipe).
+                // 256 (w32's 7x7 shifts took about half the time on lavapipe).
                 let groups = workgroups(OP, device, [os.plane().div_ceil(64), xs.c, xs.n])?;
                 Ok(self.small.get().prepare(device, &params, &bindings, groups))
             }

@@ -1,7 +1,8 @@
 //! The Active Shift Layer fused into the following 1x1 convolution: the GEMM reads its input
 //! through the bilinear shift, so the shifted tensor never exists in memory.
 
-use super::conv1x1::{Conv1x1Params, PackedGemm, PackedPipelines, bind_epilogue, weight_cout};
+use super::conv1x1::{Conv1x1Params, bind_epilogue, weight_cout};
+use super::packed::{PackedGemm, PackedPipelines};
 use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Conv1x1Epilogue;
@@ -60,6 +61,23 @@ pub(crate) struct TapsParams {
     pub(crate) _pad: [u32; 2],
 }
 
+/// The operands of [`AslConv1x1::prepare`]: `y = epilogue(W · ASL(x; shift, stride))`.
+#[derive(Clone, Copy)]
+pub struct AslConv1x1Args<'a> {
+    /// `[N, C, H, W]` input.
+    pub x: &'a GpuTensor,
+    /// `[2, C]` shift: all `xpos`, then all `ypos`.
+    pub shift: &'a GpuTensor,
+    /// The shift's stride (the GEMM itself runs at stride 1).
+    pub stride: usize,
+    /// `[Cout, C]` weight.
+    pub weight: &'a GpuTensor,
+    /// What the GEMM applies to its result (no input affine: refused).
+    pub epilogue: Conv1x1Epilogue<'a>,
+    /// `[N, Cout, (H-1)/s+1, (W-1)/s+1]` output.
+    pub y: &'a GpuTensor,
+}
+
 /// `y = epilogue(W · ASL(x; shift, stride))` in one GEMM (after `asl_taps.wgsl`, which turns
 /// the shifts into per-channel taps, and for the register-tiled variants `conv1x1_pack.wgsl`).
 ///
@@ -103,47 +121,38 @@ impl AslConv1x1 {
     }
 
     /// Prepare (validate shapes, bind buffers) the dispatch computing
-    /// `y = epilogue(W · ASL(x; shift, stride))`: `x` is `[N, C, H, W]`, `shift` `[2, C]` (all
-    /// `xpos`, then all `ypos`), `weight` `[Cout, C]`, `y` `[N, Cout, (H-1)/s+1, (W-1)/s+1]`.
-    /// Equal (up to rounding) to [`AslForward`](super::AslForward) followed by
-    /// [`Conv1x1`](super::Conv1x1) at stride 1 with the same epilogue; a NaN shift makes its
-    /// channel contribute 0, as there.
+    /// `y = epilogue(W · ASL(x; shift, stride))` ([`AslConv1x1Args`]), with the variant
+    /// [`AslConv1x1::choose`] picks. Equal (up to rounding) to [`AslForward`](super::AslForward)
+    /// followed by [`Conv1x1`](super::Conv1x1) at stride 1 with the same epilogue; a NaN shift
+    /// makes its channel contribute 0, as there.
     ///
     /// # Errors
     /// [`Error::Shape`] for mismatched tensors, [`Error::InvalidArgument`] for a zero stride or
     /// an output sharing a buffer with an input, [`Error::DeviceLimit`] for more than
     /// [`ASL_CONV1X1_MAX_CHANNELS`] input channels or sizes beyond the device's limits.
-    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
-    pub fn prepare(
-        &self,
-        ctx: &GpuContext,
-        x: &GpuTensor,
-        shift: &GpuTensor,
-        stride: usize,
-        weight: &GpuTensor,
-        epilogue: Conv1x1Epilogue<'_>,
-        y: &GpuTensor,
-    ) -> Result<Dispatch> {
-        let xs = x.shape4("asl_conv1x1", "input")?;
-        let cout = weight.dims().first().copied().unwrap_or(0);
-        let variant = Self::choose(ctx.policy(), xs, cout, stride);
-        self.prepare_variant(variant, ctx, x, shift, stride, weight, epilogue, y)
+    pub fn prepare(&self, ctx: &GpuContext, args: AslConv1x1Args<'_>) -> Result<Dispatch> {
+        let xs = args.x.shape4("asl_conv1x1", "input")?;
+        let cout = args.weight.dims().first().copied().unwrap_or(0);
+        let variant = Self::choose(ctx.policy(), xs, cout, args.stride);
+        self.prepare_variant(variant, ctx, args)
     }
 
     /// [`AslConv1x1::prepare`] with a given variant (an error where
     /// [`AslConv1x1Variant::supports`] is false).
-    #[allow(clippy::too_many_arguments)]
     pub fn prepare_variant(
         &self,
         variant: AslConv1x1Variant,
         ctx: &GpuContext,
-        x: &GpuTensor,
-        shift: &GpuTensor,
-        stride: usize,
-        weight: &GpuTensor,
-        epilogue: Conv1x1Epilogue<'_>,
-        y: &GpuTensor,
+        args: AslConv1x1Args<'_>,
     ) -> Result<Dispatch> {
+        let AslConv1x1Args {
+            x,
+            shift,
+            stride,
+            weight,
+            epilogue,
+            y,
+        } = args;
         const OP: &str = "asl_conv1x1";
         let xs = x.shape4(OP, "input")?;
         check_stride(OP, stride)?;

@@ -1,6 +1,7 @@
 //! The 3x3 pad-1 convolution of the network stem.
 
-use super::conv1x1::{PackedGemm, PackedPipelines, bind_epilogue};
+use super::conv1x1::bind_epilogue;
+use super::packed::{PackedGemm, PackedPipelines};
 use super::{
     Conv1x1Epilogue, Dispatch, LazyPipeline, expect_dims, expect_distinct, u32_of, workgroups,
 };

@@ -41,7 +41,6 @@ impl Affine {
     /// Prepare (validate shapes, bind buffers) the dispatch computing `y = scale[c] * x + bias[c]` (then `max(y, 0)` when `relu`). `x` and `y` are
     /// `[N, C, H, W]`, `scale` and `bias` `[C]`. `y` may be `x` itself (the same buffer): the
     /// tensor is then updated in place.
-    #[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
     pub fn prepare(
         &self,
         ctx: &GpuContext,

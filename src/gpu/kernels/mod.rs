@@ -4,22 +4,23 @@
 mod asl;
 mod asl_conv1x1;
 mod conv1x1;
+mod conv1x1_backward;
 mod conv3x3;
 mod depthwise;
 mod elementwise;
+mod packed;
 mod training;
 
 pub use asl::{
     AslBackwardInput, AslBackwardShift, AslForward, AslForwardVariant, ShiftGradNormalize,
 };
-pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, AslConv1x1Variant};
-pub(crate) use conv1x1::one_dispatch_pays;
-pub use conv1x1::{
-    Conv1x1, Conv1x1BackwardInput, Conv1x1BackwardWeight, Conv1x1Epilogue, Conv1x1Variant,
-};
+pub use asl_conv1x1::{ASL_CONV1X1_MAX_CHANNELS, AslConv1x1, AslConv1x1Args, AslConv1x1Variant};
+pub use conv1x1::{Conv1x1, Conv1x1Args, Conv1x1Epilogue, Conv1x1Variant};
+pub use conv1x1_backward::{Conv1x1BackwardInput, Conv1x1BackwardWeight};
 pub use conv3x3::Conv3x3;
 pub use depthwise::Depthwise3x3;
 pub use elementwise::{Affine, BufferCopy, GlobalAvgPool, Softmax};
+pub(crate) use packed::one_dispatch_pays;
 pub use training::{
     Add, BatchNormTrain, Conv3x3BackwardWeight, Depthwise3x3Backward, GlobalAvgPoolBackward,
     SoftmaxCrossEntropy,

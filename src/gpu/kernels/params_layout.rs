@@ -44,9 +44,9 @@ fn rust_layouts() -> Vec<RustLayout> {
             [n, cin, cout, h, w, ho, wo, stride, flags, k_chunk, splits],
             [_pad]
         ),
-        layout!(conv1x1::PackParams, [cout, cin, kc, rows, nk, len], [_pad]),
+        layout!(packed::PackParams, [cout, cin, kc, rows, nk, len], [_pad]),
         layout!(
-            conv1x1::GemmParams,
+            packed::GemmParams,
             [
                 n, cin, cout, h, w, ho, wo, stride, flags, row0, kc, k0, k1, nrows
             ],

@@ -2,7 +2,7 @@
 //! runs on this device, print the table, keep the decisions in the tuning cache, and time a
 //! whole forward pass with the rules against the tuned choice in the same run.
 
-use activeshift::gpu::tune::{TuneKey, Tuning, tune};
+use activeshift::gpu::tune::{TuneBudget, TuneKey, Tuning, tune_blocking};
 use activeshift::model::GpuModel;
 use activeshift::{GpuContext, Result};
 use std::path::PathBuf;
@@ -87,14 +87,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
     let rules = crate::open_gpu_with(false)?;
     println!("adapter: {}", rules.describe());
     let timer = activeshift::gpu::DispatchTimer::new(&rules);
-    println!(
-        "kernel times: {}",
-        if timer.uses_timestamps() {
-            "the device's timestamp queries"
-        } else {
-            "wall clock"
-        }
-    );
+    println!("kernel times: {}", timer.clock());
     let model = crate::load_model(Some(&a.model))?;
     let cfg = &model.config;
     let input = vec![0.0f32; a.batch * cfg.in_channels * cfg.input_size[0] * cfg.input_size[1]];
@@ -104,7 +97,8 @@ pub fn run(a: TuneArgs) -> Result<()> {
     pollster::block_on(gm_rules.forward(&input))?;
     let keys: Vec<TuneKey> = rules.policy().asked();
     println!("{} op shapes, budget {} ms each\n", keys.len(), a.budget_ms);
-    let tuning = tune(&rules, &keys, Duration::from_millis(a.budget_ms))?;
+    let budget = TuneBudget::per_key(Duration::from_millis(a.budget_ms));
+    let tuning = tune_blocking(&rules, &keys, budget)?;
 
     println!(
         "{:<36} {:<16} {:<16} candidates (us per run)",

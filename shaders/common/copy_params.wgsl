@@ -1,0 +1,8 @@
+// Mirrors `CopyParams` in src/gpu/kernels/elementwise.rs (the params-layout test checks it).
+struct CopyParams {
+    len: u32,
+    // Invocations per row of the 2D dispatch (groups.x * WG_SIZE).
+    row: u32,
+    _pad0: u32,
+    _pad1: u32,
+}

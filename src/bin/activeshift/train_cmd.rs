@@ -1,0 +1,490 @@
+//! `activeshift train`: the training loop with its progress bar, checkpoints, Ctrl-C handling
+//! and resume checks.
+
+use super::*;
+
+fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
+    arch.strip_prefix("asnet20-")
+        .and_then(|we| we.split_once('x'))
+        .and_then(|(w, e)| Some((w.parse().ok()?, e.parse().ok()?)))
+        .filter(|&(w, e): &(usize, usize)| w > 0 && e > 0)
+        .ok_or_else(|| {
+            activeshift::Error::invalid(
+                "train",
+                format!("--arch must be asnet20-WxE, found `{arch}`"),
+            )
+        })
+}
+
+/// A callback given each checkpoint's state.
+pub(crate) type OnCheckpoint = Box<dyn Fn(&activeshift::train::Trainer) -> Result<()>>;
+
+/// What a command that runs `train` for its own purposes (`ablation`) adds to it.
+pub(crate) struct Driver {
+    /// Called after every checkpoint write (within epochs, at their ends, on Ctrl-C).
+    pub on_checkpoint: OnCheckpoint,
+    /// The command that continues the run, printed on Ctrl-C.
+    pub resume_command: String,
+}
+
+/// The training settings `a` asks for.
+fn settings_of(a: &TrainArgs) -> activeshift::train::TrainSettings {
+    use activeshift::train::{Schedule, ShiftMode, TrainSettings};
+    TrainSettings {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        shift: match a.shift {
+            ShiftChoice::Learned => ShiftMode::Learned,
+            ShiftChoice::Grouped => ShiftMode::Grouped,
+            ShiftChoice::SampledInt => ShiftMode::SampledInt,
+            ShiftChoice::SampledReal => ShiftMode::SampledReal,
+        },
+        schedule: match a.schedule {
+            ScheduleChoice::Cosine => Schedule::Cosine,
+            ScheduleChoice::Step => Schedule::Step,
+        },
+        augment: !a.no_augment,
+        seed: a.seed,
+        ..TrainSettings::default()
+    }
+}
+
+/// `--resume` continues the run the checkpoint holds, with its settings: an error naming every
+/// setting given on this command line that differs from the checkpoint's.
+fn check_resume_settings(
+    a: &TrainArgs,
+    t: &activeshift::train::Trainer,
+    checkpoint: &Path,
+) -> Result<()> {
+    let want = settings_of(a);
+    let have = &t.settings;
+    let depthwise = t.config.block == activeshift::model::BlockKind::Depthwise;
+    let mut diffs = Vec::new();
+    for &flag in &a.given {
+        let (saved, asked) = match flag {
+            "--arch" => (
+                t.config.name.trim_end_matches("-depthwise").to_string(),
+                a.arch.clone(),
+            ),
+            "--epochs" => (have.epochs.to_string(), want.epochs.to_string()),
+            "--batch" => (have.batch.to_string(), want.batch.to_string()),
+            "--lr" => (have.lr.to_string(), want.lr.to_string()),
+            "--weight-decay" => (have.weight_decay.to_string(), want.weight_decay.to_string()),
+            "--schedule" => (
+                format!("{:?}", have.schedule).to_lowercase(),
+                format!("{:?}", want.schedule).to_lowercase(),
+            ),
+            "--shift" => (format!("{:?}", have.shift), format!("{:?}", want.shift)),
+            "--block" => (
+                if depthwise { "depthwise" } else { "asl" }.to_string(),
+                format!("{:?}", a.block).to_lowercase(),
+            ),
+            "--seed" => (have.seed.to_string(), want.seed.to_string()),
+            "--no-augment" => (
+                (if have.augment { "off" } else { "on" }).to_string(),
+                (if want.augment { "off" } else { "on" }).to_string(),
+            ),
+            _ => continue,
+        };
+        if saved != asked {
+            diffs.push(format!("{flag} {asked} (the run has {saved})"));
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(activeshift::Error::invalid(
+        "train --resume",
+        format!(
+            "{} holds a run with other settings: {}; drop these flags to continue it, or start \
+             a new run with --force",
+            checkpoint.display(),
+            diffs.join(", ")
+        ),
+    ))
+}
+
+/// Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where it
+/// writes a checkpoint and prints the command that resumes; a second Ctrl-C, or one outside
+/// the training loop, quits at once (exit status 130).
+static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static IN_TRAINING_LOOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn install_sigint() {
+    use std::sync::atomic::Ordering::SeqCst;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let handler = ctrlc::set_handler(|| {
+            if IN_TRAINING_LOOP.load(SeqCst) && !STOP_REQUESTED.swap(true, SeqCst) {
+                eprintln!(
+                    "\ninterrupted: writing a checkpoint after this step (Ctrl-C again quits at once)"
+                );
+            } else {
+                eprintln!("\ninterrupted");
+                std::process::exit(130);
+            }
+        });
+        if let Err(e) = handler {
+            eprintln!("note: Ctrl-C will not write a checkpoint ({e})");
+        }
+    });
+}
+
+/// One shell word: as it is when that is safe, else in single quotes.
+pub(crate) fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line that resumes this run: this one without `--force`, with `--resume`.
+fn resume_command() -> String {
+    let mut words: Vec<String> = std::env::args()
+        .filter(|w| w != "--force")
+        .map(|w| shell_quote(&w))
+        .collect();
+    if !words.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    words.join(" ")
+}
+
+/// `1h02m`, `3m05s`, `12s`.
+pub(crate) fn format_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The fresh run `a` asks for (its initial parameters are a function of the settings).
+pub(crate) fn new_trainer(a: &TrainArgs) -> Result<activeshift::train::Trainer> {
+    let (w, e) = parse_asnet(&a.arch)?;
+    let labels = activeshift::data::LABELS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut config = activeshift::train::fashion_mnist_config(w, e);
+    if a.block == BlockChoice::Depthwise {
+        config.block = activeshift::model::BlockKind::Depthwise;
+        config.name.push_str("-depthwise");
+    }
+    activeshift::train::Trainer::new(config, labels, settings_of(a))
+}
+
+pub(crate) fn train(a: TrainArgs) -> Result<()> {
+    use activeshift::data::FashionMnist;
+    use activeshift::train::Trainer;
+    let checkpoint = a
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| a.output.with_extension("ckpt"));
+    // Both files are checked (and their folders made) before any work: a resumed run rewrites
+    // the output and checkpoint its earlier epochs wrote; a fresh one asks first.
+    if checkpoint == a.output {
+        return Err(activeshift::Error::invalid(
+            "train",
+            "--checkpoint and -o name the same file",
+        ));
+    }
+    refuse_overwrite(&a.output, a.force || a.resume)?;
+    if a.resume {
+        if !checkpoint.is_file() {
+            return Err(io_err(
+                &checkpoint,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no checkpoint to resume (--checkpoint, default OUTPUT.ckpt)",
+                ),
+            ));
+        }
+    } else if std::fs::symlink_metadata(&checkpoint).is_ok() && !a.force {
+        return Err(io_err(
+            &checkpoint,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "checkpoint exists (pass --resume to continue its run or --force to start over)",
+            ),
+        ));
+    }
+    refuse_overwrite(&checkpoint, true)?;
+    let mut trainer = if a.resume {
+        let t = Trainer::load_checkpoint(&checkpoint)?;
+        check_resume_settings(&a, &t, &checkpoint)?;
+        eprintln!(
+            "resuming {} at epoch {} step {}",
+            checkpoint.display(),
+            t.epoch,
+            t.step_in_epoch
+        );
+        // The output is replaced without --force only when it is this run's model (written by
+        // its earlier epochs), never an unrelated file.
+        if !a.force && std::fs::symlink_metadata(&a.output).is_ok() {
+            let ours =
+                Model::load(&a.output).is_ok_and(|m| m.config == t.config && m.labels == t.labels);
+            if !ours {
+                return Err(activeshift::Error::Io {
+                    path: a.output.display().to_string(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "file exists and is not a model of the resumed run (pass --force to \
+                         replace it)",
+                    ),
+                });
+            }
+        }
+        t
+    } else {
+        new_trainer(&a)?
+    };
+    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let train_set = match a.limit {
+        Some(n) => data.train.per_class(n),
+        None => data.train.clone(),
+    };
+    let device = gpu_for(a.backend, "training")?;
+    let finished = trainer.epoch >= trainer.settings.epochs;
+    install_sigint();
+    let completed = match device {
+        Some(ctx) => {
+            let mut be = activeshift::train::GpuBackend::new(ctx.clone());
+            let eval = |t: &Trainer, set: &activeshift::data::Dataset| {
+                let mut clf = Classifier::gpu(&ctx, t.export()?)?;
+                t.evaluate_with(set, |input, _| Ok(clf.run_blocking(input)?.logits))
+            };
+            train_epochs(
+                &a,
+                &mut trainer,
+                &mut be,
+                &train_set,
+                &data.test,
+                &checkpoint,
+                eval,
+            )
+        }
+        None => {
+            let eval = |t: &Trainer, set: &activeshift::data::Dataset| t.evaluate(set);
+            let mut be = activeshift::train::CpuBackend;
+            train_epochs(
+                &a,
+                &mut trainer,
+                &mut be,
+                &train_set,
+                &data.test,
+                &checkpoint,
+                eval,
+            )
+        }
+    };
+    IN_TRAINING_LOOP.store(false, std::sync::atomic::Ordering::SeqCst);
+    if !completed? {
+        eprintln!(
+            "stopped at epoch {} step {}; checkpoint written to {}",
+            trainer.epoch + 1,
+            trainer.step_in_epoch,
+            checkpoint.display()
+        );
+        let resume = match &a.driver {
+            Some(d) => d.resume_command.clone(),
+            None => resume_command(),
+        };
+        eprintln!("resume with:\n  {resume}");
+        std::process::exit(130);
+    }
+    if finished {
+        // A resumed run that had already finished: its model, written again (the same bytes).
+        eprintln!(
+            "the run in {} had finished all {} epochs; nothing to train",
+            checkpoint.display(),
+            trainer.settings.epochs
+        );
+        trainer.export()?.save(&a.output, true)?;
+    }
+    if a.driver.is_some() {
+        // The driver prints its own output; this file is its intermediate.
+        eprintln!("wrote {}", a.output.display());
+    } else {
+        println!("wrote {}", a.output.display());
+    }
+    Ok(())
+}
+
+/// Tell the driver, if any, that a checkpoint of `trainer` was written.
+fn checkpoint_written(a: &TrainArgs, trainer: &activeshift::train::Trainer) -> Result<()> {
+    match &a.driver {
+        Some(d) => (d.on_checkpoint)(trainer),
+        None => Ok(()),
+    }
+}
+
+/// The epochs of a training run on backend `be`, evaluating on `test_set` with `eval` after
+/// each epoch; checkpoints along the way, the model written after every epoch. `Ok(false)`
+/// when Ctrl-C stopped it (a checkpoint written at the step it stopped).
+#[allow(clippy::too_many_arguments)]
+fn train_epochs<B: activeshift::train::Backend>(
+    a: &TrainArgs,
+    trainer: &mut activeshift::train::Trainer,
+    be: &mut B,
+    train_set: &activeshift::data::Dataset,
+    test_set: &activeshift::data::Dataset,
+    checkpoint: &std::path::Path,
+    eval: impl Fn(
+        &activeshift::train::Trainer,
+        &activeshift::data::Dataset,
+    ) -> Result<activeshift::train::Stats>,
+) -> Result<bool> {
+    use std::sync::atomic::Ordering::SeqCst;
+    if train_set.len() < trainer.settings.batch {
+        return Err(activeshift::Error::invalid(
+            "train",
+            format!(
+                "the training set has {} images, fewer than one batch of {}",
+                train_set.len(),
+                trainer.settings.batch
+            ),
+        ));
+    }
+    let steps = trainer.steps_per_epoch(train_set.len());
+    let total = steps * trainer.settings.epochs;
+    if trainer.step_in_epoch > steps {
+        return Err(activeshift::Error::invalid(
+            "train --resume",
+            format!(
+                "the checkpoint is at step {} of an epoch, but this training set has {steps} \
+                 steps per epoch (a different --limit?)",
+                trainer.step_in_epoch
+            ),
+        ));
+    }
+    eprintln!(
+        "training {} ({} parameters) on {} images, {} epochs x {} steps, batch {}, shifts {:?}, {}",
+        trainer.config.name,
+        trainer.config.param_count(),
+        train_set.len(),
+        trainer.settings.epochs,
+        steps,
+        trainer.settings.batch,
+        trainer.settings.shift,
+        be.describe(),
+    );
+    // Files this process has not written yet are replaced only when allowed (--force; a
+    // resumed run's own files), checked again at the rename: a file created there meanwhile is
+    // kept.
+    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, a.force || a.resume);
+    IN_TRAINING_LOOP.store(true, SeqCst);
+    // Whole-run ETA: the average time of this session's steps (epoch-end evaluation included)
+    // times the steps left.
+    let run_started = std::time::Instant::now();
+    let first_global = trainer.epoch * steps + trainer.step_in_epoch;
+    let eta = |global_done: usize| -> String {
+        let done = global_done.saturating_sub(first_global);
+        if done == 0 {
+            return "run ETA ?".into();
+        }
+        let per_step = run_started.elapsed().as_secs_f64() / done as f64;
+        format!(
+            "run ETA {}",
+            format_duration(per_step * total.saturating_sub(global_done) as f64)
+        )
+    };
+    while trainer.epoch < trainer.settings.epochs {
+        if STOP_REQUESTED.load(SeqCst) {
+            return Ok(false);
+        }
+        let epoch = trainer.epoch;
+        let order = trainer.epoch_order(train_set.len(), epoch);
+        let bar = indicatif::ProgressBar::new(steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} in this epoch)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, trainer.settings.epochs));
+        bar.set_position(trainer.step_in_epoch as u64);
+        let mut stats = activeshift::train::Stats::default();
+        let started = std::time::Instant::now();
+        let first = trainer.step_in_epoch;
+        while trainer.step_in_epoch < steps {
+            let s = trainer.step_in_epoch;
+            let idx = &order[s * trainer.settings.batch..][..trainer.settings.batch];
+            let global = epoch * steps + s;
+            let lr = trainer.lr_at(global, total);
+            let st = trainer.train_step_on(
+                be,
+                train_set,
+                idx,
+                lr,
+                trainer.settings.seed.wrapping_add(global as u64 * 7919),
+            )?;
+            stats.loss_sum += st.loss_sum;
+            stats.correct += st.correct;
+            stats.seen += st.seen;
+            trainer.step_in_epoch += 1;
+            let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            let left = eta(global + 1);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
+                stats.loss(),
+                stats.accuracy() * 100.0,
+                rate
+            ));
+            bar.inc(1);
+            if bar.is_hidden() && trainer.step_in_epoch.is_multiple_of(50) {
+                // Not a terminal (a log file): a plain line now and then instead of the bar.
+                eprintln!(
+                    "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
+                    epoch + 1,
+                    trainer.settings.epochs,
+                    trainer.step_in_epoch,
+                    stats.loss(),
+                    stats.accuracy() * 100.0,
+                    rate
+                );
+            }
+            let stop = STOP_REQUESTED.load(SeqCst);
+            if stop || (trainer.step_in_epoch - first).is_multiple_of(a.checkpoint_every.max(1)) {
+                trainer.save_checkpoint_to(checkpoint, own_checkpoint)?;
+                own_checkpoint = true;
+                checkpoint_written(a, trainer)?;
+            }
+            if stop {
+                bar.abandon();
+                return Ok(false);
+            }
+        }
+        bar.finish();
+        trainer.epoch += 1;
+        trainer.step_in_epoch = 0;
+        trainer.save_checkpoint_to(checkpoint, own_checkpoint)?;
+        own_checkpoint = true;
+        checkpoint_written(a, trainer)?;
+        let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let test = eval(trainer, test_set)?;
+        trainer.export()?.save(&a.output, own_output)?;
+        own_output = true;
+        eprintln!(
+            "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s), {}",
+            epoch + 1,
+            stats.loss(),
+            stats.accuracy() * 100.0,
+            test.loss(),
+            test.accuracy() * 100.0,
+            rate,
+            eta(trainer.epoch * steps)
+        );
+    }
+    Ok(true)
+}

@@ -1,0 +1,346 @@
+//! Lowering: the pass that turns a [`Plan`] into the ops an engine runs, a [`LoweredPlan`].
+//!
+//! Two rewrites, each exact (the lowered plan computes what the plan computes):
+//! - **fusion**: an ASL whose output only the 1x1 convolution right after it reads (as its
+//!   input, at stride 1) runs inside that convolution: the convolution reads the ASL's input
+//!   through the shift ([`Prologue::Shift`]) and the shifted tensor is never written.
+//! - **folding**: an affine + ReLU whose output only 1x1 convolutions read (each as its input,
+//!   never as a residual) is applied by each of them to the values it loads
+//!   ([`Prologue::AffineRelu`]); the activated tensor is never written. The blocks'
+//!   pre-activations fold this way.
+//!
+//! Which rewrites apply is a [`Lowering`]. The GPU engine takes it from its context's
+//! [`KernelPolicy::lowering`](crate::gpu::KernelPolicy::lowering) (the one place that decides
+//! whether to fuse); the CPU engine lowers with [`Lowering::ALL`] and runs a lowered op by its
+//! parts (the prologue's op, then the convolution). `GpuModel::op_dispatches` lists the lowered
+//! ops, [`LoweredOp::kind`] naming each.
+
+use super::params::{Norm, ParamId};
+use super::plan::{Op, Plan, Slot};
+
+/// Which rewrites [`Plan::lower`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lowering {
+    /// Fuse each ASL into the 1x1 convolution that alone reads it.
+    pub fuse_asl: bool,
+    /// Fuse only ASLs of at most this many channels (the fused kernels' limit).
+    pub max_fused_channels: usize,
+    /// Fold each affine + ReLU into the 1x1 convolutions that alone read it.
+    pub fold_affine_relu: bool,
+}
+
+impl Lowering {
+    /// No rewrite: the lowered plan runs every op of the plan on its own.
+    pub const NONE: Lowering = Lowering {
+        fuse_asl: false,
+        max_fused_channels: 0,
+        fold_affine_relu: false,
+    };
+
+    /// Every rewrite wherever it applies.
+    pub const ALL: Lowering = Lowering {
+        fuse_asl: true,
+        max_fused_channels: usize::MAX,
+        fold_affine_relu: true,
+    };
+}
+
+/// What a lowered 1x1 convolution applies to its input as it reads it: a plan op that runs
+/// inside the convolution, its output slot never written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prologue {
+    /// An ASL ([`Op::Shift`]) fused into the convolution.
+    Shift {
+        /// The ASL's input: what the convolution reads.
+        input: Slot,
+        /// `[2, C]` shift.
+        shift: ParamId,
+        /// The ASL's stride.
+        stride: usize,
+        /// The ASL's output slot (the convolution's input in the plan), never written.
+        out: Slot,
+    },
+    /// An affine + ReLU ([`Op::Affine`] with `relu`) folded into the convolution.
+    AffineRelu {
+        /// The affine's input: what the convolution reads.
+        input: Slot,
+        /// The affine layer.
+        norm: Norm,
+        /// The affine's output slot (the convolution's input in the plan), never written.
+        out: Slot,
+    },
+}
+
+impl Prologue {
+    /// The slot the convolution reads in place of its plan input.
+    pub fn input(&self) -> Slot {
+        match self {
+            Prologue::Shift { input, .. } | Prologue::AffineRelu { input, .. } => *input,
+        }
+    }
+
+    /// The plan slot this prologue stands for (never written by an engine that runs it fused).
+    pub fn out(&self) -> Slot {
+        match self {
+            Prologue::Shift { out, .. } | Prologue::AffineRelu { out, .. } => *out,
+        }
+    }
+
+    /// The plan op this prologue stands for, writing [`Prologue::out`] (how an engine without
+    /// a fused kernel runs it).
+    pub fn op(&self) -> Op {
+        match *self {
+            Prologue::Shift {
+                input,
+                shift,
+                stride,
+                out,
+            } => Op::Shift {
+                input,
+                shift,
+                stride,
+                out,
+            },
+            Prologue::AffineRelu { input, norm, out } => Op::Affine {
+                input,
+                norm,
+                relu: true,
+                out,
+            },
+        }
+    }
+}
+
+/// One op of a [`LoweredPlan`]: one launch (or group of launches) of an engine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoweredOp {
+    /// The plan op that runs. An [`Op::Conv1x1`] whenever `prologue` is set; it then reads
+    /// [`Prologue::input`] through the prologue instead of its `input` slot.
+    pub op: Op,
+    /// An ASL or affine + ReLU run inside `op`.
+    pub prologue: Option<Prologue>,
+}
+
+impl LoweredOp {
+    /// The activation slots this op reads from memory (a prologue's input in place of the slot
+    /// it stands for).
+    pub fn reads(&self) -> Vec<Slot> {
+        let mut r = reads(&self.op);
+        if let Some(p) = &self.prologue {
+            for s in &mut r {
+                if *s == p.out() {
+                    *s = p.input();
+                }
+            }
+        }
+        r
+    }
+
+    /// What kind of op it is: `stem conv3x3`, `affine`, `conv1x1`, `affine + conv1x1` (a 1x1
+    /// convolution reading its input through a folded affine + ReLU), `asl`,
+    /// `asl + conv1x1 (fused)`, `depthwise3x3`, `avg_pool` or `softmax`.
+    pub fn kind(&self) -> &'static str {
+        match (&self.op, &self.prologue) {
+            (Op::Conv1x1 { .. }, Some(Prologue::Shift { .. })) => "asl + conv1x1 (fused)",
+            (Op::Conv1x1 { .. }, Some(Prologue::AffineRelu { .. })) => "affine + conv1x1",
+            (Op::Conv1x1 { .. }, None) => "conv1x1",
+            (Op::Conv3x3 { .. }, _) => "stem conv3x3",
+            (Op::Affine { .. }, _) => "affine",
+            (Op::Shift { .. }, _) => "asl",
+            (Op::Depthwise3x3 { .. }, _) => "depthwise3x3",
+            (Op::AvgPool { .. }, _) => "avg_pool",
+            (Op::Softmax { .. }, _) => "softmax",
+        }
+    }
+
+    /// The op's parameter (e.g. `blocks.3.reduce`), or its kind, and the shape it reads.
+    pub fn label(&self, plan: &Plan) -> String {
+        let strip = |id: &ParamId| {
+            let name = id.name();
+            name.rsplit_once('.')
+                .map_or(name.clone(), |(p, _)| p.to_string())
+        };
+        let name = match &self.op {
+            Op::Conv3x3 { weight, .. }
+            | Op::Conv1x1 { weight, .. }
+            | Op::Depthwise3x3 { weight, .. } => strip(weight),
+            Op::Affine { norm, .. } => norm.prefix(),
+            Op::Shift { shift, .. } => shift.name(),
+            Op::AvgPool { .. } => "pool".into(),
+            Op::Softmax { .. } => "softmax".into(),
+        };
+        let input = self.reads()[0];
+        format!("{name} {}", plan.slots[input])
+    }
+}
+
+/// A [`Plan`] lowered: the ops an engine runs, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoweredPlan {
+    /// The plan it was lowered from (slots, input and outputs).
+    pub plan: Plan,
+    /// The lowered ops in execution order.
+    pub ops: Vec<LoweredOp>,
+    /// The rewrites it was lowered with.
+    pub lowering: Lowering,
+}
+
+impl LoweredPlan {
+    /// How many ASLs run fused into their 1x1 convolution.
+    pub fn fused_asls(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| matches!(o.prologue, Some(Prologue::Shift { .. })))
+            .count()
+    }
+
+    /// How many affine + ReLU ops of the plan were folded (each into one or more 1x1
+    /// convolutions).
+    pub fn folded_affines(&self) -> usize {
+        let mut outs: Vec<Slot> = self
+            .ops
+            .iter()
+            .filter_map(|o| match &o.prologue {
+                Some(p @ Prologue::AffineRelu { .. }) => Some(p.out()),
+                _ => None,
+            })
+            .collect();
+        outs.sort_unstable();
+        outs.dedup();
+        outs.len()
+    }
+
+    /// Whether an engine running every lowered op fused writes slot `s` (false for the outputs
+    /// of fused ASLs and folded affines).
+    pub fn writes(&self, s: Slot) -> bool {
+        s == self.plan.input || self.ops.iter().any(|o| out_of(&o.op) == s)
+    }
+}
+
+/// The activation slots `op` reads.
+pub(crate) fn reads(op: &Op) -> Vec<Slot> {
+    match op {
+        Op::Conv3x3 { input, .. }
+        | Op::Affine { input, .. }
+        | Op::Shift { input, .. }
+        | Op::Depthwise3x3 { input, .. }
+        | Op::AvgPool { input, .. }
+        | Op::Softmax { input, .. } => vec![*input],
+        Op::Conv1x1 {
+            input, residual, ..
+        } => std::iter::once(*input).chain(*residual).collect(),
+    }
+}
+
+/// The slot `op` writes.
+fn out_of(op: &Op) -> Slot {
+    match op {
+        Op::Conv3x3 { out, .. }
+        | Op::Affine { out, .. }
+        | Op::Conv1x1 { out, .. }
+        | Op::Shift { out, .. }
+        | Op::Depthwise3x3 { out, .. }
+        | Op::AvgPool { out, .. }
+        | Op::Softmax { out, .. } => *out,
+    }
+}
+
+impl Plan {
+    /// Lower the plan with the rewrites `lowering` allows (see [the module](self)).
+    pub fn lower(self, lowering: Lowering) -> LoweredPlan {
+        let ops = &self.ops;
+        let readers = |s: Slot| -> Vec<usize> {
+            (0..ops.len())
+                .filter(|&i| reads(&ops[i]).contains(&s))
+                .collect()
+        };
+        let kept = |s: Slot| [self.input, self.logits, self.probs].contains(&s);
+        // Op i is an ASL that runs inside op i + 1.
+        let fuses = |i: usize| -> bool {
+            let Op::Shift { input, out, .. } = &ops[i] else {
+                return false;
+            };
+            lowering.fuse_asl
+                && self.slots[*input].c <= lowering.max_fused_channels
+                && !kept(*out)
+                && input != out
+                && matches!(ops.get(i + 1), Some(Op::Conv1x1 { input: x, stride: 1, residual, .. })
+                    if x == out && *residual != Some(*out))
+                && readers(*out) == [i + 1]
+        };
+        // Op i is an affine + ReLU that runs inside every op reading it.
+        let folds = |i: usize| -> bool {
+            let Op::Affine {
+                input,
+                relu: true,
+                out,
+                ..
+            } = &ops[i]
+            else {
+                return false;
+            };
+            let r = readers(*out);
+            lowering.fold_affine_relu
+                && !kept(*out)
+                && input != out
+                && !r.is_empty()
+                && r.iter().all(|&j| {
+                    j > i
+                        && matches!(&ops[j], Op::Conv1x1 { input: x, residual, .. }
+                            if x == out && *residual != Some(*out))
+                })
+        };
+        let fused: Vec<bool> = (0..ops.len()).map(fuses).collect();
+        let folded: Vec<bool> = (0..ops.len()).map(folds).collect();
+        let mut lowered = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            if fused[i] || folded[i] {
+                continue;
+            }
+            let prologue = match op {
+                Op::Conv1x1 { input, .. } => {
+                    if i > 0 && fused[i - 1] {
+                        match ops[i - 1] {
+                            Op::Shift {
+                                input,
+                                shift,
+                                stride,
+                                out,
+                            } => Some(Prologue::Shift {
+                                input,
+                                shift,
+                                stride,
+                                out,
+                            }),
+                            _ => None,
+                        }
+                    } else {
+                        (0..i).find_map(|j| match ops[j] {
+                            Op::Affine {
+                                input: a,
+                                norm,
+                                out,
+                                ..
+                            } if folded[j] && out == *input => Some(Prologue::AffineRelu {
+                                input: a,
+                                norm,
+                                out,
+                            }),
+                            _ => None,
+                        })
+                    }
+                }
+                _ => None,
+            };
+            lowered.push(LoweredOp {
+                op: op.clone(),
+                prologue,
+            });
+        }
+        LoweredPlan {
+            plan: self,
+            ops: lowered,
+            lowering,
+        }
+    }
+}
