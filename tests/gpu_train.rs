@@ -6,7 +6,7 @@ mod common;
 
 use activeshift::gpu::kernels::{BnBackward, BnForward, DepthwiseBackward};
 use activeshift::model::{ArchConfig, BlockKind, StageConfig};
-use activeshift::train::{Backend, CpuBackend, GpuBackend, TrainSettings, Trainer, ops};
+use activeshift::train::{Backend, CpuBackend, CpuTensor, GpuBackend, TrainSettings, Trainer, ops};
 use activeshift::{GpuContext, GpuTensor, Shape4};
 use common::*;
 use rand::RngExt;
@@ -145,7 +145,7 @@ fn softmax_cross_entropy_matches_cpu() {
         let logits = uniform(&mut rng, n * k, -6.0, 6.0);
         let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..k) as u8).collect();
         let (d_cpu, db_cpu, per_cpu) = CpuBackend
-            .softmax_cross_entropy(&logits, &labels, k)
+            .softmax_cross_entropy(&logits.clone().into(), &labels, k)
             .unwrap();
         // Hand check of the twin on the first row: the loss is -log softmax[label].
         let row = &logits[..k];
@@ -181,7 +181,9 @@ fn pool_backward_and_add_match_cpu() {
     for _ in 0..4 {
         let xs = odd_shape(&mut rng);
         let dy = uniform(&mut rng, xs.n * xs.c, -1.0, 1.0);
-        let want = CpuBackend.avg_pool_backward(&dy, xs).unwrap();
+        let want = CpuBackend
+            .avg_pool_backward(&dy.clone().into(), xs)
+            .unwrap();
         let dx = poisoned(ctx, &xs.dims());
         let k = ctx.kernels().global_avg_pool_backward();
         run(
@@ -193,8 +195,8 @@ fn pool_backward_and_add_match_cpu() {
 
         let a = uniform(&mut rng, xs.len(), -1.0, 1.0);
         let b = uniform(&mut rng, xs.len(), -1.0, 1.0);
-        let mut want = a.clone();
-        CpuBackend.add_assign(&mut want, &b).unwrap();
+        let mut want = CpuTensor::from(a.clone());
+        CpuBackend.add_assign(&mut want, &b.clone().into()).unwrap();
         let at = upload(ctx, &xs.dims(), &a);
         let k = ctx.kernels().add();
         run(

@@ -268,3 +268,88 @@ pub fn depthwise3x3<T: Float>(x: &[T], xs: Shape4, w: &[T], stride: usize) -> Re
     }
     Ok(y)
 }
+
+/// Weight gradient of [`conv3x3`], summed over the batch: `[Cout, Cin, 3, 3]`,
+/// `dw[co, ci, ky, kx] = sum dy[n, co, i, j] * x[n, ci, i*s + ky - 1, j*s + kx - 1]`.
+/// Mirrors `shaders/conv3x3_backward_weight.wgsl`.
+pub fn conv3x3_backward_weight<T: Float>(
+    dy: &[T],
+    x: &[T],
+    xs: Shape4,
+    cout: usize,
+    stride: usize,
+) -> Result<Vec<T>> {
+    const OP: &str = "conv3x3_backward_weight";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_len(OP, "input", x, xs.len(), xs)?;
+    let ys = xs.strided(cout, stride);
+    check_len(OP, "output gradient", dy, ys.len(), ys)?;
+    let mut dw = vec![T::zero(); cout * xs.c * 9];
+    for co in 0..cout {
+        for ci in 0..xs.c {
+            for k in 0..9 {
+                let (ky, kx) = (k / 3, k % 3);
+                let mut acc = T::zero();
+                for n in 0..xs.n {
+                    let plane = &x[(n * xs.c + ci) * xs.plane()..][..xs.plane()];
+                    let g = &dy[(n * cout + co) * ys.plane()..][..ys.plane()];
+                    for i in 0..ys.h {
+                        for j in 0..ys.w {
+                            let (r, c) =
+                                ((i * stride + ky) as i64 - 1, (j * stride + kx) as i64 - 1);
+                            if r >= 0 && c >= 0 && r < xs.h as i64 && c < xs.w as i64 {
+                                acc = acc + g[i * ys.w + j] * plane[r as usize * xs.w + c as usize];
+                            }
+                        }
+                    }
+                }
+                dw[(co * xs.c + ci) * 9 + k] = acc;
+            }
+        }
+    }
+    Ok(dw)
+}
+
+/// Backward of [`depthwise3x3`]: `(dx, dw)`, `dx` of shape `xs` and `dw` `[C, 1, 3, 3]` summed
+/// over the batch. Mirrors `shaders/depthwise3x3_backward.wgsl`.
+pub fn depthwise3x3_backward<T: Float>(
+    x: &[T],
+    xs: Shape4,
+    dy: &[T],
+    w: &[T],
+    stride: usize,
+) -> Result<(Vec<T>, Vec<T>)> {
+    const OP: &str = "depthwise3x3_backward";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_len(OP, "input", x, xs.len(), xs)?;
+    check_len(OP, "weight", w, xs.c * 9, format!("[{}, 1, 3, 3]", xs.c))?;
+    let ys = xs.strided(xs.c, stride);
+    check_len(OP, "output gradient", dy, ys.len(), ys)?;
+    let mut dx = vec![T::zero(); xs.len()];
+    let mut dw = vec![T::zero(); xs.c * 9];
+    for n in 0..xs.n {
+        for c in 0..xs.c {
+            let base = (n * xs.c + c) * xs.plane();
+            let g = &dy[(n * xs.c + c) * ys.plane()..][..ys.plane()];
+            for i in 0..ys.h {
+                for j in 0..ys.w {
+                    for k in 0..9 {
+                        let (r, col) = (
+                            (i * stride + k / 3) as i64 - 1,
+                            (j * stride + k % 3) as i64 - 1,
+                        );
+                        if r < 0 || col < 0 || r >= xs.h as i64 || col >= xs.w as i64 {
+                            continue;
+                        }
+                        let at = base + r as usize * xs.w + col as usize;
+                        dx[at] = dx[at] + w[c * 9 + k] * g[i * ys.w + j];
+                        dw[c * 9 + k] = dw[c * 9 + k] + x[at] * g[i * ys.w + j];
+                    }
+                }
+            }
+        }
+    }
+    Ok((dx, dw))
+}

@@ -60,9 +60,8 @@ pub(crate) fn check_input(c: &ArchConfig, input: &[f32]) -> Result<usize> {
 /// Which CPU kernels run a plan's ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CpuKernels {
-    /// Multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the same
-    /// thread (`crate::cpu::fast`; needs rayon and ndarray, brought by the `train` feature).
-    #[cfg(feature = "train")]
+    /// The fast CPU op set (`crate::cpu::fast`): multi-threaded, GEMMs through
+    /// matrixmultiply, buffers reused between calls on the same thread.
     Fast,
     /// The generic CPU twins of the GPU kernels (`crate::cpu`).
     Reference,
@@ -72,7 +71,6 @@ enum CpuKernels {
 /// path).
 fn take(kernels: CpuKernels, len: usize) -> Vec<f32> {
     match kernels {
-        #[cfg(feature = "train")]
         CpuKernels::Fast => cpu::fast::BufferPool::take(len),
         CpuKernels::Reference => vec![0.0; len],
     }
@@ -83,10 +81,8 @@ impl Model {
     /// produces it. Runs the plan lowered with [`Lowering::ALL`] (see
     /// [`Model::forward_cpu_lowered`]).
     ///
-    /// With the `train` feature (on by default; it brings rayon and ndarray) the fast kernels
-    /// run: multi-threaded, GEMMs through matrixmultiply, buffers reused between calls on the
-    /// same thread. Without it, and always through [`Model::forward_cpu_reference`], the plain
-    /// CPU twins of the kernels run.
+    /// The fast CPU op set runs (`crate::cpu::fast`): multi-threaded, GEMMs through
+    /// matrixmultiply, buffers reused between calls on the same thread.
     pub fn forward_cpu(&self, input: &[f32]) -> Result<Output> {
         self.forward_cpu_lowered(input, Lowering::ALL)
     }
@@ -97,14 +93,7 @@ impl Model {
     /// (once, however many convolutions read it), then the 1x1 convolution, so every lowering
     /// computes the same values.
     pub fn forward_cpu_lowered(&self, input: &[f32], lowering: Lowering) -> Result<Output> {
-        #[cfg(feature = "train")]
-        {
-            self.run_cpu(input, lowering, CpuKernels::Fast)
-        }
-        #[cfg(not(feature = "train"))]
-        {
-            self.run_cpu(input, lowering, CpuKernels::Reference)
-        }
+        self.run_cpu(input, lowering, CpuKernels::Fast)
     }
 
     /// Run the network on the CPU with the plain CPU twins of the kernels (`crate::cpu`), the
@@ -139,7 +128,6 @@ impl Model {
         }
         let logits = std::mem::take(&mut slots[plan.logits]);
         let probs = std::mem::take(&mut slots[plan.probs]);
-        #[cfg(feature = "train")]
         if kernels == CpuKernels::Fast {
             cpu::fast::BufferPool::give(slots.into_iter().chain([scratch]));
         }
@@ -160,8 +148,6 @@ impl Model {
         scratch: &mut Vec<f32>,
     ) -> Result<(usize, Vec<f32>)> {
         use CpuKernels::*;
-        #[cfg(not(feature = "train"))]
-        let _ = scratch;
         // A parameter, checked to hold `len` values.
         let param = |id: ParamId, len: usize| -> Result<&[f32]> {
             let data: &[f32] = &self.param(id)?.data;
@@ -185,7 +171,6 @@ impl Model {
                 let (x, xs, ys) = (&slots[*input], plan.slots[*input], plan.slots[*out]);
                 let w = param(*weight, ys.c * xs.c * 9)?;
                 let y = match kernels {
-                    #[cfg(feature = "train")]
                     Fast => {
                         let mut y = take(kernels, ys.len());
                         cpu::fast::conv3x3(x, xs, w, ys.c, *stride, &mut y, scratch);
@@ -207,7 +192,6 @@ impl Model {
                     param(ParamId::Bias(*norm), xs.c)?,
                 );
                 let y = match kernels {
-                    #[cfg(feature = "train")]
                     Fast => {
                         let mut y = take(kernels, xs.len());
                         cpu::fast::affine(x, xs, a, b, *relu, &mut y);
@@ -248,7 +232,6 @@ impl Model {
                 };
                 let w = param(*weight, ys.c * xs.c)?;
                 let y = match kernels {
-                    #[cfg(feature = "train")]
                     Fast => {
                         let mut y = take(kernels, ys.len());
                         cpu::fast::conv1x1(x, xs, w, ys.c, *stride, &ep, &mut y, scratch);
@@ -267,7 +250,6 @@ impl Model {
                 let (x, xs) = (&slots[*input], plan.slots[*input]);
                 let sh = param(*shift, 2 * xs.c)?;
                 let y = match kernels {
-                    #[cfg(feature = "train")]
                     Fast => {
                         let mut y = take(kernels, plan.slots[*out].len());
                         cpu::fast::asl_forward(x, xs, sh, *stride, &mut y);
@@ -286,8 +268,11 @@ impl Model {
                 let (x, xs) = (&slots[*input], plan.slots[*input]);
                 let w = param(*weight, 9 * xs.c)?;
                 let y = match kernels {
-                    #[cfg(feature = "train")]
-                    Fast => crate::train::ops::depthwise3x3(x, xs, w, *stride)?,
+                    Fast => {
+                        let mut y = take(kernels, plan.slots[*out].len());
+                        cpu::fast::depthwise3x3(x, xs, w, *stride, &mut y);
+                        y
+                    }
                     Reference => cpu::depthwise3x3(x, xs, w, *stride)?,
                 };
                 (*out, y)

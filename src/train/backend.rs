@@ -9,8 +9,10 @@
 //! in place by [`Backend::sgd_step`] and [`Backend::update_running_stats`], so a run whose
 //! state lives on the device never copies it to the host but to write a checkpoint.
 
+use super::cpu_tensor::{CpuTensor, uninit};
 use super::ops;
 use super::optim::{self, SgdRule};
+use crate::cpu::fast;
 use crate::error::{Error, Result};
 use crate::shape::Shape4;
 
@@ -255,30 +257,31 @@ pub(crate) fn check_labels(labels: &[u8], k: usize) -> Result<()> {
     }
 }
 
-/// The CPU: multi-threaded with rayon, GEMMs through ndarray.
+/// The CPU: the fast CPU op set (`crate::cpu::fast`), multi-threaded with rayon, GEMMs through
+/// ndarray.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
 impl Backend for CpuBackend {
-    type Tensor = Vec<f32>;
+    type Tensor = CpuTensor;
 
     fn describe(&self) -> String {
         format!("CPU, {} threads", rayon::current_num_threads())
     }
 
-    fn upload(&mut self, _dims: &[usize], data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
+    fn upload(&mut self, _dims: &[usize], data: &[f32]) -> Result<CpuTensor> {
+        Ok(CpuTensor::from(data))
     }
 
-    fn download(&mut self, tensors: &[&Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+    fn download(&mut self, tensors: &[&CpuTensor]) -> Result<Vec<Vec<f32>>> {
         Ok(tensors.iter().map(|t| t.to_vec()).collect())
     }
 
-    fn ones(&mut self, dims: &[usize]) -> Result<Vec<f32>> {
-        Ok(vec![1.0; dims.iter().product()])
+    fn ones(&mut self, dims: &[usize]) -> Result<CpuTensor> {
+        Ok(vec![1.0; dims.iter().product()].into())
     }
 
-    fn sgd_step(&mut self, a: SgdStep<'_, Vec<f32>>) -> Result<()> {
+    fn sgd_step(&mut self, a: SgdStep<'_, CpuTensor>) -> Result<()> {
         let len = a.weight.len();
         let grad = a
             .grad
@@ -295,7 +298,7 @@ impl Backend for CpuBackend {
         optim::sgd_update(&a.rule, a.lr, a.weight, a.velocity, grad)
     }
 
-    fn update_running_stats(&mut self, a: RunningStatsStep<'_, Vec<f32>>) -> Result<()> {
+    fn update_running_stats(&mut self, a: RunningStatsStep<'_, CpuTensor>) -> Result<()> {
         let c = a.mean.len();
         if a.var.len() != c || a.batch.len() != 3 * c {
             return Err(Error::shape(
@@ -311,29 +314,29 @@ impl Backend for CpuBackend {
 
     fn conv3x3(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        w: &Vec<f32>,
+        w: &CpuTensor,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        let mut y = vec![0.0; xs.strided(cout, s).len()];
-        crate::cpu::fast::conv3x3(x, xs, w, cout, s, &mut y, &mut Vec::new());
-        Ok(y)
+    ) -> Result<CpuTensor> {
+        let mut y = uninit(xs.strided(cout, s).len());
+        fast::conv3x3(x, xs, w, cout, s, &mut y, &mut Vec::new());
+        Ok(y.into())
     }
 
     fn conv3x3_backward_weight(
         &mut self,
-        dy: &Vec<f32>,
-        x: &Vec<f32>,
+        dy: &CpuTensor,
+        x: &CpuTensor,
         xs: Shape4,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        Ok(ops::conv3x3_backward_weight(dy, x, xs, cout, s))
+    ) -> Result<CpuTensor> {
+        Ok(fast::conv3x3_backward_weight(dy, x, xs, cout, s).into())
     }
 
-    fn conv1x1(&mut self, a: Conv1x1Args<'_, Vec<f32>>) -> Result<Vec<f32>> {
+    fn conv1x1(&mut self, a: Conv1x1Args<'_, CpuTensor>) -> Result<CpuTensor> {
         let Conv1x1Args {
             x,
             xs,
@@ -342,53 +345,54 @@ impl Backend for CpuBackend {
             stride: s,
             residual,
         } = a;
-        let mut y = vec![0.0; xs.strided(cout, s).len()];
+        let mut y = uninit(xs.strided(cout, s).len());
         let ep = crate::cpu::Epilogue {
             residual: residual.map(|r| &r[..]),
             ..Default::default()
         };
-        crate::cpu::fast::conv1x1(x, xs, w, cout, s, &ep, &mut y, &mut Vec::new());
-        Ok(y)
+        fast::conv1x1(x, xs, w, cout, s, &ep, &mut y, &mut Vec::new());
+        Ok(y.into())
     }
 
     fn conv1x1_backward_weight(
         &mut self,
-        dy: &Vec<f32>,
-        x: &Vec<f32>,
+        dy: &CpuTensor,
+        x: &CpuTensor,
         xs: Shape4,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        Ok(ops::conv1x1_backward_weight(dy, x, xs, cout, s))
+    ) -> Result<CpuTensor> {
+        Ok(fast::conv1x1_backward_weight(dy, x, xs, cout, s).into())
     }
 
     fn conv1x1_backward_input(
         &mut self,
-        dy: &Vec<f32>,
+        dy: &CpuTensor,
         xs: Shape4,
-        w: &Vec<f32>,
+        w: &CpuTensor,
         cout: usize,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        let mut dx = vec![0.0; xs.len()];
-        ops::conv1x1_backward_input(dy, xs, w, cout, s, &mut dx);
-        Ok(dx)
+    ) -> Result<CpuTensor> {
+        let mut dx = fast::BufferPool::zeros(xs.len());
+        fast::conv1x1_backward_input(dy, xs, w, cout, s, &mut dx);
+        Ok(dx.into())
     }
 
     fn bn_relu_train(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        gamma: &Vec<f32>,
-        beta: &Vec<f32>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok(ops::bn_relu_train(x, xs, gamma, beta))
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let (y, stats) = fast::bn_relu_train(x, xs, gamma, beta);
+        Ok((y.into(), stats.into()))
     }
 
     fn bn_relu_backward(
         &mut self,
-        a: BnBackwardArgs<'_, Vec<f32>>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        a: BnBackwardArgs<'_, CpuTensor>,
+    ) -> Result<(CpuTensor, CpuTensor)> {
         let BnBackwardArgs {
             dy,
             x,
@@ -397,67 +401,89 @@ impl Backend for CpuBackend {
             gamma,
             stats,
         } = a;
-        let (dx, mut dparams, dbeta) = ops::bn_relu_backward(dy, x, y, xs, gamma, stats);
+        let (dx, mut dparams, dbeta) = fast::bn_relu_backward(dy, x, y, xs, gamma, stats);
         dparams.extend(dbeta);
-        Ok((dx, dparams))
+        Ok((dx.into(), dparams.into()))
     }
 
-    fn shift(&mut self, x: &Vec<f32>, xs: Shape4, shift: &Vec<f32>, s: usize) -> Result<Vec<f32>> {
+    fn shift(
+        &mut self,
+        x: &CpuTensor,
+        xs: Shape4,
+        shift: &CpuTensor,
+        s: usize,
+    ) -> Result<CpuTensor> {
         crate::cpu::check_len("shift", "shift", shift, 2 * xs.c, format!("[2, {}]", xs.c))?;
-        let mut y = vec![0.0; xs.strided(xs.c, s).len()];
-        crate::cpu::fast::asl_forward(x, xs, shift, s, &mut y);
-        Ok(y)
+        let mut y = uninit(xs.strided(xs.c, s).len());
+        fast::asl_forward(x, xs, shift, s, &mut y);
+        Ok(y.into())
     }
 
     fn shift_backward(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        dout: &Vec<f32>,
-        shift: &Vec<f32>,
+        dout: &CpuTensor,
+        shift: &CpuTensor,
         s: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        ops::shift_backward(x, xs, dout, shift, s)
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let (dx, dshift) = fast::shift_backward(x, xs, dout, shift, s)?;
+        Ok((dx.into(), dshift.into()))
     }
 
     fn depthwise3x3(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        w: &Vec<f32>,
+        w: &CpuTensor,
         s: usize,
-    ) -> Result<Vec<f32>> {
-        ops::depthwise3x3(x, xs, w, s)
+    ) -> Result<CpuTensor> {
+        crate::cpu::check_len(
+            "depthwise3x3",
+            "weight",
+            w,
+            9 * xs.c,
+            format!("[{}, 1, 3, 3]", xs.c),
+        )?;
+        let mut y = uninit(xs.strided(xs.c, s).len());
+        fast::depthwise3x3(x, xs, w, s, &mut y);
+        Ok(y.into())
     }
 
     fn depthwise3x3_backward(
         &mut self,
-        x: &Vec<f32>,
+        x: &CpuTensor,
         xs: Shape4,
-        dy: &Vec<f32>,
-        w: &Vec<f32>,
+        dy: &CpuTensor,
+        w: &CpuTensor,
         s: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok(ops::depthwise3x3_backward(x, xs, dy, w, s))
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        let (dx, dw) = fast::depthwise3x3_backward(x, xs, dy, w, s);
+        Ok((dx.into(), dw.into()))
     }
 
-    fn add_assign(&mut self, a: &mut Vec<f32>, b: &Vec<f32>) -> Result<()> {
-        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    fn add_assign(&mut self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        a.iter_mut().zip(b.iter()).for_each(|(a, b)| *a += b);
         Ok(())
     }
 
-    fn avg_pool(&mut self, x: &Vec<f32>, xs: Shape4) -> Result<Vec<f32>> {
+    fn avg_pool(&mut self, x: &CpuTensor, xs: Shape4) -> Result<CpuTensor> {
         Ok(x.chunks(xs.plane())
             .map(|p| p.iter().sum::<f32>() / xs.plane() as f32)
-            .collect())
+            .collect::<Vec<f32>>()
+            .into())
     }
 
-    fn avg_pool_backward(&mut self, dy: &Vec<f32>, xs: Shape4) -> Result<Vec<f32>> {
+    fn avg_pool_backward(&mut self, dy: &CpuTensor, xs: Shape4) -> Result<CpuTensor> {
         let plane = xs.plane() as f32;
-        Ok((0..xs.len()).map(|i| dy[i / xs.plane()] / plane).collect())
+        let mut dx = uninit(xs.len());
+        for (d, g) in dx.chunks_mut(xs.plane()).zip(dy.iter()) {
+            d.fill(g / plane);
+        }
+        Ok(dx.into())
     }
 
-    fn linear(&mut self, a: LinearArgs<'_, Vec<f32>>, b: &Vec<f32>) -> Result<Vec<f32>> {
+    fn linear(&mut self, a: LinearArgs<'_, CpuTensor>, b: &CpuTensor) -> Result<CpuTensor> {
         let LinearArgs { x, w, n, c, k } = a;
         let mut logits = vec![0.0; n * k];
         for i in 0..n {
@@ -469,14 +495,14 @@ impl Backend for CpuBackend {
                 logits[i * k + cls] = acc;
             }
         }
-        Ok(logits)
+        Ok(logits.into())
     }
 
     fn linear_backward(
         &mut self,
-        dy: &Vec<f32>,
-        a: LinearArgs<'_, Vec<f32>>,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        dy: &CpuTensor,
+        a: LinearArgs<'_, CpuTensor>,
+    ) -> Result<(CpuTensor, CpuTensor)> {
         let LinearArgs { x, w, n, c, k } = a;
         let mut dw = vec![0.0; k * c];
         let mut dx = vec![0.0; n * c];
@@ -489,15 +515,15 @@ impl Backend for CpuBackend {
                 }
             }
         }
-        Ok((dx, dw))
+        Ok((dx.into(), dw.into()))
     }
 
     fn softmax_cross_entropy(
         &mut self,
-        logits: &Vec<f32>,
+        logits: &CpuTensor,
         labels: &[u8],
         k: usize,
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         check_labels(labels, k)?;
         let n = labels.len();
         let mut d = vec![0.0; n * k];
@@ -517,9 +543,9 @@ impl Backend for CpuBackend {
                 d[i * k + cls] = (p - if cls == label { 1.0 } else { 0.0 }) / n as f32;
             }
         }
-        let db = (0..k)
+        let db: Vec<f32> = (0..k)
             .map(|cls| (0..n).map(|i| d[i * k + cls]).sum())
             .collect();
-        Ok((d, db, per_image))
+        Ok((d.into(), db.into(), per_image.into()))
     }
 }

@@ -5,6 +5,7 @@
 //! layers).
 
 pub mod backend;
+mod cpu_tensor;
 #[cfg(not(target_arch = "wasm32"))]
 mod gpu_backend;
 mod graph;
@@ -13,6 +14,7 @@ pub mod optim;
 mod session;
 
 pub use backend::{Backend, CpuBackend};
+pub use cpu_tensor::CpuTensor;
 #[cfg(not(target_arch = "wasm32"))]
 pub use gpu_backend::GpuBackend;
 pub use optim::{SgdRule, sgd_update};
@@ -683,7 +685,7 @@ fn score(logits: &[f32], labels: &[u8], k: usize) -> Result<Stats> {
             format!("{} values", logits.len()),
         ));
     }
-    let (_, _, per_image) = CpuBackend.softmax_cross_entropy(&logits.to_vec(), labels, k)?;
+    let (_, _, per_image) = CpuBackend.softmax_cross_entropy(&logits.into(), labels, k)?;
     let mut stats = Stats {
         seen: labels.len(),
         ..Default::default()

@@ -585,6 +585,20 @@ impl Bench {
                 ),
             );
         }
+        let case = "train_torch_twin_asnet20-16x1";
+        if self.wanted(case) {
+            let batch = if self.quick { 32 } else { 128 };
+            if let Some(ms) = torch_twin(if self.quick { 2 } else { 5 }, batch)? {
+                let note = format!("1x28x28 batch {batch}, tools/torch_twin (PyTorch, 2 threads)");
+                self.push(
+                    case.to_string(),
+                    "training",
+                    ms,
+                    Some((batch as f64, "images")),
+                    note,
+                );
+            }
+        }
         let case = "train_gpu_asnet20-16x1";
         if self.wanted(case) {
             // The same step through the WGSL training kernels, the run's state resident on the
@@ -641,6 +655,36 @@ fn time_wall(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>>
     Ok(ms)
 }
 
+/// Per-step milliseconds of the PyTorch twin of the CPU trainer (`tools/torch_twin`), run by
+/// the interpreter named in `ACTIVESHIFT_TORCH_PYTHON`; `None` when that is not set.
+fn torch_twin(steps: usize, batch: usize) -> Result<Option<Vec<f64>>> {
+    let Some(python) = std::env::var_os("ACTIVESHIFT_TORCH_PYTHON") else {
+        return Ok(None);
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tools/torch_twin/train_twin.py"
+    );
+    let out = std::process::Command::new(python)
+        .args([script, "--per-step", "--steps", &steps.to_string()])
+        .args(["--batch", &batch.to_string()])
+        .output()
+        .map_err(|e| activeshift::Error::invalid("bench", format!("torch twin: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("").to_string();
+        return Err(activeshift::Error::invalid(
+            "bench",
+            format!("torch twin failed: {last}"),
+        ));
+    }
+    let ms: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("step_ms ")?.trim().parse().ok())
+        .collect();
+    Ok(Some(ms))
+}
+
 /// A ratio of the report: its name, value, the goal and what it compares.
 struct Ratio {
     name: &'static str,
@@ -666,6 +710,10 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
     };
     let asl_vs_dw = div(med(default_block), med("dw3x3_block"));
     let tiled_vs_naive = div(med("gemm_naive_1024^3"), med("gemm_tiled_1024^3"));
+    let train_vs_torch = div(
+        med("train_torch_twin_asnet20-16x1"),
+        med("train_cpu_asnet20-16x1"),
+    );
     vec![
         Ratio {
             name: "asl_forward_vs_copy",
@@ -698,6 +746,13 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
             goal: ">= 15",
             met: tiled_vs_naive.map(|v| v >= 15.0),
             what: "gemm_tiled / gemm_naive GFLOP/s at 1024³",
+        },
+        Ratio {
+            name: "train_cpu_vs_torch_twin",
+            value: train_vs_torch,
+            goal: ">= 1.0",
+            met: train_vs_torch.map(|v| v >= 1.0),
+            what: "CPU trainer images/s / PyTorch twin images/s (tools/torch_twin, same batch, 2 threads; needs ACTIVESHIFT_TORCH_PYTHON)",
         },
     ]
 }

@@ -1,0 +1,203 @@
+//! Where a CPU training step's time goes: ASNet-20 16x1, batch 128, every `Backend` operation
+//! of the CPU trainer timed by kind. `cargo run --release --example train_profile [steps]`.
+use activeshift::Result;
+use activeshift::train::backend::{
+    BnBackwardArgs, Conv1x1Args, LinearArgs, RunningStatsStep, SgdStep,
+};
+use activeshift::train::{
+    Backend, CpuBackend, CpuTensor, TrainSettings, Trainer, fashion_mnist_config,
+};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use activeshift::Shape4;
+
+/// [`CpuBackend`] with a stopwatch per operation kind.
+#[derive(Default)]
+struct Timed {
+    inner: CpuBackend,
+    spent: BTreeMap<&'static str, (Duration, usize)>,
+}
+
+impl Timed {
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce(&mut CpuBackend) -> T) -> T {
+        let start = Instant::now();
+        let out = f(&mut self.inner);
+        let e = self.spent.entry(name).or_default();
+        e.0 += start.elapsed();
+        e.1 += 1;
+        out
+    }
+}
+
+type T = CpuTensor;
+
+impl Backend for Timed {
+    type Tensor = T;
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn upload(&mut self, dims: &[usize], data: &[f32]) -> Result<T> {
+        self.time("upload", |b| b.upload(dims, data))
+    }
+    fn download(&mut self, t: &[&T]) -> Result<Vec<Vec<f32>>> {
+        self.time("download", |b| b.download(t))
+    }
+    fn conv3x3(&mut self, x: &T, xs: Shape4, w: &T, cout: usize, s: usize) -> Result<T> {
+        self.time("conv3x3", |b| b.conv3x3(x, xs, w, cout, s))
+    }
+    fn conv3x3_backward_weight(
+        &mut self,
+        dy: &T,
+        x: &T,
+        xs: Shape4,
+        cout: usize,
+        s: usize,
+    ) -> Result<T> {
+        self.time("conv3x3_backward_weight", |b| {
+            b.conv3x3_backward_weight(dy, x, xs, cout, s)
+        })
+    }
+    fn conv1x1(&mut self, a: Conv1x1Args<'_, T>) -> Result<T> {
+        self.time("conv1x1", |b| b.conv1x1(a))
+    }
+    fn conv1x1_backward_weight(
+        &mut self,
+        dy: &T,
+        x: &T,
+        xs: Shape4,
+        cout: usize,
+        s: usize,
+    ) -> Result<T> {
+        self.time("conv1x1_backward_weight", |b| {
+            b.conv1x1_backward_weight(dy, x, xs, cout, s)
+        })
+    }
+    fn conv1x1_backward_input(
+        &mut self,
+        dy: &T,
+        xs: Shape4,
+        w: &T,
+        cout: usize,
+        s: usize,
+    ) -> Result<T> {
+        self.time("conv1x1_backward_input", |b| {
+            b.conv1x1_backward_input(dy, xs, w, cout, s)
+        })
+    }
+    fn bn_relu_train(&mut self, x: &T, xs: Shape4, g: &T, be: &T) -> Result<(T, T)> {
+        self.time("bn_relu_train", |b| b.bn_relu_train(x, xs, g, be))
+    }
+    fn bn_relu_backward(&mut self, a: BnBackwardArgs<'_, T>) -> Result<(T, T)> {
+        self.time("bn_relu_backward", |b| b.bn_relu_backward(a))
+    }
+    fn shift(&mut self, x: &T, xs: Shape4, sh: &T, s: usize) -> Result<T> {
+        self.time("shift", |b| b.shift(x, xs, sh, s))
+    }
+    fn shift_backward(&mut self, x: &T, xs: Shape4, d: &T, sh: &T, s: usize) -> Result<(T, T)> {
+        self.time("shift_backward", |b| b.shift_backward(x, xs, d, sh, s))
+    }
+    fn depthwise3x3(&mut self, x: &T, xs: Shape4, w: &T, s: usize) -> Result<T> {
+        self.time("depthwise3x3", |b| b.depthwise3x3(x, xs, w, s))
+    }
+    fn depthwise3x3_backward(
+        &mut self,
+        x: &T,
+        xs: Shape4,
+        dy: &T,
+        w: &T,
+        s: usize,
+    ) -> Result<(T, T)> {
+        self.time("depthwise3x3_backward", |b| {
+            b.depthwise3x3_backward(x, xs, dy, w, s)
+        })
+    }
+    fn add_assign(&mut self, a: &mut T, x: &T) -> Result<()> {
+        self.time("add_assign", |b| b.add_assign(a, x))
+    }
+    fn avg_pool(&mut self, x: &T, xs: Shape4) -> Result<T> {
+        self.time("avg_pool", |b| b.avg_pool(x, xs))
+    }
+    fn avg_pool_backward(&mut self, dy: &T, xs: Shape4) -> Result<T> {
+        self.time("avg_pool_backward", |b| b.avg_pool_backward(dy, xs))
+    }
+    fn linear(&mut self, a: LinearArgs<'_, T>, bias: &T) -> Result<T> {
+        self.time("linear", |b| b.linear(a, bias))
+    }
+    fn linear_backward(&mut self, dy: &T, a: LinearArgs<'_, T>) -> Result<(T, T)> {
+        self.time("linear_backward", |b| b.linear_backward(dy, a))
+    }
+    fn ones(&mut self, dims: &[usize]) -> Result<T> {
+        self.time("ones", |b| b.ones(dims))
+    }
+    fn sgd_step(&mut self, step: SgdStep<'_, T>) -> Result<()> {
+        self.time("sgd_step", |b| b.sgd_step(step))
+    }
+    fn update_running_stats(&mut self, step: RunningStatsStep<'_, T>) -> Result<()> {
+        self.time("update_running_stats", |b| b.update_running_stats(step))
+    }
+    fn softmax_cross_entropy(&mut self, l: &T, labels: &[u8], k: usize) -> Result<(T, T, T)> {
+        self.time("softmax_cross_entropy", |b| {
+            b.softmax_cross_entropy(l, labels, k)
+        })
+    }
+}
+
+fn main() -> Result<()> {
+    let steps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let batch = 128;
+    let mut t = Trainer::new(
+        fashion_mnist_config(16, 1),
+        vec![],
+        TrainSettings::default(),
+    )?;
+    let input: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 7 % 251) as f32) / 251.0 - 0.5)
+        .collect();
+    let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+    let mut be = Timed::default();
+    let (_, g) = t.forward_backward_on(&mut be, &input, &labels)?;
+    t.apply(g, 0.01);
+    be.spent.clear();
+    let start = Instant::now();
+    let mut in_apply = Duration::ZERO;
+    for _ in 0..steps {
+        let (_, g) = t.forward_backward_on(&mut be, &input, &labels)?;
+        let a = Instant::now();
+        t.apply(g, 0.01);
+        in_apply += a.elapsed();
+    }
+    let total = start.elapsed();
+    println!(
+        "{} steps of {batch}: {:.0} images/s, {:.1} ms/step ({})",
+        steps,
+        (steps * batch) as f64 / total.as_secs_f64(),
+        total.as_secs_f64() * 1e3 / steps as f64,
+        be.describe()
+    );
+    let mut rows: Vec<_> = be.spent.iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.0));
+    let ops: Duration = rows.iter().map(|r| r.1.0).sum();
+    for (name, (d, calls)) in rows {
+        println!(
+            "{name:>26}: {:7.2} ms/step {:5.1}%  ({} calls/step)",
+            d.as_secs_f64() * 1e3 / steps as f64,
+            100.0 * d.as_secs_f64() / total.as_secs_f64(),
+            calls / steps
+        );
+    }
+    println!(
+        "{:>26}: {:7.2} ms/step",
+        "optimizer apply",
+        in_apply.as_secs_f64() * 1e3 / steps as f64
+    );
+    println!(
+        "{:>26}: {:7.2} ms/step",
+        "graph (rest)",
+        (total - ops - in_apply).as_secs_f64() * 1e3 / steps as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Per-channel normalisation: the inference affine (+ReLU), BatchNorm with batch statistics
+//! followed by ReLU (the training form of every affine layer), its backward, and the running
+//! statistics. The twins: [`crate::cpu::affine`], [`crate::cpu::batchnorm_relu_train`],
+//! [`crate::cpu::batchnorm_relu_backward`].
+//!
+//! Batch statistics and parameter gradients are summed in f64, per (image, channel) plane and
+//! then over the planes in order; the variance is combined from per-plane
+//! centred sums (no cancellation from `E[x^2] - E[x]^2`).
+
+use super::planes_per_task;
+use crate::shape::Shape4;
+use rayon::prelude::*;
+
+/// BatchNorm epsilon.
+pub const BN_EPS: f32 = 1e-5;
+
+/// Per-channel affine with optional ReLU into `y`, as [`affine`](crate::cpu::affine) computes
+/// it.
+pub fn affine(x: &[f32], xs: Shape4, scale: &[f32], bias: &[f32], relu: bool, y: &mut [f32]) {
+    let per = planes_per_task(xs.n * xs.c, xs.plane());
+    y.par_chunks_mut(xs.plane() * per)
+        .zip(x.par_chunks(xs.plane() * per))
+        .enumerate()
+        .for_each(|(task, (ds, ss))| {
+            for (k, (d, s)) in ds
+                .chunks_mut(xs.plane())
+                .zip(ss.chunks(xs.plane()))
+                .enumerate()
+            {
+                let c = (task * per + k) % xs.c;
+                let (a, b) = (scale[c], bias[c]);
+                if relu {
+                    d.iter_mut()
+                        .zip(s)
+                        .for_each(|(v, &u)| *v = (a * u + b).max(0.0));
+                } else {
+                    d.iter_mut().zip(s).for_each(|(v, &u)| *v = a * u + b);
+                }
+            }
+        });
+}
+
+/// `f(plane index, plane)` for every channel plane of `x`, in parallel; the results in plane
+/// order.
+fn per_plane<R: Send>(x: &[f32], xs: Shape4, f: impl Fn(usize, &[f32]) -> R + Sync) -> Vec<R> {
+    let per = planes_per_task(xs.n * xs.c, xs.plane());
+    x.par_chunks(xs.plane() * per)
+        .enumerate()
+        .flat_map_iter(|(task, chunk)| {
+            let f = &f;
+            chunk
+                .chunks(xs.plane())
+                .enumerate()
+                .map(move |(k, p)| f(task * per + k, p))
+        })
+        .collect()
+}
+
+/// `sum f(v)` over a plane in f64, in four lanes (vectorisable).
+fn lane_sum(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut a = [0.0f64; 4];
+    let chunks = v.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            a[l] += f(f64::from(c[l]));
+        }
+    }
+    for (l, &x) in tail.iter().enumerate() {
+        a[l] += f(f64::from(x));
+    }
+    (a[0] + a[1]) + (a[2] + a[3])
+}
+
+/// `(sum dz, sum dz (x - mu))` over a plane, `dz` the gradient `dy` through the ReLU whose
+/// output is `y`: eight f32 lanes per block of 256 values (vectorisable), the blocks summed in
+/// f64.
+fn relu_grad_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32) -> (f64, f64) {
+    let (mut ta, mut tb) = (0.0f64, 0.0f64);
+    for ((xb, yb), db) in x.chunks(256).zip(y.chunks(256)).zip(dy.chunks(256)) {
+        let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+        let (xc, yc, dc) = (xb.chunks_exact(8), yb.chunks_exact(8), db.chunks_exact(8));
+        let tails = (xc.remainder(), yc.remainder(), dc.remainder());
+        for ((xv, yv), dv) in xc.zip(yc).zip(dc) {
+            for l in 0..8 {
+                let dz = if yv[l] > 0.0 { dv[l] } else { 0.0 };
+                a[l] += dz;
+                b[l] += dz * (xv[l] - mu);
+            }
+        }
+        for l in 0..tails.0.len() {
+            let dz = if tails.1[l] > 0.0 { tails.2[l] } else { 0.0 };
+            a[l] += dz;
+            b[l] += dz * (tails.0[l] - mu);
+        }
+        ta += a.iter().map(|&v| f64::from(v)).sum::<f64>();
+        tb += b.iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+    (ta, tb)
+}
+
+/// Per-channel mean and biased variance over (N, H, W).
+fn channel_stats(x: &[f32], xs: Shape4) -> (Vec<f32>, Vec<f32>) {
+    let p = xs.plane() as f64;
+    // (mean, centred sum of squares) of each plane.
+    let planes = per_plane(x, xs, |_, plane| {
+        let mean = lane_sum(plane, |v| v) / p;
+        let m2 = lane_sum(plane, |v| (v - mean) * (v - mean));
+        (mean, m2)
+    });
+    let (mut mean, mut var) = (vec![0.0f32; xs.c], vec![0.0f32; xs.c]);
+    for c in 0..xs.c {
+        let of_c = || planes.iter().skip(c).step_by(xs.c);
+        let mu = of_c().map(|&(m, _)| m).sum::<f64>() / xs.n as f64;
+        let m2: f64 = of_c().map(|&(m, s)| s + p * (m - mu).powi(2)).sum();
+        mean[c] = mu as f32;
+        var[c] = (m2 / (xs.n as f64 * p)).max(0.0) as f32;
+    }
+    (mean, var)
+}
+
+/// BatchNorm with batch statistics followed by ReLU: `y = max(0, gamma * (x - mean) /
+/// sqrt(var + eps) + beta)`. Returns `y` and the statistics `[3, C]`: mean, biased variance,
+/// `1 / sqrt(var + eps)` (the layout of `shaders/batchnorm_train.wgsl`).
+pub fn bn_relu_train(x: &[f32], xs: Shape4, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (mean, var) = channel_stats(x, xs);
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
+    let scale: Vec<f32> = (0..xs.c).map(|c| gamma[c] * inv_std[c]).collect();
+    let shift: Vec<f32> = (0..xs.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
+    let mut y = super::BufferPool::take(x.len());
+    affine(x, xs, &scale, &shift, true, &mut y);
+    let mut stats = mean;
+    stats.extend(var);
+    stats.extend(inv_std);
+    (y, stats)
+}
+
+/// Fold a batch's statistics (`[3, C]` as from [`bn_relu_train`], over `m` values per channel)
+/// into the running averages: momentum 0.1, unbiased variance.
+pub fn update_running_stats(
+    running_mean: &mut [f32],
+    running_var: &mut [f32],
+    stats: &[f32],
+    m: usize,
+) {
+    let c = running_mean.len();
+    let m = m as f32;
+    for ch in 0..c {
+        running_mean[ch] = 0.9 * running_mean[ch] + 0.1 * stats[ch];
+        running_var[ch] = 0.9 * running_var[ch] + 0.1 * stats[c + ch] * m / (m - 1.0).max(1.0);
+    }
+}
+
+/// The affine equivalent of inference BatchNorm: `(scale, bias)`.
+pub fn fold_bn(gamma: &[f32], beta: &[f32], rm: &[f32], rv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = (0..gamma.len())
+        .map(|c| gamma[c] / (rv[c] + BN_EPS).sqrt())
+        .collect();
+    let bias = (0..gamma.len())
+        .map(|c| beta[c] - rm[c] * scale[c])
+        .collect();
+    (scale, bias)
+}
+
+/// Backward of [`bn_relu_train`]: returns `(dx, dgamma, dbeta)`; `y` is the forward output,
+/// `stats` its statistics.
+pub fn bn_relu_backward(
+    dy: &[f32],
+    x: &[f32],
+    y: &[f32],
+    xs: Shape4,
+    gamma: &[f32],
+    stats: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mean, inv_std) = (&stats[..xs.c], &stats[2 * xs.c..3 * xs.c]);
+    let p = xs.plane();
+    // Per plane: (sum dz, sum dz * (x - mean)), dz the gradient through the ReLU.
+    let planes = per_plane(y, xs, |k, yp| {
+        let c = k % xs.c;
+        let (xp, dp) = (&x[k * p..][..p], &dy[k * p..][..p]);
+        relu_grad_sums(xp, yp, dp, mean[c])
+    });
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; xs.c], vec![0.0f32; xs.c]);
+    for c in 0..xs.c {
+        let of_c = || planes.iter().skip(c).step_by(xs.c);
+        dbeta[c] = of_c().map(|&(d, _)| d).sum::<f64>() as f32;
+        dgamma[c] = (of_c().map(|&(_, d)| d).sum::<f64>() * f64::from(inv_std[c])) as f32;
+    }
+    let m = (xs.n * p) as f32;
+    let mut dx = super::BufferPool::take(x.len());
+    let per = planes_per_task(xs.n * xs.c, p);
+    dx.par_chunks_mut(p * per)
+        .enumerate()
+        .for_each(|(task, dxs)| {
+            for (k, dxp) in dxs.chunks_mut(p).enumerate() {
+                let k = task * per + k;
+                let c = k % xs.c;
+                let (xp, yp, dp) = (&x[k * p..][..p], &y[k * p..][..p], &dy[k * p..][..p]);
+                let g = gamma[c] * inv_std[c];
+                let (mb, mg) = (dbeta[c] / m, dgamma[c] / m);
+                let (mu, is) = (mean[c], inv_std[c]);
+                for (((d, &xv), &yv), &dv) in dxp.iter_mut().zip(xp).zip(yp).zip(dp) {
+                    let dz = if yv > 0.0 { dv } else { 0.0 };
+                    *d = g * (dz - mb - (xv - mu) * is * mg);
+                }
+            }
+        });
+    (dx, dgamma, dbeta)
+}
