@@ -1,31 +1,12 @@
 //! The `activeshift` program end to end: import the authors' weights, classify, errors.
 
 mod common;
+use common::{bin, run, tmpdir};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_activeshift"))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("activeshift-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().expect("run activeshift");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn info_prints_parameter_counts_of_every_builtin() {

@@ -3,17 +3,13 @@
 //! headers (duplicate names, too many tensors), byte-reproducible model files, checkpoints
 //! that are validated before a run resumes from them, and a softmax that stays finite.
 
+mod common;
+
 use activeshift::model::{ArchConfig, Model, write_atomic};
 use activeshift::{Error, cpu};
-use std::path::{Path, PathBuf};
+use common::tmpdir;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("activeshift-rel-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn tiny_config() -> ArchConfig {
     ArchConfig::asnet20(4, 1, 1, 8, 3)

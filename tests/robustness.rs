@@ -15,13 +15,14 @@
 //!   `tests/gpu_layers.rs::{cpu,gpu}_layers_return_shape_errors`.
 
 mod common;
+use common::tmpdir;
 
 use activeshift::caffe::{CaffeBlob, CaffeLayer};
 use activeshift::model::{ArchConfig, GpuModel, Model, StageConfig, import_caffe};
 use activeshift::preprocess::{decode_image, preprocess};
 use activeshift::{Error, GpuContext, GpuTensor, Shape4, cpu};
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb, Rgba};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 // --- helpers ---------------------------------------------------------------------------------
@@ -34,13 +35,6 @@ fn format_err<T: std::fmt::Debug>(r: activeshift::Result<T>, format: &str) -> St
         }
         other => panic!("expected an invalid {format} error, got {other:?}"),
     }
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("activeshift-robust-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A tiny network: 1 channel 8x8 input, widths 4, 3 classes.

@@ -371,3 +371,30 @@ pub fn synthetic_fashion(dir: &std::path::Path, train: usize, test: usize) {
     .save_cache(&dir.join("fashion-mnist.bin"))
     .unwrap();
 }
+
+/// A fresh, empty folder for one test, unique to this test binary and process.
+pub fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "activeshift-{}-{name}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The `activeshift` program built for these tests.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_activeshift"))
+}
+
+/// Run `cmd` to the end: (success, stdout, stderr).
+pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run activeshift");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
