@@ -63,16 +63,14 @@ fn convolutions_match_their_twins() {
             relu: true,
         };
         let mut y = poisoned(ys.len());
-        fast::conv1x1(
-            &f32s(&x),
-            xs,
-            &f32s(&w),
+        let w32 = f32s(&w);
+        let layer = fast::Conv1x1Layer {
+            w: &w32,
             cout,
-            s,
-            &ep32,
-            &mut y,
-            &mut Vec::new(),
-        );
+            stride: s,
+            ep: &ep32,
+        };
+        fast::conv1x1(&f32s(&x), xs, layer, &mut y, &mut Vec::new());
         close(&format!("conv1x1 {xs} s{s}"), &y, &want, 1e-5);
 
         let w3 = uniform64(&mut rng, cout * xs.c * 9, -1.0, 1.0);

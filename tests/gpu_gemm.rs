@@ -237,16 +237,9 @@ fn fused_asl_gemm_matches_cpu_and_the_unfused_path() {
                 f64s(&shift),
             );
             for e in [0, 3, 4, 7] {
-                let want = cpu::asl_conv1x1(
-                    &x64,
-                    xs,
-                    &sh64,
-                    s,
-                    &w64,
-                    cout,
-                    cpu_epilogue(e, &s64, &b64, &r64),
-                )
-                .expect("cpu asl_conv1x1");
+                let want =
+                    cpu::asl_conv1x1(&x64, xs, &sh64, s, &w64, cpu_epilogue(e, &s64, &b64, &r64))
+                        .expect("cpu asl_conv1x1");
                 let want = f32s(&want);
                 let ep = gpu_epilogue(e, &st, &bt, &rt);
                 let msg = format!("{xs} -> {cout}, stride {s}, epilogue {e} (seed {seed})");

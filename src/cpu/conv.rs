@@ -215,17 +215,25 @@ pub fn conv3x3<T: Float>(
 /// The Active Shift Layer fused into the following 1x1 convolution (the twin of
 /// `shaders/asl_conv1x1.wgsl`): `y = epilogue(W · ASL(x; shift, stride))`, computed as
 /// [`asl_forward`](super::asl_forward) followed by [`conv1x1`] at stride 1. `x` is
-/// `[N, C, H, W]`, `shift` `[2, C]`, `w` `[Cout, C]`; returns `[N, Cout, Ho, Wo]`.
-#[allow(clippy::too_many_arguments)] // mirrors the kernel's bindings one for one
+/// `[N, C, H, W]`, `shift` `[2, C]`, `w` `[Cout, C]` (Cout is its length over C); returns
+/// `[N, Cout, Ho, Wo]`.
 pub fn asl_conv1x1<T: Float>(
     x: &[T],
     xs: Shape4,
     shift: &[T],
     stride: usize,
     w: &[T],
-    cout: usize,
     epilogue: Epilogue<'_, T>,
 ) -> Result<Vec<T>> {
+    if xs.c == 0 || w.is_empty() || !w.len().is_multiple_of(xs.c) {
+        return Err(Error::shape(
+            "asl_conv1x1",
+            "weight",
+            format!("[Cout, {}] with Cout >= 1", xs.c),
+            format!("{} values", w.len()),
+        ));
+    }
+    let cout = w.len() / xs.c;
     let shifted = super::asl_forward(x, xs, shift, stride)?;
     conv1x1(&shifted, xs.strided(xs.c, stride), w, cout, 1, epilogue)
 }

@@ -234,7 +234,13 @@ impl Model {
                 let y = match kernels {
                     Fast => {
                         let mut y = take(kernels, ys.len());
-                        cpu::fast::conv1x1(x, xs, w, ys.c, *stride, &ep, &mut y, scratch);
+                        let layer = cpu::fast::Conv1x1Layer {
+                            w,
+                            cout: ys.c,
+                            stride: *stride,
+                            ep: &ep,
+                        };
+                        cpu::fast::conv1x1(x, xs, layer, &mut y, scratch);
                         y
                     }
                     Reference => cpu::conv1x1(x, xs, w, ys.c, *stride, ep)?,

@@ -350,7 +350,13 @@ impl Backend for CpuBackend {
             residual: residual.map(|r| &r[..]),
             ..Default::default()
         };
-        fast::conv1x1(x, xs, w, cout, s, &ep, &mut y, &mut Vec::new());
+        let layer = fast::Conv1x1Layer {
+            w,
+            cout,
+            stride: s,
+            ep: &ep,
+        };
+        fast::conv1x1(x, xs, layer, &mut y, &mut Vec::new());
         Ok(y.into())
     }
 

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 mod report;
+mod train;
 use report::{chart_groups, markdown, report_json, table};
 
 /// `activeshift bench` arguments.
@@ -542,97 +543,6 @@ impl Bench {
         self.layers = Some(profile);
         Ok(())
     }
-
-    /// Training images/s of ASNet-20 16x1 on Fashion-MNIST-sized input (one SGD step of
-    /// forward, backward and update on random images), per backend.
-    fn training(&mut self) -> Result<()> {
-        use activeshift::train::{TrainSettings, Trainer, fashion_mnist_config};
-        let case = "train_cpu_asnet20-16x1";
-        if self.wanted(case) {
-            let batch = if self.quick { 32 } else { 128 };
-            let config = fashion_mnist_config(16, 1);
-            let per = config.in_channels * config.input_size[0] * config.input_size[1];
-            let settings = TrainSettings {
-                batch,
-                ..TrainSettings::default()
-            };
-            let mut trainer = Trainer::new(
-                config,
-                activeshift::data::LABELS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                settings,
-            )?;
-            let input: Vec<f32> = (0..batch * per)
-                .map(|_| self.rng.random_range(-1.0..1.0))
-                .collect();
-            let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
-            let runs = if self.quick { 2 } else { 5 };
-            let ms = time_wall(runs, || {
-                let (_, grads) = trainer.forward_backward(&input, &labels)?;
-                trainer.apply(grads, 0.01);
-                Ok(())
-            })?;
-            self.push(
-                case.to_string(),
-                "training",
-                ms,
-                Some((batch as f64, "images")),
-                format!(
-                    "1x28x28 batch {batch}, CPU trainer ({} threads)",
-                    rayon::current_num_threads()
-                ),
-            );
-        }
-        let case = "train_torch_twin_asnet20-16x1";
-        if self.wanted(case) {
-            let batch = if self.quick { 32 } else { 128 };
-            if let Some(ms) = torch_twin(if self.quick { 2 } else { 5 }, batch)? {
-                let note = format!("1x28x28 batch {batch}, tools/torch_twin (PyTorch, 2 threads)");
-                self.push(
-                    case.to_string(),
-                    "training",
-                    ms,
-                    Some((batch as f64, "images")),
-                    note,
-                );
-            }
-        }
-        let case = "train_gpu_asnet20-16x1";
-        if self.wanted(case) {
-            // The same step through the WGSL training kernels, the run's state resident on the
-            // device (`Session<GpuBackend>`: storage and launches prepared once, one submission
-            // per step, only the loss and accuracy read back); a software adapter is slow at
-            // it, so smaller batches there.
-            let batch = if self.quick { 8 } else { 64 };
-            let config = fashion_mnist_config(16, 1);
-            let per = config.in_channels * config.input_size[0] * config.input_size[1];
-            let trainer = Trainer::new(config, Vec::new(), TrainSettings::default())?;
-            let input: Vec<f32> = (0..batch * per)
-                .map(|_| self.rng.random_range(-1.0..1.0))
-                .collect();
-            let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
-            let be = activeshift::train::GpuBackend::new(self.ctx.clone());
-            let mut session = activeshift::train::Session::new(trainer, be)?;
-            let runs = if self.quick { 2 } else { 5 };
-            let ms = time_wall(runs, || {
-                session.step_batch(&input, &labels, 0.01)?;
-                Ok(())
-            })?;
-            self.push(
-                case.to_string(),
-                "training",
-                ms,
-                Some((batch as f64, "images")),
-                format!(
-                    "1x28x28 batch {batch}, GPU trainer on {}",
-                    self.ctx.adapter_info().name
-                ),
-            );
-        }
-        Ok(())
-    }
 }
 
 /// The activation of the paper's layer timing (Table 1): 64 channels at 224².
@@ -653,36 +563,6 @@ fn time_wall(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>>
         ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     Ok(ms)
-}
-
-/// Per-step milliseconds of the PyTorch twin of the CPU trainer (`tools/torch_twin`), run by
-/// the interpreter named in `ACTIVESHIFT_TORCH_PYTHON`; `None` when that is not set.
-fn torch_twin(steps: usize, batch: usize) -> Result<Option<Vec<f64>>> {
-    let Some(python) = std::env::var_os("ACTIVESHIFT_TORCH_PYTHON") else {
-        return Ok(None);
-    };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tools/torch_twin/train_twin.py"
-    );
-    let out = std::process::Command::new(python)
-        .args([script, "--per-step", "--steps", &steps.to_string()])
-        .args(["--batch", &batch.to_string()])
-        .output()
-        .map_err(|e| activeshift::Error::invalid("bench", format!("torch twin: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("").to_string();
-        return Err(activeshift::Error::invalid(
-            "bench",
-            format!("torch twin failed: {last}"),
-        ));
-    }
-    let ms: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("step_ms ")?.trim().parse().ok())
-        .collect();
-    Ok(Some(ms))
 }
 
 /// A ratio of the report: its name, value, the goal and what it compares.

@@ -107,19 +107,35 @@ fn subsample(xn: &[f32], xs: Shape4, s: usize, out: &mut [f32]) {
     }
 }
 
+/// One 1x1 convolution layer for [`conv1x1`]: the weight `[cout, C]`, the stride and the
+/// epilogue applied to its output.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv1x1Layer<'a> {
+    /// The weight `[cout, C]`.
+    pub w: &'a [f32],
+    /// Output channels.
+    pub cout: usize,
+    /// Stride (the input is subsampled).
+    pub stride: usize,
+    /// What is applied to the output (affine, residual, ReLU).
+    pub ep: &'a Epilogue<'a, f32>,
+}
+
 /// 1x1 convolution with stride and epilogue into `y` (`[N, Cout, Ho, Wo]`), as
 /// [`conv1x1`](crate::cpu::conv1x1) computes it. `scratch` is reused between calls.
-#[allow(clippy::too_many_arguments)]
 pub fn conv1x1(
     x: &[f32],
     xs: Shape4,
-    w: &[f32],
-    cout: usize,
-    stride: usize,
-    ep: &Epilogue<'_, f32>,
+    layer: Conv1x1Layer<'_>,
     y: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
+    let Conv1x1Layer {
+        w,
+        cout,
+        stride,
+        ep,
+    } = layer;
     let ys = xs.strided(cout, stride);
     let p = ys.plane();
     let one = Shape4 { n: 1, ..xs };

@@ -23,7 +23,8 @@ pub mod norm;
 
 pub use asl::{asl_forward, shift_backward};
 pub use conv::{
-    conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3, conv3x3_backward_weight,
+    Conv1x1Layer, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3,
+    conv3x3_backward_weight,
 };
 pub use depthwise::{depthwise3x3, depthwise3x3_backward};
 pub use norm::{BN_EPS, affine, bn_relu_backward, bn_relu_train, fold_bn, update_running_stats};
