@@ -29,18 +29,13 @@ pub(crate) struct Driver {
 
 /// The training settings `a` asks for.
 fn settings_of(a: &TrainArgs) -> activeshift::train::TrainSettings {
-    use activeshift::train::{Schedule, ShiftMode, TrainSettings};
+    use activeshift::train::{Schedule, TrainSettings};
     TrainSettings {
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
         weight_decay: a.weight_decay,
-        shift: match a.shift {
-            ShiftChoice::Learned => ShiftMode::Learned,
-            ShiftChoice::Grouped => ShiftMode::Grouped,
-            ShiftChoice::SampledInt => ShiftMode::SampledInt,
-            ShiftChoice::SampledReal => ShiftMode::SampledReal,
-        },
+        shift: a.shift.into(),
         schedule: match a.schedule {
             ScheduleChoice::Cosine => Schedule::Cosine,
             ScheduleChoice::Step => Schedule::Step,
