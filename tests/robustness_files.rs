@@ -99,6 +99,65 @@ fn safetensors_truncated_or_with_a_huge_header_length_are_refused() {
 }
 
 #[test]
+fn model_files_are_refused_from_their_header_before_their_data_is_read() {
+    let dir = tmpdir("header-first");
+    let bytes = Model::synthetic(&tiny_config(), 1)
+        .unwrap()
+        .to_safetensors()
+        .unwrap();
+    // A valid model's header followed by nearly 1 GiB (sparse: no disk, no time) where its few
+    // KB of data should be: refused from the header alone ("the header describes": the words
+    // of that check; a parse of the whole file words it "the tensors' data ends").
+    let padded = dir.join("padded.safetensors");
+    std::fs::write(&padded, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&padded)
+        .unwrap();
+    f.set_len((1 << 30) - 16).unwrap();
+    drop(f);
+    let msg = format_err(Model::load(&padded), "safetensors");
+    assert!(
+        msg.contains("the header describes tensor data ending at byte"),
+        "{msg}"
+    );
+    assert!(msg.contains("extra bytes at the end"), "{msg}");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert!(msg.contains(&format!(
+        "holds {} bytes",
+        (1u64 << 30) - 16 - 8 - header_len
+    )));
+    // Random bytes whose first 8 claim a header longer than the file: refused from the length.
+    let garbage = dir.join("garbage.safetensors");
+    let mut g = vec![0u8; 4096];
+    g[..8].copy_from_slice(&5000u64.to_le_bytes());
+    std::fs::write(&garbage, &g).unwrap();
+    let msg = format_err(Model::load(&garbage), "safetensors");
+    assert!(
+        msg.contains("says 5000 bytes, but only 4088 bytes follow it"),
+        "{msg}"
+    );
+    // Files shorter than the length field, or than their header: the same messages as a parse.
+    for cut in [0, 5, 100] {
+        let path = dir.join(format!("cut{cut}.safetensors"));
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let from_file = format_err(Model::load(&path), "safetensors");
+        let parsed = format_err(Model::from_safetensors(&bytes[..cut]), "safetensors");
+        assert!(from_file.ends_with(&parsed), "{from_file} / {parsed}");
+    }
+    // Three bytes of data short: the header says so.
+    let short = dir.join("short.safetensors");
+    std::fs::write(&short, &bytes[..bytes.len() - 3]).unwrap();
+    let msg = format_err(Model::load(&short), "safetensors");
+    assert!(msg.contains("the header describes"), "{msg}");
+    // A whole file still loads.
+    let ok = dir.join("ok.safetensors");
+    std::fs::write(&ok, &bytes).unwrap();
+    Model::load(&ok).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn nan_weights_in_a_file_are_refused() {
     // Model::new's check (tests/model_file.rs) also guards files.
     let mut model = Model::synthetic(&tiny_config(), 1).unwrap();
