@@ -326,3 +326,53 @@ fn training_never_replaces_files_it_was_not_asked_to() {
     assert!(ok, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_file_created_at_the_output_while_a_resumed_run_trains_is_kept() {
+    let dir = tmpdir("resume-race");
+    synthetic_fashion(&dir, 1600, 50);
+    let model = dir.join("m.safetensors");
+    let ckpt = dir.join("m.ckpt");
+    let train = |extra: &str| {
+        let mut cmd = train_cmd(&dir, &["--epochs", "1", "--checkpoint-every", "1", extra]);
+        cmd.arg("--checkpoint").arg(&ckpt).arg("-o").arg(&model);
+        cmd
+    };
+    // A run stopped in its first epoch (100 steps): a checkpoint, no model yet.
+    let mut child = train("--force")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ckpt.exists() && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ckpt.exists(), "no checkpoint within 2 minutes");
+    let _ = std::fs::remove_file(&model);
+    // Resume; once it has checked its output and started training, another process writes a
+    // file there. The run must not replace it when its epoch ends.
+    let mut child = train("--resume")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        log.push_str(&line);
+        assert!(n > 0, "the run ended before training: {log}");
+        if line.starts_with("training ") {
+            break;
+        }
+    }
+    std::fs::write(&model, b"another process's file").unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("exists"), "{log}");
+    assert_eq!(std::fs::read(&model).unwrap(), b"another process's file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -217,6 +217,8 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         ));
     }
     refuse_overwrite(&checkpoint, true)?;
+    // Whether the output holds this run's model (a resumed run's earlier epochs).
+    let mut output_is_ours = false;
     let trainer = if a.resume {
         let t = Trainer::load_checkpoint(&checkpoint)?;
         check_resume_settings(&a, &t, &checkpoint)?;
@@ -229,18 +231,10 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         // The output is replaced without --force only when it is this run's model (written by
         // its earlier epochs), never an unrelated file.
         if !a.force && std::fs::symlink_metadata(&a.output).is_ok() {
-            let ours =
-                Model::load(&a.output).is_ok_and(|m| m.config == t.config && m.labels == t.labels);
-            if !ours {
-                return Err(activeshift::Error::Io {
-                    path: a.output.display().to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "file exists and is not a model of the resumed run (pass --force to \
-                         replace it)",
-                    ),
-                });
+            if !is_model_of(&a.output, &t) {
+                return Err(not_this_runs_model(&a.output));
             }
+            output_is_ours = true;
         }
         t
     } else {
@@ -258,6 +252,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         train: &train_set,
         test: &data.test,
         checkpoint: &checkpoint,
+        output_is_ours,
     };
     // The run's state lives on the backend that trains it; the host copy is brought up to date
     // for checkpoints and the per-epoch evaluation.
@@ -303,7 +298,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             checkpoint.display(),
             trainer.settings.epochs
         );
-        trainer.export()?.save(&a.output, true)?;
+        save_output(&a, &trainer, output_is_ours)?;
     }
     if a.driver.is_some() {
         // The driver prints its own output; this file is its intermediate.
@@ -328,6 +323,40 @@ struct RunSets<'a> {
     train: &'a activeshift::data::Dataset,
     test: &'a activeshift::data::Dataset,
     checkpoint: &'a std::path::Path,
+    /// Whether the output held this run's model when it started.
+    output_is_ours: bool,
+}
+
+/// Whether `path` holds a model of the run `t` (its architecture and labels).
+fn is_model_of(path: &Path, t: &activeshift::train::Trainer) -> bool {
+    Model::load(path).is_ok_and(|m| m.config == t.config && m.labels == t.labels)
+}
+
+fn not_this_runs_model(path: &Path) -> activeshift::Error {
+    activeshift::Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "file exists and is not a model of the resumed run (pass --force to replace it)",
+        ),
+    }
+}
+
+/// Write the model of `t` to the output. Without --force a file there is replaced only when
+/// this run wrote it or found it its own (`ours`) and it is still a model of this run; else the
+/// write creates the file and refuses one that appeared meanwhile (another process's).
+fn save_output(a: &TrainArgs, t: &activeshift::train::Trainer, ours: bool) -> Result<()> {
+    let model = t.export()?;
+    if a.force {
+        return model.save(&a.output, true);
+    }
+    if ours && std::fs::symlink_metadata(&a.output).is_ok() {
+        if !is_model_of(&a.output, t) {
+            return Err(not_this_runs_model(&a.output));
+        }
+        return model.save(&a.output, true);
+    }
+    model.save(&a.output, false)
 }
 
 /// The epochs of a training run in `session` (its state on its backend), evaluating on the
@@ -385,7 +414,7 @@ fn train_epochs<B: activeshift::train::Backend>(
     // Files this process has not written yet are replaced only when allowed (--force; a
     // resumed run's own files), checked again at the rename: a file created there meanwhile is
     // kept.
-    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, a.force || a.resume);
+    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, sets.output_is_ours);
     IN_TRAINING_LOOP.store(true, SeqCst);
     // Whole-run ETA: the average time of this session's steps (epoch-end evaluation included)
     // times the steps left.
@@ -485,7 +514,7 @@ fn train_epochs<B: activeshift::train::Backend>(
         checkpoint_written(a, synced)?;
         let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let test = eval(synced, test_set)?;
-        synced.export()?.save(&a.output, own_output)?;
+        save_output(a, synced, own_output)?;
         own_output = true;
         eprintln!(
             "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s), {}",
