@@ -408,3 +408,16 @@ pub fn run_code(cmd: &mut std::process::Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Shapes with C in {1, 3, 17, 33} and H, W in {1, 7, 13, 28}, square and not.
+pub fn layer_shapes() -> Vec<activeshift::Shape4> {
+    let mut v = Vec::new();
+    for (n, c) in [(1, 1), (2, 3), (1, 17), (2, 33)] {
+        for hw in [1, 7, 13, 28] {
+            v.push(activeshift::Shape4::new(n, c, hw, hw));
+        }
+    }
+    v.push(activeshift::Shape4::new(2, 3, 7, 28));
+    v.push(activeshift::Shape4::new(1, 17, 13, 1));
+    v
+}
