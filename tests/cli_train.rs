@@ -250,14 +250,24 @@ fn resume_refuses_settings_that_differ_from_the_checkpoint() {
     let (ok, _, err) = run(train_cmd(
         &dir,
         &[
-            "--epochs", "1", "--lr", "0.5", "--shift", "grouped", "--resume", "-o",
+            "--epochs",
+            "1",
+            "--lr",
+            "0.5",
+            "--shift",
+            "grouped",
+            "--shift-lr-mult",
+            "0.1",
+            "--resume",
+            "-o",
         ],
     )
     .arg(&model));
     assert!(!ok, "{err}");
     assert!(
         err.contains("--lr 0.5 (the run has 0.05)")
-            && err.contains("--shift Grouped (the run has Learned)"),
+            && err.contains("--shift Grouped (the run has Learned)")
+            && err.contains("--shift-lr-mult 0.1 (the run has 0.01)"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -311,6 +311,33 @@ fn frozen_shift_modes_do_not_move_and_grouped_is_shiftnet() {
 }
 
 #[test]
+fn learned_normal_starts_where_sampled_real_starts_and_learns() {
+    let (input, labels) = batch();
+    let of = |shift: ShiftMode| {
+        let settings = TrainSettings {
+            shift,
+            augment: false,
+            seed: 3,
+            ..TrainSettings::default()
+        };
+        Trainer::new(tiny(), vec![], settings).unwrap()
+    };
+    let (normal, frozen) = (of(ShiftMode::LearnedNormal), of(ShiftMode::SampledReal));
+    assert_eq!(normal.params, frozen.params, "the same start");
+    assert!(ShiftMode::LearnedNormal.learns() && !ShiftMode::SampledReal.learns());
+    let (normal, frozen) = (
+        stepped(normal, &input, &labels, 0.5, 1),
+        stepped(frozen, &input, &labels, 0.5, 1),
+    );
+    for (name, start) in &of(ShiftMode::SampledReal).params {
+        if name.ends_with(".shift") {
+            assert_eq!(&frozen.params[name], start, "{name}: frozen");
+            assert_ne!(&normal.params[name], start, "{name}: learned");
+        }
+    }
+}
+
+#[test]
 fn learned_shifts_move_by_the_normalized_step() {
     let (input, labels) = batch();
     let mut t = trainer(9);

@@ -35,12 +35,22 @@ use std::path::Path;
 pub enum ShiftMode {
     /// Initialised U[-1, 1] and trained (the Active Shift Layer).
     Learned,
+    /// Initialised N(0, 1), as [`ShiftMode::SampledReal`] draws them, and trained: learning
+    /// from the frozen variant's start (a diagnostic of the ablation, not in the paper).
+    LearnedNormal,
     /// ShiftNet's fixed grouped integer shifts (frozen).
     Grouped,
     /// Integer shifts sampled from N(0, 1), rounded (frozen).
     SampledInt,
     /// Real shifts sampled from N(0, 1) (frozen).
     SampledReal,
+}
+
+impl ShiftMode {
+    /// Whether the shifts are trained (else frozen at their start).
+    pub fn learns(self) -> bool {
+        matches!(self, ShiftMode::Learned | ShiftMode::LearnedNormal)
+    }
 }
 
 /// Learning-rate schedule.
@@ -239,7 +249,9 @@ impl Trainer {
                             ShiftMode::SampledInt => {
                                 (normal(&mut rng).round(), normal(&mut rng).round())
                             }
-                            ShiftMode::SampledReal => (normal(&mut rng), normal(&mut rng)),
+                            ShiftMode::SampledReal | ShiftMode::LearnedNormal => {
+                                (normal(&mut rng), normal(&mut rng))
+                            }
                         };
                         v[ch] = x;
                         v[c + ch] = y;

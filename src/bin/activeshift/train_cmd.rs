@@ -36,6 +36,7 @@ fn settings_of(a: &TrainArgs) -> activeshift::train::TrainSettings {
         lr: a.lr,
         weight_decay: a.weight_decay,
         shift: a.shift.into(),
+        shift_lr_mult: a.shift_lr_mult,
         schedule: match a.schedule {
             ScheduleChoice::Cosine => Schedule::Cosine,
             ScheduleChoice::Step => Schedule::Step,
@@ -72,6 +73,10 @@ fn check_resume_settings(
                 format!("{:?}", want.schedule).to_lowercase(),
             ),
             "--shift" => (format!("{:?}", have.shift), format!("{:?}", want.shift)),
+            "--shift-lr-mult" => (
+                have.shift_lr_mult.to_string(),
+                want.shift_lr_mult.to_string(),
+            ),
             "--block" => (
                 if depthwise { "depthwise" } else { "asl" }.to_string(),
                 format!("{:?}", a.block).to_lowercase(),
@@ -101,12 +106,12 @@ fn check_resume_settings(
     ))
 }
 
-/// Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where it
-/// writes a checkpoint and prints the command that resumes; a second Ctrl-C, or one outside
-/// the training loop, quits at once (exit status 130).
 /// How often the training loop reads the loss and accuracy for its progress bar.
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where it
+/// writes a checkpoint and prints the command that resumes; a second Ctrl-C, or one outside
+/// the training loop, quits at once (exit status 130).
 static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static IN_TRAINING_LOOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
