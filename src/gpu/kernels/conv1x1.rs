@@ -11,8 +11,6 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 
 /// Output tile of the workgroup-tiled GEMMs (`TILE_M` x `TILE_N` in their WGSL).
 pub(super) const TILE: usize = 64;
-/// Step along K of the GEMM kernels (`TILE_K` in their WGSL).
-pub(super) const TILE_K: usize = 16;
 pub(crate) const FLAG_AFFINE: u32 = 1;
 pub(crate) const FLAG_RESIDUAL: u32 = 2;
 pub(crate) const FLAG_RELU: u32 = 4;

@@ -1,6 +1,6 @@
 //! The two GEMMs of the 1x1 convolution's backward pass.
 
-use super::conv1x1::{Conv1x1Params, TILE, TILE_K};
+use super::conv1x1::Conv1x1Params;
 use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -45,7 +45,7 @@ impl Conv1x1BackwardInput {
         let groups = workgroups(
             OP,
             ctx.device(),
-            [xs.plane().div_ceil(TILE), xs.c.div_ceil(TILE), xs.n],
+            [xs.plane().div_ceil(4 * 64), xs.c.div_ceil(8), xs.n],
         )?;
         Ok(self.pipeline.prepare(
             ctx.device(),
@@ -104,17 +104,14 @@ impl Conv1x1BackwardWeight {
                 limit: u64::from(u32::MAX),
             });
         }
-        // Split K = N * Ho * Wo into at most MAX_SPLITS chunks of at least MIN_CHUNK terms, so
-        // that a small weight over a large batch still spreads over many workgroups.
-        const MAX_SPLITS: usize = 64;
-        const MIN_CHUNK: usize = 256;
-        let total = xs.n * ys.plane();
-        let k_chunk = total
-            .div_ceil(MAX_SPLITS)
-            .max(MIN_CHUNK)
-            .next_multiple_of(TILE_K);
-        let splits = total.div_ceil(k_chunk).max(1);
-        params.k_chunk = u32_of(OP, "terms per chunk", k_chunk)?;
+        // Cut the batch's output rows into chunks of about CHUNK_PIXELS pixels (whole rows,
+        // one image each): one invocation per chunk and 8 x 8 block of the weight.
+        const CHUNK_PIXELS: usize = 128;
+        const BLOCK: usize = 8;
+        const WG_SIZE: usize = 64;
+        let rows = (CHUNK_PIXELS / ys.w).clamp(1, ys.h);
+        let splits = xs.n * ys.h.div_ceil(rows);
+        params.k_chunk = u32_of(OP, "rows per chunk", rows)?;
         params.splits = u32_of(OP, "chunks", splits)?;
         let device = ctx.device();
         let part = device.create_buffer(&wgpu::BufferDescriptor {
@@ -124,10 +121,12 @@ impl Conv1x1BackwardWeight {
             mapped_at_creation: false,
         });
         ctx.count_buffer(0);
+        let invocations = splits * cout.div_ceil(BLOCK) * xs.c.div_ceil(BLOCK);
+        u32_of(OP, "invocations", invocations)?;
         let groups = workgroups(
             OP,
             device,
-            [xs.c.div_ceil(TILE), cout.div_ceil(TILE), splits],
+            super::elementwise::grid(device, invocations.div_ceil(WG_SIZE)),
         )?;
         let partial = self.pipeline.prepare(
             device,
