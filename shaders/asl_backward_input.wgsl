@@ -19,11 +19,18 @@ const WG_SIZE: u32 = 256u;
 // Output index along one axis that tap `a` of it lands on input coordinate `p`, or -1.
 fn source_index(p: i32, f: i32, a: i32, extent: u32) -> i32 {
     let d = p - f - a;
-    let s = i32(params.stride);
-    if (d < 0 || d % s != 0) {
+    if (d < 0) {
         return -1;
     }
-    let i = d / s;
+    var i = d;
+    // Stride 1 (most layers) needs no division.
+    if (params.stride != 1u) {
+        let s = i32(params.stride);
+        if (d % s != 0) {
+            return -1;
+        }
+        i = d / s;
+    }
     if (i >= i32(extent)) {
         return -1;
     }

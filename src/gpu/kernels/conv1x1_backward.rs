@@ -17,9 +17,44 @@ impl Conv1x1BackwardInput {
         }
     }
 
-    /// Prepare (validate shapes, bind buffers) the dispatch computing the input gradient `dx` (`[N, Cin, H, W]`, the forward input's shape) from `dy`
-    /// (`[N, Cout, Ho, Wo]`) and `weight` (`[Cout, Cin]`).
+    /// Prepare (validate shapes, bind buffers) the dispatch computing the input gradient `dx`
+    /// (`[N, Cin, H, W]`, the forward input's shape) from `dy` (`[N, Cout, Ho, Wo]`) and
+    /// `weight` (`[Cout, Cin]`): the kernel [`KernelPolicy::conv1x1_backward_input`] chooses
+    /// (the forward GEMM over the transposed weight, or [`Conv1x1BackwardInput::prepare_direct`]).
+    ///
+    /// [`KernelPolicy::conv1x1_backward_input`]: crate::gpu::KernelPolicy::conv1x1_backward_input
     pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        dy: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        dx: &GpuTensor,
+    ) -> Result<Dispatch> {
+        let dys = dy.shape4("conv1x1_backward_input", "output gradient")?;
+        let cin = dx.shape4("conv1x1_backward_input", "input gradient")?.c;
+        match ctx.policy().conv1x1_backward_input(dys, cin, stride) {
+            Some(variant) => {
+                let xs = dx.shape4("conv1x1_backward_input", "input gradient")?;
+                // The same shape checks as the direct kernel.
+                let cout = weight_rows(weight, xs.c)?;
+                Conv1x1Params::new("conv1x1_backward_input", xs, cout, stride, 0)?;
+                expect_dims(
+                    "conv1x1_backward_input",
+                    "output gradient",
+                    dy,
+                    &xs.strided(cout, stride).dims(),
+                )?;
+                ctx.kernels()
+                    .conv1x1()
+                    .prepare_transposed(variant, ctx, dy, weight, dx)
+            }
+            None => self.prepare_direct(ctx, dy, weight, stride, dx),
+        }
+    }
+
+    /// [`Conv1x1BackwardInput::prepare`] by the direct kernel, whatever the policy says.
+    pub fn prepare_direct(
         &self,
         ctx: &GpuContext,
         dy: &GpuTensor,
@@ -29,17 +64,7 @@ impl Conv1x1BackwardInput {
     ) -> Result<Dispatch> {
         const OP: &str = "conv1x1_backward_input";
         let xs = dx.shape4(OP, "input gradient")?;
-        let cout = match weight.dims() {
-            [cout, cin] if *cin == xs.c => *cout,
-            d => {
-                return Err(crate::Error::shape(
-                    OP,
-                    "weight",
-                    format!("[Cout, {}]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = weight_rows(weight, xs.c)?;
         let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
         expect_dims(OP, "output gradient", dy, &xs.strided(cout, stride).dims())?;
         let groups = workgroups(
@@ -53,6 +78,19 @@ impl Conv1x1BackwardInput {
             &[(1, dy.buffer()), (2, weight.buffer()), (3, dx.buffer())],
             groups,
         ))
+    }
+}
+
+/// The `Cout` of a `[Cout, cin]` weight.
+fn weight_rows(weight: &GpuTensor, cin: usize) -> Result<usize> {
+    match weight.dims() {
+        [cout, c] if *c == cin => Ok(*cout),
+        d => Err(crate::Error::shape(
+            "conv1x1_backward_input",
+            "weight",
+            format!("[Cout, {cin}]"),
+            format!("{d:?}"),
+        )),
     }
 }
 
