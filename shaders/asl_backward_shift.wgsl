@@ -11,7 +11,7 @@
 #import asl_params
 
 const WG_SIZE: u32 = 256u;
-const PER_INVOCATION: u32 = 4u;
+const PER_INVOCATION: u32 = 16u;
 // Positions per chunk; the Rust side uses the same number (`ASL_SHIFT_CHUNK`).
 const CHUNK: u32 = WG_SIZE * PER_INVOCATION;
 #import shift

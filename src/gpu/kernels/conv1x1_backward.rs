@@ -70,7 +70,11 @@ impl Conv1x1BackwardInput {
         let groups = workgroups(
             OP,
             ctx.device(),
-            [xs.plane().div_ceil(4 * 64), xs.c.div_ceil(8), xs.n],
+            [
+                xs.strided(cout, stride).plane().div_ceil(4 * 64),
+                xs.c.div_ceil(8),
+                xs.n,
+            ],
         )?;
         Ok(self.pipeline.prepare(
             ctx.device(),
