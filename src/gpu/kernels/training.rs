@@ -270,7 +270,8 @@ impl Conv3x3BackwardWeight {
             stride: u32_of(OP, "stride", stride)?,
         };
         let device = ctx.device();
-        let groups = workgroups(OP, device, grid(device, dw.len()))?;
+        // One workgroup per (co, ci) pair.
+        let groups = workgroups(OP, device, grid(device, cout * xs.c))?;
         Ok(self.pipeline.prepare(
             device,
             &params,
