@@ -154,7 +154,11 @@ fn gpu(batch: usize, repeats: usize) -> Result<()> {
     use activeshift::gpu::{DispatchTimer, GpuContext};
     use activeshift::train::{GpuBackend, Session};
     let ctx = pollster::block_on(GpuContext::new())?;
-    let trainer = Trainer::new(fashion_mnist_config(16, 1), vec![], TrainSettings::default())?;
+    let trainer = Trainer::new(
+        fashion_mnist_config(16, 1),
+        vec![],
+        TrainSettings::default(),
+    )?;
     let input: Vec<f32> = (0..batch * 784)
         .map(|i| ((i * 7 % 251) as f32) / 251.0 - 0.5)
         .collect();
@@ -184,7 +188,10 @@ fn gpu(batch: usize, repeats: usize) -> Result<()> {
             best = best.min(timer.time_blocking(part)?);
         }
         total += best;
-        for (map, name) in [(&mut by_op, op.to_string()), (&mut by_kernel, kernel.clone())] {
+        for (map, name) in [
+            (&mut by_op, op.to_string()),
+            (&mut by_kernel, kernel.clone()),
+        ] {
             let e: &mut (f64, usize) = map.entry(name).or_default();
             e.0 += best;
             e.1 += 1;

@@ -357,7 +357,13 @@ impl Conv1x1 {
                 format!("the {} variant does not handle {xs}", variant.name()),
             ));
         }
-        let ep = bind_epilogue(OP, ctx, &Conv1x1Epilogue::default(), y.shape4(OP, "input gradient")?, None)?;
+        let ep = bind_epilogue(
+            OP,
+            ctx,
+            &Conv1x1Epilogue::default(),
+            y.shape4(OP, "input gradient")?,
+            None,
+        )?;
         PackedGemm {
             op: OP,
             gemm,

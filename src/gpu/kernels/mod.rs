@@ -572,7 +572,12 @@ impl Dispatch {
             .iter()
             .map(|s| {
                 let name = format!("{}:{}", s.label, s.entry);
-                (name, Dispatch { steps: vec![s.clone()] })
+                (
+                    name,
+                    Dispatch {
+                        steps: vec![s.clone()],
+                    },
+                )
             })
             .collect()
     }
