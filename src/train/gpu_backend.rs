@@ -211,6 +211,12 @@ impl Backend for GpuBackend {
         Ok(t)
     }
 
+    fn overwrite(&mut self, t: &mut GpuTensor, data: &[f32]) -> Result<()> {
+        // A queued write lands before the next submission: submit what reads the old values.
+        self.flush()?;
+        t.write(&self.ctx, data)
+    }
+
     fn download(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {
         let total: u64 = tensors.iter().map(|t| t.len() as u64 * 4).sum();
         if total == 0 {

@@ -398,3 +398,13 @@ pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Run `cmd`: `(exit code, stdout, stderr)` (-1 when a signal ended it).
+pub fn run_code(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run activeshift");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

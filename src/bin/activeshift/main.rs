@@ -175,6 +175,17 @@ enum ShiftChoice {
     SampledReal,
 }
 
+impl From<ShiftChoice> for activeshift::train::ShiftMode {
+    fn from(c: ShiftChoice) -> Self {
+        match c {
+            ShiftChoice::Learned => Self::Learned,
+            ShiftChoice::Grouped => Self::Grouped,
+            ShiftChoice::SampledInt => Self::SampledInt,
+            ShiftChoice::SampledReal => Self::SampledReal,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum BlockChoice {
     Asl,

@@ -29,18 +29,13 @@ pub(crate) struct Driver {
 
 /// The training settings `a` asks for.
 fn settings_of(a: &TrainArgs) -> activeshift::train::TrainSettings {
-    use activeshift::train::{Schedule, ShiftMode, TrainSettings};
+    use activeshift::train::{Schedule, TrainSettings};
     TrainSettings {
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
         weight_decay: a.weight_decay,
-        shift: match a.shift {
-            ShiftChoice::Learned => ShiftMode::Learned,
-            ShiftChoice::Grouped => ShiftMode::Grouped,
-            ShiftChoice::SampledInt => ShiftMode::SampledInt,
-            ShiftChoice::SampledReal => ShiftMode::SampledReal,
-        },
+        shift: a.shift.into(),
         schedule: match a.schedule {
             ScheduleChoice::Cosine => Schedule::Cosine,
             ScheduleChoice::Step => Schedule::Step,
@@ -109,6 +104,9 @@ fn check_resume_settings(
 /// Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where it
 /// writes a checkpoint and prints the command that resumes; a second Ctrl-C, or one outside
 /// the training loop, quits at once (exit status 130).
+/// How often the training loop reads the loss and accuracy for its progress bar.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static IN_TRAINING_LOOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -422,43 +420,48 @@ fn train_epochs<B: activeshift::train::Backend>(
         bar.set_position(step_now as u64);
         let mut stats = activeshift::train::Stats::default();
         let started = std::time::Instant::now();
+        // The loss and accuracy are read from the session (a wait for the device) only when
+        // shown: every STATS_EVERY, for the log line, and at the epoch's end.
+        let mut shown = started;
         let first = step_now;
         while step_now < steps {
             let s = step_now;
             let idx = &order[s * trainer.settings.batch..][..trainer.settings.batch];
             let global = epoch * steps + s;
             let lr = trainer.lr_at(global, total);
-            let st = session.step(
+            session.step(
                 train_set,
                 idx,
                 lr,
                 trainer.settings.seed.wrapping_add(global as u64 * 7919),
             )?;
-            stats.loss_sum += st.loss_sum;
-            stats.correct += st.correct;
-            stats.seen += st.seen;
             step_now += 1;
             session.set_position(epoch_now, step_now);
-            let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let left = eta(global + 1);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
-                stats.loss(),
-                stats.accuracy() * 100.0,
-                rate
-            ));
             bar.inc(1);
-            if bar.is_hidden() && step_now.is_multiple_of(50) {
-                // Not a terminal (a log file): a plain line now and then instead of the bar.
-                eprintln!(
-                    "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
-                    epoch + 1,
-                    trainer.settings.epochs,
-                    step_now,
+            let log_line = bar.is_hidden() && step_now.is_multiple_of(50);
+            if log_line || step_now == steps || shown.elapsed() >= STATS_EVERY {
+                shown = std::time::Instant::now();
+                stats.add(session.stats()?);
+                let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let left = eta(global + 1);
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
                     stats.loss(),
                     stats.accuracy() * 100.0,
                     rate
-                );
+                ));
+                if log_line {
+                    // Not a terminal (a log file): a plain line now and then instead of the bar.
+                    eprintln!(
+                        "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
+                        epoch + 1,
+                        trainer.settings.epochs,
+                        step_now,
+                        stats.loss(),
+                        stats.accuracy() * 100.0,
+                        rate
+                    );
+                }
             }
             let stop = STOP_REQUESTED.load(SeqCst);
             if stop || (step_now - first).is_multiple_of(a.checkpoint_every.max(1)) {

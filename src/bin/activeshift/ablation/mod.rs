@@ -268,15 +268,6 @@ fn backend_name(b: BackendChoice) -> &'static str {
     }
 }
 
-fn shift_mode(c: ShiftChoice) -> ShiftMode {
-    match c {
-        ShiftChoice::Learned => ShiftMode::Learned,
-        ShiftChoice::Grouped => ShiftMode::Grouped,
-        ShiftChoice::SampledInt => ShiftMode::SampledInt,
-        ShiftChoice::SampledReal => ShiftMode::SampledReal,
-    }
-}
-
 fn mismatch(path: &Path, what: String) -> Error {
     usage(format!(
         "{} holds {what}: choose another --dir (one recipe per folder)",
@@ -343,7 +334,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
     let mut progress = if ckpt.exists() {
         let t = Trainer::load_checkpoint(&ckpt)?;
         let same = t.settings.seed == seed
-            && t.settings.shift == shift_mode(v.shift)
+            && t.settings.shift == ShiftMode::from(v.shift)
             && t.config == fresh.config
             && Recipe::of(&t, a.limit) == recipe;
         if !same {
