@@ -155,7 +155,7 @@ impl Backend for Timed {
 /// The GPU profile: ms per step by op and by kernel.
 fn gpu(batch: usize, repeats: usize) -> Result<()> {
     use activeshift::gpu::{DispatchTimer, GpuContext};
-    use activeshift::train::{GpuBackend, Session};
+    use activeshift::train::GpuBackend;
     let ctx = pollster::block_on(GpuContext::new())?;
     let trainer = Trainer::new(
         fashion_mnist_config(16, 1),
@@ -170,11 +170,13 @@ fn gpu(batch: usize, repeats: usize) -> Result<()> {
     for _ in 0..2 {
         session.step_batch(&input, &labels, 0.01)?;
     }
-    // The whole step (host work, one submission, the readback): best of `repeats`.
+    session.stats()?;
+    // The whole step (host work, one submission, reading the stats back): best of `repeats`.
     let mut whole = f64::INFINITY;
     for _ in 0..repeats {
         let start = Instant::now();
         session.step_batch(&input, &labels, 0.01)?;
+        session.stats()?;
         whole = whole.min(start.elapsed().as_secs_f64() * 1e3);
     }
     let timer = DispatchTimer::new(&ctx);
