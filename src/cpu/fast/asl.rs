@@ -6,9 +6,14 @@
 //!
 //! Each channel plane is bilinear interpolation at one fractional offset: output `(i, j)`
 //! reads the four input pixels at rows `i*s + fy + {0, 1}` and columns `j*s + fx + {0, 1}`
-//! (zero outside the image), so each output row is computed from four gathered rows.
+//! (zero outside the image). The weights are constant over the plane, so the interpolation
+//! splits into a horizontal pass and a vertical one: every input row the plane reads is first
+//! interpolated along its columns once (`H[k][j] = (1-tx) x[k+fy][j*s+fx] + tx x[..][..+1]`,
+//! a slice-wise lerp with a bounds-checked edge of at most a few pixels), then each output
+//! row mixes two of those rows (`(1-ty) H[i*s] + ty H[i*s+1]`; at stride 1 the whole plane in
+//! one pass). The backward pass runs the same two passes transposed.
 
-use super::{gather_row, inside, planes_per_task};
+use super::{inside, planes_per_task};
 use crate::error::Result;
 use crate::shape::Shape4;
 use rayon::prelude::*;
@@ -38,24 +43,169 @@ fn taps(shift: &[f32], c: usize, ch: usize) -> Option<Taps> {
     })
 }
 
-/// The four rows `(q00, q01, q10, q11)` that output row `i` reads, each `wo` long.
-struct Quad {
-    q: [Vec<f32>; 4],
+/// The geometry of one plane's interpolation: input `h x w`, output `ho x wo`, stride `s`,
+/// and the `rows` interpolated input rows `k` (input row `k + fy`) the output reads.
+#[derive(Clone, Copy)]
+struct Geom {
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+    s: usize,
+    rows: usize,
 }
 
-impl Quad {
-    fn new(wo: usize) -> Self {
+impl Geom {
+    fn new(xs: Shape4, s: usize) -> Self {
+        let os = xs.strided(1, s);
         Self {
-            q: std::array::from_fn(|_| vec![0.0; wo]),
+            h: xs.h,
+            w: xs.w,
+            ho: os.h,
+            wo: os.w,
+            s,
+            rows: (os.h.max(1) - 1) * s + 2,
         }
     }
 
-    fn gather(&mut self, plane: &[f32], xs: Shape4, s: usize, t: Taps, i: usize) {
-        let row = (i * s) as i64 + t.fy;
-        for (k, q) in self.q.iter_mut().enumerate() {
-            let (a, b) = ((k / 2) as i64, (k % 2) as i64);
-            gather_row(plane, (xs.h, xs.w), row + a, t.fx + b, s, q);
+    /// The input row of interpolated row `k`, if inside the image.
+    fn input_row(&self, k: usize, t: Taps) -> Option<usize> {
+        let r = k as i64 + t.fy;
+        (r >= 0 && r < self.h as i64).then_some(r as usize)
+    }
+}
+
+/// The scratch rows of one task.
+#[derive(Default)]
+struct Scratch {
+    /// The column-interpolated rows `H` (`rows x wo`).
+    h: Vec<f32>,
+    /// The column differences `x[..][c+1] - x[..][c]` at the same places.
+    d: Vec<f32>,
+    /// One row of the input gradient before it is spread over the columns.
+    row: Vec<f32>,
+}
+
+/// `dst[j] = a * row[j*s + off] + b * row[j*s + off + 1]` (zero outside the row), and when
+/// `diff` is given `diff[j] = row[j*s + off + 1] - row[j*s + off]`.
+fn lerp_cols(
+    dst: &mut [f32],
+    mut diff: Option<&mut [f32]>,
+    row: &[f32],
+    off: i64,
+    s: usize,
+    ab: (f32, f32),
+) {
+    let (a, b) = ab;
+    let n = dst.len();
+    // Both taps inside: `0 <= off + j*s < w - 1`.
+    let (lo, hi) = inside(off, s, row.len().saturating_sub(1), n);
+    let at = |c: i64| {
+        if c >= 0 && (c as usize) < row.len() {
+            row[c as usize]
+        } else {
+            0.0
         }
+    };
+    for j in (0..lo).chain(hi.max(lo)..n) {
+        let c = off + (j * s) as i64;
+        let (p, q) = (at(c), at(c + 1));
+        dst[j] = a * p + b * q;
+        if let Some(d) = diff.as_deref_mut() {
+            d[j] = q - p;
+        }
+    }
+    if lo >= hi {
+        return;
+    }
+    let start = (off + (lo * s) as i64) as usize;
+    if s == 1 {
+        let len = hi - lo;
+        let (x0, x1) = (&row[start..start + len], &row[start + 1..start + 1 + len]);
+        for ((v, &p), &q) in dst[lo..hi].iter_mut().zip(x0).zip(x1) {
+            *v = a * p + b * q;
+        }
+        if let Some(d) = diff {
+            for ((v, &p), &q) in d[lo..hi].iter_mut().zip(x0).zip(x1) {
+                *v = q - p;
+            }
+        }
+    } else {
+        for j in lo..hi {
+            let c = start + (j - lo) * s;
+            let (p, q) = (row[c], row[c + 1]);
+            dst[j] = a * p + b * q;
+            if let Some(d) = diff.as_deref_mut() {
+                d[j] = q - p;
+            }
+        }
+    }
+}
+
+/// The transpose of [`lerp_cols`]: `out[c] = sum over j of a * g[j] where c = j*s + off, and
+/// b * g[j] where c = j*s + off + 1`.
+fn spread_cols(out: &mut [f32], g: &[f32], off: i64, s: usize, ab: (f32, f32)) {
+    let (a, b) = ab;
+    if s != 1 {
+        out.fill(0.0);
+        for (j, &v) in g.iter().enumerate() {
+            let c = off + (j * s) as i64;
+            if c >= 0 && (c as usize) < out.len() {
+                out[c as usize] += a * v;
+            }
+            if c + 1 >= 0 && ((c + 1) as usize) < out.len() {
+                out[(c + 1) as usize] += b * v;
+            }
+        }
+        return;
+    }
+    // Stride 1: out[c] = a g[c - off] + b g[c - off - 1], both taps inside for
+    // `off + 1 <= c < off + wo`.
+    let (w, wo) = (out.len() as i64, g.len() as i64);
+    let at = |j: i64| if j >= 0 && j < wo { g[j as usize] } else { 0.0 };
+    let lo = (off + 1).clamp(0, w) as usize;
+    let hi = (off + wo).clamp(0, w).max(lo as i64) as usize;
+    for c in (0..lo).chain(hi..out.len()) {
+        let j = c as i64 - off;
+        out[c] = a * at(j) + b * at(j - 1);
+    }
+    if lo < hi {
+        let j0 = (lo as i64 - off) as usize;
+        let len = hi - lo;
+        let (g0, g1) = (&g[j0..j0 + len], &g[j0 - 1..j0 - 1 + len]);
+        for ((v, &p), &q) in out[lo..hi].iter_mut().zip(g0).zip(g1) {
+            *v = a * p + b * q;
+        }
+    }
+}
+
+/// Fill `sc.h` (and `sc.d` when `diff`) with the column-interpolated rows of one plane.
+fn interpolate_rows(src: &[f32], g: Geom, t: Taps, sc: &mut Scratch, diff: bool) {
+    let len = g.rows * g.wo;
+    sc.h.resize(len, 0.0);
+    if diff {
+        sc.d.resize(len, 0.0);
+    }
+    let ab = (1.0 - t.tx, t.tx);
+    for k in 0..g.rows {
+        let h = &mut sc.h[k * g.wo..][..g.wo];
+        let d = diff.then(|| &mut sc.d[k * g.wo..][..g.wo]);
+        match g.input_row(k, t) {
+            Some(r) => lerp_cols(h, d, &src[r * g.w..][..g.w], t.fx, g.s, ab),
+            None => {
+                h.fill(0.0);
+                if let Some(d) = d {
+                    d.fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// `dst = a * top + b * bottom` elementwise.
+fn mix(dst: &mut [f32], top: &[f32], bottom: &[f32], (a, b): (f32, f32)) {
+    for ((v, &p), &q) in dst.iter_mut().zip(top).zip(bottom) {
+        *v = a * p + b * q;
     }
 }
 
@@ -63,11 +213,12 @@ impl Quad {
 /// computes it. Parallel over channel planes.
 pub fn asl_forward(x: &[f32], xs: Shape4, shift: &[f32], stride: usize, out: &mut [f32]) {
     let os = xs.strided(xs.c, stride);
+    let g = Geom::new(xs, stride);
     let per = planes_per_task(xs.n * xs.c, os.plane());
     out.par_chunks_mut(os.plane() * per)
         .enumerate()
         .for_each(|(task, dsts)| {
-            let mut quad = Quad::new(os.w);
+            let mut sc = Scratch::default();
             for (k, dst) in dsts.chunks_mut(os.plane()).enumerate() {
                 let plane_ix = task * per + k;
                 let Some(t) = taps(shift, xs.c, plane_ix % xs.c) else {
@@ -75,15 +226,17 @@ pub fn asl_forward(x: &[f32], xs: Shape4, shift: &[f32], stride: usize, out: &mu
                     continue;
                 };
                 let src = &x[plane_ix * xs.plane()..][..xs.plane()];
-                let (ux, uy) = (1.0 - t.tx, 1.0 - t.ty);
-                for (i, d) in dst.chunks_mut(os.w).enumerate() {
-                    quad.gather(src, xs, stride, t, i);
-                    let [q00, q01, q10, q11] = &quad.q;
-                    for j in 0..os.w {
-                        let top = ux * q00[j] + t.tx * q01[j];
-                        let bottom = ux * q10[j] + t.tx * q11[j];
-                        d[j] = uy * top + t.ty * bottom;
-                    }
+                interpolate_rows(src, g, t, &mut sc, false);
+                let ab = (1.0 - t.ty, t.ty);
+                if stride == 1 {
+                    // Output row i mixes rows i and i + 1: the whole plane at once.
+                    let n = dst.len();
+                    mix(dst, &sc.h[..n], &sc.h[g.wo..g.wo + n], ab);
+                    continue;
+                }
+                for (i, d) in dst.chunks_mut(g.wo).enumerate() {
+                    let k0 = i * stride * g.wo;
+                    mix(d, &sc.h[k0..k0 + g.wo], &sc.h[k0 + g.wo..k0 + 2 * g.wo], ab);
                 }
             }
         });
@@ -107,25 +260,28 @@ pub fn shift_backward(
         format!("[2, {}]", xs.c),
     )?;
     let os = xs.strided(xs.c, s);
-    let mut dx = super::BufferPool::zeros(xs.len());
+    let geom = Geom::new(xs, s);
+    let mut dx = super::BufferPool::take(xs.len());
     let per = planes_per_task(xs.n * xs.c, xs.plane());
     // Per plane: (dxpos, dypos) of that plane.
     let partial: Vec<Vec<(f32, f32)>> = dx
         .par_chunks_mut(xs.plane() * per)
         .enumerate()
         .map(|(task, dxs)| {
-            let mut quad = Quad::new(os.w);
+            let mut sc = Scratch::default();
             let mut sums = Vec::with_capacity(per);
             for (k, dxp) in dxs.chunks_mut(xs.plane()).enumerate() {
                 let plane_ix = task * per + k;
                 let Some(t) = taps(shift, xs.c, plane_ix % xs.c) else {
+                    dxp.fill(0.0);
                     sums.push((0.0, 0.0));
                     continue;
                 };
                 let src = &x[plane_ix * xs.plane()..][..xs.plane()];
                 let g = &dout[plane_ix * os.plane()..][..os.plane()];
-                sums.push(plane_shift_grad(src, xs, g, s, t, &mut quad));
-                plane_input_grad(dxp, xs, g, s, t);
+                interpolate_rows(src, geom, t, &mut sc, true);
+                sums.push(plane_shift_grad(g, &sc, geom, t));
+                plane_input_grad(dxp, g, geom, t, &mut sc.row);
             }
             sums
         })
@@ -139,64 +295,92 @@ pub fn shift_backward(
     Ok((dx, dsh.into_iter().map(|v| v as f32).collect()))
 }
 
-/// One plane's `(dxpos, dypos)`: `sum d * ((1-ty)(q01-q00) + ty(q11-q10))` and
-/// `sum d * ((1-tx)(q10-q00) + tx(q11-q01))`, in eight lanes.
-fn plane_shift_grad(
-    src: &[f32],
-    xs: Shape4,
-    g: &[f32],
-    s: usize,
-    t: Taps,
-    quad: &mut Quad,
-) -> (f32, f32) {
-    let wo = quad.q[0].len();
-    let (ux, uy) = (1.0 - t.tx, 1.0 - t.ty);
+/// The rows `(H[k], H[k+1], D[k], D[k+1])` that output rows read, `k = i*s`: for the whole
+/// plane at stride 1, one output row's at other strides.
+struct Reads<'a> {
+    h0: &'a [f32],
+    h1: &'a [f32],
+    d0: &'a [f32],
+    d1: &'a [f32],
+}
+
+/// One plane's `(dxpos, dypos)`: `sum g * ((1-ty) D[k] + ty D[k+1])` and
+/// `sum g * (H[k+1] - H[k])` (with `D` the column differences: the derivative of `H` along
+/// x), in eight f32 lanes.
+fn plane_shift_grad(g: &[f32], sc: &Scratch, geom: Geom, t: Taps) -> (f32, f32) {
+    let (uy, ty) = (1.0 - t.ty, t.ty);
     let (mut ax, mut ay) = ([0.0f32; 8], [0.0f32; 8]);
-    for (i, grow) in g.chunks(wo).enumerate() {
-        quad.gather(src, xs, s, t, i);
-        let [q00, q01, q10, q11] = &quad.q;
-        for j in 0..wo {
-            let d = grow[j];
-            let l = j % 8;
-            ax[l] += d * (uy * (q01[j] - q00[j]) + t.ty * (q11[j] - q10[j]));
-            ay[l] += d * (ux * (q10[j] - q00[j]) + t.tx * (q11[j] - q01[j]));
+    let wo = geom.wo;
+    let mut add = |g: &[f32], r: Reads<'_>| {
+        let n = g.len();
+        let (h0, h1, d0, d1) = (&r.h0[..n], &r.h1[..n], &r.d0[..n], &r.d1[..n]);
+        let (gc, gt) = g.as_chunks::<8>();
+        let (h0c, h0t) = h0.as_chunks::<8>();
+        let (h1c, h1t) = h1.as_chunks::<8>();
+        let (d0c, d0t) = d0.as_chunks::<8>();
+        let (d1c, d1t) = d1.as_chunks::<8>();
+        for ((((gv, a0), a1), b0), b1) in gc.iter().zip(h0c).zip(h1c).zip(d0c).zip(d1c) {
+            for l in 0..8 {
+                ax[l] += gv[l] * (uy * b0[l] + ty * b1[l]);
+                ay[l] += gv[l] * (a1[l] - a0[l]);
+            }
+        }
+        for l in 0..gt.len() {
+            ax[l] += gt[l] * (uy * d0t[l] + ty * d1t[l]);
+            ay[l] += gt[l] * (h1t[l] - h0t[l]);
+        }
+    };
+    if geom.s == 1 {
+        let n = g.len();
+        let reads = Reads {
+            h0: &sc.h[..n],
+            h1: &sc.h[wo..wo + n],
+            d0: &sc.d[..n],
+            d1: &sc.d[wo..wo + n],
+        };
+        add(g, reads);
+    } else {
+        for (i, gi) in g.chunks(wo).enumerate() {
+            let k0 = i * geom.s * wo;
+            let reads = Reads {
+                h0: &sc.h[k0..k0 + wo],
+                h1: &sc.h[k0 + wo..k0 + 2 * wo],
+                d0: &sc.d[k0..k0 + wo],
+                d1: &sc.d[k0 + wo..k0 + 2 * wo],
+            };
+            add(gi, reads);
         }
     }
     (ax.iter().sum(), ay.iter().sum())
 }
 
-/// One plane's input gradient, the transpose of the forward map: every output gradient
-/// spread to its four taps (tap by tap, in the order the twin sums them).
-fn plane_input_grad(dxp: &mut [f32], xs: Shape4, g: &[f32], s: usize, t: Taps) {
-    let wo = xs.strided(1, s).w;
-    let wy = [1.0 - t.ty, t.ty];
-    let wx = [1.0 - t.tx, t.tx];
-    for (a, wya) in wy.iter().enumerate() {
-        for (b, wxb) in wx.iter().enumerate() {
-            let w = wya * wxb;
-            let col0 = t.fx + b as i64;
-            let (lo, hi) = inside(col0, s, xs.w, wo);
-            if lo >= hi {
-                continue;
+/// One plane's input gradient, the transpose of the forward map: the output gradient rows
+/// mixed into the input rows they read (the transposed vertical pass), each spread over the
+/// columns (the transposed horizontal pass). Writes every value of `dxp`.
+fn plane_input_grad(dxp: &mut [f32], g: &[f32], geom: Geom, t: Taps, row: &mut Vec<f32>) {
+    let Geom { w, ho, wo, s, .. } = geom;
+    let (uy, ty) = (1.0 - t.ty, t.ty);
+    let (ux, tx) = (1.0 - t.tx, t.tx);
+    let grow = |i: usize| &g[i * wo..][..wo];
+    for (r, drow) in dxp.chunks_mut(w).enumerate() {
+        let k = r as i64 - t.fy;
+        if k < 0 || k >= geom.rows as i64 {
+            drow.fill(0.0);
+            continue;
+        }
+        let k = k as usize;
+        // Output rows reading input row r as their top row (weight 1 - ty) and bottom row.
+        let top = (k % s == 0 && k / s < ho).then(|| k / s);
+        let bottom = (k >= 1 && (k - 1) % s == 0 && (k - 1) / s < ho).then(|| (k - 1) / s);
+        match (top, bottom) {
+            (Some(i0), Some(i1)) => {
+                row.resize(wo, 0.0);
+                mix(row, grow(i0), grow(i1), (uy, ty));
+                spread_cols(drow, row, t.fx, s, (ux, tx));
             }
-            for (i, grow) in g.chunks(wo).enumerate() {
-                let row = (i * s) as i64 + t.fy + a as i64;
-                if row < 0 || row >= xs.h as i64 {
-                    continue;
-                }
-                let drow = &mut dxp[row as usize * xs.w..][..xs.w];
-                if s == 1 {
-                    let start = (col0 + lo as i64) as usize;
-                    let d = &mut drow[start..start + (hi - lo)];
-                    for (v, gv) in d.iter_mut().zip(&grow[lo..hi]) {
-                        *v += w * gv;
-                    }
-                } else {
-                    for (j, gv) in grow.iter().enumerate().take(hi).skip(lo) {
-                        drow[(col0 + (j * s) as i64) as usize] += w * gv;
-                    }
-                }
-            }
+            (Some(i), None) => spread_cols(drow, grow(i), t.fx, s, (uy * ux, uy * tx)),
+            (None, Some(i)) => spread_cols(drow, grow(i), t.fx, s, (ty * ux, ty * tx)),
+            (None, None) => drow.fill(0.0),
         }
     }
 }
