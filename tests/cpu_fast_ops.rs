@@ -16,7 +16,13 @@ use rand::rngs::StdRng;
 /// Shapes: odd sizes, one image and several, stride 1 and 2.
 fn cases() -> Vec<(Shape4, usize)> {
     let mut v = Vec::new();
-    for (n, c, h, w) in [(1, 3, 7, 5), (5, 4, 9, 6), (3, 7, 1, 4), (8, 16, 11, 13)] {
+    for (n, c, h, w) in [
+        (1, 3, 7, 5),
+        (5, 4, 9, 6),
+        (3, 7, 1, 4),
+        (2, 5, 6, 1),
+        (8, 16, 11, 13),
+    ] {
         for s in [1, 2] {
             v.push((Shape4::new(n, c, h, w), s));
         }

@@ -142,39 +142,84 @@ fn lerp_cols(
     }
 }
 
-/// The transpose of [`lerp_cols`]: `out[c] = sum over j of a * g[j] where c = j*s + off, and
-/// b * g[j] where c = j*s + off + 1`.
-fn spread_cols(out: &mut [f32], g: &[f32], off: i64, s: usize, ab: (f32, f32)) {
-    let (a, b) = ab;
-    if s != 1 {
-        out.fill(0.0);
-        for (j, &v) in g.iter().enumerate() {
-            let c = off + (j * s) as i64;
-            if c >= 0 && (c as usize) < out.len() {
-                out[c as usize] += a * v;
-            }
-            if c + 1 >= 0 && ((c + 1) as usize) < out.len() {
-                out[(c + 1) as usize] += b * v;
-            }
+/// The transpose of [`lerp_cols`] (used at strides above 1): `out[c] = sum over j of
+/// a * g[j] where c = j*s + off, and b * g[j] where c = j*s + off + 1`.
+fn spread_cols(out: &mut [f32], g: &[f32], off: i64, s: usize, (a, b): (f32, f32)) {
+    out.fill(0.0);
+    let w = out.len() as i64;
+    for (j, &v) in g.iter().enumerate() {
+        let c = off + (j * s) as i64;
+        if c >= 0 && c < w {
+            out[c as usize] += a * v;
         }
+        if c + 1 >= 0 && c + 1 < w {
+            out[(c + 1) as usize] += b * v;
+        }
+    }
+}
+
+/// Stride 1, whole planes of width `w`: `out[k][j] = a * src[k + dy][j + dx] + b * src[k +
+/// dy][j + dx + 1]` (zero outside `src`), and when `diff` is given `diff[k][j] = src[..][j +
+/// dx + 1] - src[..][j + dx]`. The rows of both planes are contiguous, so one pass over the
+/// flattened planes at the offset `dy * w + dx` is right everywhere but where a tap leaves its
+/// row (at most `|dx| + 1` columns a row): those are then rewritten one by one.
+fn shifted_lerp(
+    out: &mut [f32],
+    mut diff: Option<&mut [f32]>,
+    src: &[f32],
+    w: usize,
+    (dy, dx): (i64, i64),
+    (a, b): (f32, f32),
+) {
+    let (rows, hs, wi) = (out.len() / w, src.len() / w, w as i64);
+    // Rows whose source row is inside `src`; the others are zero.
+    let klo = (-dy).clamp(0, rows as i64) as usize;
+    let khi = (hs as i64 - dy).clamp(klo as i64, rows as i64) as usize;
+    for (lo, hi) in [(0, klo * w), (khi * w, out.len())] {
+        out[lo..hi].fill(0.0);
+        if let Some(d) = diff.as_deref_mut() {
+            d[lo..hi].fill(0.0);
+        }
+    }
+    if klo == khi {
         return;
     }
-    // Stride 1: out[c] = a g[c - off] + b g[c - off - 1], both taps inside for
-    // `off + 1 <= c < off + wo`.
-    let (w, wo) = (out.len() as i64, g.len() as i64);
-    let at = |j: i64| if j >= 0 && j < wo { g[j as usize] } else { 0.0 };
-    let lo = (off + 1).clamp(0, w) as usize;
-    let hi = (off + wo).clamp(0, w).max(lo as i64) as usize;
-    for c in (0..lo).chain(hi..out.len()) {
-        let j = c as i64 - off;
-        out[c] = a * at(j) + b * at(j - 1);
-    }
-    if lo < hi {
-        let j0 = (lo as i64 - off) as usize;
-        let len = hi - lo;
-        let (g0, g1) = (&g[j0..j0 + len], &g[j0 - 1..j0 - 1 + len]);
-        for ((v, &p), &q) in out[lo..hi].iter_mut().zip(g0).zip(g1) {
+    let off = dy * wi + dx;
+    let m0 = ((klo * w) as i64).max(-off);
+    let m1 = ((khi * w) as i64).min(src.len() as i64 - 1 - off);
+    if m0 < m1 {
+        let (m0, m1) = (m0 as usize, m1 as usize);
+        let s0 = (m0 as i64 + off) as usize;
+        let len = m1 - m0;
+        let (x0, x1) = (&src[s0..s0 + len], &src[s0 + 1..s0 + 1 + len]);
+        for ((v, &p), &q) in out[m0..m1].iter_mut().zip(x0).zip(x1) {
             *v = a * p + b * q;
+        }
+        if let Some(d) = diff.as_deref_mut() {
+            for ((v, &p), &q) in d[m0..m1].iter_mut().zip(x0).zip(x1) {
+                *v = q - p;
+            }
+        }
+    }
+    // The columns where a tap leaves the row: `j + dx < 0` or `j + dx + 1 >= w`.
+    let left = (-dx).clamp(0, wi) as usize;
+    let right = (wi - 1 - dx).clamp(left as i64, wi) as usize;
+    for k in klo..khi {
+        let srow = &src[(k as i64 + dy) as usize * w..][..w];
+        let at = |c: i64| {
+            if c >= 0 && c < wi {
+                srow[c as usize]
+            } else {
+                0.0
+            }
+        };
+        for j in (0..left).chain(right..w) {
+            let c = j as i64 + dx;
+            let (p, q) = (at(c), at(c + 1));
+            out[k * w + j] = a * p + b * q;
+            if let Some(d) = diff.as_deref_mut() {
+                d[k * w + j] = q - p;
+            }
         }
     }
 }
@@ -187,6 +232,11 @@ fn interpolate_rows(src: &[f32], g: Geom, t: Taps, sc: &mut Scratch, diff: bool)
         sc.d.resize(len, 0.0);
     }
     let ab = (1.0 - t.tx, t.tx);
+    if g.s == 1 {
+        let d = diff.then_some(&mut sc.d[..]);
+        shifted_lerp(&mut sc.h, d, src, g.w, (t.fy, t.fx), ab);
+        return;
+    }
     for k in 0..g.rows {
         let h = &mut sc.h[k * g.wo..][..g.wo];
         let d = diff.then(|| &mut sc.d[k * g.wo..][..g.wo]);
@@ -308,26 +358,14 @@ struct Reads<'a> {
 /// `sum g * (H[k+1] - H[k])` (with `D` the column differences: the derivative of `H` along
 /// x), in eight f32 lanes.
 fn plane_shift_grad(g: &[f32], sc: &Scratch, geom: Geom, t: Taps) -> (f32, f32) {
-    let (uy, ty) = (1.0 - t.ty, t.ty);
-    let (mut ax, mut ay) = ([0.0f32; 8], [0.0f32; 8]);
+    let wy = (1.0 - t.ty, t.ty);
     let wo = geom.wo;
+    let (mut ax, mut ay) = ([0.0f32; 8], [0.0f32; 8]);
     let mut add = |g: &[f32], r: Reads<'_>| {
-        let n = g.len();
-        let (h0, h1, d0, d1) = (&r.h0[..n], &r.h1[..n], &r.d0[..n], &r.d1[..n]);
-        let (gc, gt) = g.as_chunks::<8>();
-        let (h0c, h0t) = h0.as_chunks::<8>();
-        let (h1c, h1t) = h1.as_chunks::<8>();
-        let (d0c, d0t) = d0.as_chunks::<8>();
-        let (d1c, d1t) = d1.as_chunks::<8>();
-        for ((((gv, a0), a1), b0), b1) in gc.iter().zip(h0c).zip(h1c).zip(d0c).zip(d1c) {
-            for l in 0..8 {
-                ax[l] += gv[l] * (uy * b0[l] + ty * b1[l]);
-                ay[l] += gv[l] * (a1[l] - a0[l]);
-            }
-        }
-        for l in 0..gt.len() {
-            ax[l] += gt[l] * (uy * d0t[l] + ty * d1t[l]);
-            ay[l] += gt[l] * (h1t[l] - h0t[l]);
+        let (bx, by) = shift_grad_lanes(g, r, wy);
+        for l in 0..8 {
+            ax[l] += bx[l];
+            ay[l] += by[l];
         }
     };
     if geom.s == 1 {
@@ -354,6 +392,30 @@ fn plane_shift_grad(g: &[f32], sc: &Scratch, geom: Geom, t: Taps) -> (f32, f32) 
     (ax.iter().sum(), ay.iter().sum())
 }
 
+/// The eight lanes of `sum g * ((1-ty) D0 + ty D1)` and `sum g * (H1 - H0)` (vectorisable:
+/// the lanes are independent).
+fn shift_grad_lanes(g: &[f32], r: Reads<'_>, (uy, ty): (f32, f32)) -> ([f32; 8], [f32; 8]) {
+    let (mut ax, mut ay) = ([0.0f32; 8], [0.0f32; 8]);
+    let n = g.len();
+    let (h0, h1, d0, d1) = (&r.h0[..n], &r.h1[..n], &r.d0[..n], &r.d1[..n]);
+    let (gc, gt) = g.as_chunks::<8>();
+    let (h0c, h0t) = h0.as_chunks::<8>();
+    let (h1c, h1t) = h1.as_chunks::<8>();
+    let (d0c, d0t) = d0.as_chunks::<8>();
+    let (d1c, d1t) = d1.as_chunks::<8>();
+    for ((((gv, a0), a1), b0), b1) in gc.iter().zip(h0c).zip(h1c).zip(d0c).zip(d1c) {
+        for l in 0..8 {
+            ax[l] += gv[l] * (uy * b0[l] + ty * b1[l]);
+            ay[l] += gv[l] * (a1[l] - a0[l]);
+        }
+    }
+    for l in 0..gt.len() {
+        ax[l] += gt[l] * (uy * d0t[l] + ty * d1t[l]);
+        ay[l] += gt[l] * (h1t[l] - h0t[l]);
+    }
+    (ax, ay)
+}
+
 /// One plane's input gradient, the transpose of the forward map: the output gradient rows
 /// mixed into the input rows they read (the transposed vertical pass), each spread over the
 /// columns (the transposed horizontal pass). Writes every value of `dxp`.
@@ -361,6 +423,22 @@ fn plane_input_grad(dxp: &mut [f32], g: &[f32], geom: Geom, t: Taps, row: &mut V
     let Geom { w, ho, wo, s, .. } = geom;
     let (uy, ty) = (1.0 - t.ty, t.ty);
     let (ux, tx) = (1.0 - t.tx, t.tx);
+    if s == 1 {
+        // The vertical pass transposed: interpolated row k gets (1 - ty) g[k] + ty g[k - 1]
+        // (rows k = 0..=ho); then the horizontal one: dx[r][c] = (1 - tx) dh[r - fy][c - fx]
+        // + tx dh[r - fy][c - fx - 1].
+        let n = g.len();
+        row.resize(n + wo, 0.0);
+        for (v, &p) in row[..wo].iter_mut().zip(g) {
+            *v = uy * p;
+        }
+        mix(&mut row[wo..n], &g[wo..], &g[..n - wo], (uy, ty));
+        for (v, &q) in row[n..].iter_mut().zip(&g[n - wo..]) {
+            *v = ty * q;
+        }
+        shifted_lerp(dxp, None, row, w, (-t.fy, -t.fx - 1), (tx, ux));
+        return;
+    }
     let grow = |i: usize| &g[i * wo..][..wo];
     for (r, drow) in dxp.chunks_mut(w).enumerate() {
         let k = r as i64 - t.fy;
