@@ -131,12 +131,22 @@ fn lerp_cols(
             }
         }
     } else {
-        for j in lo..hi {
-            let c = start + (j - lo) * s;
-            let (p, q) = (row[c], row[c + 1]);
-            dst[j] = a * p + b * q;
-            if let Some(d) = diff.as_deref_mut() {
-                d[j] = q - p;
+        // Stride >= 2: the taps of output j are the first two values of the j-th chunk of
+        // `s` values (the last chunk may hold only those two).
+        let len = hi - lo;
+        let span = &row[start..start + (len - 1) * s + 2];
+        let pairs = (0..len).map(|j| (span[j * s], span[j * s + 1]));
+        match diff {
+            Some(d) => {
+                for ((v, dv), (p, q)) in dst[lo..hi].iter_mut().zip(&mut d[lo..hi]).zip(pairs) {
+                    *v = a * p + b * q;
+                    *dv = q - p;
+                }
+            }
+            None => {
+                for (v, (p, q)) in dst[lo..hi].iter_mut().zip(pairs) {
+                    *v = a * p + b * q;
+                }
             }
         }
     }
@@ -146,9 +156,11 @@ fn lerp_cols(
 /// a * g[j] where c = j*s + off, and b * g[j] where c = j*s + off + 1`.
 fn spread_cols(out: &mut [f32], g: &[f32], off: i64, s: usize, (a, b): (f32, f32)) {
     out.fill(0.0);
+    // Both targets inside for `0 <= off + j*s < w - 1`: the first two values of a chunk.
+    let (lo, hi) = inside(off, s, out.len().saturating_sub(1), g.len());
     let w = out.len() as i64;
-    for (j, &v) in g.iter().enumerate() {
-        let c = off + (j * s) as i64;
+    for j in (0..lo).chain(hi.max(lo)..g.len()) {
+        let (c, v) = (off + (j * s) as i64, g[j]);
         if c >= 0 && c < w {
             out[c as usize] += a * v;
         }
@@ -156,26 +168,46 @@ fn spread_cols(out: &mut [f32], g: &[f32], off: i64, s: usize, (a, b): (f32, f32
             out[(c + 1) as usize] += b * v;
         }
     }
+    if lo < hi {
+        let start = (off + (lo * s) as i64) as usize;
+        let span = &mut out[start..start + (hi - lo - 1) * s + 2];
+        for (j, &v) in g[lo..hi].iter().enumerate() {
+            span[j * s] = a * v;
+            span[j * s + 1] = b * v;
+        }
+    }
 }
 
-/// Stride 1, whole planes of width `w`: `out[k][j] = a * src[k + dy][j + dx] + b * src[k +
-/// dy][j + dx + 1]` (zero outside `src`), and when `diff` is given `diff[k][j] = src[..][j +
-/// dx + 1] - src[..][j + dx]`. The rows of both planes are contiguous, so one pass over the
-/// flattened planes at the offset `dy * w + dx` is right everywhere but where a tap leaves its
-/// row (at most `|dx| + 1` columns a row): those are then rewritten one by one.
+/// The layout of [`shifted_lerp`]'s planes: `out` rows of `wo` values, `src` rows of `w =
+/// s * wo` values, stride `s`.
+#[derive(Clone, Copy)]
+struct Flat {
+    wo: usize,
+    w: usize,
+    s: usize,
+}
+
+/// Whole planes: `out[k][j] = a * src[k + dy][j*s + dx] + b * src[k + dy][j*s + dx + 1]`
+/// (zero outside `src`), and when `diff` is given `diff[k][j] = src[..][j*s + dx + 1] -
+/// src[..][j*s + dx]`. The rows of both planes are contiguous and `w = s * wo`, so one pass
+/// over the flattened planes (`out[m]` from `src[s*m + dy*w + dx]` and the value after it) is
+/// right everywhere but where a tap leaves its row (at most `|dx| / s + 1` columns a row):
+/// those are then rewritten one by one.
 fn shifted_lerp(
     out: &mut [f32],
     mut diff: Option<&mut [f32]>,
     src: &[f32],
-    w: usize,
+    f: Flat,
     (dy, dx): (i64, i64),
     (a, b): (f32, f32),
 ) {
-    let (rows, hs, wi) = (out.len() / w, src.len() / w, w as i64);
+    let Flat { wo, w, s } = f;
+    let (rows, hs) = (out.len() / wo, src.len() / w);
+    let (wi, si) = (w as i64, s as i64);
     // Rows whose source row is inside `src`; the others are zero.
     let klo = (-dy).clamp(0, rows as i64) as usize;
     let khi = (hs as i64 - dy).clamp(klo as i64, rows as i64) as usize;
-    for (lo, hi) in [(0, klo * w), (khi * w, out.len())] {
+    for (lo, hi) in [(0, klo * wo), (khi * wo, out.len())] {
         out[lo..hi].fill(0.0);
         if let Some(d) = diff.as_deref_mut() {
             d[lo..hi].fill(0.0);
@@ -184,26 +216,51 @@ fn shifted_lerp(
     if klo == khi {
         return;
     }
+    // The bulk: `0 <= s*m + off` and `s*m + off + 1 < src.len()`.
     let off = dy * wi + dx;
-    let m0 = ((klo * w) as i64).max(-off);
-    let m1 = ((khi * w) as i64).min(src.len() as i64 - 1 - off);
+    let m0 = ((klo * wo) as i64).max((-off + si - 1).div_euclid(si));
+    let m1 = ((khi * wo) as i64).min((src.len() as i64 - 2 - off).div_euclid(si) + 1);
     if m0 < m1 {
         let (m0, m1) = (m0 as usize, m1 as usize);
-        let s0 = (m0 as i64 + off) as usize;
+        let s0 = (m0 as i64 * si + off) as usize;
         let len = m1 - m0;
-        let (x0, x1) = (&src[s0..s0 + len], &src[s0 + 1..s0 + 1 + len]);
-        for ((v, &p), &q) in out[m0..m1].iter_mut().zip(x0).zip(x1) {
-            *v = a * p + b * q;
-        }
-        if let Some(d) = diff.as_deref_mut() {
-            for ((v, &p), &q) in d[m0..m1].iter_mut().zip(x0).zip(x1) {
-                *v = q - p;
+        if s == 1 {
+            let (x0, x1) = (&src[s0..s0 + len], &src[s0 + 1..s0 + 1 + len]);
+            for ((v, &p), &q) in out[m0..m1].iter_mut().zip(x0).zip(x1) {
+                *v = a * p + b * q;
+            }
+            if let Some(d) = diff.as_deref_mut() {
+                for ((v, &p), &q) in d[m0..m1].iter_mut().zip(x0).zip(x1) {
+                    *v = q - p;
+                }
+            }
+        } else if s == 2 {
+            let pairs = src[s0..s0 + 2 * len].as_chunks::<2>().0;
+            for (v, &[p, q]) in out[m0..m1].iter_mut().zip(pairs) {
+                *v = a * p + b * q;
+            }
+            if let Some(d) = diff.as_deref_mut() {
+                for (v, &[p, q]) in d[m0..m1].iter_mut().zip(pairs) {
+                    *v = q - p;
+                }
+            }
+        } else {
+            let span = &src[s0..s0 + (len - 1) * s + 2];
+            for (m, v) in out[m0..m1].iter_mut().enumerate() {
+                *v = a * span[m * s] + b * span[m * s + 1];
+            }
+            if let Some(d) = diff.as_deref_mut() {
+                for (m, v) in d[m0..m1].iter_mut().enumerate() {
+                    *v = span[m * s + 1] - span[m * s];
+                }
             }
         }
     }
-    // The columns where a tap leaves the row: `j + dx < 0` or `j + dx + 1 >= w`.
-    let left = (-dx).clamp(0, wi) as usize;
-    let right = (wi - 1 - dx).clamp(left as i64, wi) as usize;
+    // The columns where a tap leaves the row: `j*s + dx < 0` or `j*s + dx + 1 >= w`.
+    let left = (-dx + si - 1).div_euclid(si).clamp(0, wo as i64) as usize;
+    let right = (wi - 1 - dx + si - 1)
+        .div_euclid(si)
+        .clamp(left as i64, wo as i64) as usize;
     for k in klo..khi {
         let srow = &src[(k as i64 + dy) as usize * w..][..w];
         let at = |c: i64| {
@@ -213,12 +270,12 @@ fn shifted_lerp(
                 0.0
             }
         };
-        for j in (0..left).chain(right..w) {
-            let c = j as i64 + dx;
+        for j in (0..left).chain(right..wo) {
+            let c = (j * s) as i64 + dx;
             let (p, q) = (at(c), at(c + 1));
-            out[k * w + j] = a * p + b * q;
+            out[k * wo + j] = a * p + b * q;
             if let Some(d) = diff.as_deref_mut() {
-                d[k * w + j] = q - p;
+                d[k * wo + j] = q - p;
             }
         }
     }
@@ -232,9 +289,14 @@ fn interpolate_rows(src: &[f32], g: Geom, t: Taps, sc: &mut Scratch, diff: bool)
         sc.d.resize(len, 0.0);
     }
     let ab = (1.0 - t.tx, t.tx);
-    if g.s == 1 {
+    if g.w == g.s * g.wo {
         let d = diff.then_some(&mut sc.d[..]);
-        shifted_lerp(&mut sc.h, d, src, g.w, (t.fy, t.fx), ab);
+        let f = Flat {
+            wo: g.wo,
+            w: g.w,
+            s: g.s,
+        };
+        shifted_lerp(&mut sc.h, d, src, f, (t.fy, t.fx), ab);
         return;
     }
     for k in 0..g.rows {
@@ -436,7 +498,8 @@ fn plane_input_grad(dxp: &mut [f32], g: &[f32], geom: Geom, t: Taps, row: &mut V
         for (v, &q) in row[n..].iter_mut().zip(&g[n - wo..]) {
             *v = ty * q;
         }
-        shifted_lerp(dxp, None, row, w, (-t.fy, -t.fx - 1), (tx, ux));
+        let f = Flat { wo: w, w, s: 1 };
+        shifted_lerp(dxp, None, row, f, (-t.fy, -t.fx - 1), (tx, ux));
         return;
     }
     let grow = |i: usize| &g[i * wo..][..wo];
