@@ -87,7 +87,7 @@ fn convolutions_match_their_twins() {
 
         let dy = uniform64(&mut rng, ys.len(), -1.0, 1.0);
         let want = cpu::conv1x1_backward_input(&dy, xs, &w, cout, s).unwrap();
-        let mut dx = vec![0.0; xs.len()];
+        let mut dx = poisoned(xs.len());
         fast::conv1x1_backward_input(&f32s(&dy), xs, &f32s(&w), cout, s, &mut dx);
         close(&format!("conv1x1 dx {xs} s{s}"), &dx, &want, 1e-5);
         let want = cpu::conv1x1_backward_weight(&dy, &x, xs, cout, s).unwrap();

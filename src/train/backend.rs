@@ -379,7 +379,7 @@ impl Backend for CpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<CpuTensor> {
-        let mut dx = fast::BufferPool::zeros(xs.len());
+        let mut dx = uninit(xs.len());
         fast::conv1x1_backward_input(dy, xs, w, cout, s, &mut dx);
         Ok(dx.into())
     }

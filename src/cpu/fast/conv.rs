@@ -196,8 +196,8 @@ pub fn conv3x3(
     });
 }
 
-/// Input gradient of [`conv1x1`] (no epilogue) added to `dx` (shape `xs`; the pixels a
-/// stride skipped get nothing).
+/// Input gradient of [`conv1x1`] (no epilogue) into `dx` (shape `xs`, every value written;
+/// the pixels a stride skipped get zero).
 pub fn conv1x1_backward_input(
     dy: &[f32],
     xs: Shape4,
@@ -215,19 +215,20 @@ pub fn conv1x1_backward_input(
                 m: xs.c,
                 k: cout,
                 n: ys.plane(),
-                beta: 1.0,
+                beta: 0.0,
             };
             if s == 1 {
                 g.tn(w, dyn_, dxn);
                 return;
             }
             sub.resize(xs.c * ys.plane(), 0.0);
-            Gemm { beta: 0.0, ..g }.tn(w, dyn_, sub);
+            g.tn(w, dyn_, sub);
+            dxn.fill(0.0);
             for (dst, src) in dxn.chunks_mut(xs.plane()).zip(sub.chunks(ys.plane())) {
                 for (i, srow) in src.chunks(ys.w).enumerate() {
                     let drow = &mut dst[i * s * xs.w..][..xs.w];
                     for (j, v) in srow.iter().enumerate() {
-                        drow[j * s] += v;
+                        drow[j * s] = *v;
                     }
                 }
             }
