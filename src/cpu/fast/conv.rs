@@ -27,7 +27,8 @@ struct Images<'a> {
 }
 
 /// `y[n] = epilogue(w · b[n])` for every image, where `rhs(n, dst)` fills `dst` with image
-/// `n`'s `[k, p]` right-hand side, or returns `false` to read it from `x` in place. Parallel
+/// `n`'s `[k, p]` right-hand side, or returns `false` to read it from `x` in place (without
+/// `dst` being sized: no scratch is filled for an image read in place). Parallel
 /// over images, or over blocks of output rows for a batch too small to feed every thread.
 fn gemm_images(
     g: Images<'_>,
@@ -35,7 +36,7 @@ fn gemm_images(
     ep: &Epilogue<'_, f32>,
     y: &mut [f32],
     scratch: &mut Vec<f32>,
-    rhs: impl Fn(usize, &mut [f32]) -> bool + Sync,
+    rhs: impl Fn(usize, &mut Vec<f32>) -> bool + Sync,
 ) {
     let Images { n, k, p, w, cout } = g;
     let one_image = |img: usize, b: &[f32], yc: &mut [f32], r0: usize| {
@@ -57,7 +58,6 @@ fn gemm_images(
         y.par_chunks_mut(cout * p)
             .enumerate()
             .for_each_init(Vec::new, |buf, (img, yn)| {
-                buf.resize(k * p, 0.0);
                 let b: &[f32] = if rhs(img, buf) {
                     buf
                 } else {
@@ -69,7 +69,6 @@ fn gemm_images(
     }
     let rc = row_chunk(cout);
     for img in 0..n {
-        scratch.resize(k * p, 0.0);
         let b: &[f32] = if rhs(img, scratch) {
             scratch
         } else {
@@ -150,6 +149,7 @@ pub fn conv1x1(
         if stride == 1 {
             return false;
         }
+        dst.resize(xs.c * p, 0.0);
         subsample(&x[img * one.len()..][..one.len()], one, stride, dst);
         true
     });
@@ -191,6 +191,7 @@ pub fn conv3x3(
         cout,
     };
     gemm_images(g, x, &ep, y, scratch, |img, cols| {
+        cols.resize(xs.c * 9 * p, 0.0);
         im2col(&x[img * one.len()..][..one.len()], one, stride, cols);
         true
     });
