@@ -8,10 +8,14 @@
 //! reads the four input pixels at rows `i*s + fy + {0, 1}` and columns `j*s + fx + {0, 1}`
 //! (zero outside the image). The weights are constant over the plane, so the interpolation
 //! splits into a horizontal pass and a vertical one: every input row the plane reads is first
-//! interpolated along its columns once (`H[k][j] = (1-tx) x[k+fy][j*s+fx] + tx x[..][..+1]`,
-//! a slice-wise lerp with a bounds-checked edge of at most a few pixels), then each output
-//! row mixes two of those rows (`(1-ty) H[i*s] + ty H[i*s+1]`; at stride 1 the whole plane in
-//! one pass). The backward pass runs the same two passes transposed.
+//! interpolated along its columns once (`H[k][j] = (1-tx) x[k+fy][j*s+fx] + tx x[..][..+1]`),
+//! then each output row mixes two of those rows (`(1-ty) H[i*s] + ty H[i*s+1]`). When the
+//! input width is `s` times the output's (every stride-1 plane, even widths at stride 2) the
+//! horizontal pass runs over the flattened plane in one slice-wise loop and only the columns
+//! where a tap leaves its row are redone with bounds checks (`shifted_lerp`); at stride 1
+//! the vertical pass is one loop over the plane too. Other planes go row by row
+//! (`lerp_cols`). The backward pass runs the same passes transposed, and takes the shift
+//! gradient from `H` and the column differences.
 
 use super::{inside, planes_per_task};
 use crate::error::Result;
@@ -511,8 +515,8 @@ fn plane_input_grad(dxp: &mut [f32], g: &[f32], geom: Geom, t: Taps, row: &mut V
         }
         let k = k as usize;
         // Output rows reading input row r as their top row (weight 1 - ty) and bottom row.
-        let top = (k % s == 0 && k / s < ho).then(|| k / s);
-        let bottom = (k >= 1 && (k - 1) % s == 0 && (k - 1) / s < ho).then(|| (k - 1) / s);
+        let top = (k.is_multiple_of(s) && k / s < ho).then(|| k / s);
+        let bottom = (k >= 1 && (k - 1).is_multiple_of(s) && (k - 1) / s < ho).then(|| (k - 1) / s);
         match (top, bottom) {
             (Some(i0), Some(i1)) => {
                 row.resize(wo, 0.0);
