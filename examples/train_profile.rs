@@ -1,11 +1,17 @@
-//! Where a CPU training step's time goes: ASNet-20 16x1, batch 128, every `Backend` operation
-//! of the CPU trainer timed by kind. `cargo run --release --example train_profile [steps]`.
+//! Where a training step's time goes: ASNet-20 16x1.
+//!
+//! - `cargo run --release --example train_profile [steps]`: batch 128 on the CPU trainer,
+//!   every `Backend` operation timed by kind.
+//! - `cargo run --release --example train_profile -- --gpu [batch] [repeats]`: batch 64 (by
+//!   default) on the GPU trainer (`Session<GpuBackend>`); after two warm-up steps each prepared
+//!   launch of a step runs by itself, timed by the device's timestamp queries where it has
+//!   them, and the times are summed by op and by kernel (`file.wgsl:entry`).
 use activeshift::Result;
 use activeshift::train::backend::{
     BnBackwardArgs, Conv1x1Args, LinearArgs, RunningStatsStep, SgdStep,
 };
 use activeshift::train::{
-    Backend, CpuBackend, CpuTensor, TrainSettings, Trainer, fashion_mnist_config,
+    Backend, CpuBackend, CpuTensor, Session, TrainSettings, Trainer, fashion_mnist_config,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -39,6 +45,9 @@ impl Backend for Timed {
     }
     fn upload(&mut self, dims: &[usize], data: &[f32]) -> Result<T> {
         self.time("upload", |b| b.upload(dims, data))
+    }
+    fn overwrite(&mut self, t: &mut T, data: &[f32]) -> Result<()> {
+        self.time("overwrite", |b| b.overwrite(t, data))
     }
     fn download(&mut self, t: &[&T]) -> Result<Vec<Vec<f32>>> {
         self.time("download", |b| b.download(t))
@@ -143,13 +152,12 @@ impl Backend for Timed {
     }
 }
 
-fn main() -> Result<()> {
-    let steps: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let batch = 128;
-    let mut t = Trainer::new(
+/// The GPU profile: ms per step by op and by kernel.
+fn gpu(batch: usize, repeats: usize) -> Result<()> {
+    use activeshift::gpu::{DispatchTimer, GpuContext};
+    use activeshift::train::GpuBackend;
+    let ctx = pollster::block_on(GpuContext::new())?;
+    let trainer = Trainer::new(
         fashion_mnist_config(16, 1),
         vec![],
         TrainSettings::default(),
@@ -158,19 +166,95 @@ fn main() -> Result<()> {
         .map(|i| ((i * 7 % 251) as f32) / 251.0 - 0.5)
         .collect();
     let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
-    let mut be = Timed::default();
-    let (_, g) = t.forward_backward_on(&mut be, &input, &labels)?;
-    t.apply(g, 0.01);
-    be.spent.clear();
-    let start = Instant::now();
-    let mut in_apply = Duration::ZERO;
-    for _ in 0..steps {
-        let (_, g) = t.forward_backward_on(&mut be, &input, &labels)?;
-        let a = Instant::now();
-        t.apply(g, 0.01);
-        in_apply += a.elapsed();
+    let mut session = Session::new(trainer, GpuBackend::new(ctx.clone()))?;
+    for _ in 0..2 {
+        session.step_batch(&input, &labels, 0.01)?;
     }
+    session.stats()?;
+    // The whole step (host work, one submission, reading the stats back): best of `repeats`.
+    let mut whole = f64::INFINITY;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        session.step_batch(&input, &labels, 0.01)?;
+        session.stats()?;
+        whole = whole.min(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let timer = DispatchTimer::new(&ctx);
+    let launches: Vec<_> = session
+        .backend()
+        .prepared_launches()
+        .flat_map(|(op, d)| d.parts().into_iter().map(move |(k, p)| (op, k, p)))
+        .collect();
+    let (mut by_op, mut by_kernel) = (BTreeMap::new(), BTreeMap::new());
+    let mut total = 0.0;
+    for (op, kernel, part) in &launches {
+        let mut best = f64::INFINITY;
+        for _ in 0..repeats {
+            best = best.min(timer.time_blocking(part)?);
+        }
+        total += best;
+        for (map, name) in [
+            (&mut by_op, op.to_string()),
+            (&mut by_kernel, kernel.clone()),
+        ] {
+            let e: &mut (f64, usize) = map.entry(name).or_default();
+            e.0 += best;
+            e.1 += 1;
+        }
+    }
+    println!(
+        "GPU step of batch {batch} on {}: {whole:.1} ms whole ({:.1} images/s); {} launches, \
+         {total:.1} ms summed one by one (best of {repeats}, {})",
+        ctx.describe(),
+        batch as f64 / whole * 1e3,
+        launches.len(),
+        timer.clock()
+    );
+    for (title, map) in [("op", by_op), ("kernel", by_kernel)] {
+        println!("by {title}:");
+        let mut rows: Vec<_> = map.into_iter().collect();
+        rows.sort_by(|a, b| b.1.0.total_cmp(&a.1.0));
+        for (name, (ms, n)) in rows {
+            println!(
+                "{name:>48}: {ms:8.2} ms/step {:5.1}%  ({n} launches)",
+                100.0 * ms / total
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--gpu") {
+        let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+        return gpu(num(1, 64), num(2, 3));
+    }
+    let steps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let batch = 128;
+    let t = Trainer::new(
+        fashion_mnist_config(16, 1),
+        vec![],
+        TrainSettings::default(),
+    )?;
+    let input: Vec<f32> = (0..batch * 784)
+        .map(|i| ((i * 7 % 251) as f32) / 251.0 - 0.5)
+        .collect();
+    let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+    // Training as `activeshift train` runs it: a session on the (timed) CPU backend.
+    let mut session = Session::new(t, Timed::default())?;
+    session.step_batch(&input, &labels, 0.01)?;
+    session.backend().spent.clear();
+    let start = Instant::now();
+    for _ in 0..steps {
+        session.step_batch(&input, &labels, 0.01)?;
+    }
+    session.stats()?;
     let total = start.elapsed();
+    let be = session.backend();
     println!(
         "{} steps of {batch}: {:.0} images/s, {:.1} ms/step ({})",
         steps,
@@ -191,13 +275,8 @@ fn main() -> Result<()> {
     }
     println!(
         "{:>26}: {:7.2} ms/step",
-        "optimizer apply",
-        in_apply.as_secs_f64() * 1e3 / steps as f64
-    );
-    println!(
-        "{:>26}: {:7.2} ms/step",
         "graph (rest)",
-        (total - ops - in_apply).as_secs_f64() * 1e3 / steps as f64
+        (total - ops).as_secs_f64() * 1e3 / steps as f64
     );
     Ok(())
 }

@@ -3,7 +3,8 @@
 // The exact transpose of asl_forward, written as a gather so it needs no atomics and is
 // deterministic: input pixel (p, q) collects from the (at most four) output pixels whose taps
 // land on it. Tap (a, b) of output (i, j) reads (i*s + fy + a, j*s + fx + b), so
-// i = (p - fy - a) / s must be an exact integer in [0, Ho) (likewise for j).
+// i = (p - fy - a) / s must be an exact integer in [0, Ho) (likewise for j). At stride 1 that
+// is the bilinear sampling of dout at the negated shift, computed as such.
 
 #import asl_params
 
@@ -16,18 +17,12 @@ const WG_SIZE: u32 = 256u;
 @group(0) @binding(2) var<storage, read> shift: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-// Output index along one axis that tap `a` of it lands on input coordinate `p`, or -1.
-fn source_index(p: i32, f: i32, a: i32, extent: u32) -> i32 {
-    let d = p - f - a;
-    let s = i32(params.stride);
-    if (d < 0 || d % s != 0) {
-        return -1;
+// dout[n, c] (the plane starting at `base`) at row `row`, column `col`; 0 outside it.
+fn dout_tap(base: u32, row: i32, col: i32) -> f32 {
+    if (row < 0 || col < 0 || row >= i32(params.ho) || col >= i32(params.wo)) {
+        return 0.0;
     }
-    let i = d / s;
-    if (i >= i32(extent)) {
-        return -1;
-    }
-    return i;
+    return dout[base + u32(row) * params.wo + u32(col)];
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -56,19 +51,39 @@ fn main(
 
     let out_base = (n * params.c + c) * params.ho * params.wo;
     var acc = 0.0;
-    for (var a = 0; a < 2 && live; a++) {
-        let i = source_index(p, iy, a, params.ho);
-        if (i < 0) {
-            continue;
+    if (params.stride == 1u) {
+        // At stride 1 the transpose is the same bilinear sampling of dout at (p - ypos, q -
+        // xpos): the taps of the negated shift are the output pixels that read (p, q), with
+        // the same weights.
+        if (live) {
+            let gx = floor(-xp);
+            let gy = floor(-yp);
+            let ux = -xp - gx;
+            let uy = -yp - gy;
+            let row = p + i32(gy);
+            let col = q + i32(gx);
+            let top = (1.0 - ux) * dout_tap(out_base, row, col) + ux * dout_tap(out_base, row, col + 1);
+            let bottom = (1.0 - ux) * dout_tap(out_base, row + 1, col)
+                + ux * dout_tap(out_base, row + 1, col + 1);
+            acc = (1.0 - uy) * top + uy * bottom;
         }
-        let wy = select(1.0 - ty, ty, a == 1);
-        for (var b = 0; b < 2; b++) {
-            let j = source_index(q, ix, b, params.wo);
-            if (j < 0) {
-                continue;
-            }
-            let wx = select(1.0 - tx, tx, b == 1);
-            acc += wy * wx * dout[out_base + u32(i) * params.wo + u32(j)];
+        dx[(n * params.c + c) * params.h * params.w + idx] = acc;
+        return;
+    }
+    // At stride s >= 2 at most one tap per axis lands on (p, q): with d = p - fy = i*s + a,
+    // tap a = d mod s (when that is 0 or 1) of output row i = d / s; one division per axis.
+    let s = params.stride;
+    let dr = p - iy;
+    let dc = q - ix;
+    if (live && dr >= 0 && dc >= 0) {
+        let i = u32(dr) / s;
+        let a = u32(dr) - i * s;
+        let j = u32(dc) / s;
+        let b = u32(dc) - j * s;
+        if (a < 2u && b < 2u && i < params.ho && j < params.wo) {
+            let wy = select(1.0 - ty, ty, a == 1u);
+            let wx = select(1.0 - tx, tx, b == 1u);
+            acc = wy * wx * dout[out_base + i * params.wo + j];
         }
     }
     dx[(n * params.c + c) * params.h * params.w + idx] = acc;

@@ -11,7 +11,7 @@
 #import asl_params
 
 const WG_SIZE: u32 = 256u;
-const PER_INVOCATION: u32 = 4u;
+const PER_INVOCATION: u32 = 16u;
 // Positions per chunk; the Rust side uses the same number (`ASL_SHIFT_CHUNK`).
 const CHUNK: u32 = WG_SIZE * PER_INVOCATION;
 #import shift
@@ -63,25 +63,34 @@ fn partial_sums(
     let ix = i32(fx);
     let iy = i32(fy);
 
+    // The invocation's PER_INVOCATION consecutive positions: (n, i, j) found once by division,
+    // then moved along the row.
+    let e0 = chunk * CHUNK + li * PER_INVOCATION;
+    let e1 = min(total, e0 + PER_INVOCATION);
+    var n = e0 / plane_out;
+    var i = (e0 % plane_out) / params.wo;
+    var j = e0 % params.wo;
     var gx = 0.0;
     var gy = 0.0;
-    for (var k = 0u; k < PER_INVOCATION; k++) {
-        let e = chunk * CHUNK + k * WG_SIZE + li;
-        if (live && e < total) {
-            let n = e / plane_out;
-            let pos = e % plane_out;
-            let i = pos / params.wo;
-            let j = pos % params.wo;
-            let row = i32(i * params.stride) + iy;
-            let col = i32(j * params.stride) + ix;
-            let base = (n * params.c + c) * params.h * params.w;
-            let q00 = tap(base, row, col);
-            let q01 = tap(base, row, col + 1);
-            let q10 = tap(base, row + 1, col);
-            let q11 = tap(base, row + 1, col + 1);
-            let g = dout[(n * params.c + c) * plane_out + pos];
-            gx += g * ((1.0 - ty) * (q01 - q00) + ty * (q11 - q10));
-            gy += g * ((1.0 - tx) * (q10 - q00) + tx * (q11 - q01));
+    for (var e = e0; e < e1 && live; e++) {
+        let row = i32(i * params.stride) + iy;
+        let col = i32(j * params.stride) + ix;
+        let base = (n * params.c + c) * params.h * params.w;
+        let q00 = tap(base, row, col);
+        let q01 = tap(base, row, col + 1);
+        let q10 = tap(base, row + 1, col);
+        let q11 = tap(base, row + 1, col + 1);
+        let g = dout[(n * params.c + c) * plane_out + i * params.wo + j];
+        gx += g * ((1.0 - ty) * (q01 - q00) + ty * (q11 - q10));
+        gy += g * ((1.0 - tx) * (q10 - q00) + tx * (q11 - q01));
+        j += 1u;
+        if (j == params.wo) {
+            j = 0u;
+            i += 1u;
+            if (i == params.ho) {
+                i = 0u;
+                n += 1u;
+            }
         }
     }
     sh_gx[li] = gx;

@@ -13,8 +13,8 @@
 // `stats` and `backward_reduce` run one workgroup per channel: every invocation sums a fixed,
 // strided subset of the channel and the workgroup adds the partial sums in a fixed tree, so the
 // result is the same on every run. The variance is a second pass over (x - mean)^2, which does
-// not cancel the way E[x^2] - mean^2 does in f32. `forward` and `backward_input` run one
-// invocation per element on a 2-d grid of workgroups (linear index wg.y * groups.x + wg.x).
+// not cancel the way E[x^2] - mean^2 does in f32. `forward` and `backward_input` run a few
+// consecutive pixels of one plane per invocation.
 
 // Mirrors `BnParams` in src/gpu/kernels/training.rs.
 struct BnParams {
@@ -50,10 +50,29 @@ const EPS: f32 = 1e-5;
 var<workgroup> part_a: array<f32, WG_SIZE>;
 var<workgroup> part_b: array<f32, WG_SIZE>;
 
-// Index of the k-th value (k < M) of channel c.
-fn at(c: u32, k: u32) -> u32 {
-    let n = k / params.plane;
-    return (n * params.c + c) * params.plane + k % params.plane;
+// Where the k-th value (k < M) of a channel lies: image n, pixel p. The reductions walk k from
+// the invocation's index in steps of WG_SIZE, moving (n, p) along without a division.
+struct Walk {
+    n: u32,
+    p: u32,
+}
+
+fn walk_begin(li: u32) -> Walk {
+    return Walk(li / params.plane, li % params.plane);
+}
+
+fn walk_next(w: Walk) -> Walk {
+    var n = w.n + WG_SIZE / params.plane;
+    var p = w.p + WG_SIZE % params.plane;
+    if (p >= params.plane) {
+        p -= params.plane;
+        n += 1u;
+    }
+    return Walk(n, p);
+}
+
+fn at(c: u32, w: Walk) -> u32 {
+    return (w.n * params.c + c) * params.plane + w.p;
 }
 
 // Add part_a and part_b over the workgroup in a fixed tree; the sums end in slot 0.
@@ -75,8 +94,10 @@ fn batch_stats(
     let c = wg.x;
     let m = params.n * params.plane;
     var s = 0.0;
+    var w = walk_begin(li);
     for (var k = li; k < m; k = k + WG_SIZE) {
-        s = s + x[at(c, k)];
+        s = s + x[at(c, w)];
+        w = walk_next(w);
     }
     part_a[li] = s;
     part_b[li] = 0.0;
@@ -85,9 +106,11 @@ fn batch_stats(
     let mean = part_a[0] / f32(m);
     workgroupBarrier();
     var s2 = 0.0;
+    w = walk_begin(li);
     for (var k = li; k < m; k = k + WG_SIZE) {
-        let d = x[at(c, k)] - mean;
+        let d = x[at(c, w)] - mean;
         s2 = s2 + d * d;
+        w = walk_next(w);
     }
     part_a[li] = s2;
     workgroupBarrier();
@@ -100,22 +123,28 @@ fn batch_stats(
     }
 }
 
-#import element
+// The elements of `forward` and `backward_input` (workgroup (x, y, z): pixel block x of channel
+// y of image z, EW_PER pixels per invocation), so that the channel's numbers are the same for
+// the whole workgroup and no index needs a division.
+const EW_WG: u32 = 64u;
+const EW_PER: u32 = 4u;
 
-@compute @workgroup_size(WG_SIZE)
+@compute @workgroup_size(EW_WG)
 fn forward(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let idx = element(wg, groups, li);
-    if (idx >= params.len) {
-        return;
-    }
-    let c = (idx / params.plane) % params.c;
+    let c = wg.y;
+    let p0 = (wg.x * EW_WG + li) * EW_PER;
+    let base = (wg.z * params.c + c) * params.plane;
     let scale = gamma[c] * stats[2u * params.c + c];
     let shift = beta[c] - stats[c] * scale;
-    y[idx] = max(scale * x[idx] + shift, 0.0);
+    for (var e = 0u; e < EW_PER; e++) {
+        let p = p0 + e;
+        if (p < params.plane) {
+            y[base + p] = max(scale * x[base + p] + shift, 0.0);
+        }
+    }
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -129,13 +158,15 @@ fn backward_reduce(
     let inv_std = stats[2u * params.c + c];
     var sd = 0.0;
     var sdx = 0.0;
+    var w = walk_begin(li);
     for (var k = li; k < m; k = k + WG_SIZE) {
-        let i = at(c, k);
+        let i = at(c, w);
         if (y[i] > 0.0) {
             let g = dy[i];
             sd = sd + g;
             sdx = sdx + g * (x[i] - mean) * inv_std;
         }
+        w = walk_next(w);
     }
     part_a[li] = sdx;
     part_b[li] = sd;
@@ -147,23 +178,27 @@ fn backward_reduce(
     }
 }
 
-@compute @workgroup_size(WG_SIZE)
+@compute @workgroup_size(EW_WG)
 fn backward_input(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let idx = element(wg, groups, li);
-    if (idx >= params.len) {
-        return;
-    }
-    let c = (idx / params.plane) % params.c;
+    let c = wg.y;
+    let p0 = (wg.x * EW_WG + li) * EW_PER;
+    let base = (wg.z * params.c + c) * params.plane;
     let m = f32(params.n * params.plane);
+    let mean = stats[c];
     let inv_std = stats[2u * params.c + c];
-    var dz = 0.0;
-    if (y[idx] > 0.0) {
-        dz = dy[idx];
+    let k = gamma[c] * inv_std;
+    let mean_dz = dparams[params.c + c] / m;
+    let mean_dzx = dparams[c] / m;
+    for (var e = 0u; e < EW_PER; e++) {
+        let p = p0 + e;
+        if (p < params.plane) {
+            let i = base + p;
+            let dz = select(0.0, dy[i], y[i] > 0.0);
+            let xhat = (x[i] - mean) * inv_std;
+            dx[i] = k * (dz - mean_dz - xhat * mean_dzx);
+        }
     }
-    let xhat = (x[idx] - stats[c]) * inv_std;
-    dx[idx] = gamma[c] * inv_std * (dz - dparams[params.c + c] / m - xhat * dparams[c] / m);
 }

@@ -1,17 +1,21 @@
-// Gradient of the 1x1 convolution with respect to its input, as a tiled GEMM per image:
+// Gradient of the 1x1 convolution with respect to its input, per image:
 //
-//   dX[ci, q] = sum_co W[co, ci] * dY[co, q / s]   when q = (i*s, j*s) lies on the stride grid,
-//   dX[ci, q] = 0                                  for the input pixels the stride skipped.
+//   dX[ci, (i*s, j*s)] = sum_co W[co, ci] * dY[co, (i, j)]   on the stride grid,
+//   dX[ci, q] = 0                                            for the input pixels the stride skipped.
 //
-// Same tiling as conv1x1.wgsl: 64 (input channels) x 64 (input pixels) per workgroup, 4x4 per
-// invocation, K (output channels) in steps of 16.
+// A register-tiled GEMM without workgroup memory or barriers: each invocation owns 4
+// consecutive output-grid pixels and ROWS input channels of one image (workgroup (x, y, z):
+// pixel groups, channel block y, image z, so every invocation of a workgroup reads the same
+// weights), walks the output channels reading each weight once and the 4 pixels' gradients
+// once, then writes the s x s block of input pixels each grid pixel starts: its sum at the
+// corner, zeros on the rest (the blocks tile the image, so every value of dX is written once).
+// At stride 1 on CPU adapters the forward pass's packed GEMM over the transposed weight runs
+// instead (`KernelPolicy::conv1x1_backward_input`).
 
 #import conv1x1_params
 
-const WG_SIZE: u32 = 256u;
-const TILE_M: u32 = 64u;
-const TILE_N: u32 = 64u;
-const TILE_K: u32 = 16u;
+const WG_SIZE: u32 = 64u;
+const ROWS: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> params: Conv1x1Params;
 // [N, Cout, Ho, Wo]
@@ -21,76 +25,60 @@ const TILE_K: u32 = 16u;
 // [N, Cin, H, W]
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
-// sh_w[k * TILE_M + m] = W[k0 + k, tile_m + m];  sh_g[k * TILE_N + q] = dY[k0 + k, grid(tile_n + q)]
-var<workgroup> sh_w: array<f32, 1024>;
-var<workgroup> sh_g: array<f32, 1024>;
-
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WG_SIZE, 1, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
     let n = wg.z;
-    let tile_n = wg.x * TILE_N;
-    let tile_m = wg.y * TILE_M;
     let plane_in = params.h * params.w;
     let plane_out = params.ho * params.wo;
-    let g_base = n * params.cout * plane_out;
-
-    var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < params.cout; k0 += TILE_K) {
-        for (var l = 0u; l < 4u; l++) {
-            let e = li + l * WG_SIZE;
-            let k = e / TILE_M;
-            let m = e % TILE_M;
-            let co = k0 + k;
-            let ci = tile_m + m;
-            var wv = 0.0;
-            if (co < params.cout && ci < params.cin) {
-                wv = weight[co * params.cin + ci];
-            }
-            sh_w[k * TILE_M + m] = wv;
-
-            let q = tile_n + m;
-            var gv = 0.0;
-            if (q < plane_in && co < params.cout) {
-                let row = q / params.w;
-                let col = q % params.w;
-                if (row % params.stride == 0u && col % params.stride == 0u) {
-                    let src = (row / params.stride) * params.wo + col / params.stride;
-                    gv = dy[g_base + co * plane_out + src];
-                }
-            }
-            sh_g[k * TILE_N + m] = gv;
-        }
-        workgroupBarrier();
-        for (var k = 0u; k < TILE_K; k++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                a[r] = sh_w[k * TILE_M + lid.y + 16u * r];
-                b[r] = sh_g[k * TILE_N + lid.x + 16u * r];
-            }
-            for (var r = 0u; r < 4u; r++) {
-                for (var c = 0u; c < 4u; c++) {
-                    acc[r][c] += a[r] * b[c];
-                }
-            }
-        }
-        workgroupBarrier();
+    let p0 = (wg.x * WG_SIZE + li) * 4u;
+    if (p0 >= plane_out) {
+        return;
     }
-
-    let x_base = n * params.cin * plane_in;
-    for (var r = 0u; r < 4u; r++) {
-        let ci = tile_m + lid.y + 16u * r;
-        if (ci >= params.cin) {
-            continue;
+    let ci0 = wg.y * ROWS;
+    // Pixels past the plane read the last one and are not stored.
+    var src: array<u32, 4>;
+    for (var e = 0u; e < 4u; e++) {
+        src[e] = min(p0 + e, plane_out - 1u);
+    }
+    let g_base = n * params.cout * plane_out;
+    // Channels past the edge read the last one and are not stored.
+    var wc: array<u32, ROWS>;
+    for (var r = 0u; r < ROWS; r++) {
+        wc[r] = min(ci0 + r, params.cin - 1u);
+    }
+    var acc: array<vec4<f32>, ROWS>;
+    for (var co = 0u; co < params.cout; co++) {
+        let b = g_base + co * plane_out;
+        let g = vec4<f32>(dy[b + src[0]], dy[b + src[1]], dy[b + src[2]], dy[b + src[3]]);
+        let wb = co * params.cin;
+        for (var r = 0u; r < ROWS; r++) {
+            acc[r] += weight[wb + wc[r]] * g;
         }
-        for (var c = 0u; c < 4u; c++) {
-            let q = tile_n + lid.x + 16u * c;
-            if (q < plane_in) {
-                dx[x_base + ci * plane_in + q] = acc[r][c];
+    }
+    let s = params.stride;
+    let x_base = n * params.cin * plane_in;
+    for (var e = 0u; e < 4u; e++) {
+        let p = p0 + e;
+        if (p >= plane_out) {
+            break;
+        }
+        let top = (p / params.wo) * s;
+        let left = (p % params.wo) * s;
+        let rows = min(s, params.h - top);
+        let cols = min(s, params.w - left);
+        for (var r = 0u; r < ROWS; r++) {
+            let ci = ci0 + r;
+            if (ci >= params.cin) {
+                break;
+            }
+            let corner = x_base + ci * plane_in + top * params.w + left;
+            for (var a = 0u; a < rows; a++) {
+                for (var b = 0u; b < cols; b++) {
+                    dx[corner + a * params.w + b] = select(0.0, acc[r][e], a == 0u && b == 0u);
+                }
             }
         }
     }

@@ -1,19 +1,18 @@
-// Gradient of the 1x1 convolution with respect to its weights, as a tiled GEMM over the whole
-// batch:
+// Gradient of the 1x1 convolution with respect to its weights, over the whole batch:
 //
 //   dW[co, ci] = sum over images n and output pixels p of dY[n, co, p] * X[n, ci, src(p)]
 //
-// with src(i, j) = (i*s, j*s). K = N * Ho * Wo is split into `splits` chunks of `k_chunk` terms
-// (a multiple of 16): workgroup (x, y, z) owns a 64 x 64 tile of dW and chunk z, walks it in
-// steps of 16 and writes its partial sums to part[z]; `reduce_splits` then adds the chunks in
-// order, one invocation per weight. The same result on every run.
+// with src(i, j) = (i*s, j*s). The batch's output rows are cut into `splits` chunks (image n,
+// `k_chunk` rows from row r0): one invocation owns a block of 8 output x 8 input channels of
+// one chunk, walks its pixels without a barrier or a division (the source pixel advances by
+// the stride) and writes its 64 partial sums to part[chunk]; `reduce_splits` then adds the
+// chunks in order, one invocation per weight. The same result on every run.
 
 #import conv1x1_params
 
-const WG_SIZE: u32 = 256u;
-const TILE_M: u32 = 64u;
-const TILE_N: u32 = 64u;
-const TILE_K: u32 = 16u;
+const WG_SIZE: u32 = 64u;
+// Output (rows) and input (cols) channels per invocation.
+const BLOCK: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> params: Conv1x1Params;
 // [N, Cout, Ho, Wo]
@@ -25,76 +24,63 @@ const TILE_K: u32 = 16u;
 // [splits, Cout, Cin]: each chunk's partial sums.
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
 
-// sh_g[k * TILE_M + m] = dY[kk, tile_m + m];  sh_x[k * TILE_N + c] = X[kk, tile_n + c], kk = k0 + k
-var<workgroup> sh_g: array<f32, 1024>;
-var<workgroup> sh_x: array<f32, 1024>;
-
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(WG_SIZE, 1, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let tile_n = wg.x * TILE_N;
-    let tile_m = wg.y * TILE_M;
+    let g = (wg.y * groups.x + wg.x) * WG_SIZE + li;
+    let ncb = (params.cin + BLOCK - 1u) / BLOCK;
+    let nob = (params.cout + BLOCK - 1u) / BLOCK;
+    let cb = g % ncb;
+    let ob = (g / ncb) % nob;
+    let z = g / (ncb * nob);
+    if (z >= params.splits) {
+        return;
+    }
+    let per_image = (params.ho + params.k_chunk - 1u) / params.k_chunk;
+    let n = z / per_image;
+    let r0 = (z % per_image) * params.k_chunk;
+    let r1 = min(params.ho, r0 + params.k_chunk);
     let plane_in = params.h * params.w;
     let plane_out = params.ho * params.wo;
-    let total = params.n * plane_out;
-
-    let k_begin = wg.z * params.k_chunk;
-    let k_end = min(total, k_begin + params.k_chunk);
-    var acc: array<array<f32, 4>, 4>;
-    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-        for (var l = 0u; l < 4u; l++) {
-            // Consecutive invocations walk consecutive pixels (k) of one channel (m).
-            let e = li + l * WG_SIZE;
-            let m = e / TILE_K;
-            let k = e % TILE_K;
-            let kk = k0 + k;
-            var gv = 0.0;
-            var xv = 0.0;
-            if (kk < k_end) {
-                let n = kk / plane_out;
-                let p = kk % plane_out;
-                let co = tile_m + m;
-                if (co < params.cout) {
-                    gv = dy[(n * params.cout + co) * plane_out + p];
-                }
-                let ci = tile_n + m;
-                if (ci < params.cin) {
-                    let src = (p / params.wo) * params.stride * params.w + (p % params.wo) * params.stride;
-                    xv = x[(n * params.cin + ci) * plane_in + src];
-                }
-            }
-            sh_g[k * TILE_M + m] = gv;
-            sh_x[k * TILE_N + m] = xv;
-        }
-        workgroupBarrier();
-        for (var k = 0u; k < TILE_K; k++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                a[r] = sh_g[k * TILE_M + lid.y + 16u * r];
-                b[r] = sh_x[k * TILE_N + lid.x + 16u * r];
-            }
-            for (var r = 0u; r < 4u; r++) {
-                for (var c = 0u; c < 4u; c++) {
-                    acc[r][c] += a[r] * b[c];
-                }
-            }
-        }
-        workgroupBarrier();
+    let ci0 = cb * BLOCK;
+    let co0 = ob * BLOCK;
+    // Channels past the edge read the last one and are not stored.
+    var xo: array<u32, BLOCK>;
+    var go: array<u32, BLOCK>;
+    for (var b = 0u; b < BLOCK; b++) {
+        xo[b] = (n * params.cin + min(ci0 + b, params.cin - 1u)) * plane_in;
+        go[b] = (n * params.cout + min(co0 + b, params.cout - 1u)) * plane_out;
     }
-
-    for (var r = 0u; r < 4u; r++) {
-        let co = tile_m + lid.y + 16u * r;
-        if (co >= params.cout) {
-            continue;
+    // acc[2 * r + h] holds dW[co0 + r, ci0 + 4h .. ci0 + 4h + 3].
+    var acc: array<vec4<f32>, 16>;
+    for (var i = r0; i < r1; i++) {
+        var po = i * params.wo;
+        var pi = i * params.stride * params.w;
+        for (var j = 0u; j < params.wo; j++) {
+            let xa = vec4<f32>(x[xo[0] + pi], x[xo[1] + pi], x[xo[2] + pi], x[xo[3] + pi]);
+            let xb = vec4<f32>(x[xo[4] + pi], x[xo[5] + pi], x[xo[6] + pi], x[xo[7] + pi]);
+            for (var r = 0u; r < BLOCK; r++) {
+                let gv = dy[go[r] + po];
+                acc[2u * r] += gv * xa;
+                acc[2u * r + 1u] += gv * xb;
+            }
+            po += 1u;
+            pi += params.stride;
         }
-        for (var c = 0u; c < 4u; c++) {
-            let ci = tile_n + lid.x + 16u * c;
+    }
+    let len = params.cout * params.cin;
+    for (var r = 0u; r < BLOCK; r++) {
+        let co = co0 + r;
+        if (co >= params.cout) {
+            break;
+        }
+        for (var c = 0u; c < BLOCK; c++) {
+            let ci = ci0 + c;
             if (ci < params.cin) {
-                part[(wg.z * params.cout + co) * params.cin + ci] = acc[r][c];
+                part[z * len + co * params.cin + ci] = acc[2u * r + c / 4u][c % 4u];
             }
         }
     }

@@ -4,6 +4,9 @@
 // kb*kc .. kb*kc + kc - 1, with rb = s / nk and kb = s % nk; each of its rows holds kc floats:
 //
 //   packed[s * SLAB + r * kc + k] = W[rb * rows + r, kb * kc + k]   (0 outside W)
+//
+// With `transposed` set, W is read from a [Cin, Cout] matrix (W[co, ci] = weight[ci, co]): the
+// GEMM then multiplies by the transpose of that matrix (the 1x1 convolution's input gradient).
 
 // Mirrors `PackParams` in src/gpu/kernels/conv1x1.rs.
 struct PackParams {
@@ -17,7 +20,8 @@ struct PackParams {
     nk: u32,
     // Floats to write: slabs * rows * kc.
     len: u32,
-    _pad0: u32,
+    // 1: the weight buffer holds W transposed, [Cin, Cout].
+    transposed: u32,
     _pad1: u32,
 }
 
@@ -48,7 +52,7 @@ fn main(
     let ci = (s % params.nk) * params.kc + k;
     var v = 0.0;
     if (co < params.cout && ci < params.cin) {
-        v = weight[co * params.cin + ci];
+        v = select(weight[co * params.cin + ci], weight[ci * params.cout + co], params.transposed != 0u);
     }
     packed[s * SLAB + within] = v;
 }

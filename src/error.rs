@@ -164,6 +164,18 @@ pub fn read_file_limited(
     max: u64,
     format: &'static str,
 ) -> Result<Vec<u8>> {
+    read_file_checked(path, max, format, |_, _| Ok(None))
+}
+
+/// [`read_file_limited`], which shows the file's first bytes and its length to `check` before
+/// the rest is read: `check` refuses the file, asks for the first `n` bytes (`Some(n)`: it is
+/// called again with them, or with fewer at the end of the file), or lets it be read (`None`).
+pub(crate) fn read_file_checked(
+    path: &std::path::Path,
+    max: u64,
+    format: &'static str,
+    mut check: impl FnMut(&[u8], u64) -> Result<Option<usize>>,
+) -> Result<Vec<u8>> {
     use std::io::Read;
     let io = |source| Error::Io {
         path: path.display().to_string(),
@@ -190,8 +202,28 @@ pub fn read_file_limited(
     if meta.len() > max {
         return Err(too_large(meta.len().to_string()));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    let mut file = file.take(max + 1);
+    let mut bytes = Vec::new();
+    while let Some(wanted) = check(&bytes, meta.len())? {
+        let have = bytes.len();
+        if wanted <= have {
+            break;
+        }
+        (&mut file)
+            .take((wanted - have) as u64)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() < wanted {
+            // The end of the file: whoever parses it says what is missing.
+            break;
+        }
+    }
+    bytes.reserve(
+        usize::try_from(meta.len())
+            .unwrap_or(0)
+            .saturating_sub(bytes.len()),
+    );
+    file.read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > max {
         return Err(too_large(format!("more than {max}")));
     }

@@ -164,6 +164,7 @@ fn every_variant_trains_once_into_result_files_and_a_document() {
         "sampled-int",
         "sampled-real",
         "learned",
+        "learned-normal",
         "depthwise",
     ] {
         let r = read_json(&runs.join(format!("{key}-seed0.json")));
@@ -171,7 +172,7 @@ fn every_variant_trains_once_into_result_files_and_a_document() {
         activeshift::Model::load(runs.join(format!("{key}-seed0.safetensors"))).unwrap();
         match key {
             "depthwise" => assert!(r["shift_layers"].as_array().unwrap().is_empty()),
-            "learned" => assert!(moved(&r) > 0.0, "{r}"),
+            "learned" | "learned-normal" => assert!(moved(&r) > 0.0, "{r}"),
             _ => assert_eq!(moved(&r), 0.0, "{key}: frozen shifts moved: {r}"),
         }
     }
@@ -189,7 +190,7 @@ fn every_variant_trains_once_into_result_files_and_a_document() {
     // The document is this command's own: rewritten without --force; the runs are kept.
     let (ok, _, err) = run(&mut ablation());
     assert!(ok, "{err}");
-    assert_eq!(err.matches("not trained again").count(), 5, "{err}");
+    assert_eq!(err.matches("not trained again").count(), 6, "{err}");
     // A file it did not write is replaced only with --force.
     std::fs::write(&table, "my notes\n").unwrap();
     let (ok, _, err) = run(&mut ablation());

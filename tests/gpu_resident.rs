@@ -16,6 +16,7 @@ use activeshift::{GpuContext, GpuTensor};
 use common::*;
 use rand::RngExt;
 use rand::rngs::StdRng;
+use std::collections::BTreeMap;
 
 /// A two-stage network on 11x11 one-channel images, 4 classes.
 fn small(block: BlockKind) -> ArchConfig {
@@ -62,6 +63,20 @@ fn lr_of(step: usize) -> f32 {
     0.05 * (1.0 - step as f32 / 40.0)
 }
 
+/// One optimiser step of `t` on the host: each parameter's [`SgdRule`] by [`sgd_update`].
+fn apply_on_host(t: &mut Trainer, grads: &BTreeMap<String, Vec<f32>>, lr: f32) {
+    for (id, _) in t.config.params() {
+        let (Some(rule), Some(g)) = (SgdRule::of(&t.settings, id), grads.get(&id.name())) else {
+            continue;
+        };
+        let (w, v) = (t.params.get_mut(&id.name()), t.velocity.get_mut(&id.name()));
+        let (Some(w), Some(v)) = (w, v) else {
+            panic!("{} has no state", id.name());
+        };
+        sgd_update(&rule, lr, w, v, g).unwrap();
+    }
+}
+
 /// Every tensor of the run, by checkpoint name (parameters, running statistics, velocities).
 fn state(t: &Trainer) -> Vec<(String, Vec<f32>)> {
     let mut all: Vec<(String, Vec<f32>)> = t.params.clone().into_iter().collect();
@@ -93,20 +108,30 @@ fn after_the_first_step_a_step_creates_no_buffer_and_moves_only_the_batch() {
         first.buffers_created > 20,
         "the first step allocates its storage and launches: {first:?}"
     );
+    session.stats().unwrap();
     for (i, (x, y)) in data.iter().enumerate().skip(1) {
         let before = ctx.transfers();
-        let stats = session.step_batch(x, y, lr_of(i)).unwrap();
+        session.step_batch(x, y, lr_of(i)).unwrap();
         let moved = ctx.transfers() - before;
-        assert!(stats.loss().is_finite() && stats.seen == n);
         assert_eq!(moved.buffers_created, 0, "step {i}: buffers created");
-        // The images, the labels (u32 each) and the learning rate go in; the summed loss and
-        // the number right come out.
+        // The images, the labels (u32 each) and the learning rate go in; nothing comes out.
         assert_eq!(
             moved.bytes_uploaded,
             (4 * x.len() + 4 * n + 4) as u64,
             "step {i}: bytes uploaded"
         );
-        assert_eq!(moved.bytes_downloaded, 8, "step {i}: bytes downloaded");
+        assert_eq!(moved.bytes_downloaded, 0, "step {i}: bytes downloaded");
+        // Reading the loss and accuracy (here every other step): the two sums come out and
+        // are set back to zero.
+        if i % 2 == 0 {
+            let before = ctx.transfers();
+            let stats = session.stats().unwrap();
+            let moved = ctx.transfers() - before;
+            assert!(stats.loss().is_finite() && stats.seen == 2 * n, "{stats:?}");
+            assert!(stats.correct <= stats.seen);
+            assert_eq!(moved.buffers_created, 0);
+            assert_eq!((moved.bytes_downloaded, moved.bytes_uploaded), (8, 8));
+        }
     }
     // A checkpoint reads the state back: that is when it moves.
     let before = ctx.transfers();
@@ -128,16 +153,17 @@ fn sessions_agree(ctx: &GpuContext, seed: u64, block: BlockKind, shift: ShiftMod
     let initial = t.clone();
     let mut cpu = Session::new(t.clone(), CpuBackend).unwrap();
     let mut gpu_s = Session::new(t, GpuBackend::new(ctx.clone())).unwrap();
-    // The host path (gradients downloaded, `Trainer::apply`) for the first step.
+    // The first step by hand: gradients downloaded, the optimiser's CPU twin on the host.
     let mut host = initial.clone();
     for (i, (x, y)) in data.iter().enumerate() {
-        let a = cpu.step_batch(x, y, lr_of(i)).unwrap();
-        let b = gpu_s.step_batch(x, y, lr_of(i)).unwrap();
+        cpu.step_batch(x, y, lr_of(i)).unwrap();
+        gpu_s.step_batch(x, y, lr_of(i)).unwrap();
+        let (a, b) = (cpu.stats().unwrap(), gpu_s.stats().unwrap());
         assert_eq!(a.correct, b.correct, "{block:?} {shift:?} step {i}");
         assert!((a.loss() - b.loss()).abs() < 1e-4 * a.loss().max(1.0));
         if i == 0 {
             let (s, g) = host.forward_backward(x, y).unwrap();
-            host.apply(g, lr_of(0));
+            apply_on_host(&mut host, &g, lr_of(0));
             assert_eq!(s.correct, a.correct);
             // The CPU session runs the host's rule: the same state, bit for bit.
             assert_eq!(
@@ -381,19 +407,27 @@ fn a_checkpoint_of_a_gpu_run_resumes_on_the_cpu_and_the_gpu() {
 
 #[test]
 fn the_cpu_backend_is_a_backend_for_sessions() {
-    // No GPU needed: a CPU session's first step is the host path's, bit for bit.
+    // No GPU needed: a CPU session's steps are the host path's, bit for bit; statistics not
+    // read add up until they are.
     let (mut rng, seed) = rng("cpu_session");
     let data = batches(&mut rng, 2, 3);
     let t = trainer(seed, BlockKind::Asl, ShiftMode::Learned);
     let mut host = t.clone();
     let mut s = Session::new(t, CpuBackend).unwrap();
     for (i, (x, y)) in data.iter().enumerate() {
-        let a = s.step_batch(x, y, lr_of(i)).unwrap();
+        s.step_batch(x, y, lr_of(i)).unwrap();
+        let a = s.stats().unwrap();
         let (b, g) = host.forward_backward(x, y).unwrap();
-        host.apply(g, lr_of(i));
+        apply_on_host(&mut host, &g, lr_of(i));
         assert_eq!(a.correct, b.correct);
         assert!((a.loss() - b.loss()).abs() < 1e-5 * b.loss().max(1.0));
     }
-    assert_eq!(state(&s.into_trainer().unwrap()), state(&host));
+    assert_eq!(state(&s.sync().unwrap().clone()), state(&host));
+    let (x, y) = &data[0];
+    s.step_batch(x, y, 0.0).unwrap();
+    s.step_batch(x, y, 0.0).unwrap();
+    let both = s.stats().unwrap();
+    assert_eq!(both.seen, 2 * y.len());
+    assert_eq!(s.stats().unwrap(), Default::default(), "read once");
     assert!(CpuBackend.describe().contains("CPU"));
 }

@@ -182,11 +182,18 @@ fn conv1x1_gradients_match_cpu() {
                 upload(ctx, &ys.dims(), &dy),
             );
             let dx = poisoned(ctx, &xs.dims());
+            // The direct kernel too where the policy picks the forward GEMM (stride 1 on CPU
+            // adapters).
+            let dx_direct = poisoned(ctx, &xs.dims());
             let dw = poisoned(ctx, &[cout, xs.c]);
             ctx.submit(|enc| {
                 kernels
                     .conv1x1_backward_input()
                     .prepare(ctx, &dyt, &wt, s, &dx)
+                    .map(|d| d.record(enc))?;
+                kernels
+                    .conv1x1_backward_input()
+                    .prepare_direct(ctx, &dyt, &wt, s, &dx_direct)
                     .map(|d| d.record(enc))?;
                 kernels
                     .conv1x1_backward_weight()
@@ -199,7 +206,12 @@ fn conv1x1_gradients_match_cpu() {
             let want_dw = cpu::conv1x1_backward_weight(&dy64, &x64, xs, cout, s).unwrap();
             let e1 = rel_err(&read(ctx, &dx), &f32s(&want_dx));
             let e2 = rel_err(&read(ctx, &dw), &f32s(&want_dw));
+            let e3 = rel_err(&read(ctx, &dx_direct), &f32s(&want_dx));
             let msg = format!("{xs} -> {cout}, stride {s}, seed {seed}");
+            assert!(
+                e3 <= TOL,
+                "conv1x1_backward_input (direct kernel): relative error {e3} ({msg})"
+            );
             assert!(
                 e1 <= TOL,
                 "conv1x1_backward_input: relative error {e1} ({msg})"

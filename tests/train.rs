@@ -2,7 +2,7 @@
 //! and checkpoints.
 
 use activeshift::model::{ArchConfig, BlockKind, StageConfig};
-use activeshift::train::{ShiftMode, TrainSettings, Trainer};
+use activeshift::train::{CpuBackend, Session, ShiftMode, TrainSettings, Trainer};
 use std::collections::BTreeMap;
 
 /// A tiny network: 1x9x9 input, 3 classes, one stride-1 block of width 4 (expansion 2) and one
@@ -22,6 +22,16 @@ fn tiny() -> ArchConfig {
         },
     ];
     c
+}
+
+/// `t` after `steps` SGD steps on one batch at learning rate `lr`, run the way training runs
+/// them (a [`Session`] on the CPU backend).
+fn stepped(t: Trainer, input: &[f32], labels: &[u8], lr: f32, steps: usize) -> Trainer {
+    let mut s = Session::new(t, CpuBackend).unwrap();
+    for _ in 0..steps {
+        s.step_batch(input, labels, lr).unwrap();
+    }
+    s.into_trainer().unwrap()
 }
 
 fn trainer(seed: u64) -> Trainer {
@@ -239,10 +249,7 @@ fn loss_falls_on_a_fixed_batch_and_export_matches() {
     let (input, labels) = batch();
     let mut t = trainer(5);
     let (first, _) = t.forward_backward(&input, &labels).unwrap();
-    for _ in 0..30 {
-        let (_, g) = t.forward_backward(&input, &labels).unwrap();
-        t.apply(g, 0.05);
-    }
+    let mut t = stepped(t, &input, &labels, 0.05, 30);
     let (last, _) = t.forward_backward(&input, &labels).unwrap();
     assert!(
         last.loss() < 0.5 * first.loss(),
@@ -274,15 +281,14 @@ fn frozen_shift_modes_do_not_move_and_grouped_is_shiftnet() {
             augment: false,
             ..TrainSettings::default()
         };
-        let mut t = Trainer::new(tiny(), vec![], settings).unwrap();
+        let t = Trainer::new(tiny(), vec![], settings).unwrap();
         let before: BTreeMap<_, _> = t
             .params
             .iter()
             .filter(|(k, _)| k.ends_with(".shift"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let (_, g) = t.forward_backward(&input, &labels).unwrap();
-        t.apply(g, 0.1);
+        let t = stepped(t, &input, &labels, 0.1, 1);
         for (k, v) in &before {
             assert_eq!(&t.params[k], v, "{mode:?}: {k} moved");
         }
@@ -305,13 +311,39 @@ fn frozen_shift_modes_do_not_move_and_grouped_is_shiftnet() {
 }
 
 #[test]
+fn learned_normal_starts_where_sampled_real_starts_and_learns() {
+    let (input, labels) = batch();
+    let of = |shift: ShiftMode| {
+        let settings = TrainSettings {
+            shift,
+            augment: false,
+            seed: 3,
+            ..TrainSettings::default()
+        };
+        Trainer::new(tiny(), vec![], settings).unwrap()
+    };
+    let (normal, frozen) = (of(ShiftMode::LearnedNormal), of(ShiftMode::SampledReal));
+    assert_eq!(normal.params, frozen.params, "the same start");
+    assert!(ShiftMode::LearnedNormal.learns() && !ShiftMode::SampledReal.learns());
+    let (normal, frozen) = (
+        stepped(normal, &input, &labels, 0.5, 1),
+        stepped(frozen, &input, &labels, 0.5, 1),
+    );
+    for (name, start) in &of(ShiftMode::SampledReal).params {
+        if name.ends_with(".shift") {
+            assert_eq!(&frozen.params[name], start, "{name}: frozen");
+            assert_ne!(&normal.params[name], start, "{name}: learned");
+        }
+    }
+}
+
+#[test]
 fn learned_shifts_move_by_the_normalized_step() {
     let (input, labels) = batch();
     let mut t = trainer(9);
     t.settings.momentum = 0.0;
     let before = t.params["blocks.0.shift"].clone();
-    let (_, g) = t.forward_backward(&input, &labels).unwrap();
-    t.apply(g, 0.5);
+    let t = stepped(t, &input, &labels, 0.5, 1);
     let after = &t.params["blocks.0.shift"];
     let c = before.len() / 2;
     for ch in 0..c {
@@ -328,23 +360,20 @@ fn learned_shifts_move_by_the_normalized_step() {
 #[test]
 fn checkpoints_round_trip_and_resume_identically() {
     let (input, labels) = batch();
-    let mut a = trainer(11);
-    let (_, g) = a.forward_backward(&input, &labels).unwrap();
-    a.apply(g, 0.1);
+    let mut a = stepped(trainer(11), &input, &labels, 0.1, 1);
     a.epoch = 2;
     a.step_in_epoch = 7;
     let dir = std::env::temp_dir().join(format!("activeshift-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("run.ckpt");
     a.save_checkpoint(&path).unwrap();
-    let mut b = Trainer::load_checkpoint(&path).unwrap();
+    let b = Trainer::load_checkpoint(&path).unwrap();
     assert_eq!(a, b);
     // the same next step from both
-    let (_, ga) = a.forward_backward(&input, &labels).unwrap();
-    a.apply(ga, 0.1);
-    let (_, gb) = b.forward_backward(&input, &labels).unwrap();
-    b.apply(gb, 0.1);
+    let a = stepped(a, &input, &labels, 0.1, 1);
+    let b = stepped(b, &input, &labels, 0.1, 1);
     assert_eq!(a.params, b.params);
+    assert_eq!(a.velocity, b.velocity);
     // a truncated checkpoint is an error, not a panic
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -380,11 +409,7 @@ fn depthwise_block_gradient_matches_finite_differences_and_exports() {
     // A few steps, then the trainer's eval-mode logits match the CPU twins running the exported
     // model (its plan runs the depthwise op).
     let (input, labels) = batch();
-    let mut t = trainer_of(config, 4, 0.0);
-    for _ in 0..5 {
-        let (_, g) = t.forward_backward(&input, &labels).unwrap();
-        t.apply(g, 0.05);
-    }
+    let t = stepped(trainer_of(config, 4, 0.0), &input, &labels, 0.05, 5);
     let model = t.export().unwrap();
     let want = model.forward_cpu_reference(&input).unwrap().logits;
     let got = t.forward_eval(&input).unwrap();

@@ -237,6 +237,25 @@ impl KernelPolicy {
         }
     }
 
+    /// How the 1x1 convolution's input gradient runs for the output gradient `dys`
+    /// (`[N, Cout, Ho, Wo]`) of a convolution from `cin` channels at `stride`: `Some(variant)`,
+    /// the forward pass's packed GEMM of that variant over the transposed weight (stride 1,
+    /// where the forward choice for that shape is a packed GEMM: the CPU adapters' family);
+    /// `None`, the direct kernel `conv1x1_backward_input.wgsl` (which also writes the zeros a
+    /// stride leaves).
+    pub fn conv1x1_backward_input(
+        &self,
+        dys: Shape4,
+        cin: usize,
+        stride: usize,
+    ) -> Option<Conv1x1Variant> {
+        if stride != 1 {
+            return None;
+        }
+        let v = self.conv1x1(dys, cin, 1);
+        (!matches!(v, Conv1x1Variant::Naive | Conv1x1Variant::Tiled)).then_some(v)
+    }
+
     /// The ASL forward kernel for input `xs` at `stride`.
     pub fn asl_forward(&self, xs: Shape4, stride: usize) -> AslForwardVariant {
         let key = TuneKey {

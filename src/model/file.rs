@@ -162,7 +162,7 @@ impl Model {
     /// Load a model file (at most [`MAX_MODEL_FILE_BYTES`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        crate::error::read_file_limited(path, MAX_MODEL_FILE_BYTES, "safetensors")
+        read_safetensors_file(path, MAX_MODEL_FILE_BYTES)
             .and_then(|bytes| Self::from_safetensors(&bytes))
             .map_err(|e| match e {
                 Error::Format { format, msg } => Error::Format {
@@ -256,6 +256,57 @@ pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 /// Most tensors a model or checkpoint file may list (a network of the most blocks a config
 /// allows has about 10,000, a checkpoint of it about 25,000).
 pub const MAX_TENSORS: usize = 1 << 16;
+
+/// Read a safetensors file of at most `max` bytes, its header first: a file whose header is
+/// too long, runs past the end of the file, or describes tensor data that does not end where
+/// the file does is refused before its data is read.
+fn read_safetensors_file(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let st_err = |msg: String| Error::Format {
+        format: "safetensors",
+        msg,
+    };
+    crate::error::read_file_checked(path, max, "safetensors", |bytes, file_len| {
+        let Some(len) = bytes.get(..8) else {
+            return Ok(Some(8));
+        };
+        let len = u64::from_le_bytes(len.try_into().unwrap_or_default());
+        if len > MAX_HEADER_BYTES {
+            return Err(st_err(format!(
+                "the header is {len} bytes long; at most {MAX_HEADER_BYTES} are accepted"
+            )));
+        }
+        let end = 8 + len;
+        if end > file_len {
+            return Err(st_err(format!(
+                "the header length field says {len} bytes, but only {} bytes follow it \
+                 (truncated file, or not a safetensors file?)",
+                file_len - 8
+            )));
+        }
+        let Some(header) = bytes.get(8..end as usize) else {
+            return Ok(Some(end as usize));
+        };
+        check_header(bytes)?;
+        // Malformed JSON is left to the parser, which says more about it.
+        if let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice(header) {
+            let data = entries
+                .iter()
+                .filter(|(name, _)| *name != "__metadata__")
+                .filter_map(|(_, e)| e.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0);
+            if end.checked_add(data) != Some(file_len) {
+                return Err(st_err(format!(
+                    "the header describes tensor data ending at byte {data}, but the file \
+                     holds {} bytes after the header (truncated file, or extra bytes at the \
+                     end)",
+                    file_len - end
+                )));
+            }
+        }
+        Ok(None)
+    })
+}
 
 /// Check a safetensors header before the `safetensors` crate parses it: its length within
 /// [`MAX_HEADER_BYTES`], at most [`MAX_TENSORS`] entries, and no name listed twice (a JSON
@@ -433,7 +484,7 @@ pub fn write_tensors_atomic(
 /// Read a file written by [`write_tensors_atomic`] with the given `format`: tensors and state.
 pub fn read_tensors(path: &Path, format: &str) -> Result<(BTreeMap<String, HostTensor>, String)> {
     // A checkpoint holds the parameters and as much optimiser state again.
-    let bytes = crate::error::read_file_limited(path, 2 * MAX_MODEL_FILE_BYTES, "safetensors")?;
+    let bytes = read_safetensors_file(path, 2 * MAX_MODEL_FILE_BYTES)?;
     parse_tensors(&bytes, format, &path.display().to_string())
 }
 

@@ -116,6 +116,9 @@ pub trait Backend {
     fn upload_batch(&mut self, dims: &[usize], data: &[f32]) -> Result<Self::Tensor> {
         self.upload(dims, data)
     }
+    /// Overwrite the values of a tensor of the training state (one [`Backend::upload`] made)
+    /// with `data`, of its length, after every operation recorded so far.
+    fn overwrite(&mut self, t: &mut Self::Tensor, data: &[f32]) -> Result<()>;
     /// Copy tensors back to the host (in one round trip where the device allows).
     fn download(&mut self, tensors: &[&Self::Tensor]) -> Result<Vec<Vec<f32>>>;
     /// A tensor of shape `dims` holding ones, never written (a device may keep one per shape).
@@ -271,6 +274,19 @@ impl Backend for CpuBackend {
 
     fn upload(&mut self, _dims: &[usize], data: &[f32]) -> Result<CpuTensor> {
         Ok(CpuTensor::from(data))
+    }
+
+    fn overwrite(&mut self, t: &mut CpuTensor, data: &[f32]) -> Result<()> {
+        if t.len() != data.len() {
+            return Err(Error::shape(
+                "overwrite",
+                "data",
+                format!("{} values", t.len()),
+                format!("{} values", data.len()),
+            ));
+        }
+        t.copy_from_slice(data);
+        Ok(())
     }
 
     fn download(&mut self, tensors: &[&CpuTensor]) -> Result<Vec<Vec<f32>>> {

@@ -100,6 +100,12 @@ impl GpuBackend {
         &self.ctx
     }
 
+    /// The launches prepared so far, in the order of a step, each with its op's name (what
+    /// `examples/train_profile.rs --gpu` times one by one).
+    pub fn prepared_launches(&self) -> impl Iterator<Item = (&'static str, &Dispatch)> {
+        self.prepared.iter().map(|(k, d)| (k.op, d))
+    }
+
     /// Storage for a tensor of shape `dims`: the pool's next entry when it has the size, else a
     /// new buffer taking its place. Its contents are whatever was there: every kernel writes
     /// all of its output.
@@ -203,6 +209,12 @@ impl Backend for GpuBackend {
         let t = self.alloc(dims)?;
         t.write(&self.ctx, data)?;
         Ok(t)
+    }
+
+    fn overwrite(&mut self, t: &mut GpuTensor, data: &[f32]) -> Result<()> {
+        // A queued write lands before the next submission: submit what reads the old values.
+        self.flush()?;
+        t.write(&self.ctx, data)
     }
 
     fn download(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<f32>>> {

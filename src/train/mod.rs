@@ -35,12 +35,22 @@ use std::path::Path;
 pub enum ShiftMode {
     /// Initialised U[-1, 1] and trained (the Active Shift Layer).
     Learned,
+    /// Initialised N(0, 1), as [`ShiftMode::SampledReal`] draws them, and trained: learning
+    /// from the frozen variant's start (a diagnostic of the ablation, not in the paper).
+    LearnedNormal,
     /// ShiftNet's fixed grouped integer shifts (frozen).
     Grouped,
     /// Integer shifts sampled from N(0, 1), rounded (frozen).
     SampledInt,
     /// Real shifts sampled from N(0, 1) (frozen).
     SampledReal,
+}
+
+impl ShiftMode {
+    /// Whether the shifts are trained (else frozen at their start).
+    pub fn learns(self) -> bool {
+        matches!(self, ShiftMode::Learned | ShiftMode::LearnedNormal)
+    }
 }
 
 /// Learning-rate schedule.
@@ -186,7 +196,8 @@ impl Stats {
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.seen.max(1) as f64
     }
-    fn add(&mut self, o: Stats) {
+    /// Add the counts of `o`.
+    pub fn add(&mut self, o: Stats) {
         self.loss_sum += o.loss_sum;
         self.correct += o.correct;
         self.seen += o.seen;
@@ -238,7 +249,9 @@ impl Trainer {
                             ShiftMode::SampledInt => {
                                 (normal(&mut rng).round(), normal(&mut rng).round())
                             }
-                            ShiftMode::SampledReal => (normal(&mut rng), normal(&mut rng)),
+                            ShiftMode::SampledReal | ShiftMode::LearnedNormal => {
+                                (normal(&mut rng), normal(&mut rng))
+                            }
                         };
                         v[ch] = x;
                         v[c + ch] = y;
@@ -331,34 +344,6 @@ impl Trainer {
         order
     }
 
-    /// One SGD step on the images `idx` of `set` on the CPU; returns the batch's stats.
-    pub fn train_step(
-        &mut self,
-        set: &Dataset,
-        idx: &[usize],
-        lr: f32,
-        step_seed: u64,
-    ) -> Result<Stats> {
-        self.train_step_on(&mut CpuBackend, set, idx, lr, step_seed)
-    }
-
-    /// One SGD step on the images `idx` of `set` on the backend `be`: forward and backward
-    /// there, the optimiser on the host (the state travels both ways each step; a
-    /// [`Session`] keeps it on the backend instead); returns the batch's stats.
-    pub fn train_step_on<B: Backend>(
-        &mut self,
-        be: &mut B,
-        set: &Dataset,
-        idx: &[usize],
-        lr: f32,
-        step_seed: u64,
-    ) -> Result<Stats> {
-        let (input, labels) = self.batch_of(set, idx, step_seed);
-        let (stats, grads) = self.forward_backward_on(be, &input, &labels)?;
-        self.apply(grads, lr);
-        Ok(stats)
-    }
-
     /// The preprocessed (and, with [`TrainSettings::augment`], augmented by a generator seeded
     /// with `step_seed`) images `idx` of `set`, and their labels.
     pub fn batch_of(&self, set: &Dataset, idx: &[usize], step_seed: u64) -> (Vec<f32>, Vec<u8>) {
@@ -405,7 +390,9 @@ impl Trainer {
     }
 
     /// Forward and backward of one batch in training mode on the CPU: stats and gradients by
-    /// name. Updates the BatchNorm running statistics.
+    /// name, to look at (gradient checks, one backend against another); training steps go
+    /// through a [`Session`], which keeps the run's state on its backend. Updates the
+    /// BatchNorm running statistics.
     pub fn forward_backward(
         &mut self,
         input: &[f32],
@@ -476,32 +463,6 @@ impl Trainer {
             ));
         }
         Ok(plan)
-    }
-
-    /// Apply one optimiser step with learning rate `lr` on the host: each parameter's
-    /// [`SgdRule`] by [`sgd_update`] (PyTorch's Nesterov form, `v = m v + g; w -= lr (g + m v)`;
-    /// the rule `shaders/optimizer.wgsl` runs on the GPU). Gradients of unknown names or the
-    /// wrong length are skipped.
-    pub fn apply(&mut self, grads: BTreeMap<String, Vec<f32>>, lr: f32) {
-        let ids: BTreeMap<String, ParamId> = self
-            .config
-            .params()
-            .into_iter()
-            .map(|(id, _)| (id.name(), id))
-            .collect();
-        for (name, g) in grads {
-            let Some(rule) = ids
-                .get(&name)
-                .and_then(|&id| SgdRule::of(&self.settings, id))
-            else {
-                continue;
-            };
-            let (Some(w), Some(v)) = (self.params.get_mut(&name), self.velocity.get_mut(&name))
-            else {
-                continue;
-            };
-            let _ = sgd_update(&rule, lr, w, v, &g);
-        }
     }
 
     /// The inference model: BatchNorm folded into the affine layers.

@@ -3,7 +3,7 @@
 //! trainer ([`Trainer::apply`](super::Trainer::apply), [`CpuBackend`](super::CpuBackend)) runs
 //! this function; the GPU backend runs the kernel.
 
-use super::{ShiftMode, TrainSettings};
+use super::TrainSettings;
 use crate::error::{Error, Result};
 use crate::model::ParamId;
 
@@ -24,11 +24,11 @@ pub struct SgdRule {
 
 impl SgdRule {
     /// The rule of parameter `id` under `settings`; `None` for a frozen parameter (the shifts
-    /// of every [`ShiftMode`] but [`ShiftMode::Learned`]), which neither moves nor gathers
+    /// of every [`ShiftMode`] that does not [learn](ShiftMode::learns)), which neither moves nor gathers
     /// momentum.
     pub fn of(settings: &TrainSettings, id: ParamId) -> Option<Self> {
         let is_shift = matches!(id, ParamId::Shift(_));
-        if is_shift && settings.shift != ShiftMode::Learned {
+        if is_shift && !settings.shift.learns() {
             return None;
         }
         Some(Self {

@@ -1,7 +1,8 @@
 //! A training run whose state lives on its backend: parameters, momentum and BatchNorm running
 //! statistics are backend tensors, updated in place each step by the backend's optimiser
-//! ([`Backend::sgd_step`], [`Backend::update_running_stats`]); only the batch goes in and the
-//! batch's loss and accuracy come out. The host copy (a [`Trainer`]) is brought up to date
+//! ([`Backend::sgd_step`], [`Backend::update_running_stats`]); only the batch goes in. The
+//! steps' summed loss and hits stay on the backend too, until [`Session::stats`] reads them
+//! (two numbers, as often as the caller wants to show them). The host copy (a [`Trainer`]) is brought up to date
 //! when asked ([`Session::sync`]): to write a checkpoint or export the model.
 
 use super::backend::{Backend, RunningStatsStep, SgdStep};
@@ -29,6 +30,10 @@ pub struct Session<B: Backend> {
     plan: Option<Plan>,
     /// Whether `host` holds the backend's state.
     synced: bool,
+    /// Summed loss and hits of the steps since the last [`Session::stats`] (`[2]`).
+    totals: Option<B::Tensor>,
+    /// Images of those steps.
+    unread: usize,
 }
 
 fn absent(what: String) -> Error {
@@ -70,6 +75,8 @@ impl<B: Backend> Session<B> {
             running,
             plan: None,
             synced: true,
+            totals: None,
+            unread: 0,
         })
     }
 
@@ -130,15 +137,17 @@ impl<B: Backend> Session<B> {
     }
 
     /// One SGD step on the images `idx` of `set` (augmented as [`Trainer::batch_of`] says)
-    /// with learning rate `lr`; returns the batch's stats.
-    pub fn step(&mut self, set: &Dataset, idx: &[usize], lr: f32, step_seed: u64) -> Result<Stats> {
+    /// with learning rate `lr`. Its loss and hits are added to what [`Session::stats`] reads.
+    pub fn step(&mut self, set: &Dataset, idx: &[usize], lr: f32, step_seed: u64) -> Result<()> {
         let (input, labels) = self.host.batch_of(set, idx, step_seed);
         self.step_batch(&input, &labels, lr)
     }
 
     /// One SGD step on a preprocessed batch: forward and backward through the plan, the
-    /// optimiser and the running statistics, all on the backend; two numbers come back.
-    pub fn step_batch(&mut self, input: &[f32], labels: &[u8], lr: f32) -> Result<Stats> {
+    /// optimiser and the running statistics, all on the backend; nothing comes back (the
+    /// batch's loss and hits are added to what [`Session::stats`] reads). A device may still
+    /// be running the step when this returns.
+    pub fn step_batch(&mut self, input: &[f32], labels: &[u8], lr: f32) -> Result<()> {
         let n = labels.len();
         if self.plan.as_ref().is_none_or(|p| p.slots[p.input].n != n) {
             self.plan = Some(self.host.plan_for(input, labels)?);
@@ -182,8 +191,29 @@ impl<B: Backend> Session<B> {
                 count: *count,
             })?;
         }
-        let totals = self.be.download(&[&pass.totals])?;
-        Ok(stats_of(totals.first().map_or(&[][..], |t| &t[..]), n))
+        let totals = match &mut self.totals {
+            Some(t) => t,
+            None => self.totals.insert(self.be.upload(&[2], &[0.0, 0.0])?),
+        };
+        self.be.add_assign(totals, &pass.totals)?;
+        self.unread += n;
+        Ok(())
+    }
+
+    /// The summed loss, hits and images of the steps since the last call (all zero when there
+    /// were none): one download of two numbers, which waits for those steps to finish.
+    pub fn stats(&mut self) -> Result<Stats> {
+        let Some(totals) = &mut self.totals else {
+            return Ok(Stats::default());
+        };
+        if self.unread == 0 {
+            return Ok(Stats::default());
+        }
+        let read = self.be.download(&[totals])?;
+        self.be.overwrite(totals, &[0.0, 0.0])?;
+        let stats = stats_of(read.first().map_or(&[][..], |t| &t[..]), self.unread);
+        self.unread = 0;
+        Ok(stats)
     }
 
     /// The optimiser step of parameter `id` from `grad` (from element `offset` on).

@@ -398,3 +398,26 @@ pub fn run(cmd: &mut std::process::Command) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Run `cmd`: `(exit code, stdout, stderr)` (-1 when a signal ended it).
+pub fn run_code(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run activeshift");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Shapes with C in {1, 3, 17, 33} and H, W in {1, 7, 13, 28}, square and not.
+pub fn layer_shapes() -> Vec<activeshift::Shape4> {
+    let mut v = Vec::new();
+    for (n, c) in [(1, 1), (2, 3), (1, 17), (2, 33)] {
+        for hw in [1, 7, 13, 28] {
+            v.push(activeshift::Shape4::new(n, c, hw, hw));
+        }
+    }
+    v.push(activeshift::Shape4::new(2, 3, 7, 28));
+    v.push(activeshift::Shape4::new(1, 17, 13, 1));
+    v
+}

@@ -29,18 +29,14 @@ pub(crate) struct Driver {
 
 /// The training settings `a` asks for.
 fn settings_of(a: &TrainArgs) -> activeshift::train::TrainSettings {
-    use activeshift::train::{Schedule, ShiftMode, TrainSettings};
+    use activeshift::train::{Schedule, TrainSettings};
     TrainSettings {
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
         weight_decay: a.weight_decay,
-        shift: match a.shift {
-            ShiftChoice::Learned => ShiftMode::Learned,
-            ShiftChoice::Grouped => ShiftMode::Grouped,
-            ShiftChoice::SampledInt => ShiftMode::SampledInt,
-            ShiftChoice::SampledReal => ShiftMode::SampledReal,
-        },
+        shift: a.shift.into(),
+        shift_lr_mult: a.shift_lr_mult,
         schedule: match a.schedule {
             ScheduleChoice::Cosine => Schedule::Cosine,
             ScheduleChoice::Step => Schedule::Step,
@@ -77,6 +73,10 @@ fn check_resume_settings(
                 format!("{:?}", want.schedule).to_lowercase(),
             ),
             "--shift" => (format!("{:?}", have.shift), format!("{:?}", want.shift)),
+            "--shift-lr-mult" => (
+                have.shift_lr_mult.to_string(),
+                want.shift_lr_mult.to_string(),
+            ),
             "--block" => (
                 if depthwise { "depthwise" } else { "asl" }.to_string(),
                 format!("{:?}", a.block).to_lowercase(),
@@ -105,6 +105,9 @@ fn check_resume_settings(
         ),
     ))
 }
+
+/// How often the training loop reads the loss and accuracy for its progress bar.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Ctrl-C (SIGINT) during training asks the loop to stop at the next step boundary, where it
 /// writes a checkpoint and prints the command that resumes; a second Ctrl-C, or one outside
@@ -219,6 +222,8 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         ));
     }
     refuse_overwrite(&checkpoint, true)?;
+    // Whether the output holds this run's model (a resumed run's earlier epochs).
+    let mut output_is_ours = false;
     let trainer = if a.resume {
         let t = Trainer::load_checkpoint(&checkpoint)?;
         check_resume_settings(&a, &t, &checkpoint)?;
@@ -231,18 +236,10 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         // The output is replaced without --force only when it is this run's model (written by
         // its earlier epochs), never an unrelated file.
         if !a.force && std::fs::symlink_metadata(&a.output).is_ok() {
-            let ours =
-                Model::load(&a.output).is_ok_and(|m| m.config == t.config && m.labels == t.labels);
-            if !ours {
-                return Err(activeshift::Error::Io {
-                    path: a.output.display().to_string(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "file exists and is not a model of the resumed run (pass --force to \
-                         replace it)",
-                    ),
-                });
+            if !is_model_of(&a.output, &t) {
+                return Err(not_this_runs_model(&a.output));
             }
+            output_is_ours = true;
         }
         t
     } else {
@@ -260,6 +257,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         train: &train_set,
         test: &data.test,
         checkpoint: &checkpoint,
+        output_is_ours,
     };
     // The run's state lives on the backend that trains it; the host copy is brought up to date
     // for checkpoints and the per-epoch evaluation.
@@ -305,7 +303,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             checkpoint.display(),
             trainer.settings.epochs
         );
-        trainer.export()?.save(&a.output, true)?;
+        save_output(&a, &trainer, output_is_ours)?;
     }
     if a.driver.is_some() {
         // The driver prints its own output; this file is its intermediate.
@@ -330,6 +328,40 @@ struct RunSets<'a> {
     train: &'a activeshift::data::Dataset,
     test: &'a activeshift::data::Dataset,
     checkpoint: &'a std::path::Path,
+    /// Whether the output held this run's model when it started.
+    output_is_ours: bool,
+}
+
+/// Whether `path` holds a model of the run `t` (its architecture and labels).
+fn is_model_of(path: &Path, t: &activeshift::train::Trainer) -> bool {
+    Model::load(path).is_ok_and(|m| m.config == t.config && m.labels == t.labels)
+}
+
+fn not_this_runs_model(path: &Path) -> activeshift::Error {
+    activeshift::Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "file exists and is not a model of the resumed run (pass --force to replace it)",
+        ),
+    }
+}
+
+/// Write the model of `t` to the output. Without --force a file there is replaced only when
+/// this run wrote it or found it its own (`ours`) and it is still a model of this run; else the
+/// write creates the file and refuses one that appeared meanwhile (another process's).
+fn save_output(a: &TrainArgs, t: &activeshift::train::Trainer, ours: bool) -> Result<()> {
+    let model = t.export()?;
+    if a.force {
+        return model.save(&a.output, true);
+    }
+    if ours && std::fs::symlink_metadata(&a.output).is_ok() {
+        if !is_model_of(&a.output, t) {
+            return Err(not_this_runs_model(&a.output));
+        }
+        return model.save(&a.output, true);
+    }
+    model.save(&a.output, false)
 }
 
 /// The epochs of a training run in `session` (its state on its backend), evaluating on the
@@ -387,7 +419,7 @@ fn train_epochs<B: activeshift::train::Backend>(
     // Files this process has not written yet are replaced only when allowed (--force; a
     // resumed run's own files), checked again at the rename: a file created there meanwhile is
     // kept.
-    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, a.force || a.resume);
+    let (mut own_checkpoint, mut own_output) = (a.force || a.resume, sets.output_is_ours);
     IN_TRAINING_LOOP.store(true, SeqCst);
     // Whole-run ETA: the average time of this session's steps (epoch-end evaluation included)
     // times the steps left.
@@ -422,43 +454,48 @@ fn train_epochs<B: activeshift::train::Backend>(
         bar.set_position(step_now as u64);
         let mut stats = activeshift::train::Stats::default();
         let started = std::time::Instant::now();
+        // The loss and accuracy are read from the session (a wait for the device) only when
+        // shown: every STATS_EVERY, for the log line, and at the epoch's end.
+        let mut shown = started;
         let first = step_now;
         while step_now < steps {
             let s = step_now;
             let idx = &order[s * trainer.settings.batch..][..trainer.settings.batch];
             let global = epoch * steps + s;
             let lr = trainer.lr_at(global, total);
-            let st = session.step(
+            session.step(
                 train_set,
                 idx,
                 lr,
                 trainer.settings.seed.wrapping_add(global as u64 * 7919),
             )?;
-            stats.loss_sum += st.loss_sum;
-            stats.correct += st.correct;
-            stats.seen += st.seen;
             step_now += 1;
             session.set_position(epoch_now, step_now);
-            let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            let left = eta(global + 1);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
-                stats.loss(),
-                stats.accuracy() * 100.0,
-                rate
-            ));
             bar.inc(1);
-            if bar.is_hidden() && step_now.is_multiple_of(50) {
-                // Not a terminal (a log file): a plain line now and then instead of the bar.
-                eprintln!(
-                    "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
-                    epoch + 1,
-                    trainer.settings.epochs,
-                    step_now,
+            let log_line = bar.is_hidden() && step_now.is_multiple_of(50);
+            if log_line || step_now == steps || shown.elapsed() >= STATS_EVERY {
+                shown = std::time::Instant::now();
+                stats.add(session.stats()?);
+                let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let left = eta(global + 1);
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
                     stats.loss(),
                     stats.accuracy() * 100.0,
                     rate
-                );
+                ));
+                if log_line {
+                    // Not a terminal (a log file): a plain line now and then instead of the bar.
+                    eprintln!(
+                        "epoch {}/{} step {}/{steps}: loss {:.4} acc {:.2}% {:.0} img/s lr {lr:.4}, {left}",
+                        epoch + 1,
+                        trainer.settings.epochs,
+                        step_now,
+                        stats.loss(),
+                        stats.accuracy() * 100.0,
+                        rate
+                    );
+                }
             }
             let stop = STOP_REQUESTED.load(SeqCst);
             if stop || (step_now - first).is_multiple_of(a.checkpoint_every.max(1)) {
@@ -482,7 +519,7 @@ fn train_epochs<B: activeshift::train::Backend>(
         checkpoint_written(a, synced)?;
         let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let test = eval(synced, test_set)?;
-        synced.export()?.save(&a.output, own_output)?;
+        save_output(a, synced, own_output)?;
         own_output = true;
         eprintln!(
             "epoch {}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}% ({:.0} img/s), {}",

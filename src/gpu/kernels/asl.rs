@@ -9,7 +9,7 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 const WG_SIZE: usize = 256;
 /// Output positions reduced by one workgroup of `partial_sums` (`CHUNK` in
 /// `asl_backward_shift.wgsl`).
-pub const ASL_SHIFT_CHUNK: usize = 1024;
+pub const ASL_SHIFT_CHUNK: usize = 4096;
 
 /// Mirrors `struct AslParams` in `shaders/common/asl_params.wgsl`.
 #[repr(C)]

@@ -245,6 +245,7 @@ impl AslConv1x1 {
             xs,
             depth: xs.c,
             weight,
+            transposed: false,
             cout,
             stride,
             epilogue: &ep,

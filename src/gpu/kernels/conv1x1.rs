@@ -11,8 +11,6 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 
 /// Output tile of the workgroup-tiled GEMMs (`TILE_M` x `TILE_N` in their WGSL).
 pub(super) const TILE: usize = 64;
-/// Step along K of the GEMM kernels (`TILE_K` in their WGSL).
-pub(super) const TILE_K: usize = 16;
 pub(crate) const FLAG_AFFINE: u32 = 1;
 pub(crate) const FLAG_RESIDUAL: u32 = 2;
 pub(crate) const FLAG_RELU: u32 = 4;
@@ -315,6 +313,80 @@ impl Conv1x1 {
         self.prepare_variant(Self::choose(ctx.policy(), xs, cout, stride), ctx, args)
     }
 
+    /// The GEMM of `variant` (a packed one: register-tiled or vec4) multiplying by the
+    /// transpose of `weight` (`[K, C]`): `y[n, c, p] = sum_k weight[k, c] * x[n, k, p]`, `x`
+    /// `[N, K, H, W]`, `y` `[N, C, H, W]` (stride 1, no epilogue). The 1x1 convolution's input
+    /// gradient at stride 1 ([`Conv1x1BackwardInput`](super::Conv1x1BackwardInput)).
+    pub(crate) fn prepare_transposed(
+        &self,
+        variant: Conv1x1Variant,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        weight: &GpuTensor,
+        y: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "conv1x1_backward_input";
+        let xs = x.shape4(OP, "output gradient")?;
+        let c = match weight.dims() {
+            [k, c] if *k == xs.c && *c > 0 => *c,
+            d => {
+                return Err(crate::Error::shape(
+                    OP,
+                    "weight",
+                    format!("[{}, C]", xs.c),
+                    format!("{d:?}"),
+                ));
+            }
+        };
+        Conv1x1Params::new(OP, xs, c, 1, 0)?;
+        expect_dims(OP, "input gradient", y, &xs.strided(c, 1).dims())?;
+        expect_distinct(OP, y, &[("output gradient", x), ("weight", weight)])?;
+        let gemm = match variant {
+            Conv1x1Variant::Vec4 | Conv1x1Variant::Vec4Whole => &self.vec4,
+            Conv1x1Variant::Register | Conv1x1Variant::RegisterWhole => &self.register,
+            Conv1x1Variant::Naive | Conv1x1Variant::Tiled => {
+                return Err(crate::Error::invalid(
+                    OP,
+                    format!("the {} GEMM reads no packed weights", variant.name()),
+                ));
+            }
+        };
+        if !variant.supports(xs, 1) {
+            return Err(crate::Error::invalid(
+                OP,
+                format!("the {} variant does not handle {xs}", variant.name()),
+            ));
+        }
+        let ep = bind_epilogue(
+            OP,
+            ctx,
+            &Conv1x1Epilogue::default(),
+            y.shape4(OP, "input gradient")?,
+            None,
+        )?;
+        PackedGemm {
+            op: OP,
+            gemm,
+            whole: matches!(
+                variant,
+                Conv1x1Variant::RegisterWhole | Conv1x1Variant::Vec4Whole
+            ),
+            input_affine: true,
+            pack: self.pack_pipeline(),
+            x,
+            xs,
+            depth: xs.c,
+            weight,
+            transposed: true,
+            cout: c,
+            stride: 1,
+            epilogue: &ep,
+            y,
+            extra: None,
+        }
+        .build(ctx)
+    }
+
     /// [`Conv1x1::prepare`] with a given variant.
     ///
     /// # Errors
@@ -400,6 +472,7 @@ impl Conv1x1 {
                 xs,
                 depth: xs.c,
                 weight,
+                transposed: false,
                 cout,
                 stride,
                 epilogue: &ep,

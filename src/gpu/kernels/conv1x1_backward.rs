@@ -1,6 +1,6 @@
 //! The two GEMMs of the 1x1 convolution's backward pass.
 
-use super::conv1x1::{Conv1x1Params, TILE, TILE_K};
+use super::conv1x1::Conv1x1Params;
 use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -17,9 +17,44 @@ impl Conv1x1BackwardInput {
         }
     }
 
-    /// Prepare (validate shapes, bind buffers) the dispatch computing the input gradient `dx` (`[N, Cin, H, W]`, the forward input's shape) from `dy`
-    /// (`[N, Cout, Ho, Wo]`) and `weight` (`[Cout, Cin]`).
+    /// Prepare (validate shapes, bind buffers) the dispatch computing the input gradient `dx`
+    /// (`[N, Cin, H, W]`, the forward input's shape) from `dy` (`[N, Cout, Ho, Wo]`) and
+    /// `weight` (`[Cout, Cin]`): the kernel [`KernelPolicy::conv1x1_backward_input`] chooses
+    /// (the forward GEMM over the transposed weight, or [`Conv1x1BackwardInput::prepare_direct`]).
+    ///
+    /// [`KernelPolicy::conv1x1_backward_input`]: crate::gpu::KernelPolicy::conv1x1_backward_input
     pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        dy: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        dx: &GpuTensor,
+    ) -> Result<Dispatch> {
+        let dys = dy.shape4("conv1x1_backward_input", "output gradient")?;
+        let cin = dx.shape4("conv1x1_backward_input", "input gradient")?.c;
+        match ctx.policy().conv1x1_backward_input(dys, cin, stride) {
+            Some(variant) => {
+                let xs = dx.shape4("conv1x1_backward_input", "input gradient")?;
+                // The same shape checks as the direct kernel.
+                let cout = weight_rows(weight, xs.c)?;
+                Conv1x1Params::new("conv1x1_backward_input", xs, cout, stride, 0)?;
+                expect_dims(
+                    "conv1x1_backward_input",
+                    "output gradient",
+                    dy,
+                    &xs.strided(cout, stride).dims(),
+                )?;
+                ctx.kernels()
+                    .conv1x1()
+                    .prepare_transposed(variant, ctx, dy, weight, dx)
+            }
+            None => self.prepare_direct(ctx, dy, weight, stride, dx),
+        }
+    }
+
+    /// [`Conv1x1BackwardInput::prepare`] by the direct kernel, whatever the policy says.
+    pub fn prepare_direct(
         &self,
         ctx: &GpuContext,
         dy: &GpuTensor,
@@ -29,23 +64,17 @@ impl Conv1x1BackwardInput {
     ) -> Result<Dispatch> {
         const OP: &str = "conv1x1_backward_input";
         let xs = dx.shape4(OP, "input gradient")?;
-        let cout = match weight.dims() {
-            [cout, cin] if *cin == xs.c => *cout,
-            d => {
-                return Err(crate::Error::shape(
-                    OP,
-                    "weight",
-                    format!("[Cout, {}]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = weight_rows(weight, xs.c)?;
         let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
         expect_dims(OP, "output gradient", dy, &xs.strided(cout, stride).dims())?;
         let groups = workgroups(
             OP,
             ctx.device(),
-            [xs.plane().div_ceil(TILE), xs.c.div_ceil(TILE), xs.n],
+            [
+                xs.strided(cout, stride).plane().div_ceil(4 * 64),
+                xs.c.div_ceil(8),
+                xs.n,
+            ],
         )?;
         Ok(self.pipeline.prepare(
             ctx.device(),
@@ -53,6 +82,19 @@ impl Conv1x1BackwardInput {
             &[(1, dy.buffer()), (2, weight.buffer()), (3, dx.buffer())],
             groups,
         ))
+    }
+}
+
+/// The `Cout` of a `[Cout, cin]` weight.
+fn weight_rows(weight: &GpuTensor, cin: usize) -> Result<usize> {
+    match weight.dims() {
+        [cout, c] if *c == cin => Ok(*cout),
+        d => Err(crate::Error::shape(
+            "conv1x1_backward_input",
+            "weight",
+            format!("[Cout, {cin}]"),
+            format!("{d:?}"),
+        )),
     }
 }
 
@@ -104,17 +146,14 @@ impl Conv1x1BackwardWeight {
                 limit: u64::from(u32::MAX),
             });
         }
-        // Split K = N * Ho * Wo into at most MAX_SPLITS chunks of at least MIN_CHUNK terms, so
-        // that a small weight over a large batch still spreads over many workgroups.
-        const MAX_SPLITS: usize = 64;
-        const MIN_CHUNK: usize = 256;
-        let total = xs.n * ys.plane();
-        let k_chunk = total
-            .div_ceil(MAX_SPLITS)
-            .max(MIN_CHUNK)
-            .next_multiple_of(TILE_K);
-        let splits = total.div_ceil(k_chunk).max(1);
-        params.k_chunk = u32_of(OP, "terms per chunk", k_chunk)?;
+        // Cut the batch's output rows into chunks of about CHUNK_PIXELS pixels (whole rows,
+        // one image each): one invocation per chunk and 8 x 8 block of the weight.
+        const CHUNK_PIXELS: usize = 128;
+        const BLOCK: usize = 8;
+        const WG_SIZE: usize = 64;
+        let rows = (CHUNK_PIXELS / ys.w).clamp(1, ys.h);
+        let splits = xs.n * ys.h.div_ceil(rows);
+        params.k_chunk = u32_of(OP, "rows per chunk", rows)?;
         params.splits = u32_of(OP, "chunks", splits)?;
         let device = ctx.device();
         let part = device.create_buffer(&wgpu::BufferDescriptor {
@@ -124,10 +163,12 @@ impl Conv1x1BackwardWeight {
             mapped_at_creation: false,
         });
         ctx.count_buffer(0);
+        let invocations = splits * cout.div_ceil(BLOCK) * xs.c.div_ceil(BLOCK);
+        u32_of(OP, "invocations", invocations)?;
         let groups = workgroups(
             OP,
             device,
-            [xs.c.div_ceil(TILE), cout.div_ceil(TILE), splits],
+            super::elementwise::grid(device, invocations.div_ceil(WG_SIZE)),
         )?;
         let partial = self.pipeline.prepare(
             device,

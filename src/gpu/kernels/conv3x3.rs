@@ -93,6 +93,7 @@ impl Conv3x3 {
             xs,
             depth: 9 * xs.c,
             weight,
+            transposed: false,
             cout,
             stride,
             epilogue: &ep,

@@ -364,6 +364,7 @@ impl Kernels {
 /// A compute pipeline with the bind group layout wgpu derived from its WGSL.
 pub(crate) struct Pipeline {
     label: &'static str,
+    entry: &'static str,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     /// The context's environment, which counts the uniform buffers of prepared dispatches.
@@ -433,6 +434,7 @@ impl Pipeline {
         let layout = pipeline.get_bind_group_layout(0);
         Self {
             label: file,
+            entry,
             pipeline,
             layout,
             env,
@@ -487,6 +489,7 @@ impl Pipeline {
         Dispatch {
             steps: vec![Step {
                 label: self.label,
+                entry: self.entry,
                 pipeline: self.pipeline.clone(),
                 bind_group,
                 groups,
@@ -507,6 +510,8 @@ pub struct Dispatch {
 #[derive(Clone, Debug)]
 struct Step {
     label: &'static str,
+    /// The shader's entry point.
+    entry: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -558,6 +563,23 @@ impl Dispatch {
             pass.set_bind_group(0, &s.bind_group, &[]);
             pass.dispatch_workgroups(s.groups[0], s.groups[1], s.groups[2]);
         }
+    }
+
+    /// Each launch by itself, with its kernel's name (`file.wgsl:entry`): to time them one by
+    /// one (`examples/train_profile.rs --gpu`).
+    pub fn parts(&self) -> Vec<(String, Dispatch)> {
+        self.steps
+            .iter()
+            .map(|s| {
+                let name = format!("{}:{}", s.label, s.entry);
+                (
+                    name,
+                    Dispatch {
+                        steps: vec![s.clone()],
+                    },
+                )
+            })
+            .collect()
     }
 
     /// This dispatch followed by `next`.

@@ -30,7 +30,8 @@ pub(crate) struct PackParams {
     pub(crate) rows: u32,
     pub(crate) nk: u32,
     pub(crate) len: u32,
-    pub(crate) _pad: [u32; 2],
+    pub(crate) transposed: u32,
+    pub(crate) _pad: u32,
 }
 
 /// Mirrors `struct GemmParams` in `shaders/common/gemm_params.wgsl` (used by `shaders/gemm/*`).
@@ -97,6 +98,8 @@ pub(crate) struct PackedGemm<'a> {
     /// The GEMM's depth K: `Cin` for a 1x1 convolution, `9 * Cin` for the im2col 3x3.
     pub(crate) depth: usize,
     pub(crate) weight: &'a GpuTensor,
+    /// `weight` holds the GEMM's weight transposed (`[depth, cout]`, read by the packing).
+    pub(crate) transposed: bool,
     pub(crate) cout: usize,
     pub(crate) stride: usize,
     pub(crate) epilogue: &'a EpilogueBinding<'a>,
@@ -210,7 +213,8 @@ impl PackedGemm<'_> {
             rows: u32_of(op, "output channels", rows)?,
             nk: u32_of(op, "input channels", nk)?,
             len: u32_of(op, "packed weights", len)?,
-            _pad: [0; 2],
+            transposed: u32::from(self.transposed),
+            _pad: 0,
         };
         let groups = len.div_ceil(256);
         let gx = groups.min(32768);

@@ -44,7 +44,11 @@ fn rust_layouts() -> Vec<RustLayout> {
             [n, cin, cout, h, w, ho, wo, stride, flags, k_chunk, splits],
             [_pad]
         ),
-        layout!(packed::PackParams, [cout, cin, kc, rows, nk, len], [_pad]),
+        layout!(
+            packed::PackParams,
+            [cout, cin, kc, rows, nk, len, transposed],
+            [_pad]
+        ),
         layout!(
             packed::GemmParams,
             [

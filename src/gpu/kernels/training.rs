@@ -23,6 +23,15 @@ pub(crate) struct BnParams {
     pub(crate) len: u32,
 }
 
+/// Pixels per workgroup of the element-wise passes of `batchnorm_train.wgsl` (`EW_WG * EW_PER`).
+const BN_EW_PIXELS: usize = 256;
+
+/// The workgroups of the element-wise passes of `batchnorm_train.wgsl`: pixel blocks x channels
+/// x images.
+fn bn_elements(op: &'static str, device: &wgpu::Device, xs: Shape4) -> Result<[u32; 3]> {
+    workgroups(op, device, [xs.plane().div_ceil(BN_EW_PIXELS), xs.c, xs.n])
+}
+
 /// The tensors of [`BatchNormTrain::prepare_forward`] (its kernel's bindings one for one).
 #[derive(Clone, Copy, Debug)]
 pub struct BnForward<'a> {
@@ -108,7 +117,7 @@ impl BatchNormTrain {
         expect_distinct(OP, stats, &[("input", x), ("output", y)])?;
         let device = ctx.device();
         let per_channel = workgroups(OP, device, [xs.c, 1, 1])?;
-        let per_element = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        let per_element = bn_elements(OP, device, xs)?;
         let stats_step = self.stats.prepare(
             device,
             &params,
@@ -164,7 +173,7 @@ impl BatchNormTrain {
         expect_distinct(OP, dx, &[("parameter gradient", dparams)])?;
         let device = ctx.device();
         let per_channel = workgroups(OP, device, [xs.c, 1, 1])?;
-        let per_element = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        let per_element = bn_elements(OP, device, xs)?;
         let reduce = self.backward_reduce.prepare(
             device,
             &params,
@@ -261,7 +270,8 @@ impl Conv3x3BackwardWeight {
             stride: u32_of(OP, "stride", stride)?,
         };
         let device = ctx.device();
-        let groups = workgroups(OP, device, grid(device, dw.len()))?;
+        // One workgroup per (co, ci) pair.
+        let groups = workgroups(OP, device, grid(device, cout * xs.c))?;
         Ok(self.pipeline.prepare(
             device,
             &params,

@@ -60,6 +60,10 @@ pub struct AblationArgs {
     /// Steps between checkpoints within an epoch.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
+    /// The shifts' learning-rate multiplier of every run (the authors' 0.01). Another value is
+    /// another recipe: give it its own --dir.
+    #[arg(long, default_value_t = 0.01)]
+    shift_lr_mult: f32,
 }
 
 /// One row of the table.
@@ -72,7 +76,7 @@ pub struct Variant {
     default_seeds: usize,
 }
 
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant {
         key: "grouped",
         label: "grouped integer shift (ShiftNet), frozen",
@@ -100,6 +104,13 @@ pub const VARIANTS: [Variant; 5] = [
         shift: ShiftChoice::Learned,
         block: BlockChoice::Asl,
         default_seeds: 3,
+    },
+    Variant {
+        key: "learned-normal",
+        label: "learned real shift from N(0,1) (diagnostic)",
+        shift: ShiftChoice::LearnedNormal,
+        block: BlockChoice::Asl,
+        default_seeds: 0,
     },
     Variant {
         key: "depthwise",
@@ -268,15 +279,6 @@ fn backend_name(b: BackendChoice) -> &'static str {
     }
 }
 
-fn shift_mode(c: ShiftChoice) -> ShiftMode {
-    match c {
-        ShiftChoice::Learned => ShiftMode::Learned,
-        ShiftChoice::Grouped => ShiftMode::Grouped,
-        ShiftChoice::SampledInt => ShiftMode::SampledInt,
-        ShiftChoice::SampledReal => ShiftMode::SampledReal,
-    }
-}
-
 fn mismatch(path: &Path, what: String) -> Error {
     usage(format!(
         "{} holds {what}: choose another --dir (one recipe per folder)",
@@ -301,6 +303,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         weight_decay: 5e-4,
         schedule: ScheduleChoice::Cosine,
         shift: v.shift,
+        shift_lr_mult: a.shift_lr_mult,
         block: v.block,
         seed,
         limit: a.limit,
@@ -343,7 +346,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
     let mut progress = if ckpt.exists() {
         let t = Trainer::load_checkpoint(&ckpt)?;
         let same = t.settings.seed == seed
-            && t.settings.shift == shift_mode(v.shift)
+            && t.settings.shift == ShiftMode::from(v.shift)
             && t.config == fresh.config
             && Recipe::of(&t, a.limit) == recipe;
         if !same {

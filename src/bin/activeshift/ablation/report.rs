@@ -165,6 +165,12 @@ fn of_variant<'a>(g: &'a Gathered, key: &str) -> Vec<&'a RunResult> {
     g.results.iter().filter(|r| r.variant == key).collect()
 }
 
+/// Whether the report has a row for the variant: it is planned or has results (a diagnostic
+/// variant outside the default plan appears once it was run).
+fn has_row(g: &Gathered, key: &str) -> bool {
+    planned(g, key) > 0 || !of_variant(g, key).is_empty()
+}
+
 fn planned(g: &Gathered, key: &str) -> usize {
     g.plan
         .iter()
@@ -278,7 +284,7 @@ pub fn markdown(g: &Gathered, dir: &Path) -> String {
     s.push_str("## Test accuracy\n\n");
     s.push_str("| shifts / block | runs (finished of planned) | test accuracy, mean ± sd | per seed | params | mult-adds |\n");
     s.push_str("|---|---|---|---|---|---|\n");
-    for v in &VARIANTS {
+    for v in VARIANTS.iter().filter(|v| has_row(g, v.key)) {
         let runs = of_variant(g, v.key);
         let mut seeds: Vec<String> = runs
             .iter()
@@ -345,7 +351,7 @@ fn movement_section(g: &Gathered, s: &mut String) {
     s.push_str("| shifts | runs | mean \\|shift\\| at start | at end | mean \\|end - start\\| | largest \\|end - start\\| |\n");
     s.push_str("|---|---|---|---|---|---|\n");
     let mut with_layers = Vec::new();
-    for v in &VARIANTS {
+    for v in VARIANTS.iter().filter(|v| has_row(g, v.key)) {
         let runs = of_variant(g, v.key);
         let moves: Vec<(f64, f64, f64, f64)> =
             runs.iter().filter_map(|r| run_movement(r)).collect();
@@ -493,6 +499,7 @@ fn time_section(g: &Gathered, s: &mut String) {
 pub fn json(g: &Gathered) -> serde_json::Value {
     let variants: Vec<serde_json::Value> = VARIANTS
         .iter()
+        .filter(|v| has_row(g, v.key))
         .map(|v| {
             let runs = of_variant(g, v.key);
             let (mean, sd) = mean_sd(&accuracies(&runs));

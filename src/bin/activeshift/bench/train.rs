@@ -17,7 +17,7 @@ impl Bench {
                 batch,
                 ..TrainSettings::default()
             };
-            let mut trainer = Trainer::new(
+            let trainer = Trainer::new(
                 config,
                 activeshift::data::LABELS
                     .iter()
@@ -25,14 +25,18 @@ impl Bench {
                     .collect(),
                 settings,
             )?;
+            // The run's state in the CPU trainer's own buffers (`Session<CpuBackend>`), as
+            // `activeshift train` runs it; the loss read after each step.
+            let mut session =
+                activeshift::train::Session::new(trainer, activeshift::train::CpuBackend)?;
             let input: Vec<f32> = (0..batch * per)
                 .map(|_| self.rng.random_range(-1.0..1.0))
                 .collect();
             let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
             let runs = if self.quick { 2 } else { 5 };
             let ms = time_wall(runs, || {
-                let (_, grads) = trainer.forward_backward(&input, &labels)?;
-                trainer.apply(grads, 0.01);
+                session.step_batch(&input, &labels, 0.01)?;
+                session.stats()?;
                 Ok(())
             })?;
             self.push(
@@ -64,7 +68,7 @@ impl Bench {
         if self.wanted(case) {
             // The same step through the WGSL training kernels, the run's state resident on the
             // device (`Session<GpuBackend>`: storage and launches prepared once, one submission
-            // per step, only the loss and accuracy read back); a software adapter is slow at
+            // per step, the loss and accuracy read back after it); a software adapter is slow at
             // it, so smaller batches there.
             let batch = if self.quick { 8 } else { 64 };
             let config = fashion_mnist_config(16, 1);
@@ -79,6 +83,8 @@ impl Bench {
             let runs = if self.quick { 2 } else { 5 };
             let ms = time_wall(runs, || {
                 session.step_batch(&input, &labels, 0.01)?;
+                // Waits for the step to finish on the device.
+                session.stats()?;
                 Ok(())
             })?;
             self.push(
