@@ -16,7 +16,13 @@ use rand::rngs::StdRng;
 /// Shapes: odd sizes, one image and several, stride 1 and 2.
 fn cases() -> Vec<(Shape4, usize)> {
     let mut v = Vec::new();
-    for (n, c, h, w) in [(1, 3, 7, 5), (5, 4, 9, 6), (3, 7, 1, 4), (8, 16, 11, 13)] {
+    for (n, c, h, w) in [
+        (1, 3, 7, 5),
+        (5, 4, 9, 6),
+        (3, 7, 1, 4),
+        (2, 5, 6, 1),
+        (8, 16, 11, 13),
+    ] {
         for s in [1, 2] {
             v.push((Shape4::new(n, c, h, w), s));
         }
@@ -81,7 +87,7 @@ fn convolutions_match_their_twins() {
 
         let dy = uniform64(&mut rng, ys.len(), -1.0, 1.0);
         let want = cpu::conv1x1_backward_input(&dy, xs, &w, cout, s).unwrap();
-        let mut dx = vec![0.0; xs.len()];
+        let mut dx = poisoned(xs.len());
         fast::conv1x1_backward_input(&f32s(&dy), xs, &f32s(&w), cout, s, &mut dx);
         close(&format!("conv1x1 dx {xs} s{s}"), &dx, &want, 1e-5);
         let want = cpu::conv1x1_backward_weight(&dy, &x, xs, cout, s).unwrap();

@@ -395,7 +395,7 @@ impl Backend for CpuBackend {
         cout: usize,
         s: usize,
     ) -> Result<CpuTensor> {
-        let mut dx = fast::BufferPool::zeros(xs.len());
+        let mut dx = uninit(xs.len());
         fast::conv1x1_backward_input(dy, xs, w, cout, s, &mut dx);
         Ok(dx.into())
     }
@@ -485,7 +485,11 @@ impl Backend for CpuBackend {
     }
 
     fn add_assign(&mut self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
-        a.iter_mut().zip(b.iter()).for_each(|(a, b)| *a += b);
+        use rayon::prelude::*;
+        // Blocks of 16K values: a residual gradient is megabytes, a parameter's a few values.
+        a.par_chunks_mut(1 << 14)
+            .zip(b.par_chunks(1 << 14))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
         Ok(())
     }
 

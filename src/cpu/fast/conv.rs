@@ -27,7 +27,8 @@ struct Images<'a> {
 }
 
 /// `y[n] = epilogue(w · b[n])` for every image, where `rhs(n, dst)` fills `dst` with image
-/// `n`'s `[k, p]` right-hand side, or returns `false` to read it from `x` in place. Parallel
+/// `n`'s `[k, p]` right-hand side, or returns `false` to read it from `x` in place (without
+/// `dst` being sized: no scratch is filled for an image read in place). Parallel
 /// over images, or over blocks of output rows for a batch too small to feed every thread.
 fn gemm_images(
     g: Images<'_>,
@@ -35,7 +36,7 @@ fn gemm_images(
     ep: &Epilogue<'_, f32>,
     y: &mut [f32],
     scratch: &mut Vec<f32>,
-    rhs: impl Fn(usize, &mut [f32]) -> bool + Sync,
+    rhs: impl Fn(usize, &mut Vec<f32>) -> bool + Sync,
 ) {
     let Images { n, k, p, w, cout } = g;
     let one_image = |img: usize, b: &[f32], yc: &mut [f32], r0: usize| {
@@ -57,7 +58,6 @@ fn gemm_images(
         y.par_chunks_mut(cout * p)
             .enumerate()
             .for_each_init(Vec::new, |buf, (img, yn)| {
-                buf.resize(k * p, 0.0);
                 let b: &[f32] = if rhs(img, buf) {
                     buf
                 } else {
@@ -69,7 +69,6 @@ fn gemm_images(
     }
     let rc = row_chunk(cout);
     for img in 0..n {
-        scratch.resize(k * p, 0.0);
         let b: &[f32] = if rhs(img, scratch) {
             scratch
         } else {
@@ -150,6 +149,7 @@ pub fn conv1x1(
         if stride == 1 {
             return false;
         }
+        dst.resize(xs.c * p, 0.0);
         subsample(&x[img * one.len()..][..one.len()], one, stride, dst);
         true
     });
@@ -191,13 +191,14 @@ pub fn conv3x3(
         cout,
     };
     gemm_images(g, x, &ep, y, scratch, |img, cols| {
+        cols.resize(xs.c * 9 * p, 0.0);
         im2col(&x[img * one.len()..][..one.len()], one, stride, cols);
         true
     });
 }
 
-/// Input gradient of [`conv1x1`] (no epilogue) added to `dx` (shape `xs`; the pixels a
-/// stride skipped get nothing).
+/// Input gradient of [`conv1x1`] (no epilogue) into `dx` (shape `xs`, every value written;
+/// the pixels a stride skipped get zero).
 pub fn conv1x1_backward_input(
     dy: &[f32],
     xs: Shape4,
@@ -215,19 +216,20 @@ pub fn conv1x1_backward_input(
                 m: xs.c,
                 k: cout,
                 n: ys.plane(),
-                beta: 1.0,
+                beta: 0.0,
             };
             if s == 1 {
                 g.tn(w, dyn_, dxn);
                 return;
             }
             sub.resize(xs.c * ys.plane(), 0.0);
-            Gemm { beta: 0.0, ..g }.tn(w, dyn_, sub);
+            g.tn(w, dyn_, sub);
+            dxn.fill(0.0);
             for (dst, src) in dxn.chunks_mut(xs.plane()).zip(sub.chunks(ys.plane())) {
                 for (i, srow) in src.chunks(ys.w).enumerate() {
                     let drow = &mut dst[i * s * xs.w..][..xs.w];
                     for (j, v) in srow.iter().enumerate() {
-                        drow[j * s] += v;
+                        drow[j * s] = *v;
                     }
                 }
             }

@@ -72,31 +72,47 @@ fn lane_sum(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     (a[0] + a[1]) + (a[2] + a[3])
 }
 
+/// `d` where the ReLU output `y` is positive, else 0, as a bit mask (so that loops over lanes
+/// vectorise; the same value as the branch).
+#[inline(always)]
+fn relu_mask(y: f32, d: f32) -> f32 {
+    let keep = if y > 0.0 { u32::MAX } else { 0 };
+    f32::from_bits(d.to_bits() & keep)
+}
+
 /// `(sum dz, sum dz (x - mu))` over a plane, `dz` the gradient `dy` through the ReLU whose
 /// output is `y`: eight f32 lanes per block of 256 values (vectorisable), the blocks summed in
 /// f64.
 fn relu_grad_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32) -> (f64, f64) {
     let (mut ta, mut tb) = (0.0f64, 0.0f64);
     for ((xb, yb), db) in x.chunks(256).zip(y.chunks(256)).zip(dy.chunks(256)) {
-        let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
-        let (xc, yc, dc) = (xb.chunks_exact(8), yb.chunks_exact(8), db.chunks_exact(8));
-        let tails = (xc.remainder(), yc.remainder(), dc.remainder());
-        for ((xv, yv), dv) in xc.zip(yc).zip(dc) {
-            for l in 0..8 {
-                let dz = if yv[l] > 0.0 { dv[l] } else { 0.0 };
-                a[l] += dz;
-                b[l] += dz * (xv[l] - mu);
-            }
-        }
-        for l in 0..tails.0.len() {
-            let dz = if tails.1[l] > 0.0 { tails.2[l] } else { 0.0 };
-            a[l] += dz;
-            b[l] += dz * (tails.0[l] - mu);
-        }
+        let (a, b) = relu_grad_lanes(xb, yb, db, mu);
         ta += a.iter().map(|&v| f64::from(v)).sum::<f64>();
         tb += b.iter().map(|&v| f64::from(v)).sum::<f64>();
     }
     (ta, tb)
+}
+
+/// The eight f32 lanes of [`relu_grad_sums`] over one block (kept out of line: inlined, it
+/// lost its vectorisation).
+#[inline(never)]
+fn relu_grad_lanes(x: &[f32], y: &[f32], dy: &[f32], mu: f32) -> ([f32; 8], [f32; 8]) {
+    let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+    let ((xc, xt), (yc, yt), (dc, dt)) =
+        (x.as_chunks::<8>(), y.as_chunks::<8>(), dy.as_chunks::<8>());
+    for ((xv, yv), dv) in xc.iter().zip(yc).zip(dc) {
+        for l in 0..8 {
+            let dz = relu_mask(yv[l], dv[l]);
+            a[l] += dz;
+            b[l] += dz * (xv[l] - mu);
+        }
+    }
+    for l in 0..xt.len().min(yt.len()).min(dt.len()) {
+        let dz = relu_mask(yt[l], dt[l]);
+        a[l] += dz;
+        b[l] += dz * (xt[l] - mu);
+    }
+    (a, b)
 }
 
 /// Per-channel mean and biased variance over (N, H, W).
@@ -200,8 +216,7 @@ pub fn bn_relu_backward(
                 let (mb, mg) = (dbeta[c] / m, dgamma[c] / m);
                 let (mu, is) = (mean[c], inv_std[c]);
                 for (((d, &xv), &yv), &dv) in dxp.iter_mut().zip(xp).zip(yp).zip(dp) {
-                    let dz = if yv > 0.0 { dv } else { 0.0 };
-                    *d = g * (dz - mb - (xv - mu) * is * mg);
+                    *d = g * (relu_mask(yv, dv) - mb - (xv - mu) * is * mg);
                 }
             }
         });
