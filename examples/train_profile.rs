@@ -152,11 +152,8 @@ impl Backend for Timed {
     }
 }
 
-/// The GPU profile: ms per step by op and by kernel.
-fn gpu(batch: usize, repeats: usize) -> Result<()> {
-    use activeshift::gpu::{DispatchTimer, GpuContext};
-    use activeshift::train::GpuBackend;
-    let ctx = pollster::block_on(GpuContext::new())?;
+/// ASNet-20 16x1 for Fashion-MNIST, and a fixed batch of `batch` images with their labels.
+fn setup(batch: usize) -> Result<(Trainer, Vec<f32>, Vec<u8>)> {
     let trainer = Trainer::new(
         fashion_mnist_config(16, 1),
         vec![],
@@ -166,6 +163,15 @@ fn gpu(batch: usize, repeats: usize) -> Result<()> {
         .map(|i| ((i * 7 % 251) as f32) / 251.0 - 0.5)
         .collect();
     let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+    Ok((trainer, input, labels))
+}
+
+/// The GPU profile: ms per step by op and by kernel.
+fn gpu(batch: usize, repeats: usize) -> Result<()> {
+    use activeshift::gpu::{DispatchTimer, GpuContext};
+    use activeshift::train::GpuBackend;
+    let ctx = pollster::block_on(GpuContext::new())?;
+    let (trainer, input, labels) = setup(batch)?;
     let mut session = Session::new(trainer, GpuBackend::new(ctx.clone()))?;
     for _ in 0..2 {
         session.step_batch(&input, &labels, 0.01)?;
@@ -235,15 +241,7 @@ fn main() -> Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     let batch = 128;
-    let t = Trainer::new(
-        fashion_mnist_config(16, 1),
-        vec![],
-        TrainSettings::default(),
-    )?;
-    let input: Vec<f32> = (0..batch * 784)
-        .map(|i| ((i * 7 % 251) as f32) / 251.0 - 0.5)
-        .collect();
-    let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+    let (t, input, labels) = setup(batch)?;
     // Training as `activeshift train` runs it: a session on the (timed) CPU backend.
     let mut session = Session::new(t, Timed::default())?;
     session.step_batch(&input, &labels, 0.01)?;

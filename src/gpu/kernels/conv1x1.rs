@@ -341,15 +341,11 @@ impl Conv1x1 {
         Conv1x1Params::new(OP, xs, c, 1, 0)?;
         expect_dims(OP, "input gradient", y, &xs.strided(c, 1).dims())?;
         expect_distinct(OP, y, &[("output gradient", x), ("weight", weight)])?;
-        let gemm = match variant {
-            Conv1x1Variant::Vec4 | Conv1x1Variant::Vec4Whole => &self.vec4,
-            Conv1x1Variant::Register | Conv1x1Variant::RegisterWhole => &self.register,
-            Conv1x1Variant::Naive | Conv1x1Variant::Tiled => {
-                return Err(crate::Error::invalid(
-                    OP,
-                    format!("the {} GEMM reads no packed weights", variant.name()),
-                ));
-            }
+        let Some((gemm, whole)) = self.packed(variant) else {
+            return Err(crate::Error::invalid(
+                OP,
+                format!("the {} GEMM reads no packed weights", variant.name()),
+            ));
         };
         if !variant.supports(xs, 1) {
             return Err(crate::Error::invalid(
@@ -367,10 +363,7 @@ impl Conv1x1 {
         PackedGemm {
             op: OP,
             gemm,
-            whole: matches!(
-                variant,
-                Conv1x1Variant::RegisterWhole | Conv1x1Variant::Vec4Whole
-            ),
+            whole,
             input_affine: true,
             pack: self.pack_pipeline(),
             x,
@@ -456,30 +449,41 @@ impl Conv1x1 {
             Conv1x1Variant::Register
             | Conv1x1Variant::Vec4
             | Conv1x1Variant::RegisterWhole
-            | Conv1x1Variant::Vec4Whole => PackedGemm {
-                op: OP,
-                gemm: match variant {
-                    Conv1x1Variant::Vec4 | Conv1x1Variant::Vec4Whole => &self.vec4,
-                    _ => &self.register,
-                },
-                whole: matches!(
-                    variant,
-                    Conv1x1Variant::RegisterWhole | Conv1x1Variant::Vec4Whole
-                ),
-                input_affine: true,
-                pack: self.pack_pipeline(),
-                x,
-                xs,
-                depth: xs.c,
-                weight,
-                transposed: false,
-                cout,
-                stride,
-                epilogue: &ep,
-                y,
-                extra: None,
+            | Conv1x1Variant::Vec4Whole => {
+                let Some((gemm, whole)) = self.packed(variant) else {
+                    return Err(crate::Error::invalid(OP, "not a packed GEMM variant"));
+                };
+                PackedGemm {
+                    op: OP,
+                    gemm,
+                    whole,
+                    input_affine: true,
+                    pack: self.pack_pipeline(),
+                    x,
+                    xs,
+                    depth: xs.c,
+                    weight,
+                    transposed: false,
+                    cout,
+                    stride,
+                    epilogue: &ep,
+                    y,
+                    extra: None,
+                }
+                .build(ctx)
             }
-            .build(ctx),
+        }
+    }
+
+    /// The pipelines of a packed-weight GEMM variant and whether it runs whole rows (`None`
+    /// for the variants that read the weight as it is).
+    fn packed(&self, variant: Conv1x1Variant) -> Option<(&PackedPipelines, bool)> {
+        match variant {
+            Conv1x1Variant::Register => Some((&self.register, false)),
+            Conv1x1Variant::RegisterWhole => Some((&self.register, true)),
+            Conv1x1Variant::Vec4 => Some((&self.vec4, false)),
+            Conv1x1Variant::Vec4Whole => Some((&self.vec4, true)),
+            Conv1x1Variant::Naive | Conv1x1Variant::Tiled => None,
         }
     }
 }
