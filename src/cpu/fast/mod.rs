@@ -182,6 +182,10 @@ pub(crate) struct BufferPool {
     free: Vec<Vec<f32>>,
 }
 
+/// Buffers below this many values are left to the allocator (cheap at that size): kept in the
+/// pool they filled its places, and the large ones a step needs were dropped instead.
+const MIN_POOLED: usize = 1 << 14;
+
 thread_local! {
     static POOL: RefCell<BufferPool> = RefCell::new(BufferPool::default());
 }
@@ -189,6 +193,9 @@ thread_local! {
 impl BufferPool {
     /// A buffer of `len` zeros-or-stale values (callers overwrite every element).
     pub(crate) fn take(len: usize) -> Vec<f32> {
+        if len < MIN_POOLED {
+            return vec![0.0; len];
+        }
         let found = POOL.with(|p| {
             let mut p = p.borrow_mut();
             let best = p
@@ -213,12 +220,13 @@ impl BufferPool {
         v
     }
 
-    /// Return buffers for later passes (at most 256 are kept: a training step's tape).
+    /// Return buffers for later passes (at most 256 are kept: a training step's tape; none
+    /// smaller than [`MIN_POOLED`]).
     pub(crate) fn give(bufs: impl IntoIterator<Item = Vec<f32>>) {
         POOL.with(|p| {
             let mut p = p.borrow_mut();
             for b in bufs {
-                if b.capacity() > 0 && p.free.len() < 256 {
+                if b.capacity() >= MIN_POOLED && p.free.len() < 256 {
                     p.free.push(b);
                 }
             }
