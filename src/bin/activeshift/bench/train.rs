@@ -7,38 +7,12 @@ impl Bench {
     /// Training images/s of ASNet-20 16x1 on Fashion-MNIST-sized input (one SGD step of
     /// forward, backward and update on random images), per backend.
     pub(super) fn training(&mut self) -> Result<()> {
-        use activeshift::train::{TrainSettings, Trainer, fashion_mnist_config};
         let case = "train_cpu_asnet20-16x1";
         if self.wanted(case) {
-            let batch = if self.quick { 32 } else { 128 };
-            let config = fashion_mnist_config(16, 1);
-            let per = config.in_channels * config.input_size[0] * config.input_size[1];
-            let settings = TrainSettings {
-                batch,
-                ..TrainSettings::default()
-            };
-            let trainer = Trainer::new(
-                config,
-                activeshift::data::LABELS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                settings,
-            )?;
             // The run's state in the CPU trainer's own buffers (`Session<CpuBackend>`), as
-            // `activeshift train` runs it; the loss read after each step.
-            let mut session =
-                activeshift::train::Session::new(trainer, activeshift::train::CpuBackend)?;
-            let input: Vec<f32> = (0..batch * per)
-                .map(|_| self.rng.random_range(-1.0..1.0))
-                .collect();
-            let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
-            let runs = if self.quick { 2 } else { 5 };
-            let ms = time_wall(runs, || {
-                session.step_batch(&input, &labels, 0.01)?;
-                session.stats()?;
-                Ok(())
-            })?;
+            // `activeshift train` runs it.
+            let batch = if self.quick { 32 } else { 128 };
+            let ms = self.time_steps(activeshift::train::CpuBackend, batch)?;
             self.push(
                 case.to_string(),
                 "training",
@@ -71,22 +45,8 @@ impl Bench {
             // per step, the loss and accuracy read back after it); a software adapter is slow at
             // it, so smaller batches there.
             let batch = if self.quick { 8 } else { 64 };
-            let config = fashion_mnist_config(16, 1);
-            let per = config.in_channels * config.input_size[0] * config.input_size[1];
-            let trainer = Trainer::new(config, Vec::new(), TrainSettings::default())?;
-            let input: Vec<f32> = (0..batch * per)
-                .map(|_| self.rng.random_range(-1.0..1.0))
-                .collect();
-            let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
             let be = activeshift::train::GpuBackend::new(self.ctx.clone());
-            let mut session = activeshift::train::Session::new(trainer, be)?;
-            let runs = if self.quick { 2 } else { 5 };
-            let ms = time_wall(runs, || {
-                session.step_batch(&input, &labels, 0.01)?;
-                // Waits for the step to finish on the device.
-                session.stats()?;
-                Ok(())
-            })?;
+            let ms = self.time_steps(be, batch)?;
             self.push(
                 case.to_string(),
                 "training",
@@ -99,6 +59,29 @@ impl Bench {
             );
         }
         Ok(())
+    }
+
+    /// Milliseconds of each timed SGD step of ASNet-20 16x1 on `batch` random Fashion-MNIST-sized images
+    /// in a session on `be`, the loss read after each step (which waits for a device).
+    fn time_steps<B: activeshift::train::Backend>(
+        &mut self,
+        be: B,
+        batch: usize,
+    ) -> Result<Vec<f64>> {
+        use activeshift::train::{Session, TrainSettings, Trainer, fashion_mnist_config};
+        let config = fashion_mnist_config(16, 1);
+        let per = config.in_channels * config.input_size[0] * config.input_size[1];
+        let trainer = Trainer::new(config, Vec::new(), TrainSettings::default())?;
+        let input: Vec<f32> = (0..batch * per)
+            .map(|_| self.rng.random_range(-1.0..1.0))
+            .collect();
+        let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+        let mut session = Session::new(trainer, be)?;
+        time_wall(if self.quick { 2 } else { 5 }, || {
+            session.step_batch(&input, &labels, 0.01)?;
+            session.stats()?;
+            Ok(())
+        })
     }
 }
 
