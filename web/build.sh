@@ -39,7 +39,7 @@ fi
 cd "$root"
 # The project's shipped model (trained by activeshift) is the page's default.
 mkdir -p "$web/www/models"
-cp "$root/models/fashion-mnist-asnet20-16x1.safetensors" "$web/www/models/default.safetensors"
+cp "$root/models/fashion-mnist-asnet20-26x1.safetensors" "$web/www/models/default.safetensors"
 cargo build --release -p activeshift-web --target wasm32-unknown-unknown
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 wasm="$target_dir/wasm32-unknown-unknown/release/activeshift_web.wasm"

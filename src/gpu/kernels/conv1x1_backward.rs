@@ -4,6 +4,7 @@ use super::conv1x1::Conv1x1Params;
 use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
+use crate::shape::Shape4;
 
 /// `shaders/conv1x1_backward_input.wgsl`: `dx = W^T dy`, zero where the stride skipped.
 pub struct Conv1x1BackwardInput {
@@ -31,20 +32,12 @@ impl Conv1x1BackwardInput {
         stride: usize,
         dx: &GpuTensor,
     ) -> Result<Dispatch> {
-        let dys = dy.shape4("conv1x1_backward_input", "output gradient")?;
-        let cin = dx.shape4("conv1x1_backward_input", "input gradient")?.c;
+        let dys = dy.shape4(OP, "output gradient")?;
+        let cin = dx.shape4(OP, "input gradient")?.c;
         match ctx.policy().conv1x1_backward_input(dys, cin, stride) {
             Some(variant) => {
-                let xs = dx.shape4("conv1x1_backward_input", "input gradient")?;
                 // The same shape checks as the direct kernel.
-                let cout = weight_rows(weight, xs.c)?;
-                Conv1x1Params::new("conv1x1_backward_input", xs, cout, stride, 0)?;
-                expect_dims(
-                    "conv1x1_backward_input",
-                    "output gradient",
-                    dy,
-                    &xs.strided(cout, stride).dims(),
-                )?;
+                check_shapes(dy, weight, stride, dx)?;
                 ctx.kernels()
                     .conv1x1()
                     .prepare_transposed(variant, ctx, dy, weight, dx)
@@ -62,11 +55,7 @@ impl Conv1x1BackwardInput {
         stride: usize,
         dx: &GpuTensor,
     ) -> Result<Dispatch> {
-        const OP: &str = "conv1x1_backward_input";
-        let xs = dx.shape4(OP, "input gradient")?;
-        let cout = weight_rows(weight, xs.c)?;
-        let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
-        expect_dims(OP, "output gradient", dy, &xs.strided(cout, stride).dims())?;
+        let (xs, cout, params) = check_shapes(dy, weight, stride, dx)?;
         let groups = workgroups(
             OP,
             ctx.device(),
@@ -85,17 +74,32 @@ impl Conv1x1BackwardInput {
     }
 }
 
-/// The `Cout` of a `[Cout, cin]` weight.
-fn weight_rows(weight: &GpuTensor, cin: usize) -> Result<usize> {
-    match weight.dims() {
-        [cout, c] if *c == cin => Ok(*cout),
-        d => Err(crate::Error::shape(
-            "conv1x1_backward_input",
-            "weight",
-            format!("[Cout, {cin}]"),
-            format!("{d:?}"),
-        )),
-    }
+const OP: &str = "conv1x1_backward_input";
+
+/// The shape checks of both input-gradient kernels: `dx` is `[N, Cin, H, W]`, `weight`
+/// `[Cout, Cin]` and `dy` `[N, Cout, Ho, Wo]` at `stride`. Returns `dx`'s shape, `Cout` and the
+/// direct kernel's parameters.
+fn check_shapes(
+    dy: &GpuTensor,
+    weight: &GpuTensor,
+    stride: usize,
+    dx: &GpuTensor,
+) -> Result<(Shape4, usize, Conv1x1Params)> {
+    let xs = dx.shape4(OP, "input gradient")?;
+    let cout = match weight.dims() {
+        [cout, c] if *c == xs.c => *cout,
+        d => {
+            return Err(crate::Error::shape(
+                OP,
+                "weight",
+                format!("[Cout, {}]", xs.c),
+                format!("{d:?}"),
+            ));
+        }
+    };
+    let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
+    expect_dims(OP, "output gradient", dy, &xs.strided(cout, stride).dims())?;
+    Ok((xs, cout, params))
 }
 
 /// `shaders/conv1x1_backward_weight.wgsl`: `dW = sum over the batch of dy x^T`.

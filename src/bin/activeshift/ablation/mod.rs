@@ -20,7 +20,7 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct AblationArgs {
-    /// Epochs of every run (17: the authors' recipe, the length of the shipped model).
+    /// Epochs of every run (17: the authors' recipe, the length of the first shipped model, 16x1).
     #[arg(long, default_value_t = 17, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     epochs: usize,
     /// Seeds of the plan: `0,1,2` or `0-2` for every variant, `VARIANT:SEEDS` for one
