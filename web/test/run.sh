@@ -4,7 +4,8 @@
 #   2. lint: clippy on activeshift-web for wasm32;
 #   3. build: web/build.sh --opt (wasm32 + wasm-bindgen + wasm-opt);
 #   4. references: the authors' w32 Caffe model converted with `activeshift import-caffe` and
-#      the native `activeshift classify --json --top 5` of cat.jpg and two bundled samples, all
+#      the native `activeshift classify --json --top 5` of cat.jpg and two bundled samples
+#      (and of a third with the embedded default model, no --model), all
 #      written under artifacts/browser/ (never into the source tree), and every kernel as
 #      build.rs produces it (examples/shaders.rs) in artifacts/browser/shaders/;
 #   5. node --test web/test/: headless Chromium compares the page with the native results,
@@ -52,6 +53,8 @@ fi
 cp "$shared/images/cat.jpg" "$data/cat.jpg"
 "$cli" classify --model "$model" --json --top 5 \
   "$data/cat.jpg" web/www/samples/orange.png web/www/samples/crossword.png >"$data/native.jsonl"
+# Without --model: the model the library embeds, which build.sh bundles as the page's default.
+"$cli" classify --json --top 5 web/www/samples/sneaker.png >>"$data/native.jsonl"
 cat "$data/native.jsonl"
 # The kernels as the library runs them (build.rs composes them from shaders/).
 rm -rf "$out/shaders"
