@@ -61,7 +61,7 @@ impl Classifier {
         Ok(Self {
             model,
             engine: Engine::Gpu(Box::new(gm)),
-            backend: ctx.adapter_info().name.clone(),
+            backend: ctx.adapter_name(),
         })
     }
 

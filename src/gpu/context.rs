@@ -99,12 +99,12 @@ impl GpuContext {
             .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
         {
             return Err(Error::UnsupportedAdapter {
-                adapter: info.name.clone(),
+                adapter: display_name(&info),
                 reason: "it has no compute shaders".into(),
             });
         }
         let adapter_limits = adapter.limits();
-        check_limits(&info.name, &adapter_limits)?;
+        check_limits(&display_name(&info), &adapter_limits)?;
         // Take the WebGPU defaults, but let tensors grow to what the adapter allows.
         let mut limits = required_limits();
         limits.max_storage_buffer_binding_size = adapter_limits.max_storage_buffer_binding_size;
@@ -156,7 +156,7 @@ impl GpuContext {
         queue: &wgpu::Queue,
         info: wgpu::AdapterInfo,
     ) -> Result<Self> {
-        check_limits(&info.name, &device.limits())?;
+        check_limits(&display_name(&info), &device.limits())?;
         Ok(Self::assemble(device.clone(), queue.clone(), info))
     }
 
@@ -238,12 +238,23 @@ impl GpuContext {
         &self.info
     }
 
+    /// The adapter's name as shown to people and in results: the name the driver reports, or,
+    /// where it reports none (browsers may hide it, e.g. Chromium's SwiftShader), `unnamed
+    /// <backend> adapter`.
+    pub fn adapter_name(&self) -> String {
+        display_name(&self.info)
+    }
+
     /// One line naming the adapter, its backend and driver.
     pub fn describe(&self) -> String {
         let i = &self.info;
         format!(
             "{} ({:?}, {:?}, driver: {} {})",
-            i.name, i.backend, i.device_type, i.driver, i.driver_info
+            display_name(i),
+            i.backend,
+            i.device_type,
+            i.driver,
+            i.driver_info
         )
     }
 
@@ -347,6 +358,16 @@ impl GpuContext {
     }
 }
 
+/// What [`GpuContext::adapter_name`] returns for `info`.
+fn display_name(info: &wgpu::AdapterInfo) -> String {
+    let name = info.name.trim();
+    if name.is_empty() {
+        format!("unnamed {} adapter", info.backend.to_str())
+    } else {
+        name.to_string()
+    }
+}
+
 /// The largest storage binding `device` allows, in bytes.
 fn max_binding(device: &wgpu::Device) -> u64 {
     device.limits().max_storage_buffer_binding_size
@@ -390,4 +411,25 @@ pub async fn select_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> 
                  `apt-get install mesa-vulkan-drivers libvulkan1`)"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, backend: wgpu::Backend) -> wgpu::AdapterInfo {
+        let mut info = wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, backend);
+        info.name = name.into();
+        info
+    }
+
+    #[test]
+    fn adapters_without_a_name_are_named_by_their_backend() {
+        let unnamed = info("", wgpu::Backend::BrowserWebGpu);
+        assert_eq!(display_name(&unnamed), "unnamed webgpu adapter");
+        let blank = info("  ", wgpu::Backend::Vulkan);
+        assert_eq!(display_name(&blank), "unnamed vulkan adapter");
+        let named = info("llvmpipe (LLVM 15.0.6, 256 bits)", wgpu::Backend::Vulkan);
+        assert_eq!(display_name(&named), "llvmpipe (LLVM 15.0.6, 256 bits)");
+    }
 }

@@ -234,7 +234,7 @@ impl Demo {
     /// `cpu`.
     pub fn adapter(&self) -> String {
         match &self.gpu {
-            Some(ctx) => ctx.adapter_info().name.clone(),
+            Some(ctx) => ctx.adapter_name(),
             None => "cpu".to_string(),
         }
     }

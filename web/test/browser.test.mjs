@@ -61,8 +61,11 @@ async function launch(webgpu) {
   return chromium.launch({ executablePath, headless: true, args });
 }
 
-/** A page that fails the test on uncaught errors and echoes the console. */
-async function openPage(browser, query, init) {
+/**
+ * A page that fails the test on uncaught errors and echoes the console. `init` is a script run
+ * before the page's own; `before(page)` runs before navigation (e.g. to route requests).
+ */
+async function openPage(browser, query, init, before) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -70,6 +73,7 @@ async function openPage(browser, query, init) {
     if (m.type() === 'error' || m.type() === 'warning') console.log(`  [browser ${m.type()}] ${m.text()}`);
   });
   if (init) await page.addInitScript(init);
+  if (before) await before(page);
   await page.goto(server.url + query);
   await idle(page);
   return { page, errors };
@@ -112,6 +116,8 @@ async function checkResult(page, name, where) {
   assert.ok(want, `no native reference for ${name}`);
   assert.equal(got.model, want.model);
   assert.deepEqual(Object.keys(got).filter((k) => k !== 'image'), ['model', 'backend', 'top']);
+  // The adapter's name, or `unnamed webgpu adapter` where the browser reports none; never empty.
+  assert.ok(got.backend.trim() !== '', `empty backend in the result of ${name}`);
   assert.deepEqual(
     got.top.map((t) => t.class),
     want.top.map((t) => t.class),
@@ -416,14 +422,14 @@ test('error paths: not an image, not a model, missing URL; the page keeps workin
     await plain.page.close();
 
     // Served without that file, the page says so and asks for a model.
-    const bare = await browser.newPage();
-    await bare.route('**/models/default.safetensors', (route) => route.fulfill({ status: 404, body: '' }));
-    await bare.goto(server.url);
-    await idle(bare);
-    const n = await text(bare, '#notice');
+    const bare = await openPage(browser, '', undefined, (page) =>
+      page.route('**/models/default.safetensors', (route) => route.fulfill({ status: 404, body: '' })),
+    );
+    const n = await text(bare.page, '#notice');
     console.log(`no default model -> #notice: ${n}`);
     assert.match(n, /The default model .* is missing/);
-    await bare.close();
+    assert.deepEqual(bare.errors, []);
+    await bare.page.close();
   } finally {
     await browser.close();
   }

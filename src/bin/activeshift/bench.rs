@@ -687,7 +687,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if let (Some(path), Some(chart)) = (&args.markdown, &chart) {
         let svg = crate::plot::bars_svg(
-            &format!("activeshift bench on {}", b.ctx.adapter_info().name),
+            &format!("activeshift bench on {}", b.ctx.adapter_name()),
             &chart_groups(&b),
         )?;
         activeshift::model::write_atomic(chart, svg.as_bytes(), args.force)?;

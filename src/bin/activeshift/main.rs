@@ -503,7 +503,7 @@ fn gpu_for(backend: BackendChoice, doing: &str) -> Result<Option<GpuContext>> {
                 eprintln!(
                     "note: {} is a software adapter, slower than the CPU code; {doing} on the \
                      CPU (--backend gpu to use the adapter)",
-                    ctx.adapter_info().name
+                    ctx.adapter_name()
                 );
                 Ok(None)
             }

@@ -139,7 +139,7 @@ impl PipelineCache {
         let started = Arc::new(std::sync::Mutex::new(None));
         if first_run {
             let told = AtomicBool::new(false);
-            let adapter = ctx.adapter_info().name.clone();
+            let adapter = ctx.adapter_name();
             let started = Arc::clone(&started);
             ctx.on_pipeline_compile(move |_, _| {
                 if !told.swap(true, Ordering::Relaxed) {

@@ -54,7 +54,7 @@ impl Bench {
                 Some((batch as f64, "images")),
                 format!(
                     "1x28x28 batch {batch}, GPU trainer on {}",
-                    self.ctx.adapter_info().name
+                    self.ctx.adapter_name()
                 ),
             );
         }
