@@ -199,9 +199,24 @@ fn every_variant_trains_once_into_result_files_and_a_document() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A result file as `activeshift ablation` writes it; `layers`: (name, channels, start, end,
-/// mean change).
-fn result(variant: &str, seed: u64, correct: u64, layers: &[(&str, u64, f64, f64, f64)]) -> Value {
+/// A result file as `activeshift ablation` writes it for ASNet-20 16x1; `moved`: (start, end,
+/// mean change) of every one of its nine shift layers (none for the depthwise block).
+fn result(variant: &str, seed: u64, correct: u64, moved: (f64, f64, f64)) -> Value {
+    let (s, e, m) = moved;
+    let layers: Vec<Value> = if variant == "depthwise" {
+        Vec::new()
+    } else {
+        (0..9)
+            .map(|i| {
+                json!({
+                    "name": format!("blocks.{i}.shift"), "channels": 16 << (i / 3),
+                    "start_mean_abs": s, "end_mean_abs": e,
+                    "mean_abs_change": m, "max_abs_change": m * 2.0,
+                })
+            })
+            .collect()
+    };
+    let params = if variant == "depthwise" { 37450 } else { 35098 };
     json!({
         "format": "activeshift-ablation-run-v1",
         "variant": variant,
@@ -214,7 +229,7 @@ fn result(variant: &str, seed: u64, correct: u64, layers: &[(&str, u64, f64, f64
         "test_correct": correct,
         "test_total": 10000,
         "accuracy": correct as f64 / 10000.0,
-        "params": 35098,
+        "params": params,
         "mult_adds": 4330000,
         "wall_seconds": 4800.0,
         "train_images": 1018368,
@@ -225,10 +240,7 @@ fn result(variant: &str, seed: u64, correct: u64, layers: &[(&str, u64, f64, f64
         "version": "0.1.0",
         "commit": "0123456789ab",
         "initial_shifts_source": "recorded at the run's start",
-        "shift_layers": layers.iter().map(|(n, c, s, e, m)| json!({
-            "name": n, "channels": c, "start_mean_abs": s, "end_mean_abs": e,
-            "mean_abs_change": m, "max_abs_change": m * 2.0,
-        })).collect::<Vec<_>>(),
+        "shift_layers": layers,
     })
 }
 
@@ -252,19 +264,13 @@ fn the_report_is_made_from_result_files_alone() {
     let res = dir.join("results");
     std::fs::create_dir_all(res.join("in-progress")).unwrap();
     let md = dir.join("ablation.md");
-    let shifted = |s, e, m| {
-        vec![
-            ("blocks.0.shift", 16, s, e, m),
-            ("blocks.1.shift", 48, s, e, m),
-        ]
-    };
     // Learned: 90.00, 91.00, 92.00 -> 91.00 ± 1.00 (sample sd).
     for (seed, correct) in [(0, 9000), (1, 9100), (2, 9200)] {
         let name = format!("learned-seed{seed}.json");
         write(
             &res,
             &name,
-            &result("learned", seed, correct, &shifted(0.5, 0.6, 0.1)),
+            &result("learned", seed, correct, (0.5, 0.6, 0.1)),
         );
     }
     // Sampled real: 89.50, 89.60 -> 89.55 ± 0.07; seed 2 under way.
@@ -273,7 +279,7 @@ fn the_report_is_made_from_result_files_alone() {
         write(
             &res,
             &name,
-            &result("sampled-real", seed, correct, &shifted(0.8, 0.8, 0.0)),
+            &result("sampled-real", seed, correct, (0.8, 0.8, 0.0)),
         );
     }
     let mut progress = json!({
@@ -282,7 +288,7 @@ fn the_report_is_made_from_result_files_alone() {
         "epoch": 5, "step_in_epoch": 0,
         "sessions": [{"machine": {"cpu": "x", "threads": 2}, "seconds": 1500.0, "steps": 2340}],
     });
-    progress["recipe"] = result("learned", 0, 0, &[])["recipe"].clone();
+    progress["recipe"] = result("learned", 0, 0, (0.5, 0.6, 0.1))["recipe"].clone();
     write(
         &res.join("in-progress"),
         "sampled-real-seed2.json",
@@ -291,12 +297,12 @@ fn the_report_is_made_from_result_files_alone() {
     write(
         &res,
         "grouped-seed0.json",
-        &result("grouped", 0, 8800, &shifted(0.7, 0.7, 0.0)),
+        &result("grouped", 0, 8800, (0.7, 0.7, 0.0)),
     );
     write(
         &res,
         "depthwise-seed0.json",
-        &result("depthwise", 0, 8900, &[]),
+        &result("depthwise", 0, 8900, (0.0, 0.0, 0.0)),
     );
     // Files that are not result files are not read.
     std::fs::write(res.join("README.md"), "notes").unwrap();
@@ -342,14 +348,14 @@ fn the_report_is_made_from_result_files_alone() {
         "{out}"
     );
     assert!(out.contains("| depthwise | 1 | no shifts"), "{out}");
-    assert!(out.contains("| blocks.1.shift | 48 | 0.700 → 0.700 (0.0000) | 0.800 → 0.800 (0.0000) | 0.500 → 0.600 (0.1000) |"), "{out}");
+    assert!(out.contains("| blocks.1.shift | 16 | 0.700 → 0.700 (0.0000) | 0.800 → 0.800 (0.0000) | 0.500 → 0.600 (0.1000) |"), "{out}");
     // Time and machine, with the text of the file kept out of the table's structure.
     assert!(out.contains("| learned-seed1 | 91.00% (9100/10000) | 1h20m | 212 | 1400 | 1 | Test CPU \\| 9000 (2 threads, cpu) | 0.1.0 (0123456789ab) |"), "{out}");
     // With the last variant in, the order is decided from the means.
     write(
         &res,
         "sampled-int-seed0.json",
-        &result("sampled-int", 0, 8850, &shifted(0.6, 0.6, 0.0)),
+        &result("sampled-int", 0, 8850, (0.6, 0.6, 0.0)),
     );
     let (ok, out, err) = report(&dir, &md);
     assert!(ok, "{err}");
@@ -360,7 +366,11 @@ fn the_report_is_made_from_result_files_alone() {
         "{out}"
     );
     assert!(out.contains("learned minus sampled real: +1.45 points over 3 and 2 seeds (seed sd 1.00 and 0.07 points)"), "{out}");
-    write(&res, "grouped-seed0.json", &result("grouped", 0, 8900, &[]));
+    write(
+        &res,
+        "grouped-seed0.json",
+        &result("grouped", 0, 8900, (0.7, 0.7, 0.0)),
+    );
     let (ok, out, err) = report(&dir, &md);
     assert!(ok, "{err}");
     assert!(
@@ -385,7 +395,7 @@ fn the_report_is_made_from_result_files_alone() {
     assert!((learned["accuracy_sd"].as_f64().unwrap() - 0.01).abs() < 1e-12);
     assert!((learned["accuracy_mean"].as_f64().unwrap() - 0.91).abs() < 1e-12);
     // A second recipe in the folder is refused.
-    let mut other = result("sampled-int", 1, 8850, &[]);
+    let mut other = result("sampled-int", 1, 8850, (0.6, 0.6, 0.0));
     other["recipe"]["epochs"] = json!(3);
     write(&res, "sampled-int-seed1.json", &other);
     let (ok, _, err) = report(&dir, &md);
@@ -399,7 +409,7 @@ fn bad_result_files_are_clear_errors() {
     let res = dir.join("results");
     std::fs::create_dir_all(&res).unwrap();
     let md = dir.join("out.md");
-    let good = result("learned", 0, 9000, &[("blocks.0.shift", 16, 0.5, 0.6, 0.1)]);
+    let good = result("learned", 0, 9000, (0.5, 0.6, 0.1));
     let with = |key: &str, value: Value| {
         let mut v = good.clone();
         v[key] = value;
@@ -453,7 +463,31 @@ fn bad_result_files_are_clear_errors() {
                 v["shift_layers"][0]["channels"] = json!(0);
                 serde_json::to_vec(&v).unwrap()
             },
-            "0 channels",
+            "shift_layers must be those of asnet20-16x1: blocks.0.shift (16)",
+        ),
+        (
+            "a layer missing",
+            {
+                let mut v = good.clone();
+                v["shift_layers"].as_array_mut().unwrap().pop();
+                serde_json::to_vec(&v).unwrap()
+            },
+            "shift_layers must be those of asnet20-16x1",
+        ),
+        ("no layers", with("shift_layers", json!([])), "found none"),
+        (
+            "another network's parameter count",
+            with("params", json!(37450)),
+            "params 37450 is not the 35098 parameters of asnet20-16x1",
+        ),
+        (
+            "a network past the limits",
+            {
+                let mut v = good.clone();
+                v["recipe"]["arch"] = json!("asnet20-100000000x1");
+                serde_json::to_vec(&v).unwrap()
+            },
+            "recipe.arch",
         ),
     ];
     for (what, bytes, expect) in cases {

@@ -171,18 +171,29 @@ pub(crate) fn format_duration(secs: f64) -> String {
     }
 }
 
+/// The Fashion-MNIST network `--arch ARCH --block BLOCK` trains (checked: a width past the
+/// library's limits is an error, not an allocation).
+pub(crate) fn arch_config(
+    arch: &str,
+    block: BlockChoice,
+) -> Result<activeshift::model::ArchConfig> {
+    let (w, e) = parse_asnet(arch)?;
+    let mut config = activeshift::train::fashion_mnist_config(w, e);
+    if block == BlockChoice::Depthwise {
+        config.block = activeshift::model::BlockKind::Depthwise;
+        config.name.push_str("-depthwise");
+    }
+    config.validate()?;
+    Ok(config)
+}
+
 /// The fresh run `a` asks for (its initial parameters are a function of the settings).
 pub(crate) fn new_trainer(a: &TrainArgs) -> Result<activeshift::train::Trainer> {
-    let (w, e) = parse_asnet(&a.arch)?;
     let labels = activeshift::data::LABELS
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let mut config = activeshift::train::fashion_mnist_config(w, e);
-    if a.block == BlockChoice::Depthwise {
-        config.block = activeshift::model::BlockKind::Depthwise;
-        config.name.push_str("-depthwise");
-    }
+    let config = arch_config(&a.arch, a.block)?;
     activeshift::train::Trainer::new(config, labels, settings_of(a))
 }
 

@@ -398,7 +398,7 @@ impl RunResult {
                 path,
                 f,
                 format!(
-                    "accuracy {} is not test_correct / test_total = {acc}",
+                    "accuracy {:?} is not test_correct / test_total = {acc}",
                     self.accuracy
                 ),
             ));
@@ -423,18 +423,59 @@ impl RunResult {
             &self.initial_shifts_source,
         )?;
         check_sessions(path, f, &self.sessions)?;
-        if self.shift_layers.len() > MAX_ITEMS {
-            return Err(bad(path, f, "too many shift layers"));
+        // The parameters and shift layers must be those of the network the recipe and the
+        // variant build, so the report's movement table covers every run it counts.
+        let block = super::variant(&self.variant)?.block;
+        let config = crate::train_cmd::arch_config(&self.recipe.arch, block)
+            .map_err(|e| bad(path, f, format!("recipe.arch: {e}")))?;
+        if self.params != config.param_count() {
+            return Err(bad(
+                path,
+                f,
+                format!(
+                    "params {} is not the {} parameters of {}",
+                    self.params,
+                    config.param_count(),
+                    config.name
+                ),
+            ));
+        }
+        let want: Vec<(String, usize)> = config
+            .param_shapes()
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(".shift"))
+            .map(|(name, dims)| (name, dims[1]))
+            .collect();
+        let have: Vec<(String, usize)> = self
+            .shift_layers
+            .iter()
+            .map(|l| (l.name.clone(), l.channels))
+            .collect();
+        if have != want {
+            let list = |v: &[(String, usize)]| {
+                let names: Vec<String> = v
+                    .iter()
+                    .take(16)
+                    .map(|(n, c)| format!("{} ({c})", crate::printable(n)))
+                    .collect();
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            };
+            return Err(bad(
+                path,
+                f,
+                format!(
+                    "shift_layers must be those of {}: {}; found {}",
+                    config.name,
+                    list(&want),
+                    list(&have)
+                ),
+            ));
         }
         for l in &self.shift_layers {
-            check_text(path, f, "shift_layers.name", &l.name)?;
-            if l.channels == 0 {
-                return Err(bad(
-                    path,
-                    f,
-                    format!("shift layer `{}` has 0 channels", l.name),
-                ));
-            }
             for (what, v) in [
                 ("start_mean_abs", l.start_mean_abs),
                 ("end_mean_abs", l.end_mean_abs),
@@ -551,14 +592,16 @@ mod tests {
             version: "0.1.0".into(),
             commit: Some("abcdef123456".into()),
             initial_shifts_source: "recorded at the run's start".into(),
-            shift_layers: vec![ShiftLayer {
-                name: "blocks.0.shift".into(),
-                channels: 16,
-                start_mean_abs: 0.5,
-                end_mean_abs: 0.52,
-                mean_abs_change: 0.03,
-                max_abs_change: 0.1,
-            }],
+            shift_layers: (0..9)
+                .map(|i| ShiftLayer {
+                    name: format!("blocks.{i}.shift"),
+                    channels: 16 << (i / 3),
+                    start_mean_abs: 0.5,
+                    end_mean_abs: 0.52,
+                    mean_abs_change: 0.03,
+                    max_abs_change: 0.1,
+                })
+                .collect(),
         }
     }
 
@@ -581,6 +624,21 @@ mod tests {
         wrong.save(&path).unwrap();
         let e = RunResult::load(&path).unwrap_err().to_string();
         assert!(e.contains("accuracy"), "{e}");
+        // Shift layers of another network are refused: the depthwise block has none.
+        let mut depthwise = r.clone();
+        depthwise.variant = "depthwise".into();
+        depthwise.seed = 0;
+        depthwise.params = 37450;
+        let path = dir.join("depthwise-seed0.json");
+        depthwise.save(&path).unwrap();
+        let e = RunResult::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("asnet20-16x1-depthwise: none; found blocks.0.shift (16)"),
+            "{e}"
+        );
+        depthwise.shift_layers.clear();
+        depthwise.save(&path).unwrap();
+        assert_eq!(RunResult::load(&path).unwrap(), depthwise);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
