@@ -534,6 +534,41 @@ fn bad_result_files_are_clear_errors() {
     }
     // Nothing was written by the failed reports.
     assert!(!md.exists());
+    // A progress file past its recipe's end, or with an absurd time: the run is listed with
+    // the reason its progress is unreadable (the finished runs are what the report is made of).
+    let progress = |epoch: u64, seconds: f64| {
+        let mut p = json!({
+            "format": "activeshift-ablation-progress-v1", "variant": "learned", "seed": 1,
+            "initial_shifts_source": "recorded at the run's start", "initial_shifts": {},
+            "epoch": epoch, "step_in_epoch": 0,
+            "sessions": [{"machine": {"cpu": "x", "threads": 2}, "seconds": seconds, "steps": 100}],
+        });
+        p["recipe"] = good["recipe"].clone();
+        p
+    };
+    std::fs::create_dir_all(res.join("in-progress")).unwrap();
+    for (p, expect) in [
+        (
+            progress(18, 60.0),
+            "epoch 18 is past the recipe's 17 epochs",
+        ),
+        (
+            progress(3, 1e300),
+            "sessions.seconds must be a number in 0..=1e9",
+        ),
+    ] {
+        write(&res.join("in-progress"), "learned-seed1.json", &p);
+        let (ok, out, err) = report(&dir, &md);
+        assert!(ok, "{err}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("- learned seed 1:"))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            line.contains("progress file unreadable") && line.contains(expect),
+            "{line}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

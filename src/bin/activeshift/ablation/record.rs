@@ -294,12 +294,16 @@ fn check_text(path: &Path, format: &'static str, what: &str, s: &str) -> Result<
     Ok(())
 }
 
+/// Largest number a record's measurement may hold (seconds, images per second, shift sizes):
+/// far past any real run (30 years in seconds), small enough to print as it is.
+const MAX_NUMBER: f64 = 1e9;
+
 fn check_number(path: &Path, format: &'static str, what: &str, v: f64) -> Result<()> {
-    if !(v.is_finite() && v >= 0.0) {
+    if !(v.is_finite() && (0.0..=MAX_NUMBER).contains(&v)) {
         return Err(bad(
             path,
             format,
-            format!("{what} must be finite and >= 0, found {v}"),
+            format!("{what} must be a number in 0..={MAX_NUMBER:e}, found {v:?}"),
         ));
     }
     Ok(())
@@ -509,6 +513,16 @@ impl Progress {
         check_recipe(path, f, &p.recipe)?;
         check_text(path, f, "initial_shifts_source", &p.initial_shifts_source)?;
         check_sessions(path, f, &p.sessions)?;
+        if p.epoch > p.recipe.epochs {
+            return Err(bad(
+                path,
+                f,
+                format!(
+                    "epoch {} is past the recipe's {} epochs",
+                    p.epoch, p.recipe.epochs
+                ),
+            ));
+        }
         if p.initial_shifts.len() > MAX_ITEMS {
             return Err(bad(path, f, "too many shift tensors"));
         }
