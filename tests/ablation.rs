@@ -366,6 +366,8 @@ fn the_report_is_made_from_result_files_alone() {
         "{out}"
     );
     assert!(out.contains("learned minus sampled real: +1.45 points over 3 and 2 seeds (seed sd 1.00 and 0.07 points)"), "{out}");
+    // 3 learned seeds above 2 sampled-real ones: 1 of C(5, 2) = 10 orderings.
+    assert!(out.contains("every learned seed is above every sampled-real seed (90.00% the lowest against 89.60% the highest), the learned run is the better one in U = 6 of 6 pairs of seeds; were the two variants alike, a U this large would come with probability 0.100 (one-sided exact Mann-Whitney test)."), "{out}");
     write(
         &res,
         "grouped-seed0.json",
@@ -390,6 +392,15 @@ fn the_report_is_made_from_result_files_alone() {
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["paper_order_reproduced"], false);
+    assert_eq!(v["learned_vs_sampled_real"]["mann_whitney_u"], 6.0);
+    assert!(
+        (v["learned_vs_sampled_real"]["p_one_sided"]
+            .as_f64()
+            .unwrap()
+            - 0.1)
+            .abs()
+            < 1e-12
+    );
     let learned = &v["variants"][3];
     assert_eq!(learned["variant"], "learned");
     assert!((learned["accuracy_sd"].as_f64().unwrap() - 0.01).abs() < 1e-12);

@@ -193,6 +193,76 @@ fn mean_sd_text(runs: &[&RunResult]) -> String {
     }
 }
 
+/// The one-sided exact Mann-Whitney test of "`a` tends to be larger than `b`": the statistic U
+/// (pairs `(x, y)` with `x > y`, a tie counting one half) and the probability that U is at least
+/// that large when both come from one distribution (every ranking equally likely; a tie's half
+/// is rounded down, which can only raise the probability). `None` for an empty side or sides
+/// too large to count exactly (more than 60 values together).
+fn mann_whitney(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+    let (n, m) = (a.len(), b.len());
+    if n == 0 || m == 0 || n + m > 60 {
+        return None;
+    }
+    let u: f64 = a
+        .iter()
+        .flat_map(|x| {
+            b.iter().map(move |y| match x.partial_cmp(y) {
+                Some(std::cmp::Ordering::Greater) => 1.0,
+                Some(std::cmp::Ordering::Equal) => 0.5,
+                _ => 0.0,
+            })
+        })
+        .sum();
+    // ways[i][j][k]: orderings of i values of `a` and j of `b` with U = k. The largest value is
+    // an `a` (above all j of `b`: U grows by j) or a `b` (U unchanged).
+    let mut ways = vec![vec![Vec::<u128>::new(); m + 1]; n + 1];
+    for i in 0..=n {
+        for j in 0..=m {
+            ways[i][j] = if i == 0 || j == 0 {
+                vec![1]
+            } else {
+                let mut w = vec![0u128; i * j + 1];
+                for (k, c) in ways[i - 1][j].iter().enumerate() {
+                    w[k + j] += c;
+                }
+                for (k, c) in ways[i][j - 1].iter().enumerate() {
+                    w[k] += c;
+                }
+                w
+            };
+        }
+    }
+    let w = &ways[n][m];
+    let total: u128 = w.iter().sum();
+    let at_least: u128 = w.iter().skip(u.floor() as usize).sum();
+    Some((u, at_least as f64 / total as f64))
+}
+
+/// The sentence on how the learned seeds rank against the sampled-real ones.
+fn rank_sentence(learned: &[f64], sampled: &[f64]) -> String {
+    let Some((u, p)) = mann_whitney(learned, sampled) else {
+        return String::new();
+    };
+    let pairs = learned.len() * sampled.len();
+    let low = learned.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = sampled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let separated = if low > high {
+        format!(
+            "every learned seed is above every sampled-real seed ({:.2}% the lowest against \
+             {:.2}% the highest), ",
+            low * 100.0,
+            high * 100.0
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        " By rank: {separated}the learned run is the better one in U = {u} of {pairs} pairs of \
+         seeds; were the two variants alike, a U this large would come with probability {p:.3} \
+         (one-sided exact Mann-Whitney test)."
+    )
+}
+
 /// Whether the means keep the paper's order, with the reason: `None` while a variant of the
 /// four has no finished run.
 fn paper_order(g: &Gathered) -> (Option<bool>, String) {
@@ -256,6 +326,7 @@ fn paper_order(g: &Gathered) -> (Option<bool>, String) {
         sd(sl),
         sd(sr)
     );
+    s.push_str(&rank_sentence(&accuracies(&l), &accuracies(&r)));
     (Some(ok), s)
 }
 
@@ -531,12 +602,47 @@ pub fn json(g: &Gathered) -> serde_json::Value {
             "variant": m.variant, "seed": m.seed, "status": m.status,
         })).collect::<Vec<_>>(),
         "paper_order_reproduced": paper_order(g).0,
+        "learned_vs_sampled_real": mann_whitney(
+            &accuracies(&of_variant(g, "learned")),
+            &accuracies(&of_variant(g, "sampled-real")),
+        )
+        .map(|(u, p)| serde_json::json!({"mann_whitney_u": u, "p_one_sided": p})),
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::mean_sd;
+    use super::{mann_whitney, mean_sd};
+
+    #[test]
+    fn mann_whitney_counts_orderings_exactly() {
+        // Complete separation of 3 and 3: one ordering of C(6, 3) = 20.
+        let (u, p) = mann_whitney(&[0.93, 0.94, 0.95], &[0.90, 0.91, 0.92]).unwrap();
+        assert_eq!(u, 9.0);
+        assert!((p - 1.0 / 20.0).abs() < 1e-15, "{p}");
+        // Reversed: U = 0, every ordering has U >= 0.
+        assert_eq!(
+            mann_whitney(&[0.90, 0.91, 0.92], &[0.93, 0.94, 0.95]),
+            Some((0.0, 1.0))
+        );
+        // 2 vs 2, a = {2, 4}, b = {1, 3}: U = 3. The C(4, 2) = 6 orderings have U = 0, 1, 2,
+        // 2, 3, 4: two of them reach 3.
+        let (u, p) = mann_whitney(&[2.0, 4.0], &[1.0, 3.0]).unwrap();
+        assert_eq!(u, 3.0);
+        assert!((p - 2.0 / 6.0).abs() < 1e-15, "{p}");
+        // A tie counts one half; the probability uses U rounded down.
+        let (u, p) = mann_whitney(&[2.0, 3.0], &[2.0, 1.0]).unwrap();
+        assert_eq!(u, 3.5);
+        assert!((p - 2.0 / 6.0).abs() < 1e-15, "{p}");
+        assert_eq!(mann_whitney(&[], &[1.0]), None);
+        assert_eq!(mann_whitney(&[0.0; 31], &[0.0; 30]), None);
+        // The largest case counted: 30 and 30 (C(60, 30) orderings), separated.
+        let a: Vec<f64> = (30..60).map(f64::from).collect();
+        let b: Vec<f64> = (0..30).map(f64::from).collect();
+        let (u, p) = mann_whitney(&a, &b).unwrap();
+        assert_eq!(u, 900.0);
+        assert!((p - 1.0 / 118_264_581_564_861_424.0).abs() < 1e-30, "{p}");
+    }
 
     #[test]
     fn sample_standard_deviation() {
