@@ -233,11 +233,22 @@ pub(crate) fn bind_epilogue<'b>(
 
 /// The output channels of a `[Cout, Cin]` weight whose `Cin` must be `cin`.
 pub(crate) fn weight_cout(op: &'static str, weight: &GpuTensor, cin: usize) -> Result<usize> {
-    match weight.dims() {
+    matrix_rows(op, "weight", weight, cin)
+}
+
+/// The rows of `t`, a `[Cout, Cin]` matrix (a 1x1 weight or its gradient, named `what`) whose
+/// `Cin` must be `cin`.
+pub(crate) fn matrix_rows(
+    op: &'static str,
+    what: &str,
+    t: &GpuTensor,
+    cin: usize,
+) -> Result<usize> {
+    match t.dims() {
         [cout, c] if *c == cin && *cout > 0 => Ok(*cout),
         d => Err(crate::Error::shape(
             op,
-            "weight",
+            what,
             format!("[Cout, {cin}] with Cout >= 1"),
             format!("{d:?}"),
         )),

@@ -1,6 +1,6 @@
 //! The two GEMMs of the 1x1 convolution's backward pass.
 
-use super::conv1x1::Conv1x1Params;
+use super::conv1x1::{Conv1x1Params, matrix_rows, weight_cout};
 use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -86,17 +86,7 @@ fn check_shapes(
     dx: &GpuTensor,
 ) -> Result<(Shape4, usize, Conv1x1Params)> {
     let xs = dx.shape4(OP, "input gradient")?;
-    let cout = match weight.dims() {
-        [cout, c] if *c == xs.c => *cout,
-        d => {
-            return Err(crate::Error::shape(
-                OP,
-                "weight",
-                format!("[Cout, {}]", xs.c),
-                format!("{d:?}"),
-            ));
-        }
-    };
+    let cout = weight_cout(OP, weight, xs.c)?;
     let params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
     expect_dims(OP, "output gradient", dy, &xs.strided(cout, stride).dims())?;
     Ok((xs, cout, params))
@@ -128,17 +118,7 @@ impl Conv1x1BackwardWeight {
     ) -> Result<Dispatch> {
         const OP: &str = "conv1x1_backward_weight";
         let xs = x.shape4(OP, "input")?;
-        let cout = match dw.dims() {
-            [cout, cin] if *cin == xs.c => *cout,
-            d => {
-                return Err(crate::Error::shape(
-                    OP,
-                    "weight gradient",
-                    format!("[Cout, {}]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = matrix_rows(OP, "weight gradient", dw, xs.c)?;
         let mut params = Conv1x1Params::new(OP, xs, cout, stride, 0)?;
         let ys = xs.strided(cout, stride);
         expect_dims(OP, "output gradient", dy, &ys.dims())?;
