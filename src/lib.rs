@@ -39,8 +39,56 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Train a network (feature `train`, on by default) on the CPU, or on the GPU with
+//! `train::GpuBackend::new(ctx)` in place of [`train::CpuBackend`]; the same [`train::Session`]
+//! runs forward, backward and the optimiser on either, and [`train::Trainer::export`] gives an
+//! inference [`Model`] (BatchNorm folded) to save or classify with:
+//!
+//! ```
+//! # #[cfg(feature = "train")]
+//! # fn main() -> activeshift::Result<()> {
+//! use activeshift::data::Dataset;
+//! use activeshift::train::{CpuBackend, Session, TrainSettings, Trainer, fashion_mnist_config};
+//!
+//! // 16 blank 28x28 images, labels 0..9 (activeshift::data::FashionMnist holds the real set).
+//! let data = Dataset { pixels: vec![0; 16 * 784], labels: (0..16).map(|i| i % 10).collect() };
+//! let labels = (0..10).map(|c| format!("class {c}")).collect();
+//! let settings = TrainSettings { epochs: 1, batch: 8, ..TrainSettings::default() };
+//! let trainer = Trainer::new(fashion_mnist_config(4, 1), labels, settings)?;
+//! let mut session = Session::new(trainer, CpuBackend)?;
+//! let order: Vec<usize> = (0..data.len()).collect();
+//! for (step, batch) in order.chunks(8).enumerate() {
+//!     session.step(&data, batch, 0.1, step as u64)?;
+//! }
+//! println!("loss {:.3}", session.stats()?.loss());
+//! let model = session.into_trainer()?.export()?; // model.save(path, false) writes the file
+//! # let _ = model;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "train"))]
+//! # fn main() {}
+//! ```
+//!
+//! Embed a model in a host application's own wgpu device: adopt the device, then record the
+//! whole network into the host's command encoder, reading a buffer the host wrote on the GPU and
+//! writing class scores into one it owns ([`docs::embedding`] has the details):
+//!
+//! ```no_run
+//! # fn demo(device: &wgpu::Device, queue: &wgpu::Queue, adapter: &wgpu::Adapter,
+//! #         input: &wgpu::Buffer, scores: &wgpu::Buffer) -> activeshift::Result<()> {
+//! use activeshift::{GpuContext, Model, model::GpuModel};
+//! let ctx = GpuContext::from_device(device, queue, adapter.get_info())?;
+//! let mut net = GpuModel::new(&ctx, &Model::load("model.safetensors")?)?;
+//! let mut encoder = device.create_command_encoder(&Default::default());
+//! // ... the host's passes that write `input` ([1, C, H, W] f32, STORAGE usage) ...
+//! net.record(&mut encoder, input, 1, Some(scores))?;
+//! // ... the host's passes that read `scores` ([1, classes] logits, then probabilities) ...
+//! queue.submit([encoder.finish()]);
+//! # Ok(()) }
+//! ```
+//!
 //! Design notes (what the ASL computes, the networks, the model file format, the kernel
-//! families): `docs/design.md` in the repository. This crate provides:
+//! families): [`docs::design`]. This crate provides:
 //!
 //! - [`GpuContext`]: opens a device (honouring `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`) or adopts a
 //!   host application's `wgpu::Device` and `wgpu::Queue`;
@@ -69,6 +117,13 @@
 
 #[cfg(feature = "caffe")]
 pub mod caffe;
+/// The project's longer documents, as pages of this documentation.
+pub mod docs {
+    #[doc = include_str!("../docs/design.md")]
+    pub mod design {}
+    #[doc = include_str!("../docs/embedding.md")]
+    pub mod embedding {}
+}
 pub mod classify;
 pub mod cpu;
 #[cfg(feature = "train")]

@@ -1,38 +1,29 @@
-//! Tests of the `.caffemodel` reader: the authors' AS-ResNet-w32 weights (read from
-//! `../shared/data/pretrained/`, see docs/design.md §4), checked against the deploy prototxt beside
-//! them, and hand-built malformed files encoded with prost structs written independently of the
-//! reader's own.
+//! Tests of the `.caffemodel` reader: the authors' AS-ResNet-w32 weights (read from the folder
+//! `ACTIVESHIFT_SHARED_DATA` names, see docs/design.md §4; reported as not run without it),
+//! checked against the deploy prototxt beside them, and hand-built malformed files encoded with
+//! prost structs written independently of the reader's own.
 #![cfg(feature = "caffe")]
 
 use std::collections::HashMap;
 use std::path::Path;
 
+mod common;
+
 use activeshift::Error;
 use activeshift::caffe::{CaffeLayer, parse_caffemodel, read_caffemodel};
 use prost::Message as _;
-
-const MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/pretrained/AS-ResNet-w32.caffemodel"
-);
-const DEPLOY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/pretrained/AS-ResNet-w32.deploy.prototxt"
-);
 
 /// Layer types whose blobs are the network's learned parameters (BatchNorm's running statistics
 /// are not learned and are counted apart).
 const PARAM_KINDS: [&str; 4] = ["Convolution", "Scale", "SpatialShift", "InnerProduct"];
 
-fn model() -> Vec<CaffeLayer> {
-    match read_caffemodel(Path::new(MODEL)) {
-        Ok(layers) => layers,
-        Err(e) => panic!("reading {MODEL}: {e}"),
+/// The authors' w32 weights, parsed; `None` (reported) without `ACTIVESHIFT_SHARED_DATA`.
+fn model(test: &str) -> Option<Vec<CaffeLayer>> {
+    let path = common::shared_data(test)?.caffemodel();
+    match read_caffemodel(Path::new(&path)) {
+        Ok(layers) => Some(layers),
+        Err(e) => panic!("reading {path}: {e}"),
     }
-}
-
-fn model_bytes() -> Vec<u8> {
-    std::fs::read(MODEL).unwrap_or_else(|e| panic!("reading {MODEL}: {e}"))
 }
 
 fn layer<'a>(layers: &'a [CaffeLayer], name: &str) -> &'a CaffeLayer {
@@ -59,7 +50,9 @@ fn format_msg(result: activeshift::Result<Vec<CaffeLayer>>) -> String {
 
 #[test]
 fn lists_every_layer() {
-    let layers = model();
+    let Some(layers) = model("caffe::lists_every_layer") else {
+        return;
+    };
     for l in &layers {
         println!("{:<28} {:<13} {:?}", l.name, l.kind, shapes(l));
     }
@@ -113,7 +106,9 @@ fn lists_every_layer() {
 
 #[test]
 fn stem_and_classifier_shapes() {
-    let layers = model();
+    let Some(layers) = model("caffe::stem_and_classifier_shapes") else {
+        return;
+    };
     assert_eq!(shapes(layer(&layers, "conv0")), [vec![32, 3, 3, 3]]);
     assert_eq!(shapes(layer(&layers, "scale0_0")), [vec![32], vec![32]]);
     let fc = layer(&layers, "fc/linear");
@@ -145,7 +140,9 @@ fn stem_and_classifier_shapes() {
 
 #[test]
 fn shift_layers_match_their_channels() {
-    let layers = model();
+    let Some(layers) = model("caffe::shift_layers_match_their_channels") else {
+        return;
+    };
     let shifts: Vec<_> = layers.iter().filter(|l| l.kind == "SpatialShift").collect();
     assert_eq!(shifts.len(), 17);
     for s in shifts {
@@ -177,7 +174,9 @@ fn shift_layers_match_their_channels() {
 
 #[test]
 fn batchnorm_layers_sit_before_their_scale_layers() {
-    let layers = model();
+    let Some(layers) = model("caffe::batchnorm_layers_sit_before_their_scale_layers") else {
+        return;
+    };
     let mut seen = 0;
     for (i, l) in layers.iter().enumerate() {
         if l.kind != "BatchNorm" {
@@ -214,7 +213,9 @@ fn batchnorm_layers_sit_before_their_scale_layers() {
 
 #[test]
 fn parameter_count_is_about_0_9m() {
-    let layers = model();
+    let Some(layers) = model("caffe::parameter_count_is_about_0_9m") else {
+        return;
+    };
     let count = |pred: &dyn Fn(&str) -> bool| -> usize {
         layers
             .iter()
@@ -235,7 +236,11 @@ fn parameter_count_is_about_0_9m() {
 /// `SpatialShift`, and each convolution has the prototxt's `num_output`.
 #[test]
 fn matches_deploy_prototxt() {
-    let text = std::fs::read_to_string(DEPLOY).unwrap_or_else(|e| panic!("{DEPLOY}: {e}"));
+    let Some(shared) = common::shared_data("caffe::matches_deploy_prototxt") else {
+        return;
+    };
+    let deploy = shared.deploy();
+    let text = std::fs::read_to_string(&deploy).unwrap_or_else(|e| panic!("{deploy}: {e}"));
     let mut proto: Vec<(String, String, Option<usize>)> = Vec::new();
     let (mut name, mut kind, mut outputs) = (String::new(), String::new(), None);
     let quoted = |line: &str| line.split('"').nth(1).unwrap_or_default().to_string();
@@ -260,7 +265,9 @@ fn matches_deploy_prototxt() {
         .collect();
     assert_eq!(with_params.len(), 39 + 35 + 17 + 1);
 
-    let layers = model();
+    let Some(layers) = model("caffe::matches_deploy_prototxt") else {
+        return;
+    };
     let stored: Vec<_> = layers
         .iter()
         .filter(|l| PARAM_KINDS.contains(&l.kind.as_str()))
@@ -290,7 +297,7 @@ fn matches_deploy_prototxt() {
 
 #[test]
 fn missing_file_is_an_io_error() {
-    let path = Path::new(MODEL).with_extension("does-not-exist");
+    let path = std::env::temp_dir().join("activeshift-caffe-test.does-not-exist");
     match read_caffemodel(&path) {
         Err(Error::Io { path: p, .. }) => assert!(p.contains("does-not-exist")),
         other => panic!("expected Error::Io, got {other:?}"),
@@ -299,7 +306,10 @@ fn missing_file_is_an_io_error() {
 
 #[test]
 fn truncated_file_is_a_format_error() {
-    let bytes = model_bytes();
+    let Some(shared) = common::shared_data("caffe::truncated_file_is_a_format_error") else {
+        return;
+    };
+    let bytes = std::fs::read(shared.caffemodel()).unwrap();
     for len in [1000, bytes.len() / 2, bytes.len() - 1] {
         let msg = format_msg(parse_caffemodel(&bytes[..len]));
         assert!(msg.contains("truncated or corrupt"), "{len} bytes: {msg}");

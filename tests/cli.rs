@@ -6,7 +6,8 @@ use common::{bin, run, run_code, tmpdir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
+/// One of the repository's own sample images.
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/sneaker-0.png");
 
 #[test]
 fn info_prints_parameter_counts_of_every_builtin() {
@@ -28,9 +29,12 @@ fn info_prints_parameter_counts_of_every_builtin() {
 
 #[test]
 fn import_then_classify_the_cat() {
+    let Some(shared) = common::shared_data("cli::import_then_classify_the_cat") else {
+        return;
+    };
     let dir = tmpdir("cat");
     let model = dir.join("w32.safetensors");
-    let caffemodel = format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel");
+    let caffemodel = shared.caffemodel();
     let (ok, out, err) = run(bin().args(["import-caffe", &caffemodel, "-o"]).arg(&model));
     assert!(ok, "{err}");
     assert!(out.contains("as-resnet-w32, 901256 parameters"), "{out}");
@@ -38,7 +42,7 @@ fn import_then_classify_the_cat() {
     let (ok, _, err) = run(bin().args(["import-caffe", &caffemodel, "-o"]).arg(&model));
     assert!(!ok && err.contains("file exists"), "{err}");
 
-    let cat = format!("{SHARED}/images/cat.jpg");
+    let cat = shared.cat();
     let mut backends = vec!["cpu"];
     if common::gpu("cli import_then_classify_the_cat").is_some() {
         backends.push("gpu");
@@ -89,14 +93,13 @@ fn import_then_classify_the_cat() {
 
 #[test]
 fn a_file_that_is_not_a_model_is_a_clear_error() {
-    let cat = format!("{SHARED}/images/cat.jpg");
-    let (ok, _, err) = run(bin().args(["classify", "--model", &cat, &cat]));
+    let (ok, _, err) = run(bin().args(["classify", "--model", SAMPLE, SAMPLE]));
     assert!(!ok);
     assert!(err.starts_with("error: invalid safetensors"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     let dir = tmpdir("not-a-model");
     let (ok, _, err) = run(bin()
-        .args(["import-caffe", &cat, "-o"])
+        .args(["import-caffe", SAMPLE, "-o"])
         .arg(dir.join("x.safetensors")));
     assert!(!ok && err.starts_with("error: invalid caffemodel"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -271,14 +274,15 @@ fn auto_prefers_the_cpu_to_a_software_adapter() {
 /// from activeshift itself; `--labels` still replaces them.
 #[test]
 fn import_labels_come_from_the_binary_and_labels_overrides_them() {
+    let Some(shared) =
+        common::shared_data("cli::import_labels_come_from_the_binary_and_labels_overrides_them")
+    else {
+        return;
+    };
     let dir = tmpdir("labels");
     let caffemodel = dir.join("weights.caffemodel");
-    std::fs::copy(
-        format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel"),
-        &caffemodel,
-    )
-    .unwrap();
-    let cat = format!("{SHARED}/images/cat.jpg");
+    std::fs::copy(shared.caffemodel(), &caffemodel).unwrap();
+    let cat = shared.cat();
     let (ok, _, err) = run(bin().current_dir(&dir).args([
         "import-caffe",
         "weights.caffemodel",
@@ -372,11 +376,16 @@ const W32_PATH: &str =
 /// in for their repository), checks its SHA-256, converts it and reads it from the cache after.
 #[test]
 fn a_pretrained_model_by_name_is_downloaded_verified_and_cached_once() {
+    let Some(shared) = common::shared_data(
+        "cli::a_pretrained_model_by_name_is_downloaded_verified_and_cached_once",
+    ) else {
+        return;
+    };
     let dir = tmpdir("pretrained");
     let cache = dir.join("cache");
-    let weights = std::fs::read(format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel")).unwrap();
+    let weights = std::fs::read(shared.caffemodel()).unwrap();
     let (base, requests) = serve(W32_PATH, weights.clone());
-    let cat = format!("{SHARED}/images/cat.jpg");
+    let cat = shared.cat();
     let classify = |base: &str| {
         run(bin()
             .current_dir(&dir)
@@ -424,31 +433,96 @@ fn a_pretrained_model_by_name_is_downloaded_verified_and_cached_once() {
         "{err}"
     );
     assert!(!cache2.join("as-resnet-w32.safetensors").exists());
-    // Offline (nothing listens on the port): a clear error, at once.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
-    };
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An address where nothing listens (offline).
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+/// Offline, `--model as-resnet-w32` fails at once with the command that installs the authors'
+/// file by hand; that command, run as printed (the file put in its place), installs it where
+/// the same `--model as-resnet-w32` finds it, still offline.
+#[test]
+fn offline_by_name_prints_the_command_that_installs_it() {
+    let dir = tmpdir("offline");
+    let cache = dir.join("cache");
+    let closed = closed_port();
     let start = std::time::Instant::now();
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_PRETRAINED_URL", &closed)
-        .env("ACTIVESHIFT_CACHE_DIR", &cache2)
-        .args(["info", "--model", "as-resnet-w32"]));
+    let by_name = |args: &[&str]| {
+        run(bin()
+            .current_dir(&dir)
+            .env_remove("CARGO")
+            .env("ACTIVESHIFT_PRETRAINED_URL", &closed)
+            .env("ACTIVESHIFT_CACHE_DIR", &cache)
+            .args(args))
+    };
+    let (ok, _, err) = by_name(&["info", "--model", "as-resnet-w32"]);
+    assert!(!ok && err.contains("cannot download"), "{err}");
+    assert!(start.elapsed().as_secs() < 20);
+    // Outside cargo (no `CARGO` variable) the message names the program as it was started.
+    let exe = env!("CARGO_BIN_EXE_activeshift");
+    let printed = format!("`{exe} import-caffe FILE --install`");
+    assert!(err.contains(&printed), "{err}");
     assert!(
-        !ok && err.contains("cannot download") && err.contains("import-caffe"),
+        err.contains("AS-ResNet-w32_iter_450360.caffemodel"),
         "{err}"
     );
-    assert!(start.elapsed().as_secs() < 20);
+    // Through `cargo run`, the command is cargo's.
+    let (_, _, err) = run(bin()
+        .env("ACTIVESHIFT_PRETRAINED_URL", &closed)
+        .env("ACTIVESHIFT_CACHE_DIR", &cache)
+        .env("CARGO", "cargo")
+        .args(["info", "--model", "as-resnet-w32"]));
+    assert!(
+        err.contains("`cargo run --release -- import-caffe FILE --install`"),
+        "{err}"
+    );
     // The wider models: no checksum known here, so no download; the error says what to do.
-    let (ok, _, err) = run(bin().env("ACTIVESHIFT_PRETRAINED_URL", &closed).args([
-        "info",
-        "--model",
-        "as-resnet-w50",
-    ]));
+    let (ok, _, err) = by_name(&["info", "--model", "as-resnet-w50"]);
     assert!(
         !ok && err.contains("no checksum") && err.contains("import-caffe"),
         "{err}"
     );
+    // A file that is not the authors' w32 is not installed under its name.
+    let (ok, _, err) = by_name(&["import-caffe", SAMPLE, "--install"]);
+    assert!(!ok && err.contains("SHA-256"), "{err}");
+    assert!(!cache.join("as-resnet-w32.safetensors").exists());
+
+    let Some(shared) =
+        common::shared_data("cli::offline_by_name_prints_the_command_that_installs_it")
+    else {
+        return;
+    };
+    // The printed command, with FILE the authors' weights.
+    let (ok, out, err) = by_name(&["import-caffe", &shared.caffemodel(), "--install"]);
+    assert!(ok, "{err}");
+    let installed = cache.join("as-resnet-w32.safetensors");
+    assert!(installed.is_file(), "{out}{err}");
+    assert!(out.contains(&installed.display().to_string()), "{out}");
+    let (ok, out, err) = by_name(&[
+        "classify",
+        "--json",
+        "--backend",
+        "cpu",
+        "--model",
+        "as-resnet-w32",
+        &shared.cat(),
+    ]);
+    assert!(ok, "{err}");
+    let v: activeshift::Classification = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v.top[0].class, v.top[0].label.as_str()),
+        (285, "Egyptian cat")
+    );
+    assert!(!err.contains("download"), "{err}");
+    // Installing again: already there, not replaced without --force.
+    let (ok, _, err) = by_name(&["import-caffe", &shared.caffemodel(), "--install"]);
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, _, err) = by_name(&["import-caffe", &shared.caffemodel(), "--install", "--force"]);
+    assert!(ok, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

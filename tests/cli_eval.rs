@@ -6,12 +6,10 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data");
-
 /// The authors' w32 converted into `dir` (labels from the list compiled into activeshift).
-fn import_w32(dir: &Path) -> PathBuf {
+fn import_w32(dir: &Path, shared: &SharedData) -> PathBuf {
     let model = dir.join("w32.safetensors");
-    let caffemodel = format!("{SHARED}/pretrained/AS-ResNet-w32.caffemodel");
+    let caffemodel = shared.caffemodel();
     let (ok, _, err) = run(bin().args(["import-caffe", &caffemodel, "-o"]).arg(&model));
     assert!(ok, "{err}");
     model
@@ -41,9 +39,13 @@ fn eval_images(model: &Path, images: &Path, backend: &str) -> serde_json::Value 
 /// hit, and misses.
 #[test]
 fn eval_images_counts_top1_and_top5_in_both_layouts() {
+    let Some(shared) = shared_data("cli_eval::eval_images_counts_top1_and_top5_in_both_layouts")
+    else {
+        return;
+    };
     let dir = tmpdir("eval-images");
-    let model = import_w32(&dir);
-    let cat = std::fs::read(format!("{SHARED}/images/cat.jpg")).unwrap();
+    let model = import_w32(&dir, &shared);
+    let cat = std::fs::read(shared.cat()).unwrap();
     let tree = dir.join("val");
     // wnids: 285 Egyptian cat, 281 tabby, 0 tench.
     for (wnid, n) in [("n02124075", 1), ("n02123045", 2), ("n01440764", 2)] {
@@ -126,7 +128,7 @@ fn eval_images_on_the_fashion_samples() {
         .arg(&dir));
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    // The coat is taken for a shirt, and is not among the top five either (README); the other
+    // The coat is taken for a shirt, and is not among the top five either (docs/training.md); the other
     // nine are right.
     assert_eq!(
         (v["count"].as_u64(), v["top1_correct"].as_u64()),

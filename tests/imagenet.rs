@@ -1,16 +1,21 @@
-//! The authors' AS-ResNet-w32 ImageNet weights, imported from `../shared`, classify the test
-//! photo as the independent reference does.
+//! The authors' AS-ResNet-w32 ImageNet weights (from `ACTIVESHIFT_SHARED_DATA`, or the copy
+//! `--model as-resnet-w32` keeps in the cache) classify the test photo as the independent
+//! reference does. Reported as not run without the authors' data.
 
 mod common;
 
-use common::{shared, w32};
+use common::{shared_data, w32};
 
 use activeshift::model::Model;
 use activeshift::preprocess::{decode_image, preprocess};
 
-fn cat_input(model: &Model) -> Vec<f32> {
-    let bytes = std::fs::read(format!("{}/images/cat.jpg", shared())).expect("cat.jpg");
-    preprocess(&decode_image(&bytes).unwrap(), &model.config.preprocess).unwrap()
+/// w32 and the preprocessed test photo, or `None` (reported) without the authors' data.
+fn w32_and_cat(test: &str) -> Option<(&'static Model, Vec<f32>)> {
+    let shared = shared_data(test)?;
+    let model = w32(test)?;
+    let bytes = std::fs::read(shared.cat()).expect("cat.jpg");
+    let input = preprocess(&decode_image(&bytes).unwrap(), &model.config.preprocess).unwrap();
+    Some((model, input))
 }
 
 /// Top-5 classes and probabilities of the reference run (docs/design.md §4).
@@ -35,10 +40,12 @@ fn check_top5(backend: &str, top: &[(usize, f32)]) {
 
 #[test]
 fn cat_on_cpu() {
-    let model = w32();
+    let Some((model, input)) = w32_and_cat("imagenet::cat_on_cpu") else {
+        return;
+    };
     assert_eq!(model.config.name, "as-resnet-w32");
     assert_eq!(model.labels[285], "Egyptian cat");
-    let out = model.forward_cpu(&cat_input(model)).unwrap();
+    let out = model.forward_cpu(&input).unwrap();
     let top = out.top_k(0, 5);
     eprintln!("cpu top-5: {top:?}");
     check_top5("cpu", &top);
@@ -49,9 +56,11 @@ fn cat_on_gpu() {
     let Some(ctx) = common::gpu("cat_on_gpu") else {
         return;
     };
-    let model = w32();
+    let Some((model, input)) = w32_and_cat("imagenet::cat_on_gpu") else {
+        return;
+    };
     let mut gm = activeshift::model::GpuModel::new(ctx, model).unwrap();
-    let out = pollster::block_on(gm.forward(&cat_input(model))).unwrap();
+    let out = pollster::block_on(gm.forward(&input)).unwrap();
     let top = out.top_k(0, 5);
     eprintln!("gpu top-5: {top:?}");
     check_top5("gpu", &top);
@@ -62,7 +71,9 @@ fn gpu_and_cpu_logits_agree_for_w32() {
     let Some(ctx) = common::gpu("gpu_and_cpu_logits_agree_for_w32") else {
         return;
     };
-    let model = w32();
+    let Some(model) = w32("imagenet::gpu_and_cpu_logits_agree_for_w32") else {
+        return;
+    };
     let (mut rng, seed) = common::rng("w32 logits");
     // Two random images (batch 2) in the range preprocessing produces.
     let input = common::uniform(&mut rng, 2 * 3 * 224 * 224, -2.0, 2.0);

@@ -8,14 +8,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CAT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/images/cat.jpg");
+/// One of the repository's own sample images.
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/sneaker-0.png");
 
-/// `classify --backend gpu` of the cat with the built-in model and the cache in `dir`:
+/// `classify --backend gpu` of a sample image with the built-in model and the cache in `dir`:
 /// (stdout, stderr); panics when the command fails.
 fn classify(dir: &Path) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_activeshift"))
         .env("ACTIVESHIFT_CACHE_DIR", dir)
-        .args(["classify", "--backend", "gpu", CAT])
+        .args(["classify", "--backend", "gpu", SAMPLE])
         .output()
         .expect("run activeshift");
     let (stdout, stderr) = (

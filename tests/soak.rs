@@ -1,6 +1,6 @@
 //! A CI-sized soak: 300 inferences of asnet20-16x1 in one process on a private device; the GPU
 //! allocations must not change after warm-up and the resident set must stay flat. The full
-//! 10,000-inference run is `cargo run --release --example soak` (result in the README).
+//! 10,000-inference run is `cargo run --release --example soak` (result in docs/testing.md).
 
 mod common;
 

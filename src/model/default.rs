@@ -1,5 +1,5 @@
 //! The model shipped with activeshift: ASNet-20 26x1 (89,788 parameters) trained by
-//! `activeshift train` on Fashion-MNIST (the command and its test accuracy are in the README). It is the default of
+//! `activeshift train` on Fashion-MNIST (the command and its test accuracy are in docs/training.md). It is the default of
 //! `activeshift classify` and of the web demo.
 
 use super::file::Model;

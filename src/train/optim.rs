@@ -1,7 +1,7 @@
 //! The optimiser's rule, once: which parameters learn and how ([`SgdRule::of`]), and its host
 //! implementation ([`sgd_update`]), the CPU twin of `shaders/optimizer.wgsl` (`sgd`). The CPU
-//! trainer ([`Trainer::apply`](super::Trainer::apply), [`CpuBackend`](super::CpuBackend)) runs
-//! this function; the GPU backend runs the kernel.
+//! backend ([`CpuBackend`](super::CpuBackend)) runs this function; the GPU backend runs the
+//! kernel.
 
 use super::TrainSettings;
 use crate::error::{Error, Result};
@@ -24,8 +24,8 @@ pub struct SgdRule {
 
 impl SgdRule {
     /// The rule of parameter `id` under `settings`; `None` for a frozen parameter (the shifts
-    /// of every [`ShiftMode`] that does not [learn](ShiftMode::learns)), which neither moves nor gathers
-    /// momentum.
+    /// of every [`ShiftMode`](super::ShiftMode) that does not
+    /// [learn](super::ShiftMode::learns)), which neither moves nor gathers momentum.
     pub fn of(settings: &TrainSettings, id: ParamId) -> Option<Self> {
         let is_shift = matches!(id, ParamId::Shift(_));
         if is_shift && !settings.shift.learns() {

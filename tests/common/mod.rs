@@ -289,28 +289,118 @@ pub fn on_gpu(test: &str, body: impl Fn(&dyn Impl)) {
     }
 }
 
-/// The authors' data: `../shared/data` beside the repository, or the folder
-/// `ACTIVESHIFT_SHARED_DATA` names (a test binary run elsewhere, e.g. by
-/// tools/device-check.sh on a lent GPU machine).
-pub fn shared() -> String {
-    std::env::var("ACTIVESHIFT_SHARED_DATA")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_string())
+/// The authors' files some tests read (never part of the repository): the folder that
+/// `ACTIVESHIFT_SHARED_DATA` names, holding `pretrained/AS-ResNet-w32.caffemodel`,
+/// `pretrained/AS-ResNet-w32.deploy.prototxt`, `imagenet_classes.txt` and `images/cat.jpg`.
+pub struct SharedData(std::path::PathBuf);
+
+/// The files a `SharedData` folder must hold.
+const SHARED_FILES: [&str; 4] = [
+    "pretrained/AS-ResNet-w32.caffemodel",
+    "pretrained/AS-ResNet-w32.deploy.prototxt",
+    "imagenet_classes.txt",
+    "images/cat.jpg",
+];
+
+impl SharedData {
+    /// The file `rel` of the folder, as a string (for command lines and messages).
+    pub fn file(&self, rel: &str) -> String {
+        self.0.join(rel).display().to_string()
+    }
+    /// The authors' w32 weights (Caffe protobuf).
+    pub fn caffemodel(&self) -> String {
+        self.file(SHARED_FILES[0])
+    }
+    /// w32's deploy prototxt.
+    pub fn deploy(&self) -> String {
+        self.file(SHARED_FILES[1])
+    }
+    /// The 1000 ImageNet class names.
+    pub fn labels(&self) -> String {
+        self.file(SHARED_FILES[2])
+    }
+    /// The test photo (w32 top-1: 285, Egyptian cat).
+    pub fn cat(&self) -> String {
+        self.file(SHARED_FILES[3])
+    }
 }
 
-/// The converted w32 model (imported once per test binary).
-pub fn w32() -> &'static activeshift::Model {
+/// Appends `test<TAB>what` to `ACTIVESHIFT_SHARED_TEST_LOG` when set (CI counts the lines).
+fn shared_log(test: &str, what: &str) {
+    if let Ok(path) = std::env::var("ACTIVESHIFT_SHARED_TEST_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = f.write_all(format!("{test}\t{what}\n").as_bytes());
+    }
+}
+
+/// A test that cannot run without the authors' data: a failure with
+/// `ACTIVESHIFT_REQUIRE_SHARED_DATA=1` (as in CI), otherwise one line on the real stderr (not
+/// captured by the test harness, so `cargo test` shows it) and the log.
+fn not_run(test: &str) {
+    let why = "needs the authors' data (set ACTIVESHIFT_SHARED_DATA=DIR, see README.md)";
+    if std::env::var("ACTIVESHIFT_REQUIRE_SHARED_DATA").is_ok_and(|v| v == "1") {
+        panic!("ACTIVESHIFT_REQUIRE_SHARED_DATA=1 but {test} {why}");
+    }
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {why}");
+    shared_log(test, "skipped");
+}
+
+/// The authors' data for `test`, or `None` (reported, see [`not_run`]) when
+/// `ACTIVESHIFT_SHARED_DATA` is unset. A folder named but lacking a file fails the test.
+pub fn shared_data(test: &str) -> Option<SharedData> {
+    let Some(dir) = std::env::var_os("ACTIVESHIFT_SHARED_DATA").filter(|d| !d.is_empty()) else {
+        not_run(test);
+        return None;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    for file in SHARED_FILES {
+        assert!(
+            dir.join(file).is_file(),
+            "ACTIVESHIFT_SHARED_DATA={}: {file} is missing",
+            dir.display()
+        );
+    }
+    shared_log(test, "ran");
+    Some(SharedData(dir))
+}
+
+/// The converted w32 model (converted once per test binary): from the authors' weights in
+/// `ACTIVESHIFT_SHARED_DATA`, else the copy `--model as-resnet-w32` keeps in the program's cache
+/// folder (`ACTIVESHIFT_CACHE_DIR`, else the user's cache folder); `None` (reported) without
+/// either.
+pub fn w32(test: &str) -> Option<&'static activeshift::Model> {
     static MODEL: OnceLock<activeshift::Model> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let shared = shared();
-        let layers = activeshift::caffe::read_caffemodel(
-            format!("{shared}/pretrained/AS-ResNet-w32.caffemodel").as_ref(),
-        )
-        .expect("read the authors' caffemodel");
+    if let Some(model) = MODEL.get() {
+        shared_log(test, "ran");
+        return Some(model);
+    }
+    let model = if std::env::var_os("ACTIVESHIFT_SHARED_DATA").is_some_and(|d| !d.is_empty()) {
+        let shared = shared_data(test)?;
+        let layers = activeshift::caffe::read_caffemodel(shared.caffemodel().as_ref())
+            .expect("read the authors' caffemodel");
         let labels = activeshift::model::read_labels(
-            &std::fs::read_to_string(format!("{shared}/imagenet_classes.txt")).expect("labels"),
+            &std::fs::read_to_string(shared.labels()).expect("labels"),
         );
         activeshift::model::import_caffe(&layers, labels).expect("import w32")
-    })
+    } else {
+        let cached = activeshift::data::cache_dir()
+            .map(|d| d.join("as-resnet-w32.safetensors"))
+            .filter(|f| f.is_file());
+        let Some(cached) = cached else {
+            not_run(test);
+            return None;
+        };
+        let model = activeshift::Model::load(&cached)
+            .unwrap_or_else(|e| panic!("{}: {e}", cached.display()));
+        assert_eq!(model.config.name, "as-resnet-w32", "{}", cached.display());
+        shared_log(test, "ran (cached w32)");
+        model
+    };
+    Some(MODEL.get_or_init(|| model))
 }
 
 /// A model with random weights of a realistic scale (affine scales near 1, shifts in ±2).

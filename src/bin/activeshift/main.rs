@@ -24,6 +24,9 @@ use std::process::ExitCode;
 #[command(
     name = "activeshift",
     version,
+    // A flag given twice takes its last value, so a documented command can be shortened by
+    // appending e.g. `--epochs 1`.
+    args_override_self = true,
     about = "Active Shift networks on any GPU (wgpu + WGSL)"
 )]
 struct Cli {
@@ -277,13 +280,18 @@ struct ImportArgs {
     /// The `.caffemodel` file (e.g. AS-ResNet-w32.caffemodel from the authors' repository).
     caffemodel: PathBuf,
     /// Output model file.
-    #[arg(short, long)]
-    output: PathBuf,
+    #[arg(short, long, required_unless_present = "install")]
+    output: Option<PathBuf>,
+    /// Instead of -o: check the file against the SHA-256 of a model activeshift knows by name
+    /// (the authors' w32) and keep the converted model in the cache folder, where
+    /// `--model as-resnet-w32` finds it without a network (the offline way to get it).
+    #[arg(long, conflicts_with_all = ["output", "labels"])]
+    install: bool,
     /// Class labels, one per line in index order (default: the 1000 ImageNet class names
     /// compiled into activeshift).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Replace the output file if it exists.
+    /// Replace the output file (or the installed model) if it exists.
     #[arg(long)]
     force: bool,
 }
@@ -600,17 +608,25 @@ fn refuse_overwrite(path: &Path, force: bool) -> Result<()> {
 }
 
 fn import_caffe(a: ImportArgs) -> Result<()> {
-    refuse_overwrite(&a.output, a.force)?;
+    let Some(output) = &a.output else {
+        let (name, path) = pretrained::install(&a.caffemodel, a.force)?;
+        println!(
+            "installed {name} as {} (`--model {name}` reads it)",
+            path.display()
+        );
+        return Ok(());
+    };
+    refuse_overwrite(output, a.force)?;
     let layers = activeshift::caffe::read_caffemodel(&a.caffemodel)?;
     let labels = match &a.labels {
         Some(p) => activeshift::model::read_labels_file(p)?,
         None => activeshift::model::imagenet::labels(),
     };
     let model = activeshift::model::import_caffe(&layers, labels)?;
-    model.save(&a.output, a.force)?;
+    model.save(output, a.force)?;
     println!(
         "wrote {} ({}, {} parameters, labels from {})",
-        a.output.display(),
+        output.display(),
         model.config.name,
         model.config.param_count(),
         a.labels.map_or("the ImageNet class list".into(), |p| p
@@ -707,7 +723,6 @@ fn test_correct(clf: &mut Classifier, set: &activeshift::data::Dataset) -> Resul
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    use activeshift::data::FashionMnist;
     if let Some(dir) = &a.images {
         let images = imagenet_eval::labelled_images(dir)?;
         let model = load_model(a.model.as_deref())?;
@@ -716,7 +731,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     let model = load_model(a.model.as_deref())?;
     let name = model.config.name.clone();
-    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let data = crate::train_cmd::fashion_mnist()?;
     if data.test.is_empty() {
         return Err(activeshift::Error::invalid(
             "eval",

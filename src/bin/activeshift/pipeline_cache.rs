@@ -44,15 +44,9 @@ pub struct PipelineCache {
 }
 
 /// The one cache directory of the command-line program (pipeline caches, tuning decisions,
-/// converted pretrained models): `$ACTIVESHIFT_CACHE_DIR`, else the user's cache directory
-/// (`$XDG_CACHE_HOME/activeshift` or `~/.cache/activeshift` on Linux,
-/// `~/Library/Caches/activeshift` on macOS, `%LOCALAPPDATA%\\activeshift` on Windows), or None
-/// when the system names none.
+/// converted pretrained models, the Fashion-MNIST data): [`activeshift::data::cache_dir`].
 pub fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("ACTIVESHIFT_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir));
-    }
-    dirs::cache_dir().map(|d| d.join("activeshift"))
+    activeshift::data::cache_dir()
 }
 
 /// 64-bit FNV-1a.

@@ -77,6 +77,39 @@ fn err(name: &str, msg: impl std::fmt::Display) -> Error {
     }
 }
 
+/// How the user starts this program, for commands printed in messages: `cargo run --release --`
+/// when cargo started it (cargo sets `CARGO` for what it runs), else the name or path it was
+/// started by (`activeshift` when installed on the PATH).
+pub fn program() -> String {
+    if std::env::var_os("CARGO").is_some() {
+        return "cargo run --release --".to_string();
+    }
+    std::env::args_os()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| !a.is_empty() && !a.contains(char::is_whitespace))
+        .unwrap_or_else(|| "activeshift".to_string())
+}
+
+/// The file name of `p` in the authors' repository.
+fn file_name(p: &Pretrained) -> &'static str {
+    p.path.rsplit('/').next().unwrap_or(p.path)
+}
+
+/// What to do without a network: the command that installs a file fetched by other means.
+fn offline_hint(p: &Pretrained) -> String {
+    format!(
+        "download {} by other means and run `{} import-caffe FILE --install`",
+        file_name(p),
+        program()
+    )
+}
+
+/// Where the converted model `p` is kept.
+fn cached_path(p: &Pretrained) -> Result<PathBuf> {
+    Ok(cache_dir()?.join(format!("{}.safetensors", p.name)))
+}
+
 /// The model `p`: from the cache, else downloaded, verified, converted and cached.
 pub fn load(p: &Pretrained) -> Result<Model> {
     let url = format!("{}/{}", base_url(), p.path);
@@ -85,12 +118,14 @@ pub fn load(p: &Pretrained) -> Result<Model> {
             p.name,
             format!(
                 "no checksum is known for this file, so activeshift does not download it; \
-                 fetch {url} yourself and run `activeshift import-caffe FILE -o {}.safetensors`",
+                 fetch {url} yourself and run `{} import-caffe FILE -o {}.safetensors`, then \
+                 pass that file to --model",
+                program(),
                 p.name
             ),
         ));
     };
-    let cached = cache_dir()?.join(format!("{}.safetensors", p.name));
+    let cached = cached_path(p)?;
     if cached.is_file() {
         return Model::load(&cached).map_err(|e| {
             err(
@@ -100,7 +135,7 @@ pub fn load(p: &Pretrained) -> Result<Model> {
         });
     }
     eprintln!("downloading {} from {url}", p.name);
-    let bytes = download(p.name, &url)?;
+    let bytes = download(p, &url)?;
     let found = sha256_hex(&bytes);
     if found != sha256 {
         return Err(err(
@@ -111,15 +146,8 @@ pub fn load(p: &Pretrained) -> Result<Model> {
             ),
         ));
     }
-    let layers = activeshift::caffe::parse_caffemodel(&bytes)?;
-    let model = activeshift::model::import_caffe(&layers, activeshift::model::imagenet::labels())?;
-    if let Some(dir) = cached.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    match model.save(&cached, false) {
+    let model = convert(&bytes)?;
+    match save(&model, &cached, false) {
         Ok(()) => eprintln!("converted and cached as {}", cached.display()),
         // Another process cached it first: theirs is the same model.
         Err(_) if cached.is_file() => {}
@@ -128,7 +156,51 @@ pub fn load(p: &Pretrained) -> Result<Model> {
     Ok(model)
 }
 
-fn download(name: &str, url: &str) -> Result<Vec<u8>> {
+/// `import-caffe FILE --install`: the authors' file obtained by other means, checked against the
+/// SHA-256 a download is checked against, converted and kept where `--model NAME` finds it.
+/// Returns the name and the path written. An existing copy is replaced only with `force`.
+pub fn install(file: &std::path::Path, force: bool) -> Result<(&'static str, PathBuf)> {
+    let bytes = activeshift::caffe::read_caffemodel_bytes(file)?;
+    let found = sha256_hex(&bytes);
+    let Some(p) = PRETRAINED.iter().find(|p| p.sha256 == Some(found.as_str())) else {
+        let known: Vec<String> = PRETRAINED
+            .iter()
+            .filter_map(|p| p.sha256.map(|_| format!("{} ({})", p.name, file_name(p))))
+            .collect();
+        return Err(err(
+            &file.display().to_string(),
+            format!(
+                "SHA-256 is {found}, which is none of the files activeshift installs by name \
+                 ({}); nothing was written (convert other weights with `-o FILE` instead)",
+                known.join(", ")
+            ),
+        ));
+    };
+    let cached = cached_path(p)?;
+    let model = convert(&bytes)?;
+    save(&model, &cached, force)?;
+    Ok((p.name, cached))
+}
+
+/// The authors' ImageNet network from the bytes of its `.caffemodel`, with the ImageNet labels.
+fn convert(bytes: &[u8]) -> Result<Model> {
+    let layers = activeshift::caffe::parse_caffemodel(bytes)?;
+    activeshift::model::import_caffe(&layers, activeshift::model::imagenet::labels())
+}
+
+/// Write `model` to `path` (atomically; its folder created), replacing a file only with `force`.
+fn save(model: &Model, path: &std::path::Path, force: bool) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    model.save(path, force)
+}
+
+fn download(p: &Pretrained, url: &str) -> Result<Vec<u8>> {
+    let name = p.name;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_global(Some(Duration::from_secs(300)))
@@ -137,10 +209,7 @@ fn download(name: &str, url: &str) -> Result<Vec<u8>> {
     let mut response = agent.get(url).call().map_err(|e| {
         err(
             name,
-            format!(
-                "cannot download {url}: {e} (offline? download the .caffemodel by other means \
-                 and run `activeshift import-caffe FILE -o {name}.safetensors`)"
-            ),
+            format!("cannot download {url}: {e} (offline? {})", offline_hint(p)),
         )
     })?;
     response

