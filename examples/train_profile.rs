@@ -145,7 +145,7 @@ impl Backend for Timed {
     fn update_running_stats(&mut self, step: RunningStatsStep<'_, T>) -> Result<()> {
         self.time("update_running_stats", |b| b.update_running_stats(step))
     }
-    fn softmax_cross_entropy(&mut self, l: &T, labels: &[u8], k: usize) -> Result<(T, T, T)> {
+    fn softmax_cross_entropy(&mut self, l: &T, labels: &[u32], k: usize) -> Result<(T, T, T)> {
         self.time("softmax_cross_entropy", |b| {
             b.softmax_cross_entropy(l, labels, k)
         })
@@ -153,7 +153,7 @@ impl Backend for Timed {
 }
 
 /// ASNet-20 16x1 for Fashion-MNIST, and a fixed batch of `batch` images with their labels.
-fn setup(batch: usize) -> Result<(Trainer, Vec<f32>, Vec<u8>)> {
+fn setup(batch: usize) -> Result<(Trainer, Vec<f32>, Vec<u32>)> {
     let trainer = Trainer::new(
         fashion_mnist_config(16, 1),
         vec![],
@@ -162,7 +162,7 @@ fn setup(batch: usize) -> Result<(Trainer, Vec<f32>, Vec<u8>)> {
     let input: Vec<f32> = (0..batch * 784)
         .map(|i| ((i * 7 % 251) as f32) / 251.0 - 0.5)
         .collect();
-    let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+    let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
     Ok((trainer, input, labels))
 }
 

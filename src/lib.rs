@@ -51,7 +51,10 @@
 //! use activeshift::train::{CpuBackend, Session, TrainSettings, Trainer, fashion_mnist_config};
 //!
 //! // 16 blank 28x28 images, labels 0..9 (activeshift::data::FashionMnist holds the real set).
-//! let data = Dataset { pixels: vec![0; 16 * 784], labels: (0..16).map(|i| i % 10).collect() };
+//! let mut data = Dataset::default(); // 1 x 28 x 28
+//! for i in 0..16 {
+//!     data.push(&[0; 784], i % 10)?;
+//! }
 //! let labels = (0..10).map(|c| format!("class {c}")).collect();
 //! let settings = TrainSettings { epochs: 1, batch: 8, ..TrainSettings::default() };
 //! let trainer = Trainer::new(fashion_mnist_config(4, 1), labels, settings)?;

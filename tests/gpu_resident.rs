@@ -48,11 +48,11 @@ fn trainer(seed: u64, block: BlockKind, shift: ShiftMode) -> Trainer {
 }
 
 /// `steps` batches of `n` random images with labels.
-fn batches(rng: &mut StdRng, steps: usize, n: usize) -> Vec<(Vec<f32>, Vec<u8>)> {
+fn batches(rng: &mut StdRng, steps: usize, n: usize) -> Vec<(Vec<f32>, Vec<u32>)> {
     (0..steps)
         .map(|_| {
             let x = uniform(rng, n * 121, -1.5, 1.5);
-            let y = (0..n).map(|_| rng.random_range(0..4u8)).collect();
+            let y = (0..n).map(|_| rng.random_range(0..4u32)).collect();
             (x, y)
         })
         .collect()

@@ -149,7 +149,7 @@ fn softmax_cross_entropy_matches_cpu() {
         let n = rng.random_range(1..70);
         let k = rng.random_range(2..13);
         let logits = uniform(&mut rng, n * k, -6.0, 6.0);
-        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..k) as u8).collect();
+        let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..k) as u32).collect();
         let (d_cpu, db_cpu, per_cpu) = CpuBackend
             .softmax_cross_entropy(&logits.clone().into(), &labels, k)
             .unwrap();
@@ -342,7 +342,7 @@ fn gradients_agree(ctx: &GpuContext, rng: &mut StdRng, seed: u64, block: BlockKi
     let mut gpu_t = cpu.clone();
     let xs = Shape4::new(n, 1, 11, 11);
     let input = uniform(rng, xs.len(), -1.5, 1.5);
-    let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % 4) as u32).collect();
     let mut be = GpuBackend::new(ctx.clone());
     let (st_cpu, g_cpu) = cpu.forward_backward(&input, &labels).unwrap();
     let (st_gpu, g_gpu) = gpu_t.forward_backward_on(&mut be, &input, &labels).unwrap();
@@ -388,7 +388,7 @@ fn training_on_the_gpu_lowers_the_loss() {
         .map(|_| uniform(&mut rng, plane, -1.0, 1.0))
         .collect();
     let sample = |rng: &mut StdRng, n: usize| {
-        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..k) as u8).collect();
+        let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..k) as u32).collect();
         let mut x = Vec::with_capacity(n * plane);
         for &l in &labels {
             let noise = uniform(rng, plane, -0.6, 0.6);

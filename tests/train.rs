@@ -26,7 +26,7 @@ fn tiny() -> ArchConfig {
 
 /// `t` after `steps` SGD steps on one batch at learning rate `lr`, run the way training runs
 /// them (a [`Session`] on the CPU backend).
-fn stepped(t: Trainer, input: &[f32], labels: &[u8], lr: f32, steps: usize) -> Trainer {
+fn stepped(t: Trainer, input: &[f32], labels: &[u32], lr: f32, steps: usize) -> Trainer {
     let mut s = Session::new(t, CpuBackend).unwrap();
     for _ in 0..steps {
         s.step_batch(input, labels, lr).unwrap();
@@ -86,12 +86,12 @@ fn trainer_in_mode(config: ArchConfig, seed: u64, beta: f32, mode: ShiftMode) ->
     t
 }
 
-fn batch() -> (Vec<f32>, Vec<u8>) {
+fn batch() -> (Vec<f32>, Vec<u32>) {
     let n = 5;
     let input = (0..n * 81)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect();
-    let labels = (0..n).map(|i| (i % 3) as u8).collect();
+    let labels = (0..n).map(|i| (i % 3) as u32).collect();
     (input, labels)
 }
 

@@ -245,13 +245,13 @@ pub trait Backend {
     fn softmax_cross_entropy(
         &mut self,
         logits: &Self::Tensor,
-        labels: &[u8],
+        labels: &[u32],
         k: usize,
     ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
 }
 
-pub(crate) fn check_labels(labels: &[u8], k: usize) -> Result<()> {
-    match labels.iter().find(|&&l| usize::from(l) >= k) {
+pub(crate) fn check_labels(labels: &[u32], k: usize) -> Result<()> {
+    match labels.iter().find(|&&l| l as usize >= k) {
         Some(l) => Err(Error::invalid(
             "softmax_cross_entropy",
             format!("label {l} is not below the {k} classes"),
@@ -547,7 +547,7 @@ impl Backend for CpuBackend {
     fn softmax_cross_entropy(
         &mut self,
         logits: &CpuTensor,
-        labels: &[u8],
+        labels: &[u32],
         k: usize,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         check_labels(labels, k)?;
@@ -558,7 +558,7 @@ impl Backend for CpuBackend {
             let row = &logits[i * k..][..k];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-            let label = usize::from(labels[i]);
+            let label = labels[i] as usize;
             let argmax = (0..k)
                 .max_by(|&a, &b| row[a].total_cmp(&row[b]))
                 .unwrap_or(0);

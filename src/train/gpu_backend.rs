@@ -648,7 +648,7 @@ impl Backend for GpuBackend {
     fn softmax_cross_entropy(
         &mut self,
         logits: &GpuTensor,
-        labels: &[u8],
+        labels: &[u32],
         k: usize,
     ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
         check_labels(labels, k)?;
@@ -656,7 +656,7 @@ impl Backend for GpuBackend {
         let logits = logits.reshape(&[n, k])?;
         // The labels as u32 in pooled storage (4 bytes per label, like an f32).
         let label_t = self.alloc(&[n])?;
-        let wide: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
+        let wide: Vec<u32> = labels.to_vec();
         self.ctx
             .queue()
             .write_buffer(label_t.buffer(), 0, bytemuck::cast_slice(&wide));

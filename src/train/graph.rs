@@ -65,7 +65,7 @@ pub(crate) fn forward_backward<B: Backend>(
     plan: &Plan,
     params: &HashMap<ParamId, B::Tensor>,
     input: &[f32],
-    labels: &[u8],
+    labels: &[u32],
 ) -> Result<Pass<B::Tensor>> {
     be.begin_step()?;
     let mut g = Graph {

@@ -346,7 +346,7 @@ impl Trainer {
 
     /// The preprocessed (and, with [`TrainSettings::augment`], augmented by a generator seeded
     /// with `step_seed`) images `idx` of `set`, and their labels.
-    pub fn batch_of(&self, set: &Dataset, idx: &[usize], step_seed: u64) -> (Vec<f32>, Vec<u8>) {
+    pub fn batch_of(&self, set: &Dataset, idx: &[usize], step_seed: u64) -> (Vec<f32>, Vec<u32>) {
         let mut input = Vec::new();
         let mut rng = StdRng::seed_from_u64(step_seed);
         data::batch(
@@ -377,7 +377,7 @@ impl Trainer {
         let idx: Vec<usize> = (0..set.len()).collect();
         for chunk in idx.chunks(500) {
             data::batch(set, chunk, None, &mut input);
-            let labels: Vec<u8> = chunk.iter().map(|&i| set.labels[i]).collect();
+            let labels: Vec<u32> = chunk.iter().map(|&i| set.labels[i]).collect();
             let logits = logits_of(&input, chunk.len())?;
             total.add(score(&logits, &labels, self.config.classes)?);
         }
@@ -396,7 +396,7 @@ impl Trainer {
     pub fn forward_backward(
         &mut self,
         input: &[f32],
-        labels: &[u8],
+        labels: &[u32],
     ) -> Result<(Stats, BTreeMap<String, Vec<f32>>)> {
         self.forward_backward_on(&mut CpuBackend, input, labels)
     }
@@ -409,7 +409,7 @@ impl Trainer {
         &mut self,
         be: &mut B,
         input: &[f32],
-        labels: &[u8],
+        labels: &[u32],
     ) -> Result<(Stats, BTreeMap<String, Vec<f32>>)> {
         let plan = self.plan_for(input, labels)?;
         let mut params = std::collections::HashMap::new();
@@ -450,7 +450,7 @@ impl Trainer {
     }
 
     /// The training plan for `labels.len()` images, after checking that `input` holds them.
-    fn plan_for(&self, input: &[f32], labels: &[u8]) -> Result<Plan> {
+    fn plan_for(&self, input: &[f32], labels: &[u32]) -> Result<Plan> {
         let n = labels.len();
         let plan = Plan::new(&self.config, n);
         let in_shape = plan.slots[plan.input];
@@ -637,7 +637,7 @@ fn stats_of(totals: &[f32], n: usize) -> Stats {
 pub const CHECKPOINT_FORMAT: &str = "activeshift-checkpoint-v1";
 
 /// Summed loss and top-1 hits of `logits` against `labels`.
-fn score(logits: &[f32], labels: &[u8], k: usize) -> Result<Stats> {
+fn score(logits: &[f32], labels: &[u32], k: usize) -> Result<Stats> {
     if logits.len() != labels.len() * k {
         return Err(Error::shape(
             "evaluate",

@@ -147,7 +147,7 @@ impl<B: Backend> Session<B> {
     /// optimiser and the running statistics, all on the backend; nothing comes back (the
     /// batch's loss and hits are added to what [`Session::stats`] reads). A device may still
     /// be running the step when this returns.
-    pub fn step_batch(&mut self, input: &[f32], labels: &[u8], lr: f32) -> Result<()> {
+    pub fn step_batch(&mut self, input: &[f32], labels: &[u32], lr: f32) -> Result<()> {
         let n = labels.len();
         if self.plan.as_ref().is_none_or(|p| p.slots[p.input].n != n) {
             self.plan = Some(self.host.plan_for(input, labels)?);

@@ -450,7 +450,7 @@ pub fn synthetic_fashion(dir: &std::path::Path, train: usize, test: usize) {
                 img[(2 * class + 3) * 28 + c] = 200;
             }
             set.pixels.extend(img);
-            set.labels.push(class as u8);
+            set.labels.push(class as u32);
         }
         set
     };

@@ -714,7 +714,7 @@ fn test_correct(clf: &mut Classifier, set: &activeshift::data::Dataset) -> Resul
         activeshift::data::batch(set, chunk, None, &mut input);
         let out = pollster::block_on(clf.run(&input))?;
         for (k, &i) in chunk.iter().enumerate() {
-            if out.top_k(k, 1)[0].0 == usize::from(set.labels[i]) {
+            if out.top_k(k, 1)[0].0 == set.labels[i] as usize {
                 correct += 1;
             }
         }

@@ -116,7 +116,7 @@ pub(crate) fn selftest() -> Result<()> {
     let mut gpu_t = cpu_t.clone();
     let n = 6;
     let input = pattern(n * 121, 0.6);
-    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % 10) as u32).collect();
     let (_, g_cpu) = cpu_t.forward_backward(&input, &labels)?;
     let mut be = activeshift::train::GpuBackend::new(ctx.clone());
     let (_, g_gpu) = gpu_t.forward_backward_on(&mut be, &input, &labels)?;

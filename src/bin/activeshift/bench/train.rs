@@ -75,7 +75,7 @@ impl Bench {
         let input: Vec<f32> = (0..batch * per)
             .map(|_| self.rng.random_range(-1.0..1.0))
             .collect();
-        let labels: Vec<u8> = (0..batch).map(|i| (i % 10) as u8).collect();
+        let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
         let mut session = Session::new(trainer, be)?;
         time_wall(if self.quick { 2 } else { 5 }, || {
             session.step_batch(&input, &labels, 0.01)?;
