@@ -452,7 +452,13 @@ pub fn batch_with(
     let per_image = channels * plane;
     out.clear();
     out.resize(idx.len() * per_image, 0.0);
-    let source = |c: usize| if norm.source[c] < stored { norm.source[c] } else { 0 };
+    let source = |c: usize| {
+        if norm.source[c] < stored {
+            norm.source[c]
+        } else {
+            0
+        }
+    };
     match augment {
         None => {
             for (k, &i) in idx.iter().enumerate() {

@@ -344,18 +344,47 @@ impl Trainer {
         order
     }
 
+    /// How this network turns the images of `set` into input values (its preprocessing's mean
+    /// and scale, in its channel order), after checking that `set` holds images of the network's
+    /// input shape with labels of its classes.
+    fn normalize_for(&self, set: &Dataset) -> Result<data::Normalize> {
+        let c = &self.config;
+        let want = [c.in_channels, c.input_size[0], c.input_size[1]];
+        if set.shape != want {
+            return Err(Error::shape(
+                "train",
+                "images",
+                format!("{want:?} ([channels, height, width])"),
+                format!("{:?}", set.shape),
+            ));
+        }
+        set.validate(c.classes)?;
+        data::Normalize::of(&c.preprocess, set.shape[0])
+    }
+
     /// The preprocessed (and, with [`TrainSettings::augment`], augmented by a generator seeded
     /// with `step_seed`) images `idx` of `set`, and their labels.
-    pub fn batch_of(&self, set: &Dataset, idx: &[usize], step_seed: u64) -> (Vec<f32>, Vec<u32>) {
+    ///
+    /// # Errors
+    /// When `set`'s images are not of the network's input shape, or a label is not a class of
+    /// it.
+    pub fn batch_of(
+        &self,
+        set: &Dataset,
+        idx: &[usize],
+        step_seed: u64,
+    ) -> Result<(Vec<f32>, Vec<u32>)> {
+        let norm = self.normalize_for(set)?;
         let mut input = Vec::new();
         let mut rng = StdRng::seed_from_u64(step_seed);
-        data::batch(
+        data::batch_with(
             set,
             idx,
+            &norm,
             self.settings.augment.then_some(&mut rng),
             &mut input,
         );
-        (input, idx.iter().map(|&i| set.labels[i]).collect())
+        Ok((input, idx.iter().map(|&i| set.labels[i]).collect()))
     }
 
     /// Test-set accuracy with the running statistics (inference mode), on the CPU: the plan
@@ -372,11 +401,14 @@ impl Trainer {
         set: &Dataset,
         mut logits_of: impl FnMut(&[f32], usize) -> Result<Vec<f32>>,
     ) -> Result<Stats> {
+        let norm = self.normalize_for(set)?;
         let mut total = Stats::default();
         let mut input = Vec::new();
         let idx: Vec<usize> = (0..set.len()).collect();
-        for chunk in idx.chunks(500) {
-            data::batch(set, chunk, None, &mut input);
+        // 500 images a batch, fewer for large images (at most 4M input values, 16 MiB).
+        let per_batch = ((1 << 22) / set.image_len().max(1)).clamp(1, 500);
+        for chunk in idx.chunks(per_batch) {
+            data::batch_with(set, chunk, &norm, None, &mut input);
             let labels: Vec<u32> = chunk.iter().map(|&i| set.labels[i]).collect();
             let logits = logits_of(&input, chunk.len())?;
             total.add(score(&logits, &labels, self.config.classes)?);

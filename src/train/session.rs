@@ -139,7 +139,7 @@ impl<B: Backend> Session<B> {
     /// One SGD step on the images `idx` of `set` (augmented as [`Trainer::batch_of`] says)
     /// with learning rate `lr`. Its loss and hits are added to what [`Session::stats`] reads.
     pub fn step(&mut self, set: &Dataset, idx: &[usize], lr: f32, step_seed: u64) -> Result<()> {
-        let (input, labels) = self.host.batch_of(set, idx, step_seed);
+        let (input, labels) = self.host.batch_of(set, idx, step_seed)?;
         self.step_batch(&input, &labels, lr)
     }
 
