@@ -2,19 +2,11 @@
 // input gradient). One invocation per element on a 2-d grid of workgroups (linear index
 // wg.y * groups.x + wg.x). CPU twin: `CpuBackend::add_assign`.
 
-// Mirrors `LenParams` in src/gpu/kernels/training.rs (shared with
-// global_avg_pool_backward.wgsl).
-struct AddParams {
-    len: u32,
-    // Unused here.
-    plane: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+#import len_params
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: AddParams;
+@group(0) @binding(0) var<uniform> params: LenParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 

@@ -11,7 +11,7 @@
 // workgroup id instead of a per-element division: on CPU adapters such as lavapipe, where an
 // integer division or a varying load costs a loop over the SIMD lanes, about 3x faster.
 
-// Mirrors `AffineParams` in src/gpu/kernels/elementwise.rs.
+// Its Rust twin `AffineParams` is generated from this by build.rs (from naga\'s layout).
 struct AffineParams {
     // Number of elements, N * C * H * W.
     len: u32,

@@ -4,7 +4,7 @@
 // clamped to ±2^20). A channel with a NaN xpos or ypos gets integer offsets of -2^22, which put
 // all four taps outside any image, and zero fractions: it contributes 0.
 
-// Mirrors `TapsParams` in src/gpu/kernels/asl_conv1x1.rs.
+// Its Rust twin `TapsParams` is generated from this by build.rs (from naga\'s layout).
 struct TapsParams {
     c: u32,
     // Where taps start in `out`, in floats.

@@ -16,7 +16,7 @@
 // not cancel the way E[x^2] - mean^2 does in f32. `forward` and `backward_input` run a few
 // consecutive pixels of one plane per invocation.
 
-// Mirrors `BnParams` in src/gpu/kernels/training.rs.
+// Its Rust twin `BnParams` is generated from this by build.rs (from naga\'s layout).
 struct BnParams {
     n: u32,
     c: u32,

@@ -8,6 +8,19 @@
 // neighbouring pixels. The K dimension (input channels) is walked in steps of 16 through
 // workgroup memory (2 x 4 KiB).
 
+// With SHIFTED (asl_conv1x1_tiled.wgsl) it is the Active Shift Layer fused into the following
+// 1x1 convolution, for GPUs: the input tile is loaded through the ASL's bilinear shift, so the
+// shifted tensor never exists in memory (gemm.wgsl with SHIFTED is the register-tiled twin for
+// CPU adapters):
+//
+//   Y[n, co, i, j] = epilogue(sum_ci W[co, ci] * ASL(x)[n, ci, i, j])
+//   ASL(x)[n, c, i, j] = bilinear sample of x[n, c] at row i*s + ypos[c], column j*s + xpos[c],
+//                        each of the four taps reading 0 outside the image (asl_forward.wgsl).
+//
+// Each element of the input tile is then the bilinear mix of its four taps, read once per tile
+// (once per 64 output channels), with the channel's integer offsets and fractions precomputed
+// by asl_taps.wgsl (a NaN shift gets offsets outside every image: the channel contributes 0).
+
 #import conv1x1_params
 #import gemm_store_scalar
 
@@ -28,7 +41,14 @@ const TILE_K: u32 = 16u;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 // [N, Cout, Ho, Wo]
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
+#ifdef SHIFTED
+// Per input channel: (floor(xpos), floor(ypos), xpos - floor(xpos), ypos - floor(ypos)).
+@group(0) @binding(7) var<storage, read> taps: array<vec4<f32>>;
+
+#import tap
+#else
 #import conv1x1_input
+#endif
 
 // sh_w[k * TILE_M + m] = W[tile_m + m, k0 + k];  sh_x[k * TILE_N + p] = X[k0 + k, src(tile_n + p)]
 var<workgroup> sh_w: array<f32, 1024>;
@@ -68,8 +88,18 @@ fn main(
             let cx = k0 + xk;
             var xv = 0.0;
             if (p < plane_out && cx < params.cin) {
+#ifdef SHIFTED
+                let t = taps[cx];
+                let r = i32((p / params.wo) * params.stride) + i32(t.y);
+                let c = i32((p % params.wo) * params.stride) + i32(t.x);
+                let base = x_base + cx * plane_in;
+                let top = (1.0 - t.z) * tap(base, r, c) + t.z * tap(base, r, c + 1);
+                let bottom = (1.0 - t.z) * tap(base, r + 1, c) + t.z * tap(base, r + 1, c + 1);
+                xv = (1.0 - t.w) * top + t.w * bottom;
+#else
                 let src = (p / params.wo) * params.stride * params.w + (p % params.wo) * params.stride;
                 xv = input(x[x_base + cx * plane_in + src], cx);
+#endif
             }
             sh_x[xk * TILE_N + xp] = xv;
         }

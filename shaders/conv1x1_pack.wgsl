@@ -8,7 +8,7 @@
 // With `transposed` set, W is read from a [Cin, Cout] matrix (W[co, ci] = weight[ci, co]): the
 // GEMM then multiplies by the transpose of that matrix (the 1x1 convolution's input gradient).
 
-// Mirrors `PackParams` in src/gpu/kernels/conv1x1.rs.
+// Its Rust twin `PackParams` is generated from this by build.rs (from naga\'s layout).
 struct PackParams {
     cout: u32,
     cin: u32,

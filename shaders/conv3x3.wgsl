@@ -16,17 +16,7 @@
 // on the ImageNet stem (3 -> 32 channels, 224x224, stride 2) about 2.5 times as fast as one
 // pixel per invocation and 1.5 times as fast as PX = 4 (`activeshift bench` times the stem).
 
-// Mirrors `Conv3x3Params` in src/gpu/kernels/conv3x3.rs.
-struct Conv3x3Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-}
+#import conv3x3_params
 
 const WG_SIZE: u32 = 64u;
 // Output pixels per invocation (along a row); the Rust side uses the same number (`PX`).

@@ -8,21 +8,11 @@
 // partial sums in a fixed tree: the same result on every run. Workgroups form a 2-d grid
 // (linear index wg.y * groups.x + wg.x); surplus workgroups write nothing.
 
-// Mirrors `Conv3x3GradParams` in src/gpu/kernels/training.rs.
-struct Conv3x3GradParams {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
-}
+#import conv3x3_params
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: Conv3x3GradParams;
+@group(0) @binding(0) var<uniform> params: Conv3x3Params;
 // [N, Cout, Ho, Wo]
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 // [N, Cin, H, W]

@@ -1,13 +1,21 @@
-// A plain copy, y[i] = x[i], one f32 per invocation: the benchmark's bandwidth ceiling (the
-// same access pattern as asl_forward.wgsl without the shift).
+// A plain copy, y[i] = x[i], one element per invocation: the benchmark's bandwidth ceiling (the
+// same access pattern as asl_forward.wgsl without the shift). With VEC4 (copy_vec4.wgsl, for
+// lengths divisible by 4) an element is a vec4 and `params.len` counts vec4s: the ceiling for
+// the vectorised kernels.
 
 #import copy_params
 
 const WG_SIZE: u32 = 256u;
 
+#ifdef VEC4
+alias Elem = vec4<f32>;
+#else
+alias Elem = f32;
+#endif
+
 @group(0) @binding(0) var<uniform> params: CopyParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<Elem>;
+@group(0) @binding(2) var<storage, read_write> y: array<Elem>;
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -16,7 +16,7 @@
 //
 // with x read as 0 outside the image.
 
-// Mirrors `DepthwiseBackwardParams` in src/gpu/kernels/training.rs.
+// Its Rust twin `DepthwiseBackwardParams` is generated from this by build.rs (from naga\'s layout).
 struct DepthwiseBackwardParams {
     n: u32,
     c: u32,

@@ -10,7 +10,7 @@
 // costs in proportion to the workgroup size: on [8, 256, 7, 7], 64 invocations took about twice
 // as long as 32, and 256 ten times as long.
 
-// Mirrors `PoolParams` in src/gpu/kernels/elementwise.rs.
+// Its Rust twin `PoolParams` is generated from this by build.rs (from naga\'s layout).
 struct PoolParams {
     n: u32,
     c: u32,

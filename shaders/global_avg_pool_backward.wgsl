@@ -6,19 +6,11 @@
 // One invocation per element of dx on a 2-d grid of workgroups (linear index
 // wg.y * groups.x + wg.x). CPU twin: `CpuBackend::avg_pool_backward`.
 
-// Mirrors `PoolGradParams` in src/gpu/kernels/training.rs.
-struct PoolGradParams {
-    // N * C * H * W.
-    len: u32,
-    // H * W.
-    plane: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+#import len_params
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: PoolGradParams;
+@group(0) @binding(0) var<uniform> params: LenParams;
 // [N, C]
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 // [N, C, H, W]

@@ -7,7 +7,7 @@
 // wg.y * groups.x + wg.x). CPU twins: `train::optim::sgd_update` and
 // `train::ops::update_running_stats`.
 
-// Mirrors `OptimizerParams` in src/gpu/kernels/optimizer.rs.
+// Its Rust twin `OptimizerParams` is generated from this by build.rs (from naga\'s layout).
 struct OptimizerParams {
     // Elements updated (sgd), channels (running_stats).
     len: u32,

@@ -2,7 +2,7 @@
 // unit L2 norm in place; a zero pair is left alone. The pair is first divided by its larger
 // magnitude so that squaring neither underflows (tiny gradients) nor overflows.
 
-// Mirrors `NormalizeParams` in src/gpu/kernels/asl.rs.
+// Its Rust twin `NormalizeParams` is generated from this by build.rs (from naga\'s layout).
 struct NormalizeParams {
     c: u32,
     _pad0: u32,

@@ -10,7 +10,7 @@
 // WG_SIZE, then a tree in workgroup memory combines the WG_SIZE partial results, first for the
 // maximum, then for the sum; every invocation finally writes its elements.
 
-// Mirrors `SoftmaxParams` in src/gpu/kernels/elementwise.rs.
+// Its Rust twin `SoftmaxParams` is generated from this by build.rs (from naga\'s layout).
 struct SoftmaxParams {
     rows: u32,
     cols: u32,

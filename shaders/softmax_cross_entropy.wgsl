@@ -9,7 +9,7 @@
 // equal maxima, as the CPU twin) is the label; `bias_grad` one invocation per class, adding the
 // images in order. Labels are checked on the host (< K).
 
-// Mirrors `CeParams` in src/gpu/kernels/training.rs.
+// Its Rust twin `CeParams` is generated from this by build.rs (from naga\'s layout).
 struct CeParams {
     n: u32,
     k: u32,

@@ -84,27 +84,42 @@ fn every_shader_validates_within_webgpu_limits() {
             failures.push(format!("{name}: first line is {first:?}"));
         }
     }
-    // Every kernel source (hand-written in shaders/, GEMM templates in shaders/gemm/) is
-    // produced, and nothing else: the list comes from the build step, not from a hand-kept one.
+    // Every family source in shaders/ makes some kernel, every kernel is listed in build.rs's
+    // one table of permutations, and nothing else is produced.
+    let permutations = activeshift::gpu::kernels::SHADER_PERMUTATIONS;
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
     let mut sources = Vec::new();
-    for dir in [root.to_string(), format!("{root}/gemm")] {
-        for entry in std::fs::read_dir(&dir).expect("shaders/ exists") {
-            let name = entry
-                .expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .to_string();
-            if name.ends_with(".wgsl") {
-                sources.push(name);
-            }
+    for entry in std::fs::read_dir(root).expect("shaders/ exists") {
+        let name = entry
+            .expect("dir entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
+        if let Some(family) = name.strip_suffix(".wgsl") {
+            sources.push(family.to_string());
         }
     }
     sources.sort();
-    let mut produced: Vec<String> = shaders.iter().map(|(n, _)| n.to_string()).collect();
-    produced.sort();
-    assert_eq!(produced, sources, "build.rs produces one kernel per source");
-    assert!(sources.len() >= 30, "expected the kernels in {root}");
+    let mut used: Vec<String> = permutations.iter().map(|p| p.1.to_string()).collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used, sources, "every source in shaders/ is some kernel's");
+    let produced: Vec<&str> = shaders.iter().map(|(n, _)| *n).collect();
+    let listed: Vec<&str> = permutations.iter().map(|p| p.0).collect();
+    assert_eq!(produced, listed, "one kernel per permutation");
+    assert!(produced.len() >= 30, "expected the kernels of {root}");
+    for (file, _, _, entries) in permutations {
+        let src = shaders.iter().find(|(n, _)| n == file).map(|(_, s)| *s);
+        let module = naga::front::wgsl::parse_str(src.unwrap_or_default()).expect("parses");
+        for (entry, _) in *entries {
+            if *entry != "main" || entries.len() > 1 {
+                assert!(
+                    module.entry_points.iter().any(|e| e.name == *entry),
+                    "{file}: no entry point {entry}"
+                );
+            }
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -1,4 +1,4 @@
-// Mirrors `AslParams` in src/gpu/kernels/asl.rs.
+// Its Rust twin `AslParams` is generated from this by build.rs (from naga\'s layout).
 struct AslParams {
     n: u32,
     c: u32,

@@ -1,4 +1,4 @@
-// Mirrors `Conv1x1Params` in src/gpu/kernels/conv1x1.rs.
+// Its Rust twin `Conv1x1Params` is generated from this by build.rs (from naga\'s layout).
 struct Conv1x1Params {
     n: u32,
     cin: u32,

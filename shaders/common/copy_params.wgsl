@@ -1,4 +1,4 @@
-// Mirrors `CopyParams` in src/gpu/kernels/elementwise.rs (the params-layout test checks it).
+// Its Rust twin `CopyParams` is generated from this by build.rs (from naga\'s layout).
 struct CopyParams {
     len: u32,
     // Invocations per row of the 2D dispatch (groups.x * WG_SIZE).

@@ -1,4 +1,4 @@
-// Mirrors `DepthwiseParams` in src/gpu/kernels/depthwise.rs (the params-layout test checks it).
+// Its Rust twin `DepthwiseParams` is generated from this by build.rs (from naga\'s layout).
 struct DepthwiseParams {
     n: u32,
     c: u32,

@@ -1,5 +1,7 @@
     var acc: array<vec4<f32>, ROWS>;
-    {{store}}
+#unroll M ROWS
+    acc[M] = a##M;
+#endunroll
     let y_base = n * params.cout * plane_out;
     let co0 = params.row0 + rb * ROWS;
     for (var m = 0u; m < ROWS; m++) {

@@ -1,4 +1,4 @@
-// Mirrors `GemmParams` in src/gpu/kernels/conv1x1.rs.
+// Its Rust twin `GemmParams` is generated from this by build.rs (from naga\'s layout).
 struct GemmParams {
     n: u32,
     cin: u32,

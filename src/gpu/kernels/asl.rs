@@ -1,5 +1,6 @@
 //! The Active Shift Layer kernels: forward, input gradient, shift gradient, normalization.
 
+use super::params::{AslParams, NormalizeParams, RowsParams};
 use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -10,20 +11,6 @@ const WG_SIZE: usize = 256;
 /// Output positions reduced by one workgroup of `partial_sums` (`CHUNK` in
 /// `asl_backward_shift.wgsl`).
 pub const ASL_SHIFT_CHUNK: usize = 4096;
-
-/// Mirrors `struct AslParams` in `shaders/common/asl_params.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct AslParams {
-    pub(crate) n: u32,
-    pub(crate) c: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) stride: u32,
-    pub(crate) chunks: u32,
-}
 
 impl AslParams {
     fn new(op: &'static str, xs: Shape4, stride: usize, chunks: usize) -> Result<Self> {
@@ -41,20 +28,6 @@ impl AslParams {
             chunks: u32_of(op, "chunks", chunks)?,
         })
     }
-}
-
-/// Mirrors `struct RowsParams` in `shaders/asl_forward_rows.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct RowsParams {
-    pub(crate) n: u32,
-    pub(crate) c: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) rows: u32,
-    pub(crate) strips: u32,
-    pub(crate) chunks: u32,
-    pub(crate) _pad: u32,
 }
 
 /// Output rows per invocation of `asl_forward_rows.wgsl`: each chunk of rows costs one extra
@@ -213,7 +186,7 @@ impl AslForward {
                     rows: u32_of(OP, "rows per invocation", rows)?,
                     strips: u32_of(OP, "strips", strips)?,
                     chunks: u32_of(OP, "row chunks", chunks)?,
-                    _pad: 0,
+                    ..Default::default()
                 };
                 let per_plane = strips * chunks;
                 let groups = workgroups(OP, device, [per_plane.div_ceil(64), xs.c, xs.n])?;
@@ -323,14 +296,6 @@ impl AslBackwardShift {
     }
 }
 
-/// Mirrors `struct NormalizeParams` in `shaders/shift_grad_normalize.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct NormalizeParams {
-    pub(crate) c: u32,
-    pub(crate) _pad: [u32; 3],
-}
-
 /// `shaders/shift_grad_normalize.wgsl`: scales each channel's shift gradient to unit norm.
 pub struct ShiftGradNormalize {
     pipeline: Pipeline,
@@ -359,7 +324,7 @@ impl ShiftGradNormalize {
         };
         let params = NormalizeParams {
             c: u32_of(OP, "channels", c)?,
-            _pad: [0; 3],
+            ..Default::default()
         };
         let groups = workgroups(OP, ctx.device(), [c.div_ceil(WG_SIZE), 1, 1])?;
         Ok(self

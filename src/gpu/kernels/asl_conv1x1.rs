@@ -1,8 +1,9 @@
 //! The Active Shift Layer fused into the following 1x1 convolution: the GEMM reads its input
 //! through the bilinear shift, so the shifted tensor never exists in memory.
 
-use super::conv1x1::{Conv1x1Params, bind_epilogue, weight_cout};
+use super::conv1x1::{bind_epilogue, weight_cout};
 use super::packed::{PackedGemm, PackedPipelines};
+use super::params::{Conv1x1Params, TapsParams};
 use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Conv1x1Epilogue;
@@ -50,15 +51,6 @@ impl AslConv1x1Variant {
             _ => true,
         }
     }
-}
-
-/// Mirrors `struct TapsParams` in `shaders/asl_taps.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct TapsParams {
-    pub(crate) c: u32,
-    pub(crate) offset: u32,
-    pub(crate) _pad: [u32; 2],
 }
 
 /// The operands of [`AslConv1x1::prepare`]: `y = epilogue(W · ASL(x; shift, stride))`.
@@ -186,7 +178,7 @@ impl AslConv1x1 {
         let taps_params = TapsParams {
             c: u32_of(OP, "channels", xs.c)?,
             offset: 0,
-            _pad: [0; 2],
+            ..Default::default()
         };
         let taps_groups = workgroups(OP, device, [xs.c.div_ceil(64), 1, 1])?;
         let taps = |packed: &wgpu::Buffer, offset: usize| -> Result<Dispatch> {

@@ -4,6 +4,7 @@
 //! machinery is in `packed.rs`, the backward GEMMs in `conv1x1_backward.rs`.
 
 use super::packed::{PackedGemm, PackedPipelines};
+use super::params::Conv1x1Params;
 use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -16,26 +17,6 @@ pub(crate) const FLAG_RESIDUAL: u32 = 2;
 pub(crate) const FLAG_RELU: u32 = 4;
 /// Read each input value through `max(in_scale[ci] * x + in_bias[ci], 0)` (the 1x1 GEMMs).
 pub(super) const FLAG_INPUT_AFFINE: u32 = 16;
-
-/// Mirrors `struct Conv1x1Params` in `shaders/common/conv1x1_params.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Conv1x1Params {
-    pub(crate) n: u32,
-    pub(crate) cin: u32,
-    pub(crate) cout: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) stride: u32,
-    pub(crate) flags: u32,
-    /// The backward weight kernel only: terms of K per chunk.
-    pub(crate) k_chunk: u32,
-    /// The backward weight kernel only: number of chunks.
-    pub(crate) splits: u32,
-    pub(crate) _pad: u32,
-}
 
 impl Conv1x1Params {
     pub(crate) fn new(
@@ -63,7 +44,7 @@ impl Conv1x1Params {
             flags,
             k_chunk: 0,
             splits: 0,
-            _pad: 0,
+            ..Default::default()
         })
     }
 }

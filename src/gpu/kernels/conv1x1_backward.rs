@@ -1,6 +1,7 @@
 //! The two GEMMs of the 1x1 convolution's backward pass.
 
-use super::conv1x1::{Conv1x1Params, matrix_rows, weight_cout};
+use super::conv1x1::{matrix_rows, weight_cout};
+use super::params::Conv1x1Params;
 use super::{Dispatch, Pipeline, expect_dims, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};

@@ -2,6 +2,7 @@
 
 use super::conv1x1::bind_epilogue;
 use super::packed::{PackedGemm, PackedPipelines};
+use super::params::Conv3x3Params;
 use super::{
     Conv1x1Epilogue, Dispatch, LazyPipeline, expect_dims, expect_distinct, u32_of, workgroups,
 };
@@ -15,20 +16,6 @@ const WG_SIZE: usize = 64;
 const PX: usize = 8;
 /// Output channels per workgroup (`CO_TILE` in `conv3x3.wgsl`).
 const CO_TILE: usize = 16;
-
-/// Mirrors `struct Conv3x3Params` in `shaders/conv3x3.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Conv3x3Params {
-    pub(crate) n: u32,
-    pub(crate) cin: u32,
-    pub(crate) cout: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) stride: u32,
-}
 
 /// `shaders/conv3x3_gemm.wgsl` (the register-tiled GEMM over weights packed by
 /// `conv1x1_pack.wgsl`, reading its input through im2col on the fly) and

@@ -1,5 +1,6 @@
 //! The depthwise 3x3 convolution (the MobileNet-style baseline block).
 
+use super::params::DepthwiseParams;
 use super::{Dispatch, LazyPipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
@@ -9,20 +10,6 @@ use crate::shape::{check_nonempty, check_stride};
 const WG_SIZE: usize = 64;
 /// Adjacent output pixels of one row per invocation (`PX` in `depthwise3x3.wgsl`).
 const PX: usize = 4;
-
-/// Mirrors `struct DepthwiseParams` in `shaders/depthwise3x3.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct DepthwiseParams {
-    pub(crate) n: u32,
-    pub(crate) c: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) stride: u32,
-    pub(crate) runs_per_row: u32,
-}
 
 /// `shaders/depthwise3x3.wgsl`: depthwise 3x3 convolution, padding 1, any stride, no bias;
 /// `shaders/depthwise3x3_vec4.wgsl` (vec4 loads and stores) for stride 1 and a width divisible

@@ -1,6 +1,7 @@
 //! Per-channel and per-row layers of inference: the affine (folded BatchNorm) with optional
 //! ReLU, global average pooling and the row-wise softmax of the classifier.
 
+use super::params::{AffineParams, CopyParams, PoolParams, SoftmaxParams};
 use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
@@ -8,16 +9,6 @@ use crate::shape::check_nonempty;
 
 /// Invocations per workgroup of these kernels (`WG_SIZE` in their WGSL).
 const WG_SIZE: usize = 256;
-
-/// Mirrors `struct AffineParams` in `shaders/affine.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct AffineParams {
-    pub(crate) len: u32,
-    pub(crate) c: u32,
-    pub(crate) plane: u32,
-    pub(crate) relu: u32,
-}
 
 /// `shaders/affine.wgsl`: `y = scale[c] * x + bias[c]` per channel, optionally followed by ReLU
 /// (vec4 entry points where `H * W` is divisible by 4).
@@ -106,16 +97,6 @@ pub(super) fn grid(device: &wgpu::Device, groups: usize) -> [usize; 3] {
     }
 }
 
-/// Mirrors `struct PoolParams` in `shaders/global_avg_pool.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct PoolParams {
-    pub(crate) n: u32,
-    pub(crate) c: u32,
-    pub(crate) plane: u32,
-    pub(crate) _pad: u32,
-}
-
 /// `shaders/global_avg_pool.wgsl`: the mean of every channel plane, by a fixed-order
 /// reduction (bitwise reproducible).
 pub struct GlobalAvgPool {
@@ -141,7 +122,7 @@ impl GlobalAvgPool {
             n: u32_of(OP, "batch size", xs.n)?,
             c: u32_of(OP, "channels", xs.c)?,
             plane: u32_of(OP, "plane size (H * W)", xs.plane())?,
-            _pad: 0,
+            ..Default::default()
         };
         let device = ctx.device();
         let groups = workgroups(OP, device, [xs.c, xs.n, 1])?;
@@ -149,15 +130,6 @@ impl GlobalAvgPool {
             .pipeline
             .prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
     }
-}
-
-/// Mirrors `struct SoftmaxParams` in `shaders/softmax.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct SoftmaxParams {
-    pub(crate) rows: u32,
-    pub(crate) cols: u32,
-    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/softmax.wgsl`: numerically stable softmax of every row of a `[N, K]` tensor.
@@ -192,7 +164,7 @@ impl Softmax {
         let params = SoftmaxParams {
             rows: u32_of(OP, "rows", rows)?,
             cols: u32_of(OP, "columns", cols)?,
-            _pad: [0; 2],
+            ..Default::default()
         };
         let device = ctx.device();
         let groups = workgroups(OP, device, [rows, 1, 1])?;
@@ -200,15 +172,6 @@ impl Softmax {
             .pipeline
             .prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
     }
-}
-
-/// Mirrors `struct CopyParams` in `shaders/copy.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct CopyParams {
-    pub(crate) len: u32,
-    pub(crate) row: u32,
-    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/copy.wgsl`: `y = x`, one element per invocation, or `shaders/copy_vec4.wgsl`, one
@@ -246,7 +209,7 @@ impl BufferCopy {
         let params = CopyParams {
             len: u32_of(OP, "elements", len)?,
             row: u32_of(OP, "elements", gx * WG_SIZE)?,
-            _pad: [0; 2],
+            ..Default::default()
         };
         let groups = workgroups(OP, ctx.device(), [gx, groups.div_ceil(gx), 1])?;
         let pipeline = if vec4 {

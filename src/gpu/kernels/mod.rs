@@ -10,6 +10,7 @@ mod depthwise;
 mod elementwise;
 mod optimizer;
 mod packed;
+mod params;
 mod training;
 
 pub use asl::{
@@ -82,7 +83,8 @@ impl std::fmt::Display for KernelChoice {
 }
 
 // `SHADERS`: the WGSL source of every kernel, by file name, produced by build.rs from
-// `shaders/` (hand-written kernels composed with `shaders/common/`, GEMMs from `shaders/gemm/`).
+// `shaders/` (one source per family, every permutation listed in build.rs's `KERNELS`), and
+// `SHADER_PERMUTATIONS`: that table.
 include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 
 fn source(file: &str) -> &'static str {

@@ -3,30 +3,13 @@
 //! state in GPU buffers.
 
 use super::elementwise::grid;
+use super::params::OptimizerParams;
 use super::{Dispatch, Pipeline, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 
 /// Invocations per workgroup of `optimizer.wgsl`.
 const WG_SIZE: usize = 256;
-
-/// Mirrors `struct OptimizerParams` in `shaders/optimizer.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct OptimizerParams {
-    pub(crate) len: u32,
-    pub(crate) offset: u32,
-    pub(crate) channels: u32,
-    pub(crate) _pad0: u32,
-    pub(crate) lr_mult: f32,
-    pub(crate) momentum: f32,
-    pub(crate) weight_decay: f32,
-    pub(crate) count: f32,
-    pub(crate) divisor: f32,
-    pub(crate) _pad1: f32,
-    pub(crate) _pad2: f32,
-    pub(crate) _pad3: f32,
-}
 
 /// One parameter tensor's optimiser step for [`Optimizer::prepare_sgd`]: Nesterov SGD
 /// (`g' = g + weight_decay w; v = momentum v + g'; w -= lr lr_mult (g' + momentum v)`), the

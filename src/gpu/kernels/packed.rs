@@ -3,6 +3,7 @@
 //! `conv1x1_pack.wgsl`, then one GEMM dispatch per slab.
 
 use super::conv1x1::{EpilogueBinding, FLAG_INPUT_AFFINE};
+use super::params::{GemmParams, PackParams};
 use super::{Dispatch, LazyPipeline, Pipeline, u32_of, workgroups};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuTensor};
@@ -19,41 +20,6 @@ pub(crate) const WIDE_FROM: usize = 64;
 /// Invocations per workgroup of the packed GEMMs (`WG_SIZE` in their WGSL).
 const GEMM_WG: usize = 32;
 const FLAG_ACCUMULATE: u32 = 8;
-
-/// Mirrors `struct PackParams` in `shaders/conv1x1_pack.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct PackParams {
-    pub(crate) cout: u32,
-    pub(crate) cin: u32,
-    pub(crate) kc: u32,
-    pub(crate) rows: u32,
-    pub(crate) nk: u32,
-    pub(crate) len: u32,
-    pub(crate) transposed: u32,
-    pub(crate) _pad: u32,
-}
-
-/// Mirrors `struct GemmParams` in `shaders/common/gemm_params.wgsl` (used by `shaders/gemm/*`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct GemmParams {
-    pub(crate) n: u32,
-    pub(crate) cin: u32,
-    pub(crate) cout: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) stride: u32,
-    pub(crate) flags: u32,
-    pub(crate) row0: u32,
-    pub(crate) kc: u32,
-    pub(crate) k0: u32,
-    pub(crate) k1: u32,
-    pub(crate) nrows: u32,
-    pub(crate) _pad: [u32; 2],
-}
 
 /// How a `[Cout, Cin]` weight is cut into uniform slabs: blocks of `rows` output channels times
 /// chunks of `kc` input channels.
@@ -214,7 +180,7 @@ impl PackedGemm<'_> {
             nk: u32_of(op, "input channels", nk)?,
             len: u32_of(op, "packed weights", len)?,
             transposed: u32::from(self.transposed),
-            _pad: 0,
+            ..Default::default()
         };
         let groups = len.div_ceil(256);
         let gx = groups.min(32768);
@@ -249,7 +215,7 @@ impl PackedGemm<'_> {
             k0: 0,
             k1: 0,
             nrows: 0,
-            _pad: [0; 2],
+            ..Default::default()
         })
     }
 

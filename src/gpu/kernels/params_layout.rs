@@ -35,55 +35,54 @@ macro_rules! layout {
 
 fn rust_layouts() -> Vec<RustLayout> {
     vec![
-        layout!(asl::AslParams, [n, c, h, w, ho, wo, stride, chunks], []),
-        layout!(asl::RowsParams, [n, c, h, w, rows, strips, chunks], [_pad]),
-        layout!(asl::NormalizeParams, [c], [_pad]),
-        layout!(asl_conv1x1::TapsParams, [c, offset], [_pad]),
+        layout!(params::AslParams, [n, c, h, w, ho, wo, stride, chunks], []),
         layout!(
-            conv1x1::Conv1x1Params,
+            params::RowsParams,
+            [n, c, h, w, rows, strips, chunks],
+            [_pad]
+        ),
+        layout!(params::NormalizeParams, [c], [_pad0, _pad1, _pad2]),
+        layout!(params::TapsParams, [c, offset], [_pad0, _pad1]),
+        layout!(
+            params::Conv1x1Params,
             [n, cin, cout, h, w, ho, wo, stride, flags, k_chunk, splits],
             [_pad]
         ),
         layout!(
-            packed::PackParams,
+            params::PackParams,
             [cout, cin, kc, rows, nk, len, transposed],
-            [_pad]
+            [_pad1]
         ),
         layout!(
-            packed::GemmParams,
+            params::GemmParams,
             [
                 n, cin, cout, h, w, ho, wo, stride, flags, row0, kc, k0, k1, nrows
             ],
-            [_pad]
+            [_pad1, _pad2]
         ),
         layout!(
-            conv3x3::Conv3x3Params,
+            params::Conv3x3Params,
             [n, cin, cout, h, w, ho, wo, stride],
             []
         ),
         layout!(
-            depthwise::DepthwiseParams,
+            params::DepthwiseParams,
             [n, c, h, w, ho, wo, stride, runs_per_row],
             []
         ),
-        layout!(elementwise::AffineParams, [len, c, plane, relu], []),
-        layout!(elementwise::PoolParams, [n, c, plane], [_pad]),
-        layout!(elementwise::SoftmaxParams, [rows, cols], [_pad]),
-        layout!(elementwise::CopyParams, [len, row], [_pad]),
-        layout!(training::BnParams, [n, c, plane, len], []),
+        layout!(params::AffineParams, [len, c, plane, relu], []),
+        layout!(params::PoolParams, [n, c, plane], [_pad0]),
+        layout!(params::SoftmaxParams, [rows, cols], [_pad0, _pad1]),
+        layout!(params::CopyParams, [len, row], [_pad0, _pad1]),
+        layout!(params::BnParams, [n, c, plane, len], []),
         layout!(
-            training::Conv3x3GradParams,
-            [n, cin, cout, h, w, ho, wo, stride],
-            []
-        ),
-        layout!(
-            training::DepthwiseBackwardParams,
+            params::DepthwiseBackwardParams,
             [n, c, h, w, ho, wo, stride],
             [_pad]
         ),
-        layout!(training::CeParams, [n, k], [_pad]),
+        layout!(params::CeParams, [n, k], [_pad0, _pad1]),
         layout!(
-            optimizer::OptimizerParams,
+            params::OptimizerParams,
             [
                 len,
                 offset,
@@ -96,7 +95,7 @@ fn rust_layouts() -> Vec<RustLayout> {
             ],
             [_pad0, _pad1, _pad2, _pad3]
         ),
-        layout!(training::LenParams as ["PoolGradParams", "AddParams"], [len, plane], [_pad]),
+        layout!(params::LenParams, [len, plane], [_pad0, _pad1]),
     ]
 }
 
@@ -190,7 +189,7 @@ fn a_reordered_field_fails_on_either_side() {
         .iter()
         .find(|(f, _)| *f == "asl_forward.wgsl")
         .expect("asl_forward.wgsl is produced");
-    let rust = layout!(asl::AslParams, [n, c, h, w, ho, wo, stride, chunks], []);
+    let rust = layout!(params::AslParams, [n, c, h, w, ho, wo, stride, chunks], []);
     assert_eq!(compare(&rust, "AslParams", src), Ok(true));
 
     // WGSL side: `h` and `w` swapped.
@@ -215,7 +214,7 @@ fn a_reordered_field_fails_on_either_side() {
     assert!(compare(&reordered, "AslParams", src).is_err());
 
     // A field missing on the Rust side.
-    let mut short = layout!(asl::AslParams, [n, c, h, w, ho, wo, stride, chunks], []);
+    let mut short = layout!(params::AslParams, [n, c, h, w, ho, wo, stride, chunks], []);
     short.fields.pop();
     assert!(compare(&short, "AslParams", src).is_err());
 }

@@ -3,6 +3,7 @@
 //! cross-entropy, the gradient of global average pooling, and element-wise accumulation.
 
 use super::elementwise::grid;
+use super::params::{BnParams, CeParams, Conv3x3Params, DepthwiseBackwardParams, LenParams};
 use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
@@ -12,16 +13,6 @@ use crate::shape::{Shape4, check_nonempty, check_stride};
 const WG_SIZE: usize = 256;
 /// Invocations per workgroup of `softmax_cross_entropy.wgsl`.
 const CE_WG_SIZE: usize = 64;
-
-/// Mirrors `struct BnParams` in `shaders/batchnorm_train.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct BnParams {
-    pub(crate) n: u32,
-    pub(crate) c: u32,
-    pub(crate) plane: u32,
-    pub(crate) len: u32,
-}
 
 /// Pixels per workgroup of the element-wise passes of `batchnorm_train.wgsl` (`EW_WG * EW_PER`).
 const BN_EW_PIXELS: usize = 256;
@@ -204,20 +195,6 @@ impl BatchNormTrain {
     }
 }
 
-/// Mirrors `struct Conv3x3GradParams` in `shaders/conv3x3_backward_weight.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Conv3x3GradParams {
-    pub(crate) n: u32,
-    pub(crate) cin: u32,
-    pub(crate) cout: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) stride: u32,
-}
-
 /// `shaders/conv3x3_backward_weight.wgsl`: the weight gradient of the 3x3 stem convolution.
 pub struct Conv3x3BackwardWeight {
     pipeline: Pipeline,
@@ -259,7 +236,7 @@ impl Conv3x3BackwardWeight {
         let ys = xs.strided(cout, stride);
         expect_dims(OP, "output gradient", dy, &ys.dims())?;
         expect_distinct(OP, dw, &[("input", x), ("output gradient", dy)])?;
-        let params = Conv3x3GradParams {
+        let params = Conv3x3Params {
             n: u32_of(OP, "batch size", xs.n)?,
             cin: u32_of(OP, "input channels", xs.c)?,
             cout: u32_of(OP, "output channels", cout)?,
@@ -279,20 +256,6 @@ impl Conv3x3BackwardWeight {
             groups,
         ))
     }
-}
-
-/// Mirrors `struct DepthwiseBackwardParams` in `shaders/depthwise3x3_backward.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct DepthwiseBackwardParams {
-    pub(crate) n: u32,
-    pub(crate) c: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) ho: u32,
-    pub(crate) wo: u32,
-    pub(crate) stride: u32,
-    pub(crate) _pad: u32,
 }
 
 /// The operands of [`Depthwise3x3Backward::prepare`].
@@ -366,7 +329,7 @@ impl Depthwise3x3Backward {
             ho: u32_of(OP, "output height", ys.h)?,
             wo: u32_of(OP, "output width", ys.w)?,
             stride: u32_of(OP, "stride", stride)?,
-            _pad: 0,
+            ..Default::default()
         };
         let device = ctx.device();
         let input_groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
@@ -385,15 +348,6 @@ impl Depthwise3x3Backward {
         );
         Ok(input.then(weight))
     }
-}
-
-/// Mirrors `struct CeParams` in `shaders/softmax_cross_entropy.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct CeParams {
-    pub(crate) n: u32,
-    pub(crate) k: u32,
-    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/softmax_cross_entropy.wgsl`: softmax cross-entropy, its logit gradient and the
@@ -454,7 +408,7 @@ impl SoftmaxCrossEntropy {
         let params = CeParams {
             n: u32_of(OP, "batch size", n)?,
             k: u32_of(OP, "classes", k)?,
-            _pad: [0; 2],
+            ..Default::default()
         };
         let device = ctx.device();
         let per_image_groups = workgroups(OP, device, [n.div_ceil(CE_WG_SIZE), 1, 1])?;
@@ -478,16 +432,6 @@ impl SoftmaxCrossEntropy {
         );
         Ok(main.then(bias))
     }
-}
-
-/// Mirrors `struct PoolGradParams` in `shaders/global_avg_pool_backward.wgsl` and
-/// `struct AddParams` in `shaders/add.wgsl` (same layout).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct LenParams {
-    pub(crate) len: u32,
-    pub(crate) plane: u32,
-    pub(crate) _pad: [u32; 2],
 }
 
 /// `shaders/global_avg_pool_backward.wgsl`: the gradient of global average pooling.
@@ -520,7 +464,7 @@ impl GlobalAvgPoolBackward {
         let params = LenParams {
             len: u32_of(OP, "elements", xs.len())?,
             plane: u32_of(OP, "plane size (H * W)", xs.plane())?,
-            _pad: [0; 2],
+            ..Default::default()
         };
         let device = ctx.device();
         let groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
@@ -560,7 +504,7 @@ impl Add {
         let params = LenParams {
             len: u32_of(OP, "elements", y.len())?,
             plane: 1,
-            _pad: [0; 2],
+            ..Default::default()
         };
         let device = ctx.device();
         let groups = workgroups(OP, device, grid(device, y.len().div_ceil(WG_SIZE)))?;
