@@ -929,19 +929,29 @@ pub fn load(
         cached,
     });
     let todo: Vec<usize> = (0..total).filter(|&i| outcomes[i].is_none()).collect();
-    let decoded_now: Vec<(usize, Outcome)> = todo
+    // A failure to read the file (permissions, I/O) may pass without the file changing, so
+    // only what the file's bytes decide (its pixels, or that they do not decode) is cached.
+    let mut cacheable = vec![true; total];
+    let decoded_now: Vec<(usize, Outcome, bool)> = todo
         .par_iter()
         .map(|&i| {
-            let outcome = read_image_file(&files[i].path)
-                .and_then(|bytes| decode_resized(&bytes, opts.height, opts.width, opts.channels))
-                .map_err(|e| e.to_string());
+            let (outcome, keep) = match read_image_file(&files[i].path) {
+                Ok(bytes) => (
+                    decode_resized(&bytes, opts.height, opts.width, opts.channels)
+                        .map_err(|e| e.to_string()),
+                    true,
+                ),
+                Err(e @ Error::Format { .. }) => (Err(e.to_string()), true),
+                Err(e) => (Err(e.to_string()), false),
+            };
             report();
-            (i, outcome)
+            (i, outcome, keep)
         })
         .collect();
     let decoded = decoded_now.len();
-    for (i, outcome) in decoded_now {
+    for (i, outcome, keep) in decoded_now {
         outcomes[i] = Some(outcome);
+        cacheable[i] = keep;
     }
 
     // Save the cache when it changed: new results, or entries of files no longer there.
@@ -949,7 +959,8 @@ pub fn load(
         let unique: HashMap<&Key, &Outcome> = keys
             .iter()
             .zip(&outcomes)
-            .filter_map(|(k, o)| Some((k.as_ref()?, o.as_ref()?)))
+            .zip(&cacheable)
+            .filter_map(|((k, o), &keep)| Some((k.as_ref().filter(|_| keep)?, o.as_ref()?)))
             .collect();
         if decoded > 0 || entries_in_file != Some(unique.len() as u64) {
             let mut list: Vec<(&Key, &Outcome)> = unique.into_iter().collect();
