@@ -127,7 +127,7 @@ fn build_folder(root: &Path) {
     .unwrap();
     std::fs::write(root.join("square/Thumbs.db"), b"junk").unwrap();
 
-    // stripes: BMP, GIF, WebP, a gray+alpha PNG, two PNGs, and a broken JPEG.
+    // stripes: BMP, GIF, WebP, a gray+alpha PNG, an RGB and a palette PNG, a broken JPEG.
     save(&rgb(2, 30, 30, 0), &root.join("stripes/t0.bmp"));
     save(
         &DynamicImage::ImageRgba8(rgb(2, 30, 30, 1).to_rgba8()),
@@ -137,7 +137,20 @@ fn build_folder(root: &Path) {
     let la = ImageBuffer::from_fn(26, 26, |x, _| LumaA([(x * 9) as u8, 255]));
     save(&DynamicImage::ImageLumaA8(la), &root.join("stripes/t3.png"));
     save(&rgb(2, 64, 32, 3), &root.join("stripes/t4.png"));
-    save(&rgb(2, 32, 64, 4), &root.join("stripes/t5.png"));
+    // A palette PNG, 32 x 64: two colours, stripes.
+    let mut palette_png = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut palette_png, 32, 64);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(vec![20u8, 20, 90, 230, 160, 30]);
+        let data: Vec<u8> = (0..32 * 64)
+            .map(|i| u8::from(i % 32 / 3 % 2 == 0))
+            .collect();
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&data).unwrap();
+    }
+    std::fs::write(root.join("stripes/t5.png"), palette_png).unwrap();
     std::fs::write(
         root.join("stripes/broken.jpg"),
         b"\xFF\xD8\xFF\xE0 not really",
