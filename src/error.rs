@@ -84,6 +84,17 @@ pub enum Error {
     /// The GPU device was lost or reported an error while running kernels.
     #[error("GPU device error: {0}")]
     Device(String),
+
+    /// A folder of images (`activeshift::image_folder`) cannot be used as a dataset: its layout
+    /// is wrong (no classes, one class, an empty class folder, a held-out class unknown to the
+    /// training classes) or too many of its images could not be decoded.
+    #[error("image folder {dir}: {msg}")]
+    ImageFolder {
+        /// The folder, as given.
+        dir: String,
+        /// What is wrong, naming the folders or files concerned.
+        msg: String,
+    },
 }
 
 /// Shorthand for `Result<T, activeshift::Error>`.
@@ -167,6 +178,33 @@ pub fn read_file_limited(
     read_file_checked(path, max, format, |_, _| Ok(None))
 }
 
+/// Open a regular file for reading, with its metadata, as [`read_file_limited`] does: the type
+/// is checked from the path's metadata (following symlinks) before the file is opened, the file
+/// is opened non-blocking where the platform allows and its type checked again on the handle.
+/// Anything else (a FIFO, a device, a socket, a directory) is an [`Error::Io`] that says what it
+/// is, and is never opened in a way that could block.
+pub(crate) fn open_regular(path: &std::path::Path) -> Result<(std::fs::File, std::fs::Metadata)> {
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    // Follows symlinks: a link to a regular file is read, a link to a FIFO is refused here.
+    check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking has no effect on a regular file's reads; it only keeps `open` of a FIFO
+        // swapped in after the check above from waiting for a writer.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    check_regular(path, &meta)?;
+    Ok((file, meta))
+}
+
 /// [`read_file_limited`], which shows the file's first bytes and its length to `check` before
 /// the rest is read: `check` refuses the file, asks for the first `n` bytes (`Some(n)`: it is
 /// called again with them, or with fewer at the end of the file), or lets it be read (`None`).
@@ -185,20 +223,7 @@ pub(crate) fn read_file_checked(
         format,
         msg: format!("the file is {size} bytes; at most {max} bytes are accepted"),
     };
-    // Follows symlinks: a link to a regular file is read, a link to a FIFO is refused here.
-    check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Non-blocking has no effect on a regular file's reads; it only keeps `open` of a FIFO
-        // swapped in after the check above from waiting for a writer.
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    check_regular(path, &meta)?;
+    let (file, meta) = open_regular(path)?;
     if meta.len() > max {
         return Err(too_large(meta.len().to_string()));
     }

@@ -133,6 +133,8 @@ pub mod cpu;
 pub mod data;
 mod error;
 pub mod gpu;
+#[cfg(feature = "train")]
+pub mod image_folder;
 pub mod model;
 pub mod preprocess;
 mod shape;

@@ -219,13 +219,58 @@ pub fn preprocess(img: &DynamicImage, p: &Preprocess) -> Result<Vec<f32>> {
             ),
         ));
     }
-    let [ch, cw] = p.crop;
+    let gray = p.color == ColorOrder::Gray;
+    let crop = resize_crop(img, p.resize_short, p.crop, gray)?;
+    let (ch, cw) = (crop.height(), crop.width());
+    let plane = (cw as usize) * (ch as usize);
+    let mut out = vec![0.0f32; channels * plane];
+    match p.color {
+        ColorOrder::Gray => {
+            for (i, px) in crop.to_luma8().pixels().enumerate() {
+                out[i] = (f32::from(px[0]) - p.mean[0]) * p.scale[0];
+            }
+        }
+        ColorOrder::Rgb | ColorOrder::Bgr => {
+            let order: [usize; 3] = if p.color == ColorOrder::Bgr {
+                [2, 1, 0]
+            } else {
+                [0, 1, 2]
+            };
+            for (i, px) in crop.to_rgb8().pixels().enumerate() {
+                for (c, &src) in order.iter().enumerate() {
+                    out[c * plane + i] = (f32::from(px[src]) - p.mean[c]) * p.scale[c];
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The resize and centre crop of [`preprocess`], shared with the image-folder loader (so
+/// training sees images exactly as inference does): the image is resized (Triangle filter,
+/// i.e. bilinear) so that its shorter side is `resize_short` pixels (the aspect ratio kept;
+/// each side at least the crop's), or straight to the crop size when `resize_short` is `None`,
+/// converted to 8-bit luma (`gray`) or 8-bit RGB first, and the centre `crop = [height, width]`
+/// taken. The result is an `ImageLuma8` or an `ImageRgb8` of exactly the crop size. Alpha is
+/// dropped (the colour channels are used as stored), 16-bit and float images are converted to
+/// 8 bits; axes the resize would make very long are resized around their centre only.
+pub(crate) fn resize_crop(
+    img: &DynamicImage,
+    resize_short: Option<usize>,
+    crop: [usize; 2],
+    gray: bool,
+) -> Result<DynamicImage> {
+    let (w, h) = (img.width(), img.height());
+    if w == 0 || h == 0 || crop.contains(&0) {
+        return Err(image_err("image or crop has no pixels"));
+    }
+    let [ch, cw] = crop;
     let (ch, cw) = (
         u32::try_from(ch).map_err(|_| image_err("crop height too large"))?,
         u32::try_from(cw).map_err(|_| image_err("crop width too large"))?,
     );
     // Size after resizing.
-    let (rw, rh) = match p.resize_short {
+    let (rw, rh) = match resize_short {
         Some(short) => {
             let short = short as u64;
             let (w64, h64) = (u64::from(w), u64::from(h));
@@ -249,7 +294,6 @@ pub fn preprocess(img: &DynamicImage, p: &Preprocess) -> Result<Vec<f32>> {
         windowed = img.crop_imm(sx, sy, sw, sh);
         &windowed
     };
-    let gray = p.color == ColorOrder::Gray;
     let resized = if gray {
         let luma = match src.as_luma8() {
             Some(l) => std::borrow::Cow::Borrowed(l),
@@ -274,27 +318,5 @@ pub fn preprocess(img: &DynamicImage, p: &Preprocess) -> Result<Vec<f32>> {
         ))
     };
     let (x0, y0) = ((rw - cw) / 2, (rh - ch) / 2);
-    let crop = resized.crop_imm(x0, y0, cw, ch);
-    let plane = (cw as usize) * (ch as usize);
-    let mut out = vec![0.0f32; channels * plane];
-    match p.color {
-        ColorOrder::Gray => {
-            for (i, px) in crop.to_luma8().pixels().enumerate() {
-                out[i] = (f32::from(px[0]) - p.mean[0]) * p.scale[0];
-            }
-        }
-        ColorOrder::Rgb | ColorOrder::Bgr => {
-            let order: [usize; 3] = if p.color == ColorOrder::Bgr {
-                [2, 1, 0]
-            } else {
-                [0, 1, 2]
-            };
-            for (i, px) in crop.to_rgb8().pixels().enumerate() {
-                for (c, &src) in order.iter().enumerate() {
-                    out[c * plane + i] = (f32::from(px[src]) - p.mean[c]) * p.scale[c];
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(resized.crop_imm(x0, y0, cw, ch))
 }
