@@ -60,7 +60,7 @@ const NAMED_FAILURES: usize = 5;
 
 /// Bumped whenever decoding, resizing or cropping changes, so that older caches are rebuilt.
 const CONVENTION: u32 = 1;
-const CACHE_MAGIC: &[u8; 8] = b"ASIMGFC1";
+const CACHE_MAGIC: &[u8; 8] = b"ASIMGFC2";
 /// Longest path (in bytes) and failure message stored in a cache entry.
 const MAX_CACHE_STRING: u32 = 1 << 16;
 
@@ -147,6 +147,10 @@ pub struct FolderOptions {
     pub width: usize,
     /// 1 (grayscale, luma) or 3 (RGB).
     pub channels: usize,
+    /// The shorter side each image is resized to before the centre crop: `None` for
+    /// `max(height, width)` (the crop loses as little as possible), or a model's own
+    /// `Preprocess::resize_short` (e.g. 256 before a 224 crop) when fine-tuning it.
+    pub resize_short: Option<usize>,
     /// Share of each class held out when the folder has no `val`/`test` folder, in `[0, 1)`.
     /// Default 0.1.
     pub val_fraction: f64,
@@ -167,6 +171,7 @@ impl Default for FolderOptions {
             height: 64,
             width: 64,
             channels: 3,
+            resize_short: None,
             val_fraction: 0.1,
             seed: 0,
             cache_dir: None,
@@ -186,10 +191,12 @@ impl FolderOptions {
         }
     }
 
-    /// The `resize_short` of a model's `Preprocess` that resizes images at inference as
-    /// [`load`] does for training: `max(height, width)` (with `crop: [height, width]`).
-    pub fn resize_short(&self) -> usize {
-        self.height.max(self.width)
+    /// The shorter side images are resized to before the crop: [`FolderOptions::resize_short`],
+    /// else `max(height, width)`. A model's `Preprocess` with this `resize_short` and
+    /// `crop: [height, width]` resizes images at inference as [`load`] does for training.
+    pub fn short_side(&self) -> usize {
+        self.resize_short
+            .unwrap_or_else(|| self.height.max(self.width))
     }
 
     fn check(&self) -> Result<()> {
@@ -537,19 +544,15 @@ pub fn stratified_split(
     Ok((train, val))
 }
 
-/// Decode an image file's bytes and resize, crop and convert it as [`load`] does: the
-/// `[channels, height, width]` 8-bit values.
-pub fn decode_resized(
-    bytes: &[u8],
-    height: usize,
-    width: usize,
-    channels: usize,
-) -> Result<Vec<u8>> {
-    FolderOptions::new(height, width, channels).check()?;
+/// Decode an image file's bytes and resize, crop and convert it as [`load`] does with `opts`:
+/// the `[channels, height, width]` 8-bit values.
+pub fn decode_resized(bytes: &[u8], opts: &FolderOptions) -> Result<Vec<u8>> {
+    opts.check()?;
+    let (height, width, channels) = (opts.height, opts.width, opts.channels);
     let img = decode_image(bytes)?;
     let out = resize_crop(
         &img,
-        Some(height.max(width)),
+        Some(opts.short_side()),
         [height, width],
         channels == 1,
     )?;
@@ -592,7 +595,13 @@ pub fn cache_file(cache_dir: &Path, dir: &Path, opts: &FolderOptions) -> Result<
     let canonical = dir.canonicalize().map_err(io_err(dir))?;
     let mut h = Fnv::new();
     h.update(canonical.as_os_str().as_encoded_bytes());
-    for v in [opts.height, opts.width, opts.channels, CONVENTION as usize] {
+    for v in [
+        opts.height,
+        opts.width,
+        opts.channels,
+        opts.short_side(),
+        CONVENTION as usize,
+    ] {
         h.update(&(v as u64).to_le_bytes());
     }
     Ok(cache_dir.join(format!("activeshift-images-{:016x}.cache", h.0)))
@@ -668,6 +677,7 @@ fn header(opts: &FolderOptions, count: u64) -> Vec<u8> {
         opts.height as u32,
         opts.width as u32,
         opts.channels as u32,
+        opts.short_side() as u32,
     ] {
         h.extend_from_slice(&v.to_le_bytes());
     }
@@ -699,10 +709,12 @@ fn read_cache(
         hash: Fnv::new(),
     };
     let short = |e: std::io::Error| format!("it is cut short or unreadable ({e})");
-    let mut fixed = [0u8; 32];
+    let want = header(opts, 0);
+    let at = want.len() - 8;
+    let mut fixed = vec![0u8; want.len()];
     r.read_exact(&mut fixed).map_err(short)?;
-    let count = u64::from_le_bytes(fixed[24..32].try_into().unwrap_or_default());
-    if fixed[..24] != header(opts, 0)[..24] {
+    let count = u64::from_le_bytes(fixed[at..].try_into().unwrap_or_default());
+    if fixed[..at] != want[..at] {
         return Err("it is not a cache of this image size and version".into());
     }
     let pixels = opts.channels * opts.height * opts.width;
@@ -937,7 +949,7 @@ pub fn load(
         .map(|&i| {
             let (outcome, keep) = match read_image_file(&files[i].path) {
                 Ok(bytes) => (
-                    decode_resized(&bytes, opts.height, opts.width, opts.channels)
+                    decode_resized(&bytes, opts)
                         .map_err(|e| e.to_string()),
                     true,
                 ),
