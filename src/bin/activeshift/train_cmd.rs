@@ -200,6 +200,15 @@ pub(crate) fn new_trainer(a: &TrainArgs) -> Result<activeshift::train::Trainer> 
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
     use activeshift::train::Trainer;
+    if let (Some(dir), Some(from)) = (&a.images, &a.from) {
+        return folder_train::finetune(&a, dir, from);
+    }
+    if a.images.is_none() && (a.size.is_some() || a.gray) {
+        return Err(activeshift::Error::invalid(
+            "train",
+            "--size and --gray choose the input of a network trained on --images DIR",
+        ));
+    }
     let checkpoint = a
         .checkpoint
         .clone()
@@ -235,7 +244,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     refuse_overwrite(&checkpoint, true)?;
     // Whether the output holds this run's model (a resumed run's earlier epochs).
     let mut output_is_ours = false;
-    let trainer = if a.resume {
+    let resumed = if a.resume {
         let t = Trainer::load_checkpoint(&checkpoint)?;
         check_resume_settings(&a, &t, &checkpoint)?;
         eprintln!("resuming {} {}", checkpoint.display(), position(&t));
@@ -247,11 +256,69 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             }
             output_is_ours = true;
         }
-        t
+        Some(t)
     } else {
-        new_trainer(&a)?
+        None
     };
-    let data = fashion_mnist()?;
+    // The data: Fashion-MNIST's fixed split, or a folder's images and held-out split (read at
+    // the resumed network's input, or at the size a new one gets).
+    let (data, trainer) = match &a.images {
+        None => {
+            let data = fashion_mnist()?;
+            let trainer = match resumed {
+                Some(t) => t,
+                None => new_trainer(&a)?,
+            };
+            (data, trainer)
+        }
+        Some(dir) => {
+            let opts = match &resumed {
+                Some(t) => folder_train::options_for(&t.config, &a),
+                None => {
+                    let side = folder_train::side_for(dir, a.size)?;
+                    let channels = if a.gray { 1 } else { 3 };
+                    activeshift::image_folder::FolderOptions {
+                        val_fraction: a.val_fraction,
+                        seed: a.seed,
+                        ..activeshift::image_folder::FolderOptions::new(side, side, channels)
+                    }
+                }
+            };
+            let resize_short = opts.resize_short;
+            let folder = folder_train::load(dir, opts)?;
+            let classes = folder.classes.clone();
+            let data = FashionMnist {
+                train: folder_train::dataset(folder.train),
+                test: folder_train::dataset(folder.val),
+            };
+            let trainer = match resumed {
+                Some(t) => {
+                    folder_train::check_classes(&classes, &t.labels, "the checkpoint's run")?;
+                    t
+                }
+                None => {
+                    let config = folder_train::config_for(
+                        &a.arch,
+                        a.block,
+                        &data.train,
+                        resize_short,
+                        classes.len(),
+                    )?;
+                    let mut settings = settings_of(&a);
+                    if settings.batch > data.train.len() {
+                        eprintln!(
+                            "batch {} (the training set's size; --batch {} is more)",
+                            data.train.len(),
+                            settings.batch
+                        );
+                        settings.batch = data.train.len().max(1);
+                    }
+                    Trainer::new(config, classes, settings)?
+                }
+            };
+            (data, trainer)
+        }
+    };
     let train_set = match a.limit {
         Some(n) => data.train.per_class(n),
         None => data.train.clone(),
