@@ -385,6 +385,15 @@ fn image_files(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<P
     Ok(out)
 }
 
+/// The image files under `dir` at any depth, sorted, found as [`scan`] finds a class folder's
+/// files: names starting with `.` and files without an image extension are passed over, links
+/// are followed only to regular files. Image-named entries that are not used (links that lead
+/// nowhere or to a special file, FIFOs, sockets, devices) are added to `skipped` with the
+/// reason. Nothing is opened but folders.
+pub fn images_under(dir: &Path, skipped: &mut Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>> {
+    image_files(dir, skipped)
+}
+
 /// Find the classes and image files of `dir` (see the [module docs](self) for the layouts),
 /// opening no image. Errors, before anything is decoded: `dir` is not a folder, has no class
 /// folders or only one, a class folder holds no image, a held-out class is not a training

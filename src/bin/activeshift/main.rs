@@ -52,8 +52,10 @@ enum Command {
     /// folder of your own labelled images (--images DIR), or fine-tune a trained model's
     /// classifier on such a folder (--images DIR --from MODEL).
     Train(TrainArgs),
-    /// Accuracy of a model: on the Fashion-MNIST test set, or (--images DIR) top-1 and top-5
-    /// on a folder of labelled images such as the ImageNet validation set.
+    /// Accuracy of a model: on the Fashion-MNIST test set, or (--images DIR) top-1 and top-5,
+    /// top-1 per class and a confusion matrix on a folder of images in class folders named by
+    /// the model's labels (or ImageNet wnids, or class indices), such as the ImageNet
+    /// validation set.
     Eval(EvalArgs),
     /// The paper's shift ablation (Table 4) and depthwise comparison (Table 2) on
     /// Fashion-MNIST: trains the five variants (resuming), evaluates and times them.
@@ -244,9 +246,15 @@ struct EvalArgs {
     /// Dataset (without --images).
     #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
     dataset: DatasetChoice,
-    /// A folder of labelled images instead of the dataset: `DIR/<wnid>/*.JPEG` (the ImageNet
-    /// layout; the sorted wnids are the class indices) or `DIR/<class>/...`, or a flat folder
-    /// whose file names start with the wnid (`n02124075_1.jpg`) or the class index (`285_cat.jpg`).
+    /// A folder of labelled images instead of the dataset: `DIR/<class>/...`, one sub-folder per
+    /// class (images at any depth), named by one of the model's labels (`Sneaker`; when no label
+    /// is exactly the name: the one label equal to it with case ignored and every run of
+    /// characters other than letters and digits taken as one separator, so `t-shirt_top` for
+    /// `T-shirt/top`), by an ImageNet wnid (`n02124075`) or by a class index (`7`); or a flat
+    /// folder whose file names start with the wnid (`n02124075_1.jpg`) or the class index
+    /// (`285_cat.jpg`). A DIR holding `train/` beside `val/` (or `test/`) is evaluated on
+    /// `val/` (or `test/`). Prints top-1 and top-5 accuracy, top-1 per class and a confusion
+    /// matrix (with more than 20 classes, the most confused pairs instead).
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,
     /// Images per batch with --images.
@@ -750,10 +758,20 @@ fn test_correct(clf: &mut Classifier, set: &activeshift::data::Dataset) -> Resul
 
 fn eval(a: EvalArgs) -> Result<()> {
     if let Some(dir) = &a.images {
-        let images = imagenet_eval::labelled_images(dir)?;
+        let found = imagenet_eval::find_images(dir)?;
         let model = load_model(a.model.as_deref())?;
+        let folder = found.folder.clone();
+        if let Some((path, why)) = found.skipped.first() {
+            eprintln!(
+                "note: {} image-named entries are not regular files and were skipped ({}: {})",
+                found.skipped.len(),
+                printable(&path.display().to_string()),
+                printable(why)
+            );
+        }
+        let images = found.labelled(&model.labels)?;
         let mut clf = classifier(model, a.backend)?;
-        return imagenet_eval::run(&mut clf, dir, &images, a.batch, a.json);
+        return imagenet_eval::run(&mut clf, dir, &folder, &images, a.batch, a.json);
     }
     let model = load_model(a.model.as_deref())?;
     let name = model.config.name.clone();
