@@ -38,6 +38,7 @@ impl Bench {
                 );
             }
         }
+        self.finetuning()?;
         let case = "train_gpu_asnet20-16x1";
         if self.wanted(case) {
             // The same step through the WGSL training kernels, the run's state resident on the
@@ -58,6 +59,61 @@ impl Bench {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Head-only fine-tuning of w32 on a folder of JPEGs, wall time of the whole job as
+    /// `train --images DIR --from as-resnet-w32` runs it: decoding (no cache), resizing to
+    /// 256 / 224, the pooled features of each image and its mirror on the CPU engine, then the
+    /// new classifier's epochs. Random weights of w32's shape (the work does not depend on
+    /// them). Goal: 200 images, 5 epochs in at most 60 s on a 2-core host.
+    fn finetuning(&mut self) -> Result<()> {
+        use activeshift::image_folder::{self, FolderOptions};
+        use activeshift::train::{TrainSettings, head};
+        let case = "finetune_head_w32";
+        if !self.wanted(case) {
+            return Ok(());
+        }
+        let (images, epochs) = if self.quick { (40, 2) } else { (200, 5) };
+        let dir = tempfile::tempdir()
+            .map_err(|e| crate::io_err(std::path::Path::new("temp folder"), e))?;
+        for i in 0..images {
+            let class = dir.path().join(if i % 2 == 0 { "a" } else { "b" });
+            std::fs::create_dir_all(&class).map_err(|e| crate::io_err(&class, e))?;
+            // Blocks of random colour: a photo-sized JPEG that compresses like one.
+            let colors: Vec<[u8; 3]> = (0..48).map(|_| self.rng.random()).collect();
+            let img = image::RgbImage::from_fn(480, 360, |x, y| {
+                image::Rgb(colors[(y / 60 * 8 + x / 60) as usize % colors.len()])
+            });
+            let path = class.join(format!("{i}.jpg"));
+            img.save(&path)
+                .map_err(|e| crate::io_err(&path, std::io::Error::other(e)))?;
+        }
+        let config = activeshift::ArchConfig::builtin("as-resnet-w32")?;
+        let model = Model::synthetic(&config, 1)?;
+        let settings = TrainSettings {
+            epochs,
+            batch: 32,
+            ..TrainSettings::default()
+        };
+        let ms = time_wall(1, || {
+            let opts = FolderOptions::for_network(&model.config);
+            let data = image_folder::load(dir.path(), &opts, &|_| {})?;
+            head::finetune(&model, &data, &settings, |_, _| Ok(()))?;
+            Ok(())
+        })?;
+        self.push(
+            case.to_string(),
+            "training",
+            ms,
+            Some((images as f64, "images")),
+            format!(
+                "{images} JPEGs 480x360 decoded and resized to 224x224, features of each and its \
+                 mirror on the CPU engine ({} threads), classifier trained {epochs} epochs; goal \
+                 <= 60 s for 200 images x 5 epochs",
+                rayon::current_num_threads()
+            ),
+        );
         Ok(())
     }
 
