@@ -2,7 +2,7 @@
 //! and checkpoints.
 
 use activeshift::model::{ArchConfig, BlockKind, StageConfig};
-use activeshift::train::{CpuBackend, Session, ShiftMode, TrainSettings, Trainer};
+use activeshift::train::{CpuBackend, NormMode, Session, ShiftMode, TrainSettings, Trainer};
 use std::collections::BTreeMap;
 
 /// A tiny network: 1x9x9 input, 3 classes, one stride-1 block of width 4 (expansion 2) and one
@@ -417,4 +417,92 @@ fn depthwise_block_gradient_matches_finite_differences_and_exports() {
     for (a, b) in got.iter().zip(&want) {
         assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "{a} vs {b}");
     }
+}
+
+/// A "trained" model of the tiny network: a few steps of a fresh run with BatchNorm beta 3
+/// (no ReLU clips, so finite differences stay smooth), exported (BatchNorm folded).
+fn trained_model(seed: u64) -> activeshift::Model {
+    let (input, labels) = batch();
+    stepped(trainer_with_beta(seed, 3.0), &input, &labels, 0.02, 3)
+        .export()
+        .unwrap()
+}
+
+#[test]
+fn fine_tuning_a_whole_model_starts_from_it_and_exports_back_bit_for_bit() {
+    let model = trained_model(11);
+    let t = Trainer::from_model(&model, model.labels.clone(), TrainSettings::default()).unwrap();
+    assert_eq!(t.settings.norm, NormMode::Frozen);
+    // Unfolded and folded back: every tensor exactly as it was.
+    let back = t.export().unwrap();
+    for (name, want) in &model.params {
+        assert_eq!(&back.params[name], want, "{name}");
+    }
+    // Training mode with frozen statistics computes the model's own function: the training
+    // pass's loss is the exported model's.
+    let (input, labels) = batch();
+    let mut t2 = t.clone();
+    let (stats, _) = t2.forward_backward(&input, &labels).unwrap();
+    let logits = model.forward_cpu(&input).unwrap().logits;
+    let k = model.config.classes;
+    let mut loss = 0.0f64;
+    for (i, &l) in labels.iter().enumerate() {
+        let row = &logits[i * k..][..k];
+        let m = row.iter().fold(f32::MIN, |a, &b| a.max(b));
+        let z: f64 = row.iter().map(|&v| f64::from(v - m).exp()).sum();
+        loss += z.ln() - f64::from(row[l as usize] - m);
+    }
+    let loss = loss / labels.len() as f64;
+    assert!(
+        (stats.loss() - loss).abs() < 1e-4,
+        "{} vs {loss}",
+        stats.loss()
+    );
+    // New classes: a new classifier, the rest kept.
+    let labels4: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    let t4 = Trainer::from_model(&model, labels4.clone(), TrainSettings::default()).unwrap();
+    assert_eq!(t4.config.classes, 4);
+    assert_eq!(
+        t4.params["fc.weight"].len(),
+        4 * model.params["fc.weight"].dims[1]
+    );
+    assert_eq!(t4.params["stem.weight"], model.params["stem.weight"].data);
+    assert_eq!(t4.export().unwrap().labels, labels4);
+}
+
+#[test]
+fn frozen_statistics_gradient_matches_finite_differences_and_stays_frozen() {
+    let model = trained_model(12);
+    let t = Trainer::from_model(&model, model.labels.clone(), TrainSettings::default()).unwrap();
+    let errors = significant(gradient_errors(t.clone(), 1e-2), 5e-3);
+    assert!(
+        errors.len() >= 30,
+        "only {} directions checked",
+        errors.len()
+    );
+    assert!(
+        errors[0].0 < 0.05,
+        "worst mismatch {:.4}: {}",
+        errors[0].0,
+        errors[0].1
+    );
+    // Training moves the weights and the affine layers' scale and bias, never the statistics,
+    // and the loss falls.
+    let (input, labels) = batch();
+    let mut first = t.clone();
+    let (before, _) = first.forward_backward(&input, &labels).unwrap();
+    let mut after = stepped(t.clone(), &input, &labels, 0.005, 20);
+    let (now, _) = after.forward_backward(&input, &labels).unwrap();
+    assert!(
+        now.loss() < 0.7 * before.loss(),
+        "{} -> {}",
+        before.loss(),
+        now.loss()
+    );
+    for (name, v) in &t.params {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            assert_eq!(&after.params[name], v, "{name} moved");
+        }
+    }
+    assert_ne!(after.params["stem.weight"], t.params["stem.weight"]);
 }

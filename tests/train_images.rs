@@ -252,6 +252,58 @@ fn the_embedded_models_classifier_is_fine_tuned_on_a_folder() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
+    let dir = tmpdir("finetune-whole");
+    let images = dir.join("images");
+    make_folder(&images, 16, 5);
+    let model = dir.join("whole.safetensors");
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
+        .args(["train", "--images"])
+        .arg(&images)
+        .args([
+            "--from", "default", "--freeze", "none", "--epochs", "8", "--batch", "8",
+        ])
+        .args(["--backend", "cpu", "-o"])
+        .arg(&model));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("fine-tuning the whole of asnet20-26x1"),
+        "{err}"
+    );
+    assert!(err.contains("learning rate 0.000625, batch 8"), "{err}");
+    let losses = epoch_losses(&err);
+    assert_eq!(losses.len(), 8, "{err}");
+    assert!(losses[7] < losses[0], "the loss did not fall: {losses:?}");
+    // Everything trained, the preprocessing is the model's.
+    let base = activeshift::Model::embedded_default().unwrap();
+    let tuned = activeshift::Model::load(&model).unwrap();
+    assert_eq!(tuned.config.preprocess, base.config.preprocess);
+    assert_ne!(tuned.params["stem.weight"], base.params["stem.weight"]);
+    check_model(&model, &dir, "train_images::fine_tune_whole", 8);
+    // A learning rate far too high: a clear error, not a model of NaNs.
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
+        .args(["train", "--images"])
+        .arg(&images)
+        .args([
+            "--from", "default", "--freeze", "none", "--epochs", "2", "--batch", "8",
+        ])
+        .args(["--lr", "50", "--backend", "cpu", "-o"])
+        .arg(dir.join("nan.safetensors")));
+    assert!(!ok && err.contains("diverged"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // --freeze belongs to --from.
+    let (ok, _, err) = run(bin()
+        .args(["train", "--images"])
+        .arg(&images)
+        .args(["--freeze", "none", "-o"])
+        .arg(dir.join("x.safetensors")));
+    assert!(!ok && err.contains("--from"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The authors' w32 (converted from ACTIVESHIFT_SHARED_DATA into a private cache, where
 /// `--from as-resnet-w32` finds it) fine-tuned at its own 256 / 224 preprocessing.
 #[test]
@@ -297,6 +349,39 @@ fn w32_is_fine_tuned_on_a_folder_at_its_own_preprocessing() {
     let tuned = activeshift::Model::load(&model).unwrap();
     assert_eq!(tuned.config.preprocess.resize_short, Some(256));
     check_model(&model, &dir, "train_images::w32_fine_tuned", 9);
+    // The whole of w32 at 224x224: a few steps run, export and classify on both engines.
+    let whole = dir.join("w32-whole.safetensors");
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_CACHE_DIR", &cache)
+        .env("ACTIVESHIFT_PRETRAINED_URL", "http://127.0.0.1:9")
+        .args(["train", "--images"])
+        .arg(&images)
+        .args([
+            "--from",
+            "as-resnet-w32",
+            "--freeze",
+            "none",
+            "--epochs",
+            "2",
+            "--batch",
+            "4",
+        ])
+        .args(["--backend", "cpu", "-o"])
+        .arg(&whole));
+    assert!(ok, "{err}");
+    assert_eq!(epoch_losses(&err).len(), 2, "{err}");
+    let m = activeshift::Model::load(&whole).unwrap();
+    assert_eq!(m.labels, CLASSES.map(String::from).to_vec());
+    let fresh = held_out(&dir.join("fresh-whole"), 1);
+    let paths: Vec<PathBuf> = fresh.iter().map(|(p, _)| p.clone()).collect();
+    let cpu = top_labels(&whole, &paths, "cpu");
+    if common::gpu("train_images::w32_whole").is_some() {
+        let gpu = top_labels(&whole, &paths, "gpu");
+        for ((a, pa), (b, pb)) in cpu.iter().zip(&gpu) {
+            assert_eq!(a, b);
+            assert!((pa - pb).abs() < 1e-3, "{pa} vs {pb}");
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

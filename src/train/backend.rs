@@ -48,8 +48,10 @@ pub struct BnBackwardArgs<'a, T> {
     pub xs: Shape4,
     /// The scale `[C]`.
     pub gamma: &'a T,
-    /// The batch statistics `[3, C]` the forward pass returned.
+    /// The statistics `[3, C]` the forward pass used.
     pub stats: &'a T,
+    /// Whether the forward pass was [`Backend::bn_relu_frozen`] (statistics as constants).
+    pub frozen: bool,
 }
 
 /// The operands of [`Backend::linear`] and [`Backend::linear_backward`]: `[n, c]` features
@@ -183,8 +185,19 @@ pub trait Backend {
         gamma: &Self::Tensor,
         beta: &Self::Tensor,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
-    /// Backward of [`Backend::bn_relu_train`]: `(dx, dparams)` with `dparams` `[2, C]`: dgamma,
-    /// then dbeta.
+    /// [`Backend::bn_relu_train`] with given statistics `stats` `[3, C]` (mean, variance,
+    /// `1 / sqrt(var + eps)`: the running ones, frozen) instead of the batch's.
+    fn bn_relu_frozen(
+        &mut self,
+        x: &Self::Tensor,
+        xs: Shape4,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        stats: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    /// Backward of [`Backend::bn_relu_train`] (or, with [`BnBackwardArgs::frozen`], of
+    /// [`Backend::bn_relu_frozen`]): `(dx, dparams)` with `dparams` `[2, C]`: dgamma, then
+    /// dbeta.
     fn bn_relu_backward(
         &mut self,
         a: BnBackwardArgs<'_, Self::Tensor>,
@@ -411,6 +424,17 @@ impl Backend for CpuBackend {
         Ok((y.into(), stats.into()))
     }
 
+    fn bn_relu_frozen(
+        &mut self,
+        x: &CpuTensor,
+        xs: Shape4,
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+        stats: &CpuTensor,
+    ) -> Result<CpuTensor> {
+        Ok(fast::bn_relu_frozen(x, xs, gamma, beta, stats).into())
+    }
+
     fn bn_relu_backward(
         &mut self,
         a: BnBackwardArgs<'_, CpuTensor>,
@@ -422,8 +446,10 @@ impl Backend for CpuBackend {
             xs,
             gamma,
             stats,
+            frozen,
         } = a;
-        let (dx, mut dparams, dbeta) = fast::bn_relu_backward(dy, x, y, xs, gamma, stats);
+        let (dx, mut dparams, dbeta) =
+            fast::bn_relu_backward_with(dy, x, y, xs, gamma, stats, frozen);
         dparams.extend(dbeta);
         Ok((dx.into(), dparams.into()))
     }

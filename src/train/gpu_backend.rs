@@ -453,10 +453,31 @@ impl Backend for GpuBackend {
         Ok((y, stats))
     }
 
+    fn bn_relu_frozen(
+        &mut self,
+        _x: &GpuTensor,
+        _xs: Shape4,
+        _gamma: &GpuTensor,
+        _beta: &GpuTensor,
+        _stats: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        Err(Error::invalid(
+            "train",
+            "frozen BatchNorm statistics (fine-tuning a whole model) run on the CPU backend only \
+             so far: use --backend cpu",
+        ))
+    }
+
     fn bn_relu_backward(
         &mut self,
         a: BnBackwardArgs<'_, GpuTensor>,
     ) -> Result<(GpuTensor, GpuTensor)> {
+        if a.frozen {
+            return Err(Error::invalid(
+                "train",
+                "frozen BatchNorm statistics run on the CPU backend only so far",
+            ));
+        }
         let xs = a.xs;
         let (x, y, dy) = (
             a.x.reshape(&xs.dims())?,

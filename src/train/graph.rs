@@ -31,8 +31,8 @@ pub(crate) enum GradOf {
 
 /// What a BatchNorm's backward rule needs beyond the op's input and output.
 struct NormTape<T> {
-    /// The batch statistics `[3, C]`.
-    stats: T,
+    /// The batch statistics `[3, C]` (`None`: the frozen ones of [`Graph::frozen`]).
+    stats: Option<T>,
     /// For a 1x1 convolution with a BatchNorm epilogue: the convolution's output before it.
     pre: Option<T>,
 }
@@ -41,6 +41,9 @@ struct NormTape<T> {
 struct Graph<'p, B: Backend> {
     plan: &'p Plan,
     params: &'p HashMap<ParamId, B::Tensor>,
+    /// Per affine layer, frozen statistics `[3, C]` to normalize with instead of the batch's
+    /// ([`super::NormMode::Frozen`]); `None` for BatchNorm on batch statistics.
+    frozen: Option<&'p BTreeMap<Norm, B::Tensor>>,
     /// Activations by slot (the tape).
     slots: Vec<Option<B::Tensor>>,
     /// Per op with a BatchNorm: what its backward rule needs.
@@ -60,10 +63,14 @@ fn unsupported(op: &str, what: &str) -> Error {
 /// One forward and backward pass of `plan` (for `labels.len()` images) in training mode on
 /// `be`, with the parameters `params` (on `be`); starts a step ([`Backend::begin_step`]).
 /// Everything it returns stays on the backend.
+///
+/// With `frozen` (per affine layer, the statistics `[3, C]` to use), the affine layers
+/// normalize with those constants instead of the batch's, and no batch statistics come back.
 pub(crate) fn forward_backward<B: Backend>(
     be: &mut B,
     plan: &Plan,
     params: &HashMap<ParamId, B::Tensor>,
+    frozen: Option<&BTreeMap<Norm, B::Tensor>>,
     input: &[f32],
     labels: &[u32],
 ) -> Result<Pass<B::Tensor>> {
@@ -71,6 +78,7 @@ pub(crate) fn forward_backward<B: Backend>(
     let mut g = Graph {
         plan,
         params,
+        frozen,
         slots: (0..plan.slots.len()).map(|_| None).collect(),
         norm: (0..plan.ops.len()).map(|_| None).collect(),
         dslots: (0..plan.slots.len()).map(|_| None).collect(),
@@ -95,6 +103,9 @@ pub(crate) fn forward_backward<B: Backend>(
     }
     let mut batch_stats = Vec::new();
     for (i, op) in plan.ops.iter().enumerate() {
+        if frozen.is_some() {
+            break;
+        }
         let (norm, shape) = match op {
             Op::Affine { norm, input, .. } => (*norm, plan.slots[*input]),
             Op::Conv1x1 {
@@ -104,7 +115,7 @@ pub(crate) fn forward_backward<B: Backend>(
             } => (*norm, plan.slots[*out]),
             _ => continue,
         };
-        let stats = g.norm[i].take().map(|n| n.stats).ok_or_else(missing)?;
+        let stats = g.norm[i].take().and_then(|n| n.stats).ok_or_else(missing)?;
         batch_stats.push((norm, stats, shape.n * shape.plane()));
     }
     Ok(Pass {
@@ -127,6 +138,41 @@ impl<B: Backend> Graph<'_, B> {
         self.params
             .get(&id)
             .ok_or_else(|| Error::invalid("train", format!("parameter `{id}` is missing")))
+    }
+
+    /// The affine layer `norm` (then ReLU) on `x`: BatchNorm on the batch's statistics, or on
+    /// the frozen ones; `(y, the statistics used)`.
+    fn normalize(
+        &self,
+        be: &mut B,
+        x: &B::Tensor,
+        xs: Shape4,
+        norm: Norm,
+    ) -> Result<(B::Tensor, Option<B::Tensor>)> {
+        let (gamma, beta) = (
+            self.param(ParamId::Scale(norm))?,
+            self.param(ParamId::Bias(norm))?,
+        );
+        match self.frozen {
+            None => {
+                let (y, stats) = be.bn_relu_train(x, xs, gamma, beta)?;
+                Ok((y, Some(stats)))
+            }
+            Some(frozen) => {
+                let stats = frozen.get(&norm).ok_or_else(missing)?;
+                Ok((be.bn_relu_frozen(x, xs, gamma, beta, stats)?, None))
+            }
+        }
+    }
+
+    /// The statistics the affine layer `norm` of op `op_index` normalized with.
+    fn stats_of(&self, op_index: usize, norm: Norm) -> Result<&B::Tensor> {
+        let tape = self.norm[op_index].as_ref().ok_or_else(missing)?;
+        match (&tape.stats, self.frozen) {
+            (Some(stats), _) => Ok(stats),
+            (None, Some(frozen)) => frozen.get(&norm).ok_or_else(missing),
+            (None, None) => Err(missing()),
+        }
     }
 
     /// Add `d` to the gradient of slot `s`.
@@ -176,12 +222,7 @@ impl<B: Backend> Graph<'_, B> {
                 if !relu {
                     return Err(unsupported("affine", "BatchNorm without ReLU"));
                 }
-                let (gamma, beta) = (
-                    self.param(ParamId::Scale(*norm))?,
-                    self.param(ParamId::Bias(*norm))?,
-                );
-                let (y, stats) =
-                    be.bn_relu_train(self.slot(*input)?, shapes[*input], gamma, beta)?;
+                let (y, stats) = self.normalize(be, self.slot(*input)?, shapes[*input], *norm)?;
                 self.norm[i] = Some(NormTape { stats, pre: None });
                 (*out, y)
             }
@@ -231,11 +272,7 @@ impl<B: Backend> Graph<'_, B> {
                         stride: *stride,
                         residual: None,
                     })?;
-                    let (gamma, beta) = (
-                        self.param(ParamId::Scale(*norm))?,
-                        self.param(ParamId::Bias(*norm))?,
-                    );
-                    let (y, stats) = be.bn_relu_train(&z, ys, gamma, beta)?;
+                    let (y, stats) = self.normalize(be, &z, ys, *norm)?;
                     self.norm[i] = Some(NormTape {
                         stats,
                         pre: Some(z),
@@ -321,7 +358,7 @@ impl<B: Backend> Graph<'_, B> {
             }
             Op::Affine { input, norm, .. } => {
                 let (dx, dparams) = {
-                    let stats = &self.norm[op_index].as_ref().ok_or_else(missing)?.stats;
+                    let stats = self.stats_of(op_index, *norm)?;
                     let (x, y) = (self.slot(*input)?, self.slot(out)?);
                     let gamma = self.param(ParamId::Scale(*norm))?;
                     be.bn_relu_backward(BnBackwardArgs {
@@ -331,6 +368,7 @@ impl<B: Backend> Graph<'_, B> {
                         xs: shapes[*input],
                         gamma,
                         stats,
+                        frozen: self.frozen.is_some(),
                     })?
                 };
                 self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;
@@ -350,7 +388,8 @@ impl<B: Backend> Graph<'_, B> {
                     Some(norm) => {
                         let (dz, dparams) = {
                             let tape = self.norm[op_index].as_ref().ok_or_else(missing)?;
-                            let (stats, z) = (&tape.stats, tape.pre.as_ref().ok_or_else(missing)?);
+                            let z = tape.pre.as_ref().ok_or_else(missing)?;
+                            let stats = self.stats_of(op_index, *norm)?;
                             let gamma = self.param(ParamId::Scale(*norm))?;
                             be.bn_relu_backward(BnBackwardArgs {
                                 dy: &dy,
@@ -359,6 +398,7 @@ impl<B: Backend> Graph<'_, B> {
                                 xs: ys,
                                 gamma,
                                 stats,
+                                frozen: self.frozen.is_some(),
                             })?
                         };
                         self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;

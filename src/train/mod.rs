@@ -87,6 +87,24 @@ pub struct TrainSettings {
     pub augment: bool,
     /// Seed of initialisation, shuffling and augmentation.
     pub seed: u64,
+    /// How the affine layers normalize: BatchNorm on each batch's statistics (training from
+    /// scratch), or frozen statistics (fine-tuning a model whose BatchNorm is folded).
+    #[serde(default)]
+    pub norm: NormMode,
+}
+
+/// How a training run's affine layers (BatchNorm) use statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormMode {
+    /// BatchNorm: each batch's mean and variance, the running averages updated for inference.
+    #[default]
+    Batch,
+    /// The running mean and variance as they are (never updated): each affine layer is the
+    /// per-channel `scale * x + bias` the model was exported with, its scale and bias trained.
+    /// For fine-tuning a trained model, whose file holds BatchNorm folded into affine layers
+    /// (see [`Trainer::from_model`]).
+    Frozen,
 }
 
 impl Default for TrainSettings {
@@ -102,6 +120,7 @@ impl Default for TrainSettings {
             schedule: Schedule::Cosine,
             augment: true,
             seed: 0,
+            norm: NormMode::Batch,
         }
     }
 }
@@ -221,6 +240,19 @@ fn normal(rng: &mut StdRng) -> f32 {
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
 }
 
+/// The largest f32 variance `v` with `v + eps == 1` exactly (so `1 / sqrt(v + eps)` is 1 and a
+/// folded affine layer unfolds and folds back bit for bit).
+fn unit_variance() -> f32 {
+    let mut v = 1.0f32 - ops::BN_EPS;
+    while v + ops::BN_EPS < 1.0 {
+        v = f32::from_bits(v.to_bits() + 1);
+    }
+    while v + ops::BN_EPS > 1.0 {
+        v = f32::from_bits(v.to_bits() - 1);
+    }
+    v
+}
+
 /// Learning rate of `settings`' schedule at global step `step` of `total`.
 pub fn learning_rate(settings: &TrainSettings, step: usize, total: usize) -> f32 {
     let f = step as f32 / total.max(1) as f32;
@@ -320,6 +352,65 @@ impl Trainer {
             .map(|(k, v)| (k.clone(), vec![0.0; v.len()]))
             .collect();
         params.extend(stats);
+        Ok(Self {
+            config,
+            labels,
+            settings,
+            params,
+            velocity,
+            epoch: 0,
+            step_in_epoch: 0,
+        })
+    }
+
+    /// A run that fine-tunes the whole of `model` for the classes `labels`: every layer starts
+    /// as trained, the classifier too when `labels` are the model's own, else a new one
+    /// (initialised as [`Trainer::new`] does, seeded by `settings.seed`). The model's affine
+    /// layers are BatchNorm folded into `scale * x + bias`; they become BatchNorm layers with
+    /// gamma = scale, beta = bias and running statistics mean 0, variance `1 - eps` (so that
+    /// `var + eps` is exactly 1), trained with those statistics frozen
+    /// ([`NormMode::Frozen`], forced here): the run starts from exactly the model's function,
+    /// and [`Trainer::export`] folds the layers back into the same form. Recomputing statistics
+    /// on the new images instead would change what every later layer sees before any step.
+    ///
+    /// # Errors
+    /// When the settings are invalid, a tensor of the model is missing, or `labels` is empty.
+    pub fn from_model(model: &Model, labels: Vec<String>, settings: TrainSettings) -> Result<Self> {
+        if labels.is_empty() {
+            return Err(Error::invalid("fine-tune", "no classes"));
+        }
+        let settings = TrainSettings {
+            norm: NormMode::Frozen,
+            ..settings
+        };
+        let same_classes = labels == model.labels;
+        let mut config = model.config.clone();
+        config.classes = labels.len();
+        // A fresh run of the same network gives the new classifier its initial values.
+        let fresh = Self::new(config.clone(), labels.clone(), settings.clone())?;
+        let mut params = BTreeMap::new();
+        for (id, _) in config.params() {
+            let name = id.name();
+            let data = match id {
+                ParamId::FcWeight | ParamId::FcBias if !same_classes => fresh.param(id).to_vec(),
+                _ => model
+                    .params
+                    .get(&name)
+                    .map(|t| t.data.clone())
+                    .ok_or_else(|| {
+                        Error::invalid("fine-tune", format!("tensor `{name}` is missing"))
+                    })?,
+            };
+            params.insert(name, data);
+        }
+        let var = unit_variance();
+        for (id, dims) in config.params() {
+            if let ParamId::Scale(norm) = id {
+                params.insert(norm.running_mean_name(), vec![0.0; dims[0]]);
+                params.insert(norm.running_var_name(), vec![var; dims[0]]);
+            }
+        }
+        let velocity = fresh.velocity;
         Ok(Self {
             config,
             labels,
@@ -459,7 +550,8 @@ impl Trainer {
         for (id, dims) in self.config.params() {
             params.insert(id, be.upload(&dims, self.param(id))?);
         }
-        let pass = graph::forward_backward(be, &plan, &params, input, labels)?;
+        let frozen = self.frozen_stats_on(be)?;
+        let pass = graph::forward_backward(be, &plan, &params, frozen.as_ref(), input, labels)?;
         // One download: totals, gradients, batch statistics.
         let mut wanted = vec![&pass.totals];
         wanted.extend(pass.grads.values());
@@ -490,6 +582,40 @@ impl Trainer {
             self.params.insert(var, rv);
         }
         Ok((stats, grads))
+    }
+
+    /// With [`NormMode::Frozen`], each affine layer's statistics `[3, C]` (the running mean,
+    /// variance and `1 / sqrt(var + eps)`) on `be`; `None` with [`NormMode::Batch`].
+    pub(crate) fn frozen_stats_on<B: Backend>(
+        &self,
+        be: &mut B,
+    ) -> Result<Option<BTreeMap<Norm, B::Tensor>>> {
+        if self.settings.norm != NormMode::Frozen {
+            return Ok(None);
+        }
+        let mut out = BTreeMap::new();
+        for (id, dims) in self.config.params() {
+            if let ParamId::Scale(norm) = id {
+                let (mean, var) = (
+                    self.p(&norm.running_mean_name()),
+                    self.p(&norm.running_var_name()),
+                );
+                if mean.len() != dims[0] || var.len() != dims[0] {
+                    return Err(Error::invalid(
+                        "train",
+                        format!(
+                            "the running statistics of `{}` are missing",
+                            norm.running_mean_name()
+                        ),
+                    ));
+                }
+                let mut stats = mean.to_vec();
+                stats.extend_from_slice(var);
+                stats.extend(var.iter().map(|v| 1.0 / (v + ops::BN_EPS).sqrt()));
+                out.insert(norm, be.upload(&[3, dims[0]], &stats)?);
+            }
+        }
+        Ok(Some(out))
     }
 
     /// The training plan for `labels.len()` images, after checking that `input` holds them.

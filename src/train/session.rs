@@ -26,6 +26,9 @@ pub struct Session<B: Backend> {
     lens: HashMap<ParamId, usize>,
     /// Running mean and variance per affine layer.
     running: BTreeMap<Norm, (B::Tensor, B::Tensor)>,
+    /// With frozen statistics ([`super::NormMode::Frozen`]), those of every affine layer
+    /// (`[3, C]`), made once.
+    frozen: Option<BTreeMap<Norm, B::Tensor>>,
     /// The training plan of the last batch size.
     plan: Option<Plan>,
     /// Whether `host` holds the backend's state.
@@ -66,6 +69,7 @@ impl<B: Backend> Session<B> {
                 running.insert(norm, (be.upload(&dims, mean)?, be.upload(&dims, var)?));
             }
         }
+        let frozen = trainer.frozen_stats_on(&mut be)?;
         Ok(Self {
             be,
             host: trainer,
@@ -73,6 +77,7 @@ impl<B: Backend> Session<B> {
             velocity,
             lens,
             running,
+            frozen,
             plan: None,
             synced: true,
             totals: None,
@@ -166,7 +171,14 @@ impl<B: Backend> Session<B> {
             ));
         }
         self.synced = false;
-        let pass = graph::forward_backward(&mut self.be, plan, &self.params, input, labels)?;
+        let pass = graph::forward_backward(
+            &mut self.be,
+            plan,
+            &self.params,
+            self.frozen.as_ref(),
+            input,
+            labels,
+        )?;
         for (of, grad) in &pass.grads {
             match *of {
                 GradOf::Param(id) => self.sgd(id, grad, 0, lr)?,

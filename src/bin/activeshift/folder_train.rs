@@ -160,6 +160,15 @@ pub(crate) fn check_classes(classes: &[String], labels: &[String], what: &str) -
     ))
 }
 
+/// The model `--from` names: a file, a pretrained name, or `default` (the embedded model).
+pub(crate) fn load_start(from: &Path) -> Result<Model> {
+    if from == Path::new("default") {
+        Model::embedded_default()
+    } else {
+        load_model(Some(from))
+    }
+}
+
 /// `train --images DIR --from MODEL`: the model's layers up to the classifier frozen, each
 /// image's pooled features computed once (and those of its mirror image, unless
 /// `--no-augment`), a new classifier trained on them for the folder's classes; the model with
@@ -168,11 +177,7 @@ pub(crate) fn finetune(a: &TrainArgs, dir: &Path, from: &Path) -> Result<()> {
     use activeshift::train::head;
     refuse_overwrite(&a.output, a.force)?;
     let started = std::time::Instant::now();
-    let model = if from == Path::new("default") {
-        Model::embedded_default()?
-    } else {
-        load_model(Some(from))?
-    };
+    let model = load_start(from)?;
     let data = load(dir, options_for(&model.config, a))?;
     let (train, val) = (dataset(data.train), dataset(data.val));
     let classes = data.classes;

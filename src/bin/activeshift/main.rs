@@ -153,6 +153,12 @@ struct TrainArgs {
     /// seconds (each image's features are computed once).
     #[arg(long, value_name = "MODEL", requires = "images")]
     from: Option<PathBuf>,
+    /// With --from: what stays as trained. backbone: every layer but the new classifier (fast:
+    /// each image's features are computed once); none: the whole network trains (its affine
+    /// layers with the model's own, frozen, statistics; learning rate 0.01 per 128 images of
+    /// batch unless --lr).
+    #[arg(long, value_enum, requires = "from", default_value_t = FreezeChoice::Backbone)]
+    freeze: FreezeChoice,
     /// Use only the first N training images of each class (quick runs).
     #[arg(long)]
     limit: Option<usize>,
@@ -203,6 +209,15 @@ const RUN_SETTINGS: [(&str, &str); 11] = [
     ("seed", "--seed"),
     ("no_augment", "--no-augment"),
 ];
+
+/// What `train --from` keeps as trained.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum FreezeChoice {
+    /// Everything but the classifier.
+    Backbone,
+    /// Nothing: the whole network fine-tunes.
+    None,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum ShiftChoice {

@@ -200,7 +200,7 @@ pub(crate) fn new_trainer(a: &TrainArgs) -> Result<activeshift::train::Trainer> 
 
 pub(crate) fn train(a: TrainArgs) -> Result<()> {
     use activeshift::train::Trainer;
-    if let (Some(dir), Some(from)) = (&a.images, &a.from) {
+    if let (Some(dir), Some(from), FreezeChoice::Backbone) = (&a.images, &a.from, a.freeze) {
         return folder_train::finetune(&a, dir, from);
     }
     if a.images.is_none() && (a.size.is_some() || a.gray) {
@@ -272,9 +272,15 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             (data, trainer)
         }
         Some(dir) => {
-            let opts = match &resumed {
-                Some(t) => folder_train::options_for(&t.config, &a),
-                None => {
+            // The model whose whole network fine-tunes (`--from M --freeze none`).
+            let start = match (&resumed, &a.from) {
+                (None, Some(from)) => Some(folder_train::load_start(from)?),
+                _ => None,
+            };
+            let opts = match (&resumed, &start) {
+                (Some(t), _) => folder_train::options_for(&t.config, &a),
+                (None, Some(m)) => folder_train::options_for(&m.config, &a),
+                (None, None) => {
                     let side = folder_train::side_for(dir, a.size)?;
                     let channels = if a.gray { 1 } else { 3 };
                     activeshift::image_folder::FolderOptions {
@@ -295,6 +301,28 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
                 Some(t) => {
                     folder_train::check_classes(&classes, &t.labels, "the checkpoint's run")?;
                     t
+                }
+                None if start.is_some() => {
+                    let model = start.as_ref().ok_or_else(|| {
+                        activeshift::Error::invalid("train", "no model to fine-tune")
+                    })?;
+                    let mut settings = settings_of(&a);
+                    settings.batch = settings.batch.min(data.train.len().max(1));
+                    if !a.given.contains(&"--lr") {
+                        // Fine-tuning steps smaller than training from scratch: 0.01 for a
+                        // batch of 128, in proportion for other batches (without BatchNorm's
+                        // batch statistics the network takes large steps badly).
+                        settings.lr = 0.01 * settings.batch as f32 / 128.0;
+                    }
+                    eprintln!(
+                        "fine-tuning the whole of {} for {} classes (its affine layers with \
+                         their own statistics, frozen), learning rate {}, batch {}",
+                        model.config.name,
+                        classes.len(),
+                        settings.lr,
+                        settings.batch
+                    );
+                    Trainer::from_model(model, classes, settings)?
                 }
                 None => {
                     let config = folder_train::config_for(
@@ -323,7 +351,13 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         Some(n) => data.train.per_class(n),
         None => data.train.clone(),
     };
-    let device = gpu_for(a.backend, "training")?;
+    let frozen_norm = trainer.settings.norm == activeshift::train::NormMode::Frozen;
+    let device = if frozen_norm && a.backend == BackendChoice::Auto {
+        // Frozen statistics have no GPU kernels yet.
+        None
+    } else {
+        gpu_for(a.backend, "training")?
+    };
     let finished = trainer.epoch >= trainer.settings.epochs;
     install_sigint();
     let sets = RunSets {
@@ -548,6 +582,18 @@ fn train_epochs<B: activeshift::train::Backend>(
             if log_line || step_now == steps || shown.elapsed() >= STATS_EVERY {
                 shown = std::time::Instant::now();
                 stats.add(session.stats()?);
+                if !stats.loss().is_finite() {
+                    bar.abandon();
+                    return Err(activeshift::Error::invalid(
+                        "train",
+                        format!(
+                            "the loss became {} in epoch {} (the run diverged): try a smaller \
+                             --lr than {lr}",
+                            stats.loss(),
+                            epoch + 1
+                        ),
+                    ));
+                }
                 let rate = stats.seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 let left = eta(global + 1);
                 bar.set_message(format!(

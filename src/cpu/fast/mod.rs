@@ -27,7 +27,10 @@ pub use conv::{
     conv3x3_backward_weight,
 };
 pub use depthwise::{depthwise3x3, depthwise3x3_backward};
-pub use norm::{BN_EPS, affine, bn_relu_backward, bn_relu_train, fold_bn, update_running_stats};
+pub use norm::{
+    BN_EPS, affine, bn_relu_backward, bn_relu_backward_with, bn_relu_frozen, bn_relu_train,
+    fold_bn, update_running_stats,
+};
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};

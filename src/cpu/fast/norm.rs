@@ -178,6 +178,23 @@ pub fn fold_bn(gamma: &[f32], beta: &[f32], rm: &[f32], rv: &[f32]) -> (Vec<f32>
     (scale, bias)
 }
 
+/// [`bn_relu_train`] with given statistics `[3, C]` (mean, variance, `1 / sqrt(var + eps)`)
+/// instead of the batch's: the per-channel affine `gamma * (x - mean) / std + beta`, then ReLU.
+pub fn bn_relu_frozen(
+    x: &[f32],
+    xs: Shape4,
+    gamma: &[f32],
+    beta: &[f32],
+    stats: &[f32],
+) -> Vec<f32> {
+    let (mean, inv_std) = (&stats[..xs.c], &stats[2 * xs.c..3 * xs.c]);
+    let scale: Vec<f32> = (0..xs.c).map(|c| gamma[c] * inv_std[c]).collect();
+    let shift: Vec<f32> = (0..xs.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
+    let mut y = super::BufferPool::take(x.len());
+    affine(x, xs, &scale, &shift, true, &mut y);
+    y
+}
+
 /// Backward of [`bn_relu_train`]: returns `(dx, dgamma, dbeta)`; `y` is the forward output,
 /// `stats` its statistics.
 pub fn bn_relu_backward(
@@ -187,6 +204,20 @@ pub fn bn_relu_backward(
     xs: Shape4,
     gamma: &[f32],
     stats: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    bn_relu_backward_with(dy, x, y, xs, gamma, stats, false)
+}
+
+/// Backward of [`bn_relu_train`] (`frozen` false) or of [`bn_relu_frozen`] (`frozen` true:
+/// the statistics are constants, so the input gradient has no terms through them).
+pub fn bn_relu_backward_with(
+    dy: &[f32],
+    x: &[f32],
+    y: &[f32],
+    xs: Shape4,
+    gamma: &[f32],
+    stats: &[f32],
+    frozen: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (mean, inv_std) = (&stats[..xs.c], &stats[2 * xs.c..3 * xs.c]);
     let p = xs.plane();
@@ -213,7 +244,11 @@ pub fn bn_relu_backward(
                 let c = k % xs.c;
                 let (xp, yp, dp) = (&x[k * p..][..p], &y[k * p..][..p], &dy[k * p..][..p]);
                 let g = gamma[c] * inv_std[c];
-                let (mb, mg) = (dbeta[c] / m, dgamma[c] / m);
+                let (mb, mg) = if frozen {
+                    (0.0, 0.0)
+                } else {
+                    (dbeta[c] / m, dgamma[c] / m)
+                };
                 let (mu, is) = (mean[c], inv_std[c]);
                 for (((d, &xv), &yv), &dv) in dxp.iter_mut().zip(xp).zip(yp).zip(dp) {
                     *d = g * (relu_mask(yv, dv) - mb - (xv - mu) * is * mg);

@@ -312,6 +312,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         gray: false,
         val_fraction: 0.1,
         from: None,
+        freeze: crate::FreezeChoice::Backbone,
         no_augment: false,
         backend: a.backend,
         checkpoint: Some(ckpt.clone()),
