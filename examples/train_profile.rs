@@ -97,6 +97,9 @@ impl Backend for Timed {
     fn bn_relu_train(&mut self, x: &T, xs: Shape4, g: &T, be: &T) -> Result<(T, T)> {
         self.time("bn_relu_train", |b| b.bn_relu_train(x, xs, g, be))
     }
+    fn bn_relu_frozen(&mut self, x: &T, xs: Shape4, g: &T, be: &T, st: &T) -> Result<T> {
+        self.time("bn_relu_frozen", |b| b.bn_relu_frozen(x, xs, g, be, st))
+    }
     fn bn_relu_backward(&mut self, a: BnBackwardArgs<'_, T>) -> Result<(T, T)> {
         self.time("bn_relu_backward", |b| b.bn_relu_backward(a))
     }
