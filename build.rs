@@ -89,7 +89,6 @@ const KERNELS: &[Kernel] = &[
         "conv1x1_backward_weight",
         &[],
     ),
-    k("conv1x1_naive.wgsl", "conv1x1_naive", &[]),
     k("conv1x1_pack.wgsl", "conv1x1_pack", &[]),
     Kernel {
         file: "conv1x1_reg.wgsl",

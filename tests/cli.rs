@@ -177,7 +177,6 @@ fn bench_json_names_the_adapter_cases_and_ratios() {
         "asl_forward_vs_copy",
         "fused_block_vs_plain_1x1",
         "asl_block_vs_dw_block",
-        "gemm_tiled_vs_naive",
     ] {
         assert!(v["ratios"][r].is_object(), "ratio {r} missing: {out}");
     }

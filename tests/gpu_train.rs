@@ -160,7 +160,7 @@ fn softmax_cross_entropy_matches_cpu() {
         assert!((f64::from(per_cpu[0]) - want).abs() < 1e-4);
 
         let lt = upload(ctx, &[n, k], &logits);
-        let wide: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
+        let wide: Vec<u32> = labels.to_vec();
         let lb = GpuTensor::from_slice(ctx, &[n], bytemuck::cast_slice(&wide)).unwrap();
         let (d, per, db) = (
             poisoned(ctx, &[n, k]),

@@ -1,4 +1,4 @@
-// The workgroup-tiled and naive 1x1 GEMMs' input affine: when flag bit 4 is set, every input
+// The workgroup-tiled 1x1 GEMMs' input affine: when flag bit 4 is set, every input
 // value goes through the per-channel affine + ReLU (the block's pre-activation folded into the
 // convolution that reads it). Needs `params` (with `flags`) in the kernel that imports it.
 
