@@ -28,6 +28,24 @@ fn info_prints_parameter_counts_of_every_builtin() {
 }
 
 #[test]
+fn info_times_every_kernel_pipeline() {
+    let (ok, out, err) = run(bin().args(["info", "--compile-times"]));
+    assert!(ok, "{err}");
+    let rows = activeshift::gpu::kernels::SHADER_PERMUTATIONS
+        .iter()
+        .map(|(_, _, _, entries)| entries.len())
+        .sum::<usize>();
+    assert!(
+        out.contains(&format!("| total ({rows} pipelines) |")),
+        "{out}"
+    );
+    assert!(
+        out.contains("| `conv1x1_reg.wgsl main_wide_whole` |"),
+        "{out}"
+    );
+}
+
+#[test]
 fn import_then_classify_the_cat() {
     let Some(shared) = common::shared_data("cli::import_then_classify_the_cat") else {
         return;
