@@ -10,7 +10,11 @@
 //!   `#endif` keep lines by the defines, and `#unroll M COUNT` ... `#endunroll` (or
 //!   `#unroll M FIRST..END`) repeats its lines once per value of `M`. A define `NAME=VALUE`
 //!   (and `M` inside `#unroll`) replaces the identifier NAME in code and comments; `##` glues
-//!   the pieces around it (`a##M` is `a0`, `a1`, ...).
+//!   the pieces around it (`a##M` is `a0`, `a1`, ...). `#bindings` ... `#endbindings` declares
+//!   the kernel's resources, one a line: `N name: uniform TYPE` is
+//!   `@group(0) @binding(N) var<uniform> name: TYPE;`, `N name: read ELEM` and
+//!   `N name: read_write ELEM` a storage `array<ELEM>` with that access; comments, blank lines
+//!   and the other directives stand between them as anywhere else.
 //! - The register-tiled GEMMs unroll their accumulator rows with `#unroll`, since compilers for
 //!   CPU adapters (lavapipe) keep a dynamically indexed private array in memory.
 //!
@@ -61,7 +65,17 @@ const fn k(file: &'static str, source: &'static str, defines: &'static [&'static
 /// Every kernel build.rs produces: the one place its permutations are listed.
 const KERNELS: &[Kernel] = &[
     k("add.wgsl", "add", &[]),
-    k("affine.wgsl", "affine", &[]),
+    Kernel {
+        file: "affine.wgsl",
+        source: "affine",
+        defines: &[],
+        entries: &[
+            ("main", &["SRC=x"]),
+            ("in_place", &["SRC=y"]),
+            ("main4", &["VEC4", "SRC=x4"]),
+            ("in_place4", &["VEC4", "SRC=y4"]),
+        ],
+    },
     k("asl_backward_input.wgsl", "asl_backward_input", &[]),
     k("asl_backward_shift.wgsl", "asl_backward_shift", &[]),
     k("asl_forward.wgsl", "asl_forward", &[]),
@@ -89,7 +103,6 @@ const KERNELS: &[Kernel] = &[
         "conv1x1_backward_weight",
         &[],
     ),
-    k("conv1x1_naive.wgsl", "conv1x1_naive", &[]),
     k("conv1x1_pack.wgsl", "conv1x1_pack", &[]),
     Kernel {
         file: "conv1x1_reg.wgsl",
@@ -126,7 +139,12 @@ const KERNELS: &[Kernel] = &[
         "global_avg_pool_backward",
         &[],
     ),
-    k("optimizer.wgsl", "optimizer", &[]),
+    Kernel {
+        file: "optimizer.wgsl",
+        source: "optimizer",
+        defines: &[],
+        entries: &[("sgd", &["SGD"]), ("running_stats", &[])],
+    },
     k("shift_grad_normalize.wgsl", "shift_grad_normalize", &[]),
     k("softmax.wgsl", "softmax", &[]),
     k("softmax_cross_entropy.wgsl", "softmax_cross_entropy", &[]),
@@ -295,6 +313,8 @@ fn expand(
     let keeping = |stack: &[(bool, bool)]| stack.last().is_none_or(|&(mine, outer)| mine && outer);
     // An open #unroll: its variable, its range and its lines so far.
     let mut unroll: Option<(String, std::ops::Range<usize>, Vec<String>)> = None;
+    // Inside #bindings ... #endbindings.
+    let mut bindings = false;
     for (i, line) in src.lines().enumerate() {
         let at = || format!("{name}:{}", i + 1);
         let t = line.trim();
@@ -331,6 +351,16 @@ fn expand(
                 None => 0..number(range),
             };
             unroll = Some((var.to_string(), range, Vec::new()));
+        } else if t == "#bindings" {
+            assert!(
+                !bindings && unroll.is_none(),
+                "{}: #bindings inside a block",
+                at()
+            );
+            bindings = true;
+        } else if t == "#endbindings" {
+            assert!(bindings, "{}: #endbindings without #bindings", at());
+            bindings = false;
         } else if t == "#endunroll" {
             let (var, range, lines) = unroll
                 .take()
@@ -360,6 +390,9 @@ fn expand(
             expand(dir, module, &text, defines, imported, out);
         } else if t.starts_with('#') {
             panic!("{}: unknown directive `{t}`", at());
+        } else if bindings && !t.is_empty() && !t.starts_with("//") {
+            out.push_str(&binding(&substitute(t, &values), &at()));
+            out.push('\n');
         } else {
             out.push_str(&substitute(line, &values));
             out.push('\n');
@@ -367,6 +400,32 @@ fn expand(
     }
     assert!(stack.is_empty(), "{name}: #ifdef without #endif");
     assert!(unroll.is_none(), "{name}: #unroll without #endunroll");
+    assert!(!bindings, "{name}: #bindings without #endbindings");
+}
+
+/// The WGSL declaration of one line of a `#bindings` block, `N name: uniform TYPE`,
+/// `N name: read ELEM` or `N name: read_write ELEM`: binding N of group 0, a uniform of TYPE or
+/// a storage `array<ELEM>` with that access.
+fn binding(line: &str, at: &str) -> String {
+    let usage = || format!("{at}: `{line}` is not `N name: uniform|read|read_write TYPE`");
+    let (slot, rest) = line
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{}", usage()));
+    let slot: u32 = slot.parse().unwrap_or_else(|_| panic!("{}", usage()));
+    let (name, rest) = rest
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{}", usage()));
+    let (kind, ty) = rest
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("{}", usage()));
+    let (name, ty) = (name.trim(), ty.trim());
+    let var = match kind {
+        "uniform" => format!("var<uniform> {name}: {ty}"),
+        "read" | "read_write" => format!("var<storage, {kind}> {name}: array<{ty}>"),
+        _ => panic!("{}", usage()),
+    };
+    format!("@group(0) @binding({slot}) {var};")
 }
 
 /// `line` with every identifier that `values` names replaced by its value, then `##` removed.

@@ -6,15 +6,15 @@
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: LenParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+#bindings
+0 params: uniform LenParams
+1 x: read f32
+2 y: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+#include element_args
 ) {
     let idx = (wg.y * groups.x + wg.x) * WG_SIZE + li;
     if (idx >= params.len) {

@@ -5,7 +5,8 @@
 // One invocation per element of the flattened NCHW tensor. The workgroups are laid out as a
 // 2-d grid (x fastest) when there are more than the per-dimension limit; the linear workgroup
 // index is wg.y * num_workgroups.x + wg.x. `main` reads x and writes y (two buffers);
-// `in_place` reads and overwrites y (the same tensor cannot be bound twice in one dispatch).
+// `in_place` reads and overwrites y (the same tensor cannot be bound twice in one dispatch):
+// the entry points of build.rs's KERNELS, one `main` here with the array read (SRC) a define.
 // `main4` and `in_place4` do the same for planes (H * W) divisible by 4, one vec4 of a
 // channel plane per invocation on a [plane chunks, C, N] grid, so the channel comes from the
 // workgroup id instead of a per-element division: on CPU adapters such as lavapipe, where an
@@ -24,17 +25,19 @@ struct AffineParams {
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: AffineParams;
+#bindings
+0 params: uniform AffineParams
 // [N, C, H, W]; not used by `in_place`.
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+1 x: read f32
 // [C] each.
-@group(0) @binding(2) var<storage, read> scale: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
+2 scale: read f32
+3 bias: read f32
 // [N, C, H, W]
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+4 y: read_write f32
 // The same tensors as vec4s along the plane, for `main4` (x4 and y4) and `in_place4` (y4).
-@group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> y4: array<vec4<f32>>;
+5 x4: read vec4<f32>
+6 y4: read_write vec4<f32>
+#endbindings
 
 #import element
 
@@ -56,33 +59,8 @@ fn apply(idx: u32, v: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG_SIZE)
+#ifdef VEC4
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let idx = element(wg, groups, li);
-    if (idx >= params.len) {
-        return;
-    }
-    y[idx] = apply(idx, x[idx]);
-}
-
-@compute @workgroup_size(WG_SIZE)
-fn in_place(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let idx = element(wg, groups, li);
-    if (idx >= params.len) {
-        return;
-    }
-    y[idx] = apply(idx, y[idx]);
-}
-
-@compute @workgroup_size(WG_SIZE)
-fn main4(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
@@ -93,19 +71,16 @@ fn main4(
         return;
     }
     let idx4 = (wg.z * params.c + wg.y) * plane4 + q;
-    y4[idx4] = apply4(wg.y, x4[idx4]);
+    y4[idx4] = apply4(wg.y, SRC[idx4]);
 }
-
-@compute @workgroup_size(WG_SIZE)
-fn in_place4(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+#else
+fn main(
+#include element_args
 ) {
-    let plane4 = params.plane / 4u;
-    let q = wg.x * WG_SIZE + li;
-    if (q >= plane4) {
+    let idx = element(wg, groups, li);
+    if (idx >= params.len) {
         return;
     }
-    let idx4 = (wg.z * params.c + wg.y) * plane4 + q;
-    y4[idx4] = apply4(wg.y, y4[idx4]);
+    y[idx] = apply(idx, SRC[idx]);
 }
+#endif

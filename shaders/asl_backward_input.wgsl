@@ -11,11 +11,13 @@
 const WG_SIZE: u32 = 256u;
 #import shift
 
-@group(0) @binding(0) var<uniform> params: AslParams;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
+#bindings
+0 params: uniform AslParams
+1 dout: read f32
 // [2, C]: xpos then ypos.
-@group(0) @binding(2) var<storage, read> shift: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+2 shift: read f32
+3 dx: read_write f32
+#endbindings
 
 // dout[n, c] (the plane starting at `base`) at row `row`, column `col`; 0 outside it.
 fn dout_tap(base: u32, row: i32, col: i32) -> f32 {
@@ -39,13 +41,7 @@ fn main(
     let p = i32(idx / params.w);
     let q = i32(idx % params.w);
 
-    let live = !(shift_is_nan(shift[c]) || shift_is_nan(shift[params.c + c]));
-    let xp = limit_shift(shift[c]);
-    let yp = limit_shift(shift[params.c + c]);
-    let fx = floor(xp);
-    let fy = floor(yp);
-    let tx = xp - fx;
-    let ty = yp - fy;
+#include channel_shift
     let ix = i32(fx);
     let iy = i32(fy);
 

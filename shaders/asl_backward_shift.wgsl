@@ -16,15 +16,17 @@ const PER_INVOCATION: u32 = 16u;
 const CHUNK: u32 = WG_SIZE * PER_INVOCATION;
 #import shift
 
-@group(0) @binding(0) var<uniform> params: AslParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
+#bindings
+0 params: uniform AslParams
+1 x: read f32
+2 dout: read f32
 // [2, C]: xpos then ypos.
-@group(0) @binding(3) var<storage, read> shift: array<f32>;
+3 shift: read f32
 // [C, chunks, 2]: per-chunk sums of dxpos and dypos.
-@group(0) @binding(4) var<storage, read_write> partials: array<f32>;
+4 partials: read_write f32
 // [2, C]: dxpos then dypos.
-@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
+5 grad: read_write f32
+#endbindings
 
 var<workgroup> sh_gx: array<f32, WG_SIZE>;
 var<workgroup> sh_gy: array<f32, WG_SIZE>;
@@ -53,13 +55,7 @@ fn partial_sums(
     let plane_out = params.ho * params.wo;
     let total = params.n * plane_out;
 
-    let live = !(shift_is_nan(shift[c]) || shift_is_nan(shift[params.c + c]));
-    let xp = limit_shift(shift[c]);
-    let yp = limit_shift(shift[params.c + c]);
-    let fx = floor(xp);
-    let fy = floor(yp);
-    let tx = xp - fx;
-    let ty = yp - fy;
+#include channel_shift
     let ix = i32(fx);
     let iy = i32(fy);
 

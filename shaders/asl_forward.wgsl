@@ -41,7 +41,6 @@ struct RowsParams {
 
 const WG_SIZE: u32 = 64u;
 alias Elem = vec4<f32>;
-@group(0) @binding(0) var<uniform> params: RowsParams;
 #else
 #import asl_params
 #ifdef VEC4
@@ -51,16 +50,22 @@ alias Elem = vec4<f32>;
 const WG_SIZE: u32 = 256u;
 alias Elem = f32;
 #endif
-@group(0) @binding(0) var<uniform> params: AslParams;
 #endif
 #import shift
 
+#bindings
+#ifdef STRIPS
+0 params: uniform RowsParams
+#else
+0 params: uniform AslParams
+#endif
 // [N, C, H, W] (as vec4s along the rows with VEC4 or STRIPS)
-@group(0) @binding(1) var<storage, read> x: array<Elem>;
+1 x: read Elem
 // [2, C]: xpos (horizontal) for every channel, then ypos (vertical).
-@group(0) @binding(2) var<storage, read> shift: array<f32>;
+2 shift: read f32
 // [N, C, Ho, Wo] (as vec4s with VEC4 or STRIPS)
-@group(0) @binding(3) var<storage, read_write> out: array<Elem>;
+3 out: read_write Elem
+#endbindings
 
 #ifdef STRIPS
 // The aligned vec4 `blk` of input row `r` of the plane at vec4 `base4`; zero outside the image.
@@ -227,13 +232,7 @@ fn forward_at(c: u32, n: u32, idx: u32) {
     let i = idx / params.wo;
     let j = idx % params.wo;
 
-    let live = !(shift_is_nan(shift[c]) || shift_is_nan(shift[params.c + c]));
-    let xp = limit_shift(shift[c]);
-    let yp = limit_shift(shift[params.c + c]);
-    let fx = floor(xp);
-    let fy = floor(yp);
-    let tx = xp - fx;
-    let ty = yp - fy;
+#include channel_shift
     if (!live) {
         out[(n * params.c + c) * params.ho * params.wo + idx] = 0.0;
         return;

@@ -18,10 +18,12 @@ const WG_SIZE: u32 = 64u;
 
 const DEAD: f32 = -4194304.0;
 
-@group(0) @binding(0) var<uniform> params: TapsParams;
+#bindings
+0 params: uniform TapsParams
 // [2, C]: xpos for every channel, then ypos.
-@group(0) @binding(1) var<storage, read> shift: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+1 shift: read f32
+2 out: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

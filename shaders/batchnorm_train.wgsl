@@ -30,22 +30,24 @@ const WG_SIZE: u32 = 256u;
 // Same as `train::ops::BN_EPS`.
 const EPS: f32 = 1e-5;
 
-@group(0) @binding(0) var<uniform> params: BnParams;
+#bindings
+0 params: uniform BnParams
 // [N, C, H, W]: the BatchNorm input.
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+1 x: read f32
 // [C] each.
-@group(0) @binding(2) var<storage, read> gamma: array<f32>;
-@group(0) @binding(3) var<storage, read> beta: array<f32>;
+2 gamma: read f32
+3 beta: read f32
 // [3, C]: mean, biased variance, inv_std (written by `stats`, read by the others).
-@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
+4 stats: read_write f32
 // [N, C, H, W]: the output (written by `forward`, read by the backward pass).
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+5 y: read_write f32
 // [N, C, H, W]: gradient of the output.
-@group(0) @binding(6) var<storage, read> dy: array<f32>;
+6 dy: read f32
 // [2, C]: dgamma, then dbeta (written by `backward_reduce`).
-@group(0) @binding(7) var<storage, read_write> dparams: array<f32>;
+7 dparams: read_write f32
 // [N, C, H, W]: gradient of the input.
-@group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+8 dx: read_write f32
+#endbindings
 
 var<workgroup> part_a: array<f32, WG_SIZE>;
 var<workgroup> part_b: array<f32, WG_SIZE>;

@@ -29,21 +29,25 @@ const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
 
-@group(0) @binding(0) var<uniform> params: Conv1x1Params;
+#bindings
+0 params: uniform Conv1x1Params
 // [N, Cin, H, W]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+1 x: read f32
 // [Cout, Cin]
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+2 weight: read f32
 // [Cout] each; bound to a placeholder when the affine flag is off.
-@group(0) @binding(3) var<storage, read> scale: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
+3 scale: read f32
+4 bias: read f32
 // [N, Cout, Ho, Wo]; bound to a placeholder when the residual flag is off.
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
+5 residual: read f32
 // [N, Cout, Ho, Wo]
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+6 y: read_write f32
+#endbindings
 #ifdef SHIFTED
+#bindings
 // Per input channel: (floor(xpos), floor(ypos), xpos - floor(xpos), ypos - floor(ypos)).
-@group(0) @binding(7) var<storage, read> taps: array<vec4<f32>>;
+7 taps: read vec4<f32>
+#endbindings
 
 #import tap
 #else

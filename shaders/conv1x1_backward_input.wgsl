@@ -17,13 +17,15 @@
 const WG_SIZE: u32 = 64u;
 const ROWS: u32 = 8u;
 
-@group(0) @binding(0) var<uniform> params: Conv1x1Params;
+#bindings
+0 params: uniform Conv1x1Params
 // [N, Cout, Ho, Wo]
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+1 dy: read f32
 // [Cout, Cin]
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+2 weight: read f32
 // [N, Cin, H, W]
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+3 dx: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE, 1, 1)
 fn main(

@@ -14,21 +14,21 @@ const WG_SIZE: u32 = 64u;
 // Output (rows) and input (cols) channels per invocation.
 const BLOCK: u32 = 8u;
 
-@group(0) @binding(0) var<uniform> params: Conv1x1Params;
+#bindings
+0 params: uniform Conv1x1Params
 // [N, Cout, Ho, Wo]
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+1 dy: read f32
 // [N, Cin, H, W]
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+2 x: read f32
 // [Cout, Cin]
-@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+3 dw: read_write f32
 // [splits, Cout, Cin]: each chunk's partial sums.
-@group(0) @binding(4) var<storage, read_write> part: array<f32>;
+4 part: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE, 1, 1)
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+#include element_args
 ) {
     let g = (wg.y * groups.x + wg.x) * WG_SIZE + li;
     let ncb = (params.cin + BLOCK - 1u) / BLOCK;
@@ -88,9 +88,7 @@ fn main(
 
 @compute @workgroup_size(256, 1, 1)
 fn reduce_splits(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+#include element_args
 ) {
     let i = (wg.y * groups.x + wg.x) * 256u + li;
     let len = params.cout * params.cin;

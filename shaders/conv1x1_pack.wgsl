@@ -28,10 +28,12 @@ struct PackParams {
 const WG_SIZE: u32 = 256u;
 const SLAB: u32 = 16384u;
 
-@group(0) @binding(0) var<uniform> params: PackParams;
+#bindings
+0 params: uniform PackParams
 // [Cout, Cin]
-@group(0) @binding(1) var<storage, read> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> packed: array<f32>;
+1 weight: read f32
+2 packed: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE)
 fn main(

@@ -28,13 +28,15 @@ const CI_TILE: u32 = 16u;
 const TAPS: u32 = 9u;
 const SH_W_LEN: u32 = CO_TILE * CI_TILE * TAPS;
 
-@group(0) @binding(0) var<uniform> params: Conv3x3Params;
+#bindings
+0 params: uniform Conv3x3Params
 // [N, Cin, H, W]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+1 x: read f32
 // [Cout, Cin, 3, 3]
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+2 weight: read f32
 // [N, Cout, Ho, Wo]
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+3 y: read_write f32
+#endbindings
 
 // sh_w[(ci * TAPS + ky * 3 + kx) * CO_TILE + co] = w[co0 + co, ci0 + ci, ky, kx] (0 past the end)
 var<workgroup> sh_w: array<f32, SH_W_LEN>;

@@ -12,22 +12,22 @@
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: Conv3x3Params;
+#bindings
+0 params: uniform Conv3x3Params
 // [N, Cout, Ho, Wo]
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+1 dy: read f32
 // [N, Cin, H, W]
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+2 x: read f32
 // [Cout, Cin, 3, 3]
-@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+3 dw: read_write f32
+#endbindings
 
 // part[t * WG_SIZE + li]: invocation li's partial sum of tap t.
 var<workgroup> part: array<f32, 2304>;
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+#include element_args
 ) {
     // Workgroup (co, ci) computes the 9 taps of the pair: each term reads dY once.
     let wid = wg.y * groups.x + wg.x;

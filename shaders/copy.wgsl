@@ -13,9 +13,11 @@ alias Elem = vec4<f32>;
 alias Elem = f32;
 #endif
 
-@group(0) @binding(0) var<uniform> params: CopyParams;
-@group(0) @binding(1) var<storage, read> x: array<Elem>;
-@group(0) @binding(2) var<storage, read_write> y: array<Elem>;
+#bindings
+0 params: uniform CopyParams
+1 x: read Elem
+2 y: read_write Elem
+#endbindings
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -19,18 +19,22 @@
 
 const WG_SIZE: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> params: DepthwiseParams;
+#bindings
+0 params: uniform DepthwiseParams
+#endbindings
 #ifdef VEC4
 alias Elem = vec4<f32>;
 #else
 alias Elem = f32;
 #endif
+#bindings
 // [N, C, H, W] (as vec4s along the rows with VEC4)
-@group(0) @binding(1) var<storage, read> x: array<Elem>;
+1 x: read Elem
 // [C, 1, 3, 3]
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+2 weight: read f32
 // [N, C, Ho, Wo] (as vec4s with VEC4)
-@group(0) @binding(3) var<storage, read_write> y: array<Elem>;
+3 y: read_write Elem
+#endbindings
 #ifdef VEC4
 
 // Filter row (a, b, c) applied at input row `r` to the 4 pixels of vec4 column `blk`.

@@ -18,29 +18,25 @@
 
 // Its Rust twin `DepthwiseBackwardParams` is generated from this by build.rs (from naga\'s layout).
 struct DepthwiseBackwardParams {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
+#include plane_shape
     _pad: u32,
 }
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: DepthwiseBackwardParams;
+#bindings
+0 params: uniform DepthwiseBackwardParams
 // [N, C, H, W] (the forward input; read by `weight` only)
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+1 x: read f32
 // [N, C, Ho, Wo]
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
+2 dy: read f32
 // [C, 1, 3, 3] (read by `input` only)
-@group(0) @binding(3) var<storage, read> weight: array<f32>;
+3 weight: read f32
 // [N, C, H, W] (written by `input`)
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+4 dx: read_write f32
 // [C, 1, 3, 3] (written by `weight`)
-@group(0) @binding(5) var<storage, read_write> dw: array<f32>;
+5 dw: read_write f32
+#endbindings
 
 var<workgroup> partial: array<array<f32, 9>, WG_SIZE>;
 

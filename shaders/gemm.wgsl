@@ -49,27 +49,38 @@
 #import gemm_store_scalar
 #endif
 
-@group(0) @binding(0) var<uniform> params: GemmParams;
+#bindings
+0 params: uniform GemmParams
 #ifdef VEC4
 // [N, Cin, H, W] as vec4s along the plane.
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-#import gemm_slab
-// [N, Cout, H, W] as vec4s; bound to a placeholder when the residual flag is off.
-@group(0) @binding(5) var<storage, read> residual: array<vec4<f32>>;
-// [N, Cout, H, W] as vec4s.
-@group(0) @binding(6) var<storage, read_write> y: array<vec4<f32>>;
+1 x: read vec4<f32>
 #else
 // [N, Cin, H, W]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-#import gemm_slab
+1 x: read f32
+#endif
+// One slab of packed weights (conv1x1_pack.wgsl): row r (output channel row0 + r) holds input
+// channels k0 + 4k .. k0 + 4k + 3 at wslab[r * kc / 4 + k], zero past Cin.
+2 wslab: uniform array<vec4<f32>, 4096>
+// [Cout] each; bound to a placeholder when the affine flag is off.
+3 scale: read f32
+4 bias: read f32
+#ifdef VEC4
+// [N, Cout, H, W] as vec4s; bound to a placeholder when the residual flag is off.
+5 residual: read vec4<f32>
+// [N, Cout, H, W] as vec4s.
+6 y: read_write vec4<f32>
+#else
 // [N, Cout, Ho, Wo]; bound to a placeholder when the residual flag is off (always, for IM2COL).
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
+5 residual: read f32
 // [N, Cout, Ho, Wo]
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+6 y: read_write f32
 #endif
 #ifdef SHIFTED
 // Per input channel: (floor(xpos), floor(ypos), xpos - floor(xpos), ypos - floor(ypos)).
-@group(0) @binding(7) var<uniform> taps: array<vec4<f32>, 4096>;
+7 taps: uniform array<vec4<f32>, 4096>
+#endif
+#endbindings
+#ifdef SHIFTED
 #ifdef VEC4
 
 #import row_lerp

@@ -21,11 +21,13 @@ struct PoolParams {
 
 const WG_SIZE: u32 = 32u;
 
-@group(0) @binding(0) var<uniform> params: PoolParams;
+#bindings
+0 params: uniform PoolParams
 // [N, C, H, W]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+1 x: read f32
 // [N, C, 1, 1]
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+2 y: read_write f32
+#endbindings
 
 var<workgroup> sh_sum: array<f32, WG_SIZE>;
 

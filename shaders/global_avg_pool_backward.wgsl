@@ -10,17 +10,17 @@
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: LenParams;
+#bindings
+0 params: uniform LenParams
 // [N, C]
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
+1 dy: read f32
 // [N, C, H, W]
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+2 dx: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE)
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+#include element_args
 ) {
     let idx = (wg.y * groups.x + wg.x) * WG_SIZE + li;
     if (idx >= params.len) {

@@ -2,7 +2,8 @@
 // Nesterov SGD step (PyTorch's form, `v = m v + g; w -= lr (g + m v)` with `g` the gradient
 // plus weight decay), with the Active Shift Layer's normalized shift gradient when
 // `channels` > 0 (each channel's (dx, dy) gradient scaled to unit length first);
-// `running_stats` is BatchNorm's running-statistics update from one batch's statistics.
+// `running_stats` is BatchNorm's running-statistics update from one batch's statistics (the
+// two entry points of build.rs's KERNELS, `sgd` with the define SGD).
 // One invocation per element on a 2-d grid of workgroups (linear index
 // wg.y * groups.x + wg.x). CPU twins: `train::optim::sgd_update` and
 // `train::ops::update_running_stats`.
@@ -31,28 +32,27 @@ struct OptimizerParams {
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: OptimizerParams;
+#bindings
+0 params: uniform OptimizerParams
 // The step's base learning rate (one value, written by the host each step).
-@group(0) @binding(1) var<storage, read> lr: array<f32>;
+1 lr: read f32
 // sgd: the gradient; running_stats: the batch statistics `[3, C]` (mean, biased variance,
 // inverse standard deviation).
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+2 grad: read f32
 // sgd: the parameter; running_stats: the running mean.
-@group(0) @binding(3) var<storage, read_write> weight: array<f32>;
+3 weight: read_write f32
 // sgd: the momentum buffer; running_stats: the running variance.
-@group(0) @binding(4) var<storage, read_write> velocity: array<f32>;
+4 velocity: read_write f32
+#endbindings
 
-fn index(wg: vec3<u32>, groups: vec3<u32>, li: u32) -> u32 {
-    return (wg.y * groups.x + wg.x) * WG_SIZE + li;
-}
+#import element
 
 @compute @workgroup_size(WG_SIZE)
-fn sgd(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+fn main(
+#include element_args
 ) {
-    let i = index(wg, groups, li);
+#ifdef SGD
+    let i = element(wg, groups, li);
     if (i >= params.len) {
         return;
     }
@@ -78,15 +78,8 @@ fn sgd(
     velocity[i] = v;
     let rate = lr[0] * params.lr_mult;
     weight[i] = w - rate * (gi + params.momentum * v);
-}
-
-@compute @workgroup_size(WG_SIZE)
-fn running_stats(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let ch = index(wg, groups, li);
+#else
+    let ch = element(wg, groups, li);
     let c = params.len;
     if (ch >= c) {
         return;
@@ -95,4 +88,5 @@ fn running_stats(
     let var_b = grad[params.offset + c + ch];
     weight[ch] = 0.9 * weight[ch] + 0.1 * mean;
     velocity[ch] = 0.9 * velocity[ch] + 0.1 * var_b * params.count / params.divisor;
+#endif
 }

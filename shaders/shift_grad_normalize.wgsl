@@ -12,9 +12,11 @@ struct NormalizeParams {
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: NormalizeParams;
+#bindings
+0 params: uniform NormalizeParams
 // [2, C]: dxpos then dypos.
-@group(0) @binding(1) var<storage, read_write> grad: array<f32>;
+1 grad: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

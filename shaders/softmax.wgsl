@@ -20,11 +20,13 @@ struct SoftmaxParams {
 
 const WG_SIZE: u32 = 256u;
 
-@group(0) @binding(0) var<uniform> params: SoftmaxParams;
+#bindings
+0 params: uniform SoftmaxParams
 // [N, K]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+1 x: read f32
 // [N, K]
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+2 y: read_write f32
+#endbindings
 
 var<workgroup> sh_red: array<f32, WG_SIZE>;
 

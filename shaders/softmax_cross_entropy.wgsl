@@ -19,17 +19,19 @@ struct CeParams {
 
 const WG_SIZE: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> params: CeParams;
+#bindings
+0 params: uniform CeParams
 // [N, K]
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+1 logits: read f32
 // [N]
-@group(0) @binding(2) var<storage, read> labels: array<u32>;
+2 labels: read u32
 // [N, K]
-@group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
+3 dlogits: read_write f32
 // [N, 2]: loss, then 1.0 if the top-1 class is the label (else 0.0).
-@group(0) @binding(4) var<storage, read_write> per_image: array<f32>;
+4 per_image: read_write f32
 // [K]
-@group(0) @binding(5) var<storage, read_write> dbias: array<f32>;
+5 dbias: read_write f32
+#endbindings
 
 @compute @workgroup_size(WG_SIZE)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

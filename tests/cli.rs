@@ -28,6 +28,24 @@ fn info_prints_parameter_counts_of_every_builtin() {
 }
 
 #[test]
+fn info_times_every_kernel_pipeline() {
+    let (ok, out, err) = run(bin().args(["info", "--compile-times"]));
+    assert!(ok, "{err}");
+    let rows = activeshift::gpu::kernels::SHADER_PERMUTATIONS
+        .iter()
+        .map(|(_, _, _, entries)| entries.len())
+        .sum::<usize>();
+    assert!(
+        out.contains(&format!("| total ({rows} pipelines) |")),
+        "{out}"
+    );
+    assert!(
+        out.contains("| `conv1x1_reg.wgsl main_wide_whole` |"),
+        "{out}"
+    );
+}
+
+#[test]
 fn import_then_classify_the_cat() {
     let Some(shared) = common::shared_data("cli::import_then_classify_the_cat") else {
         return;
@@ -177,7 +195,6 @@ fn bench_json_names_the_adapter_cases_and_ratios() {
         "asl_forward_vs_copy",
         "fused_block_vs_plain_1x1",
         "asl_block_vs_dw_block",
-        "gemm_tiled_vs_naive",
     ] {
         assert!(v["ratios"][r].is_object(), "ratio {r} missing: {out}");
     }

@@ -1,13 +1,6 @@
 // Its Rust twin `Conv1x1Params` is generated from this by build.rs (from naga\'s layout).
 struct Conv1x1Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
+#include conv_shape
     // bit 0: affine, bit 1: residual add, bit 2: ReLU; bit 4: read each input value through
     // max(in_scale[ci] * x + in_bias[ci], 0).
     flags: u32,

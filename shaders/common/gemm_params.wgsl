@@ -1,13 +1,6 @@
 // Its Rust twin `GemmParams` is generated from this by build.rs (from naga\'s layout).
 struct GemmParams {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    stride: u32,
+#include conv_shape
     // bit 0: affine, bit 1: residual add, bit 2: ReLU (set on the last K chunk only);
     // bit 3: add to what an earlier K chunk left in y; bit 4 (the 1x1 GEMMs only): read each
     // input value through max(in_scale[ci] * x + in_bias[ci], 0).

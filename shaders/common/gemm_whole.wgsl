@@ -1,11 +1,13 @@
+#bindings
 // The same packed weights as one storage array, for the `_whole` entry points: rows padded to a
 // multiple of 64 output channels, kc = K rounded up to 4 (one dispatch covers all of them).
-@group(0) @binding(7) var<storage, read> wall: array<vec4<f32>>;
+7 wall: read vec4<f32>
 // [Cin] each: the per-channel affine + ReLU applied to every input value when flag bit 4 is
 // set (the block's pre-activation folded into the convolution that reads it); bound to a
 // placeholder otherwise.
-@group(0) @binding(8) var<storage, read> in_scale: array<f32>;
-@group(0) @binding(9) var<storage, read> in_bias: array<f32>;
+8 in_scale: read f32
+9 in_bias: read f32
+#endbindings
 
 const FLAG_INPUT_AFFINE: u32 = 16u;
 

@@ -253,7 +253,7 @@ impl KernelPolicy {
             return None;
         }
         let v = self.conv1x1(dys, cin, 1);
-        (!matches!(v, Conv1x1Variant::Naive | Conv1x1Variant::Tiled)).then_some(v)
+        (v != Conv1x1Variant::Tiled).then_some(v)
     }
 
     /// The ASL forward kernel for input `xs` at `stride`.

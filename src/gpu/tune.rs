@@ -75,10 +75,9 @@ impl TuneKey {
     pub fn candidates(&self) -> Vec<&'static str> {
         let (xs, stride) = (self.xs, self.stride);
         match self.op {
-            // The naive GEMM is the baseline of the tests and benchmarks, never a contender.
             TunedOp::Conv1x1 => Conv1x1Variant::ALL
                 .iter()
-                .filter(|v| **v != Conv1x1Variant::Naive && v.supports(xs, stride))
+                .filter(|v| v.supports(xs, stride))
                 .map(|v| v.name())
                 .collect(),
             TunedOp::AslForward => AslForwardVariant::ALL

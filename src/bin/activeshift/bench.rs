@@ -143,11 +143,10 @@ impl Bench {
         }
     }
 
-    /// Time `dispatch` (one compute pass per run), after a warm-up run unless `cold` (for a
-    /// pipeline already compiled by an earlier case).
+    /// Time `dispatch` (one compute pass per run) after a warm-up run.
     /// Launches that read parameters only (weight packing, shift taps) run once first, as
     /// inference runs them once per batch size; the timed runs are the rest.
-    fn time_gpu_cold(&mut self, dispatch: &Dispatch, runs: usize, cold: bool) -> Result<Vec<f64>> {
+    fn time_gpu(&mut self, dispatch: &Dispatch, runs: usize) -> Result<Vec<f64>> {
         let ctx = self.ctx.clone();
         let (setup, dispatch) = dispatch.clone().split_setup();
         let dispatch = &dispatch;
@@ -159,23 +158,16 @@ impl Bench {
             wait(&ctx)?;
         }
         // Warm-up: pipeline compilation, first-touch of the buffers.
-        if !cold {
-            ctx.submit(|enc| {
-                dispatch.record(enc);
-                Ok(())
-            })?;
-            wait(&ctx)?;
-        }
+        ctx.submit(|enc| {
+            dispatch.record(enc);
+            Ok(())
+        })?;
+        wait(&ctx)?;
         let mut ms = Vec::with_capacity(runs);
         for _ in 0..runs {
             ms.push(self.timer.time_blocking(dispatch)?);
         }
         Ok(ms)
-    }
-
-    /// Time `dispatch` after a warm-up run.
-    fn time_gpu(&mut self, dispatch: &Dispatch, runs: usize) -> Result<Vec<f64>> {
-        self.time_gpu_cold(dispatch, runs, false)
     }
 
     fn push(
@@ -247,7 +239,7 @@ impl Bench {
         )
     }
 
-    /// `gemm_naive_*`, `gemm_tiled_*` (the variant `Conv1x1::prepare` picks) and, in a full run,
+    /// `gemm_tiled_*` (the variant `Conv1x1::prepare` picks) and, in a full run,
     /// every variant (`gemm_variant_*`) at the 1x1-conv shapes of w32 and at 1024³.
     fn gemm(&mut self) -> Result<()> {
         // (label, input shape, output channels)
@@ -270,10 +262,8 @@ impl Bench {
                 cout,
                 stride: 1,
             });
-            let mut runs: Vec<(String, Conv1x1Variant)> = vec![
-                (format!("gemm_naive_{label}"), Conv1x1Variant::Naive),
-                (format!("gemm_tiled_{label}"), chosen),
-            ];
+            let mut runs: Vec<(String, Conv1x1Variant)> =
+                vec![(format!("gemm_tiled_{label}"), chosen)];
             if !self.quick {
                 for v in Conv1x1Variant::ALL {
                     if v.supports(xs, 1) {
@@ -281,7 +271,7 @@ impl Bench {
                     }
                 }
             }
-            // `gemm_tiled_*` and `gemm_naive_*` are also `gemm_variant_*` cases in a full run:
+            // `gemm_tiled_*` is also a `gemm_variant_*` case in a full run:
             // each variant is timed once per shape and its samples reported under every name.
             let mut timed: Vec<(Conv1x1Variant, Vec<f64>)> = Vec::new();
             for (name, v) in runs {
@@ -312,15 +302,8 @@ impl Bench {
                     .kernels()
                     .conv1x1()
                     .prepare_variant(v, &self.ctx, args)?;
-                let naive_big = v == Conv1x1Variant::Naive && label == "1024^3";
-                let runs = if naive_big && self.quick {
-                    1
-                } else {
-                    self.runs(naive_big || label == "1024^3")
-                };
-                // The naive pipeline is compiled by the smaller shapes before: in a quick run its
-                // slowest case (seconds) is timed once, without a warm-up.
-                let ms = self.time_gpu_cold(&d, runs, naive_big && self.quick)?;
+                let runs = self.runs(label == "1024^3");
+                let ms = self.time_gpu(&d, runs)?;
                 timed.push((v, ms.clone()));
                 self.push(name, "gemm", ms, Some((flop, "GFLOP")), note);
             }
@@ -589,7 +572,6 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
         "asl_block_unfused"
     };
     let asl_vs_dw = div(med(default_block), med("dw3x3_block"));
-    let tiled_vs_naive = div(med("gemm_naive_1024^3"), med("gemm_tiled_1024^3"));
     let train_vs_torch = div(
         med("train_torch_twin_asnet20-16x1"),
         med("train_cpu_asnet20-16x1"),
@@ -619,13 +601,6 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
             } else {
                 "asl_block_unfused time / dw3x3_block time (the block inference runs by default)"
             },
-        },
-        Ratio {
-            name: "gemm_tiled_vs_naive",
-            value: tiled_vs_naive,
-            goal: ">= 15",
-            met: tiled_vs_naive.map(|v| v >= 15.0),
-            what: "gemm_tiled / gemm_naive GFLOP/s at 1024³",
         },
         Ratio {
             name: "train_cpu_vs_torch_twin",

@@ -353,6 +353,11 @@ struct InfoArgs {
     /// A model file or a pretrained name (`as-resnet-w32`).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Time the creation of every kernel's shader module and compute pipeline on a fresh
+    /// device without a pipeline cache, slowest first (on Mesa adapters, set
+    /// MESA_SHADER_CACHE_DISABLE=true so that the driver's own disk cache stays out too).
+    #[arg(long, conflicts_with_all = ["arch", "model"])]
+    compile_times: bool,
 }
 
 fn main() -> ExitCode {
@@ -711,6 +716,9 @@ fn describe_arch(config: &ArchConfig) {
 }
 
 fn info(a: InfoArgs) -> Result<()> {
+    if a.compile_times {
+        return compile_times();
+    }
     if let Some(name) = a.arch {
         describe_arch(&ArchConfig::builtin(&name)?);
         return Ok(());
@@ -752,6 +760,51 @@ fn info(a: InfoArgs) -> Result<()> {
         "kernels: {}",
         activeshift::gpu::kernels::KernelChoice::of(&ctx)
     );
+    Ok(())
+}
+
+/// `activeshift info --compile-times`: every kernel permutation's shader module and compute
+/// pipeline created on a fresh device without a pipeline cache, timed one entry point at a
+/// time, slowest first. A model compiles only the pipelines its plan dispatches (each kernel
+/// type builds its pipelines on first use), so this is the most a first run can cost.
+fn compile_times() -> Result<()> {
+    use activeshift::gpu::kernels::{SHADER_PERMUTATIONS, SHADERS};
+    let ctx = pollster::block_on(activeshift::gpu::GpuContext::new())?;
+    println!("adapter: {}", ctx.describe());
+    let device = ctx.device();
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    for (file, _, _, entries) in SHADER_PERMUTATIONS {
+        let Some((_, source)) = SHADERS.iter().find(|(f, _)| f == file) else {
+            continue;
+        };
+        for (entry, _) in entries.iter() {
+            let start = std::time::Instant::now();
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(file),
+                source: wgpu::ShaderSource::Wgsl((*source).into()),
+            });
+            let _pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(file),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            rows.push((
+                format!("{file} {entry}"),
+                start.elapsed().as_secs_f64() * 1e3,
+            ));
+        }
+    }
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("| kernel, entry point | ms |");
+    println!("|---|---:|");
+    for (name, ms) in &rows {
+        println!("| `{name}` | {ms:.1} |");
+    }
+    let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
+    println!("| total ({} pipelines) | {total:.1} |", rows.len());
     Ok(())
 }
 

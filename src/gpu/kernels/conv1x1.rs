@@ -1,4 +1,4 @@
-//! The 1x1 convolution GEMMs with their epilogue (six variants: naive, workgroup-tiled,
+//! The 1x1 convolution GEMMs with their epilogue (five variants: workgroup-tiled,
 //! register-tiled over packed weights and its vec4 form, each of those two also as one
 //! dispatch), and the epilogue binding they share with the fused ASL GEMM. The packed GEMM
 //! machinery is in `packed.rs`, the backward GEMMs in `conv1x1_backward.rs`.
@@ -86,8 +86,6 @@ pub struct Conv1x1Args<'a> {
 /// variant is checked against the CPU twin).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Conv1x1Variant {
-    /// `shaders/conv1x1_naive.wgsl`: one invocation per output value, no reuse (the baseline).
-    Naive,
     /// `shaders/conv1x1.wgsl`: 64x64 output tiles through workgroup memory, 4x4 outputs per
     /// invocation (what [`Conv1x1::prepare`] uses on adapters other than CPU ones).
     Tiled,
@@ -108,8 +106,7 @@ pub enum Conv1x1Variant {
 
 impl Conv1x1Variant {
     /// Every variant.
-    pub const ALL: [Conv1x1Variant; 6] = [
-        Self::Naive,
+    pub const ALL: [Conv1x1Variant; 5] = [
         Self::Tiled,
         Self::Register,
         Self::Vec4,
@@ -117,10 +114,9 @@ impl Conv1x1Variant {
         Self::Vec4Whole,
     ];
 
-    /// A short name (`naive`, `tiled`, `register`, `vec4`, `register_whole`, `vec4_whole`).
+    /// A short name (`tiled`, `register`, `vec4`, `register_whole`, `vec4_whole`).
     pub fn name(self) -> &'static str {
         match self {
-            Self::Naive => "naive",
             Self::Tiled => "tiled",
             Self::Register => "register",
             Self::Vec4 => "vec4",
@@ -131,7 +127,6 @@ impl Conv1x1Variant {
 
     fn file(self) -> &'static str {
         match self {
-            Self::Naive => "conv1x1_naive.wgsl",
             Self::Tiled => "conv1x1.wgsl",
             Self::Register | Self::RegisterWhole => "conv1x1_reg.wgsl",
             Self::Vec4 | Self::Vec4Whole => "conv1x1_vec4.wgsl",
@@ -239,7 +234,6 @@ pub(crate) fn matrix_rows(
 /// `shaders/conv1x1*.wgsl`: 1x1 convolution with stride and epilogue, as a GEMM (one pipeline
 /// per [`Conv1x1Variant`], each built on first use).
 pub struct Conv1x1 {
-    naive: LazyPipeline,
     tiled: LazyPipeline,
     register: PackedPipelines,
     vec4: PackedPipelines,
@@ -249,19 +243,10 @@ pub struct Conv1x1 {
 impl Conv1x1 {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
-            naive: LazyPipeline::new(device, Conv1x1Variant::Naive.file(), "main"),
             tiled: LazyPipeline::new(device, Conv1x1Variant::Tiled.file(), "main"),
             register: PackedPipelines::with_whole(device, Conv1x1Variant::Register.file()),
             vec4: PackedPipelines::with_whole(device, Conv1x1Variant::Vec4.file()),
             pack: LazyPipeline::new(device, "conv1x1_pack.wgsl", "main"),
-        }
-    }
-
-    /// The pipeline of the naive or tiled variant.
-    fn pipeline(&self, v: Conv1x1Variant) -> &Pipeline {
-        match v {
-            Conv1x1Variant::Naive => self.naive.get(),
-            _ => self.tiled.get(),
         }
     }
 
@@ -412,17 +397,14 @@ impl Conv1x1 {
             ));
         }
         match variant {
-            Conv1x1Variant::Naive | Conv1x1Variant::Tiled => {
+            Conv1x1Variant::Tiled => {
                 let params = Conv1x1Params {
                     flags: ep.flags,
                     ..params
                 };
-                let groups = match variant {
-                    Conv1x1Variant::Naive => [ys.plane().div_ceil(64), cout, xs.n],
-                    _ => [ys.plane().div_ceil(TILE), cout.div_ceil(TILE), xs.n],
-                };
+                let groups = [ys.plane().div_ceil(TILE), cout.div_ceil(TILE), xs.n];
                 let groups = workgroups(OP, device, groups)?;
-                Ok(self.pipeline(variant).prepare(
+                Ok(self.tiled.get().prepare(
                     device,
                     &params,
                     &[
@@ -475,7 +457,7 @@ impl Conv1x1 {
             Conv1x1Variant::RegisterWhole => Some((&self.register, true)),
             Conv1x1Variant::Vec4 => Some((&self.vec4, false)),
             Conv1x1Variant::Vec4Whole => Some((&self.vec4, true)),
-            Conv1x1Variant::Naive | Conv1x1Variant::Tiled => None,
+            Conv1x1Variant::Tiled => None,
         }
     }
 }

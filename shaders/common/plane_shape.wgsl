@@ -1,0 +1,7 @@
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    stride: u32,
