@@ -10,6 +10,11 @@
 //   dbeta[c] = sum dz,   dgamma[c] = sum dz * xhat
 //   dx = gamma * inv_std * (dz - dbeta / M - xhat * dgamma / M)
 //
+// With frozen statistics (fine-tuning a model, `train::NormMode::Frozen`) `stats` holds given
+// constants: `forward` runs without `batch_stats`, `backward_reduce` is the same, and
+// `backward_input_frozen` drops the terms through the batch's mean and variance:
+//   dx = gamma * inv_std * dz
+//
 // `stats` and `backward_reduce` run one workgroup per channel: every invocation sums a fixed,
 // strided subset of the channel and the workgroup adds the partial sums in a fixed tree, so the
 // result is the same on every run. The variance is a second pass over (x - mean)^2, which does
@@ -202,5 +207,20 @@ fn backward_input(
             let xhat = (x[i] - mean) * inv_std;
             dx[i] = k * (dz - mean_dz - xhat * mean_dzx);
         }
+    }
+}
+
+@compute @workgroup_size(EW_WG)
+fn backward_input_frozen(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let c = wg.y;
+    let p0 = (wg.x * EW_WG + li) * EW_PER;
+    let base = (wg.z * params.c + c) * params.plane;
+    let k = gamma[c] * stats[2u * params.c + c];
+    for (var e = 0u; e < min(EW_PER, params.plane - min(p0, params.plane)); e++) {
+        let i = base + p0 + e;
+        dx[i] = select(0.0, k * dy[i], y[i] > 0.0);
     }
 }

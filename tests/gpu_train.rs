@@ -113,6 +113,66 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         assert!(rel_err(&dp[..xs.c], &dg_cpu) < TOL, "{xs:?}: dgamma");
         assert!(rel_err(&dp[xs.c..], &db_cpu) < TOL, "{xs:?}: dbeta");
         assert!(rel_err(&read(ctx, &dx), &dx_cpu) < TOL, "{xs:?}: dx");
+
+        // Frozen statistics (fine-tuning): given mean and variance, the same outputs poisoned
+        // first, against the CPU twins.
+        let mean = uniform(&mut rng, xs.c, 2.0, 5.0);
+        let var = uniform(&mut rng, xs.c, 0.2, 3.0);
+        let mut frozen = mean.clone();
+        frozen.extend(&var);
+        frozen.extend(var.iter().map(|v| 1.0 / (v + ops::BN_EPS).sqrt()));
+        let yf_cpu = ops::bn_relu_frozen(&x, xs, &gamma, &beta, &frozen);
+        let (dxf_cpu, dgf_cpu, dbf_cpu) =
+            ops::bn_relu_backward_with(&dy, &x, &yf_cpu, xs, &gamma, &frozen, true);
+        let ft = upload(ctx, &[3, xs.c], &frozen);
+        let yf = poisoned(ctx, &xs.dims());
+        run(
+            ctx,
+            k.prepare_forward_frozen(
+                ctx,
+                BnForward {
+                    x: &xt,
+                    gamma: &gt,
+                    beta: &bt,
+                    stats: &ft,
+                    y: &yf,
+                },
+            )
+            .unwrap(),
+        );
+        assert!(
+            rel_err(&read(ctx, &yf), &yf_cpu) < TOL,
+            "{xs:?}: frozen forward"
+        );
+        assert_eq!(read(ctx, &ft), frozen, "{xs:?}: frozen statistics written");
+        let yft = upload(ctx, &xs.dims(), &yf_cpu);
+        let (dparams, dx) = (poisoned(ctx, &[2, xs.c]), poisoned(ctx, &xs.dims()));
+        run(
+            ctx,
+            k.prepare_backward_frozen(
+                ctx,
+                BnBackward {
+                    x: &xt,
+                    y: &yft,
+                    gamma: &gt,
+                    stats: &ft,
+                    dy: &dyt,
+                    dparams: &dparams,
+                    dx: &dx,
+                },
+            )
+            .unwrap(),
+        );
+        let dp = read(ctx, &dparams);
+        assert!(
+            rel_err(&dp[..xs.c], &dgf_cpu) < TOL,
+            "{xs:?}: frozen dgamma"
+        );
+        assert!(rel_err(&dp[xs.c..], &dbf_cpu) < TOL, "{xs:?}: frozen dbeta");
+        assert!(
+            rel_err(&read(ctx, &dx), &dxf_cpu) < TOL,
+            "{xs:?}: frozen dx"
+        );
     }
 }
 
@@ -321,6 +381,35 @@ fn small_trainer(seed: u64, block: BlockKind) -> Trainer {
         }
     }
     t
+}
+
+/// Fine-tuning a model (its affine layers with frozen statistics): every gradient and the loss
+/// on the GPU backend as on the CPU; the statistics do not move.
+#[test]
+fn frozen_statistics_gradients_agree_with_the_cpu() {
+    let Some(ctx) = gpu("frozen_statistics_gradients_agree_with_the_cpu") else {
+        return;
+    };
+    let (mut rng, seed) = rng("frozen_gradients");
+    let model = small_trainer(seed, BlockKind::Asl).export().unwrap();
+    let mut cpu =
+        Trainer::from_model(&model, model.labels.clone(), TrainSettings::default()).unwrap();
+    let mut gpu_t = cpu.clone();
+    let n = 5;
+    let input = uniform(&mut rng, n * 11 * 11, -1.5, 1.5);
+    let labels: Vec<u32> = (0..n).map(|i| (i % 4) as u32).collect();
+    let mut be = GpuBackend::new(ctx.clone());
+    let (st_cpu, g_cpu) = cpu.forward_backward(&input, &labels).unwrap();
+    let (st_gpu, g_gpu) = gpu_t.forward_backward_on(&mut be, &input, &labels).unwrap();
+    assert_eq!(g_cpu.len(), g_gpu.len());
+    for (name, want) in &g_cpu {
+        let e = rel_err(&g_gpu[name], want);
+        assert!(e < 1e-3, "{name}: relative error {e:.2e} (seed {seed})");
+    }
+    assert!((st_cpu.loss() - st_gpu.loss()).abs() < 1e-4 * st_cpu.loss().max(1.0));
+    for (name, want) in &cpu.params {
+        assert_eq!(&gpu_t.params[name], want, "{name} moved");
+    }
 }
 
 #[test]

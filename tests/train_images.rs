@@ -282,6 +282,25 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
     assert_eq!(tuned.config.preprocess, base.config.preprocess);
     assert_ne!(tuned.params["stem.weight"], base.params["stem.weight"]);
     check_model(&model, &dir, "train_images::fine_tune_whole", 8);
+    // The same run on the GPU backend (frozen statistics through the WGSL training kernels):
+    // its first epoch's loss as the CPU's.
+    if common::gpu("train_images::fine_tune_whole_gpu").is_some() {
+        let (ok, _, gerr) = run(bin()
+            .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
+            .args(["train", "--images"])
+            .arg(&images)
+            .args([
+                "--from", "default", "--freeze", "none", "--epochs", "8", "--batch", "8",
+            ])
+            .args(["--backend", "gpu", "-o"])
+            .arg(dir.join("whole-gpu.safetensors")));
+        assert!(ok, "{gerr}");
+        let gpu_losses = epoch_losses(&gerr);
+        assert!(
+            (gpu_losses[0] - losses[0]).abs() < 1e-3 * losses[0].max(1.0),
+            "GPU {gpu_losses:?} vs CPU {losses:?}"
+        );
+    }
     // A learning rate far too high: a clear error, not a model of NaNs.
     let (ok, _, err) = run(bin()
         .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))

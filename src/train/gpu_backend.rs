@@ -455,29 +455,35 @@ impl Backend for GpuBackend {
 
     fn bn_relu_frozen(
         &mut self,
-        _x: &GpuTensor,
-        _xs: Shape4,
-        _gamma: &GpuTensor,
-        _beta: &GpuTensor,
-        _stats: &GpuTensor,
+        x: &GpuTensor,
+        xs: Shape4,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        stats: &GpuTensor,
     ) -> Result<GpuTensor> {
-        Err(Error::invalid(
-            "train",
-            "frozen BatchNorm statistics (fine-tuning a whole model) run on the CPU backend only \
-             so far: use --backend cpu",
-        ))
+        let x = x.reshape(&xs.dims())?;
+        let y = self.alloc(&xs.dims())?;
+        let key = Key::new("bn_relu_frozen", &[&x, gamma, beta, stats, &y], &[]);
+        self.launch(key, |ctx| {
+            let k = ctx.kernels().batchnorm_train();
+            k.prepare_forward_frozen(
+                ctx,
+                crate::gpu::kernels::BnForward {
+                    x: &x,
+                    gamma,
+                    beta,
+                    stats,
+                    y: &y,
+                },
+            )
+        })?;
+        Ok(y)
     }
 
     fn bn_relu_backward(
         &mut self,
         a: BnBackwardArgs<'_, GpuTensor>,
     ) -> Result<(GpuTensor, GpuTensor)> {
-        if a.frozen {
-            return Err(Error::invalid(
-                "train",
-                "frozen BatchNorm statistics run on the CPU backend only so far",
-            ));
-        }
         let xs = a.xs;
         let (x, y, dy) = (
             a.x.reshape(&xs.dims())?,
@@ -487,14 +493,25 @@ impl Backend for GpuBackend {
         let (gamma, stats) = (a.gamma, a.stats);
         let dparams = self.alloc(&[2, xs.c])?;
         let dx = self.alloc(&xs.dims())?;
+        let frozen = a.frozen;
         let key = Key::new(
-            "bn_relu_backward",
+            if frozen {
+                "bn_relu_backward_frozen"
+            } else {
+                "bn_relu_backward"
+            },
             &[&x, &y, gamma, stats, &dy, &dparams, &dx],
             &[],
         );
         self.launch(key, |ctx| {
             let k = ctx.kernels().batchnorm_train();
-            k.prepare_backward(
+            let prepare = if frozen {
+                crate::gpu::kernels::BatchNormTrain::prepare_backward_frozen
+            } else {
+                crate::gpu::kernels::BatchNormTrain::prepare_backward
+            };
+            prepare(
+                k,
                 ctx,
                 crate::gpu::kernels::BnBackward {
                     x: &x,

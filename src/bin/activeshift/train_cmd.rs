@@ -351,13 +351,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
         Some(n) => data.train.per_class(n),
         None => data.train.clone(),
     };
-    let frozen_norm = trainer.settings.norm == activeshift::train::NormMode::Frozen;
-    let device = if frozen_norm && a.backend == BackendChoice::Auto {
-        // Frozen statistics have no GPU kernels yet.
-        None
-    } else {
-        gpu_for(a.backend, "training")?
-    };
+    let device = gpu_for(a.backend, "training")?;
     let finished = trainer.epoch >= trainer.settings.epochs;
     install_sigint();
     let sets = RunSets {

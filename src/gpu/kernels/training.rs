@@ -64,6 +64,7 @@ pub struct BatchNormTrain {
     forward: Pipeline,
     backward_reduce: Pipeline,
     backward_input: Pipeline,
+    backward_input_frozen: Pipeline,
 }
 
 impl BatchNormTrain {
@@ -73,6 +74,11 @@ impl BatchNormTrain {
             forward: Pipeline::new(device, "batchnorm_train.wgsl", "forward"),
             backward_reduce: Pipeline::new(device, "batchnorm_train.wgsl", "backward_reduce"),
             backward_input: Pipeline::new(device, "batchnorm_train.wgsl", "backward_input"),
+            backward_input_frozen: Pipeline::new(
+                device,
+                "batchnorm_train.wgsl",
+                "backward_input_frozen",
+            ),
         }
     }
 
@@ -90,6 +96,16 @@ impl BatchNormTrain {
     /// `stats` (`[3, C]`: mean, biased variance, `1 / sqrt(var + eps)`) and then
     /// `y = max(0, gamma * (x - mean) / sqrt(var + eps) + beta)` (`gamma`, `beta`: `[C]`).
     pub fn prepare_forward(&self, ctx: &GpuContext, t: BnForward<'_>) -> Result<Dispatch> {
+        self.forward_with(ctx, t, false)
+    }
+
+    /// Prepare the dispatch of the forward pass with frozen statistics: `stats` (`[3, C]`) is
+    /// read, not computed (fine-tuning with `train::NormMode::Frozen`).
+    pub fn prepare_forward_frozen(&self, ctx: &GpuContext, t: BnForward<'_>) -> Result<Dispatch> {
+        self.forward_with(ctx, t, true)
+    }
+
+    fn forward_with(&self, ctx: &GpuContext, t: BnForward<'_>, frozen: bool) -> Result<Dispatch> {
         let BnForward {
             x,
             gamma,
@@ -109,12 +125,6 @@ impl BatchNormTrain {
         let device = ctx.device();
         let per_channel = workgroups(OP, device, [xs.c, 1, 1])?;
         let per_element = bn_elements(OP, device, xs)?;
-        let stats_step = self.stats.prepare(
-            device,
-            &params,
-            &[(1, x.buffer()), (4, stats.buffer())],
-            per_channel,
-        );
         let apply = self.forward.prepare(
             device,
             &params,
@@ -127,6 +137,15 @@ impl BatchNormTrain {
             ],
             per_element,
         );
+        if frozen {
+            return Ok(apply);
+        }
+        let stats_step = self.stats.prepare(
+            device,
+            &params,
+            &[(1, x.buffer()), (4, stats.buffer())],
+            per_channel,
+        );
         Ok(stats_step.then(apply))
     }
 
@@ -134,6 +153,16 @@ impl BatchNormTrain {
     /// `stats` and the output gradient `dy`, write `dparams` (`[2, C]`: dgamma, then dbeta) and
     /// the input gradient `dx`.
     pub fn prepare_backward(&self, ctx: &GpuContext, t: BnBackward<'_>) -> Result<Dispatch> {
+        self.backward_with(ctx, t, false)
+    }
+
+    /// [`BatchNormTrain::prepare_backward`] of [`BatchNormTrain::prepare_forward_frozen`]: the
+    /// statistics are constants, so the input gradient has no terms through them.
+    pub fn prepare_backward_frozen(&self, ctx: &GpuContext, t: BnBackward<'_>) -> Result<Dispatch> {
+        self.backward_with(ctx, t, true)
+    }
+
+    fn backward_with(&self, ctx: &GpuContext, t: BnBackward<'_>, frozen: bool) -> Result<Dispatch> {
         let BnBackward {
             x,
             y,
@@ -177,20 +206,36 @@ impl BatchNormTrain {
             ],
             per_channel,
         );
-        let input = self.backward_input.prepare(
-            device,
-            &params,
-            &[
-                (1, x.buffer()),
-                (2, gamma.buffer()),
-                (4, stats.buffer()),
-                (5, y.buffer()),
-                (6, dy.buffer()),
-                (7, dparams.buffer()),
-                (8, dx.buffer()),
-            ],
-            per_element,
-        );
+        let input = if frozen {
+            // No terms through the batch's statistics: neither the input nor the reduction.
+            self.backward_input_frozen.prepare(
+                device,
+                &params,
+                &[
+                    (2, gamma.buffer()),
+                    (4, stats.buffer()),
+                    (5, y.buffer()),
+                    (6, dy.buffer()),
+                    (8, dx.buffer()),
+                ],
+                per_element,
+            )
+        } else {
+            self.backward_input.prepare(
+                device,
+                &params,
+                &[
+                    (1, x.buffer()),
+                    (2, gamma.buffer()),
+                    (4, stats.buffer()),
+                    (5, y.buffer()),
+                    (6, dy.buffer()),
+                    (7, dparams.buffer()),
+                    (8, dx.buffer()),
+                ],
+                per_element,
+            )
+        };
         Ok(reduce.then(input))
     }
 }
