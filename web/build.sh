@@ -6,8 +6,10 @@
 #   web/build.sh --opt    # ... then wasm-opt -Os (installs web/node_modules with `npm ci`)
 #
 # Installs the wasm32 target and the wasm-bindgen CLI of the exact version in Cargo.lock when
-# they are missing (the CLI and the crate must match). Prints the wasm size, raw and gzipped.
+# they are missing (the CLI and the crate must match). Prints the wasm size, raw and gzipped,
+# and how long each step took.
 set -euo pipefail
+started=$SECONDS
 web=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$web/.." && pwd)
 out="$web/www/pkg"
@@ -33,8 +35,11 @@ fi
 have=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)
 if [ "$have" != "$want" ]; then
   echo "installing wasm-bindgen-cli $want (found: ${have:-none}); this takes a few minutes"
+  t=$SECONDS
   cargo install wasm-bindgen-cli --version "$want"
+  echo "installed wasm-bindgen-cli in $((SECONDS - t)) s"
 fi
+build_started=$SECONDS
 
 cd "$root"
 # The project's shipped model (trained by activeshift) is the page's default.
@@ -63,3 +68,4 @@ fi
 raw=$(stat -c %s "$bg")
 gz=$(gzip -9 -c "$bg" | wc -c)
 awk -v out="$out" -v raw="$raw" -v gz="$gz" 'BEGIN { printf "built %s\nwasm size: %d bytes raw (%.2f MiB), %d bytes gzip -9 (%.2f MiB)\n", out, raw, raw / 1048576, gz, gz / 1048576 }'
+echo "build took $((SECONDS - build_started)) s ($((SECONDS - started)) s with tool installs)"
