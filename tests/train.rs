@@ -506,3 +506,27 @@ fn frozen_statistics_gradient_matches_finite_differences_and_stays_frozen() {
     }
     assert_ne!(after.params["stem.weight"], t.params["stem.weight"]);
 }
+
+#[test]
+fn frozen_blocks_keep_the_stem_and_the_first_blocks() {
+    let model = trained_model(13);
+    let settings = TrainSettings {
+        frozen_blocks: 1,
+        ..TrainSettings::default()
+    };
+    let t = Trainer::from_model(&model, model.labels.clone(), settings).unwrap();
+    let (input, labels) = batch();
+    let after = stepped(t.clone(), &input, &labels, 0.005, 5);
+    for (name, v) in &t.params {
+        let frozen = name.starts_with("stem.") || name.starts_with("blocks.0.");
+        let moved = &after.params[name] != v;
+        let learnable = !name.contains("running_");
+        assert_eq!(moved, learnable && !frozen, "{name}: moved {moved}");
+    }
+    // More frozen blocks than the network has: refused.
+    let too_many = TrainSettings {
+        frozen_blocks: 3,
+        ..TrainSettings::default()
+    };
+    assert!(Trainer::from_model(&model, model.labels.clone(), too_many).is_err());
+}

@@ -301,6 +301,31 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
             "GPU {gpu_losses:?} vs CPU {losses:?}"
         );
     }
+    // --freeze stage: the stem and the first two stages stay as trained, the last trains.
+    let stage = dir.join("stage.safetensors");
+    let (ok, _, err) = run(bin()
+        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
+        .args(["train", "--images"])
+        .arg(&images)
+        .args([
+            "--from", "default", "--freeze", "stage", "--epochs", "2", "--batch", "8",
+        ])
+        .args(["--backend", "cpu", "-o"])
+        .arg(&stage));
+    assert!(ok, "{err}");
+    assert!(err.contains("the stem and 6 blocks frozen"), "{err}");
+    let staged = activeshift::Model::load(&stage).unwrap();
+    for (name, t) in &base.params {
+        let block: Option<usize> = name
+            .strip_prefix("blocks.")
+            .and_then(|r| r.split('.').next()?.parse().ok());
+        let frozen = name.starts_with("stem.") || block.is_some_and(|b| b < 6);
+        if frozen {
+            assert_eq!(&staged.params[name], t, "{name} moved");
+        } else if name.ends_with(".weight") && !name.starts_with("fc.") {
+            assert_ne!(&staged.params[name], t, "{name} did not train");
+        }
+    }
     // A learning rate far too high: a clear error, not a model of NaNs.
     let (ok, _, err) = run(bin()
         .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))

@@ -84,6 +84,21 @@ impl ParamId {
         }
     }
 
+    /// The residual block the tensor belongs to: `Some(i)` for block `i`'s, `None` for the
+    /// stem's (before every block) and the head's and classifier's (after them).
+    pub fn block(self) -> Option<usize> {
+        match self {
+            ParamId::Expand(i)
+            | ParamId::Shift(i)
+            | ParamId::Depthwise(i)
+            | ParamId::Reduce(i)
+            | ParamId::Shortcut(i)
+            | ParamId::Scale(Norm::Pre(i) | Norm::Mid(i))
+            | ParamId::Bias(Norm::Pre(i) | Norm::Mid(i)) => Some(i),
+            _ => None,
+        }
+    }
+
     /// A convolution or classifier weight (what weight decay applies to).
     pub fn is_weight(self) -> bool {
         matches!(

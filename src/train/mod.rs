@@ -91,6 +91,10 @@ pub struct TrainSettings {
     /// scratch), or frozen statistics (fine-tuning a model whose BatchNorm is folded).
     #[serde(default)]
     pub norm: NormMode,
+    /// The stem and the first `frozen_blocks` residual blocks keep their values (fine-tuning
+    /// the later layers only); 0 freezes nothing.
+    #[serde(default)]
+    pub frozen_blocks: usize,
 }
 
 /// How a training run's affine layers (BatchNorm) use statistics.
@@ -121,6 +125,7 @@ impl Default for TrainSettings {
             augment: true,
             seed: 0,
             norm: NormMode::Batch,
+            frozen_blocks: 0,
         }
     }
 }
@@ -290,6 +295,16 @@ impl Trainer {
     pub fn new(config: ArchConfig, labels: Vec<String>, settings: TrainSettings) -> Result<Self> {
         config.validate()?;
         settings.validate()?;
+        let blocks: usize = config.stages.iter().map(|s| s.blocks).sum();
+        if settings.frozen_blocks > blocks {
+            return Err(Error::invalid(
+                "train settings",
+                format!(
+                    "frozen_blocks {} of a network with {blocks} blocks",
+                    settings.frozen_blocks
+                ),
+            ));
+        }
         if !labels.is_empty() && labels.len() != config.classes {
             return Err(Error::invalid(
                 "train",

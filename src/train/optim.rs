@@ -25,10 +25,21 @@ pub struct SgdRule {
 impl SgdRule {
     /// The rule of parameter `id` under `settings`; `None` for a frozen parameter (the shifts
     /// of every [`ShiftMode`](super::ShiftMode) that does not
-    /// [learn](super::ShiftMode::learns)), which neither moves nor gathers momentum.
+    /// [learn](super::ShiftMode::learns), and the stem's and the first
+    /// [`frozen_blocks`](super::TrainSettings::frozen_blocks) blocks' tensors), which neither
+    /// moves nor gathers momentum.
     pub fn of(settings: &TrainSettings, id: ParamId) -> Option<Self> {
         let is_shift = matches!(id, ParamId::Shift(_));
         if is_shift && !settings.shift.learns() {
+            return None;
+        }
+        // The stem and the first `frozen_blocks` blocks, when fine-tuning only later layers.
+        let frozen_layer = match (id, id.block()) {
+            (ParamId::StemWeight, _) => settings.frozen_blocks > 0,
+            (_, Some(i)) => i < settings.frozen_blocks,
+            (_, None) => false,
+        };
+        if frozen_layer {
             return None;
         }
         Some(Self {

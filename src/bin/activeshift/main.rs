@@ -154,7 +154,8 @@ struct TrainArgs {
     #[arg(long, value_name = "MODEL", requires = "images")]
     from: Option<PathBuf>,
     /// With --from: what stays as trained. backbone: every layer but the new classifier (fast:
-    /// each image's features are computed once); none: the whole network trains (its affine
+    /// each image's features are computed once); stage: all but the last stage and the
+    /// classifier; none: the whole network trains (stage and none: the affine
     /// layers with the model's own, frozen, statistics; learning rate 0.01 per 128 images of
     /// batch unless --lr).
     #[arg(long, value_enum, requires = "from", default_value_t = FreezeChoice::Backbone)]
@@ -215,6 +216,8 @@ const RUN_SETTINGS: [(&str, &str); 11] = [
 enum FreezeChoice {
     /// Everything but the classifier.
     Backbone,
+    /// The stem and every stage but the last: the last stage and the classifier fine-tune.
+    Stage,
     /// Nothing: the whole network fine-tunes.
     None,
 }

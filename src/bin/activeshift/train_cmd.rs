@@ -308,6 +308,11 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
                     })?;
                     let mut settings = settings_of(&a);
                     settings.batch = settings.batch.min(data.train.len().max(1));
+                    if a.freeze == FreezeChoice::Stage {
+                        let last = model.config.stages.last().map_or(0, |s| s.blocks);
+                        let all: usize = model.config.stages.iter().map(|s| s.blocks).sum();
+                        settings.frozen_blocks = all - last;
+                    }
                     if !a.given.contains(&"--lr") {
                         // Fine-tuning steps smaller than training from scratch: 0.01 for a
                         // batch of 128, in proportion for other batches (without BatchNorm's
@@ -315,8 +320,16 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
                         settings.lr = 0.01 * settings.batch as f32 / 128.0;
                     }
                     eprintln!(
-                        "fine-tuning the whole of {} for {} classes (its affine layers with \
-                         their own statistics, frozen), learning rate {}, batch {}",
+                        "fine-tuning {} of {} for {} classes (its affine layers with their own \
+                         statistics, frozen), learning rate {}, batch {}",
+                        if settings.frozen_blocks > 0 {
+                            format!(
+                                "the last stage and the classifier (the stem and {} blocks frozen)",
+                                settings.frozen_blocks
+                            )
+                        } else {
+                            "the whole".to_string()
+                        },
                         model.config.name,
                         classes.len(),
                         settings.lr,
