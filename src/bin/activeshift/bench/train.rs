@@ -39,6 +39,7 @@ impl Bench {
             }
         }
         self.finetuning()?;
+        self.finetuning_whole()?;
         let case = "train_gpu_asnet20-16x1";
         if self.wanted(case) {
             // The same step through the WGSL training kernels, the run's state resident on the
@@ -111,6 +112,50 @@ impl Bench {
                 "{images} JPEGs 480x360 decoded and resized to 224x224, features of each and its \
                  mirror on the CPU engine ({} threads), classifier trained {epochs} epochs; goal \
                  <= 60 s for 200 images x 5 epochs",
+                rayon::current_num_threads()
+            ),
+        );
+        Ok(())
+    }
+
+    /// Whole-network fine-tuning of w32 at 224x224 on the CPU trainer (frozen statistics, as
+    /// `train --from as-resnet-w32 --freeze none` runs it): milliseconds per step of a small
+    /// batch of random images, random weights of w32's shape.
+    fn finetuning_whole(&mut self) -> Result<()> {
+        use activeshift::train::{NormMode, Session, TrainSettings, Trainer};
+        let case = "finetune_whole_w32_cpu";
+        if !self.wanted(case) {
+            return Ok(());
+        }
+        let batch = if self.quick { 2 } else { 8 };
+        let config = activeshift::ArchConfig::builtin("as-resnet-w32")?;
+        let model = Model::synthetic(&config, 2)?;
+        let labels: Vec<String> = (0..10).map(|i| format!("class {i}")).collect();
+        let settings = TrainSettings {
+            batch,
+            norm: NormMode::Frozen,
+            ..TrainSettings::default()
+        };
+        let trainer = Trainer::from_model(&model, labels, settings)?;
+        let per = 3 * 224 * 224;
+        let input: Vec<f32> = (0..batch * per)
+            .map(|_| self.rng.random_range(-1.0..1.0))
+            .collect();
+        let targets: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
+        let mut session = Session::new(trainer, activeshift::train::CpuBackend)?;
+        let ms = time_wall(if self.quick { 1 } else { 3 }, || {
+            session.step_batch(&input, &targets, 0.001)?;
+            session.stats()?;
+            Ok(())
+        })?;
+        self.push(
+            case.to_string(),
+            "training",
+            ms,
+            Some((batch as f64, "images")),
+            format!(
+                "3x224x224 batch {batch}, the whole of w32 (frozen statistics), CPU trainer ({} \
+                 threads)",
                 rayon::current_num_threads()
             ),
         );
