@@ -67,6 +67,19 @@ fn make_folder(dir: &Path, per_class: usize, seed: u64) {
     std::fs::write(dir.join("bars/broken.jpg"), b"\xff\xd8\xff\xe0 truncated").unwrap();
 }
 
+/// `activeshift train --images IMAGES ARGS... -o OUT` with the cache folder `cache` (and no
+/// network for pretrained names): (success, stdout, stderr).
+fn train(cache: &Path, images: &Path, args: &[&str], out: &Path) -> (bool, String, String) {
+    run(bin()
+        .env("ACTIVESHIFT_CACHE_DIR", cache)
+        .env("ACTIVESHIFT_PRETRAINED_URL", "http://127.0.0.1:9")
+        .args(["train", "--images"])
+        .arg(images)
+        .args(args)
+        .arg("-o")
+        .arg(out))
+}
+
 /// `classify --json --top 1` of `images` with `model` on `backend`: the top label of each.
 fn top_labels(model: &Path, images: &[PathBuf], backend: &str) -> Vec<(String, f32)> {
     let (ok, out, err) = run(bin()
@@ -147,11 +160,10 @@ fn a_new_network_learns_the_folders_classes() {
     let images = dir.join("images");
     make_folder(&images, 24, 1);
     let model = dir.join("m.safetensors");
-    let (ok, out, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
+    let (ok, out, err) = train(
+        &dir.join("cache"),
+        &images,
+        &[
             "--size",
             "32",
             "--arch",
@@ -162,9 +174,9 @@ fn a_new_network_learns_the_folders_classes() {
             "16",
             "--backend",
             "cpu",
-            "-o",
-        ])
-        .arg(&model));
+        ],
+        &model,
+    );
     assert!(ok, "{err}");
     assert!(out.contains("wrote"), "{out}");
     // The corrupt image is reported by path and reason; the junk files are not images.
@@ -183,11 +195,10 @@ fn a_new_network_learns_the_folders_classes() {
     check_model(&model, &dir, "train_images::a_new_network", 10);
     // A second run reads the decoded images from the cache.
     let again = dir.join("again.safetensors");
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
+    let (ok, _, err) = train(
+        &dir.join("cache"),
+        &images,
+        &[
             "--size",
             "32",
             "--arch",
@@ -196,9 +207,9 @@ fn a_new_network_learns_the_folders_classes() {
             "1",
             "--backend",
             "cpu",
-        ])
-        .arg("-o")
-        .arg(&again));
+        ],
+        &again,
+    );
     assert!(ok, "{err}");
     assert!(err.contains("(0 decoded"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -210,11 +221,10 @@ fn the_embedded_models_classifier_is_fine_tuned_on_a_folder() {
     let images = dir.join("images");
     make_folder(&images, 12, 2);
     let model = dir.join("ft.safetensors");
-    let (ok, out, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
+    let (ok, out, err) = train(
+        &dir.join("cache"),
+        &images,
+        &[
             "--from",
             "default",
             "--epochs",
@@ -223,9 +233,9 @@ fn the_embedded_models_classifier_is_fine_tuned_on_a_folder() {
             "8",
             "--backend",
             "cpu",
-            "-o",
-        ])
-        .arg(&model));
+        ],
+        &model,
+    );
     assert!(ok, "{err}");
     assert!(out.contains("wrote"), "{out}");
     assert!(err.contains("the rest frozen"), "{err}");
@@ -258,15 +268,23 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
     let images = dir.join("images");
     make_folder(&images, 16, 5);
     let model = dir.join("whole.safetensors");
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
-            "--from", "default", "--freeze", "none", "--epochs", "8", "--batch", "8",
-        ])
-        .args(["--backend", "cpu", "-o"])
-        .arg(&model));
+    let (ok, _, err) = train(
+        &dir.join("cache"),
+        &images,
+        &[
+            "--from",
+            "default",
+            "--freeze",
+            "none",
+            "--epochs",
+            "8",
+            "--batch",
+            "8",
+            "--backend",
+            "cpu",
+        ],
+        &model,
+    );
     assert!(ok, "{err}");
     assert!(
         err.contains("fine-tuning the whole of asnet20-26x1"),
@@ -285,15 +303,23 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
     // The same run on the GPU backend (frozen statistics through the WGSL training kernels):
     // its first epoch's loss as the CPU's.
     if common::gpu("train_images::fine_tune_whole_gpu").is_some() {
-        let (ok, _, gerr) = run(bin()
-            .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
-            .args(["train", "--images"])
-            .arg(&images)
-            .args([
-                "--from", "default", "--freeze", "none", "--epochs", "8", "--batch", "8",
-            ])
-            .args(["--backend", "gpu", "-o"])
-            .arg(dir.join("whole-gpu.safetensors")));
+        let (ok, _, gerr) = train(
+            &dir.join("cache"),
+            &images,
+            &[
+                "--from",
+                "default",
+                "--freeze",
+                "none",
+                "--epochs",
+                "8",
+                "--batch",
+                "8",
+                "--backend",
+                "gpu",
+            ],
+            &dir.join("whole-gpu.safetensors"),
+        );
         assert!(ok, "{gerr}");
         let gpu_losses = epoch_losses(&gerr);
         assert!(
@@ -303,15 +329,23 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
     }
     // --freeze stage: the stem and the first two stages stay as trained, the last trains.
     let stage = dir.join("stage.safetensors");
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
-            "--from", "default", "--freeze", "stage", "--epochs", "2", "--batch", "8",
-        ])
-        .args(["--backend", "cpu", "-o"])
-        .arg(&stage));
+    let (ok, _, err) = train(
+        &dir.join("cache"),
+        &images,
+        &[
+            "--from",
+            "default",
+            "--freeze",
+            "stage",
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--backend",
+            "cpu",
+        ],
+        &stage,
+    );
     assert!(ok, "{err}");
     assert!(err.contains("the stem and 6 blocks frozen"), "{err}");
     let staged = activeshift::Model::load(&stage).unwrap();
@@ -327,15 +361,25 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
         }
     }
     // A learning rate far too high: a clear error, not a model of NaNs.
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", dir.join("cache"))
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
-            "--from", "default", "--freeze", "none", "--epochs", "2", "--batch", "8",
-        ])
-        .args(["--lr", "50", "--backend", "cpu", "-o"])
-        .arg(dir.join("nan.safetensors")));
+    let (ok, _, err) = train(
+        &dir.join("cache"),
+        &images,
+        &[
+            "--from",
+            "default",
+            "--freeze",
+            "none",
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--lr",
+            "50",
+            "--backend",
+            "cpu",
+        ],
+        &dir.join("nan.safetensors"),
+    );
     assert!(!ok && err.contains("diverged"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // --freeze belongs to --from.
@@ -366,12 +410,10 @@ fn w32_is_fine_tuned_on_a_folder_at_its_own_preprocessing() {
     let images = dir.join("images");
     make_folder(&images, 6, 3);
     let model = dir.join("w32-ft.safetensors");
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", &cache)
-        .env("ACTIVESHIFT_PRETRAINED_URL", "http://127.0.0.1:9")
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
+    let (ok, _, err) = train(
+        &cache,
+        &images,
+        &[
             "--from",
             "as-resnet-w32",
             "--epochs",
@@ -380,9 +422,9 @@ fn w32_is_fine_tuned_on_a_folder_at_its_own_preprocessing() {
             "8",
             "--backend",
             "cpu",
-        ])
-        .arg("-o")
-        .arg(&model));
+        ],
+        &model,
+    );
     assert!(ok, "{err}");
     assert!(err.contains("at 3x224x224"), "{err}");
     let losses = epoch_losses(&err);
@@ -395,12 +437,10 @@ fn w32_is_fine_tuned_on_a_folder_at_its_own_preprocessing() {
     check_model(&model, &dir, "train_images::w32_fine_tuned", 9);
     // The whole of w32 at 224x224: a few steps run, export and classify on both engines.
     let whole = dir.join("w32-whole.safetensors");
-    let (ok, _, err) = run(bin()
-        .env("ACTIVESHIFT_CACHE_DIR", &cache)
-        .env("ACTIVESHIFT_PRETRAINED_URL", "http://127.0.0.1:9")
-        .args(["train", "--images"])
-        .arg(&images)
-        .args([
+    let (ok, _, err) = train(
+        &cache,
+        &images,
+        &[
             "--from",
             "as-resnet-w32",
             "--freeze",
@@ -409,9 +449,11 @@ fn w32_is_fine_tuned_on_a_folder_at_its_own_preprocessing() {
             "2",
             "--batch",
             "4",
-        ])
-        .args(["--backend", "cpu", "-o"])
-        .arg(&whole));
+            "--backend",
+            "cpu",
+        ],
+        &whole,
+    );
     assert!(ok, "{err}");
     assert_eq!(epoch_losses(&err).len(), 2, "{err}");
     let m = activeshift::Model::load(&whole).unwrap();

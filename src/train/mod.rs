@@ -401,40 +401,30 @@ impl Trainer {
         let same_classes = labels == model.labels;
         let mut config = model.config.clone();
         config.classes = labels.len();
-        // A fresh run of the same network gives the new classifier its initial values.
-        let fresh = Self::new(config.clone(), labels.clone(), settings.clone())?;
-        let mut params = BTreeMap::new();
-        for (id, _) in config.params() {
-            let name = id.name();
-            let data = match id {
-                ParamId::FcWeight | ParamId::FcBias if !same_classes => fresh.param(id).to_vec(),
-                _ => model
-                    .params
-                    .get(&name)
-                    .map(|t| t.data.clone())
-                    .ok_or_else(|| {
-                        Error::invalid("fine-tune", format!("tensor `{name}` is missing"))
-                    })?,
-            };
-            params.insert(name, data);
-        }
-        let var = unit_variance();
+        // A fresh run of the same network: its classifier is the new one's start, the rest is
+        // replaced by the model's tensors.
+        let mut t = Self::new(config.clone(), labels, settings)?;
         for (id, dims) in config.params() {
+            let name = id.name();
             if let ParamId::Scale(norm) = id {
-                params.insert(norm.running_mean_name(), vec![0.0; dims[0]]);
-                params.insert(norm.running_var_name(), vec![var; dims[0]]);
+                t.params
+                    .insert(norm.running_mean_name(), vec![0.0; dims[0]]);
+                t.params
+                    .insert(norm.running_var_name(), vec![unit_variance(); dims[0]]);
             }
+            if matches!(id, ParamId::FcWeight | ParamId::FcBias) && !same_classes {
+                continue;
+            }
+            let data = model
+                .params
+                .get(&name)
+                .map(|t| t.data.clone())
+                .ok_or_else(|| {
+                    Error::invalid("fine-tune", format!("tensor `{name}` is missing"))
+                })?;
+            t.params.insert(name, data);
         }
-        let velocity = fresh.velocity;
-        Ok(Self {
-            config,
-            labels,
-            settings,
-            params,
-            velocity,
-            epoch: 0,
-            step_in_epoch: 0,
-        })
+        Ok(t)
     }
 
     fn p(&self, name: &str) -> &[f32] {

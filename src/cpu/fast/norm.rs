@@ -141,14 +141,10 @@ fn channel_stats(x: &[f32], xs: Shape4) -> (Vec<f32>, Vec<f32>) {
 pub fn bn_relu_train(x: &[f32], xs: Shape4, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let (mean, var) = channel_stats(x, xs);
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
-    let scale: Vec<f32> = (0..xs.c).map(|c| gamma[c] * inv_std[c]).collect();
-    let shift: Vec<f32> = (0..xs.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
-    let mut y = super::BufferPool::take(x.len());
-    affine(x, xs, &scale, &shift, true, &mut y);
     let mut stats = mean;
     stats.extend(var);
     stats.extend(inv_std);
-    (y, stats)
+    (bn_relu_frozen(x, xs, gamma, beta, &stats), stats)
 }
 
 /// Fold a batch's statistics (`[3, C]` as from [`bn_relu_train`], over `m` values per channel)
