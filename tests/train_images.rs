@@ -212,6 +212,42 @@ fn a_new_network_learns_the_folders_classes() {
     );
     assert!(ok, "{err}");
     assert!(err.contains("(0 decoded"), "{err}");
+    // Resuming the finished run (seed 5, not given again) reads the folder at the run's input
+    // with the run's seed: the same split, nothing to train, the same model.
+    let seeded = dir.join("seeded.safetensors");
+    let args = [
+        "--size",
+        "32",
+        "--arch",
+        "asnet20-8x1",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+    ];
+    let (ok, _, first) = train(
+        &dir.join("cache"),
+        &images,
+        &[&args[..], &["--seed", "5"]].concat(),
+        &seeded,
+    );
+    assert!(ok, "{first}");
+    let before = std::fs::read(&seeded).unwrap();
+    let (ok, _, resumed) = train(
+        &dir.join("cache"),
+        &images,
+        &[&args[..], &["--resume"]].concat(),
+        &seeded,
+    );
+    assert!(ok, "{resumed}");
+    assert!(resumed.contains("nothing to train"), "{resumed}");
+    let split = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("held-out images"))
+            .map(String::from)
+    };
+    assert_eq!(split(&first), split(&resumed), "{first}\n{resumed}");
+    assert_eq!(std::fs::read(&seeded).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -144,7 +144,7 @@ struct TrainArgs {
     #[arg(long)]
     gray: bool,
     /// With --images and no val/ or test/ folder: the share of each class held out for
-    /// evaluation (seeded by --seed, the same on every run).
+    /// evaluation (seeded by --seed, the same on every run; give the same value to --resume).
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
     /// With --images: fine-tune a trained model instead of training a new network: a model

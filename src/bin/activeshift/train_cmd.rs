@@ -278,7 +278,11 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
                 _ => None,
             };
             let opts = match (&resumed, &start) {
-                (Some(t), _) => folder_train::options_for(&t.config, &a),
+                // The run's own seed draws the held-out split again, the same as before.
+                (Some(t), _) => activeshift::image_folder::FolderOptions {
+                    seed: t.settings.seed,
+                    ..folder_train::options_for(&t.config, &a)
+                },
                 (None, Some(m)) => folder_train::options_for(&m.config, &a),
                 (None, None) => {
                     let side = folder_train::side_for(dir, a.size)?;
