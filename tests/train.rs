@@ -158,6 +158,21 @@ fn gradient_errors(mut t: Trainer, h: f32) -> Vec<(f64, f64, String)> {
     errors
 }
 
+/// At least 30 directions checked, every one within 5% of its finite difference.
+fn assert_all_within_5_percent(errors: &[(f64, String)]) {
+    assert!(
+        errors.len() >= 30,
+        "only {} directions checked",
+        errors.len()
+    );
+    assert!(
+        errors[0].0 < 0.05,
+        "worst mismatch {:.4}: {}",
+        errors[0].0,
+        errors[0].1
+    );
+}
+
 /// Directional derivatives large enough to stand far above the f32 noise of the finite
 /// differences (about 1e-6 in the loss).
 fn significant(errors: Vec<(f64, f64, String)>, min: f64) -> Vec<(f64, String)> {
@@ -176,17 +191,7 @@ fn whole_network_gradient_matches_finite_differences() {
     if std::env::var("GRAD_REPORT").is_ok() {
         eprintln!("{} checked: {:?}", errors.len(), &errors[..6]);
     }
-    assert!(
-        errors.len() >= 30,
-        "only {} directions checked",
-        errors.len()
-    );
-    assert!(
-        errors[0].0 < 0.05,
-        "worst mismatch {:.4}: {}",
-        errors[0].0,
-        errors[0].1
-    );
+    assert_all_within_5_percent(&errors);
     // With ReLUs active, some directions cross a kink within the step; nine in ten still agree
     // within 3% here (four in five required), and all within 25%.
     let errors = significant(gradient_errors(trainer(3), 2e-3), 5e-3);
@@ -395,17 +400,7 @@ fn depthwise_block_gradient_matches_finite_differences_and_exports() {
         errors.iter().any(|e| e.1.contains("depthwise.weight")),
         "{errors:?}"
     );
-    assert!(
-        errors.len() >= 30,
-        "only {} directions checked",
-        errors.len()
-    );
-    assert!(
-        errors[0].0 < 0.05,
-        "worst mismatch {:.4}: {}",
-        errors[0].0,
-        errors[0].1
-    );
+    assert_all_within_5_percent(&errors);
     // A few steps, then the trainer's eval-mode logits match the CPU twins running the exported
     // model (its plan runs the depthwise op).
     let (input, labels) = batch();
@@ -475,17 +470,7 @@ fn frozen_statistics_gradient_matches_finite_differences_and_stays_frozen() {
     let model = trained_model(12);
     let t = Trainer::from_model(&model, model.labels.clone(), TrainSettings::default()).unwrap();
     let errors = significant(gradient_errors(t.clone(), 1e-2), 5e-3);
-    assert!(
-        errors.len() >= 30,
-        "only {} directions checked",
-        errors.len()
-    );
-    assert!(
-        errors[0].0 < 0.05,
-        "worst mismatch {:.4}: {}",
-        errors[0].0,
-        errors[0].1
-    );
+    assert_all_within_5_percent(&errors);
     // Training moves the weights and the affine layers' scale and bias, never the statistics,
     // and the loss falls.
     let (input, labels) = batch();

@@ -67,15 +67,15 @@ fn make_folder(dir: &Path, per_class: usize, seed: u64) {
     std::fs::write(dir.join("bars/broken.jpg"), b"\xff\xd8\xff\xe0 truncated").unwrap();
 }
 
-/// `activeshift train --images IMAGES ARGS... -o OUT` with the cache folder `cache` (and no
-/// network for pretrained names): (success, stdout, stderr).
-fn train(cache: &Path, images: &Path, args: &[&str], out: &Path) -> (bool, String, String) {
+/// `activeshift train --images IMAGES ARGS -o OUT` (`args` split at spaces) with the cache
+/// folder `cache` (and no network for pretrained names): (success, stdout, stderr).
+fn train(cache: &Path, images: &Path, args: &str, out: &Path) -> (bool, String, String) {
     run(bin()
         .env("ACTIVESHIFT_CACHE_DIR", cache)
         .env("ACTIVESHIFT_PRETRAINED_URL", "http://127.0.0.1:9")
         .args(["train", "--images"])
         .arg(images)
-        .args(args)
+        .args(args.split_whitespace())
         .arg("-o")
         .arg(out))
 }
@@ -127,6 +127,17 @@ fn epoch_losses(stderr: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The epoch losses in `stderr`, checked to fall from the first epoch to the last.
+fn falling_losses(stderr: &str) -> Vec<f64> {
+    let losses = epoch_losses(stderr);
+    assert!(losses.len() >= 2, "{stderr}");
+    assert!(
+        losses[losses.len() - 1] < losses[0],
+        "the loss did not fall: {losses:?}"
+    );
+    losses
+}
+
 /// Checks a model trained on the folder: its labels are the folder's classes, the held-out
 /// images get their class on the CPU, and the GPU (when there is one) agrees.
 fn check_model(model: &Path, dir: &Path, test: &str, min_right: usize) {
@@ -163,18 +174,7 @@ fn a_new_network_learns_the_folders_classes() {
     let (ok, out, err) = train(
         &dir.join("cache"),
         &images,
-        &[
-            "--size",
-            "32",
-            "--arch",
-            "asnet20-8x1",
-            "--epochs",
-            "12",
-            "--batch",
-            "16",
-            "--backend",
-            "cpu",
-        ],
+        "--size 32 --arch asnet20-8x1 --epochs 12 --batch 16 --backend cpu",
         &model,
     );
     assert!(ok, "{err}");
@@ -198,16 +198,7 @@ fn a_new_network_learns_the_folders_classes() {
     let (ok, _, err) = train(
         &dir.join("cache"),
         &images,
-        &[
-            "--size",
-            "32",
-            "--arch",
-            "asnet20-8x1",
-            "--epochs",
-            "1",
-            "--backend",
-            "cpu",
-        ],
+        "--size 32 --arch asnet20-8x1 --epochs 1 --backend cpu",
         &again,
     );
     assert!(ok, "{err}");
@@ -215,20 +206,11 @@ fn a_new_network_learns_the_folders_classes() {
     // Resuming the finished run (seed 5, not given again) reads the folder at the run's input
     // with the run's seed: the same split, nothing to train, the same model.
     let seeded = dir.join("seeded.safetensors");
-    let args = [
-        "--size",
-        "32",
-        "--arch",
-        "asnet20-8x1",
-        "--epochs",
-        "1",
-        "--backend",
-        "cpu",
-    ];
+    let args = "--size 32 --arch asnet20-8x1 --epochs 1 --backend cpu";
     let (ok, _, first) = train(
         &dir.join("cache"),
         &images,
-        &[&args[..], &["--seed", "5"]].concat(),
+        &format!("{args} --seed 5"),
         &seeded,
     );
     assert!(ok, "{first}");
@@ -236,7 +218,7 @@ fn a_new_network_learns_the_folders_classes() {
     let (ok, _, resumed) = train(
         &dir.join("cache"),
         &images,
-        &[&args[..], &["--resume"]].concat(),
+        &format!("{args} --resume"),
         &seeded,
     );
     assert!(ok, "{resumed}");
@@ -260,27 +242,13 @@ fn the_embedded_models_classifier_is_fine_tuned_on_a_folder() {
     let (ok, out, err) = train(
         &dir.join("cache"),
         &images,
-        &[
-            "--from",
-            "default",
-            "--epochs",
-            "40",
-            "--batch",
-            "8",
-            "--backend",
-            "cpu",
-        ],
+        "--from default --epochs 40 --batch 8 --backend cpu",
         &model,
     );
     assert!(ok, "{err}");
     assert!(out.contains("wrote"), "{out}");
     assert!(err.contains("the rest frozen"), "{err}");
-    let losses = epoch_losses(&err);
-    assert!(losses.len() >= 2, "{err}");
-    assert!(
-        losses[losses.len() - 1] < losses[0],
-        "the loss did not fall: {losses:?}"
-    );
+    falling_losses(&err);
     // Every layer but the classifier is the embedded model's.
     let base = activeshift::Model::embedded_default().unwrap();
     let tuned = activeshift::Model::load(&model).unwrap();
@@ -307,18 +275,7 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
     let (ok, _, err) = train(
         &dir.join("cache"),
         &images,
-        &[
-            "--from",
-            "default",
-            "--freeze",
-            "none",
-            "--epochs",
-            "8",
-            "--batch",
-            "8",
-            "--backend",
-            "cpu",
-        ],
+        "--from default --freeze none --epochs 8 --batch 8 --backend cpu",
         &model,
     );
     assert!(ok, "{err}");
@@ -342,18 +299,7 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
         let (ok, _, gerr) = train(
             &dir.join("cache"),
             &images,
-            &[
-                "--from",
-                "default",
-                "--freeze",
-                "none",
-                "--epochs",
-                "8",
-                "--batch",
-                "8",
-                "--backend",
-                "gpu",
-            ],
+            "--from default --freeze none --epochs 8 --batch 8 --backend gpu",
             &dir.join("whole-gpu.safetensors"),
         );
         assert!(ok, "{gerr}");
@@ -368,18 +314,7 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
     let (ok, _, err) = train(
         &dir.join("cache"),
         &images,
-        &[
-            "--from",
-            "default",
-            "--freeze",
-            "stage",
-            "--epochs",
-            "2",
-            "--batch",
-            "8",
-            "--backend",
-            "cpu",
-        ],
+        "--from default --freeze stage --epochs 2 --batch 8 --backend cpu",
         &stage,
     );
     assert!(ok, "{err}");
@@ -400,20 +335,7 @@ fn the_whole_embedded_model_is_fine_tuned_with_frozen_statistics() {
     let (ok, _, err) = train(
         &dir.join("cache"),
         &images,
-        &[
-            "--from",
-            "default",
-            "--freeze",
-            "none",
-            "--epochs",
-            "2",
-            "--batch",
-            "8",
-            "--lr",
-            "50",
-            "--backend",
-            "cpu",
-        ],
+        "--from default --freeze none --epochs 2 --batch 8 --lr 50 --backend cpu",
         &dir.join("nan.safetensors"),
     );
     assert!(!ok && err.contains("diverged"), "{err}");
@@ -449,25 +371,12 @@ fn w32_is_fine_tuned_on_a_folder_at_its_own_preprocessing() {
     let (ok, _, err) = train(
         &cache,
         &images,
-        &[
-            "--from",
-            "as-resnet-w32",
-            "--epochs",
-            "30",
-            "--batch",
-            "8",
-            "--backend",
-            "cpu",
-        ],
+        "--from as-resnet-w32 --epochs 30 --batch 8 --backend cpu",
         &model,
     );
     assert!(ok, "{err}");
     assert!(err.contains("at 3x224x224"), "{err}");
-    let losses = epoch_losses(&err);
-    assert!(
-        losses[losses.len() - 1] < losses[0],
-        "the loss did not fall: {losses:?}"
-    );
+    falling_losses(&err);
     let tuned = activeshift::Model::load(&model).unwrap();
     assert_eq!(tuned.config.preprocess.resize_short, Some(256));
     check_model(&model, &dir, "train_images::w32_fine_tuned", 9);
@@ -476,18 +385,7 @@ fn w32_is_fine_tuned_on_a_folder_at_its_own_preprocessing() {
     let (ok, _, err) = train(
         &cache,
         &images,
-        &[
-            "--from",
-            "as-resnet-w32",
-            "--freeze",
-            "none",
-            "--epochs",
-            "2",
-            "--batch",
-            "4",
-            "--backend",
-            "cpu",
-        ],
+        "--from as-resnet-w32 --freeze none --epochs 2 --batch 4 --backend cpu",
         &whole,
     );
     assert!(ok, "{err}");

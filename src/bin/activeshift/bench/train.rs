@@ -122,7 +122,7 @@ impl Bench {
     /// `train --from as-resnet-w32 --freeze none` runs it): milliseconds per step of a small
     /// batch of random images, random weights of w32's shape.
     fn finetuning_whole(&mut self) -> Result<()> {
-        use activeshift::train::{NormMode, Session, TrainSettings, Trainer};
+        use activeshift::train::{NormMode, TrainSettings, Trainer};
         let case = "finetune_whole_w32_cpu";
         if !self.wanted(case) {
             return Ok(());
@@ -137,17 +137,8 @@ impl Bench {
             ..TrainSettings::default()
         };
         let trainer = Trainer::from_model(&model, labels, settings)?;
-        let per = 3 * 224 * 224;
-        let input: Vec<f32> = (0..batch * per)
-            .map(|_| self.rng.random_range(-1.0..1.0))
-            .collect();
-        let targets: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
-        let mut session = Session::new(trainer, activeshift::train::CpuBackend)?;
-        let ms = time_wall(if self.quick { 1 } else { 3 }, || {
-            session.step_batch(&input, &targets, 0.001)?;
-            session.stats()?;
-            Ok(())
-        })?;
+        let be = activeshift::train::CpuBackend;
+        let ms = self.time_session(trainer, be, batch, if self.quick { 1 } else { 3 })?;
         self.push(
             case.to_string(),
             "training",
@@ -169,16 +160,34 @@ impl Bench {
         be: B,
         batch: usize,
     ) -> Result<Vec<f64>> {
-        use activeshift::train::{Session, TrainSettings, Trainer, fashion_mnist_config};
-        let config = fashion_mnist_config(16, 1);
+        use activeshift::train::{TrainSettings, Trainer, fashion_mnist_config};
+        let trainer = Trainer::new(
+            fashion_mnist_config(16, 1),
+            Vec::new(),
+            TrainSettings::default(),
+        )?;
+        let runs = if self.quick { 2 } else { 5 };
+        self.time_session(trainer, be, batch, runs)
+    }
+
+    /// Milliseconds of each of `runs` timed SGD steps of `trainer`'s network on `batch` random
+    /// images in a session on `be`, the loss read after each step (which waits for a device).
+    fn time_session<B: activeshift::train::Backend>(
+        &mut self,
+        trainer: activeshift::train::Trainer,
+        be: B,
+        batch: usize,
+        runs: usize,
+    ) -> Result<Vec<f64>> {
+        let config = &trainer.config;
         let per = config.in_channels * config.input_size[0] * config.input_size[1];
-        let trainer = Trainer::new(config, Vec::new(), TrainSettings::default())?;
+        let classes = config.classes;
         let input: Vec<f32> = (0..batch * per)
             .map(|_| self.rng.random_range(-1.0..1.0))
             .collect();
-        let labels: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
-        let mut session = Session::new(trainer, be)?;
-        time_wall(if self.quick { 2 } else { 5 }, || {
+        let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
+        let mut session = activeshift::train::Session::new(trainer, be)?;
+        time_wall(runs, || {
             session.step_batch(&input, &labels, 0.01)?;
             session.stats()?;
             Ok(())
