@@ -64,7 +64,16 @@ const fn k(file: &'static str, source: &'static str, defines: &'static [&'static
 
 /// Every kernel build.rs produces: the one place its permutations are listed.
 const KERNELS: &[Kernel] = &[
-    k("add.wgsl", "add", &[]),
+    Kernel {
+        file: "add.wgsl",
+        source: "add",
+        defines: &[],
+        entries: &[
+            ("main", &[]),
+            ("add_relu", &["RELU"]),
+            ("relu_backward", &["RELU_BACKWARD"]),
+        ],
+    },
     Kernel {
         file: "affine.wgsl",
         source: "affine",
@@ -96,6 +105,7 @@ const KERNELS: &[Kernel] = &[
         entries: GEMM,
     },
     k("batchnorm_train.wgsl", "batchnorm_train", &[]),
+    k("channel_sum.wgsl", "channel_sum", &[]),
     k("conv1x1.wgsl", "conv1x1", &[]),
     k("conv1x1_backward_input.wgsl", "conv1x1_backward_input", &[]),
     k(
@@ -117,6 +127,7 @@ const KERNELS: &[Kernel] = &[
         entries: GEMM_WHOLE,
     },
     k("conv3x3.wgsl", "conv3x3", &[]),
+    k("conv3x3_backward_input.wgsl", "conv3x3_backward_input", &[]),
     k(
         "conv3x3_backward_weight.wgsl",
         "conv3x3_backward_weight",

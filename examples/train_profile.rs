@@ -67,6 +67,18 @@ impl Backend for Timed {
             b.conv3x3_backward_weight(dy, x, xs, cout, s)
         })
     }
+    fn conv3x3_backward_input(
+        &mut self,
+        dy: &T,
+        xs: Shape4,
+        w: &T,
+        cout: usize,
+        s: usize,
+    ) -> Result<T> {
+        self.time("conv3x3_backward_input", |b| {
+            b.conv3x3_backward_input(dy, xs, w, cout, s)
+        })
+    }
     fn conv1x1(&mut self, a: Conv1x1Args<'_, T>) -> Result<T> {
         self.time("conv1x1", |b| b.conv1x1(a))
     }
@@ -94,14 +106,14 @@ impl Backend for Timed {
             b.conv1x1_backward_input(dy, xs, w, cout, s)
         })
     }
-    fn bn_relu_train(&mut self, x: &T, xs: Shape4, g: &T, be: &T) -> Result<(T, T)> {
-        self.time("bn_relu_train", |b| b.bn_relu_train(x, xs, g, be))
+    fn bn_train(&mut self, x: &T, xs: Shape4, g: &T, be: &T, relu: bool) -> Result<(T, T)> {
+        self.time("bn_train", |b| b.bn_train(x, xs, g, be, relu))
     }
-    fn bn_relu_frozen(&mut self, x: &T, xs: Shape4, g: &T, be: &T, st: &T) -> Result<T> {
-        self.time("bn_relu_frozen", |b| b.bn_relu_frozen(x, xs, g, be, st))
+    fn bn_frozen(&mut self, x: &T, xs: Shape4, g: &T, be: &T, st: &T, relu: bool) -> Result<T> {
+        self.time("bn_frozen", |b| b.bn_frozen(x, xs, g, be, st, relu))
     }
-    fn bn_relu_backward(&mut self, a: BnBackwardArgs<'_, T>) -> Result<(T, T)> {
-        self.time("bn_relu_backward", |b| b.bn_relu_backward(a))
+    fn bn_backward(&mut self, a: BnBackwardArgs<'_, T>) -> Result<(T, T)> {
+        self.time("bn_backward", |b| b.bn_backward(a))
     }
     fn shift(&mut self, x: &T, xs: Shape4, sh: &T, s: usize) -> Result<T> {
         self.time("shift", |b| b.shift(x, xs, sh, s))
@@ -139,8 +151,14 @@ impl Backend for Timed {
     fn linear_backward(&mut self, dy: &T, a: LinearArgs<'_, T>) -> Result<(T, T)> {
         self.time("linear_backward", |b| b.linear_backward(dy, a))
     }
-    fn ones(&mut self, dims: &[usize]) -> Result<T> {
-        self.time("ones", |b| b.ones(dims))
+    fn add_relu_assign(&mut self, a: &mut T, x: &T) -> Result<()> {
+        self.time("add_relu_assign", |b| b.add_relu_assign(a, x))
+    }
+    fn relu_backward_assign(&mut self, d: &mut T, y: &T) -> Result<()> {
+        self.time("relu_backward_assign", |b| b.relu_backward_assign(d, y))
+    }
+    fn channel_sum(&mut self, x: &T, xs: Shape4) -> Result<T> {
+        self.time("channel_sum", |b| b.channel_sum(x, xs))
     }
     fn sgd_step(&mut self, step: SgdStep<'_, T>) -> Result<()> {
         self.time("sgd_step", |b| b.sgd_step(step))

@@ -1,6 +1,12 @@
-// Element-wise accumulation, `y += x` (gradients meeting at a residual fork, a second path's
-// input gradient). One invocation per element on a 2-d grid of workgroups (linear index
-// wg.y * groups.x + wg.x). CPU twin: `CpuBackend::add_assign`.
+// Element-wise accumulation and the ReLU steps of the training pass, in place on `y`. One
+// invocation per element on a 2-d grid of workgroups (linear index wg.y * groups.x + wg.x).
+// CPU twins: `CpuBackend::add_assign`, `add_relu_assign`, `relu_backward_assign`.
+//
+// - `main`: `y += x` (gradients meeting at a residual fork, a second path's input gradient).
+// - `add_relu` (RELU): `y = max(y + x, 0)` (a residual added after a BatchNorm epilogue, then
+//   the ReLU).
+// - `relu_backward` (RELU_BACKWARD): `y = y where x > 0, else 0` (`y` the gradient of a ReLU's
+//   output, `x` that output).
 
 #import len_params
 
@@ -20,5 +26,13 @@ fn main(
     if (idx >= params.len) {
         return;
     }
+#ifdef RELU
+    y[idx] = max(y[idx] + x[idx], 0.0);
+#else
+#ifdef RELU_BACKWARD
+    y[idx] = select(0.0, y[idx], x[idx] > 0.0);
+#else
     y[idx] = y[idx] + x[idx];
+#endif
+#endif
 }

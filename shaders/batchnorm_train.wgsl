@@ -1,12 +1,14 @@
-// BatchNorm with batch statistics followed by ReLU (the training-time form of the per-channel
-// affine of docs/design.md §2), and its backward pass. CPU twin: `train::ops::bn_relu_train` and
-// `train::ops::bn_relu_backward`.
+// BatchNorm with batch statistics, followed by ReLU unless `params.relu` is 0 (the training-time
+// form of the per-channel affine of docs/design.md §2), and its backward pass. CPU twin:
+// `train::ops::bn_train` and `train::ops::bn_backward`.
 //
 // Forward, with M = N * H * W values per channel:
 //   mean[c] = sum x / M,   var[c] = sum (x - mean)^2 / M   (biased),   inv_std = 1 / sqrt(var + eps)
 //   y = max(0, scale * x + shift),   scale = gamma * inv_std,   shift = beta - mean * scale
+// (without the ReLU: y = scale * x + shift).
 //
-// Backward, with dz = dy where y > 0 (else 0) and xhat = (x - mean) * inv_std:
+// Backward, with dz = dy where y > 0 (else 0; without the ReLU dz = dy) and
+// xhat = (x - mean) * inv_std:
 //   dbeta[c] = sum dz,   dgamma[c] = sum dz * xhat
 //   dx = gamma * inv_std * (dz - dbeta / M - xhat * dgamma / M)
 //
@@ -29,6 +31,11 @@ struct BnParams {
     plane: u32,
     // N * C * H * W.
     len: u32,
+    // 1: ReLU after the affine; 0: none.
+    relu: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const WG_SIZE: u32 = 256u;
@@ -76,6 +83,11 @@ fn walk_next(w: Walk) -> Walk {
         n += 1u;
     }
     return Walk(n, p);
+}
+
+// Whether the gradient `dy` at element i passes the ReLU (always, without one).
+fn passes(i: u32) -> bool {
+    return params.relu == 0u || y[i] > 0.0;
 }
 
 fn at(c: u32, w: Walk) -> u32 {
@@ -149,7 +161,8 @@ fn forward(
     for (var e = 0u; e < EW_PER; e++) {
         let p = p0 + e;
         if (p < params.plane) {
-            y[base + p] = max(scale * x[base + p] + shift, 0.0);
+            let v = scale * x[base + p] + shift;
+            y[base + p] = select(v, max(v, 0.0), params.relu != 0u);
         }
     }
 }
@@ -168,7 +181,7 @@ fn backward_reduce(
     var w = walk_begin(li);
     for (var k = li; k < m; k = k + WG_SIZE) {
         let i = at(c, w);
-        if (y[i] > 0.0) {
+        if (passes(i)) {
             let g = dy[i];
             sd = sd + g;
             sdx = sdx + g * (x[i] - mean) * inv_std;
@@ -203,7 +216,7 @@ fn backward_input(
         let p = p0 + e;
         if (p < params.plane) {
             let i = base + p;
-            let dz = select(0.0, dy[i], y[i] > 0.0);
+            let dz = select(0.0, dy[i], passes(i));
             let xhat = (x[i] - mean) * inv_std;
             dx[i] = k * (dz - mean_dz - xhat * mean_dzx);
         }
@@ -221,6 +234,6 @@ fn backward_input_frozen(
     let k = gamma[c] * stats[2u * params.c + c];
     for (var e = 0u; e < min(EW_PER, params.plane - min(p0, params.plane)); e++) {
         let i = base + p0 + e;
-        dx[i] = select(0.0, k * dy[i], y[i] > 0.0);
+        dx[i] = select(0.0, k * dy[i], passes(i));
     }
 }

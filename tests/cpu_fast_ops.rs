@@ -106,6 +106,20 @@ fn convolutions_match_their_twins() {
             (lhs - rhs).abs() <= 1e-9 * lhs.abs().max(1.0),
             "conv3x3 dw twin: {lhs} vs {rhs}"
         );
+
+        let want = cpu::conv3x3_backward_input(&dy, xs, &w3, cout, s).unwrap();
+        let mut got = poisoned(xs.len());
+        fast::conv3x3_backward_input(&f32s(&dy), xs, &f32s(&w3), cout, s, &mut got);
+        close(&format!("conv3x3 dx {xs} s{s}"), &got, &want, 1e-5);
+        // The twin itself: the transposed convolution is the adjoint of the convolution,
+        // <dy, conv3x3(v, w)> = <dx, v> for any input v.
+        let v = uniform64(&mut rng, xs.len(), -1.0, 1.0);
+        let lhs = dot(&dy, &cpu::conv3x3(&v, xs, &w3, cout, s).unwrap());
+        let rhs = dot(&want, &v);
+        assert!(
+            (lhs - rhs).abs() <= 1e-9 * lhs.abs().max(1.0),
+            "conv3x3 dx twin: {lhs} vs {rhs}"
+        );
     }
 }
 
@@ -296,5 +310,26 @@ fn depthwise_matches_its_twin() {
             (lhs - dot(&wdw, &v)).abs() <= 1e-9 * lhs.abs().max(1.0),
             "depthwise dw twin"
         );
+    }
+}
+
+#[test]
+fn channel_sum_matches_a_plain_sum() {
+    let (mut rng, _) = rng("fast channel_sum");
+    for (xs, _) in cases() {
+        let x = uniform64(&mut rng, xs.len(), -2.0, 2.0);
+        let want: Vec<f64> = (0..xs.c)
+            .map(|c| {
+                (0..xs.n)
+                    .map(|n| {
+                        x[(n * xs.c + c) * xs.plane()..][..xs.plane()]
+                            .iter()
+                            .sum::<f64>()
+                    })
+                    .sum()
+            })
+            .collect();
+        let got = fast::channel_sum(&f32s(&x), xs);
+        close(&format!("channel_sum {xs}"), &got, &want, 1e-5);
     }
 }

@@ -1,13 +1,16 @@
 //! GPU training: every training kernel against its CPU twin (fresh random inputs, odd sizes,
 //! stride 2, outputs poisoned with NaN before the kernel runs), GPU-vs-CPU agreement of every
-//! parameter gradient of a whole network, and a short training run on the GPU whose loss falls.
+//! parameter gradient of a whole network and of every op combination a plan can express
+//! (tests/common/plans.rs), a short training run on the GPU whose loss falls, and w32's
+//! training step at 224x224 on a device with exactly WebGPU's default limits.
 
 mod common;
 
 use activeshift::gpu::kernels::{BnBackward, BnForward, DepthwiseBackward};
 use activeshift::model::{ArchConfig, BlockKind, StageConfig};
 use activeshift::train::{
-    Backend, CpuBackend, CpuTensor, GpuBackend, Session, TrainSettings, Trainer, ops,
+    Backend, CpuBackend, CpuTensor, GpuBackend, NormMode, Session, TrainSettings, Trainer, ops,
+    plan_gradients,
 };
 use activeshift::{GpuContext, GpuTensor, Shape4};
 use common::*;
@@ -39,11 +42,14 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         return;
     };
     let (mut rng, _) = rng("batchnorm_train");
-    for round in 0..6 {
-        let xs = if round == 0 {
+    for round in 0..10 {
+        // With the ReLU after the affine and without it (an affine layer with `relu: false`,
+        // a BatchNorm epilogue followed by a residual).
+        let relu = round % 2 == 0;
+        let xs = if round == 0 || round == 1 {
             // More values per channel than one workgroup has invocations.
             Shape4::new(3, 2, 17, 13)
-        } else if round == 1 {
+        } else if round == 2 || round == 3 {
             // A plane longer than one workgroup of the element-wise passes covers (256), not
             // a multiple of 4.
             Shape4::new(2, 3, 29, 31)
@@ -55,9 +61,13 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         let gamma = uniform(&mut rng, xs.c, 0.5, 1.5);
         let beta = uniform(&mut rng, xs.c, -0.5, 0.5);
         let dy = uniform(&mut rng, xs.len(), -1.0, 1.0);
-        let (y_cpu, stats_cpu) = ops::bn_relu_train(&x, xs, &gamma, &beta);
+        let (y_cpu, stats_cpu) = ops::bn_train(&x, xs, &gamma, &beta, relu);
+        let mode = ops::BnMode {
+            frozen: false,
+            relu,
+        };
         let (dx_cpu, dg_cpu, db_cpu) =
-            ops::bn_relu_backward(&dy, &x, &y_cpu, xs, &gamma, &stats_cpu);
+            ops::bn_backward(&dy, &x, &y_cpu, xs, &gamma, &stats_cpu, mode);
 
         let xt = upload(ctx, &xs.dims(), &x);
         let gt = upload(ctx, &[xs.c], &gamma);
@@ -75,6 +85,7 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
                     beta: &bt,
                     stats: &stats,
                     y: &y,
+                    relu,
                 },
             )
             .unwrap(),
@@ -83,9 +94,9 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         let y_gpu = read(ctx, &y);
         assert!(
             rel_err(&stats_gpu, &stats_cpu) < TOL,
-            "{xs:?}: stats {stats_gpu:?} vs {stats_cpu:?}"
+            "{xs:?} relu {relu}: stats {stats_gpu:?} vs {stats_cpu:?}"
         );
-        assert!(rel_err(&y_gpu, &y_cpu) < TOL, "{xs:?}: forward");
+        assert!(rel_err(&y_gpu, &y_cpu) < TOL, "{xs:?} relu {relu}: forward");
 
         let dyt = upload(ctx, &xs.dims(), &dy);
         let dparams = poisoned(ctx, &[2, xs.c]);
@@ -105,14 +116,24 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
                     dy: &dyt,
                     dparams: &dparams,
                     dx: &dx,
+                    relu,
                 },
             )
             .unwrap(),
         );
         let dp = read(ctx, &dparams);
-        assert!(rel_err(&dp[..xs.c], &dg_cpu) < TOL, "{xs:?}: dgamma");
-        assert!(rel_err(&dp[xs.c..], &db_cpu) < TOL, "{xs:?}: dbeta");
-        assert!(rel_err(&read(ctx, &dx), &dx_cpu) < TOL, "{xs:?}: dx");
+        assert!(
+            rel_err(&dp[..xs.c], &dg_cpu) < TOL,
+            "{xs:?} relu {relu}: dgamma"
+        );
+        assert!(
+            rel_err(&dp[xs.c..], &db_cpu) < TOL,
+            "{xs:?} relu {relu}: dbeta"
+        );
+        assert!(
+            rel_err(&read(ctx, &dx), &dx_cpu) < TOL,
+            "{xs:?} relu {relu}: dx"
+        );
 
         // Frozen statistics (fine-tuning): given mean and variance, the same outputs poisoned
         // first, against the CPU twins.
@@ -121,9 +142,10 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         let mut frozen = mean.clone();
         frozen.extend(&var);
         frozen.extend(var.iter().map(|v| 1.0 / (v + ops::BN_EPS).sqrt()));
-        let yf_cpu = ops::bn_relu_frozen(&x, xs, &gamma, &beta, &frozen);
+        let yf_cpu = ops::bn_frozen(&x, xs, &gamma, &beta, &frozen, relu);
+        let mode = ops::BnMode { frozen: true, relu };
         let (dxf_cpu, dgf_cpu, dbf_cpu) =
-            ops::bn_relu_backward_with(&dy, &x, &yf_cpu, xs, &gamma, &frozen, true);
+            ops::bn_backward(&dy, &x, &yf_cpu, xs, &gamma, &frozen, mode);
         let ft = upload(ctx, &[3, xs.c], &frozen);
         let yf = poisoned(ctx, &xs.dims());
         run(
@@ -136,15 +158,20 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
                     beta: &bt,
                     stats: &ft,
                     y: &yf,
+                    relu,
                 },
             )
             .unwrap(),
         );
         assert!(
             rel_err(&read(ctx, &yf), &yf_cpu) < TOL,
-            "{xs:?}: frozen forward"
+            "{xs:?} relu {relu}: frozen forward"
         );
-        assert_eq!(read(ctx, &ft), frozen, "{xs:?}: frozen statistics written");
+        assert_eq!(
+            read(ctx, &ft),
+            frozen,
+            "{xs:?} relu {relu}: frozen statistics written"
+        );
         let yft = upload(ctx, &xs.dims(), &yf_cpu);
         let (dparams, dx) = (poisoned(ctx, &[2, xs.c]), poisoned(ctx, &xs.dims()));
         run(
@@ -159,6 +186,7 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
                     dy: &dyt,
                     dparams: &dparams,
                     dx: &dx,
+                    relu,
                 },
             )
             .unwrap(),
@@ -166,12 +194,15 @@ fn batchnorm_train_forward_and_backward_match_cpu() {
         let dp = read(ctx, &dparams);
         assert!(
             rel_err(&dp[..xs.c], &dgf_cpu) < TOL,
-            "{xs:?}: frozen dgamma"
+            "{xs:?} relu {relu}: frozen dgamma"
         );
-        assert!(rel_err(&dp[xs.c..], &dbf_cpu) < TOL, "{xs:?}: frozen dbeta");
+        assert!(
+            rel_err(&dp[xs.c..], &dbf_cpu) < TOL,
+            "{xs:?} relu {relu}: frozen dbeta"
+        );
         assert!(
             rel_err(&read(ctx, &dx), &dxf_cpu) < TOL,
-            "{xs:?}: frozen dx"
+            "{xs:?} relu {relu}: frozen dx"
         );
     }
 }
@@ -234,6 +265,223 @@ fn softmax_cross_entropy_matches_cpu() {
         assert!(rel_err(&read(ctx, &d), &d_cpu) < TOL);
         assert!(rel_err(&read(ctx, &db), &db_cpu) < TOL);
         assert!(rel_err(&read(ctx, &per), &per_cpu) < TOL);
+    }
+}
+
+#[test]
+fn conv3x3_backward_input_matches_cpu() {
+    let Some(ctx) = gpu("conv3x3_backward_input_matches_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("conv3x3_backward_input");
+    for round in 0..8 {
+        let xs = odd_shape(&mut rng);
+        let cout = rng.random_range(1..6);
+        let s = 1 + round % 2;
+        let ys = xs.strided(cout, s);
+        let w = uniform(&mut rng, cout * xs.c * 9, -1.0, 1.0);
+        let dy = uniform(&mut rng, ys.len(), -1.0, 1.0);
+        let mut want = vec![f32::NAN; xs.len()];
+        ops::conv3x3_backward_input(&dy, xs, &w, cout, s, &mut want);
+        let dx = poisoned(ctx, &xs.dims());
+        let k = ctx.kernels().conv3x3_backward_input();
+        let (wt, dyt) = (
+            upload(ctx, &[cout, xs.c, 3, 3], &w),
+            upload(ctx, &ys.dims(), &dy),
+        );
+        run(ctx, k.prepare(ctx, &dyt, &wt, s, &dx).unwrap());
+        let got = read(ctx, &dx);
+        assert!(rel_err(&got, &want) < TOL, "{xs:?} cout {cout} stride {s}");
+    }
+    // A weight of the wrong shape is an error, not a panic.
+    let dx = poisoned(ctx, &[1, 2, 5, 5]);
+    let w = upload(ctx, &[3, 4, 3, 3], &[0.0; 108]);
+    let dy = upload(ctx, &[1, 3, 5, 5], &[0.0; 75]);
+    let k = ctx.kernels().conv3x3_backward_input();
+    assert!(k.prepare(ctx, &dy, &w, 1, &dx).is_err());
+}
+
+#[test]
+fn channel_sum_matches_cpu() {
+    let Some(ctx) = gpu("channel_sum_matches_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("channel_sum");
+    for round in 0..6 {
+        let xs = if round == 0 {
+            // More values per channel than a workgroup has invocations (256), not a multiple.
+            Shape4::new(3, 2, 17, 13)
+        } else {
+            odd_shape(&mut rng)
+        };
+        let x = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let want = ops::channel_sum(&x, xs);
+        let out = poisoned(ctx, &[xs.c]);
+        let k = ctx.kernels().channel_sum();
+        run(
+            ctx,
+            k.prepare(ctx, &upload(ctx, &xs.dims(), &x), &out).unwrap(),
+        );
+        assert!(rel_err(&read(ctx, &out), &want) < TOL, "{xs:?}");
+    }
+}
+
+#[test]
+fn add_relu_and_relu_backward_match_cpu() {
+    let Some(ctx) = gpu("add_relu_and_relu_backward_match_cpu") else {
+        return;
+    };
+    let (mut rng, _) = rng("add_relu");
+    for _ in 0..4 {
+        let xs = odd_shape(&mut rng);
+        let a = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let b = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let mut want = CpuTensor::from(a.clone());
+        CpuBackend
+            .add_relu_assign(&mut want, &b.clone().into())
+            .unwrap();
+        let at = upload(ctx, &xs.dims(), &a);
+        let k = ctx.kernels().add();
+        run(
+            ctx,
+            k.prepare_relu(ctx, &upload(ctx, &xs.dims(), &b), &at)
+                .unwrap(),
+        );
+        let got = read(ctx, &at);
+        assert!(rel_err(&got, &want) < TOL);
+        assert!(got.iter().all(|&v| v >= 0.0));
+
+        // The gradient of `want` (the ReLU's output) through it: zero exactly where it is 0.
+        let d = uniform(&mut rng, xs.len(), -1.0, 1.0);
+        let mut want_d = CpuTensor::from(d.clone());
+        CpuBackend.relu_backward_assign(&mut want_d, &want).unwrap();
+        let dt = upload(ctx, &xs.dims(), &d);
+        let yt = upload(ctx, &xs.dims(), &want);
+        run(ctx, k.prepare_relu_backward(ctx, &yt, &dt).unwrap());
+        let got = read(ctx, &dt);
+        assert_eq!(got, want_d.to_vec());
+        for ((g, y), d) in got.iter().zip(want.iter()).zip(&d) {
+            assert_eq!(*g, if *y > 0.0 { *d } else { 0.0 });
+        }
+    }
+}
+
+#[test]
+fn every_op_combination_gradient_agrees_with_the_cpu() {
+    let Some(ctx) = gpu("every_op_combination_gradient_agrees_with_the_cpu") else {
+        return;
+    };
+    let (mut rng, seed) = rng("op_combinations");
+    let n = 3;
+    let labels: Vec<u32> = (0..n as u32)
+        .map(|i| i % common::plans::CLASSES as u32)
+        .collect();
+    for (name, plan) in common::plans::cases(n) {
+        let params = common::plans::random_params(&plan, &mut rng);
+        let running = common::plans::random_running(&plan, &mut rng);
+        let len = plan.slots[plan.input].len();
+        for mode in [NormMode::Batch, NormMode::Frozen] {
+            let frozen = (mode == NormMode::Frozen).then_some(&running);
+            let mut be = GpuBackend::new(ctx.clone());
+            // A first pass on other images leaves its values in the storage the second
+            // reuses: every output of the second must be written anew.
+            let other = uniform(&mut rng, len, -3.0, 3.0);
+            plan_gradients(&mut be, &plan, &params, frozen, &other, &labels).unwrap();
+            let input = uniform(&mut rng, len, -1.5, 1.5);
+            let cpu =
+                plan_gradients(&mut CpuBackend, &plan, &params, frozen, &input, &labels).unwrap();
+            let got = plan_gradients(&mut be, &plan, &params, frozen, &input, &labels).unwrap();
+            assert_eq!(
+                got.grads.keys().collect::<Vec<_>>(),
+                params.keys().collect::<Vec<_>>(),
+                "{name} ({mode:?})"
+            );
+            for (id, want) in &cpu.grads {
+                let e = rel_err(&got.grads[id], want);
+                assert!(
+                    e < 1e-3,
+                    "{name} ({mode:?}) {id}: relative error {e:.2e} (seed {seed})"
+                );
+            }
+            for (norm, (want, m)) in &cpu.batch_stats {
+                let (stats, count) = &got.batch_stats[norm];
+                assert_eq!(count, m);
+                assert!(rel_err(stats, want) < 1e-4, "{name} {norm:?} statistics");
+            }
+            let (a, b) = (got.stats.loss(), cpu.stats.loss());
+            assert!((a - b).abs() < 1e-4 * b.max(1.0), "{name} ({mode:?}) loss");
+            assert_eq!(got.stats.correct, cpu.stats.correct, "{name} ({mode:?})");
+        }
+    }
+}
+
+/// A context on the adapter of [`gpu`] whose device has exactly WebGPU's default limits
+/// (`activeshift::gpu::required_limits`: 128 MiB per storage binding, 256 MiB per buffer,
+/// 65535 workgroups per dimension), so a kernel that needs more fails validation.
+fn webgpu_default_device() -> GpuContext {
+    pollster::block_on(async {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = activeshift::gpu::select_adapter(&instance)
+            .await
+            .expect("adapter");
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("WebGPU default limits"),
+                required_limits: activeshift::gpu::required_limits(),
+                ..Default::default()
+            })
+            .await
+            .expect("a device with WebGPU's default limits");
+        GpuContext::from_device(&device, &queue, adapter.get_info()).expect("context")
+    })
+}
+
+#[test]
+fn training_w32_at_224_stays_within_webgpu_default_limits() {
+    if gpu("training_w32_at_224_stays_within_webgpu_default_limits").is_none() {
+        return;
+    }
+    let ctx = webgpu_default_device();
+    let limits = wgpu::Limits::default();
+    assert_eq!(
+        ctx.device().limits().max_storage_buffer_binding_size,
+        limits.max_storage_buffer_binding_size
+    );
+    let config = activeshift::ArchConfig::builtin("as-resnet-w32").unwrap();
+    let model = activeshift::Model::synthetic(&config, 2).unwrap();
+    let labels: Vec<String> = (0..10).map(|i| format!("class {i}")).collect();
+    let (mut rng, _) = rng("w32_224_limits");
+    let n = 2;
+    let input = uniform(&mut rng, n * 3 * 224 * 224, -1.0, 1.0);
+    let classes: Vec<u32> = vec![3, 7];
+    // Fine-tuning the whole network (frozen statistics, as `train --from as-resnet-w32
+    // --freeze none --backend gpu` runs it), then training it with batch statistics.
+    for norm in [NormMode::Frozen, NormMode::Batch] {
+        let settings = TrainSettings {
+            batch: n,
+            norm,
+            ..TrainSettings::default()
+        };
+        let mut t = Trainer::from_model(&model, labels.clone(), settings).unwrap();
+        t.settings.norm = norm;
+        let mut be = GpuBackend::new(ctx.clone());
+        let (stats, grads) = t.forward_backward_on(&mut be, &input, &classes).unwrap();
+        assert!(stats.loss().is_finite(), "{norm:?}: loss {}", stats.loss());
+        assert_eq!(grads.len(), config.param_shapes().len(), "{norm:?}");
+        assert!(grads.values().flatten().all(|v| v.is_finite()), "{norm:?}");
+        let largest = be.largest_tensor_bytes();
+        assert!(
+            largest <= limits.max_storage_buffer_binding_size,
+            "{norm:?}: a tensor of {largest} bytes"
+        );
+        assert!(
+            largest > 1 << 20,
+            "{norm:?}: the activations are on the device"
+        );
+        // Any validation error (a binding past the limit, too many workgroups) is reported
+        // by the next submission.
+        ctx.submit(|_| Ok(())).unwrap();
     }
 }
 

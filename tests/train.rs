@@ -1,8 +1,16 @@
-//! Training: whole-network gradient check against finite differences, the optimiser, export
-//! and checkpoints.
+//! Training: whole-network gradient check against finite differences, the same for every op
+//! combination a plan can express (tests/common/plans.rs), the optimiser, export and
+//! checkpoints.
 
-use activeshift::model::{ArchConfig, BlockKind, StageConfig};
-use activeshift::train::{CpuBackend, NormMode, Session, ShiftMode, TrainSettings, Trainer};
+mod common;
+
+use activeshift::model::{ArchConfig, BlockKind, Norm, Op, ParamId, Plan, StageConfig};
+use activeshift::train::{
+    CpuBackend, NormMode, Session, ShiftMode, TrainSettings, Trainer, plan_gradients,
+};
+use common::plans;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use std::collections::BTreeMap;
 
 /// A tiny network: 1x9x9 input, 3 classes, one stride-1 block of width 4 (expansion 2) and one
@@ -514,4 +522,182 @@ fn frozen_blocks_keep_the_stem_and_the_first_blocks() {
         ..TrainSettings::default()
     };
     assert!(Trainer::from_model(&model, model.labels.clone(), too_many).is_err());
+}
+
+/// The mean loss of `plan` with `params` on the CPU backend.
+fn plan_loss(
+    plan: &Plan,
+    params: &BTreeMap<ParamId, Vec<f32>>,
+    frozen: Option<&activeshift::train::RunningStats>,
+    input: &[f32],
+    labels: &[u32],
+) -> f64 {
+    plan_gradients(&mut CpuBackend, plan, params, frozen, input, labels)
+        .unwrap()
+        .stats
+        .loss()
+}
+
+#[test]
+fn every_op_combination_gradient_matches_finite_differences() {
+    // Fixed inputs (the check is of the rules, not of random draws): for each plan, in both
+    // norm modes, every parameter's directional derivative along its gradient and along a
+    // fixed direction by central differences, against the analytic value.
+    let n = 3;
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % plans::CLASSES as u32).collect();
+    let h = 2e-3f32;
+    let mut checked = 0;
+    for (name, plan) in plans::cases(n) {
+        let mut rng = StdRng::seed_from_u64(11);
+        let params = plans::random_params(&plan, &mut rng);
+        let running = plans::random_running(&plan, &mut rng);
+        let input = common::uniform(&mut rng, plan.slots[plan.input].len(), -1.0, 1.0);
+        for mode in [NormMode::Batch, NormMode::Frozen] {
+            let frozen = (mode == NormMode::Frozen).then_some(&running);
+            let pass =
+                plan_gradients(&mut CpuBackend, &plan, &params, frozen, &input, &labels).unwrap();
+            assert_eq!(
+                pass.grads.keys().collect::<Vec<_>>(),
+                params.keys().collect::<Vec<_>>(),
+                "{name} ({mode:?}): a gradient for every parameter"
+            );
+            assert_eq!(
+                pass.batch_stats.len(),
+                if frozen.is_some() { 0 } else { running.len() },
+                "{name} ({mode:?}): batch statistics of every affine layer"
+            );
+            for (id, g) in &pass.grads {
+                let norm = g.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+                assert!(norm > 0.0, "{name} ({mode:?}) {id}: gradient is zero");
+                let fixed: Vec<f32> = (0..g.len())
+                    .map(|i| ((i * 7919 + 13) % 17) as f32 - 8.0)
+                    .collect();
+                let fnorm = fixed
+                    .iter()
+                    .map(|v| f64::from(*v).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                for (kind, dir, want) in [
+                    (
+                        "gradient",
+                        g.iter()
+                            .map(|v| (f64::from(*v) / norm) as f32)
+                            .collect::<Vec<_>>(),
+                        norm,
+                    ),
+                    (
+                        "fixed",
+                        fixed
+                            .iter()
+                            .map(|v| (f64::from(*v) / fnorm) as f32)
+                            .collect(),
+                        g.iter()
+                            .zip(&fixed)
+                            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                            .sum::<f64>()
+                            / fnorm,
+                    ),
+                ] {
+                    let at = |sign: f32| {
+                        let mut p = params.clone();
+                        for (w, d) in p.get_mut(id).unwrap().iter_mut().zip(&dir) {
+                            *w += sign * h * d;
+                        }
+                        plan_loss(&plan, &p, frozen, &input, &labels)
+                    };
+                    let fd = (at(1.0) - at(-1.0)) / (2.0 * f64::from(h));
+                    let size = fd.abs().max(want.abs());
+                    // Directions too flat to stand above the loss's f32 noise are skipped.
+                    if size < 2e-3 {
+                        continue;
+                    }
+                    let err = (fd - want).abs() / size;
+                    if std::env::var("GRAD_REPORT").is_ok() {
+                        eprintln!("{name} ({mode:?}) {id} along {kind}: {err:.2e}");
+                    }
+                    assert!(
+                        err < 0.05,
+                        "{name} ({mode:?}) {id} along {kind}: analytic {want:.6}, finite \
+                         difference {fd:.6}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 150, "only {checked} directions checked");
+}
+
+#[test]
+fn ops_with_nothing_to_learn_are_refused_with_a_clear_error() {
+    let n = 2;
+    let labels = [0u32, 1];
+    let mut rng = StdRng::seed_from_u64(5);
+    // A softmax inside the network: its gradient has no rule.
+    let (_, base) = plans::cases(n).swap_remove(0);
+    let mut plan = base.clone();
+    let probs = plan.probs;
+    let logits = plan.slots.len();
+    plan.slots.push(plan.slots[probs]);
+    plan.ops.push(Op::Conv1x1 {
+        input: probs,
+        weight: ParamId::Reduce(3),
+        stride: 1,
+        affine: None,
+        bias: None,
+        residual: None,
+        relu: false,
+        out: logits,
+    });
+    plan.logits = logits;
+    let params = plans::random_params(&plan, &mut rng);
+    let input = common::uniform(&mut rng, plan.slots[plan.input].len(), -1.0, 1.0);
+    let err = plan_gradients(&mut CpuBackend, &plan, &params, None, &input, &labels)
+        .expect_err("a softmax inside the network trains");
+    assert!(
+        matches!(err, activeshift::Error::InvalidArgument { .. })
+            && err.to_string().contains("softmax"),
+        "{err}"
+    );
+    // A bias beside a BatchNorm epilogue: the inference engine ignores the bias.
+    let mut plan = base.clone();
+    for op in &mut plan.ops {
+        if let Op::Conv1x1 { affine, bias, .. } = op
+            && bias.is_none()
+        {
+            *affine = Some(Norm::Mid(4));
+            *bias = Some(ParamId::Bias(Norm::Mid(5)));
+        }
+    }
+    let params = plans::random_params(&plan, &mut rng);
+    let err = plan_gradients(&mut CpuBackend, &plan, &params, None, &input, &labels)
+        .expect_err("a bias beside an affine epilogue trains");
+    assert!(
+        matches!(err, activeshift::Error::InvalidArgument { .. })
+            && err.to_string().contains("bias beside a BatchNorm"),
+        "{err}"
+    );
+    // A parameter missing or of the wrong length.
+    let mut params = plans::random_params(&base, &mut rng);
+    params.get_mut(&ParamId::StemWeight).unwrap().pop();
+    let err = plan_gradients(&mut CpuBackend, &base, &params, None, &input, &labels)
+        .expect_err("a short tensor trains");
+    assert!(matches!(err, activeshift::Error::Shape { .. }), "{err}");
+    params.remove(&ParamId::StemWeight);
+    let err = plan_gradients(&mut CpuBackend, &base, &params, None, &input, &labels)
+        .expect_err("a missing tensor trains");
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn a_networks_plan_reads_the_parameters_its_config_declares() {
+    for block in [BlockKind::Asl, BlockKind::Depthwise] {
+        let mut config = tiny();
+        config.block = block;
+        let mut from_plan = Plan::new(&config, 2).params();
+        let mut declared = config.params();
+        from_plan.sort();
+        declared.sort();
+        assert_eq!(from_plan, declared, "{block:?}");
+    }
 }

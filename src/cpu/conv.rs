@@ -319,6 +319,59 @@ pub fn conv3x3_backward_weight<T: Float>(
     Ok(dw)
 }
 
+/// Input gradient of [`conv3x3`] (the transposed convolution): shape `xs`,
+/// `dx[n, ci, r, c] = sum dy[n, co, i, j] * w[co, ci, ky, kx]` over the output pixels with
+/// `i*s + ky - 1 = r` and `j*s + kx - 1 = c`. Mirrors `shaders/conv3x3_backward_input.wgsl`.
+pub fn conv3x3_backward_input<T: Float>(
+    dy: &[T],
+    xs: Shape4,
+    w: &[T],
+    cout: usize,
+    stride: usize,
+) -> Result<Vec<T>> {
+    const OP: &str = "conv3x3_backward_input";
+    check_stride(OP, stride)?;
+    check_nonempty(OP, "input", xs)?;
+    check_len(
+        OP,
+        "weight",
+        w,
+        cout * xs.c * 9,
+        format!("[{cout}, {}, 3, 3]", xs.c),
+    )?;
+    let ys = xs.strided(cout, stride);
+    check_len(OP, "output gradient", dy, ys.len(), ys)?;
+    let mut dx = vec![T::zero(); xs.len()];
+    for n in 0..xs.n {
+        for ci in 0..xs.c {
+            for r in 0..xs.h {
+                for c in 0..xs.w {
+                    let mut acc = T::zero();
+                    for k in 0..9 {
+                        let (ky, kx) = (k / 3, k % 3);
+                        // i*s = r + 1 - ky and j*s = c + 1 - kx, each a whole output pixel.
+                        let (ti, tj) = (r + 1, c + 1);
+                        if ti < ky || tj < kx || (ti - ky) % stride != 0 || (tj - kx) % stride != 0
+                        {
+                            continue;
+                        }
+                        let (i, j) = ((ti - ky) / stride, (tj - kx) / stride);
+                        if i >= ys.h || j >= ys.w {
+                            continue;
+                        }
+                        for co in 0..cout {
+                            let g = dy[((n * cout + co) * ys.h + i) * ys.w + j];
+                            acc = acc + g * w[(co * xs.c + ci) * 9 + k];
+                        }
+                    }
+                    dx[((n * xs.c + ci) * xs.h + r) * xs.w + c] = acc;
+                }
+            }
+        }
+    }
+    Ok(dx)
+}
+
 /// Backward of [`depthwise3x3`]: `(dx, dw)`, `dx` of shape `xs` and `dw` `[C, 1, 3, 3]` summed
 /// over the batch. Mirrors `shaders/depthwise3x3_backward.wgsl`.
 pub fn depthwise3x3_backward<T: Float>(

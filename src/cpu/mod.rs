@@ -19,7 +19,7 @@ pub use asl::{
 };
 pub use conv::{
     Epilogue, asl_conv1x1, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3,
-    conv3x3_backward_weight, depthwise3x3, depthwise3x3_backward,
+    conv3x3_backward_input, conv3x3_backward_weight, depthwise3x3, depthwise3x3_backward,
 };
 pub use elementwise::{affine, copy, global_avg_pool, softmax};
 pub use norm::{batchnorm_relu_backward, batchnorm_relu_train};

@@ -31,5 +31,5 @@ pub use gpu_engine::{GpuModel, OpDispatch};
 pub use import::import_caffe;
 pub use lower::{LoweredOp, LoweredPlan, Lowering, Prologue};
 pub use params::{Norm, ParamId};
-pub use plan::{Op, Plan, Slot};
+pub use plan::{Op, Plan, PlanBuilder, Slot};
 pub use run::Output;

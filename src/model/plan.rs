@@ -109,15 +109,51 @@ pub struct Plan {
     pub probs: Slot,
 }
 
-struct Builder {
+/// Builds a [`Plan`] op by op: [`Plan::new`] builds a network of blocks with it, and a test
+/// or another front end any network of the ops (training takes any plan:
+/// [`crate::train::plan_gradients`]). Slots are numbered in the order they are made.
+#[derive(Clone, Debug)]
+pub struct PlanBuilder {
     ops: Vec<Op>,
     slots: Vec<Shape4>,
 }
 
-impl Builder {
-    fn slot(&mut self, s: Shape4) -> Slot {
-        self.slots.push(s);
-        self.slots.len() - 1
+impl PlanBuilder {
+    /// A plan whose input, slot 0, has shape `input` (`[N, C, H, W]`).
+    pub fn new(input: Shape4) -> Self {
+        Self {
+            ops: Vec::new(),
+            slots: vec![input],
+        }
+    }
+
+    /// The shape of slot `s`.
+    ///
+    /// # Panics
+    /// When `s` is not a slot of this builder.
+    pub fn shape(&self, s: Slot) -> Shape4 {
+        self.slots[s]
+    }
+
+    /// The op `op(out)` writing a new slot `out` of shape `shape`; returns `out`.
+    pub fn push(&mut self, shape: Shape4, op: impl FnOnce(Slot) -> Op) -> Slot {
+        self.slots.push(shape);
+        let out = self.slots.len() - 1;
+        self.ops.push(op(out));
+        out
+    }
+
+    /// The plan whose logits (`[N, classes, 1, 1]`) are slot `logits`, with the softmax
+    /// added after them.
+    pub fn finish(mut self, logits: Slot) -> Plan {
+        let probs = self.push(self.slots[logits], |out| Op::Softmax { input: logits, out });
+        Plan {
+            ops: self.ops,
+            slots: self.slots,
+            input: 0,
+            logits,
+            probs,
+        }
     }
 }
 
@@ -125,34 +161,30 @@ impl Plan {
     /// The plan of `config` for batches of `n` images.
     pub fn new(config: &ArchConfig, n: usize) -> Plan {
         let [h, w] = config.input_size;
-        let mut b = Builder {
-            ops: Vec::new(),
-            slots: Vec::new(),
-        };
-        let input = b.slot(Shape4::new(n, config.in_channels, h, w));
-        let stem_shape = b.slots[input].strided(config.stem_width, config.stem_stride);
-        let mut x = b.slot(stem_shape);
-        b.ops.push(Op::Conv3x3 {
+        let mut b = PlanBuilder::new(Shape4::new(n, config.in_channels, h, w));
+        let input = 0;
+        let stem_shape = b
+            .shape(input)
+            .strided(config.stem_width, config.stem_stride);
+        let mut x = b.push(stem_shape, |out| Op::Conv3x3 {
             input,
             weight: ParamId::StemWeight,
             stride: config.stem_stride,
-            out: x,
+            out,
         });
         for blk in config.blocks() {
             let i = blk.index;
-            let xs = b.slots[x];
-            let t = b.slot(xs);
-            b.ops.push(Op::Affine {
+            let xs = b.shape(x);
+            let t = b.push(xs, |out| Op::Affine {
                 input: x,
                 norm: Norm::Pre(i),
                 relu: true,
-                out: t,
+                out,
             });
             // The projection shortcut first, so that the shift is directly followed by the 1x1
             // convolution reading it (lowering fuses such pairs: `model/lower.rs`).
             let shortcut = if blk.projection {
-                let sc = b.slot(xs.strided(blk.width, blk.stride));
-                b.ops.push(Op::Conv1x1 {
+                b.push(xs.strided(blk.width, blk.stride), |out| Op::Conv1x1 {
                     input: t,
                     weight: ParamId::Shortcut(i),
                     stride: blk.stride,
@@ -160,14 +192,12 @@ impl Plan {
                     bias: None,
                     residual: None,
                     relu: false,
-                    out: sc,
-                });
-                sc
+                    out,
+                })
             } else {
                 x
             };
-            let u = b.slot(xs.strided(blk.inner, 1));
-            b.ops.push(Op::Conv1x1 {
+            let u = b.push(xs.strided(blk.inner, 1), |out| Op::Conv1x1 {
                 input: t,
                 weight: ParamId::Expand(i),
                 stride: 1,
@@ -175,25 +205,23 @@ impl Plan {
                 bias: None,
                 residual: None,
                 relu: true,
-                out: u,
+                out,
             });
-            let v = b.slot(xs.strided(blk.inner, blk.stride));
-            b.ops.push(match blk.kind {
+            let v = b.push(xs.strided(blk.inner, blk.stride), |out| match blk.kind {
                 BlockKind::Asl => Op::Shift {
                     input: u,
                     shift: ParamId::Shift(i),
                     stride: blk.stride,
-                    out: v,
+                    out,
                 },
                 BlockKind::Depthwise => Op::Depthwise3x3 {
                     input: u,
                     weight: ParamId::Depthwise(i),
                     stride: blk.stride,
-                    out: v,
+                    out,
                 },
             });
-            let y = b.slot(xs.strided(blk.width, blk.stride));
-            b.ops.push(Op::Conv1x1 {
+            x = b.push(xs.strided(blk.width, blk.stride), |out| Op::Conv1x1 {
                 input: v,
                 weight: ParamId::Reduce(i),
                 stride: 1,
@@ -201,25 +229,21 @@ impl Plan {
                 bias: None,
                 residual: Some(shortcut),
                 relu: false,
-                out: y,
+                out,
             });
-            x = y;
         }
-        let xs = b.slots[x];
-        let t = b.slot(xs);
-        b.ops.push(Op::Affine {
+        let xs = b.shape(x);
+        let t = b.push(xs, |out| Op::Affine {
             input: x,
             norm: Norm::Head,
             relu: true,
-            out: t,
+            out,
         });
-        let pooled = b.slot(Shape4::new(n, xs.c, 1, 1));
-        b.ops.push(Op::AvgPool {
+        let pooled = b.push(Shape4::new(n, xs.c, 1, 1), |out| Op::AvgPool {
             input: t,
-            out: pooled,
+            out,
         });
-        let logits = b.slot(Shape4::new(n, config.classes, 1, 1));
-        b.ops.push(Op::Conv1x1 {
+        let logits = b.push(Shape4::new(n, config.classes, 1, 1), |out| Op::Conv1x1 {
             input: pooled,
             weight: ParamId::FcWeight,
             stride: 1,
@@ -227,20 +251,62 @@ impl Plan {
             bias: Some(ParamId::FcBias),
             residual: None,
             relu: false,
-            out: logits,
+            out,
         });
-        let probs = b.slot(Shape4::new(n, config.classes, 1, 1));
-        b.ops.push(Op::Softmax {
-            input: logits,
-            out: probs,
-        });
-        Plan {
-            ops: b.ops,
-            slots: b.slots,
-            input,
-            logits,
-            probs,
+        b.finish(logits)
+    }
+
+    /// Every parameter tensor the ops read, with its dimensions as the ops read it, in the
+    /// order of first use (a tensor read twice is listed once, as first read): a 3x3
+    /// convolution's weight `[Cout, Cin, 3, 3]`, an affine layer's scale and bias `[C]` each,
+    /// a 1x1 convolution's weight `[Cout, Cin]` and bias `[Cout]`, a shift `[2, C]`, a
+    /// depthwise weight `[C, 1, 3, 3]`.
+    pub fn params(&self) -> Vec<(ParamId, Vec<usize>)> {
+        let mut out: Vec<(ParamId, Vec<usize>)> = Vec::new();
+        let mut add = |id: ParamId, dims: Vec<usize>| {
+            if !out.iter().any(|(o, _)| *o == id) {
+                out.push((id, dims));
+            }
+        };
+        for op in &self.ops {
+            match op {
+                Op::Conv3x3 {
+                    input, weight, out, ..
+                } => add(
+                    *weight,
+                    vec![self.slots[*out].c, self.slots[*input].c, 3, 3],
+                ),
+                Op::Affine { input, norm, .. } => {
+                    let c = self.slots[*input].c;
+                    add(ParamId::Scale(*norm), vec![c]);
+                    add(ParamId::Bias(*norm), vec![c]);
+                }
+                Op::Conv1x1 {
+                    input,
+                    weight,
+                    affine,
+                    bias,
+                    out,
+                    ..
+                } => {
+                    let cout = self.slots[*out].c;
+                    add(*weight, vec![cout, self.slots[*input].c]);
+                    if let Some(norm) = affine {
+                        add(ParamId::Scale(*norm), vec![cout]);
+                        add(ParamId::Bias(*norm), vec![cout]);
+                    }
+                    if let Some(b) = bias {
+                        add(*b, vec![cout]);
+                    }
+                }
+                Op::Shift { input, shift, .. } => add(*shift, vec![2, self.slots[*input].c]),
+                Op::Depthwise3x3 { input, weight, .. } => {
+                    add(*weight, vec![self.slots[*input].c, 1, 3, 3]);
+                }
+                Op::AvgPool { .. } | Op::Softmax { .. } => {}
+            }
         }
+        out
     }
 
     /// Multiply-adds of one image's forward pass (convolutions and the classifier).

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::shape::Shape4;
 
 /// The operands of [`Backend::conv1x1`]: a 1x1 convolution with stride `stride` of `x`
-/// (shape `xs`) by `w` (`[cout, xs.c]`), plus `residual` (of the output's shape) when given.
+/// (shape `xs`) by `w` (`[cout, xs.c]`), then its epilogue in this order: plus `bias` (`[cout]`)
+/// per channel, plus `residual` (of the output's shape), ReLU; each when given.
 #[derive(Debug)]
 pub struct Conv1x1Args<'a, T> {
     /// The input.
@@ -30,12 +31,16 @@ pub struct Conv1x1Args<'a, T> {
     pub cout: usize,
     /// Stride.
     pub stride: usize,
+    /// Added per channel when given (`[cout]`).
+    pub bias: Option<&'a T>,
     /// Added to the output when given.
     pub residual: Option<&'a T>,
+    /// Clamp negative results to zero, last.
+    pub relu: bool,
 }
 
-/// The operands of [`Backend::bn_relu_backward`]: what [`Backend::bn_relu_train`] read and
-/// produced, and the gradient of its output.
+/// The operands of [`Backend::bn_backward`]: what [`Backend::bn_train`] (or
+/// [`Backend::bn_frozen`]) read and produced, and the gradient of its output.
 #[derive(Debug)]
 pub struct BnBackwardArgs<'a, T> {
     /// The output gradient.
@@ -50,8 +55,11 @@ pub struct BnBackwardArgs<'a, T> {
     pub gamma: &'a T,
     /// The statistics `[3, C]` the forward pass used.
     pub stats: &'a T,
-    /// Whether the forward pass was [`Backend::bn_relu_frozen`] (statistics as constants).
+    /// Whether the forward pass was [`Backend::bn_frozen`] (statistics as constants).
     pub frozen: bool,
+    /// Whether the forward pass had a ReLU after the affine (the gradient passes where
+    /// `y > 0` only).
+    pub relu: bool,
 }
 
 /// The operands of [`Backend::linear`] and [`Backend::linear_backward`]: `[n, c]` features
@@ -97,7 +105,7 @@ pub struct RunningStatsStep<'a, T> {
     pub mean: &'a mut T,
     /// The running variance `[C]`.
     pub var: &'a mut T,
-    /// The batch statistics `[3, C]` of [`Backend::bn_relu_train`].
+    /// The batch statistics `[3, C]` of [`Backend::bn_train`].
     pub batch: &'a T,
     /// The number of values per channel they were taken over.
     pub count: usize,
@@ -123,8 +131,6 @@ pub trait Backend {
     fn overwrite(&mut self, t: &mut Self::Tensor, data: &[f32]) -> Result<()>;
     /// Copy tensors back to the host (in one round trip where the device allows).
     fn download(&mut self, tensors: &[&Self::Tensor]) -> Result<Vec<Vec<f32>>>;
-    /// A tensor of shape `dims` holding ones, never written (a device may keep one per shape).
-    fn ones(&mut self, dims: &[usize]) -> Result<Self::Tensor>;
     /// A training step starts: the tensors the operations returned since the last call are no
     /// longer used, so a device may hand their storage out again. The same sequence of
     /// operations then gets the same storage, and a device that keeps what it prepared for
@@ -142,6 +148,15 @@ pub trait Backend {
     fn conv3x3(
         &mut self,
         x: &Self::Tensor,
+        xs: Shape4,
+        w: &Self::Tensor,
+        cout: usize,
+        s: usize,
+    ) -> Result<Self::Tensor>;
+    /// Input gradient of [`Backend::conv3x3`] (the transposed convolution; shape `xs`).
+    fn conv3x3_backward_input(
+        &mut self,
+        dy: &Self::Tensor,
         xs: Shape4,
         w: &Self::Tensor,
         cout: usize,
@@ -176,29 +191,30 @@ pub trait Backend {
         cout: usize,
         s: usize,
     ) -> Result<Self::Tensor>;
-    /// BatchNorm with batch statistics, then ReLU: `(y, stats)` with `stats` `[3, C]` (mean,
-    /// biased variance, `1 / sqrt(var + eps)`).
-    fn bn_relu_train(
+    /// BatchNorm with batch statistics, then ReLU when `relu`: `(y, stats)` with `stats`
+    /// `[3, C]` (mean, biased variance, `1 / sqrt(var + eps)`).
+    fn bn_train(
         &mut self,
         x: &Self::Tensor,
         xs: Shape4,
         gamma: &Self::Tensor,
         beta: &Self::Tensor,
+        relu: bool,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
-    /// [`Backend::bn_relu_train`] with given statistics `stats` `[3, C]` (mean, variance,
+    /// [`Backend::bn_train`] with given statistics `stats` `[3, C]` (mean, variance,
     /// `1 / sqrt(var + eps)`: the running ones, frozen) instead of the batch's.
-    fn bn_relu_frozen(
+    fn bn_frozen(
         &mut self,
         x: &Self::Tensor,
         xs: Shape4,
         gamma: &Self::Tensor,
         beta: &Self::Tensor,
         stats: &Self::Tensor,
+        relu: bool,
     ) -> Result<Self::Tensor>;
-    /// Backward of [`Backend::bn_relu_train`] (or, with [`BnBackwardArgs::frozen`], of
-    /// [`Backend::bn_relu_frozen`]): `(dx, dparams)` with `dparams` `[2, C]`: dgamma, then
-    /// dbeta.
-    fn bn_relu_backward(
+    /// Backward of [`Backend::bn_train`] (or, with [`BnBackwardArgs::frozen`], of
+    /// [`Backend::bn_frozen`]): `(dx, dparams)` with `dparams` `[2, C]`: dgamma, then dbeta.
+    fn bn_backward(
         &mut self,
         a: BnBackwardArgs<'_, Self::Tensor>,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
@@ -239,6 +255,14 @@ pub trait Backend {
     ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// `a += b`.
     fn add_assign(&mut self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// `a = max(a + b, 0)`: a residual added after a BatchNorm, then ReLU.
+    fn add_relu_assign(&mut self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// The gradient `d` of a ReLU's output `y` through the ReLU, in place: `d` where `y > 0`,
+    /// else 0.
+    fn relu_backward_assign(&mut self, d: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
+    /// The sum of every channel of `x` (shape `xs`) over its images and pixels: `[C]` (a bias
+    /// gradient; the batch's loss totals, per-image pairs read as `[N, 2, 1, 1]`).
+    fn channel_sum(&mut self, x: &Self::Tensor, xs: Shape4) -> Result<Self::Tensor>;
     /// Global average pooling: `[N, C]`.
     fn avg_pool(&mut self, x: &Self::Tensor, xs: Shape4) -> Result<Self::Tensor>;
     /// Backward of [`Backend::avg_pool`]: shape `xs`.
@@ -306,10 +330,6 @@ impl Backend for CpuBackend {
         Ok(tensors.iter().map(|t| t.to_vec()).collect())
     }
 
-    fn ones(&mut self, dims: &[usize]) -> Result<CpuTensor> {
-        Ok(vec![1.0; dims.iter().product()].into())
-    }
-
     fn sgd_step(&mut self, a: SgdStep<'_, CpuTensor>) -> Result<()> {
         let len = a.weight.len();
         let grad = a
@@ -354,6 +374,19 @@ impl Backend for CpuBackend {
         Ok(y.into())
     }
 
+    fn conv3x3_backward_input(
+        &mut self,
+        dy: &CpuTensor,
+        xs: Shape4,
+        w: &CpuTensor,
+        cout: usize,
+        s: usize,
+    ) -> Result<CpuTensor> {
+        let mut dx = uninit(xs.len());
+        fast::conv3x3_backward_input(dy, xs, w, cout, s, &mut dx);
+        Ok(dx.into())
+    }
+
     fn conv3x3_backward_weight(
         &mut self,
         dy: &CpuTensor,
@@ -372,12 +405,17 @@ impl Backend for CpuBackend {
             w,
             cout,
             stride: s,
+            bias,
             residual,
+            relu,
         } = a;
         let mut y = uninit(xs.strided(cout, s).len());
+        // Ones as the scale of a plain bias (the inference engine's form of it).
+        let ones = bias.map(|_| vec![1.0f32; cout]);
         let ep = crate::cpu::Epilogue {
+            affine: ones.as_deref().zip(bias.map(|b| &b[..])),
             residual: residual.map(|r| &r[..]),
-            ..Default::default()
+            relu,
         };
         let layer = fast::Conv1x1Layer {
             w,
@@ -413,32 +451,31 @@ impl Backend for CpuBackend {
         Ok(dx.into())
     }
 
-    fn bn_relu_train(
+    fn bn_train(
         &mut self,
         x: &CpuTensor,
         xs: Shape4,
         gamma: &CpuTensor,
         beta: &CpuTensor,
+        relu: bool,
     ) -> Result<(CpuTensor, CpuTensor)> {
-        let (y, stats) = fast::bn_relu_train(x, xs, gamma, beta);
+        let (y, stats) = fast::bn_train(x, xs, gamma, beta, relu);
         Ok((y.into(), stats.into()))
     }
 
-    fn bn_relu_frozen(
+    fn bn_frozen(
         &mut self,
         x: &CpuTensor,
         xs: Shape4,
         gamma: &CpuTensor,
         beta: &CpuTensor,
         stats: &CpuTensor,
+        relu: bool,
     ) -> Result<CpuTensor> {
-        Ok(fast::bn_relu_frozen(x, xs, gamma, beta, stats).into())
+        Ok(fast::bn_frozen(x, xs, gamma, beta, stats, relu).into())
     }
 
-    fn bn_relu_backward(
-        &mut self,
-        a: BnBackwardArgs<'_, CpuTensor>,
-    ) -> Result<(CpuTensor, CpuTensor)> {
+    fn bn_backward(&mut self, a: BnBackwardArgs<'_, CpuTensor>) -> Result<(CpuTensor, CpuTensor)> {
         let BnBackwardArgs {
             dy,
             x,
@@ -447,9 +484,10 @@ impl Backend for CpuBackend {
             gamma,
             stats,
             frozen,
+            relu,
         } = a;
-        let (dx, mut dparams, dbeta) =
-            fast::bn_relu_backward_with(dy, x, y, xs, gamma, stats, frozen);
+        let mode = fast::BnMode { frozen, relu };
+        let (dx, mut dparams, dbeta) = fast::bn_backward(dy, x, y, xs, gamma, stats, mode);
         dparams.extend(dbeta);
         Ok((dx.into(), dparams.into()))
     }
@@ -517,6 +555,35 @@ impl Backend for CpuBackend {
             .zip(b.par_chunks(1 << 14))
             .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
         Ok(())
+    }
+
+    fn add_relu_assign(&mut self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        use rayon::prelude::*;
+        a.par_chunks_mut(1 << 14)
+            .zip(b.par_chunks(1 << 14))
+            .for_each(|(a, b)| {
+                a.iter_mut()
+                    .zip(b)
+                    .for_each(|(a, b)| *a = (*a + b).max(0.0))
+            });
+        Ok(())
+    }
+
+    fn relu_backward_assign(&mut self, d: &mut CpuTensor, y: &CpuTensor) -> Result<()> {
+        use rayon::prelude::*;
+        d.par_chunks_mut(1 << 14)
+            .zip(y.par_chunks(1 << 14))
+            .for_each(|(d, y)| {
+                d.iter_mut()
+                    .zip(y)
+                    .for_each(|(d, y)| *d = if *y > 0.0 { *d } else { 0.0 })
+            });
+        Ok(())
+    }
+
+    fn channel_sum(&mut self, x: &CpuTensor, xs: Shape4) -> Result<CpuTensor> {
+        crate::cpu::check_len("channel_sum", "input", x, xs.len(), xs)?;
+        Ok(fast::channel_sum(x, xs).into())
     }
 
     fn avg_pool(&mut self, x: &CpuTensor, xs: Shape4) -> Result<CpuTensor> {

@@ -106,6 +106,28 @@ impl GpuBackend {
         self.prepared.iter().map(|(k, d)| (k.op, d))
     }
 
+    /// A tensor of shape `dims` holding ones, never written (one kept per shape): the scale
+    /// of a plain bias in the 1x1 convolution's affine epilogue.
+    fn ones(&mut self, dims: &[usize]) -> Result<GpuTensor> {
+        if let Some(t) = self.ones.iter().find(|t| t.dims() == dims) {
+            return Ok(t.clone());
+        }
+        let len = dims.iter().product();
+        let t = GpuTensor::from_slice(&self.ctx, dims, &vec![1.0; len])?;
+        self.ones.push(t.clone());
+        Ok(t)
+    }
+
+    /// The largest storage this backend's operations were handed so far, in bytes (what a
+    /// step needs of one binding: see [`crate::gpu::required_limits`]).
+    pub fn largest_tensor_bytes(&self) -> u64 {
+        self.pool
+            .iter()
+            .map(|t| t.len() as u64 * 4)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Storage for a tensor of shape `dims`: the pool's next entry when it has the size, else a
     /// new buffer taking its place. Its contents are whatever was there: every kernel writes
     /// all of its output.
@@ -261,16 +283,6 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
-    fn ones(&mut self, dims: &[usize]) -> Result<GpuTensor> {
-        if let Some(t) = self.ones.iter().find(|t| t.dims() == dims) {
-            return Ok(t.clone());
-        }
-        let len = dims.iter().product();
-        let t = GpuTensor::from_slice(&self.ctx, dims, &vec![1.0; len])?;
-        self.ones.push(t.clone());
-        Ok(t)
-    }
-
     fn begin_step(&mut self) -> Result<()> {
         // Launches still waiting read this storage: they run before anything reuses it.
         self.flush()?;
@@ -347,6 +359,25 @@ impl Backend for GpuBackend {
         Ok(y)
     }
 
+    fn conv3x3_backward_input(
+        &mut self,
+        dy: &GpuTensor,
+        xs: Shape4,
+        w: &GpuTensor,
+        cout: usize,
+        s: usize,
+    ) -> Result<GpuTensor> {
+        let dy = dy.reshape(&xs.strided(cout, s).dims())?;
+        let w = w.reshape(&[cout, xs.c, 3, 3])?;
+        let dx = self.alloc(&xs.dims())?;
+        let key = Key::new("conv3x3_backward_input", &[&dy, &w, &dx], &[bits(s)]);
+        self.launch(key, |ctx| {
+            let k = ctx.kernels().conv3x3_backward_input();
+            k.prepare(ctx, &dy, &w, s, &dx)
+        })?;
+        Ok(dx)
+    }
+
     fn conv3x3_backward_weight(
         &mut self,
         dy: &GpuTensor,
@@ -372,13 +403,26 @@ impl Backend for GpuBackend {
         let w = a.w.reshape(&[cout, xs.c])?;
         let ys = xs.strided(cout, s);
         let residual = a.residual.map(|r| r.reshape(&ys.dims())).transpose()?;
+        let bias = a.bias.map(|b| b.reshape(&[cout])).transpose()?;
+        // Ones as the scale of a plain bias (the inference engine's form of it).
+        let ones = bias.as_ref().map(|_| self.ones(&[cout])).transpose()?;
         let y = self.alloc(&ys.dims())?;
+        let (relu, has_bias) = (a.relu, bias.is_some());
         let mut tensors = vec![&x, &w, &y];
         tensors.extend(residual.as_ref());
-        let key = Key::new("conv1x1", &tensors, &[bits(s)]);
+        tensors.extend(bias.as_ref());
+        let flags = [
+            bits(s),
+            u64::from(relu),
+            u64::from(has_bias),
+            u64::from(residual.is_some()),
+        ];
+        let key = Key::new("conv1x1", &tensors, &flags);
         self.launch(key, |ctx| {
             let epilogue = crate::gpu::kernels::Conv1x1Epilogue {
+                affine: ones.as_ref().zip(bias.as_ref()),
                 residual: residual.as_ref(),
+                relu,
                 ..Default::default()
             };
             ctx.kernels()
@@ -426,17 +470,22 @@ impl Backend for GpuBackend {
         Ok(dx)
     }
 
-    fn bn_relu_train(
+    fn bn_train(
         &mut self,
         x: &GpuTensor,
         xs: Shape4,
         gamma: &GpuTensor,
         beta: &GpuTensor,
+        relu: bool,
     ) -> Result<(GpuTensor, GpuTensor)> {
         let x = x.reshape(&xs.dims())?;
         let y = self.alloc(&xs.dims())?;
         let stats = self.alloc(&[3, xs.c])?;
-        let key = Key::new("bn_relu_train", &[&x, gamma, beta, &stats, &y], &[]);
+        let key = Key::new(
+            "bn_train",
+            &[&x, gamma, beta, &stats, &y],
+            &[u64::from(relu)],
+        );
         self.launch(key, |ctx| {
             let k = ctx.kernels().batchnorm_train();
             k.prepare_forward(
@@ -447,23 +496,29 @@ impl Backend for GpuBackend {
                     beta,
                     stats: &stats,
                     y: &y,
+                    relu,
                 },
             )
         })?;
         Ok((y, stats))
     }
 
-    fn bn_relu_frozen(
+    fn bn_frozen(
         &mut self,
         x: &GpuTensor,
         xs: Shape4,
         gamma: &GpuTensor,
         beta: &GpuTensor,
         stats: &GpuTensor,
+        relu: bool,
     ) -> Result<GpuTensor> {
         let x = x.reshape(&xs.dims())?;
         let y = self.alloc(&xs.dims())?;
-        let key = Key::new("bn_relu_frozen", &[&x, gamma, beta, stats, &y], &[]);
+        let key = Key::new(
+            "bn_frozen",
+            &[&x, gamma, beta, stats, &y],
+            &[u64::from(relu)],
+        );
         self.launch(key, |ctx| {
             let k = ctx.kernels().batchnorm_train();
             k.prepare_forward_frozen(
@@ -474,16 +529,14 @@ impl Backend for GpuBackend {
                     beta,
                     stats,
                     y: &y,
+                    relu,
                 },
             )
         })?;
         Ok(y)
     }
 
-    fn bn_relu_backward(
-        &mut self,
-        a: BnBackwardArgs<'_, GpuTensor>,
-    ) -> Result<(GpuTensor, GpuTensor)> {
+    fn bn_backward(&mut self, a: BnBackwardArgs<'_, GpuTensor>) -> Result<(GpuTensor, GpuTensor)> {
         let xs = a.xs;
         let (x, y, dy) = (
             a.x.reshape(&xs.dims())?,
@@ -493,15 +546,15 @@ impl Backend for GpuBackend {
         let (gamma, stats) = (a.gamma, a.stats);
         let dparams = self.alloc(&[2, xs.c])?;
         let dx = self.alloc(&xs.dims())?;
-        let frozen = a.frozen;
+        let (frozen, relu) = (a.frozen, a.relu);
         let key = Key::new(
             if frozen {
-                "bn_relu_backward_frozen"
+                "bn_backward_frozen"
             } else {
-                "bn_relu_backward"
+                "bn_backward"
             },
             &[&x, &y, gamma, stats, &dy, &dparams, &dx],
-            &[],
+            &[u64::from(relu)],
         );
         self.launch(key, |ctx| {
             let k = ctx.kernels().batchnorm_train();
@@ -521,6 +574,7 @@ impl Backend for GpuBackend {
                     dy: &dy,
                     dparams: &dparams,
                     dx: &dx,
+                    relu,
                 },
             )
         })?;
@@ -628,6 +682,30 @@ impl Backend for GpuBackend {
         let a = &*a;
         let key = Key::new("add", &[b, a], &[]);
         self.launch(key, |ctx| ctx.kernels().add().prepare(ctx, b, a))
+    }
+
+    fn add_relu_assign(&mut self, a: &mut GpuTensor, b: &GpuTensor) -> Result<()> {
+        let a = &*a;
+        let key = Key::new("add_relu", &[b, a], &[]);
+        self.launch(key, |ctx| ctx.kernels().add().prepare_relu(ctx, b, a))
+    }
+
+    fn relu_backward_assign(&mut self, d: &mut GpuTensor, y: &GpuTensor) -> Result<()> {
+        let d = &*d;
+        let key = Key::new("relu_backward", &[y, d], &[]);
+        self.launch(key, |ctx| {
+            ctx.kernels().add().prepare_relu_backward(ctx, y, d)
+        })
+    }
+
+    fn channel_sum(&mut self, x: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {
+        let x = x.reshape(&xs.dims())?;
+        let out = self.alloc(&[xs.c])?;
+        let key = Key::new("channel_sum", &[&x, &out], &[]);
+        self.launch(key, |ctx| {
+            ctx.kernels().channel_sum().prepare(ctx, &x, &out)
+        })?;
+        Ok(out)
     }
 
     fn avg_pool(&mut self, x: &GpuTensor, xs: Shape4) -> Result<GpuTensor> {

@@ -4,8 +4,13 @@
 //! walks the ops in reverse with one rule per op kind ([`Graph::backward_op`]). A new block
 //! kind needs its op in [`crate::model::plan`] with a forward and a backward rule here (and
 //! its kernels behind [`Backend`]); no training code of its own.
+//!
+//! Every op the plan can express trains (docs/design.md lists the rules), but for two forms
+//! with nothing to learn, refused with [`Error::InvalidArgument`]: a softmax anywhere but
+//! last (its gradient), and a 1x1 convolution with both a bias and an affine epilogue (the
+//! inference engine applies the affine and ignores the bias).
 
-use super::backend::{Backend, BnBackwardArgs, Conv1x1Args, LinearArgs};
+use super::backend::{Backend, BnBackwardArgs, Conv1x1Args};
 use crate::error::{Error, Result};
 use crate::model::{Norm, Op, ParamId, Plan, Slot};
 use crate::shape::Shape4;
@@ -92,11 +97,9 @@ pub(crate) fn forward_backward<B: Backend>(
     let k = plan.slots[plan.logits].c;
     let n = labels.len();
     let (dlogits, _, per_image) = be.softmax_cross_entropy(g.slot(plan.logits)?, labels, k)?;
-    // The batch's totals on the backend, as the weight gradient of a 1x1 convolution reading
-    // a one-channel input of ones (two values come back, not one pair per image).
-    let ones_shape = Shape4::new(n, 1, 1, 1);
-    let ones = be.ones(&ones_shape.dims())?;
-    let totals = be.conv1x1_backward_weight(&per_image, &ones, ones_shape, 2, 1)?;
+    // The batch's totals on the backend: the per-image (loss, right) pairs summed per column
+    // (two values come back, not one pair per image).
+    let totals = be.channel_sum(&per_image, Shape4::new(n, 2, 1, 1))?;
     g.dslots[plan.logits] = Some(dlogits);
     for (i, op) in plan.ops.iter().enumerate().rev() {
         g.backward_op(be, i, op)?;
@@ -140,14 +143,15 @@ impl<B: Backend> Graph<'_, B> {
             .ok_or_else(|| Error::invalid("train", format!("parameter `{id}` is missing")))
     }
 
-    /// The affine layer `norm` (then ReLU) on `x`: BatchNorm on the batch's statistics, or on
-    /// the frozen ones; `(y, the statistics used)`.
+    /// The affine layer `norm` (then ReLU when `relu`) on `x`: BatchNorm on the batch's
+    /// statistics, or on the frozen ones; `(y, the statistics used)`.
     fn normalize(
         &self,
         be: &mut B,
         x: &B::Tensor,
         xs: Shape4,
         norm: Norm,
+        relu: bool,
     ) -> Result<(B::Tensor, Option<B::Tensor>)> {
         let (gamma, beta) = (
             self.param(ParamId::Scale(norm))?,
@@ -155,12 +159,12 @@ impl<B: Backend> Graph<'_, B> {
         );
         match self.frozen {
             None => {
-                let (y, stats) = be.bn_relu_train(x, xs, gamma, beta)?;
+                let (y, stats) = be.bn_train(x, xs, gamma, beta, relu)?;
                 Ok((y, Some(stats)))
             }
             Some(frozen) => {
                 let stats = frozen.get(&norm).ok_or_else(missing)?;
-                Ok((be.bn_relu_frozen(x, xs, gamma, beta, stats)?, None))
+                Ok((be.bn_frozen(x, xs, gamma, beta, stats, relu)?, None))
             }
         }
     }
@@ -219,10 +223,8 @@ impl<B: Backend> Graph<'_, B> {
                 relu,
                 out,
             } => {
-                if !relu {
-                    return Err(unsupported("affine", "BatchNorm without ReLU"));
-                }
-                let (y, stats) = self.normalize(be, self.slot(*input)?, shapes[*input], *norm)?;
+                let x = self.slot(*input)?;
+                let (y, stats) = self.normalize(be, x, shapes[*input], *norm, *relu)?;
                 self.norm[i] = Some(NormTape { stats, pre: None });
                 (*out, y)
             }
@@ -238,60 +240,50 @@ impl<B: Backend> Graph<'_, B> {
             } => {
                 let (xs, ys) = (shapes[*input], shapes[*out]);
                 let (x, w) = (self.slot(*input)?, self.param(*weight)?);
-                if let Some(b) = bias {
-                    if xs.plane() != 1 || *stride != 1 || affine.is_some() || *relu {
-                        return Err(unsupported(
-                            "conv1x1",
-                            "a bias other than the classifier's (1x1 input, nothing else)",
-                        ));
+                let conv = |bias, residual, relu| Conv1x1Args {
+                    x,
+                    xs,
+                    w,
+                    cout: ys.c,
+                    stride: *stride,
+                    bias,
+                    residual,
+                    relu,
+                };
+                let residual_in = residual.map(|r| self.slot(r)).transpose()?;
+                match affine {
+                    // The whole epilogue in the convolution: bias, residual, ReLU.
+                    None => {
+                        let b = bias.map(|b| self.param(b)).transpose()?;
+                        let y = be.conv1x1(conv(b, residual_in, *relu))?;
+                        (*out, y)
                     }
-                    let a = LinearArgs {
-                        x,
-                        w,
-                        n: xs.n,
-                        c: xs.c,
-                        k: ys.c,
-                    };
-                    let mut y = be.linear(a, self.param(*b)?)?;
-                    if let Some(r) = residual {
-                        be.add_assign(&mut y, self.slot(*r)?)?;
+                    Some(norm) => {
+                        if bias.is_some() {
+                            return Err(unsupported(
+                                "conv1x1",
+                                "a bias beside a BatchNorm epilogue (inference applies the \
+                                 affine layer and ignores the bias: nothing to learn)",
+                            ));
+                        }
+                        // BatchNorm on the convolution's output; the ReLU inside it unless a
+                        // residual comes between them.
+                        let z = be.conv1x1(conv(None, None, false))?;
+                        let bn_relu = *relu && residual.is_none();
+                        let (mut y, stats) = self.normalize(be, &z, ys, *norm, bn_relu)?;
+                        if let Some(r) = residual_in {
+                            if *relu {
+                                be.add_relu_assign(&mut y, r)?;
+                            } else {
+                                be.add_assign(&mut y, r)?;
+                            }
+                        }
+                        self.norm[i] = Some(NormTape {
+                            stats,
+                            pre: Some(z),
+                        });
+                        (*out, y)
                     }
-                    (*out, y)
-                } else if let Some(norm) = affine {
-                    if !relu || residual.is_some() {
-                        return Err(unsupported(
-                            "conv1x1",
-                            "a BatchNorm epilogue without ReLU or with a residual",
-                        ));
-                    }
-                    let z = be.conv1x1(Conv1x1Args {
-                        x,
-                        xs,
-                        w,
-                        cout: ys.c,
-                        stride: *stride,
-                        residual: None,
-                    })?;
-                    let (y, stats) = self.normalize(be, &z, ys, *norm)?;
-                    self.norm[i] = Some(NormTape {
-                        stats,
-                        pre: Some(z),
-                    });
-                    (*out, y)
-                } else {
-                    if *relu {
-                        return Err(unsupported("conv1x1", "a ReLU without BatchNorm"));
-                    }
-                    let residual = residual.map(|r| self.slot(r)).transpose()?;
-                    let y = be.conv1x1(Conv1x1Args {
-                        x,
-                        xs,
-                        w,
-                        cout: ys.c,
-                        stride: *stride,
-                        residual,
-                    })?;
-                    (*out, y)
                 }
             }
             Op::Shift {
@@ -319,7 +311,15 @@ impl<B: Backend> Graph<'_, B> {
                 (*out, y)
             }
             // Training ends at the logits: the loss takes the softmax's place.
-            Op::Softmax { .. } => return Ok(()),
+            Op::Softmax { input, out } => {
+                if *input == plan.logits && *out == plan.probs {
+                    return Ok(());
+                }
+                return Err(unsupported(
+                    "softmax",
+                    "a softmax other than the last (its gradient)",
+                ));
+            }
         };
         self.slots[out] = Some(y);
         Ok(())
@@ -349,19 +349,24 @@ impl<B: Backend> Graph<'_, B> {
                 stride,
                 ..
             } => {
-                if *input != self.plan.input {
-                    return Err(unsupported("conv3x3", "an input gradient (only the stem)"));
-                }
                 let (xs, cout) = (shapes[*input], shapes[out].c);
                 let dw = be.conv3x3_backward_weight(&dy, self.slot(*input)?, xs, cout, *stride)?;
                 self.accumulate_grad(be, GradOf::Param(*weight), dw)?;
+                // The network's input needs no gradient (the stem reads it).
+                if *input != plan.input {
+                    let w = self.param(*weight)?;
+                    let dx = be.conv3x3_backward_input(&dy, xs, w, cout, *stride)?;
+                    self.accumulate(be, *input, dx)?;
+                }
             }
-            Op::Affine { input, norm, .. } => {
+            Op::Affine {
+                input, norm, relu, ..
+            } => {
                 let (dx, dparams) = {
                     let stats = self.stats_of(op_index, *norm)?;
                     let (x, y) = (self.slot(*input)?, self.slot(out)?);
                     let gamma = self.param(ParamId::Scale(*norm))?;
-                    be.bn_relu_backward(BnBackwardArgs {
+                    be.bn_backward(BnBackwardArgs {
                         dy: &dy,
                         x,
                         y,
@@ -369,6 +374,7 @@ impl<B: Backend> Graph<'_, B> {
                         gamma,
                         stats,
                         frozen: self.frozen.is_some(),
+                        relu: *relu,
                     })?
                 };
                 self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;
@@ -381,9 +387,17 @@ impl<B: Backend> Graph<'_, B> {
                 affine,
                 bias,
                 residual,
+                relu,
                 ..
             } => {
                 let (xs, ys) = (shapes[*input], shapes[out]);
+                let mut dy = dy;
+                // The ReLU that the forward rule applied last on its own (not inside BatchNorm).
+                let bn_relu = *relu && residual.is_none() && affine.is_some();
+                if *relu && !bn_relu {
+                    be.relu_backward_assign(&mut dy, self.slot(out)?)?;
+                }
+                // The gradient of the convolution's output (before its affine epilogue).
                 let dz = match affine {
                     Some(norm) => {
                         let (dz, dparams) = {
@@ -391,7 +405,7 @@ impl<B: Backend> Graph<'_, B> {
                             let z = tape.pre.as_ref().ok_or_else(missing)?;
                             let stats = self.stats_of(op_index, *norm)?;
                             let gamma = self.param(ParamId::Scale(*norm))?;
-                            be.bn_relu_backward(BnBackwardArgs {
+                            be.bn_backward(BnBackwardArgs {
                                 dy: &dy,
                                 x: z,
                                 y: self.slot(out)?,
@@ -399,40 +413,31 @@ impl<B: Backend> Graph<'_, B> {
                                 gamma,
                                 stats,
                                 frozen: self.frozen.is_some(),
+                                relu: bn_relu,
                             })?
                         };
                         self.accumulate_grad(be, GradOf::Norm(*norm), dparams)?;
+                        // The residual was added after the BatchNorm.
+                        if let Some(r) = residual {
+                            self.accumulate(be, *r, dy)?;
+                        }
                         dz
                     }
                     None => dy,
                 };
-                let (x, w) = (self.slot(*input)?, self.param(*weight)?);
-                let (dx, dw) = if let Some(b) = bias {
-                    let a = LinearArgs {
-                        x,
-                        w,
-                        n: xs.n,
-                        c: xs.c,
-                        k: ys.c,
-                    };
-                    let (dx, dw) = be.linear_backward(&dz, a)?;
-                    // The bias gradient: the output gradient summed per channel, as the weight
-                    // gradient of a 1x1 convolution reading a one-channel input of ones.
-                    let ones_shape = Shape4::new(ys.n, 1, ys.h, ys.w);
-                    let ones = be.ones(&ones_shape.dims())?;
-                    let db = be.conv1x1_backward_weight(&dz, &ones, ones_shape, ys.c, 1)?;
+                if let Some(b) = bias {
+                    let db = be.channel_sum(&dz, ys)?;
                     self.accumulate_grad(be, GradOf::Param(*b), db)?;
-                    (dx, dw)
-                } else {
+                }
+                let (x, w) = (self.slot(*input)?, self.param(*weight)?);
+                let dw = be.conv1x1_backward_weight(&dz, x, xs, ys.c, *stride)?;
+                if *input != plan.input {
                     let dx = be.conv1x1_backward_input(&dz, xs, w, ys.c, *stride)?;
-                    let dw = be.conv1x1_backward_weight(&dz, x, xs, ys.c, *stride)?;
-                    (dx, dw)
-                };
+                    self.accumulate(be, *input, dx)?;
+                }
                 self.accumulate_grad(be, GradOf::Param(*weight), dw)?;
-                self.accumulate(be, *input, dx)?;
-                // (The forward rule allows a residual only without an epilogue BatchNorm, so
-                // the residual's gradient is the output's.)
-                if let Some(r) = residual {
+                // Without an affine epilogue the residual was added to the convolution's output.
+                if let (None, Some(r)) = (affine, residual) {
                     self.accumulate(be, *r, dz)?;
                 }
             }

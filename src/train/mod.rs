@@ -542,8 +542,9 @@ impl Trainer {
 
     /// Forward and backward of one batch in training mode on the backend `be`: the network's
     /// [`Plan`] run forward with BatchNorm on the batch's statistics, then backward, one rule
-    /// per op (the same code for every backend and block kind). Returns the stats and the
-    /// gradients by parameter name, on the host; updates the BatchNorm running statistics.
+    /// per op (the same code for every backend and block kind; [`plan_gradients`]). Returns the
+    /// stats and the gradients by parameter name, on the host; updates the BatchNorm running
+    /// statistics.
     pub fn forward_backward_on<B: Backend>(
         &mut self,
         be: &mut B,
@@ -551,50 +552,33 @@ impl Trainer {
         labels: &[u32],
     ) -> Result<(Stats, BTreeMap<String, Vec<f32>>)> {
         let plan = self.plan_for(input, labels)?;
-        let mut params = std::collections::HashMap::new();
-        for (id, dims) in self.config.params() {
-            params.insert(id, be.upload(&dims, self.param(id))?);
-        }
-        let frozen = self.frozen_stats_on(be)?;
-        let pass = graph::forward_backward(be, &plan, &params, frozen.as_ref(), input, labels)?;
-        // One download: totals, gradients, batch statistics.
-        let mut wanted = vec![&pass.totals];
-        wanted.extend(pass.grads.values());
-        wanted.extend(pass.batch_stats.iter().map(|(_, s, _)| s));
-        let mut host = be.download(&wanted)?.into_iter();
-        let missing = || Error::invalid("train", "a tensor of the training pass is missing");
-        let stats = stats_of(&host.next().ok_or_else(missing)?, labels.len());
-        let mut grads = BTreeMap::new();
-        for of in pass.grads.keys() {
-            let v = host.next().ok_or_else(missing)?;
-            match *of {
-                graph::GradOf::Param(id) => {
-                    grads.insert(id.name(), v);
-                }
-                graph::GradOf::Norm(n) => {
-                    let (dgamma, dbeta) = v.split_at(v.len() / 2);
-                    grads.insert(ParamId::Scale(n).name(), dgamma.to_vec());
-                    grads.insert(ParamId::Bias(n).name(), dbeta.to_vec());
-                }
-            }
-        }
-        for ((norm, _, m), batch) in pass.batch_stats.iter().zip(host) {
+        let params: BTreeMap<ParamId, Vec<f32>> = self
+            .config
+            .params()
+            .into_iter()
+            .map(|(id, _)| (id, self.param(id).to_vec()))
+            .collect();
+        let running = self.frozen_running_stats()?;
+        let pass = plan_gradients(be, &plan, &params, running.as_ref(), input, labels)?;
+        let grads = pass
+            .grads
+            .into_iter()
+            .map(|(id, g)| (id.name(), g))
+            .collect();
+        for (norm, (batch, m)) in &pass.batch_stats {
             let (mean, var) = (norm.running_mean_name(), norm.running_var_name());
             let mut rm = self.params.remove(&mean).unwrap_or_default();
             let mut rv = self.params.remove(&var).unwrap_or_default();
-            ops::update_running_stats(&mut rm, &mut rv, &batch, *m);
+            ops::update_running_stats(&mut rm, &mut rv, batch, *m);
             self.params.insert(mean, rm);
             self.params.insert(var, rv);
         }
-        Ok((stats, grads))
+        Ok((pass.stats, grads))
     }
 
-    /// With [`NormMode::Frozen`], each affine layer's statistics `[3, C]` (the running mean,
-    /// variance and `1 / sqrt(var + eps)`) on `be`; `None` with [`NormMode::Batch`].
-    pub(crate) fn frozen_stats_on<B: Backend>(
-        &self,
-        be: &mut B,
-    ) -> Result<Option<BTreeMap<Norm, B::Tensor>>> {
+    /// With [`NormMode::Frozen`], each affine layer's running mean and variance (checked to be
+    /// there); `None` with [`NormMode::Batch`].
+    fn frozen_running_stats(&self) -> Result<Option<RunningStats>> {
         if self.settings.norm != NormMode::Frozen {
             return Ok(None);
         }
@@ -614,11 +598,27 @@ impl Trainer {
                         ),
                     ));
                 }
-                let mut stats = mean.to_vec();
-                stats.extend_from_slice(var);
-                stats.extend(var.iter().map(|v| 1.0 / (v + ops::BN_EPS).sqrt()));
-                out.insert(norm, be.upload(&[3, dims[0]], &stats)?);
+                out.insert(norm, (mean.to_vec(), var.to_vec()));
             }
+        }
+        Ok(Some(out))
+    }
+
+    /// With [`NormMode::Frozen`], each affine layer's statistics `[3, C]` (the running mean,
+    /// variance and `1 / sqrt(var + eps)`) on `be`; `None` with [`NormMode::Batch`].
+    pub(crate) fn frozen_stats_on<B: Backend>(
+        &self,
+        be: &mut B,
+    ) -> Result<Option<BTreeMap<Norm, B::Tensor>>> {
+        let Some(running) = self.frozen_running_stats()? else {
+            return Ok(None);
+        };
+        let mut out = BTreeMap::new();
+        for (norm, (mean, var)) in running {
+            out.insert(
+                norm,
+                be.upload(&[3, mean.len()], &frozen_stats(&mean, &var))?,
+            );
         }
         Ok(Some(out))
     }
@@ -796,6 +796,132 @@ impl Trainer {
         })?;
         Ok(t)
     }
+}
+
+/// The statistics `[3, C]` a frozen affine layer normalizes with: the running mean, variance
+/// and `1 / sqrt(var + eps)`.
+fn frozen_stats(mean: &[f32], var: &[f32]) -> Vec<f32> {
+    let mut stats = mean.to_vec();
+    stats.extend_from_slice(var);
+    stats.extend(var.iter().map(|v| 1.0 / (v + ops::BN_EPS).sqrt()));
+    stats
+}
+
+/// Per affine layer, its running mean and variance (`[C]` each): what the layers normalize
+/// with under [`NormMode::Frozen`].
+pub type RunningStats = BTreeMap<Norm, (Vec<f32>, Vec<f32>)>;
+
+/// What [`plan_gradients`] computed, on the host.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanGradients {
+    /// The batch's summed loss and right top-1 predictions.
+    pub stats: Stats,
+    /// The gradient of every parameter the loss depends on (an affine layer's scale and bias
+    /// each under its own id).
+    pub grads: BTreeMap<ParamId, Vec<f32>>,
+    /// With batch statistics, each affine layer's `[3, C]` (mean, biased variance,
+    /// `1 / sqrt(var + eps)`) and the number of values per channel they were taken over.
+    pub batch_stats: BTreeMap<Norm, (Vec<f32>, usize)>,
+}
+
+/// One forward and backward pass of any `plan` (for `labels.len()` images of `input`) in
+/// training mode on `be`: what [`Trainer::forward_backward_on`] runs for its network, open to
+/// any network of [`crate::model::Op`]s (build one with [`crate::model::PlanBuilder`]).
+/// `params` holds every tensor of [`Plan::params`]. With `frozen` (per affine layer, its
+/// running mean and variance: [`NormMode::Frozen`]) the affine layers normalize with those,
+/// else with the batch's statistics.
+///
+/// # Errors
+/// A typed error when a tensor is missing or of the wrong length, the input or labels do not
+/// fit the plan, or the plan holds an op with nothing to learn (a softmax before the last op,
+/// a 1x1 convolution with both a bias and an affine epilogue).
+pub fn plan_gradients<B: Backend>(
+    be: &mut B,
+    plan: &Plan,
+    params: &BTreeMap<ParamId, Vec<f32>>,
+    frozen: Option<&RunningStats>,
+    input: &[f32],
+    labels: &[u32],
+) -> Result<PlanGradients> {
+    let in_shape = plan.slots[plan.input];
+    if input.len() != in_shape.len() || labels.len() != in_shape.n || labels.is_empty() {
+        return Err(Error::shape(
+            "train",
+            "input",
+            in_shape,
+            format!("{} values for {} labels", input.len(), labels.len()),
+        ));
+    }
+    let mut on_device = std::collections::HashMap::new();
+    for (id, dims) in plan.params() {
+        let data = params
+            .get(&id)
+            .ok_or_else(|| Error::invalid("train", format!("parameter `{id}` is missing")))?;
+        let len: usize = dims.iter().product();
+        if data.len() != len {
+            return Err(Error::shape(
+                "train",
+                "parameter",
+                format!("{len} values for `{id}` {dims:?}"),
+                format!("{} values", data.len()),
+            ));
+        }
+        on_device.insert(id, be.upload(&dims, data)?);
+    }
+    let frozen = match frozen {
+        None => None,
+        Some(running) => {
+            let mut out = BTreeMap::new();
+            for (norm, (mean, var)) in running {
+                if mean.len() != var.len() {
+                    return Err(Error::shape(
+                        "train",
+                        "running variance",
+                        format!("{} values (as the mean)", mean.len()),
+                        format!("{} values", var.len()),
+                    ));
+                }
+                out.insert(
+                    *norm,
+                    be.upload(&[3, mean.len()], &frozen_stats(mean, var))?,
+                );
+            }
+            Some(out)
+        }
+    };
+    let pass = graph::forward_backward(be, plan, &on_device, frozen.as_ref(), input, labels)?;
+    // One download: totals, gradients, batch statistics.
+    let mut wanted = vec![&pass.totals];
+    wanted.extend(pass.grads.values());
+    wanted.extend(pass.batch_stats.iter().map(|(_, s, _)| s));
+    let mut host = be.download(&wanted)?.into_iter();
+    let missing = || Error::invalid("train", "a tensor of the training pass is missing");
+    let stats = stats_of(&host.next().ok_or_else(missing)?, labels.len());
+    let mut grads = BTreeMap::new();
+    for of in pass.grads.keys() {
+        let v = host.next().ok_or_else(missing)?;
+        match *of {
+            graph::GradOf::Param(id) => {
+                grads.insert(id, v);
+            }
+            graph::GradOf::Norm(n) => {
+                let (dgamma, dbeta) = v.split_at(v.len() / 2);
+                grads.insert(ParamId::Scale(n), dgamma.to_vec());
+                grads.insert(ParamId::Bias(n), dbeta.to_vec());
+            }
+        }
+    }
+    let batch_stats = pass
+        .batch_stats
+        .iter()
+        .zip(host)
+        .map(|((norm, _, m), batch)| (*norm, (batch, *m)))
+        .collect();
+    Ok(PlanGradients {
+        stats,
+        grads,
+        batch_stats,
+    })
 }
 
 /// The stats of a batch of `n` images from its `[2]` totals (summed loss, right top-1 count).

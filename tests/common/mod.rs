@@ -131,6 +131,8 @@ pub fn read(ctx: &GpuContext, t: &GpuTensor) -> Vec<f32> {
     t.read_blocking(ctx).expect("readback")
 }
 
+pub mod plans;
+
 use activeshift::Shape4;
 use activeshift::cpu;
 use activeshift::gpu::kernels::Conv1x1Epilogue;

@@ -268,6 +268,50 @@ pub fn conv1x1_backward_weight(
     })
 }
 
+/// Input gradient of [`conv3x3`] (the transposed convolution) into `dx` (shape `xs`, every
+/// value written): per image, the columns `W^T dY` (`[Cin * 9, Ho * Wo]`, a GEMM), then each
+/// column added back at the input pixel it read (col2im, the adjoint of [`im2col`]).
+pub fn conv3x3_backward_input(
+    dy: &[f32],
+    xs: Shape4,
+    w: &[f32],
+    cout: usize,
+    s: usize,
+    dx: &mut [f32],
+) {
+    let ys = xs.strided(cout, s);
+    let (pi, po) = (xs.c * xs.plane(), cout * ys.plane());
+    dx.par_chunks_mut(pi)
+        .zip(dy.par_chunks(po))
+        .for_each_init(Vec::new, |cols, (dxn, dyn_)| {
+            cols.resize(xs.c * 9 * ys.plane(), 0.0);
+            let g = Gemm {
+                m: xs.c * 9,
+                k: cout,
+                n: ys.plane(),
+                beta: 0.0,
+            };
+            g.tn(w, dyn_, cols);
+            dxn.fill(0.0);
+            for (row, src) in cols.chunks(ys.plane()).enumerate() {
+                let (ci, k) = (row / 9, row % 9);
+                let (ky, kx) = (k / 3, k % 3);
+                let plane = &mut dxn[ci * xs.plane()..][..xs.plane()];
+                for (i, srow) in src.chunks(ys.w).enumerate() {
+                    let Some(iy) = (i * s + ky).checked_sub(1).filter(|&r| r < xs.h) else {
+                        continue;
+                    };
+                    let drow = &mut plane[iy * xs.w..][..xs.w];
+                    for (j, v) in srow.iter().enumerate() {
+                        if let Some(ix) = (j * s + kx).checked_sub(1).filter(|&c| c < xs.w) {
+                            drow[ix] += v;
+                        }
+                    }
+                }
+            }
+        });
+}
+
 /// Weight gradient of [`conv3x3`] summed over the batch: `[Cout, Cin, 3, 3]`.
 pub fn conv3x3_backward_weight(
     dy: &[f32],

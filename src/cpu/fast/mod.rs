@@ -9,11 +9,11 @@
 //! image or per plane and summed in a fixed order, so results do not depend on the number of
 //! threads.
 //!
-//! - [`conv`]: 1x1 convolution with its epilogue and both gradients, 3x3 convolution and its
-//!   weight gradient.
+//! - [`conv`]: 1x1 convolution with its epilogue and both gradients, 3x3 convolution and both
+//!   its gradients.
 //! - [`asl`]: the Active Shift Layer forward and its fused backward (input and shift).
-//! - [`norm`]: the inference affine, BatchNorm+ReLU in training mode and its backward, the
-//!   running statistics and their folding.
+//! - [`norm`]: the inference affine, BatchNorm (+ReLU) in training mode and its backward, the
+//!   running statistics and their folding, the per-channel sum.
 //! - [`depthwise`]: the 3x3 depthwise convolution and its backward.
 
 pub mod asl;
@@ -24,12 +24,12 @@ pub mod norm;
 pub use asl::{asl_forward, shift_backward};
 pub use conv::{
     Conv1x1Layer, conv1x1, conv1x1_backward_input, conv1x1_backward_weight, conv3x3,
-    conv3x3_backward_weight,
+    conv3x3_backward_input, conv3x3_backward_weight,
 };
 pub use depthwise::{depthwise3x3, depthwise3x3_backward};
 pub use norm::{
-    BN_EPS, affine, bn_relu_backward, bn_relu_backward_with, bn_relu_frozen, bn_relu_train,
-    fold_bn, update_running_stats,
+    BN_EPS, BnMode, affine, bn_backward, bn_frozen, bn_relu_backward, bn_relu_backward_with,
+    bn_relu_frozen, bn_relu_train, bn_train, channel_sum, fold_bn, update_running_stats,
 };
 
 use ndarray::linalg::general_mat_mul;

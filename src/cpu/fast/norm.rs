@@ -1,6 +1,6 @@
 //! Per-channel normalisation: the inference affine (+ReLU), BatchNorm with batch statistics
-//! followed by ReLU (the training form of every affine layer), its backward, and the running
-//! statistics. The twins: [`crate::cpu::affine`], [`crate::cpu::batchnorm_relu_train`],
+//! with or without a ReLU after it (the training form of every affine layer), its backward, the
+//! running statistics, and the per-channel sum (bias gradients). The twins: [`crate::cpu::affine`], [`crate::cpu::batchnorm_relu_train`],
 //! [`crate::cpu::batchnorm_relu_backward`].
 //!
 //! Batch statistics and parameter gradients are summed in f64, per (image, channel) plane and
@@ -80,13 +80,19 @@ fn relu_mask(y: f32, d: f32) -> f32 {
     f32::from_bits(d.to_bits() & keep)
 }
 
+/// `d` through the ReLU whose output is `y` ([`relu_mask`]) when `RELU`, else `d`.
+#[inline(always)]
+fn through<const RELU: bool>(y: f32, d: f32) -> f32 {
+    if RELU { relu_mask(y, d) } else { d }
+}
+
 /// `(sum dz, sum dz (x - mu))` over a plane, `dz` the gradient `dy` through the ReLU whose
-/// output is `y`: eight f32 lanes per block of 256 values (vectorisable), the blocks summed in
-/// f64.
-fn relu_grad_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32) -> (f64, f64) {
+/// output is `y` (`dy` itself without `RELU`): eight f32 lanes per block of 256 values
+/// (vectorisable), the blocks summed in f64.
+fn relu_grad_sums<const RELU: bool>(x: &[f32], y: &[f32], dy: &[f32], mu: f32) -> (f64, f64) {
     let (mut ta, mut tb) = (0.0f64, 0.0f64);
     for ((xb, yb), db) in x.chunks(256).zip(y.chunks(256)).zip(dy.chunks(256)) {
-        let (a, b) = relu_grad_lanes(xb, yb, db, mu);
+        let (a, b) = relu_grad_lanes::<RELU>(xb, yb, db, mu);
         ta += a.iter().map(|&v| f64::from(v)).sum::<f64>();
         tb += b.iter().map(|&v| f64::from(v)).sum::<f64>();
     }
@@ -96,19 +102,24 @@ fn relu_grad_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32) -> (f64, f64) {
 /// The eight f32 lanes of [`relu_grad_sums`] over one block (kept out of line: inlined, it
 /// lost its vectorisation).
 #[inline(never)]
-fn relu_grad_lanes(x: &[f32], y: &[f32], dy: &[f32], mu: f32) -> ([f32; 8], [f32; 8]) {
+fn relu_grad_lanes<const RELU: bool>(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    mu: f32,
+) -> ([f32; 8], [f32; 8]) {
     let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
     let ((xc, xt), (yc, yt), (dc, dt)) =
         (x.as_chunks::<8>(), y.as_chunks::<8>(), dy.as_chunks::<8>());
     for ((xv, yv), dv) in xc.iter().zip(yc).zip(dc) {
         for l in 0..8 {
-            let dz = relu_mask(yv[l], dv[l]);
+            let dz = through::<RELU>(yv[l], dv[l]);
             a[l] += dz;
             b[l] += dz * (xv[l] - mu);
         }
     }
     for l in 0..xt.len().min(yt.len()).min(dt.len()) {
-        let dz = relu_mask(yt[l], dt[l]);
+        let dz = through::<RELU>(yt[l], dt[l]);
         a[l] += dz;
         b[l] += dz * (xt[l] - mu);
     }
@@ -139,12 +150,24 @@ fn channel_stats(x: &[f32], xs: Shape4) -> (Vec<f32>, Vec<f32>) {
 /// sqrt(var + eps) + beta)`. Returns `y` and the statistics `[3, C]`: mean, biased variance,
 /// `1 / sqrt(var + eps)` (the layout of `shaders/batchnorm_train.wgsl`).
 pub fn bn_relu_train(x: &[f32], xs: Shape4, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    bn_train(x, xs, gamma, beta, true)
+}
+
+/// BatchNorm with batch statistics, followed by ReLU when `relu` ([`bn_relu_train`] is this
+/// with `relu`): `y` and the statistics `[3, C]`.
+pub fn bn_train(
+    x: &[f32],
+    xs: Shape4,
+    gamma: &[f32],
+    beta: &[f32],
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let (mean, var) = channel_stats(x, xs);
     let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
     let mut stats = mean;
     stats.extend(var);
     stats.extend(inv_std);
-    (bn_relu_frozen(x, xs, gamma, beta, &stats), stats)
+    (bn_frozen(x, xs, gamma, beta, &stats, relu), stats)
 }
 
 /// Fold a batch's statistics (`[3, C]` as from [`bn_relu_train`], over `m` values per channel)
@@ -183,12 +206,34 @@ pub fn bn_relu_frozen(
     beta: &[f32],
     stats: &[f32],
 ) -> Vec<f32> {
+    bn_frozen(x, xs, gamma, beta, stats, true)
+}
+
+/// [`bn_train`] with given statistics `[3, C]` ([`bn_relu_frozen`] is this with `relu`).
+pub fn bn_frozen(
+    x: &[f32],
+    xs: Shape4,
+    gamma: &[f32],
+    beta: &[f32],
+    stats: &[f32],
+    relu: bool,
+) -> Vec<f32> {
     let (mean, inv_std) = (&stats[..xs.c], &stats[2 * xs.c..3 * xs.c]);
     let scale: Vec<f32> = (0..xs.c).map(|c| gamma[c] * inv_std[c]).collect();
     let shift: Vec<f32> = (0..xs.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
     let mut y = super::BufferPool::take(x.len());
-    affine(x, xs, &scale, &shift, true, &mut y);
+    affine(x, xs, &scale, &shift, relu, &mut y);
     y
+}
+
+/// How a BatchNorm ran forward, for [`bn_backward`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BnMode {
+    /// With given statistics ([`bn_frozen`]): constants, so the input gradient has no terms
+    /// through them.
+    pub frozen: bool,
+    /// With a ReLU after the affine.
+    pub relu: bool,
 }
 
 /// Backward of [`bn_relu_train`]: returns `(dx, dgamma, dbeta)`; `y` is the forward output,
@@ -215,13 +260,33 @@ pub fn bn_relu_backward_with(
     stats: &[f32],
     frozen: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mode = BnMode { frozen, relu: true };
+    bn_backward(dy, x, y, xs, gamma, stats, mode)
+}
+
+/// Backward of [`bn_train`] or [`bn_frozen`], as `mode` says they ran: `(dx, dgamma, dbeta)`;
+/// `y` is the forward output (read for the ReLU's mask only), `stats` its statistics.
+pub fn bn_backward(
+    dy: &[f32],
+    x: &[f32],
+    y: &[f32],
+    xs: Shape4,
+    gamma: &[f32],
+    stats: &[f32],
+    mode: BnMode,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let BnMode { frozen, relu } = mode;
     let (mean, inv_std) = (&stats[..xs.c], &stats[2 * xs.c..3 * xs.c]);
     let p = xs.plane();
     // Per plane: (sum dz, sum dz * (x - mean)), dz the gradient through the ReLU.
     let planes = per_plane(y, xs, |k, yp| {
         let c = k % xs.c;
         let (xp, dp) = (&x[k * p..][..p], &dy[k * p..][..p]);
-        relu_grad_sums(xp, yp, dp, mean[c])
+        if relu {
+            relu_grad_sums::<true>(xp, yp, dp, mean[c])
+        } else {
+            relu_grad_sums::<false>(xp, yp, dp, mean[c])
+        }
     });
     let (mut dgamma, mut dbeta) = (vec![0.0f32; xs.c], vec![0.0f32; xs.c]);
     for c in 0..xs.c {
@@ -247,9 +312,19 @@ pub fn bn_relu_backward_with(
                 };
                 let (mu, is) = (mean[c], inv_std[c]);
                 for (((d, &xv), &yv), &dv) in dxp.iter_mut().zip(xp).zip(yp).zip(dp) {
-                    *d = g * (relu_mask(yv, dv) - mb - (xv - mu) * is * mg);
+                    let dz = if relu { relu_mask(yv, dv) } else { dv };
+                    *d = g * (dz - mb - (xv - mu) * is * mg);
                 }
             }
         });
     (dx, dgamma, dbeta)
+}
+
+/// The sum of every channel of `x` over its images and pixels (`[C]`): a bias gradient, the
+/// batch's loss totals. Per plane in f64, then over the planes in order.
+pub fn channel_sum(x: &[f32], xs: Shape4) -> Vec<f32> {
+    let planes = per_plane(x, xs, |_, plane| lane_sum(plane, |v| v));
+    (0..xs.c)
+        .map(|c| planes.iter().skip(c).step_by(xs.c).sum::<f64>() as f32)
+        .collect()
 }

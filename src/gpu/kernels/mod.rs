@@ -25,8 +25,9 @@ pub use elementwise::{Affine, BufferCopy, GlobalAvgPool, Softmax};
 pub use optimizer::{Optimizer, RunningStatsDispatch, SgdDispatch};
 pub(crate) use packed::one_dispatch_pays;
 pub use training::{
-    Add, BatchNormTrain, BnBackward, BnForward, Conv3x3BackwardWeight, Depthwise3x3Backward,
-    DepthwiseBackward, GlobalAvgPoolBackward, SoftmaxCrossEntropy,
+    Add, BatchNormTrain, BnBackward, BnForward, ChannelSum, Conv3x3BackwardInput,
+    Conv3x3BackwardWeight, Depthwise3x3Backward, DepthwiseBackward, GlobalAvgPoolBackward,
+    SoftmaxCrossEntropy,
 };
 
 use crate::error::{Error, Result};
@@ -115,6 +116,8 @@ pub struct Kernels {
     softmax: OnceLock<Softmax>,
     batchnorm_train: OnceLock<BatchNormTrain>,
     conv3x3_backward_weight: OnceLock<Conv3x3BackwardWeight>,
+    conv3x3_backward_input: OnceLock<Conv3x3BackwardInput>,
+    channel_sum: OnceLock<ChannelSum>,
     depthwise3x3_backward: OnceLock<Depthwise3x3Backward>,
     softmax_cross_entropy: OnceLock<SoftmaxCrossEntropy>,
     global_avg_pool_backward: OnceLock<GlobalAvgPoolBackward>,
@@ -216,6 +219,8 @@ impl Kernels {
             softmax: OnceLock::new(),
             batchnorm_train: OnceLock::new(),
             conv3x3_backward_weight: OnceLock::new(),
+            conv3x3_backward_input: OnceLock::new(),
+            channel_sum: OnceLock::new(),
             depthwise3x3_backward: OnceLock::new(),
             softmax_cross_entropy: OnceLock::new(),
             global_avg_pool_backward: OnceLock::new(),
@@ -328,6 +333,16 @@ impl Kernels {
         self.build(&self.conv3x3_backward_weight, || {
             Conv3x3BackwardWeight::new(&self.device)
         })
+    }
+    /// `shaders/conv3x3_backward_input.wgsl`.
+    pub fn conv3x3_backward_input(&self) -> &Conv3x3BackwardInput {
+        self.build(&self.conv3x3_backward_input, || {
+            Conv3x3BackwardInput::new(&self.device)
+        })
+    }
+    /// `shaders/channel_sum.wgsl`.
+    pub fn channel_sum(&self) -> &ChannelSum {
+        self.build(&self.channel_sum, || ChannelSum::new(&self.device))
     }
     /// `shaders/softmax_cross_entropy.wgsl`.
     pub fn softmax_cross_entropy(&self) -> &SoftmaxCrossEntropy {

@@ -74,7 +74,12 @@ fn rust_layouts() -> Vec<RustLayout> {
         layout!(params::PoolParams, [n, c, plane], [_pad0]),
         layout!(params::SoftmaxParams, [rows, cols], [_pad0, _pad1]),
         layout!(params::CopyParams, [len, row], [_pad0, _pad1]),
-        layout!(params::BnParams, [n, c, plane, len], []),
+        layout!(
+            params::BnParams,
+            [n, c, plane, len, relu],
+            [_pad0, _pad1, _pad2]
+        ),
+        layout!(params::ChannelSumParams, [n, c, plane], [_pad]),
         layout!(
             params::DepthwiseBackwardParams,
             [n, c, h, w, ho, wo, stride],

@@ -1,10 +1,13 @@
 //! Kernels of the training pass that inference does not need: BatchNorm with batch statistics
-//! (forward and backward), the stem's weight gradient, the depthwise 3x3 gradients, softmax
-//! cross-entropy, the gradient of global average pooling, and element-wise accumulation.
+//! (forward and backward), the 3x3 convolution's weight and input gradients, the depthwise 3x3
+//! gradients, softmax cross-entropy, the gradient of global average pooling, the per-channel
+//! sum (bias gradients, loss totals), and element-wise accumulation and ReLU steps.
 
 use super::elementwise::grid;
-use super::params::{BnParams, CeParams, Conv3x3Params, DepthwiseBackwardParams, LenParams};
-use super::{Dispatch, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
+use super::params::{
+    BnParams, CeParams, ChannelSumParams, Conv3x3Params, DepthwiseBackwardParams, LenParams,
+};
+use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
 use crate::shape::{Shape4, check_nonempty, check_stride};
@@ -36,6 +39,8 @@ pub struct BnForward<'a> {
     pub stats: &'a GpuTensor,
     /// Written: the output, the input's shape.
     pub y: &'a GpuTensor,
+    /// Whether a ReLU follows the affine.
+    pub relu: bool,
 }
 
 /// The tensors of [`BatchNormTrain::prepare_backward`] (its kernel's bindings one for one).
@@ -55,10 +60,13 @@ pub struct BnBackward<'a> {
     pub dparams: &'a GpuTensor,
     /// Written: the input gradient.
     pub dx: &'a GpuTensor,
+    /// Whether the forward pass had a ReLU after the affine (the gradient passes only where
+    /// `y > 0`).
+    pub relu: bool,
 }
 
-/// `shaders/batchnorm_train.wgsl`: BatchNorm with the batch's statistics followed by ReLU, and
-/// its backward pass.
+/// `shaders/batchnorm_train.wgsl`: BatchNorm with the batch's statistics, with or without a
+/// ReLU after it, and its backward pass.
 pub struct BatchNormTrain {
     stats: Pipeline,
     forward: Pipeline,
@@ -82,19 +90,22 @@ impl BatchNormTrain {
         }
     }
 
-    fn params(op: &'static str, xs: Shape4) -> Result<BnParams> {
+    fn params(op: &'static str, xs: Shape4, relu: bool) -> Result<BnParams> {
         check_nonempty(op, "input", xs)?;
         Ok(BnParams {
             n: u32_of(op, "batch size", xs.n)?,
             c: u32_of(op, "channels", xs.c)?,
             plane: u32_of(op, "plane size (H * W)", xs.plane())?,
             len: u32_of(op, "elements", xs.len())?,
+            relu: u32::from(relu),
+            ..Default::default()
         })
     }
 
     /// Prepare the dispatches computing the batch statistics of `x` (`[N, C, H, W]`) into
     /// `stats` (`[3, C]`: mean, biased variance, `1 / sqrt(var + eps)`) and then
-    /// `y = max(0, gamma * (x - mean) / sqrt(var + eps) + beta)` (`gamma`, `beta`: `[C]`).
+    /// `y = max(0, gamma * (x - mean) / sqrt(var + eps) + beta)` (`gamma`, `beta`: `[C]`;
+    /// without the `max` when [`BnForward::relu`] is false).
     pub fn prepare_forward(&self, ctx: &GpuContext, t: BnForward<'_>) -> Result<Dispatch> {
         self.forward_with(ctx, t, false)
     }
@@ -112,10 +123,11 @@ impl BatchNormTrain {
             beta,
             stats,
             y,
+            relu,
         } = t;
         const OP: &str = "batchnorm_train";
         let xs = x.shape4(OP, "input")?;
-        let params = Self::params(OP, xs)?;
+        let params = Self::params(OP, xs, relu)?;
         expect_dims(OP, "gamma", gamma, &[xs.c])?;
         expect_dims(OP, "beta", beta, &[xs.c])?;
         expect_dims(OP, "statistics", stats, &[3, xs.c])?;
@@ -171,10 +183,11 @@ impl BatchNormTrain {
             dy,
             dparams,
             dx,
+            relu,
         } = t;
         const OP: &str = "batchnorm_train_backward";
         let xs = x.shape4(OP, "input")?;
-        let params = Self::params(OP, xs)?;
+        let params = Self::params(OP, xs, relu)?;
         expect_dims(OP, "output", y, &xs.dims())?;
         expect_dims(OP, "output gradient", dy, &xs.dims())?;
         expect_dims(OP, "input gradient", dx, &xs.dims())?;
@@ -298,6 +311,110 @@ impl Conv3x3BackwardWeight {
             device,
             &params,
             &[(1, dy.buffer()), (2, x.buffer()), (3, dw.buffer())],
+            groups,
+        ))
+    }
+}
+
+/// `shaders/conv3x3_backward_input.wgsl`: the input gradient of the 3x3 convolution (the
+/// transposed convolution).
+pub struct Conv3x3BackwardInput {
+    pipeline: Pipeline,
+}
+
+impl Conv3x3BackwardInput {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "conv3x3_backward_input.wgsl", "main"),
+        }
+    }
+
+    /// Prepare the dispatch computing `dx` (`[N, Cin, H, W]`, every element written) of the
+    /// pad-1, stride-`stride` 3x3 convolution by `weight` (`[Cout, Cin, 3, 3]`) from its output
+    /// gradient `dy` (`[N, Cout, (H-1)/s+1, (W-1)/s+1]`).
+    pub fn prepare(
+        &self,
+        ctx: &GpuContext,
+        dy: &GpuTensor,
+        weight: &GpuTensor,
+        stride: usize,
+        dx: &GpuTensor,
+    ) -> Result<Dispatch> {
+        const OP: &str = "conv3x3_backward_input";
+        check_stride(OP, stride)?;
+        let xs = dx.shape4(OP, "input gradient")?;
+        check_nonempty(OP, "input gradient", xs)?;
+        let cout = match weight.dims() {
+            [cout, cin, 3, 3] if *cin == xs.c && *cout > 0 => *cout,
+            d => {
+                return Err(Error::shape(
+                    OP,
+                    "weight",
+                    format!("[Cout, {}, 3, 3]", xs.c),
+                    format!("{d:?}"),
+                ));
+            }
+        };
+        let ys = xs.strided(cout, stride);
+        expect_dims(OP, "output gradient", dy, &ys.dims())?;
+        expect_distinct(OP, dx, &[("weight", weight), ("output gradient", dy)])?;
+        let params = Conv3x3Params {
+            n: u32_of(OP, "batch size", xs.n)?,
+            cin: u32_of(OP, "input channels", xs.c)?,
+            cout: u32_of(OP, "output channels", cout)?,
+            h: u32_of(OP, "height", xs.h)?,
+            w: u32_of(OP, "width", xs.w)?,
+            ho: u32_of(OP, "output height", ys.h)?,
+            wo: u32_of(OP, "output width", ys.w)?,
+            stride: u32_of(OP, "stride", stride)?,
+        };
+        u32_of(OP, "input elements", xs.len())?;
+        let device = ctx.device();
+        let groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
+        Ok(self.pipeline.prepare(
+            device,
+            &params,
+            &[(1, dy.buffer()), (2, weight.buffer()), (3, dx.buffer())],
+            groups,
+        ))
+    }
+}
+
+/// `shaders/channel_sum.wgsl`: the per-channel sum over images and pixels (a bias gradient,
+/// the batch's loss totals).
+pub struct ChannelSum {
+    pipeline: Pipeline,
+}
+
+impl ChannelSum {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            pipeline: Pipeline::new(device, "channel_sum.wgsl", "main"),
+        }
+    }
+
+    /// Prepare the dispatch writing `out[c]` (`[C]`) = the sum of channel `c` of `x`
+    /// (`[N, C, H, W]`) over its images and pixels, in a fixed order.
+    pub fn prepare(&self, ctx: &GpuContext, x: &GpuTensor, out: &GpuTensor) -> Result<Dispatch> {
+        const OP: &str = "channel_sum";
+        let xs = x.shape4(OP, "input")?;
+        check_nonempty(OP, "input", xs)?;
+        expect_dims(OP, "output", out, &[xs.c])?;
+        expect_distinct(OP, out, &[("input", x)])?;
+        u32_of(OP, "elements", xs.len())?;
+        let params = ChannelSumParams {
+            n: u32_of(OP, "batch size", xs.n)?,
+            c: u32_of(OP, "channels", xs.c)?,
+            plane: u32_of(OP, "plane size (H * W)", xs.plane())?,
+            ..Default::default()
+        };
+        let device = ctx.device();
+        // One workgroup per channel.
+        let groups = workgroups(OP, device, grid(device, xs.c))?;
+        Ok(self.pipeline.prepare(
+            device,
+            &params,
+            &[(1, x.buffer()), (2, out.buffer())],
             groups,
         ))
     }
@@ -522,39 +639,68 @@ impl GlobalAvgPoolBackward {
     }
 }
 
-/// `shaders/add.wgsl`: `y += x`, element-wise.
+/// `shaders/add.wgsl`: `y += x`, `y = max(y + x, 0)` and the ReLU's gradient
+/// `y = y where x > 0, else 0`, element-wise in place.
 pub struct Add {
     pipeline: Pipeline,
+    relu: LazyPipeline,
+    relu_backward: LazyPipeline,
 }
 
 impl Add {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         Self {
             pipeline: Pipeline::new(device, "add.wgsl", "main"),
+            relu: LazyPipeline::new(device, "add.wgsl", "add_relu"),
+            relu_backward: LazyPipeline::new(device, "add.wgsl", "relu_backward"),
         }
     }
 
     /// Prepare the dispatch adding `x` into `y` (same number of elements, different tensors).
     pub fn prepare(&self, ctx: &GpuContext, x: &GpuTensor, y: &GpuTensor) -> Result<Dispatch> {
-        const OP: &str = "add";
+        self.prepare_with(ctx, x, y, &self.pipeline, "add")
+    }
+
+    /// Prepare the dispatch computing `y = max(y + x, 0)` (as [`Add::prepare`], then ReLU).
+    pub fn prepare_relu(&self, ctx: &GpuContext, x: &GpuTensor, y: &GpuTensor) -> Result<Dispatch> {
+        self.prepare_with(ctx, x, y, self.relu.get(), "add_relu")
+    }
+
+    /// Prepare the dispatch passing the gradient `dy` of a ReLU's output `y` through it, in
+    /// place: `dy = dy where y > 0, else 0`.
+    pub fn prepare_relu_backward(
+        &self,
+        ctx: &GpuContext,
+        y: &GpuTensor,
+        dy: &GpuTensor,
+    ) -> Result<Dispatch> {
+        self.prepare_with(ctx, y, dy, self.relu_backward.get(), "relu_backward")
+    }
+
+    fn prepare_with(
+        &self,
+        ctx: &GpuContext,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        pipeline: &Pipeline,
+        op: &'static str,
+    ) -> Result<Dispatch> {
         if x.len() != y.len() || y.is_empty() {
             return Err(Error::shape(
-                OP,
+                op,
                 "addend",
                 format!("{:?} (non-empty)", y.dims()),
                 format!("{:?}", x.dims()),
             ));
         }
-        expect_distinct(OP, y, &[("addend", x)])?;
+        expect_distinct(op, y, &[("addend", x)])?;
         let params = LenParams {
-            len: u32_of(OP, "elements", y.len())?,
+            len: u32_of(op, "elements", y.len())?,
             plane: 1,
             ..Default::default()
         };
         let device = ctx.device();
-        let groups = workgroups(OP, device, grid(device, y.len().div_ceil(WG_SIZE)))?;
-        Ok(self
-            .pipeline
-            .prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
+        let groups = workgroups(op, device, grid(device, y.len().div_ceil(WG_SIZE)))?;
+        Ok(pipeline.prepare(device, &params, &[(1, x.buffer()), (2, y.buffer())], groups))
     }
 }
