@@ -81,6 +81,19 @@ pub(crate) fn side_for(dir: &Path, size: Option<usize>) -> Result<usize> {
     Ok(side)
 }
 
+/// The input channels of a new network on `dir`: 1 with `--gray`, 3 with `--rgb`, else 1 when
+/// every image is stored as grayscale.
+pub(crate) fn channels_for(dir: &Path, gray: bool, rgb: bool) -> Result<usize> {
+    if gray || rgb {
+        return Ok(if gray { 1 } else { 3 });
+    }
+    let channels = image_folder::suggest_channels(dir)?;
+    if channels == 1 {
+        eprintln!("grayscale input (every image is grayscale; --rgb trains an RGB network)");
+    }
+    Ok(channels)
+}
+
 /// Per-channel mean and `1 / std` of the training pixels (the normalization a new network's
 /// preprocessing stores), in the stored channel order.
 fn channel_stats(set: &Dataset) -> (Vec<f32>, Vec<f32>) {

@@ -27,7 +27,7 @@ impl Bench {
         let case = "train_torch_twin_asnet20-16x1";
         if self.wanted(case) {
             let batch = if self.quick { 32 } else { 128 };
-            if let Some(ms) = torch_twin(if self.quick { 2 } else { 5 }, batch)? {
+            if let Some(ms) = torch_twin(if self.quick { 2 } else { 5 }, batch, None)? {
                 let note = format!("1x28x28 batch {batch}, tools/torch_twin (PyTorch, 2 threads)");
                 self.push(
                     case.to_string(),
@@ -119,37 +119,67 @@ impl Bench {
     }
 
     /// Whole-network fine-tuning of w32 at 224x224 on the CPU trainer (frozen statistics, as
-    /// `train --from as-resnet-w32 --freeze none` runs it): milliseconds per step of a small
-    /// batch of random images, random weights of w32's shape.
+    /// `train --from as-resnet-w32 --freeze none` runs it): milliseconds per step of a batch of
+    /// 32 random images, random weights of w32's shape; and the PyTorch twin of the same
+    /// network and step beside it, built from the same description (its JSON), where
+    /// `ACTIVESHIFT_TORCH_PYTHON` names an interpreter with torch.
     fn finetuning_whole(&mut self) -> Result<()> {
         use activeshift::train::{NormMode, TrainSettings, Trainer};
         let case = "finetune_whole_w32_cpu";
-        if !self.wanted(case) {
-            return Ok(());
-        }
-        let batch = if self.quick { 2 } else { 8 };
+        let twin_case = "finetune_whole_w32_torch_twin";
+        let batch = if self.quick { 2 } else { 32 };
+        let steps = if self.quick { 1 } else { 3 };
         let config = activeshift::ArchConfig::builtin("as-resnet-w32")?;
-        let model = Model::synthetic(&config, 2)?;
-        let labels: Vec<String> = (0..10).map(|i| format!("class {i}")).collect();
-        let settings = TrainSettings {
-            batch,
-            norm: NormMode::Frozen,
-            ..TrainSettings::default()
-        };
-        let trainer = Trainer::from_model(&model, labels, settings)?;
-        let be = activeshift::train::CpuBackend;
-        let ms = self.time_session(trainer, be, batch, if self.quick { 1 } else { 3 })?;
-        self.push(
-            case.to_string(),
-            "training",
-            ms,
-            Some((batch as f64, "images")),
-            format!(
-                "3x224x224 batch {batch}, the whole of w32 (frozen statistics), CPU trainer ({} \
-                 threads)",
-                rayon::current_num_threads()
-            ),
-        );
+        if self.wanted(case) {
+            let model = Model::synthetic(&config, 2)?;
+            let labels: Vec<String> = (0..10).map(|i| format!("class {i}")).collect();
+            let settings = TrainSettings {
+                batch,
+                norm: NormMode::Frozen,
+                ..TrainSettings::default()
+            };
+            let trainer = Trainer::from_model(&model, labels, settings)?;
+            let be = activeshift::train::CpuBackend;
+            let ms = self.time_session(trainer, be, batch, steps)?;
+            self.push(
+                case.to_string(),
+                "training",
+                ms,
+                Some((batch as f64, "images")),
+                format!(
+                    "3x224x224 batch {batch}, the whole of w32 (frozen statistics), CPU trainer \
+                     ({} threads)",
+                    rayon::current_num_threads()
+                ),
+            );
+        }
+        if self.wanted(twin_case) {
+            // The twin's network: w32 with the new classifier's 10 classes, as JSON.
+            let mut twin = config.clone();
+            twin.classes = 10;
+            let json_error =
+                |e: String| activeshift::Error::invalid("bench", format!("architecture JSON: {e}"));
+            let arch = tempfile::NamedTempFile::new().map_err(|e| json_error(e.to_string()))?;
+            serde_json::to_writer(arch.as_file(), &twin).map_err(|e| json_error(e.to_string()))?;
+            let args = [
+                "--arch".into(),
+                arch.path().as_os_str().to_owned(),
+                "--frozen-norm".into(),
+            ];
+            if let Some(ms) = torch_twin(steps, batch, Some(&args))? {
+                let note = format!(
+                    "3x224x224 batch {batch}, the whole of w32 (per-channel affine for the \
+                     folded BatchNorm), tools/torch_twin (PyTorch, 2 threads)"
+                );
+                self.push(
+                    twin_case.to_string(),
+                    "training",
+                    ms,
+                    Some((batch as f64, "images")),
+                    note,
+                );
+            }
+        }
         Ok(())
     }
 
@@ -196,8 +226,13 @@ impl Bench {
 }
 
 /// Per-step milliseconds of the PyTorch twin of the CPU trainer (`tools/torch_twin`), run by
-/// the interpreter named in `ACTIVESHIFT_TORCH_PYTHON`; `None` when that is not set.
-fn torch_twin(steps: usize, batch: usize) -> Result<Option<Vec<f64>>> {
+/// the interpreter named in `ACTIVESHIFT_TORCH_PYTHON` with `extra` arguments (its default
+/// network is ASNet-20 16x1); `None` when that variable is not set.
+fn torch_twin(
+    steps: usize,
+    batch: usize,
+    extra: Option<&[std::ffi::OsString]>,
+) -> Result<Option<Vec<f64>>> {
     let Some(python) = std::env::var_os("ACTIVESHIFT_TORCH_PYTHON") else {
         return Ok(None);
     };
@@ -208,6 +243,7 @@ fn torch_twin(steps: usize, batch: usize) -> Result<Option<Vec<f64>>> {
     let out = std::process::Command::new(python)
         .args([script, "--per-step", "--steps", &steps.to_string()])
         .args(["--batch", &batch.to_string()])
+        .args(extra.unwrap_or_default())
         .output()
         .map_err(|e| activeshift::Error::invalid("bench", format!("torch twin: {e}")))?;
     if !out.status.success() {
