@@ -82,6 +82,17 @@ pub struct ImageSet {
     pub paths: Vec<PathBuf>,
 }
 
+impl From<ImageSet> for crate::data::Dataset {
+    /// The images as a training dataset (the paths are dropped).
+    fn from(set: ImageSet) -> Self {
+        crate::data::Dataset {
+            shape: [set.channels, set.height, set.width],
+            pixels: set.pixels,
+            labels: set.labels,
+        }
+    }
+}
+
 impl ImageSet {
     fn empty(opts: &FolderOptions) -> Self {
         ImageSet {

@@ -298,8 +298,8 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             let folder = folder_train::load(dir, opts)?;
             let classes = folder.classes.clone();
             let data = FashionMnist {
-                train: folder_train::dataset(folder.train),
-                test: folder_train::dataset(folder.val),
+                train: folder.train.into(),
+                test: folder.val.into(),
             };
             let trainer = match resumed {
                 Some(t) => {
