@@ -310,14 +310,41 @@ pub fn bn_backward(
                 } else {
                     (dbeta[c] / m, dgamma[c] / m)
                 };
-                let (mu, is) = (mean[c], inv_std[c]);
-                for (((d, &xv), &yv), &dv) in dxp.iter_mut().zip(xp).zip(yp).zip(dp) {
-                    let dz = if relu { relu_mask(yv, dv) } else { dv };
-                    *d = g * (dz - mb - (xv - mu) * is * mg);
+                let terms = DxTerms {
+                    g,
+                    mb,
+                    mg,
+                    mu: mean[c],
+                    is: inv_std[c],
+                };
+                if relu {
+                    dx_plane::<true>(dxp, xp, yp, dp, terms);
+                } else {
+                    dx_plane::<false>(dxp, xp, yp, dp, terms);
                 }
             }
         });
     (dx, dgamma, dbeta)
+}
+
+/// A channel's constants in BatchNorm's input gradient: `gamma * inv_std`, the means of
+/// `dz` and of `dz * xhat` (zero when frozen), the mean and `inv_std`.
+#[derive(Clone, Copy)]
+struct DxTerms {
+    g: f32,
+    mb: f32,
+    mg: f32,
+    mu: f32,
+    is: f32,
+}
+
+/// One plane of BatchNorm's input gradient, `dz` through the ReLU when `RELU` (the branch
+/// chosen once per plane, so the loop vectorises).
+fn dx_plane<const RELU: bool>(dx: &mut [f32], x: &[f32], y: &[f32], dy: &[f32], t: DxTerms) {
+    let DxTerms { g, mb, mg, mu, is } = t;
+    for (((d, &xv), &yv), &dv) in dx.iter_mut().zip(x).zip(y).zip(dy) {
+        *d = g * (through::<RELU>(yv, dv) - mb - (xv - mu) * is * mg);
+    }
 }
 
 /// The sum of every channel of `x` over its images and pixels (`[C]`): a bias gradient, the
