@@ -173,31 +173,33 @@ export async function readBytes(source, { what = 'file', onProgress, maxBytes = 
     throw new ActiveShiftError('BAD_ARGUMENT', `cannot read a ${what} from ${describe(source)}`);
   }
   const url = toUrl(source, what);
+  // Messages name the source as the caller gave it.
+  const shown = typeof source === 'string' ? source : url.href;
   if (url.protocol === 'file:') {
     if (!platform.readFile) {
-      throw new ActiveShiftError('FETCH_FAILED', `cannot read the ${what} ${url}: file: URLs are read in Node.js only`);
+      throw new ActiveShiftError('FETCH_FAILED', `cannot read the ${what} ${shown}: file: URLs are read in Node.js only`);
     }
     let bytes;
     try {
       bytes = await platform.readFile(url);
     } catch (e) {
-      throw new ActiveShiftError('FETCH_FAILED', `cannot read the ${what} ${url}: ${errText(e)}`, { cause: e });
+      throw new ActiveShiftError('FETCH_FAILED', `cannot read the ${what} ${shown}: ${errText(e)}`, { cause: e });
     }
     if (bytes.byteLength > maxBytes) throw tooLarge(bytes.byteLength);
     onProgress?.({ loaded: bytes.byteLength, total: bytes.byteLength });
     return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
-  return download(url, what, onProgress, maxBytes, signal, tooLarge);
+  return download(url, shown, what, onProgress, maxBytes, signal, tooLarge);
 }
 
-async function download(url, what, onProgress, maxBytes, signal, tooLarge) {
+async function download(url, shown, what, onProgress, maxBytes, signal, tooLarge) {
   let res;
   try {
     res = await fetch(url, { signal });
   } catch (e) {
-    throw new ActiveShiftError('FETCH_FAILED', `could not fetch the ${what} ${url}: ${errText(e)}`, { cause: e });
+    throw new ActiveShiftError('FETCH_FAILED', `could not fetch the ${what} ${shown}: ${errText(e)}`, { cause: e });
   }
-  if (!res.ok) throw new ActiveShiftError('FETCH_FAILED', `could not fetch the ${what} ${url}: HTTP ${res.status}`);
+  if (!res.ok) throw new ActiveShiftError('FETCH_FAILED', `could not fetch the ${what} ${shown}: HTTP ${res.status}`);
   const header = Number(res.headers.get('content-length'));
   const total = Number.isFinite(header) && header > 0 ? header : null;
   if (total !== null && total > maxBytes) throw tooLarge(total);
@@ -219,7 +221,7 @@ async function download(url, what, onProgress, maxBytes, signal, tooLarge) {
     }
   } catch (e) {
     if (e instanceof ActiveShiftError) throw e;
-    throw new ActiveShiftError('FETCH_FAILED', `could not fetch the ${what} ${url}: ${errText(e)}`, { cause: e });
+    throw new ActiveShiftError('FETCH_FAILED', `could not fetch the ${what} ${shown}: ${errText(e)}`, { cause: e });
   }
   const out = new Uint8Array(loaded);
   let at = 0;

@@ -50,14 +50,24 @@ export type BuiltinModel = 'fashion';
 /** The built-in models' files. */
 export const BUILTIN_MODELS: { readonly [name in BuiltinModel]: URL };
 
+/**
+ * A WebGPU `GPUDevice`, typed structurally so that the declarations need no `@webgpu/types`
+ * (TypeScript's DOM library has no WebGPU types); any `GPUDevice` fits.
+ */
+export interface GPUDeviceLike {
+  readonly features: ReadonlySet<string>;
+  readonly limits: object;
+  readonly queue: object;
+}
+
 /** `'auto'`: WebGPU where usable, else the CPU engine. */
 export type Backend = 'auto' | 'webgpu' | 'cpu';
 
 export interface LoadOptions {
   /** Default `'auto'`. `'webgpu'` rejects with `NO_WEBGPU` where WebGPU is unusable. */
   backend?: Backend;
-  /** Run on this device of the page's own (it must have WebGPU's default limits). */
-  device?: GPUDevice;
+  /** Run on this `GPUDevice` of the page's own (it must have WebGPU's default limits). */
+  device?: GPUDeviceLike;
   /** Called as a model downloads; `total` is null when the server does not send a length. */
   onProgress?: (progress: { loaded: number; total: number | null }) => void;
   /** Largest model (and image) read, in bytes; default 1 GiB. */
