@@ -1,25 +1,33 @@
 #!/usr/bin/env python3
-"""PyTorch twin of the activeshift CPU trainer, for timing only.
+"""PyTorch twin of the activeshift trainer, for timing only.
 
-ASNet-20 WxE on 1x28x28 Fashion-MNIST-sized input (the network of docs/design.md and
-`activeshift::train::fashion_mnist_config`): a 3x3 stem, nine pre-activation blocks
-(BN-ReLU, 1x1 expand + BN + ReLU, ASL with the block's stride, 1x1 reduce, residual; a strided
-1x1 projection shortcut where the shape changes), BN-ReLU, global average pool, linear. The
-recipe of `activeshift train`: Nesterov SGD (momentum 0.9), weight decay on convolution and
+The network is read from an activeshift architecture description (the JSON form of
+`activeshift::ArchConfig`, e.g. written by `activeshift bench` or `activeshift info --arch NAME
+--json`), so the twin's layers are those of `Plan::new` and nothing lists them a second time:
+a 3x3 stem (with the description's stride), pre-activation blocks (BN-ReLU, 1x1 expand + BN +
+ReLU, ASL with the block's stride, 1x1 reduce, residual; a strided 1x1 projection shortcut
+where the shape changes), BN-ReLU, global average pool, linear. Without `--arch` it builds
+ASNet-20 WxE for 1x28x28 input (`activeshift::train::fashion_mnist_config`).
+
+The recipe of `activeshift train`: Nesterov SGD (momentum 0.9), weight decay on convolution and
 linear weights only, the shift gradient normalised per channel to unit length and applied at
-0.01x the learning rate, batch 128.
+0.01x the learning rate. `--frozen-norm` replaces every BatchNorm by a trainable per-channel
+affine without batch statistics: what `train --from MODEL --freeze none` trains (folded
+BatchNorm, `NormMode::Frozen`).
 
 The ASL is expressed as a depthwise 3x3 convolution whose kernel is the bilinear "tent" built
 from the shifts (exact for |shift| < 1, which holds for these timings), in channels-last
 memory format, on 2 threads. It reports images/s over N timed steps on random data.
 
-    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch
+    python3 -m venv /tmp/torchvenv
+    /tmp/torchvenv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
     /tmp/torchvenv/bin/python tools/torch_twin/train_twin.py --steps 20
 
-`activeshift bench` runs it beside its `train_cpu` case when ACTIVESHIFT_TORCH_PYTHON names
-that interpreter, and reports the ratio (`train_cpu_vs_torch_twin`).
+`activeshift bench` runs it beside its training cases when ACTIVESHIFT_TORCH_PYTHON names that
+interpreter, and reports the ratios (`train_cpu_vs_torch_twin`, `finetune_whole_w32_vs_torch_twin`).
 """
 import argparse
+import json
 import time
 
 import torch
@@ -44,18 +52,30 @@ class Asl(nn.Module):
         return F.conv2d(x, w, stride=self.stride, padding=1, groups=self.c)
 
 
+class FrozenNorm(nn.Module):
+    """A folded BatchNorm: per-channel scale and bias that train, no batch statistics."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x):
+        return x * self.scale + self.bias
+
+
 class Block(nn.Module):
-    def __init__(self, cin, width, expansion, stride):
+    def __init__(self, cin, width, expansion, stride, norm):
         super().__init__()
         inner = width * expansion
-        self.pre = nn.BatchNorm2d(cin)
+        self.pre = norm(cin)
         self.projection = (
             nn.Conv2d(cin, width, 1, stride=stride, bias=False)
             if stride != 1 or cin != width
             else None
         )
         self.expand = nn.Conv2d(cin, inner, 1, bias=False)
-        self.mid = nn.BatchNorm2d(inner)
+        self.mid = norm(inner)
         self.asl = Asl(inner, stride)
         self.reduce = nn.Conv2d(inner, width, 1, bias=False)
 
@@ -66,18 +86,44 @@ class Block(nn.Module):
         return self.reduce(self.asl(u)) + shortcut
 
 
-class AsNet20(nn.Module):
-    def __init__(self, w=16, e=1, classes=10):
+def asnet20(w, e):
+    """`activeshift::train::fashion_mnist_config(w, e)` as an architecture description."""
+    return {
+        "in_channels": 1,
+        "input_size": [28, 28],
+        "classes": 10,
+        "stem_width": w,
+        "stem_stride": 1,
+        "expansion": e,
+        "stages": [
+            {"blocks": 3, "width": w, "stride": 1},
+            {"blocks": 3, "width": 2 * w, "stride": 2},
+            {"blocks": 3, "width": 4 * w, "stride": 2},
+        ],
+    }
+
+
+class AsNet(nn.Module):
+    """The network of an architecture description (the JSON of `activeshift::ArchConfig`)."""
+
+    def __init__(self, arch, frozen_norm=False):
         super().__init__()
-        self.stem = nn.Conv2d(1, w, 3, padding=1, bias=False)
+        if arch.get("block", "asl") != "asl":
+            raise SystemExit("the twin builds ASL blocks only")
+        norm = FrozenNorm if frozen_norm else nn.BatchNorm2d
+        w = arch["stem_width"]
+        self.stem = nn.Conv2d(
+            arch["in_channels"], w, 3, stride=arch["stem_stride"], padding=1, bias=False
+        )
         blocks, cin = [], w
-        for width, stride in [(w, 1), (2 * w, 2), (4 * w, 2)]:
-            for b in range(3):
-                blocks.append(Block(cin, width, e, stride if b == 0 else 1))
-                cin = width
+        for stage in arch["stages"]:
+            for b in range(stage["blocks"]):
+                stride = stage["stride"] if b == 0 else 1
+                blocks.append(Block(cin, stage["width"], arch["expansion"], stride, norm))
+                cin = stage["width"]
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.BatchNorm2d(cin)
-        self.fc = nn.Linear(cin, classes)
+        self.head = norm(cin)
+        self.fc = nn.Linear(cin, arch["classes"])
 
     def forward(self, x):
         x = self.blocks(self.stem(x))
@@ -91,6 +137,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arch", help="architecture description (JSON of activeshift's ArchConfig)")
+    ap.add_argument("--frozen-norm", action="store_true", help="folded BatchNorm (fine-tuning)")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--expansion", type=int, default=1)
     ap.add_argument("--lr", type=float, default=0.1)
@@ -100,7 +148,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = AsNet20(args.width, args.expansion).to(memory_format=torch.channels_last)
+    if args.arch:
+        with open(args.arch) as f:
+            arch = json.load(f)
+    else:
+        arch = asnet20(args.width, args.expansion)
+    model = AsNet(arch, args.frozen_norm).to(memory_format=torch.channels_last)
     shifts = [p for n, p in model.named_parameters() if n.endswith("shift")]
     weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
     others = [
@@ -118,8 +171,10 @@ def main():
         momentum=0.9,
         nesterov=True,
     )
-    x = torch.randn(args.batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (args.batch,))
+    h, w = arch["input_size"]
+    x = torch.randn(args.batch, arch["in_channels"], h, w)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, arch["classes"], (args.batch,))
 
     def step():
         opt.zero_grad(set_to_none=True)

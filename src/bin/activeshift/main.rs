@@ -140,9 +140,13 @@ struct TrainArgs {
     /// shorter side, 28 to 64).
     #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(8..=224))]
     size: Option<usize>,
-    /// With --images: train a grayscale network (default: RGB).
-    #[arg(long)]
+    /// With --images: train a grayscale network (default: grayscale when every image is stored
+    /// as grayscale, else RGB).
+    #[arg(long, conflicts_with = "rgb")]
     gray: bool,
+    /// With --images: train an RGB network even when every image is grayscale.
+    #[arg(long)]
+    rgb: bool,
     /// With --images and no val/ or test/ folder: the share of each class held out for
     /// evaluation (seeded by --seed, the same on every run; give the same value to --resume).
     #[arg(long, default_value_t = 0.1)]
