@@ -340,9 +340,8 @@ impl Engine {
             .as_ref()
             .map(|base| tuned_context(base, &self.tuning.borrow()));
         let classifier = match &ctx {
-            Some(ctx) => Classifier::gpu(ctx, model).map_err(|e| {
-                coded(code::GPU, format!("cannot load the model on the GPU: {e}"))
-            })?,
+            Some(ctx) => Classifier::gpu(ctx, model)
+                .map_err(|e| coded(code::GPU, format!("cannot load the model on the GPU: {e}")))?,
             None => Classifier::cpu(model),
         };
         let m = classifier.model();
@@ -415,8 +414,8 @@ impl Engine {
             .gpu
             .as_ref()
             .ok_or_else(|| coded(code::NO_WEBGPU, "no GPU: there is nothing to tune"))?;
-        let restored =
-            Tuning::from_json(json, ctx.adapter_info()).map_err(|e| coded(code::BAD_ARGUMENT, e))?;
+        let restored = Tuning::from_json(json, ctx.adapter_info())
+            .map_err(|e| coded(code::BAD_ARGUMENT, e))?;
         let n = restored.entries().len();
         self.tuning.borrow_mut().merge(restored);
         // A loaded model runs with the decisions from now on.
@@ -556,7 +555,9 @@ impl Engine {
             if s.generation == generation {
                 s.classifier = Some(classifier);
             }
-            Ok(JsValue::from(serde_json::to_string(&outcome).map_err(js_err)?))
+            Ok(JsValue::from(
+                serde_json::to_string(&outcome).map_err(js_err)?,
+            ))
         })
     }
 }
