@@ -688,16 +688,3 @@ fn ops_with_nothing_to_learn_are_refused_with_a_clear_error() {
         .expect_err("a missing tensor trains");
     assert!(err.to_string().contains("missing"), "{err}");
 }
-
-#[test]
-fn a_networks_plan_reads_the_parameters_its_config_declares() {
-    for block in [BlockKind::Asl, BlockKind::Depthwise] {
-        let mut config = tiny();
-        config.block = block;
-        let mut from_plan = Plan::new(&config, 2).params();
-        let mut declared = config.params();
-        from_plan.sort();
-        declared.sort();
-        assert_eq!(from_plan, declared, "{block:?}");
-    }
-}

@@ -329,15 +329,7 @@ impl<B: Backend> Graph<'_, B> {
     fn backward_op(&mut self, be: &mut B, op_index: usize, op: &Op) -> Result<()> {
         let plan = self.plan;
         let shapes = &plan.slots;
-        let out = match op {
-            Op::Conv3x3 { out, .. }
-            | Op::Affine { out, .. }
-            | Op::Conv1x1 { out, .. }
-            | Op::Shift { out, .. }
-            | Op::Depthwise3x3 { out, .. }
-            | Op::AvgPool { out, .. }
-            | Op::Softmax { out, .. } => *out,
-        };
+        let out = op.output();
         // Nothing the loss depends on (the softmax's probabilities).
         let Some(dy) = self.dslots[out].take() else {
             return Ok(());
