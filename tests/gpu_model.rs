@@ -150,7 +150,7 @@ fn op_dispatches_replay_the_forward_pass() {
         let lowered = gm.lowered_plan(2);
         let policy = Lowering {
             fuse_asl: fused,
-            ..ctx.policy().lowering()
+            ..activeshift::model::Lowering::for_policy(ctx.policy())
         };
         assert_eq!(lowered, Plan::new(&config, 2).lower(policy));
         assert_eq!(gm.lowering(), policy);

@@ -203,7 +203,7 @@ fn torch_twin(steps: usize, batch: usize) -> Result<Option<Vec<f64>>> {
     };
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tools/torch_twin/train_twin.py"
+        "/../tools/torch_twin/train_twin.py"
     );
     let out = std::process::Command::new(python)
         .args([script, "--per-step", "--steps", &steps.to_string()])
