@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-mod common;
+use crate::common;
 
 use activeshift::Error;
 use activeshift::caffe::{CaffeLayer, parse_caffemodel, read_caffemodel};
@@ -203,7 +203,7 @@ fn batchnorm_layers_sit_before_their_scale_layers() {
     assert_eq!(seen, 35);
     // The file still carries the BatchNorm running statistics, far from the identity; they are
     // already folded into the Scale layers (docs/design.md §4), so the importer ignores them: applying
-    // them a second time sends the cat photo to the wrong class (see tests/imagenet.rs).
+    // them a second time sends the cat photo to the wrong class (see tests/gpu/imagenet.rs).
     let bn = layer(&layers, "bn0_0");
     let factor = bn.blobs[2].data[0];
     let var: Vec<f32> = bn.blobs[1].data.iter().map(|v| v / factor).collect();

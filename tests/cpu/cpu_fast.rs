@@ -3,7 +3,7 @@
 //! with synthetic weights: every layer type, stride 2, projection shortcuts, batches > 1, a
 //! NaN shift, and repeated calls (the reused buffers must not leak stale values).
 
-mod common;
+use crate::common;
 
 use activeshift::model::{ArchConfig, HostTensor, Model};
 use common::*;

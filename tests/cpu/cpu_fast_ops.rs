@@ -6,7 +6,7 @@
 //! backward, BatchNorm in training mode) are checked themselves against adjoint identities and
 //! finite differences.
 
-mod common;
+use crate::common;
 
 use activeshift::Shape4;
 use activeshift::cpu::{self, Epilogue, fast};

@@ -5,7 +5,7 @@
 //! too wide for the fused kernels, the head's affine read by the pooling), that every lowered
 //! plan is well formed, and that the CPU engine computes the same values from every lowering.
 
-mod common;
+use crate::common;
 
 use activeshift::model::{
     ArchConfig, BlockKind, LoweredPlan, Lowering, Model, Op, Plan, Prologue, Slot,

@@ -3,7 +3,7 @@
 //! headers (duplicate names, too many tensors), byte-reproducible model files, checkpoints
 //! that are validated before a run resumes from them, and a softmax that stays finite.
 
-mod common;
+use crate::common;
 
 use activeshift::model::{ArchConfig, Model, write_atomic};
 use activeshift::{Error, cpu};

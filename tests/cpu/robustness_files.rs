@@ -6,18 +6,18 @@
 //!
 //! Classes covered elsewhere (not repeated here):
 //! - safetensors model with a missing, extra, mis-shaped or NaN tensor, wrong label count:
-//!   `tests/model_file.rs::bad_tensors_are_named`; config fields out of range:
+//!   `tests/cpu/model_file.rs::bad_tensors_are_named`; config fields out of range:
 //!   `configs_that_cannot_build_name_the_field`; file without our metadata:
 //!   `corrupt_files_are_errors`.
-//! - caffemodel truncated, random bytes, empty: `tests/caffe.rs::truncated_file_is_a_format_error`,
+//! - caffemodel truncated, random bytes, empty: `tests/cpu/caffe.rs::truncated_file_is_a_format_error`,
 //!   `random_bytes_are_rejected`; absurd (2^40) and overflowing dims:
 //!   `huge_dimension_is_rejected_without_allocating`, `overflowing_shape_is_rejected`; negative
 //!   dims, wrong value count, NaN/Inf weights, legacy V1 files: the tests beside them.
-//! - kernel shape errors: `tests/gpu_vs_cpu.rs::kernels_reject_wrong_shapes`,
-//!   `tests/gpu_layers.rs::{cpu,gpu}_layers_return_shape_errors`.
+//! - kernel shape errors: `tests/gpu/gpu_vs_cpu.rs::kernels_reject_wrong_shapes`,
+//!   `tests/gpu/gpu_layers.rs::{cpu,gpu}_layers_return_shape_errors`.
 
-mod bad_input;
-mod common;
+use crate::bad_input;
+use crate::common;
 use activeshift::Error;
 use activeshift::caffe::{CaffeBlob, CaffeLayer};
 use activeshift::model::{Model, import_caffe};
@@ -159,7 +159,7 @@ fn model_files_are_refused_from_their_header_before_their_data_is_read() {
 
 #[test]
 fn nan_weights_in_a_file_are_refused() {
-    // Model::new's check (tests/model_file.rs) also guards files.
+    // Model::new's check (tests/cpu/model_file.rs) also guards files.
     let mut model = Model::synthetic(&tiny_config(), 1).unwrap();
     model.params.get_mut("blocks.2.shift").unwrap().data[1] = f32::INFINITY;
     let bytes = model.to_safetensors().unwrap();

@@ -1,8 +1,7 @@
 //! Bad input, faults and limits (images): see `robustness_files.rs` for the suite's
 //! scope and the classes tested elsewhere.
 
-mod bad_input;
-mod common;
+use crate::bad_input;
 use activeshift::Error;
 use activeshift::model::ArchConfig;
 use activeshift::preprocess::{decode_image, preprocess};

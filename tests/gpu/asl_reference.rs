@@ -2,7 +2,7 @@
 //! kernels (`cpu_*` and `gpu_*` tests). Finite differences use an independent f64 evaluation
 //! of the CPU forward.
 
-mod common;
+use crate::common;
 
 use activeshift::{Shape4, cpu};
 use common::*;

@@ -2,11 +2,11 @@
 //! model recorded into the host's encoder, one submission) gives exactly what the standalone
 //! API gives on the same input; `record` reads whichever host buffer it is given.
 
-mod common;
+use crate::common;
 
 #[allow(dead_code)]
-#[path = "../examples/embed.rs"]
-mod embed;
+#[path = "../../examples/embed.rs"]
+mod example;
 
 use activeshift::model::{ArchConfig, GpuModel, Model};
 use activeshift::{Classifier, GpuTensor};
@@ -18,7 +18,7 @@ fn the_embed_example_equals_the_standalone_api() {
     };
     // The example's default model.
     let model = Model::synthetic(&ArchConfig::builtin("asnet20-16x1").unwrap(), 2024).unwrap();
-    let frame = embed::run_frame(&model, 3).expect("host frame");
+    let frame = example::run_frame(&model, 3).expect("host frame");
     // The host's shader drew something that is not trivial.
     let spread = frame.input.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(spread > 1.0 && frame.input.iter().all(|v| v.is_finite()));

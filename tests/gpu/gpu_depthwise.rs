@@ -2,7 +2,7 @@
 //! CPU twins: fresh random inputs with odd sizes and both strides, outputs poisoned with NaN
 //! before the kernel runs, and the shapes they refuse.
 
-mod common;
+use crate::common;
 
 use activeshift::{GpuContext, Shape4, cpu};
 use common::*;

@@ -4,7 +4,7 @@
 //! 3, shifts beyond the border and NaN shifts, every epilogue; outputs poisoned before each
 //! kernel runs. Also: the fused kernel equals the unfused ASL + GEMM on the GPU.
 
-mod common;
+use crate::common;
 
 use activeshift::gpu::kernels::{
     ASL_CONV1X1_MAX_CHANNELS, AslConv1x1Args, AslConv1x1Variant, Conv1x1, Conv1x1Args,

@@ -6,7 +6,7 @@
 //! (relative error ≤ 1e-4). Independent checks pin the CPU twins themselves down: hand-computed
 //! values and properties that hold whatever the implementation.
 
-mod common;
+use crate::common;
 
 use activeshift::{GpuContext, Shape4, cpu};
 use common::*;

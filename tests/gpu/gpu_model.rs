@@ -1,6 +1,6 @@
 //! Whole networks on the GPU against the CPU engine, with random weights.
 
-mod common;
+use crate::common;
 
 use activeshift::model::{ArchConfig, GpuModel, Lowering, Plan};
 use common::*;

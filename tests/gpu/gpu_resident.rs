@@ -4,7 +4,7 @@
 //! runs, the optimiser kernel against its CPU twin, and checkpoints that resume on either
 //! backend.
 
-mod common;
+use crate::common;
 
 use activeshift::gpu::kernels::{RunningStatsDispatch, SgdDispatch};
 use activeshift::model::{ArchConfig, BlockKind, ParamId, StageConfig};

@@ -2,7 +2,7 @@
 //! stride 2, outputs poisoned with NaN before the kernel runs), GPU-vs-CPU agreement of every
 //! parameter gradient of a whole network, and a short training run on the GPU whose loss falls.
 
-mod common;
+use crate::common;
 
 use activeshift::gpu::kernels::{BnBackward, BnForward, DepthwiseBackward};
 use activeshift::model::{ArchConfig, BlockKind, StageConfig};
@@ -455,7 +455,7 @@ fn gradients_agree(ctx: &GpuContext, rng: &mut StdRng, seed: u64, block: BlockKi
     assert!((st_cpu.loss() - st_gpu.loss()).abs() < 1e-4 * st_cpu.loss().max(1.0));
     assert_eq!(st_cpu.correct, st_gpu.correct);
     // The running statistics both passes updated (the optimiser steps of GPU and CPU sessions
-    // are compared in tests/gpu_resident.rs).
+    // are compared in tests/gpu/gpu_resident.rs).
     for (name, want) in &cpu.params {
         let e = rel_err(&gpu_t.params[name], want);
         assert!(e < 1e-3, "{block:?} {name} after the pass: {e:.2e}");

@@ -2,7 +2,7 @@
 //! random inputs: odd sizes that are not multiples of any tile, stride 1 and 2, shifts up to
 //! ±(H+2), outputs poisoned with NaN before each kernel runs. Relative error ≤ 1e-4.
 
-mod common;
+use crate::common;
 
 use activeshift::gpu::kernels::Conv1x1Epilogue;
 use activeshift::{Shape4, cpu};

@@ -3,7 +3,7 @@
 //! selected with `GpuContext::with_kernel_family`: whole networks, fused and unfused, against
 //! the CPU engine. Without a hardware GPU in CI this is the only end-to-end run of that set.
 
-mod common;
+use crate::common;
 
 use activeshift::gpu::kernels::KernelChoice;
 use activeshift::gpu::{KernelFamily, KernelPolicy};

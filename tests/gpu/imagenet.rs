@@ -2,7 +2,7 @@
 //! `--model as-resnet-w32` keeps in the cache) classify the test photo as the independent
 //! reference does. Reported as not run without the authors' data.
 
-mod common;
+use crate::common;
 
 use common::{shared_data, w32};
 

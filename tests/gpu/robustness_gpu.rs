@@ -1,8 +1,8 @@
 //! Bad input, faults and limits (shifts that are NaN, infinite or huge, and device limits and faults): see `robustness_files.rs` for the suite's
 //! scope and the classes tested elsewhere.
 
-mod bad_input;
-mod common;
+use crate::bad_input;
+use crate::common;
 use activeshift::model::{ArchConfig, GpuModel, Model, StageConfig};
 use activeshift::{Error, GpuContext, GpuTensor, Shape4, cpu};
 use bad_input::*;

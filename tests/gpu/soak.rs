@@ -2,11 +2,11 @@
 //! allocations must not change after warm-up and the resident set must stay flat. The full
 //! 10,000-inference run is `cargo run --release --example soak` (result in docs/testing.md).
 
-mod common;
+use crate::common;
 
 #[allow(dead_code)]
-#[path = "../examples/soak.rs"]
-mod soak;
+#[path = "../../examples/soak.rs"]
+mod example;
 
 use activeshift::GpuContext;
 use activeshift::model::{ArchConfig, Model};
@@ -19,7 +19,7 @@ fn memory_stays_flat_over_300_inferences() {
     // A private device, so that nothing else allocates on it meanwhile.
     let ctx = pollster::block_on(GpuContext::new()).unwrap();
     let model = Model::synthetic(&ArchConfig::builtin("asnet20-16x1").unwrap(), 7).unwrap();
-    let r = soak::soak(&ctx, &model, 300, 1, false).unwrap();
+    let r = example::soak(&ctx, &model, 300, 1, false).unwrap();
     eprintln!(
         "soak: warm {:?}, end {:?}, {:.1} ms per inference",
         r.warm, r.end, r.ms_per_inference

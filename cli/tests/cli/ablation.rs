@@ -1,7 +1,7 @@
 //! `activeshift ablation` end to end: runs that resume and are never trained twice, result
 //! files, and the report made from result files alone (mean ± sd, missing runs, bad files).
 
-mod common;
+use crate::common;
 
 use common::{bin, run, synthetic_fashion, tmpdir};
 use serde_json::{Value, json};
@@ -30,7 +30,7 @@ fn moved(r: &Value) -> f64 {
 #[test]
 fn an_interrupted_run_resumes_and_a_finished_one_is_not_trained_again() {
     use std::io::BufRead;
-    let dir = tmpdir("resume");
+    let dir = tmpdir("ablation-resume");
     synthetic_fashion(&dir, 1600, 50);
     let runs = dir.join("runs");
     let progress = runs.join("in-progress/learned-seed0.json");

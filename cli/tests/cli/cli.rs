@@ -1,13 +1,16 @@
 //! The `activeshift` program end to end: import the authors' weights, classify, errors.
 
-mod common;
+use crate::common;
 use common::{bin, run, run_code, tmpdir};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One of the repository's own sample images.
-const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/sneaker-0.png");
+const SAMPLE: &str = concat!(
+    concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+    "/examples/images/sneaker-0.png"
+);
 
 #[test]
 fn info_prints_parameter_counts_of_every_builtin() {
@@ -126,7 +129,10 @@ fn a_file_that_is_not_a_model_is_a_clear_error() {
 #[test]
 fn the_embedded_default_model_classifies_the_samples() {
     // No --model: the shipped Fashion-MNIST ASNet-20 26x1 (94.76% on the test split).
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images");
+    let dir = concat!(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+        "/examples/images"
+    );
     let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -245,7 +251,8 @@ fn an_adapter_name_that_matches_nothing_is_a_clear_error() {
         !err.contains("panicked") && !err.contains("internal error"),
         "{err}"
     );
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/www/samples/orange.png");
+    let sample =
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("web/www/samples/orange.png");
     let (ok, out, err) = run(bin()
         .args(["classify", "--top", "1"])
         .arg(&sample)
@@ -263,7 +270,8 @@ fn auto_prefers_the_cpu_to_a_software_adapter() {
         return;
     };
     let software = ctx.adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/www/samples/orange.png");
+    let sample =
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("web/www/samples/orange.png");
     let (ok, out, err) = run(bin().args(["classify", "--top", "1"]).arg(&sample));
     assert!(ok, "{err}");
     assert!(out.contains("orange"), "{out}");
@@ -545,7 +553,7 @@ fn offline_by_name_prints_the_command_that_installs_it() {
 
 #[test]
 fn classify_takes_folders_and_stdin_and_refuses_top_zero() {
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images");
+    let samples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("examples/images");
     let (ok, out, err) = run(bin()
         .args(["classify", "--json", "--backend", "cpu", "--top", "1"])
         .arg(&samples));

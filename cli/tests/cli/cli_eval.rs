@@ -3,7 +3,7 @@
 //! the confusion matrix checked against `classify`), folder names that are no class, an empty
 //! test set.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,7 +112,7 @@ fn eval_images_counts_top1_and_top5_in_both_layouts() {
 #[test]
 fn eval_images_on_the_fashion_samples() {
     let dir = tmpdir("eval-fashion");
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images");
+    let samples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("examples/images");
     let labels = activeshift::data::LABELS;
     for (class, label) in labels.iter().enumerate() {
         let file = format!("{}-0.png", label.to_lowercase().replace(['/', ' '], "-"));
@@ -168,7 +168,7 @@ fn fashion_labels() -> Vec<String> {
 
 /// The shipped samples: (class, label, file), one Fashion-MNIST test image per class.
 fn fashion_samples() -> Vec<(usize, String, PathBuf)> {
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images");
+    let samples = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("examples/images");
     activeshift::data::LABELS
         .iter()
         .enumerate()

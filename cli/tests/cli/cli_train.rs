@@ -2,7 +2,7 @@
 //! Ctrl-C checkpoints and the command that resumes them, settings a resume refuses, files it
 //! never replaces, the GPU backend.
 
-mod common;
+use crate::common;
 use common::{bin, run, run_code, synthetic_fashion, tmpdir};
 
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::process::Command;
 
 #[test]
 fn a_killed_training_run_resumes_into_a_valid_model() {
-    let dir = tmpdir("resume");
+    let dir = tmpdir("train-resume");
     synthetic_fashion(&dir, 400, 100);
     let model = dir.join("m.safetensors");
     let ckpt = dir.join("m.ckpt");
@@ -169,7 +169,10 @@ fn training_makes_missing_folders_and_checks_outputs_before_any_work() {
     let (ok, _, err) = run(bin().args(["shifts", "-o"]).arg(&svg));
     assert!(ok && svg.is_file(), "{err}");
     // The output is checked before the input is read: any file stands for the weights.
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/bag-0.png");
+    let sample = concat!(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+        "/examples/images/bag-0.png"
+    );
     let (ok, _, err) = run(bin().args(["import-caffe", sample, "-o"]).arg(&empty));
     assert!(!ok && err.contains("is a folder"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();

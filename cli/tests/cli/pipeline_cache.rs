@@ -1,15 +1,18 @@
-//! The CLI's pipeline cache (`src/bin/activeshift/pipeline_cache.rs`): the first GPU run on a machine says that
+//! The CLI's pipeline cache (`cli/src/pipeline_cache.rs`): the first GPU run on a machine says that
 //! it compiles kernels and saves a cache file; later runs say nothing; a damaged file (bad
 //! checksum, or a good checksum over bytes that are no pipeline cache) is survived and
 //! replaced.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One of the repository's own sample images.
-const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/images/sneaker-0.png");
+const SAMPLE: &str = concat!(
+    concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+    "/examples/images/sneaker-0.png"
+);
 
 /// `classify --backend gpu` of a sample image with the built-in model and the cache in `dir`:
 /// (stdout, stderr); panics when the command fails.

@@ -1,8 +1,8 @@
 //! Bad input, faults and limits (the CLI): see `robustness_files.rs` for the suite's
 //! scope and the classes tested elsewhere.
 
-mod bad_input;
-mod common;
+use crate::bad_input;
+use crate::common;
 use activeshift::Error;
 use activeshift::model::{ArchConfig, Model, import_caffe};
 use activeshift::preprocess::{decode_image, preprocess};
@@ -122,7 +122,7 @@ fn the_cli_reports_every_bad_input_in_one_line_without_panicking() {
 /// with a result or an error.
 #[test]
 fn fuzz_regressions_do_not_crash() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/regressions");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("tests/data/regressions");
     let mut replayed = 0;
     for target in ["safetensors_model", "caffemodel", "image", "checkpoint"] {
         // A target without regressions has no folder.
@@ -246,7 +246,7 @@ mod pb {
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand"]
 fn write_fuzz_seeds() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("fuzz/seeds");
     let put = |target: &str, name: &str, bytes: &[u8]| {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).unwrap();
@@ -400,7 +400,7 @@ fn oversized_checkpoints_and_dataset_caches_are_refused_before_reading() {
 /// reason, instead of failing when the run writes its model.
 #[test]
 fn checkpoints_whose_batchnorm_folds_to_infinity_are_refused() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .join("tests/data/regressions/checkpoint/bn-folds-to-infinity.ckpt");
     let data = std::fs::read(&path).unwrap();
     let err = activeshift::train::Trainer::from_checkpoint_bytes(&data)

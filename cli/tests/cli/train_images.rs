@@ -5,7 +5,7 @@
 //! `ACTIVESHIFT_SHARED_DATA`). The models carry the folder's class names; `classify` shows them
 //! on both engines.
 
-mod common;
+use crate::common;
 use common::{bin, run, tmpdir};
 
 use rand::rngs::StdRng;
