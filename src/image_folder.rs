@@ -82,6 +82,17 @@ pub struct ImageSet {
     pub paths: Vec<PathBuf>,
 }
 
+impl From<ImageSet> for crate::data::Dataset {
+    /// The images as a training dataset (the paths are dropped).
+    fn from(set: ImageSet) -> Self {
+        crate::data::Dataset {
+            shape: [set.channels, set.height, set.width],
+            pixels: set.pixels,
+            labels: set.labels,
+        }
+    }
+}
+
 impl ImageSet {
     fn empty(opts: &FolderOptions) -> Self {
         ImageSet {
@@ -1113,11 +1124,40 @@ pub fn load(
 /// `(height, width)`. Only the images' headers are read (of at most 1000 files, spread evenly
 /// over the sorted list). Errors: [`scan`]'s, or no image whose header could be read.
 pub fn suggest_size(dir: &Path) -> Result<(usize, usize)> {
+    let mut shorts: Vec<u32> = sample_headers(dir, |d| {
+        let (w, h) = d.dimensions();
+        (w > 0 && h > 0).then_some(w.min(h))
+    })?;
+    shorts.sort_unstable();
+    let median = shorts[shorts.len() / 2] as usize;
+    let side = (median.clamp(28, 224) + 2) / 4 * 4;
+    let side = side.clamp(28, 224);
+    Ok((side, side))
+}
+
+/// The input channels for a new network on the folder: 1 when every sampled training image is
+/// stored as grayscale (with or without alpha, 8 or 16 bits), else 3. Reads headers only, of
+/// the same sample as [`suggest_size`]; the same errors.
+pub fn suggest_channels(dir: &Path) -> Result<usize> {
+    let gray = sample_headers(dir, |d| {
+        use image::ColorType::{L8, L16, La8, La16};
+        Some(matches!(d.color_type(), L8 | L16 | La8 | La16))
+    })?;
+    Ok(if gray.iter().all(|&g| g) { 1 } else { 3 })
+}
+
+/// `what` of the decoder of each of at most 1000 training images of `dir` (spread evenly over
+/// the sorted list), header only; images whose header cannot be read, or for which `what`
+/// gives `None`, are left out. Errors: [`scan`]'s, or no answer at all.
+fn sample_headers<T: Send>(
+    dir: &Path,
+    what: impl Fn(&dyn image::ImageDecoder) -> Option<T> + Sync,
+) -> Result<Vec<T>> {
     const SAMPLE: usize = 1000;
     let scanned = scan(dir)?;
     let files = &scanned.train;
     let step = files.len().div_ceil(SAMPLE).max(1);
-    let mut shorts: Vec<u32> = files
+    let answers: Vec<T> = files
         .iter()
         .step_by(step)
         .collect::<Vec<_>>()
@@ -1125,20 +1165,16 @@ pub fn suggest_size(dir: &Path) -> Result<(usize, usize)> {
         .filter_map(|f| {
             let (file, _) = open_regular(&f.path).ok()?;
             let reader = std::io::BufReader::new(file);
-            let (w, h) = image::ImageReader::new(reader)
+            let decoder = image::ImageReader::new(reader)
                 .with_guessed_format()
                 .ok()?
-                .into_dimensions()
+                .into_decoder()
                 .ok()?;
-            (w > 0 && h > 0).then_some(w.min(h))
+            what(&decoder)
         })
         .collect();
-    if shorts.is_empty() {
+    if answers.is_empty() {
         return Err(folder_err(dir, "no image header could be read"));
     }
-    shorts.sort_unstable();
-    let median = shorts[shorts.len() / 2] as usize;
-    let side = (median.clamp(28, 224) + 2) / 4 * 4;
-    let side = side.clamp(28, 224);
-    Ok((side, side))
+    Ok(answers)
 }

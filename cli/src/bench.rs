@@ -576,6 +576,14 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
         med("train_torch_twin_asnet20-16x1"),
         med("train_cpu_asnet20-16x1"),
     );
+    let finetune_vs_torch = div(
+        med("finetune_whole_w32_torch_twin"),
+        med("finetune_whole_w32_cpu"),
+    );
+    let folder_vs_builtin = div(
+        med("train_cpu_builtin_data_asnet20-16x1"),
+        med("train_cpu_folder_data_asnet20-16x1"),
+    );
     vec![
         Ratio {
             name: "asl_forward_vs_copy",
@@ -608,6 +616,20 @@ fn ratios(b: &Bench) -> Vec<Ratio> {
             goal: ">= 1.0",
             met: train_vs_torch.map(|v| v >= 1.0),
             what: "CPU trainer images/s / PyTorch twin images/s (tools/torch_twin, same batch, 2 threads; needs ACTIVESHIFT_TORCH_PYTHON)",
+        },
+        Ratio {
+            name: "finetune_whole_w32_vs_torch_twin",
+            value: finetune_vs_torch,
+            goal: ">= 1.0",
+            met: finetune_vs_torch.map(|v| v >= 1.0),
+            what: "whole-network fine-tuning of w32 at 224x224, batch 32: CPU trainer images/s / PyTorch twin images/s (needs ACTIVESHIFT_TORCH_PYTHON)",
+        },
+        Ratio {
+            name: "folder_vs_builtin_training",
+            value: folder_vs_builtin,
+            goal: ">= 0.9",
+            met: folder_vs_builtin.map(|v| v >= 0.9),
+            what: "CPU training images/s from a folder of PNGs / from a Dataset filled directly (same images, batches and steps)",
         },
     ]
 }

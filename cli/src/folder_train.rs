@@ -5,20 +5,11 @@
 
 use super::*;
 use activeshift::data::Dataset;
-use activeshift::image_folder::{self, FolderData, FolderOptions, ImageSet};
+use activeshift::image_folder::{self, FolderData, FolderOptions};
 use activeshift::model::{ArchConfig, ColorOrder, Preprocess};
 
 /// Smallest and largest input side `--size` chooses by default for a new network.
 const DEFAULT_SIDE: std::ops::RangeInclusive<usize> = 28..=64;
-
-/// The images of a folder as a training [`Dataset`].
-pub(crate) fn dataset(set: ImageSet) -> Dataset {
-    Dataset {
-        shape: [set.channels, set.height, set.width],
-        pixels: set.pixels,
-        labels: set.labels,
-    }
-}
 
 /// Read `dir` as `opts` says, with a progress bar (a line now and then without a terminal);
 /// reports every file that could not be used and what came from the cache.
@@ -79,6 +70,19 @@ pub(crate) fn side_for(dir: &Path, size: Option<usize>) -> Result<usize> {
         "input size {side}x{side} (from the images' sizes; --size N chooses another, up to 224)"
     );
     Ok(side)
+}
+
+/// The input channels of a new network on `dir`: 1 with `--gray`, 3 with `--rgb`, else 1 when
+/// every image is stored as grayscale.
+pub(crate) fn channels_for(dir: &Path, gray: bool, rgb: bool) -> Result<usize> {
+    if gray || rgb {
+        return Ok(if gray { 1 } else { 3 });
+    }
+    let channels = image_folder::suggest_channels(dir)?;
+    if channels == 1 {
+        eprintln!("grayscale input (every image is grayscale; --rgb trains an RGB network)");
+    }
+    Ok(channels)
 }
 
 /// Per-channel mean and `1 / std` of the training pixels (the normalization a new network's
@@ -179,7 +183,7 @@ pub(crate) fn finetune(a: &TrainArgs, dir: &Path, from: &Path) -> Result<()> {
     let started = std::time::Instant::now();
     let model = load_start(from)?;
     let data = load(dir, options_for(&model.config, a))?;
-    let (train, val) = (dataset(data.train), dataset(data.val));
+    let (train, val) = (Dataset::from(data.train), Dataset::from(data.val));
     let classes = data.classes;
     let features = head::feature_model(&model)?;
     let device = gpu_for(a.backend, "computing features")?;

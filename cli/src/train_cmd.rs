@@ -203,10 +203,10 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
     if let (Some(dir), Some(from), FreezeChoice::Backbone) = (&a.images, &a.from, a.freeze) {
         return folder_train::finetune(&a, dir, from);
     }
-    if a.images.is_none() && (a.size.is_some() || a.gray) {
+    if a.images.is_none() && (a.size.is_some() || a.gray || a.rgb) {
         return Err(activeshift::Error::invalid(
             "train",
-            "--size and --gray choose the input of a network trained on --images DIR",
+            "--size, --gray and --rgb choose the input of a network trained on --images DIR",
         ));
     }
     let checkpoint = a
@@ -286,7 +286,7 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
                 (None, Some(m)) => folder_train::options_for(&m.config, &a),
                 (None, None) => {
                     let side = folder_train::side_for(dir, a.size)?;
-                    let channels = if a.gray { 1 } else { 3 };
+                    let channels = folder_train::channels_for(dir, a.gray, a.rgb)?;
                     activeshift::image_folder::FolderOptions {
                         val_fraction: a.val_fraction,
                         seed: a.seed,
@@ -298,8 +298,8 @@ pub(crate) fn train(a: TrainArgs) -> Result<()> {
             let folder = folder_train::load(dir, opts)?;
             let classes = folder.classes.clone();
             let data = FashionMnist {
-                train: folder_train::dataset(folder.train),
-                test: folder_train::dataset(folder.val),
+                train: folder.train.into(),
+                test: folder.val.into(),
             };
             let trainer = match resumed {
                 Some(t) => {

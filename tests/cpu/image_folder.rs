@@ -6,7 +6,7 @@
 use activeshift::Error;
 use activeshift::image_folder::{
     self, FolderData, FolderOptions, Progress, decode_resized, load, scan, stratified_split,
-    suggest_size,
+    suggest_channels, suggest_size,
 };
 use image::{DynamicImage, ImageBuffer, LumaA, Rgb, RgbImage, Rgba};
 use std::path::{Path, PathBuf};
@@ -654,6 +654,32 @@ fn suggested_size_follows_the_images() {
     }
     assert_eq!(suggest_size(&root.join("small")).unwrap(), (28, 28));
     assert_eq!(suggest_size(&root.join("large")).unwrap(), (224, 224));
+}
+
+#[test]
+fn suggested_channels_follow_the_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // Grayscale PNGs (8-bit, 16-bit, with alpha) and a JPEG stored as luma: one channel.
+    for i in 0..4u32 {
+        let luma = rgb(i as usize % 2, 20, 24, i).to_luma8();
+        let img = match i {
+            0 => DynamicImage::ImageLuma8(luma),
+            1 => DynamicImage::ImageLuma16(DynamicImage::ImageLuma8(luma).to_luma16()),
+            2 => DynamicImage::ImageLumaA8(DynamicImage::ImageLuma8(luma).to_luma_alpha8()),
+            _ => DynamicImage::ImageLuma8(luma),
+        };
+        let ext = if i == 3 { "jpg" } else { "png" };
+        let path = root.join(format!("gray/{}/{i}.{ext}", i % 2));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        img.save(&path).unwrap();
+    }
+    // A file that is not an image does not change the answer.
+    std::fs::write(root.join("gray/0/notes.txt"), "not an image").unwrap();
+    assert_eq!(suggest_channels(&root.join("gray")).unwrap(), 1);
+    // One colour image among them: three channels.
+    save(&rgb(1, 20, 24, 0), &root.join("gray/1/colour.png"));
+    assert_eq!(suggest_channels(&root.join("gray")).unwrap(), 3);
 }
 
 #[cfg(unix)]

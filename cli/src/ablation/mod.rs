@@ -310,6 +310,7 @@ fn run_one(a: &AblationArgs, data: &FashionMnist, v: &Variant, seed: u64) -> Res
         images: None,
         size: None,
         gray: false,
+        rgb: false,
         val_fraction: 0.1,
         from: None,
         freeze: crate::FreezeChoice::Backbone,

@@ -234,6 +234,34 @@ fn a_new_network_learns_the_folders_classes() {
 }
 
 #[test]
+fn a_folder_of_grayscale_images_gets_a_grayscale_network() {
+    let dir = tmpdir("gray");
+    let images = dir.join("images");
+    let mut rng = StdRng::seed_from_u64(3);
+    for (c, name) in CLASSES.iter().enumerate() {
+        std::fs::create_dir_all(images.join(name)).unwrap();
+        for i in 0..4 {
+            let img = image::DynamicImage::ImageRgb8(pattern(c, &mut rng)).to_luma8();
+            img.save(images.join(format!("{name}/{i}.png"))).unwrap();
+        }
+    }
+    let in_channels = |model: &Path| activeshift::Model::load(model).unwrap().config.in_channels;
+    let args = "--size 16 --arch asnet20-4x1 --epochs 1 --batch 4 --backend cpu";
+    let gray = dir.join("gray.safetensors");
+    let (ok, _, err) = train(&dir.join("cache"), &images, args, &gray);
+    assert!(ok, "{err}");
+    assert!(err.contains("grayscale input"), "{err}");
+    assert_eq!(in_channels(&gray), 1);
+    // --rgb asks for three channels all the same.
+    let rgb = dir.join("rgb.safetensors");
+    let (ok, _, err) = train(&dir.join("cache"), &images, &format!("{args} --rgb"), &rgb);
+    assert!(ok, "{err}");
+    assert!(!err.contains("grayscale input"), "{err}");
+    assert_eq!(in_channels(&rgb), 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn the_embedded_models_classifier_is_fine_tuned_on_a_folder() {
     let dir = tmpdir("finetune");
     let images = dir.join("images");
