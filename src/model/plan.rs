@@ -384,7 +384,6 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::model::config::StageConfig;
-    use crate::model::lower::reads;
 
     /// One stage of one block, widening 2 -> 4 (so it has a projection shortcut), on a
     /// 1 x 4 x 4 input with 3 classes.
@@ -398,18 +397,6 @@ mod tests {
         c
     }
 
-    fn out_of(op: &Op) -> Slot {
-        match op {
-            Op::Conv3x3 { out, .. }
-            | Op::Affine { out, .. }
-            | Op::Conv1x1 { out, .. }
-            | Op::Shift { out, .. }
-            | Op::Depthwise3x3 { out, .. }
-            | Op::AvgPool { out, .. }
-            | Op::Softmax { out, .. } => *out,
-        }
-    }
-
     #[test]
     fn every_slot_is_written_once_before_it_is_read() {
         for config in [one_block(), ArchConfig::asnet20(4, 2, 3, 8, 10)] {
@@ -417,10 +404,10 @@ mod tests {
             let mut written = vec![false; plan.slots.len()];
             written[plan.input] = true;
             for op in &plan.ops {
-                for r in reads(op) {
+                for r in op.inputs() {
                     assert!(written[r], "{op:?} reads slot {r} before it is written");
                 }
-                let o = out_of(op);
+                let o = op.output();
                 assert!(!written[o], "{op:?} writes slot {o} a second time");
                 written[o] = true;
             }
