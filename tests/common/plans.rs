@@ -1,8 +1,8 @@
 //! Small networks holding each op combination that training covers beyond the network of
 //! blocks (affine layers without ReLU, biases on spatial outputs, BatchNorm epilogues with a
 //! residual or without ReLU, ReLU without BatchNorm, 3x3 convolutions after the stem), built
-//! with `PlanBuilder`: tests/train.rs checks their gradients against finite differences,
-//! tests/gpu_train.rs the GPU backend's against the CPU backend's.
+//! with `PlanBuilder`: tests/cpu/train.rs checks their gradients against finite differences,
+//! tests/gpu/gpu_train.rs the GPU backend's against the CPU backend's.
 //!
 //! Parameter ids only name tensors here: `Expand(0)` may be a 3x3 weight, `Bias(Mid(1))` a
 //! convolution's bias; `Plan::params` gives each its dimensions from the op reading it.
