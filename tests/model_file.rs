@@ -2,7 +2,7 @@
 //! its error paths.
 
 use activeshift::Error;
-use activeshift::model::{ArchConfig, HostTensor, Model, Plan};
+use activeshift::model::{ArchConfig, BlockKind, HostTensor, Model, Plan};
 use std::collections::BTreeMap;
 
 /// A model of `config` with small deterministic weights.
@@ -17,6 +17,112 @@ fn model_of(config: &ArchConfig) -> Model {
         })
         .collect();
     Model::new(config.clone(), Vec::new(), params).unwrap()
+}
+
+/// The order tensors are listed, initialised and stored in (checkpoints and a seeded
+/// trainer's first weights depend on it), written out by hand for `config`.
+fn listing_by_hand(config: &ArchConfig) -> Vec<(String, Vec<usize>)> {
+    let mut p = vec![(
+        "stem.weight".to_string(),
+        vec![config.stem_width, config.in_channels, 3, 3],
+    )];
+    let mut cin = config.stem_width;
+    let mut i = 0;
+    for stage in &config.stages {
+        for b in 0..stage.blocks {
+            let (width, inner) = (stage.width, stage.width * config.expansion);
+            let stride = if b == 0 { stage.stride } else { 1 };
+            let name = |t: &str| format!("blocks.{i}.{t}");
+            p.push((name("pre.scale"), vec![cin]));
+            p.push((name("pre.bias"), vec![cin]));
+            p.push((name("expand.weight"), vec![inner, cin]));
+            p.push((name("mid.scale"), vec![inner]));
+            p.push((name("mid.bias"), vec![inner]));
+            match config.block {
+                BlockKind::Asl => p.push((name("shift"), vec![2, inner])),
+                BlockKind::Depthwise => p.push((name("depthwise.weight"), vec![inner, 1, 3, 3])),
+            }
+            p.push((name("reduce.weight"), vec![width, inner]));
+            if stride != 1 || cin != width {
+                p.push((name("shortcut.weight"), vec![width, cin]));
+            }
+            cin = width;
+            i += 1;
+        }
+    }
+    p.push(("head.scale".into(), vec![cin]));
+    p.push(("head.bias".into(), vec![cin]));
+    p.push(("fc.weight".into(), vec![config.classes, cin]));
+    p.push(("fc.bias".into(), vec![config.classes]));
+    p
+}
+
+#[test]
+fn the_plan_lists_the_tensors_in_their_stored_order() {
+    let mut depthwise = ArchConfig::builtin("asnet20-16x3").unwrap();
+    depthwise.block = BlockKind::Depthwise;
+    for config in [
+        ArchConfig::builtin("as-resnet-w32").unwrap(),
+        ArchConfig::builtin("asnet20-16x1").unwrap(),
+        depthwise,
+    ] {
+        assert_eq!(
+            config.param_shapes(),
+            listing_by_hand(&config),
+            "{}",
+            config.name
+        );
+    }
+}
+
+#[test]
+fn the_plan_as_json_names_every_op_and_tensor() {
+    let config = ArchConfig::builtin("as-resnet-w32").unwrap();
+    let plan = Plan::new(&config, 1);
+    let json = plan.to_json();
+    let ops = json["plan"]["ops"].as_array().unwrap();
+    assert_eq!(ops.len(), plan.ops.len());
+    let params = json["params"].as_array().unwrap();
+    let count: u64 = params
+        .iter()
+        .map(|p| {
+            let shape = p["shape"].as_array().unwrap();
+            shape.iter().map(|d| d.as_u64().unwrap()).product::<u64>()
+        })
+        .sum();
+    assert_eq!(count, config.param_count() as u64);
+    let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    // Every tensor an op names is listed; decay only on weights.
+    for op in ops {
+        for field in ["weight", "shift", "bias"] {
+            if let Some(name) = op[field].as_str() {
+                assert!(names.contains(&name), "{name} of {op}");
+            }
+        }
+        for field in ["norm", "affine"] {
+            if let Some(prefix) = op[field].as_str() {
+                assert!(names.contains(&format!("{prefix}.scale").as_str()), "{op}");
+            }
+        }
+    }
+    let kinds: std::collections::BTreeSet<&str> =
+        ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "affine", "avg_pool", "conv1x1", "conv3x3", "shift", "softmax"
+        ]
+    );
+    for p in params {
+        let name = p["name"].as_str().unwrap();
+        let decays = p["weight_decay"].as_bool().unwrap();
+        assert_eq!(decays, name.ends_with(".weight"), "{name}");
+    }
+    let input = &json["plan"]["slots"][json["plan"]["input"].as_u64().unwrap() as usize];
+    assert_eq!(
+        (input["c"].as_u64(), input["h"].as_u64()),
+        (Some(3), Some(224))
+    );
 }
 
 #[test]

@@ -419,36 +419,12 @@ impl ArchConfig {
         self.stages.last().map_or(self.stem_width, |s| s.width)
     }
 
-    /// Every learnable tensor with its shape, in a fixed order. Affine layers (inference
+    /// Every learnable tensor with its shape, in a fixed order: those of the network's
+    /// [`Plan`](super::Plan) ([`Plan::params`](super::Plan::params)). Affine layers (inference
     /// BatchNorm) count as two tensors, `scale` and `bias`; the shift is `[2, C]` (`xpos` row,
     /// then `ypos` row).
     pub fn params(&self) -> Vec<(ParamId, Vec<usize>)> {
-        let mut p = vec![(
-            ParamId::StemWeight,
-            vec![self.stem_width, self.in_channels, 3, 3],
-        )];
-        for b in self.blocks() {
-            let i = b.index;
-            p.push((ParamId::Scale(Norm::Pre(i)), vec![b.cin]));
-            p.push((ParamId::Bias(Norm::Pre(i)), vec![b.cin]));
-            p.push((ParamId::Expand(i), vec![b.inner, b.cin]));
-            p.push((ParamId::Scale(Norm::Mid(i)), vec![b.inner]));
-            p.push((ParamId::Bias(Norm::Mid(i)), vec![b.inner]));
-            match b.kind {
-                BlockKind::Asl => p.push((ParamId::Shift(i), vec![2, b.inner])),
-                BlockKind::Depthwise => p.push((ParamId::Depthwise(i), vec![b.inner, 1, 3, 3])),
-            }
-            p.push((ParamId::Reduce(i), vec![b.width, b.inner]));
-            if b.projection {
-                p.push((ParamId::Shortcut(i), vec![b.width, b.cin]));
-            }
-        }
-        let c = self.head_channels();
-        p.push((ParamId::Scale(Norm::Head), vec![c]));
-        p.push((ParamId::Bias(Norm::Head), vec![c]));
-        p.push((ParamId::FcWeight, vec![self.classes, c]));
-        p.push((ParamId::FcBias, vec![self.classes]));
-        p
+        super::Plan::new(self, 1).params()
     }
 
     /// [`ArchConfig::params`] by file name.

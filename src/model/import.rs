@@ -44,13 +44,6 @@ impl<'a> Layers<'a> {
         }
         HostTensor::new(dims.to_vec(), blob.data.clone())
     }
-
-    /// A Scale layer as `(scale, bias)` of `c` channels. In the published weights BatchNorm
-    /// is already folded into the Scale layers; the BatchNorm blobs stored beside them are
-    /// ignored (docs/design.md §4; folding them in again sends the cat photo to class 490).
-    fn affine(&self, name: &str, c: usize) -> Result<(HostTensor, HostTensor)> {
-        Ok((self.blob(name, 0, &[c])?, self.blob(name, 1, &[c])?))
-    }
 }
 
 /// Convert the layers of an authors' AS-ResNet `.caffemodel` (see [`crate::caffe`]) into a
@@ -71,58 +64,69 @@ pub fn import_caffe(layers: &[CaffeLayer], labels: Vec<String>) -> Result<Model>
     };
     let config = ArchConfig::as_resnet(w);
     let mut params = BTreeMap::new();
-    let mut put = |id: ParamId, t: HostTensor| params.insert(id.name(), t);
-    put(ParamId::StemWeight, l.blob("conv0", 0, &[w, 3, 3, 3])?);
-    let blocks = config.blocks();
-    let mut k = 0;
-    for (s, stage) in config.stages.iter().enumerate() {
-        for b in 0..stage.blocks {
-            let blk = &blocks[k];
-            k += 1;
-            // The authors number stage 0's only block `0_0` and the others from 1.
-            let tag = if s == 0 {
-                "0_0".to_string()
-            } else {
-                format!("{s}_{}", b + 1)
-            };
-            let i = blk.index;
-            let (pre_s, pre_b) = l.affine(&format!("scale{tag}"), blk.cin)?;
-            put(ParamId::Scale(Norm::Pre(i)), pre_s);
-            put(ParamId::Bias(Norm::Pre(i)), pre_b);
-            put(
-                ParamId::Expand(i),
-                l.blob(&format!("conv{tag}/1"), 0, &[blk.inner, blk.cin])?,
-            );
-            let (mid_s, mid_b) = l.affine(&format!("scale{tag}/1"), blk.inner)?;
-            put(ParamId::Scale(Norm::Mid(i)), mid_s);
-            put(ParamId::Bias(Norm::Mid(i)), mid_b);
-            let shift_layer = format!("shift{tag}/2");
-            let mut shift = l.blob(&shift_layer, 0, &[blk.inner])?.data; // xpos
-            shift.extend(l.blob(&shift_layer, 1, &[blk.inner])?.data); // ypos
-            put(
-                ParamId::Shift(i),
-                HostTensor::new(vec![2, blk.inner], shift)?,
-            );
-            put(
-                ParamId::Reduce(i),
-                l.blob(&format!("conv{tag}/3"), 0, &[blk.width, blk.inner])?,
-            );
-            if blk.projection {
-                put(
-                    ParamId::Shortcut(i),
-                    l.blob(&format!("conv/shortcut{s}"), 0, &[blk.width, blk.cin])?,
-                );
-            }
+    for (id, dims) in config.params() {
+        // A tensor is one blob, or the shift's two (`xpos`, then `ypos`) stacked as its rows.
+        let mut data = Vec::new();
+        let sources = caffe_blobs(&config, id);
+        if sources.is_empty() {
+            return Err(err(format!("no layer of the authors' models holds `{id}`")));
         }
+        let part = [dims[dims.len() - 1]];
+        for (layer, blob) in &sources {
+            let t = match id {
+                ParamId::Shift(_) => l.blob(layer, *blob, &part)?,
+                _ => l.blob(layer, *blob, &dims)?,
+            };
+            data.extend(t.data);
+        }
+        params.insert(id.name(), HostTensor::new(dims, data)?);
     }
-    let c = config.head_channels();
-    let (head_s, head_b) = l.affine("scale/bnlast", c)?;
-    put(ParamId::Scale(Norm::Head), head_s);
-    put(ParamId::Bias(Norm::Head), head_b);
-    put(
-        ParamId::FcWeight,
-        l.blob("fc/linear", 0, &[config.classes, c])?,
-    );
-    put(ParamId::FcBias, l.blob("fc/linear", 1, &[config.classes])?);
     Model::new(config, labels, params)
+}
+
+/// Where the authors' Caffe model keeps tensor `id` of AS-ResNet `config`: `(layer, blob)`
+/// pairs, one per tensor (two for a shift: its `xpos` and `ypos` rows). The authors name a
+/// block by stage and position (`{stage}_{k}`, stage 0's only block `0_0`, the others' from
+/// 1), its layers `scale{tag}` (pre-activation affine), `conv{tag}/1` (expand), `scale{tag}/1`,
+/// `shift{tag}/2`, `conv{tag}/3` (reduce) and the stage's projection `conv/shortcut{stage}`.
+/// In the published weights BatchNorm is already folded into the Scale layers; the BatchNorm
+/// blobs stored beside them are ignored (docs/design.md §4; folding them in again sends the cat
+/// photo to class 490).
+fn caffe_blobs(config: &ArchConfig, id: ParamId) -> Vec<(String, usize)> {
+    // Stage and position within the stage of block `i`.
+    let place = |i: usize| {
+        let mut first = 0;
+        for (s, stage) in config.stages.iter().enumerate() {
+            if i < first + stage.blocks {
+                return (s, i - first);
+            }
+            first += stage.blocks;
+        }
+        (config.stages.len(), 0)
+    };
+    let tag = |i: usize| match place(i) {
+        (0, _) => "0_0".to_string(),
+        (s, k) => format!("{s}_{}", k + 1),
+    };
+    let one = |layer: String, blob: usize| vec![(layer, blob)];
+    match id {
+        ParamId::StemWeight => one("conv0".into(), 0),
+        ParamId::Scale(Norm::Pre(i)) => one(format!("scale{}", tag(i)), 0),
+        ParamId::Bias(Norm::Pre(i)) => one(format!("scale{}", tag(i)), 1),
+        ParamId::Expand(i) => one(format!("conv{}/1", tag(i)), 0),
+        ParamId::Scale(Norm::Mid(i)) => one(format!("scale{}/1", tag(i)), 0),
+        ParamId::Bias(Norm::Mid(i)) => one(format!("scale{}/1", tag(i)), 1),
+        ParamId::Shift(i) => {
+            let layer = format!("shift{}/2", tag(i));
+            vec![(layer.clone(), 0), (layer, 1)]
+        }
+        ParamId::Reduce(i) => one(format!("conv{}/3", tag(i)), 0),
+        ParamId::Shortcut(i) => one(format!("conv/shortcut{}", place(i).0), 0),
+        ParamId::Scale(Norm::Head) => one("scale/bnlast".into(), 0),
+        ParamId::Bias(Norm::Head) => one("scale/bnlast".into(), 1),
+        ParamId::FcWeight => one("fc/linear".into(), 0),
+        ParamId::FcBias => one("fc/linear".into(), 1),
+        // AS-ResNet has no depthwise convolution: no layer holds one.
+        ParamId::Depthwise(_) => Vec::new(),
+    }
 }

@@ -125,7 +125,7 @@ impl LoweredOp {
     /// The activation slots this op reads from memory (a prologue's input in place of the slot
     /// it stands for).
     pub fn reads(&self) -> Vec<Slot> {
-        let mut r = reads(&self.op);
+        let mut r = self.op.inputs();
         if let Some(p) = &self.prologue {
             for s in &mut r {
                 if *s == p.out() {
@@ -213,35 +213,7 @@ impl LoweredPlan {
     /// Whether an engine running every lowered op fused writes slot `s` (false for the outputs
     /// of fused ASLs and folded affines).
     pub fn writes(&self, s: Slot) -> bool {
-        s == self.plan.input || self.ops.iter().any(|o| out_of(&o.op) == s)
-    }
-}
-
-/// The activation slots `op` reads.
-pub(crate) fn reads(op: &Op) -> Vec<Slot> {
-    match op {
-        Op::Conv3x3 { input, .. }
-        | Op::Affine { input, .. }
-        | Op::Shift { input, .. }
-        | Op::Depthwise3x3 { input, .. }
-        | Op::AvgPool { input, .. }
-        | Op::Softmax { input, .. } => vec![*input],
-        Op::Conv1x1 {
-            input, residual, ..
-        } => std::iter::once(*input).chain(*residual).collect(),
-    }
-}
-
-/// The slot `op` writes.
-fn out_of(op: &Op) -> Slot {
-    match op {
-        Op::Conv3x3 { out, .. }
-        | Op::Affine { out, .. }
-        | Op::Conv1x1 { out, .. }
-        | Op::Shift { out, .. }
-        | Op::Depthwise3x3 { out, .. }
-        | Op::AvgPool { out, .. }
-        | Op::Softmax { out, .. } => *out,
+        s == self.plan.input || self.ops.iter().any(|o| o.op.output() == s)
     }
 }
 
@@ -251,7 +223,7 @@ impl Plan {
         let ops = &self.ops;
         let readers = |s: Slot| -> Vec<usize> {
             (0..ops.len())
-                .filter(|&i| reads(&ops[i]).contains(&s))
+                .filter(|&i| ops[i].inputs().contains(&s))
                 .collect()
         };
         let kept = |s: Slot| [self.input, self.logits, self.probs].contains(&s);

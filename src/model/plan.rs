@@ -10,8 +10,11 @@ use crate::shape::Shape4;
 /// Index of an activation tensor in [`Plan::slots`].
 pub type Slot = usize;
 
-/// One operation. Parameter tensors are referred to by their [`ParamId`].
-#[derive(Clone, Debug, PartialEq)]
+/// One operation. Parameter tensors are referred to by their [`ParamId`]. In JSON an object
+/// tagged by `op` (`conv3x3`, `affine`, `conv1x1`, `shift`, `depthwise3x3`, `avg_pool`,
+/// `softmax`) with the fields below, tensors by name.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// 3x3 convolution, padding 1, no bias.
     Conv3x3 {
@@ -94,8 +97,77 @@ pub enum Op {
     },
 }
 
-/// A network as operations on activation slots, for one batch size.
-#[derive(Clone, Debug, PartialEq)]
+impl Op {
+    /// The activation slots the op reads: its input, then a 1x1 convolution's residual.
+    pub fn inputs(&self) -> Vec<Slot> {
+        match self {
+            Op::Conv3x3 { input, .. }
+            | Op::Affine { input, .. }
+            | Op::Shift { input, .. }
+            | Op::Depthwise3x3 { input, .. }
+            | Op::AvgPool { input, .. }
+            | Op::Softmax { input, .. } => vec![*input],
+            Op::Conv1x1 {
+                input, residual, ..
+            } => std::iter::once(*input).chain(*residual).collect(),
+        }
+    }
+
+    /// The slot the op writes.
+    pub fn output(&self) -> Slot {
+        match self {
+            Op::Conv3x3 { out, .. }
+            | Op::Affine { out, .. }
+            | Op::Conv1x1 { out, .. }
+            | Op::Shift { out, .. }
+            | Op::Depthwise3x3 { out, .. }
+            | Op::AvgPool { out, .. }
+            | Op::Softmax { out, .. } => *out,
+        }
+    }
+
+    /// The learnable tensors the op uses, with their shapes (from the shapes of `slots`, the
+    /// plan's): the only place a tensor's shape is stated.
+    pub fn params(&self, slots: &[Shape4]) -> Vec<(ParamId, Vec<usize>)> {
+        let affine = |norm: Norm, c: usize| {
+            [
+                (ParamId::Scale(norm), vec![c]),
+                (ParamId::Bias(norm), vec![c]),
+            ]
+        };
+        match self {
+            Op::Conv3x3 {
+                input, weight, out, ..
+            } => vec![(*weight, vec![slots[*out].c, slots[*input].c, 3, 3])],
+            Op::Affine { input, norm, .. } => affine(*norm, slots[*input].c).to_vec(),
+            Op::Conv1x1 {
+                input,
+                weight,
+                affine: norm,
+                bias,
+                out,
+                ..
+            } => {
+                let (cin, cout) = (slots[*input].c, slots[*out].c);
+                let mut p = vec![(*weight, vec![cout, cin])];
+                if let Some(norm) = norm {
+                    p.extend(affine(*norm, cout));
+                }
+                p.extend(bias.map(|b| (b, vec![cout])));
+                p
+            }
+            Op::Shift { input, shift, .. } => vec![(*shift, vec![2, slots[*input].c])],
+            Op::Depthwise3x3 { input, weight, .. } => {
+                vec![(*weight, vec![slots[*input].c, 1, 3, 3])]
+            }
+            Op::AvgPool { .. } | Op::Softmax { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A network as operations on activation slots, for one batch size. Serializes to the JSON a
+/// PyTorch twin of the network builds its layers from (`tools/torch_twin`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Plan {
     /// The operations in execution order.
     pub ops: Vec<Op>,
@@ -122,6 +194,47 @@ impl Builder {
 }
 
 impl Plan {
+    /// Every learnable tensor the plan's ops use, with its shape, in the order tensors are
+    /// listed, initialised and stored: the stem, then block by block (its pre-activation
+    /// affine, expanding convolution, middle affine, shift or depthwise convolution, reducing
+    /// convolution, projection shortcut), then the head's affine and the classifier. The ops
+    /// run the shortcut before the expanding convolution; the listing keeps it last in its
+    /// block, where the first model files and checkpoints put it.
+    pub fn params(&self) -> Vec<(ParamId, Vec<usize>)> {
+        let mut p: Vec<(ParamId, Vec<usize>)> = Vec::new();
+        for op in &self.ops {
+            for (id, dims) in op.params(&self.slots) {
+                if !p.iter().any(|(q, _)| *q == id) {
+                    p.push((id, dims));
+                }
+            }
+        }
+        // Stable: within a block the ops' order, except the shortcut, which goes last.
+        p.sort_by_key(|(id, _)| {
+            let place = match id {
+                ParamId::StemWeight => 0,
+                _ => id.block().map_or(usize::MAX, |i| i + 1),
+            };
+            (place, matches!(id, ParamId::Shortcut(_)))
+        });
+        p
+    }
+
+    /// The plan as JSON for tools outside Rust (the PyTorch twin, `tools/torch_twin`;
+    /// `activeshift info --plan-json`): `{"plan": {ops, slots, input, logits, probs},
+    /// "params": [{name, shape, weight_decay}]}`, tensors in [`Plan::params`]'s order,
+    /// `weight_decay` where the trainer applies it (convolution and classifier weights).
+    pub fn to_json(&self) -> serde_json::Value {
+        let params: Vec<serde_json::Value> = self
+            .params()
+            .into_iter()
+            .map(|(id, dims)| {
+                serde_json::json!({"name": id.name(), "shape": dims, "weight_decay": id.is_weight()})
+            })
+            .collect();
+        serde_json::json!({ "plan": self, "params": params })
+    }
+
     /// The plan of `config` for batches of `n` images.
     pub fn new(config: &ArchConfig, n: usize) -> Plan {
         let [h, w] = config.input_size;

@@ -1,26 +1,30 @@
 //! # activeshift-web
 //!
-//! The browser side of activeshift: a thin wasm-bindgen layer over the library's
-//! [`Classifier`], so the page runs the very same Rust code and WGSL kernels as the native
-//! `activeshift classify`, on the browser's WebGPU adapter (or, where the browser has no
-//! WebGPU, on the library's CPU engine compiled to wasm).
+//! The wasm side of the `activeshift` npm package: a thin wasm-bindgen layer over the
+//! library's [`Classifier`], so pages, workers and Node.js run the very same Rust code and WGSL
+//! kernels as the native `activeshift classify`, on the browser's WebGPU adapter (or on the
+//! library's CPU engine compiled to wasm).
 //!
-//! JavaScript (`www/app.js`) only handles the page: reading files and URLs into bytes, drawing
-//! the bars and the shift scatter plots. The API it uses:
+//! The package's JavaScript (`js/index.js`, the documented API: `Classifier.load`,
+//! `classify`, `info`, `shifts`, `dispose`) turns URLs, blobs, canvases and video frames into
+//! bytes or RGBA pixels and calls this binding:
 //!
-//! - [`Demo::create`] opens WebGPU (or records why not and falls back to the CPU);
-//! - [`Demo::load_model`] parses an activeshift `.safetensors` model and uploads it;
-//! - [`Demo::classify`] decodes, preprocesses and classifies one encoded image; the returned
+//! - [`Engine::create`] opens WebGPU (or records why not and falls back to the CPU);
+//! - [`Engine::load_model`] parses an activeshift `.safetensors` model and uploads it;
+//! - [`Batch`] collects images (encoded bytes, decoded here as natively, or RGBA pixels) and
+//!   [`Engine::classify`] preprocesses and classifies them in one forward pass; the returned
 //!   promise resolves once the GPU readback is done (asynchronously: nothing blocks the page
-//!   while the GPU works) to an [`Outcome`], whose [`Outcome::json`] is the same JSON object as
+//!   while the GPU works) to a JSON text whose `results` are the objects
 //!   `activeshift classify --json` prints;
-//! - [`Demo::tune`] measures, for every op and shape the loaded model runs, which kernel
+//! - [`Engine::tune`] measures, for every op and shape the loaded model runs, which kernel
 //!   variant is fastest on this adapter (the library's [`activeshift::gpu::tune::tune`], the
 //!   code behind the native `activeshift tune`), and runs the model with those decisions from
-//!   then on; [`Demo::tuning_json`] and [`Demo::use_tuning`] let the page keep the decisions in
-//!   `localStorage` (a cache valid only for the same adapter, driver and kernels).
+//!   then on; [`Engine::tuning_json`] and [`Engine::use_tuning`] let the page keep the decisions
+//!   (a cache valid only for the same adapter, driver and kernels);
+//! - [`Engine::dispose`] drops the model (and its GPU buffers).
 //!
-//! Errors reach JavaScript as `Error` objects whose message is meant for the user.
+//! Errors reach JavaScript as `Error` objects with a `code` property (see [`code`]) and a
+//! message meant for the user.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,6 +32,7 @@ use activeshift::gpu::tune::{TuneBudget, Tuning, tune};
 use activeshift::model::{BlockKind, ParamId};
 use activeshift::preprocess::{decode_image, preprocess};
 use activeshift::{Classifier, Error, GpuContext, Model};
+use image::DynamicImage;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -53,7 +58,39 @@ pub fn start() {
     }));
 }
 
-/// The learned shifts of one Active Shift layer, for the scatter plots.
+/// The `code` property of the errors this binding throws (the package's `ActiveShiftError`
+/// keeps it; `js/index.d.ts` lists them).
+pub mod code {
+    /// The bytes are not an activeshift model.
+    pub const BAD_MODEL: &str = "BAD_MODEL";
+    /// An input is not a readable or usable image.
+    pub const BAD_IMAGE: &str = "BAD_IMAGE";
+    /// No model is loaded (never loaded, or disposed).
+    pub const NO_MODEL: &str = "NO_MODEL";
+    /// A classification or tuning is already running on this engine.
+    pub const BUSY: &str = "BUSY";
+    /// The GPU failed: device lost, out of memory, a wgpu error.
+    pub const GPU: &str = "GPU_ERROR";
+    /// WebGPU is asked for but cannot be used here.
+    pub const NO_WEBGPU: &str = "NO_WEBGPU";
+    /// An argument is out of range.
+    pub const BAD_ARGUMENT: &str = "BAD_ARGUMENT";
+    /// Anything else.
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// An `Error` with `code` set.
+fn coded(code: &str, msg: impl std::fmt::Display) -> JsValue {
+    let e = js_sys::Error::new(&msg.to_string());
+    let _ = js_sys::Reflect::set(&e, &JsValue::from_str("code"), &JsValue::from_str(code));
+    e.into()
+}
+
+fn js_err(msg: impl std::fmt::Display) -> JsValue {
+    coded(code::INTERNAL, msg)
+}
+
+/// The learned shifts of one Active Shift layer, for plots.
 #[derive(Serialize)]
 struct ShiftLayer {
     /// Parameter prefix, e.g. `blocks.3`.
@@ -68,48 +105,50 @@ struct ShiftLayer {
     y: Vec<f32>,
 }
 
-/// What the page shows about a freshly loaded model.
+/// The learned shifts of every Active Shift layer, in execution order (none for the depthwise
+/// baselines).
+fn shift_layers(model: &Model) -> Result<Vec<ShiftLayer>, Error> {
+    let mut shifts = Vec::new();
+    for b in model
+        .config
+        .blocks()
+        .into_iter()
+        .filter(|b| b.kind == BlockKind::Asl)
+    {
+        let t = model.param(ParamId::Shift(b.index))?;
+        let n = b.inner;
+        shifts.push(ShiftLayer {
+            name: b.prefix.clone(),
+            channels: n,
+            stride: b.stride,
+            x: t.data[..n].to_vec(),
+            y: t.data[n..].to_vec(),
+        });
+    }
+    Ok(shifts)
+}
+
+/// What the package's `classifier.info()` returns (besides what JavaScript adds).
 #[derive(Serialize)]
-struct ModelInfo {
+struct ModelInfo<'a> {
     /// Architecture name (the `model` field of the results).
-    name: String,
+    name: &'a str,
     /// Number of classes.
     classes: usize,
+    /// Class names, one per class.
+    labels: &'a [String],
     /// Learnable parameters.
     params: usize,
     /// Input `[C, H, W]`.
     input: [usize; 3],
+    /// How an image becomes the input tensor.
+    preprocess: &'a activeshift::model::Preprocess,
+    /// Active Shift layers.
+    shift_layers: usize,
     /// `cpu` or the adapter name.
-    backend: String,
-    /// One entry per Active Shift layer, in execution order.
-    shifts: Vec<ShiftLayer>,
-}
-
-impl ModelInfo {
-    fn of(model: &Model, backend: &str) -> Result<Self, Error> {
-        let c = &model.config;
-        let mut shifts = Vec::new();
-        // Depthwise baseline networks have no shifts to show.
-        for b in c.blocks().into_iter().filter(|b| b.kind == BlockKind::Asl) {
-            let t = model.param(ParamId::Shift(b.index))?;
-            let n = b.inner;
-            shifts.push(ShiftLayer {
-                name: b.prefix.clone(),
-                channels: n,
-                stride: b.stride,
-                x: t.data[..n].to_vec(),
-                y: t.data[n..].to_vec(),
-            });
-        }
-        Ok(Self {
-            name: c.name.clone(),
-            classes: c.classes,
-            params: c.param_count(),
-            input: [c.in_channels, c.input_size[0], c.input_size[1]],
-            backend: backend.to_string(),
-            shifts,
-        })
-    }
+    backend: &'a str,
+    /// The kernels inference uses on this adapter; empty on the CPU.
+    kernels: String,
 }
 
 /// The loaded classifier. It is taken out while a classification or a tuning runs and put back
@@ -118,21 +157,20 @@ impl ModelInfo {
 struct Slot {
     classifier: Option<Classifier>,
     /// The context the classifier runs on (GPU only): its policy, made for this model, records
-    /// the op shapes the model asks about (what [`Demo::tune`] measures).
+    /// the op shapes the model asks about (what [`Engine::tune`] measures).
     ctx: Option<GpuContext>,
     generation: u64,
     busy: bool,
     runs: u64,
-    /// Why the last [`Demo::load_model`] failed, while no model is loaded (named by
-    /// [`Demo::classify`] instead of a bare "no model").
-    load_error: Option<String>,
+    /// Set by [`Engine::dispose`].
+    disposed: bool,
 }
 
-/// The demo's engine: a WebGPU device (when the browser has one), the kernel decisions measured
-/// on it, and the loaded model.
+/// A WebGPU device (when the browser has one, or the page's own), the kernel decisions
+/// measured on it, and the loaded model.
 #[wasm_bindgen]
-pub struct Demo {
-    /// The device with the rules' policy (and the page's `?kernels=` family).
+pub struct Engine {
+    /// The device with the rules' policy (and the `kernels` family asked for).
     gpu: Option<GpuContext>,
     gpu_error: Option<String>,
     /// Every decision measured (or restored) so far, for all models loaded.
@@ -140,57 +178,94 @@ pub struct Demo {
     slot: Rc<RefCell<Slot>>,
 }
 
-/// The result of [`Demo::classify`].
+/// Images for one [`Engine::classify`]: each pushed as encoded bytes (decoded by the same
+/// Rust decoders as the native CLI) or as RGBA pixels (from a canvas).
 #[wasm_bindgen]
-pub struct Outcome {
-    json: String,
+#[derive(Default)]
+pub struct Batch {
+    images: Vec<DynamicImage>,
+}
+
+#[wasm_bindgen]
+impl Batch {
+    /// An empty batch.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Add an encoded image (JPEG, PNG, GIF, BMP, WebP). Errors with code `BAD_IMAGE`.
+    pub fn push_encoded(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        let img = decode_image(bytes)
+            .map_err(|e| coded(code::BAD_IMAGE, format!("not a readable image: {e}")))?;
+        self.images.push(img);
+        Ok(())
+    }
+
+    /// Add `width * height` RGBA pixels, row by row (as `ImageData.data`). Errors with code
+    /// `BAD_IMAGE` when the length does not match or the image is empty.
+    pub fn push_rgba(&mut self, rgba: Vec<u8>, width: u32, height: u32) -> Result<(), JsValue> {
+        let want = (width as usize)
+            .checked_mul(height as usize)
+            .and_then(|n| n.checked_mul(4));
+        if width == 0 || height == 0 || want != Some(rgba.len()) {
+            return Err(coded(
+                code::BAD_IMAGE,
+                format!(
+                    "not a usable image: {} bytes of RGBA for {width}x{height} pixels",
+                    rgba.len()
+                ),
+            ));
+        }
+        let img = image::RgbaImage::from_raw(width, height, rgba)
+            .ok_or_else(|| coded(code::BAD_IMAGE, "not a usable image"))?;
+        self.images.push(DynamicImage::ImageRgba8(img));
+        Ok(())
+    }
+
+    /// Images in the batch.
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> usize {
+        self.images.len()
+    }
+}
+
+/// What [`Engine::classify`] resolves to, as JSON.
+#[derive(Serialize)]
+struct Outcome {
+    /// One per image, as `activeshift classify --json` prints them.
+    results: Vec<activeshift::Classification>,
+    /// Milliseconds spent preprocessing (CPU, in wasm; decoding happened in [`Batch`]).
     prepare_ms: f64,
+    /// Milliseconds for the forward pass including upload and readback (on the GPU the first
+    /// run of a model also compiles the pipelines).
     forward_ms: f64,
+    /// Whether this was the first forward pass of the loaded model.
     first: bool,
 }
 
-#[wasm_bindgen]
-impl Outcome {
-    /// The same JSON object as `activeshift classify --json` prints (with `image` only when
-    /// an image name or URL was given).
-    #[wasm_bindgen(getter)]
-    pub fn json(&self) -> String {
-        self.json.clone()
-    }
-
-    /// Milliseconds spent decoding and preprocessing the image (CPU, in wasm).
-    #[wasm_bindgen(getter)]
-    pub fn prepare_ms(&self) -> f64 {
-        self.prepare_ms
-    }
-
-    /// Milliseconds for the forward pass including upload and readback (on the GPU the first
-    /// run of a model also compiles the pipelines).
-    #[wasm_bindgen(getter)]
-    pub fn forward_ms(&self) -> f64 {
-        self.forward_ms
-    }
-
-    /// Whether this was the first forward pass of the loaded model.
-    #[wasm_bindgen(getter)]
-    pub fn first(&self) -> bool {
-        self.first
+/// What the library's errors mean for JavaScript: the code for [`coded`].
+fn code_of(e: &Error) -> &'static str {
+    match e {
+        Error::Device(_) | Error::Readback(_) | Error::DeviceLimit { .. } => code::GPU,
+        Error::Format { .. } => code::BAD_MODEL,
+        Error::InvalidArgument { .. } | Error::Shape { .. } => code::BAD_ARGUMENT,
+        _ => code::INTERNAL,
     }
 }
 
-fn js_err(msg: impl std::fmt::Display) -> JsValue {
-    JsError::new(&msg.to_string()).into()
-}
-
 #[wasm_bindgen]
-impl Demo {
+impl Engine {
     /// Open the browser's WebGPU adapter when `use_gpu` is set; when that is not possible (no
-    /// WebGPU in this browser, no adapter, adapter below WebGPU's default limits), or when
-    /// `use_gpu` is false, models run on the CPU engine and [`Demo::gpu_error`] says why.
-    /// `kernels` (`"gpu"` or `"cpu"`, the page's `?kernels=`) fixes the kernel family
-    /// ([`activeshift::gpu::KernelFamily`]) instead of letting the adapter choose: the browser
-    /// test runs the hardware-GPU kernels on SwiftShader with it.
-    pub async fn create(use_gpu: bool, kernels: Option<String>) -> Demo {
+    /// WebGPU here, no adapter, adapter below WebGPU's default limits), or when `use_gpu` is
+    /// false, models run on the CPU engine and [`Engine::gpu_error`] says why. `kernels`
+    /// (`"gpu"` or `"cpu"`) fixes the kernel family ([`activeshift::gpu::KernelFamily`])
+    /// instead of letting the adapter choose: the browser test runs the hardware-GPU kernels on
+    /// SwiftShader with it. With `shared`, the device is adopted as a host's
+    /// ([`GpuContext::from_device`]: no device-lost or uncaptured-error handler is installed);
+    /// the package sets this when the page passes its own `GPUDevice`, which `navigator.gpu`
+    /// then hands out.
+    pub async fn create(use_gpu: bool, kernels: Option<String>, shared: bool) -> Engine {
         use activeshift::gpu::KernelFamily;
         let family = match kernels.as_deref() {
             Some("gpu") => Some(KernelFamily::Gpu),
@@ -198,7 +273,12 @@ impl Demo {
             _ => None,
         };
         let (gpu, gpu_error) = if use_gpu {
-            match GpuContext::new().await {
+            let ctx = if shared {
+                shared_context().await
+            } else {
+                GpuContext::new().await
+            };
+            match ctx {
                 Ok(ctx) => (Some(ctx.with_kernel_family(family)), None),
                 Err(Error::NoAdapter(_)) => (
                     None,
@@ -207,12 +287,9 @@ impl Demo {
                 Err(e) => (None, Some(e.to_string())),
             }
         } else {
-            (
-                None,
-                Some("the GPU was turned off (?backend=cpu)".to_string()),
-            )
+            (None, Some("the CPU engine was asked for".to_string()))
         };
-        Demo {
+        Engine {
             gpu,
             gpu_error,
             tuning: Rc::default(),
@@ -248,25 +325,69 @@ impl Demo {
             .unwrap_or_default()
     }
 
-    /// Whether a model is loaded.
-    pub fn has_model(&self) -> bool {
-        let s = self.slot.borrow();
-        s.classifier.is_some() || s.busy
+    /// Parse an activeshift `.safetensors` model and make it the current model (uploading its
+    /// parameters to the GPU). Returns a JSON object describing it (name, classes, labels,
+    /// params, input, preprocess, shift_layers, backend, kernels). On error (code
+    /// `BAD_MODEL`, or `GPU_ERROR`) the previous model stays loaded.
+    pub fn load_model(&self, bytes: &[u8]) -> Result<String, JsValue> {
+        if self.slot.borrow().disposed {
+            return Err(coded(code::NO_MODEL, "the classifier was disposed"));
+        }
+        let model = Model::from_safetensors(bytes)
+            .map_err(|e| coded(code::BAD_MODEL, format!("not an activeshift model: {e}")))?;
+        let ctx = self
+            .gpu
+            .as_ref()
+            .map(|base| tuned_context(base, &self.tuning.borrow()));
+        let classifier = match &ctx {
+            Some(ctx) => Classifier::gpu(ctx, model)
+                .map_err(|e| coded(code::GPU, format!("cannot load the model on the GPU: {e}")))?,
+            None => Classifier::cpu(model),
+        };
+        let m = classifier.model();
+        let c = &m.config;
+        let shift_layers = shift_layers(m)
+            .map_err(|e| coded(code::BAD_MODEL, format!("not an activeshift model: {e}")))?
+            .len();
+        let info = ModelInfo {
+            name: &c.name,
+            classes: c.classes,
+            labels: &m.labels,
+            params: c.param_count(),
+            input: [c.in_channels, c.input_size[0], c.input_size[1]],
+            preprocess: &c.preprocess,
+            shift_layers,
+            backend: classifier.backend(),
+            kernels: self.kernels(),
+        };
+        let json = serde_json::to_string(&info).map_err(js_err)?;
+        let mut s = self.slot.borrow_mut();
+        s.classifier = Some(classifier);
+        s.ctx = ctx;
+        s.generation += 1;
+        s.runs = 0;
+        Ok(json)
     }
 
-    /// Parse an activeshift `.safetensors` model and make it the current model (uploading its
-    /// parameters to the GPU). Returns a JSON object describing it (name, classes, params,
-    /// input, backend, and the learned shifts of every layer). On error the previous model
-    /// stays loaded.
-    pub fn load_model(&self, bytes: &[u8]) -> Result<String, JsValue> {
-        let result = self.try_load_model(bytes);
+    /// The learned shifts of the loaded model as JSON: one object per Active Shift layer, in
+    /// execution order, `{name, channels, stride, x: [...], y: [...]}`.
+    pub fn shifts(&self) -> Result<String, JsValue> {
+        let s = self.slot.borrow();
+        let c = s
+            .classifier
+            .as_ref()
+            .ok_or_else(|| coded(code::NO_MODEL, "no model is loaded"))?;
+        let layers = shift_layers(c.model()).map_err(|e| coded(code_of(&e), e))?;
+        serde_json::to_string(&layers).map_err(js_err)
+    }
+
+    /// Drop the model and its GPU buffers; later calls fail with code `NO_MODEL`.
+    pub fn dispose(&self) {
         let mut s = self.slot.borrow_mut();
-        let loaded = s.classifier.is_some() || s.busy;
-        s.load_error = match &result {
-            Err(e) if !loaded => Some(e.clone()),
-            _ => None,
-        };
-        result.map_err(js_err)
+        s.classifier = None;
+        s.ctx = None;
+        s.disposed = true;
+        s.generation += 1;
     }
 
     /// How many op shapes have a measured kernel decision (0: the rules choose every kernel).
@@ -284,18 +405,29 @@ impl Demo {
         }
     }
 
-    /// Take the decisions of a [`Demo::tuning_json`] text kept from an earlier visit, for the
-    /// models loaded from now on; returns how many there are. A text from another adapter,
+    /// Take the decisions of a [`Engine::tuning_json`] text kept from an earlier visit, for the
+    /// loaded model and those loaded from now on; returns how many there are. A text from another adapter,
     /// driver or kernel version, or one that does not parse, is refused with the reason (the
     /// rules keep choosing).
     pub fn use_tuning(&self, json: &str) -> Result<usize, JsValue> {
         let ctx = self
             .gpu
             .as_ref()
-            .ok_or_else(|| js_err("no GPU: there is nothing to tune"))?;
-        let restored = Tuning::from_json(json, ctx.adapter_info()).map_err(js_err)?;
+            .ok_or_else(|| coded(code::NO_WEBGPU, "no GPU: there is nothing to tune"))?;
+        let restored = Tuning::from_json(json, ctx.adapter_info())
+            .map_err(|e| coded(code::BAD_ARGUMENT, e))?;
         let n = restored.entries().len();
         self.tuning.borrow_mut().merge(restored);
+        // A loaded model runs with the decisions from now on.
+        let mut s = self.slot.borrow_mut();
+        if let Some(c) = s.classifier.as_ref() {
+            let tuned = tuned_context(ctx, &self.tuning.borrow());
+            let again = Classifier::gpu(&tuned, c.model().clone())
+                .map_err(|e| coded(code::GPU, format!("cannot load the model on the GPU: {e}")))?;
+            s.classifier = Some(again);
+            s.ctx = Some(tuned);
+            s.runs = 0;
+        }
         Ok(n)
     }
 
@@ -324,16 +456,15 @@ impl Demo {
             progress,
         });
         wasm_bindgen_futures::future_to_promise(async move {
-            let job = job.ok_or_else(|| js_err("no GPU: there is nothing to tune"))?;
+            let job =
+                job.ok_or_else(|| coded(code::NO_WEBGPU, "no GPU: there is nothing to tune"))?;
             let (mut classifier, ctx, generation) = {
                 let mut s = slot.borrow_mut();
                 if s.busy {
-                    return Err(js_err("a classification is already running"));
+                    return Err(coded(code::BUSY, "a classification is already running"));
                 }
                 let (Some(c), Some(ctx)) = (s.classifier.take(), s.ctx.clone()) else {
-                    return Err(js_err(
-                        "no model is loaded: load an activeshift model first",
-                    ));
+                    return Err(coded(code::NO_MODEL, "no model is loaded"));
                 };
                 s.busy = true;
                 (c, ctx, s.generation)
@@ -359,92 +490,94 @@ impl Demo {
         })
     }
 
-    /// Decode (JPEG, PNG, GIF, BMP, WebP), preprocess and classify one image with the current
-    /// model, returning a promise of an [`Outcome`] with the `k` best classes. `image` becomes
-    /// the `image` field of the JSON (leave it out for local files). One classification runs
-    /// at a time: a second call while one is running is refused.
-    pub fn classify(&self, bytes: Vec<u8>, k: usize, image: Option<String>) -> js_sys::Promise {
+    /// Preprocess and classify the images of `batch` with the current model in one forward
+    /// pass, returning a promise of a JSON text `{results, prepare_ms, forward_ms, first}`
+    /// whose `results` hold the `k` best classes of each image, as `activeshift classify
+    /// --json` prints them. One classification runs at a time: a second call while one is
+    /// running is refused (code `BUSY`; the package queues calls instead).
+    pub fn classify(&self, batch: &Batch, k: usize) -> js_sys::Promise {
+        // Preprocess now: the promise must not borrow the batch.
+        let start = performance_now();
+        let taken = (|| {
+            let mut s = self.slot.borrow_mut();
+            if s.busy {
+                return Err(coded(code::BUSY, "a classification is already running"));
+            }
+            if batch.images.is_empty() {
+                return Err(coded(code::BAD_ARGUMENT, "no image to classify"));
+            }
+            let Some(c) = s.classifier.take() else {
+                return Err(coded(code::NO_MODEL, "no model is loaded"));
+            };
+            let mut input = Vec::new();
+            for (i, img) in batch.images.iter().enumerate() {
+                match preprocess(img, &c.model().config.preprocess) {
+                    Ok(x) => input.extend(x),
+                    Err(e) => {
+                        s.classifier = Some(c);
+                        return Err(coded(
+                            code::BAD_IMAGE,
+                            format!("image {i}: not a usable image: {e}"),
+                        ));
+                    }
+                }
+            }
+            s.busy = true;
+            Ok((c, input, s.generation, s.runs == 0))
+        })();
+        let n = batch.images.len();
         let slot = Rc::clone(&self.slot);
         wasm_bindgen_futures::future_to_promise(async move {
-            let (mut classifier, generation, first) = {
-                let mut s = slot.borrow_mut();
-                if s.busy {
-                    return Err(js_err("a classification is already running"));
-                }
-                let Some(c) = s.classifier.take() else {
-                    return Err(js_err(match &s.load_error {
-                        Some(e) => format!("no model is loaded: loading it failed: {e}"),
-                        None => "no model is loaded: load an activeshift model first".into(),
-                    }));
-                };
-                s.busy = true;
-                (c, s.generation, s.runs == 0)
-            };
-            let result = run(&mut classifier, &bytes, k, image).await;
+            let (mut classifier, input, generation, first) = taken?;
+            let t1 = performance_now();
+            let result = classifier.run(&input).await;
+            let t2 = performance_now();
             let mut s = slot.borrow_mut();
             s.busy = false;
             if s.generation == generation {
-                s.classifier = Some(classifier);
                 s.runs += 1;
             }
-            result.map(|mut o| {
-                o.first = first;
-                JsValue::from(o)
-            })
+            let out = match result {
+                Ok(out) => out,
+                Err(e) => {
+                    if s.generation == generation {
+                        s.classifier = Some(classifier);
+                    }
+                    return Err(coded(code_of(&e), format!("inference failed: {e}")));
+                }
+            };
+            let outcome = Outcome {
+                results: (0..n).map(|i| classifier.describe(&out, i, k)).collect(),
+                prepare_ms: t1 - start,
+                forward_ms: t2 - t1,
+                first,
+            };
+            if s.generation == generation {
+                s.classifier = Some(classifier);
+            }
+            Ok(JsValue::from(
+                serde_json::to_string(&outcome).map_err(js_err)?,
+            ))
         })
     }
 }
 
-impl Demo {
-    /// [`Demo::load_model`], with its error as text.
-    fn try_load_model(&self, bytes: &[u8]) -> Result<String, String> {
-        let model =
-            Model::from_safetensors(bytes).map_err(|e| format!("not an activeshift model: {e}"))?;
-        let ctx = self
-            .gpu
-            .as_ref()
-            .map(|base| tuned_context(base, &self.tuning.borrow()));
-        let classifier = match &ctx {
-            Some(ctx) => Classifier::gpu(ctx, model)
-                .map_err(|e| format!("cannot load the model on the GPU: {e}"))?,
-            None => Classifier::cpu(model),
-        };
-        let info = ModelInfo::of(classifier.model(), classifier.backend())
-            .map_err(|e| format!("not an activeshift model: {e}"))?;
-        let json = serde_json::to_string(&info).map_err(|e| e.to_string())?;
-        let mut s = self.slot.borrow_mut();
-        s.classifier = Some(classifier);
-        s.ctx = ctx;
-        s.generation += 1;
-        s.runs = 0;
-        Ok(json)
-    }
-}
-
-async fn run(
-    classifier: &mut Classifier,
-    bytes: &[u8],
-    k: usize,
-    image: Option<String>,
-) -> Result<Outcome, JsValue> {
-    let t0 = performance_now();
-    let img = decode_image(bytes).map_err(|e| js_err(format!("not a readable image: {e}")))?;
-    let input = preprocess(&img, &classifier.model().config.preprocess)
-        .map_err(|e| js_err(format!("not a usable image: {e}")))?;
-    let t1 = performance_now();
-    let out = classifier
-        .run(&input)
+/// A context on the device that `navigator.gpu` hands out, adopted as a host's (the package
+/// makes `navigator.gpu` hand out the page's own `GPUDevice` while this runs).
+async fn shared_context() -> Result<GpuContext, Error> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = activeshift::gpu::select_adapter(&instance).await?;
+    let (device, queue) = adapter
+        .request_device(&wgpu::DeviceDescriptor {
+            label: Some("activeshift (shared)"),
+            required_features: adapter.features(),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        })
         .await
-        .map_err(|e| js_err(format!("inference failed: {e}")))?;
-    let t2 = performance_now();
-    let mut c = classifier.describe(&out, 0, k);
-    c.image = image;
-    Ok(Outcome {
-        json: serde_json::to_string(&c).map_err(js_err)?,
-        prepare_ms: t1 - t0,
-        forward_ms: t2 - t1,
-        first: false,
-    })
+        .map_err(|e| Error::RequestDevice(e.to_string()))?;
+    GpuContext::from_device(&device, &queue, adapter.get_info())
 }
 
 /// A context on `base`'s device whose policy, fresh (it records the op shapes of one model),
@@ -478,7 +611,7 @@ struct TuneRow {
     micros: std::collections::BTreeMap<String, f64>,
 }
 
-/// [`Demo::tune`]'s work, and what it needs besides the model.
+/// [`Engine::tune`]'s work, and what it needs besides the model.
 struct TuneJob {
     /// The device with the rules' policy.
     base: GpuContext,

@@ -426,8 +426,9 @@ test('error paths: not an image, not a model, missing URL; the page keeps workin
 test('the default model: without ?model the page loads the embedded one, and says so when it is missing', { timeout: 600_000 }, async () => {
   const browser = await launch(true);
   try {
-    // Without ?model the page loads models/default.safetensors, which build.sh copies from the
-    // model the library embeds: a sample gives the top-5 of native `classify` without --model.
+    // Without ?model the page loads the package's built-in model (pkg/models/fashion.safetensors,
+    // which build.sh copies from the model the library embeds): a sample gives the top-5 of
+    // native `classify` without --model.
     const plain = await openPage(browser, '?image=samples/sneaker.png');
     assert.match(await text(plain.page, '#model-info'), /the bundled default model/);
     await checkResult(plain.page, 'sneaker.png', 'WebGPU, default model');
@@ -435,7 +436,7 @@ test('the default model: without ?model the page loads the embedded one, and say
 
     // Served without that file, the page says so and asks for a model.
     const bare = await openPage(browser, '', undefined, (page) =>
-      page.route('**/models/default.safetensors', (route) => route.fulfill({ status: 404, body: '' })),
+      page.route('**/pkg/models/fashion.safetensors', (route) => route.fulfill({ status: 404, body: '' })),
     );
     const n = await text(bare.page, '#notice');
     console.log(`no default model -> #notice: ${n}`);

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The web demo's browser test, end to end (CI runs this as its own step):
-#   1. tools: Debian's chromium, web/node_modules (npm ci: playwright-core, binaryen);
+# The npm package's and the web demo's browser tests, end to end (CI runs this as its own step):
+#   1. tools: Debian's chromium, web/node_modules (npm ci: playwright-core, binaryen, esbuild,
+#      typescript);
 #   2. lint: clippy on activeshift-web for wasm32;
-#   3. build: web/build.sh --opt (wasm32 + wasm-bindgen + wasm-opt);
+#   3. build: web/build.sh --opt --pack (wasm32 + wasm-bindgen + wasm-opt, the package in
+#      web/pkg/ and its tarball web/activeshift-VERSION.tgz);
 #   4. references: the authors' w32 Caffe model converted with `activeshift import-caffe` and
 #      the native `activeshift classify --json --top 5` of cat.jpg and two bundled samples
 #      (and of a third with the embedded default model, no --model), all
 #      written under artifacts/browser/ (never into the source tree), and every kernel as
 #      build.rs produces it (examples/shaders.rs) in artifacts/browser/shaders/;
-#   5. node --test web/test/: headless Chromium compares the page with the native results,
-#      tests the error paths and the CPU fallback, and saves screenshots in artifacts/browser/.
+#   5. node --test web/test/: package.test.mjs installs the tarball into a fresh folder and
+#      checks it (tsc, Node.js, browser main thread and worker, WebGPU and CPU, a shared
+#      GPUDevice, the minimal example unbundled and bundled); browser.test.mjs compares the demo
+#      page with the native results, tests the error paths and the CPU fallback, and saves
+#      screenshots in artifacts/browser/.
 # The w32 checks need the authors' data: ACTIVESHIFT_SHARED_DATA=DIR (the Caffe model, labels and
 # cat.jpg). Without it they are reported as skipped, or fail with ACTIVESHIFT_REQUIRE_SHARED_DATA=1.
 set -euo pipefail
@@ -42,8 +47,8 @@ echo "node $(node --version)"
 say "clippy (activeshift-web, wasm32)"
 cargo clippy --release -p activeshift-web --target wasm32-unknown-unknown -- -D warnings
 
-say "build (web/build.sh --opt)"
-web/build.sh --opt
+say "build (web/build.sh --opt --pack)"
+web/build.sh --opt --pack
 
 say "native references"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
@@ -58,6 +63,7 @@ if [ -n "$shared" ]; then
     "$cli" import-caffe "$caffemodel" --labels "$shared/imagenet_classes.txt" -o "$model" --force
   fi
   cp "$shared/images/cat.jpg" "$data/cat.jpg"
+  cp web/www/samples/orange.png "$data/orange.png"
   "$cli" classify --model "$model" --json --top 5 \
     "$data/cat.jpg" web/www/samples/orange.png web/www/samples/crossword.png >"$data/native.jsonl"
 else
@@ -74,5 +80,5 @@ cargo run --release -q --example shaders -- "$out/shaders"
 say "browser test (headless Chromium, playwright-core)"
 export ACTIVESHIFT_WEB_DATA="$data" ACTIVESHIFT_WEB_SHOTS="$out" ACTIVESHIFT_WEB_SHADERS="$out/shaders"
 cd web
-node --test --test-reporter=spec --test-concurrency=1 test/browser.test.mjs
+node --test --test-reporter=spec --test-concurrency=1 test/package.test.mjs test/browser.test.mjs
 echo "screenshots: $(ls "$out"/*.png | tr '\n' ' ')"

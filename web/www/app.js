@@ -1,6 +1,6 @@
-// The demo page. Everything about the network (decoding, preprocessing, the forward pass on
-// WebGPU or the CPU, top-k) happens in Rust (pkg/, built by web/build.sh); this file only
-// moves bytes in and draws results.
+// The demo page, built on the npm package `activeshift` (pkg/, built by web/build.sh): the
+// package's Classifier decodes, preprocesses and classifies (in Rust, on WebGPU or the CPU);
+// this file only moves files in and draws results.
 //
 // Automation contract: `?image=URL` classifies on load; when a classification is done, the
 // JSON object of `activeshift classify --json` is the text of #result-json; a failure puts a
@@ -8,11 +8,11 @@
 // "Tune for this device" button) measures the kernels for the loaded model, then classifies
 // the last image again with them; the measurement's JSON report is the text of #tune-json and
 // <body data-tuned> counts the op shapes with a measured decision.
-import init, { Demo } from './pkg/activeshift_web.js';
+import { Classifier } from './pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const DEFAULT_MODEL = 'models/default.safetensors';
+const DEFAULT_MODEL = 'fashion'; // the package's built-in model (pkg/models/fashion.safetensors)
 const SAMPLES = [
   ['orange.png', 'orange'],
   ['crossword.png', 'crossword'],
@@ -20,12 +20,17 @@ const SAMPLES = [
   ['sneaker.png', 'sneaker'],
 ];
 
-let demo = null;
-let model = null; // ModelInfo from Rust
+let classifier = null; // the package's Classifier of the current model
+let model = null; // its info()
 let firstMs = null; // first forward pass of the current model
 let modelError = null; // why the last model load failed (while no model is loaded)
 let pending = 0;
-let lastImage = null; // [bytes, name, previewUrl] of the last image classified
+let lastImage = null; // [input, name, previewUrl] of the last image classified
+const wantGpu = params.get('backend') !== 'cpu';
+const loadOptions = {
+  backend: wantGpu ? 'auto' : 'cpu',
+  ...(params.get('kernels') === 'gpu' || params.get('kernels') === 'cpu' ? { kernels: params.get('kernels') } : {}),
+};
 
 // Tuning: the time per op shape (shared by its candidate kernels) and for the whole model (op
 // shapes not reached keep the rules). The decisions are kept in localStorage; the library
@@ -60,43 +65,41 @@ function notice(msg) {
 }
 const errText = (e) => (e instanceof Error ? e.message : String(e));
 
-async function fetchBytes(url, what) {
-  let res;
-  try {
-    res = await fetch(url);
-  } catch (e) {
-    throw new Error(`could not fetch the ${what} ${url}: ${errText(e)}`);
-  }
-  if (!res.ok) throw new Error(`could not fetch the ${what} ${url}: HTTP ${res.status}`);
-  return new Uint8Array(await res.arrayBuffer());
-}
-
 // ---------------------------------------------------------------- models
 
-function loadModelBytes(bytes, source) {
+/** Load a model (URL, File, or the built-in name) and make it the page's; on error the
+ * previous model stays. */
+async function loadModel(source, name) {
+  let next;
   let info;
+  let shifts;
   try {
-    info = JSON.parse(demo.load_model(bytes));
+    next = await Classifier.load(source, loadOptions);
+    if (next) await restoreTuning(next);
+    info = await next.info();
+    shifts = await next.shifts();
   } catch (e) {
-    throw new Error(`${source}: ${errText(e)}`);
+    await next?.dispose().catch(() => {});
+    // A file's name prefixes its error; a URL is named by the error itself.
+    throw new Error(source instanceof File ? `${name}: ${errText(e)}` : errText(e));
   }
+  const previous = classifier;
+  classifier = next;
   model = info;
+  await previous?.dispose();
   firstMs = null;
-  notice(noticeText());
-  const where = demo.on_gpu() ? 'WebGPU' : 'CPU';
+  await onBackend(info);
+  const where = info.backend === 'webgpu' ? 'WebGPU' : 'CPU';
   $('model-info').textContent =
-    `${info.name} · ${info.classes} classes · ${info.params.toLocaleString('en')} parameters · ` +
-    `input ${info.input.join('×')} · ${info.shifts.length} shift layers · ${where} · from ${source}`;
+    `${info.name} · ${info.classes} classes · ${info.parameters.toLocaleString('en')} parameters · ` +
+    `input ${info.inputSize.channels}×${info.inputSize.height}×${info.inputSize.width} · ` +
+    `${info.shiftLayers} shift layers · ${where} · from ${name}`;
   $('bars').replaceChildren();
   $('timing').textContent = '';
   $('result-json').textContent = '';
   lastImage = null;
-  $('tune').disabled = !demo.on_gpu();
-  drawShifts(info.shifts);
-}
-
-async function loadModelUrl(url) {
-  loadModelBytes(await fetchBytes(url, 'model'), url);
+  $('tune').disabled = info.backend !== 'webgpu';
+  drawShifts(shifts);
 }
 
 /** Run a model load, remembering why it failed (shown again by a classification without a
@@ -112,53 +115,59 @@ async function tryModelLoad(load) {
 }
 
 async function loadDefaultModel() {
-  let res = null;
   try {
-    res = await fetch(DEFAULT_MODEL);
-  } catch {
-    res = null;
-  }
-  if (!res || !res.ok) {
-    notice(noticeText('The default model (models/default.safetensors, put there by web/build.sh) ' +
+    await loadModel(DEFAULT_MODEL, 'the bundled default model');
+  } catch (e) {
+    if (!/could not fetch/.test(errText(e))) throw e;
+    notice(noticeText('The default model (pkg/models/fashion.safetensors, from the package) ' +
       'is missing: load an activeshift model (.safetensors) with the button below, by dropping ' +
       'it onto the page, or with ?model=URL.'));
-    return;
   }
-  loadModelBytes(new Uint8Array(await res.arrayBuffer()), 'the bundled default model');
 }
 
 // ---------------------------------------------------------------- classification
 
-async function classify(bytes, imageName, previewUrl) {
+/** The package's result as the JSON object `activeshift classify --json` prints. */
+function cliJson(r, imageName) {
+  return {
+    ...(imageName ? { image: imageName } : {}),
+    model: model.name,
+    backend: r.adapter,
+    top: r.top.map((t) => ({ class: t.index, label: t.label, prob: t.probability })),
+  };
+}
+
+async function classify(input, imageName, previewUrl) {
   const preview = $('preview');
   preview.src = previewUrl;
   preview.hidden = false;
   $('drop-hint').hidden = true;
   $('result-json').textContent = '';
-  if (!demo.has_model()) {
+  if (!classifier) {
     throw new Error(modelError
       ? `no model is loaded: loading it failed: ${modelError}`
       : 'no model is loaded: load an activeshift model (.safetensors) first');
   }
-  const k = Math.max(1, Math.min(Number(params.get('top')) || 5, model?.classes ?? 5));
+  const top = Math.max(1, Math.min(Number(params.get('top')) || 5, model.classes));
   // Let the page paint "busy" before the work starts.
   await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
-  let out = await demo.classify(bytes, k, imageName ?? undefined);
-  if (out.first) {
-    firstMs = out.forward_ms;
+  let out = await classifier.classify(input, { top });
+  if (out.timings.firstRun) {
+    firstMs = out.timings.forwardMs;
     // Once per model: run again for the warm time (pipelines compiled, buffers allocated).
-    out = await demo.classify(bytes, k, imageName ?? undefined);
+    out = await classifier.classify(input, { top });
   }
-  lastImage = [bytes, imageName, previewUrl];
-  const result = JSON.parse(out.json);
+  lastImage = [input, imageName, previewUrl];
+  const result = cliJson(out, imageName);
   $('top-title').textContent = `Top ${result.top.length}`;
   drawBars(result.top);
-  const compile = demo.on_gpu() ? ' (includes compiling the WGSL pipelines)' : '';
+  const gpu = out.backend === 'webgpu';
+  const compile = gpu ? ' (includes compiling the WGSL pipelines)' : '';
   const first = firstMs === null ? '' : `first run ${ms(firstMs)}${compile}, `;
   $('timing').textContent =
-    `Forward pass on ${demo.on_gpu() ? 'WebGPU' : 'the CPU (wasm)'}: ${first}warm ${ms(out.forward_ms)}; ` +
-    `decoding and preprocessing ${ms(out.prepare_ms)}.`;
-  $('result-json').textContent = out.json;
+    `Forward pass on ${gpu ? 'WebGPU' : 'the CPU (wasm)'}: ${first}warm ${ms(out.timings.forwardMs)}; ` +
+    `decoding and preprocessing ${ms(out.timings.decodeMs + out.timings.preprocessMs)}.`;
+  $('result-json').textContent = JSON.stringify(result);
   return result;
 }
 
@@ -168,7 +177,7 @@ function classifyUrl(url, name) {
   return enqueue(async () => {
     clearError();
     try {
-      await classify(await fetchBytes(url, 'image'), name ?? url, url);
+      await classify(url, name ?? url, url);
     } catch (e) {
       showError(errText(e));
     }
@@ -179,8 +188,7 @@ function classifyFile(file) {
   return enqueue(async () => {
     clearError();
     try {
-      const bytes = new Uint8Array(await file.arrayBuffer());
-      await classify(bytes, null, URL.createObjectURL(file));
+      await classify(file, null, URL.createObjectURL(file));
     } catch (e) {
       showError(`${file.name}: ${errText(e)}`);
     }
@@ -190,8 +198,7 @@ function classifyFile(file) {
 function loadModelFile(file) {
   return enqueue(async () => {
     clearError();
-    await tryModelLoad(async () =>
-      loadModelBytes(new Uint8Array(await file.arrayBuffer()), file.name));
+    await tryModelLoad(() => loadModel(file, file.name));
   });
 }
 
@@ -207,8 +214,9 @@ function tuneStatus(msg) {
   $('tune-status').textContent = msg;
 }
 
-/** Take the decisions an earlier visit kept, if they were measured on this adapter. */
-function restoreTuning() {
+/** Give a freshly loaded classifier the decisions kept earlier, if measured on this adapter. */
+async function restoreTuning(c) {
+  if ((await c.info()).backend !== 'webgpu') return;
   let text = null;
   try {
     text = localStorage.getItem(TUNING_STORE);
@@ -217,8 +225,8 @@ function restoreTuning() {
   }
   if (!text) return;
   try {
-    const n = demo.use_tuning(text);
-    document.body.dataset.tuned = String(demo.tuned());
+    const n = await c.useTuning(text);
+    document.body.dataset.tuned = String((await c.tuning()).count);
     tuneStatus(`${n} op shapes tuned on this device earlier (kept in this browser); the rules ` +
       'choose for the others');
   } catch (e) {
@@ -238,20 +246,24 @@ function tuneModel() {
     tuneStatus('tuning: a first forward pass to find the op shapes…');
     try {
       await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
-      const json = await demo.tune(TUNE_PER_KEY_MS, TUNE_TOTAL_MS, (i, n, key) => {
-        bar.max = n;
-        bar.value = i;
-        tuneStatus(`tuning ${i + 1} of ${n} op shapes: ${key}`);
+      const report = await classifier.tune({
+        perKeyMs: TUNE_PER_KEY_MS,
+        totalMs: TUNE_TOTAL_MS,
+        onProgress: ({ index: i, count: n, key }) => {
+          bar.max = n;
+          bar.value = i;
+          tuneStatus(`tuning ${i + 1} of ${n} op shapes: ${key}`);
+        },
       });
-      const report = JSON.parse(json);
       const differ = report.entries.filter((e) => e.chosen !== e.rule).length;
-      document.body.dataset.tuned = String(demo.tuned());
+      const kept = await classifier.tuning();
+      document.body.dataset.tuned = String(kept.count);
       tuneStatus(`tuned: ${report.tuned} of ${report.shapes} op shapes measured in ` +
         `${ms(report.ms)} (${report.clock}); ${differ} run another kernel than the rules pick`);
       $('tune-json').textContent = JSON.stringify(report, null, 1);
       $('tune-details').hidden = false;
       try {
-        localStorage.setItem(TUNING_STORE, demo.tuning_json());
+        localStorage.setItem(TUNING_STORE, kept.json);
       } catch {
         // Storage full or disabled: the decisions still hold for this visit.
       }
@@ -261,7 +273,7 @@ function tuneModel() {
       return;
     } finally {
       bar.hidden = true;
-      button.disabled = !demo.has_model();
+      button.disabled = model?.backend !== 'webgpu';
     }
     if (lastImage) {
       try {
@@ -355,8 +367,26 @@ function noticeText(extra) {
   return [gpuNotice, extra].filter(Boolean).join(' ') || null;
 }
 
-async function adapterText() {
-  if (!demo.on_gpu()) return 'CPU (the library’s CPU engine in WebAssembly)';
+/** Say where models run (from the loaded classifier's info), and why not on WebGPU. */
+async function onBackend(info) {
+  const hasWebGpu = typeof navigator !== 'undefined' && !!navigator.gpu;
+  gpuNotice = null;
+  if (info.backend !== 'webgpu') {
+    gpuNotice = !wantGpu
+      ? 'Running on the CPU as asked (?backend=cpu).'
+      : !hasWebGpu
+        ? 'This browser has no WebGPU: the model runs on the CPU instead (the same Rust code, ' +
+          'compiled to WebAssembly), which is slower.'
+        : `WebGPU is unusable here (${info.fallbackReason}): the model runs on the CPU ` +
+          'instead (the same Rust code, compiled to WebAssembly), which is slower.';
+  }
+  document.body.classList.toggle('cpu', info.backend !== 'webgpu');
+  notice(noticeText());
+  $('adapter').textContent = await adapterText(info);
+}
+
+async function adapterText(info) {
+  if (info.backend !== 'webgpu') return 'CPU (the library’s CPU engine in WebAssembly)';
   let details = '';
   try {
     const a = await navigator.gpu.requestAdapter();
@@ -368,9 +398,9 @@ async function adapterText() {
   } catch {
     details = '';
   }
-  return `WebGPU: ${demo.adapter() || details || 'unnamed adapter'}` +
-    (details && demo.adapter() && details !== demo.adapter() ? ` (${details})` : '') +
-    ` — kernels: ${demo.kernels()}`;
+  return `WebGPU: ${info.adapter || details || 'unnamed adapter'}` +
+    (details && info.adapter && details !== info.adapter ? ` (${details})` : '') +
+    ` — kernels: ${info.kernels}`;
 }
 
 function wireUp() {
@@ -412,35 +442,11 @@ function wireUp() {
 
 async function main() {
   wireUp();
-  try {
-    await init();
-  } catch (e) {
-    showError(`could not load the WebAssembly module (was web/build.sh run?): ${errText(e)}`);
-    document.body.dataset.state = 'idle';
-    return;
-  }
-  const wantGpu = params.get('backend') !== 'cpu';
-  const hasWebGpu = typeof navigator !== 'undefined' && !!navigator.gpu;
-  demo = await Demo.create(wantGpu && hasWebGpu, params.get('kernels'));
-  if (!demo.on_gpu()) {
-    gpuNotice = !wantGpu
-      ? 'Running on the CPU as asked (?backend=cpu).'
-      : !hasWebGpu
-        ? 'This browser has no WebGPU: the model runs on the CPU instead (the same Rust code, ' +
-          'compiled to WebAssembly), which is slower.'
-        : `WebGPU is unusable here (${demo.gpu_error()}): the model runs on the CPU ` +
-          'instead (the same Rust code, compiled to WebAssembly), which is slower.';
-    document.body.classList.add('cpu');
-  }
-  notice(noticeText());
-  $('adapter').textContent = await adapterText();
-  if (demo.on_gpu()) restoreTuning();
-
   await enqueue(() =>
     tryModelLoad(() =>
-      params.get('model') ? loadModelUrl(params.get('model')) : loadDefaultModel()));
+      params.get('model') ? loadModel(params.get('model'), params.get('model')) : loadDefaultModel()));
   if (params.get('image')) await classifyUrl(params.get('image'));
-  if (params.get('tune') && demo.on_gpu() && demo.has_model()) await tuneModel();
+  if (params.get('tune') && model?.backend === 'webgpu') await tuneModel();
   document.body.dataset.state = pending ? 'busy' : 'idle';
 }
 
