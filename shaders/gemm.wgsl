@@ -28,7 +28,8 @@
 //   the [Cout, 9 * Cin] matrix; no epilogue is used.
 //
 // Each invocation owns 4 consecutive output pixels and a block of output channels: 32 for the
-// entry points `main` and `main_whole`, 64 for `main_wide` and `main_wide_whole` (for layers
+// entry points `main` and `main_whole`, 64 for `main_wide` and `main_wide_whole` (used only where
+// KernelPolicy::wide_gemm says, off by default: they compile 3-5 times as slowly; for layers
 // with at least 64 output channels: more multiply-adds per pixel load), a define of each entry
 // point in build.rs. The weights come packed by conv1x1_pack.wgsl into uniform-buffer slabs, one
 // dispatch per slab (a block of output channels times a chunk of at most 512 input channels for
