@@ -20,7 +20,7 @@
 //!
 //! Every produced kernel starts with a line saying it was generated and from what. They are
 //! written to `$OUT_DIR/shaders/`, and `$OUT_DIR/shaders.rs` lists them all
-//! (`gpu::kernels::SHADERS`, with `SHADER_PERMUTATIONS`); tests/shaders.rs validates each with
+//! (`gpu::kernels::SHADERS`, with `SHADER_PERMUTATIONS`); tests/cpu/shaders.rs validates each with
 //! naga under WebGPU's limits. `$OUT_DIR/params.rs` holds a `#[repr(C)]` bytemuck struct for
 //! every WGSL struct whose name ends in `Params`, generated from naga's layout of it.
 

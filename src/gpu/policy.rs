@@ -81,8 +81,7 @@ impl KernelPolicyBuilder {
     }
 
     /// Fix whether each ASL runs fused into its 1x1 convolution by default (None: by the
-    /// kernel family). [`GpuModel::set_fused`](crate::model::GpuModel::set_fused) still chooses per
-    /// model.
+    /// kernel family). A network's GPU engine may still choose per model.
     pub fn fused(mut self, fused: Option<bool>) -> Self {
         self.fused = fused;
         self
@@ -159,23 +158,10 @@ impl KernelPolicy {
         self.wide_gemm
     }
 
-    /// Whether [`GpuModel`](crate::model::GpuModel) fuses each ASL into its 1x1 convolution by
-    /// default.
+    /// Whether a network's GPU engine fuses each ASL into its 1x1 convolution by default (the
+    /// model layer reads this when it lowers a plan; this layer knows no networks).
     pub fn fused_by_default(&self) -> bool {
         self.fused
-    }
-
-    /// The rewrites the GPU engine lowers a plan with
-    /// ([`Plan::lower`](crate::model::Plan::lower)): each ASL fused into its 1x1 convolution
-    /// when [`KernelPolicy::fused_by_default`] (up to the fused kernels' channel limit), every
-    /// pre-activation folded into the 1x1 convolutions reading it (always: it saves a launch and
-    /// a tensor on every adapter measured).
-    pub fn lowering(&self) -> crate::model::Lowering {
-        crate::model::Lowering {
-            fuse_asl: self.fused,
-            max_fused_channels: super::kernels::ASL_CONV1X1_MAX_CHANNELS,
-            fold_affine_relu: true,
-        }
     }
 
     /// The measured decision for `key`, if there is one and it names a variant for `key`.
