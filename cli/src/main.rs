@@ -360,10 +360,13 @@ struct InfoArgs {
     /// A model file or a pretrained name (`as-resnet-w32`).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Time the creation of every kernel's shader module and compute pipeline on a fresh
-    /// device without a pipeline cache, slowest first (on Mesa adapters, set
-    /// MESA_SHADER_CACHE_DISABLE=true so that the driver's own disk cache stays out too).
-    #[arg(long, conflicts_with_all = ["arch", "model"])]
+    /// Time each kernel pipeline's compile on a fresh device without a pipeline cache: its
+    /// creation and its first dispatch (one workgroup; drivers such as llvmpipe compile machine
+    /// code only then). Every permutation, slowest first; with --model, the pipelines that
+    /// model's first run builds (batch 1), in the order built, and that run's wall time. On
+    /// Mesa adapters set MESA_SHADER_CACHE_DISABLE=true, so that the driver's disk cache does
+    /// not answer instead.
+    #[arg(long, conflicts_with = "arch")]
     compile_times: bool,
     /// With --arch or --model: print the network's execution plan (ops, activation shapes,
     /// tensors) as JSON for batches of one, the form tools/torch_twin builds its layers from.
@@ -728,7 +731,7 @@ fn describe_arch(config: &ArchConfig) {
 
 fn info(a: InfoArgs) -> Result<()> {
     if a.compile_times {
-        return compile_times();
+        return compile_times(a.model.as_deref());
     }
     if a.plan_json {
         let config = match (&a.arch, &a.model) {
@@ -788,48 +791,31 @@ fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// `activeshift info --compile-times`: every kernel permutation's shader module and compute
-/// pipeline created on a fresh device without a pipeline cache, timed one entry point at a
-/// time, slowest first. A model compiles only the pipelines its plan dispatches (each kernel
-/// type builds its pipelines on first use), so this is the most a first run can cost.
-fn compile_times() -> Result<()> {
-    use activeshift::gpu::kernels::{SHADER_PERMUTATIONS, SHADERS};
-    let ctx = pollster::block_on(activeshift::gpu::GpuContext::new())?;
+/// `activeshift info --compile-times [--model M]`: what each kernel pipeline costs to create
+/// and to dispatch the first time, for every permutation or for the ones M's first run builds
+/// (`activeshift::gpu::compile_cost`).
+fn compile_times(model: Option<&Path>) -> Result<()> {
+    use activeshift::gpu::compile_cost;
+    let ctx = pollster::block_on(GpuContext::new())?;
     println!("adapter: {}", ctx.describe());
-    let device = ctx.device();
-    let mut rows: Vec<(String, f64)> = Vec::new();
-    for (file, _, _, entries) in SHADER_PERMUTATIONS {
-        let Some((_, source)) = SHADERS.iter().find(|(f, _)| f == file) else {
-            continue;
-        };
-        for (entry, _) in entries.iter() {
-            let start = std::time::Instant::now();
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(file),
-                source: wgpu::ShaderSource::Wgsl((*source).into()),
-            });
-            let _pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(file),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-            rows.push((
-                format!("{file} {entry}"),
-                start.elapsed().as_secs_f64() * 1e3,
-            ));
+    let rows = match model {
+        None => compile_cost::every_kernel(&ctx)?,
+        Some(path) => {
+            let model = load_model(Some(path))?;
+            let mut overrides = policy_from_env()?;
+            if std::env::var("ACTIVESHIFT_TUNE").as_deref() != Ok("0") {
+                overrides = overrides.tuning(tune_cmd::load_cache(&ctx));
+            }
+            let ctx = ctx.with_policy(overrides);
+            let (rows, wall_ms) = compile_cost::model_first_run(&ctx, &model)?;
+            println!(
+                "first run at batch 1: {:.1} s (pipelines built in the order of the plan)",
+                wall_ms / 1e3
+            );
+            rows
         }
-    }
-    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("| kernel, entry point | ms |");
-    println!("|---|---:|");
-    for (name, ms) in &rows {
-        println!("| `{name}` | {ms:.1} |");
-    }
-    let total: f64 = rows.iter().map(|(_, ms)| ms).sum();
-    println!("| total ({} pipelines) | {total:.1} |", rows.len());
+    };
+    print!("{}", compile_cost::table(&rows));
     Ok(())
 }
 

@@ -93,6 +93,10 @@ fn every_gemm_variant_matches_cpu_on_odd_shapes() {
     };
     let (mut rng, seed) = rng("gemm variants");
     let conv = ctx.kernels().conv1x1();
+    // The register-tiled GEMMs' 64-row entry points too (off by default).
+    let wide_ctx = ctx
+        .clone()
+        .with_policy(ctx.policy_overrides().clone().wide_gemm(Some(true)));
     let mut ran = std::collections::HashSet::new();
     for (xs, cout) in gemm_shapes() {
         let c = Case::new(&mut rng, xs, cout);
@@ -126,7 +130,15 @@ fn every_gemm_variant_matches_cpu_on_odd_shapes() {
                     cpu::conv1x1(x_used, xs, &w64, cout, s, cpu_epilogue(e, &s64, &b64, &r64))
                         .expect("cpu conv1x1");
                 let want = f32s(&want);
-                for v in Conv1x1Variant::ALL {
+                let widths: &[&GpuContext] = if cout >= 64 && e == 15 {
+                    &[ctx, &wide_ctx]
+                } else {
+                    &[ctx]
+                };
+                for (v, ctx) in Conv1x1Variant::ALL
+                    .into_iter()
+                    .flat_map(|v| widths.iter().map(move |c| (v, *c)))
+                {
                     if !v.supports(xs, s) {
                         continue;
                     }
