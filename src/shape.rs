@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use std::fmt;
 
 /// Shape of an NCHW activation tensor: batch, channels, height, width.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Shape4 {
     /// Batch size.
     pub n: usize,

@@ -7,9 +7,7 @@
 
 mod common;
 
-use activeshift::model::{
-    ArchConfig, BlockKind, LoweredPlan, Lowering, Model, Op, Plan, Prologue, Slot,
-};
+use activeshift::model::{ArchConfig, BlockKind, LoweredPlan, Lowering, Model, Op, Plan, Prologue};
 use common::*;
 
 fn count(l: &LoweredPlan, kind: &str) -> usize {
@@ -48,23 +46,11 @@ fn assert_well_formed(l: &LoweredPlan, what: &str) {
                 _ => panic!("{what}: prologue on {}", lo.kind()),
             }
         }
-        let out = out_of(&lo.op);
+        let out = lo.op.output();
         assert!(!written[out], "{what}: slot {out} written twice");
         written[out] = true;
     }
     assert!(written[plan.logits] && written[plan.probs], "{what}");
-}
-
-fn out_of(op: &Op) -> Slot {
-    match op {
-        Op::Conv3x3 { out, .. }
-        | Op::Affine { out, .. }
-        | Op::Conv1x1 { out, .. }
-        | Op::Shift { out, .. }
-        | Op::Depthwise3x3 { out, .. }
-        | Op::AvgPool { out, .. }
-        | Op::Softmax { out, .. } => *out,
-    }
 }
 
 #[test]
@@ -188,7 +174,7 @@ fn an_asl_or_affine_read_twice_is_left_alone() {
     assert_eq!(l.fused_asls(), blocks - 1);
     assert_eq!(l.folded_affines(), blocks - 1);
     let shift_op = l.ops.iter().find(|o| o.kind() == "asl").unwrap();
-    assert_eq!(out_of(&shift_op.op), shifted);
+    assert_eq!(shift_op.op.output(), shifted);
     // The affine runs on its own and both its readers read its output.
     assert!(l.writes(pre) && l.writes(shifted));
     assert!(

@@ -76,6 +76,56 @@ fn the_plan_lists_the_tensors_in_their_stored_order() {
 }
 
 #[test]
+fn the_plan_as_json_names_every_op_and_tensor() {
+    let config = ArchConfig::builtin("as-resnet-w32").unwrap();
+    let plan = Plan::new(&config, 1);
+    let json = plan.to_json();
+    let ops = json["plan"]["ops"].as_array().unwrap();
+    assert_eq!(ops.len(), plan.ops.len());
+    let params = json["params"].as_array().unwrap();
+    let count: u64 = params
+        .iter()
+        .map(|p| {
+            let shape = p["shape"].as_array().unwrap();
+            shape.iter().map(|d| d.as_u64().unwrap()).product::<u64>()
+        })
+        .sum();
+    assert_eq!(count, config.param_count() as u64);
+    let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    // Every tensor an op names is listed; decay only on weights.
+    for op in ops {
+        for field in ["weight", "shift", "bias"] {
+            if let Some(name) = op[field].as_str() {
+                assert!(names.contains(&name), "{name} of {op}");
+            }
+        }
+        for field in ["norm", "affine"] {
+            if let Some(prefix) = op[field].as_str() {
+                assert!(names.contains(&format!("{prefix}.scale").as_str()), "{op}");
+            }
+        }
+    }
+    let kinds: std::collections::BTreeSet<&str> =
+        ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "affine", "avg_pool", "conv1x1", "conv3x3", "shift", "softmax"
+        ]
+    );
+    for p in params {
+        let name = p["name"].as_str().unwrap();
+        let decays = p["weight_decay"].as_bool().unwrap();
+        assert_eq!(decays, name.ends_with(".weight"), "{name}");
+    }
+    let input = &json["plan"]["slots"][json["plan"]["input"].as_u64().unwrap() as usize];
+    assert_eq!(
+        (input["c"].as_u64(), input["h"].as_u64()),
+        (Some(3), Some(224))
+    );
+}
+
+#[test]
 fn parameter_counts_match_the_paper() {
     // docs/design.md §3: ASNet-20 16x1 has exactly 35,386 parameters with a 10-class head.
     assert_eq!(

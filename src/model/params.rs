@@ -113,6 +113,20 @@ impl ParamId {
     }
 }
 
+/// In JSON (the plan a PyTorch twin reads, `activeshift info --plan-json`): its name.
+impl serde::Serialize for ParamId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+/// In JSON: its name prefix (`blocks.3.pre`, `head`).
+impl serde::Serialize for Norm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.prefix())
+    }
+}
+
 impl fmt::Display for ParamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())

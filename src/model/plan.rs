@@ -10,8 +10,11 @@ use crate::shape::Shape4;
 /// Index of an activation tensor in [`Plan::slots`].
 pub type Slot = usize;
 
-/// One operation. Parameter tensors are referred to by their [`ParamId`].
-#[derive(Clone, Debug, PartialEq)]
+/// One operation. Parameter tensors are referred to by their [`ParamId`]. In JSON an object
+/// tagged by `op` (`conv3x3`, `affine`, `conv1x1`, `shift`, `depthwise3x3`, `avg_pool`,
+/// `softmax`) with the fields below, tensors by name.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// 3x3 convolution, padding 1, no bias.
     Conv3x3 {
@@ -162,8 +165,9 @@ impl Op {
     }
 }
 
-/// A network as operations on activation slots, for one batch size.
-#[derive(Clone, Debug, PartialEq)]
+/// A network as operations on activation slots, for one batch size. Serializes to the JSON a
+/// PyTorch twin of the network builds its layers from (`tools/torch_twin`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Plan {
     /// The operations in execution order.
     pub ops: Vec<Op>,
@@ -214,6 +218,21 @@ impl Plan {
             (place, matches!(id, ParamId::Shortcut(_)))
         });
         p
+    }
+
+    /// The plan as JSON for tools outside Rust (the PyTorch twin, `tools/torch_twin`;
+    /// `activeshift info --plan-json`): `{"plan": {ops, slots, input, logits, probs},
+    /// "params": [{name, shape, weight_decay}]}`, tensors in [`Plan::params`]'s order,
+    /// `weight_decay` where the trainer applies it (convolution and classifier weights).
+    pub fn to_json(&self) -> serde_json::Value {
+        let params: Vec<serde_json::Value> = self
+            .params()
+            .into_iter()
+            .map(|(id, dims)| {
+                serde_json::json!({"name": id.name(), "shape": dims, "weight_decay": id.is_weight()})
+            })
+            .collect();
+        serde_json::json!({ "plan": self, "params": params })
     }
 
     /// The plan of `config` for batches of `n` images.

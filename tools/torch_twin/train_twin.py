@@ -1,33 +1,34 @@
 #!/usr/bin/env python3
 """PyTorch twin of the activeshift trainer, for timing only.
 
-The network is read from an activeshift architecture description (the JSON form of
-`activeshift::ArchConfig`, e.g. written by `activeshift bench` or `activeshift info --arch NAME
---json`), so the twin's layers are those of `Plan::new` and nothing lists them a second time:
-a 3x3 stem (with the description's stride), pre-activation blocks (BN-ReLU, 1x1 expand + BN +
-ReLU, ASL with the block's stride, 1x1 reduce, residual; a strided 1x1 projection shortcut
-where the shape changes), BN-ReLU, global average pool, linear. Without `--arch` it builds
-ASNet-20 WxE for 1x28x28 input (`activeshift::train::fashion_mnist_config`).
+The network is read from activeshift's execution plan as JSON (`activeshift info --arch NAME
+--plan-json`, or written by `activeshift bench`): the twin builds one layer per plan op and runs
+the ops in the plan's order on the plan's slots, so no layer is listed here a second time. Ops:
+`conv3x3`, `affine` (BatchNorm, optionally + ReLU), `conv1x1` (with its epilogue: affine or bias,
+then the residual, then ReLU), `shift` (the ASL), `depthwise3x3`, `avg_pool`; the loss takes
+`softmax`'s place. Tensors keep the plan's names; those marked `weight_decay` get it.
 
-The recipe of `activeshift train`: Nesterov SGD (momentum 0.9), weight decay on convolution and
-linear weights only, the shift gradient normalised per channel to unit length and applied at
-0.01x the learning rate. `--frozen-norm` replaces every BatchNorm by a trainable per-channel
-affine without batch statistics: what `train --from MODEL --freeze none` trains (folded
-BatchNorm, `NormMode::Frozen`).
+The recipe of `activeshift train`: Nesterov SGD (momentum 0.9), weight decay 5e-4 on
+convolution and classifier weights only, the shift gradient normalised per channel to unit
+length and applied at 0.01x the learning rate. `--frozen-norm` replaces every BatchNorm by a
+trainable per-channel affine without batch statistics: what `train --from MODEL --freeze none`
+trains (folded BatchNorm, `NormMode::Frozen`).
 
 The ASL is expressed as a depthwise 3x3 convolution whose kernel is the bilinear "tent" built
 from the shifts (exact for |shift| < 1, which holds for these timings), in channels-last
 memory format, on 2 threads. It reports images/s over N timed steps on random data.
 
-    python3 -m venv /tmp/torchvenv
-    /tmp/torchvenv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
-    /tmp/torchvenv/bin/python tools/torch_twin/train_twin.py --steps 20
+    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy
+    activeshift info --arch asnet20-16x1 --plan-json > /tmp/plan.json
+    /tmp/torchvenv/bin/python tools/torch_twin/train_twin.py --plan /tmp/plan.json --steps 20
 
 `activeshift bench` runs it beside its training cases when ACTIVESHIFT_TORCH_PYTHON names that
-interpreter, and reports the ratios (`train_cpu_vs_torch_twin`, `finetune_whole_w32_vs_torch_twin`).
+interpreter, and reports the ratios (`train_cpu_vs_torch_twin`,
+`finetune_whole_w32_vs_torch_twin`).
 """
 import argparse
 import json
+import math
 import time
 
 import torch
@@ -64,71 +65,73 @@ class FrozenNorm(nn.Module):
         return x * self.scale + self.bias
 
 
-class Block(nn.Module):
-    def __init__(self, cin, width, expansion, stride, norm):
+def key(name):
+    """A module name for a plan tensor's layer (`blocks.3.expand.weight` -> `blocks_3_expand`)."""
+    for suffix in (".weight", ".shift"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)] + ("_shift" if suffix == ".shift" else "")
+    return name.replace(".", "_")
+
+
+class PlanNet(nn.Module):
+    """The network of an activeshift execution plan (`Plan::to_json`)."""
+
+    def __init__(self, plan, frozen_norm=False):
         super().__init__()
-        inner = width * expansion
-        self.pre = norm(cin)
-        self.projection = (
-            nn.Conv2d(cin, width, 1, stride=stride, bias=False)
-            if stride != 1 or cin != width
-            else None
-        )
-        self.expand = nn.Conv2d(cin, inner, 1, bias=False)
-        self.mid = norm(inner)
-        self.asl = Asl(inner, stride)
-        self.reduce = nn.Conv2d(inner, width, 1, bias=False)
-
-    def forward(self, x):
-        t = F.relu(self.pre(x))
-        shortcut = self.projection(t) if self.projection is not None else x
-        u = F.relu(self.mid(self.expand(t)))
-        return self.reduce(self.asl(u)) + shortcut
-
-
-def asnet20(w, e):
-    """`activeshift::train::fashion_mnist_config(w, e)` as an architecture description."""
-    return {
-        "in_channels": 1,
-        "input_size": [28, 28],
-        "classes": 10,
-        "stem_width": w,
-        "stem_stride": 1,
-        "expansion": e,
-        "stages": [
-            {"blocks": 3, "width": w, "stride": 1},
-            {"blocks": 3, "width": 2 * w, "stride": 2},
-            {"blocks": 3, "width": 4 * w, "stride": 2},
-        ],
-    }
-
-
-class AsNet(nn.Module):
-    """The network of an architecture description (the JSON of `activeshift::ArchConfig`)."""
-
-    def __init__(self, arch, frozen_norm=False):
-        super().__init__()
-        if arch.get("block", "asl") != "asl":
-            raise SystemExit("the twin builds ASL blocks only")
+        self.plan = plan
+        slots = plan["slots"]
         norm = FrozenNorm if frozen_norm else nn.BatchNorm2d
-        w = arch["stem_width"]
-        self.stem = nn.Conv2d(
-            arch["in_channels"], w, 3, stride=arch["stem_stride"], padding=1, bias=False
-        )
-        blocks, cin = [], w
-        for stage in arch["stages"]:
-            for b in range(stage["blocks"]):
-                stride = stage["stride"] if b == 0 else 1
-                blocks.append(Block(cin, stage["width"], arch["expansion"], stride, norm))
-                cin = stage["width"]
-        self.blocks = nn.Sequential(*blocks)
-        self.head = norm(cin)
-        self.fc = nn.Linear(cin, arch["classes"])
+        self.layers = nn.ModuleDict()
+        for op in plan["ops"]:
+            kind = op["op"]
+            cin = slots[op["input"]]["c"]
+            cout = slots[op["out"]]["c"]
+            if kind == "conv3x3":
+                conv = nn.Conv2d(cin, cout, 3, stride=op["stride"], padding=1, bias=False)
+                self.layers[key(op["weight"])] = conv
+            elif kind == "affine":
+                self.layers[key(op["norm"])] = norm(cin)
+            elif kind == "conv1x1":
+                conv = nn.Conv2d(
+                    cin, cout, 1, stride=op["stride"], bias=op.get("bias") is not None
+                )
+                self.layers[key(op["weight"])] = conv
+                if op.get("affine") is not None:
+                    self.layers[key(op["affine"])] = norm(cout)
+            elif kind == "shift":
+                self.layers[key(op["shift"])] = Asl(cin, op["stride"])
+            elif kind == "depthwise3x3":
+                conv = nn.Conv2d(cin, cin, 3, stride=op["stride"], padding=1, groups=cin, bias=False)
+                self.layers[key(op["weight"])] = conv
+            elif kind not in ("avg_pool", "softmax"):
+                raise SystemExit(f"the twin has no rule for the plan op `{kind}`")
 
     def forward(self, x):
-        x = self.blocks(self.stem(x))
-        x = F.relu(self.head(x))
-        return self.fc(x.mean(dim=(2, 3)))
+        plan = self.plan
+        slot = {plan["input"]: x}
+        for op in plan["ops"]:
+            kind = op["op"]
+            t = slot.get(op["input"])
+            if kind in ("conv3x3", "depthwise3x3"):
+                y = self.layers[key(op["weight"])](t)
+            elif kind == "affine":
+                y = self.layers[key(op["norm"])](t)
+                y = F.relu(y) if op["relu"] else y
+            elif kind == "conv1x1":
+                y = self.layers[key(op["weight"])](t)
+                if op.get("affine") is not None:
+                    y = self.layers[key(op["affine"])](y)
+                if op.get("residual") is not None:
+                    y = y + slot[op["residual"]]
+                y = F.relu(y) if op["relu"] else y
+            elif kind == "shift":
+                y = self.layers[key(op["shift"])](t)
+            elif kind == "avg_pool":
+                y = t.mean(dim=(2, 3), keepdim=True)
+            else:  # softmax: the loss takes its place
+                continue
+            slot[op["out"]] = y
+        return slot[plan["logits"]].flatten(1)
 
 
 def main():
@@ -137,10 +140,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--arch", help="architecture description (JSON of activeshift's ArchConfig)")
+    ap.add_argument("--plan", required=True, help="the network: `activeshift info --plan-json`")
     ap.add_argument("--frozen-norm", action="store_true", help="folded BatchNorm (fine-tuning)")
-    ap.add_argument("--width", type=int, default=16)
-    ap.add_argument("--expansion", type=int, default=1)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument(
         "--per-step", action="store_true", help="print each timed step's ms on its own line"
@@ -148,19 +149,24 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.arch:
-        with open(args.arch) as f:
-            arch = json.load(f)
-    else:
-        arch = asnet20(args.width, args.expansion)
-    model = AsNet(arch, args.frozen_norm).to(memory_format=torch.channels_last)
-    shifts = [p for n, p in model.named_parameters() if n.endswith("shift")]
-    weights = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
-    others = [
-        p
-        for n, p in model.named_parameters()
-        if not n.endswith("shift") and not (n.endswith("weight") and p.dim() > 1)
-    ]
+    with open(args.plan) as f:
+        described = json.load(f)
+    plan = described["plan"]
+    model = PlanNet(plan, args.frozen_norm).to(memory_format=torch.channels_last)
+    decay = {key(p["name"]) for p in described["params"] if p["weight_decay"]}
+    want = sum(math.prod(p["shape"]) for p in described["params"])
+    have = sum(p.numel() for p in model.parameters())
+    if have != want:
+        raise SystemExit(f"the twin built {have} parameters; the plan has {want}")
+    shifts, weights, others = [], [], []
+    for name, layer in model.layers.items():
+        for pname, p in layer.named_parameters():
+            if isinstance(layer, Asl):
+                shifts.append(p)
+            elif pname == "weight" and name in decay:
+                weights.append(p)
+            else:
+                others.append(p)
     opt = torch.optim.SGD(
         [
             {"params": weights, "weight_decay": 5e-4},
@@ -171,10 +177,10 @@ def main():
         momentum=0.9,
         nesterov=True,
     )
-    h, w = arch["input_size"]
-    x = torch.randn(args.batch, arch["in_channels"], h, w)
+    shape = plan["slots"][plan["input"]]
+    x = torch.randn(args.batch, shape["c"], shape["h"], shape["w"])
     x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, arch["classes"], (args.batch,))
+    y = torch.randint(0, plan["slots"][plan["logits"]]["c"], (args.batch,))
 
     def step():
         opt.zero_grad(set_to_none=True)

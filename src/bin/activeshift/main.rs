@@ -365,6 +365,10 @@ struct InfoArgs {
     /// MESA_SHADER_CACHE_DISABLE=true so that the driver's own disk cache stays out too).
     #[arg(long, conflicts_with_all = ["arch", "model"])]
     compile_times: bool,
+    /// With --arch or --model: print the network's execution plan (ops, activation shapes,
+    /// tensors) as JSON for batches of one, the form tools/torch_twin builds its layers from.
+    #[arg(long)]
+    plan_json: bool,
 }
 
 fn main() -> ExitCode {
@@ -725,6 +729,20 @@ fn describe_arch(config: &ArchConfig) {
 fn info(a: InfoArgs) -> Result<()> {
     if a.compile_times {
         return compile_times();
+    }
+    if a.plan_json {
+        let config = match (&a.arch, &a.model) {
+            (Some(name), _) => ArchConfig::builtin(name)?,
+            (None, Some(path)) => load_model(Some(path))?.config,
+            (None, None) => {
+                return Err(activeshift::Error::invalid(
+                    "info",
+                    "--plan-json describes --arch NAME or --model FILE",
+                ));
+            }
+        };
+        println!("{}", activeshift::model::Plan::new(&config, 1).to_json());
+        return Ok(());
     }
     if let Some(name) = a.arch {
         describe_arch(&ArchConfig::builtin(&name)?);

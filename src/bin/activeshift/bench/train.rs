@@ -27,7 +27,8 @@ impl Bench {
         let case = "train_torch_twin_asnet20-16x1";
         if self.wanted(case) {
             let batch = if self.quick { 32 } else { 128 };
-            if let Some(ms) = torch_twin(if self.quick { 2 } else { 5 }, batch, None)? {
+            let config = activeshift::train::fashion_mnist_config(16, 1);
+            if let Some(ms) = torch_twin(if self.quick { 2 } else { 5 }, batch, &config, false)? {
                 let note = format!("1x28x28 batch {batch}, tools/torch_twin (PyTorch, 2 threads)");
                 self.push(
                     case.to_string(),
@@ -285,19 +286,10 @@ impl Bench {
             );
         }
         if self.wanted(twin_case) {
-            // The twin's network: w32 with the new classifier's 10 classes, as JSON.
+            // The twin's network: w32 with the new classifier's 10 classes.
             let mut twin = config.clone();
             twin.classes = 10;
-            let json_error =
-                |e: String| activeshift::Error::invalid("bench", format!("architecture JSON: {e}"));
-            let arch = tempfile::NamedTempFile::new().map_err(|e| json_error(e.to_string()))?;
-            serde_json::to_writer(arch.as_file(), &twin).map_err(|e| json_error(e.to_string()))?;
-            let args = [
-                "--arch".into(),
-                arch.path().as_os_str().to_owned(),
-                "--frozen-norm".into(),
-            ];
-            if let Some(ms) = torch_twin(steps, batch, Some(&args))? {
+            if let Some(ms) = torch_twin(steps, batch, &twin, true)? {
                 let note = format!(
                     "3x224x224 batch {batch}, the whole of w32 (per-channel affine for the \
                      folded BatchNorm), tools/torch_twin (PyTorch, 2 threads)"
@@ -356,13 +348,14 @@ impl Bench {
     }
 }
 
-/// Per-step milliseconds of the PyTorch twin of the CPU trainer (`tools/torch_twin`), run by
-/// the interpreter named in `ACTIVESHIFT_TORCH_PYTHON` with `extra` arguments (its default
-/// network is ASNet-20 16x1); `None` when that variable is not set.
+/// Per-step milliseconds of the PyTorch twin (`tools/torch_twin`) training `config`'s network
+/// (built from its plan's JSON; `frozen_norm`: per-channel affine layers in place of BatchNorm),
+/// run by the interpreter named in `ACTIVESHIFT_TORCH_PYTHON`; `None` when that is not set.
 fn torch_twin(
     steps: usize,
     batch: usize,
-    extra: Option<&[std::ffi::OsString]>,
+    config: &activeshift::ArchConfig,
+    frozen_norm: bool,
 ) -> Result<Option<Vec<f64>>> {
     let Some(python) = std::env::var_os("ACTIVESHIFT_TORCH_PYTHON") else {
         return Ok(None);
@@ -371,10 +364,16 @@ fn torch_twin(
         env!("CARGO_MANIFEST_DIR"),
         "/tools/torch_twin/train_twin.py"
     );
+    let bench_err = |e: String| activeshift::Error::invalid("bench", format!("torch twin: {e}"));
+    let plan = tempfile::NamedTempFile::new().map_err(|e| bench_err(e.to_string()))?;
+    let json = activeshift::model::Plan::new(config, 1).to_json();
+    serde_json::to_writer(plan.as_file(), &json).map_err(|e| bench_err(e.to_string()))?;
     let out = std::process::Command::new(python)
         .args([script, "--per-step", "--steps", &steps.to_string()])
         .args(["--batch", &batch.to_string()])
-        .args(extra.unwrap_or_default())
+        .arg("--plan")
+        .arg(plan.path())
+        .args(frozen_norm.then_some("--frozen-norm"))
         .output()
         .map_err(|e| activeshift::Error::invalid("bench", format!("torch twin: {e}")))?;
     if !out.status.success() {
