@@ -48,7 +48,7 @@ before(async () => {
 <script type="module">import * as activeshift from 'activeshift'; window.activeshift = activeshift; document.title = 'ready';</script>`);
   writeFileSync(join(app, 'worker.js'), readFileSync(join(web, 'examples/worker/worker.js'), 'utf8')
     .replace("from 'activeshift'", "from '/node_modules/activeshift/index.js'"));
-  server = await startServer({ port: 0, mounts: { '/': app, '/test-data': data } });
+  server = await startServer({ port: 0, mounts: { '/': app, '/test-data': data, '/samples': join(web, 'www/samples') } });
 });
 after(async () => {
   await server?.close();
@@ -262,6 +262,40 @@ test('browser main thread, worker: true: the package runs the classifier in its 
     assert.ok(out.bitmapOpen, "the caller's ImageBitmap was closed");
     assert.equal(out.source, '/test-data/w32.safetensors');
     assert.equal(out.device, 'BAD_ARGUMENT');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('worker: true with the built-in model, on the CPU engine (no authors\' data needed)', { timeout: 300_000 }, async () => {
+  const browser = await chromium.launch({ executablePath, headless: true, args: ARGS });
+  try {
+    const { page, errors } = await harness(browser);
+    const r = await page.evaluate(async () => {
+      const { Classifier } = window.activeshift;
+      const progress = [];
+      const c = await Classifier.load('fashion', { worker: true, onProgress: (p) => progress.push(p) });
+      const img = new Image();
+      img.src = '/samples/sneaker.png';
+      await img.decode();
+      const one = await c.classify(img);
+      const many = await c.classify(['/samples/sneaker.png', await (await fetch('/samples/sneaker.png')).blob()]);
+      const info = await c.info();
+      const shifts = await c.shifts();
+      const codes = {};
+      try { await c.classify(new Uint8Array([1, 2, 3])); } catch (e) { codes.image = `${e.name} ${e.code} ${e instanceof Error}`; }
+      try { await c.classify(img, { top: 0 }); } catch (e) { codes.top = e.code; }
+      await c.dispose();
+      try { await c.info(); } catch (e) { codes.after = e.code; }
+      try { await Classifier.load(new Uint8Array(16), { worker: true }); } catch (e) { codes.model = e.code; }
+      return { results: [one, ...many], info, shifts: shifts.length, f32: shifts[0].x instanceof Float32Array, progress: progress.length, codes };
+    });
+    for (const [i, kind] of ['<img>', 'URL', 'Blob'].entries()) check(r.results[i], 'sneaker.png', `worker: true, built-in model, ${kind}`);
+    assert.equal(r.results[0].backend, 'cpu');
+    assert.equal(r.info.source, 'fashion');
+    assert.ok(r.shifts > 0 && r.f32 && r.progress >= 1, JSON.stringify(r));
+    assert.deepEqual(r.codes, { image: 'ActiveShiftError BAD_IMAGE true', top: 'BAD_ARGUMENT', after: 'DISPOSED', model: 'BAD_MODEL' });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
