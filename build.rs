@@ -20,7 +20,7 @@
 //!
 //! Every produced kernel starts with a line saying it was generated and from what. They are
 //! written to `$OUT_DIR/shaders/`, and `$OUT_DIR/shaders.rs` lists them all
-//! (`gpu::kernels::SHADERS`, with `SHADER_PERMUTATIONS`); tests/shaders.rs validates each with
+//! (`gpu::kernels::SHADERS`, with `SHADER_PERMUTATIONS`); tests/cpu/shaders.rs validates each with
 //! naga under WebGPU's limits. `$OUT_DIR/params.rs` holds a `#[repr(C)]` bytemuck struct for
 //! every WGSL struct whose name ends in `Params`, generated from naga's layout of it.
 
@@ -180,6 +180,12 @@ fn main() {
          #[allow(clippy::type_complexity)]\n\
          pub const SHADER_PERMUTATIONS: &[(&str, &str, &[&str], &[(&str, &[&str])])] = &[\n",
     );
+    let mut bindings = String::from(
+        "/// The group-0 bindings each entry point of [`SHADERS`] uses: (file name, entry point,\n\
+         /// (binding, uniform buffer; else storage)), from naga's analysis of the produced WGSL.\n\
+         #[allow(clippy::type_complexity)]\n\
+         pub const SHADER_BINDINGS: &[(&str, &str, &[(u32, bool)])] = &[\n",
+    );
     let mut params = BTreeMap::new();
     for kernel in KERNELS {
         let text = produce(&dir, kernel);
@@ -193,6 +199,10 @@ fn main() {
             );
         }
         collect_params(kernel, &text, &dir, &mut params);
+        for (entry, used) in entry_bindings(kernel, &text) {
+            writeln!(bindings, "    ({:?}, {entry:?}, &{used:?}),", kernel.file)
+                .expect("write to a String");
+        }
         let path = shader_dir.join(kernel.file);
         // Rewrite only what changed, so that tools watching $OUT_DIR see real changes.
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
@@ -221,8 +231,9 @@ fn main() {
         .expect("write to a String");
     }
     table.push_str("];\n\n");
-    permutations.push_str("];\n");
-    std::fs::write(out.join("shaders.rs"), table + &permutations)
+    permutations.push_str("];\n\n");
+    bindings.push_str("];\n");
+    std::fs::write(out.join("shaders.rs"), table + &permutations + &bindings)
         .expect("write $OUT_DIR/shaders.rs");
     std::fs::write(out.join("params.rs"), params_rust(&params)).expect("write $OUT_DIR/params.rs");
 }
@@ -523,6 +534,41 @@ fn collect_params(
             found.insert(name.to_string(), params);
         }
     }
+}
+
+/// For each entry point of `kernel` (produced as `text`), the group-0 bindings it uses, as
+/// `(binding, uniform)` (a storage buffer otherwise): what a pipeline wgpu lays out from the
+/// entry point (`layout: None`) expects bound, so that `gpu::compile_cost` can dispatch any
+/// kernel once with stand-in buffers.
+fn entry_bindings(kernel: &Kernel, text: &str) -> Vec<(String, Vec<(u32, bool)>)> {
+    let module = naga::front::wgsl::parse_str(text)
+        .unwrap_or_else(|e| panic!("{}: {}", kernel.file, e.emit_to_string(text)));
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{}: {}", kernel.file, e.emit_to_string(text)));
+    module
+        .entry_points
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| {
+            let used = info.get_entry_point(i);
+            let mut bindings: Vec<(u32, bool)> = module
+                .global_variables
+                .iter()
+                .filter(|(h, _)| !used[*h].is_empty())
+                .filter_map(|(_, g)| {
+                    let b = g.binding.as_ref()?;
+                    assert_eq!(b.group, 0, "{}: a binding outside group 0", kernel.file);
+                    Some((b.binding, g.space == naga::AddressSpace::Uniform))
+                })
+                .collect();
+            bindings.sort_unstable();
+            (ep.name.clone(), bindings)
+        })
+        .collect()
 }
 
 /// The Rust type of a WGSL scalar or vector member, and its size in bytes.

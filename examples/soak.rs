@@ -8,7 +8,7 @@
 //! Prints, every tenth of the run, the resident set size (`VmRSS` of `/proc/self/status`,
 //! Linux only) and wgpu's allocator report (live GPU allocations and their bytes; backends
 //! without a report print `-`), and exits non-zero if the GPU allocations grew after warm-up.
-//! `tests/soak.rs` runs the same loop for a few hundred iterations.
+//! `tests/gpu/soak.rs` runs the same loop for a few hundred iterations.
 
 use activeshift::model::{ArchConfig, GpuModel, Model};
 use activeshift::{GpuContext, Output};

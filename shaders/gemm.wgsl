@@ -28,7 +28,8 @@
 //   the [Cout, 9 * Cin] matrix; no epilogue is used.
 //
 // Each invocation owns 4 consecutive output pixels and a block of output channels: 32 for the
-// entry points `main` and `main_whole`, 64 for `main_wide` and `main_wide_whole` (for layers
+// entry points `main` and `main_whole`, 64 for `main_wide` and `main_wide_whole` (used only where
+// KernelPolicy::wide_gemm says, off by default: they compile 3-5 times as slowly; for layers
 // with at least 64 output channels: more multiply-adds per pixel load), a define of each entry
 // point in build.rs. The weights come packed by conv1x1_pack.wgsl into uniform-buffer slabs, one
 // dispatch per slab (a block of output channels times a chunk of at most 512 input channels for
@@ -241,81 +242,62 @@ fn main(
 #endif
     let kv = params.kc / 4u;
     let wb = rb * ROWS * kv;
-    let full_end = params.k0 + (params.k1 - params.k0) / 4u * 4u;
 
 #unroll M ROWS
     var a##M = vec4<f32>(0.0);
 #endunroll
     var w: vec4<f32>;
-    for (var ci = params.k0; ci < full_end; ci += 4u) {
+    // Four input channels a step; a chunk whose width is not a multiple of 4 ends with a step
+    // whose channels past k1 read 0 (their packed weights are 0 too). One loop body, not a
+    // second one for the last 1..3 channels: each unrolled body costs compile time (seconds
+    // per kernel on llvmpipe, docs/performance.md).
+    for (var ci = params.k0; ci < params.k1; ci += 4u) {
 #ifdef SHIFTED
 #ifdef VEC4
         let b0 = x_base + ci * plane4;
         let x0 = shifted4(b0, ci, i, j0);
-        let x1 = shifted4(b0 + plane4, ci + 1u, i, j0);
-        let x2 = shifted4(b0 + 2u * plane4, ci + 2u, i, j0);
-        let x3 = shifted4(b0 + 3u * plane4, ci + 3u, i, j0);
+        let x1v = shifted4(b0 + plane4, ci + 1u, i, j0);
+        let x2v = shifted4(b0 + 2u * plane4, ci + 2u, i, j0);
+        let x3v = shifted4(b0 + 3u * plane4, ci + 3u, i, j0);
 #else
         let b0 = x_base + ci * plane_in;
         let x0 = shifted(b0, ci, r, c);
-        let x1 = shifted(b0 + plane_in, ci + 1u, r, c);
-        let x2 = shifted(b0 + 2u * plane_in, ci + 2u, r, c);
-        let x3 = shifted(b0 + 3u * plane_in, ci + 3u, r, c);
+        let x1v = shifted(b0 + plane_in, ci + 1u, r, c);
+        let x2v = shifted(b0 + 2u * plane_in, ci + 2u, r, c);
+        let x3v = shifted(b0 + 3u * plane_in, ci + 3u, r, c);
 #endif
 #else
 #ifdef IM2COL
         let x0 = im2col4(x_base, ci, r, c);
-        let x1 = im2col4(x_base, ci + 1u, r, c);
-        let x2 = im2col4(x_base, ci + 2u, r, c);
-        let x3 = im2col4(x_base, ci + 3u, r, c);
+        let x1v = im2col4(x_base, ci + 1u, r, c);
+        let x2v = im2col4(x_base, ci + 2u, r, c);
+        let x3v = im2col4(x_base, ci + 3u, r, c);
 #else
 #ifdef VEC4
         let xo = x_base + ci * plane4;
         let x0 = input4(x[xo], ci);
-        let x1 = input4(x[xo + plane4], ci + 1u);
-        let x2 = input4(x[xo + 2u * plane4], ci + 2u);
-        let x3 = input4(x[xo + 3u * plane4], ci + 3u);
+        let x1v = input4(x[xo + plane4], ci + 1u);
+        let x2v = input4(x[xo + 2u * plane4], ci + 2u);
+        let x3v = input4(x[xo + 3u * plane4], ci + 3u);
 #else
         let b0 = x_base + ci * plane_in;
         let b1 = b0 + plane_in;
         let b2 = b1 + plane_in;
         let b3 = b2 + plane_in;
         let x0 = input4(vec4<f32>(x[b0 + s0], x[b0 + s1], x[b0 + s2], x[b0 + s3]), ci);
-        let x1 = input4(vec4<f32>(x[b1 + s0], x[b1 + s1], x[b1 + s2], x[b1 + s3]), ci + 1u);
-        let x2 = input4(vec4<f32>(x[b2 + s0], x[b2 + s1], x[b2 + s2], x[b2 + s3]), ci + 2u);
-        let x3 = input4(vec4<f32>(x[b3 + s0], x[b3 + s1], x[b3 + s2], x[b3 + s3]), ci + 3u);
+        let x1v = input4(vec4<f32>(x[b1 + s0], x[b1 + s1], x[b1 + s2], x[b1 + s3]), ci + 1u);
+        let x2v = input4(vec4<f32>(x[b2 + s0], x[b2 + s1], x[b2 + s2], x[b2 + s3]), ci + 2u);
+        let x3v = input4(vec4<f32>(x[b3 + s0], x[b3 + s1], x[b3 + s2], x[b3 + s3]), ci + 3u);
 #endif
 #endif
 #endif
+        let z = vec4<f32>(0.0);
+        let x1 = select(z, x1v, ci + 1u < params.k1);
+        let x2 = select(z, x2v, ci + 2u < params.k1);
+        let x3 = select(z, x3v, ci + 3u < params.k1);
         let k = (ci - params.k0) / 4u;
 #unroll M ROWS
         w = WEIGHTS[wb + M##u * kv + k]; a##M += w.x * x0 + w.y * x1 + w.z * x2 + w.w * x3;
-#endunroll
-    }
-    // The last 1..3 input channels when the chunk is not a multiple of 4 wide.
-    for (var ci = full_end; ci < params.k1; ci++) {
-#ifdef SHIFTED
-#ifdef VEC4
-        let xv = shifted4(x_base + ci * plane4, ci, i, j0);
-#else
-        let xv = shifted(x_base + ci * plane_in, ci, r, c);
-#endif
-#else
-#ifdef IM2COL
-        let xv = im2col4(x_base, ci, r, c);
-#else
-#ifdef VEC4
-        let xv = input4(x[x_base + ci * plane4], ci);
-#else
-        let b = x_base + ci * plane_in;
-        let xv = input4(vec4<f32>(x[b + s0], x[b + s1], x[b + s2], x[b + s3]), ci);
-#endif
-#endif
-#endif
-        let k = (ci - params.k0) / 4u;
-        let lane = (ci - params.k0) % 4u;
-#unroll M ROWS
-        a##M += WEIGHTS[wb + M##u * kv + k][lane] * xv;
 #endunroll
     }
 

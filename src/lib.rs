@@ -135,6 +135,8 @@ mod error;
 pub mod gpu;
 #[cfg(feature = "train")]
 pub mod image_folder;
+#[cfg(test)]
+mod layering;
 pub mod model;
 pub mod preprocess;
 mod shape;

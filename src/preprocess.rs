@@ -1,8 +1,48 @@
-//! Turning images into network inputs, as the model's [`Preprocess`] says.
+//! Turning images into network inputs, as a [`Preprocess`] says (a network's description
+//! carries one). This layer knows images and tensors, not networks.
 
 use crate::error::{Error, Result};
-use crate::model::{ColorOrder, Preprocess};
 use image::{DynamicImage, ImageDecoder, imageops::FilterType};
+use serde::{Deserialize, Serialize};
+
+/// Channel order the network expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorOrder {
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red (the authors' Caffe models).
+    Bgr,
+    /// One luminance channel.
+    Gray,
+}
+
+impl ColorOrder {
+    /// Number of input channels.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorOrder::Rgb | ColorOrder::Bgr => 3,
+            ColorOrder::Gray => 1,
+        }
+    }
+}
+
+/// How an image becomes the network's input tensor. Pixel values are taken in `0..=255`, then
+/// `x = (v - mean[c]) * scale[c]` in the network's channel order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Resize so the shorter side has this many pixels (bilinear), keeping the aspect ratio;
+    /// `None` resizes straight to the crop size.
+    pub resize_short: Option<usize>,
+    /// Centre crop `[height, width]` (equal to the network's input size).
+    pub crop: [usize; 2],
+    /// Channel order.
+    pub color: ColorOrder,
+    /// Per-channel mean, subtracted first (network channel order, 0..255 scale).
+    pub mean: Vec<f32>,
+    /// Per-channel multiplier, applied after the mean.
+    pub scale: Vec<f32>,
+}
 
 /// Largest image side accepted when decoding (larger images are refused, not decoded).
 pub const MAX_IMAGE_SIDE: u32 = 16384;

@@ -21,7 +21,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 dev="artifacts/device"
-# (tests/hardware_kernels.rs is left out: on a hardware GPU its kernel family is the default
+# (tests/gpu/hardware_kernels.rs is left out: on a hardware GPU its kernel family is the default
 # one that gpu_model and imagenet already run, and the 64 MiB that travel are nearly full.)
 tests=(gpu_gemm gpu_vs_cpu gpu_layers gpu_model gpu_train imagenet)
 
@@ -32,11 +32,10 @@ prepare() {
   rm -rf "$dev/bin" "$dev/data"
   mkdir -p "$dev/bin" "$dev/data/pretrained" "$dev/data/images"
   cp target/release/activeshift "$dev/bin/"
-  for t in "${tests[@]}"; do
-    # The newest build of each test binary (target/release/deps/NAME-HASH).
-    f=$(ls -t target/release/deps/"$t"-* | grep -v '\.d$' | head -1)
-    cp "$f" "$dev/bin/$t"
-  done
+  # The newest build of the library's GPU test binary (tests/gpu/: target/release/deps/gpu-HASH);
+  # each suite is one of its modules.
+  f=$(ls -t target/release/deps/gpu-* | grep -v '\.d$' | head -1)
+  cp "$f" "$dev/bin/gpu"
   strip "$dev"/bin/*
   # The authors' files the tests read (ACTIVESHIFT_SHARED_DATA points the tests there; `run`
   # converts the model for the CLI there).
@@ -88,11 +87,11 @@ run() {
     -o /tmp/activeshift-w32.safetensors --force
   "$bin/activeshift" info >"$out/adapter.txt" 2>&1
   for t in "${tests[@]}"; do
-    check "test $t" "$bin/$t" --test-threads=4
+    check "test $t" "$bin/gpu" --test-threads=4 "$t::"
   done
   # The CPU-adapter family (register-tiled GEMMs, rows ASL) on this GPU too.
   for t in gpu_gemm gpu_model; do
-    check "test $t (ACTIVESHIFT_KERNELS=cpu)" env ACTIVESHIFT_KERNELS=cpu "$bin/$t" --test-threads=4
+    check "test $t (ACTIVESHIFT_KERNELS=cpu)" env ACTIVESHIFT_KERNELS=cpu "$bin/gpu" --test-threads=4 "$t::"
   done
   grep -E '^(===|test result|FAILED)' "$out/log.txt" >"$out/tests.txt"
   for kernels in gpu cpu; do

@@ -230,3 +230,111 @@ fn check_generic(op: &'static str, xs: Shape4, shift_len: usize, stride: usize) 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `<a, b>` in f64.
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    /// Deterministic, irregular values (no two alike), so a misplaced index shows.
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        (0..len as u64)
+            .map(|i| (((i + 1) * 2_654_435_761 + seed * 97) % 1000) as f64 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn integer_shifts_translate_with_zero_fill() {
+        let xs = Shape4::new(1, 2, 3, 4);
+        let x = values(xs.len(), 1);
+        // Channel 0 reads one column right, channel 1 one row up (ypos = -1).
+        let shift = [1.0, 0.0, 0.0, -1.0];
+        let y = asl_forward(&x, xs, &shift, 1).unwrap();
+        let at = |c: usize, i: i64, j: i64| {
+            if i < 0 || j < 0 || i >= 3 || j >= 4 {
+                0.0
+            } else {
+                x[(c * 3 + i as usize) * 4 + j as usize]
+            }
+        };
+        for i in 0..3 {
+            for j in 0..4 {
+                assert_eq!(y[i * 4 + j], at(0, i as i64, j as i64 + 1), "c0 ({i}, {j})");
+                assert_eq!(
+                    y[12 + i * 4 + j],
+                    at(1, i as i64 - 1, j as i64),
+                    "c1 ({i}, {j})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_half_pixel_shift_averages_neighbours_and_stride_subsamples() {
+        let xs = Shape4::new(1, 1, 4, 4);
+        let x = values(xs.len(), 2);
+        let y = asl_forward(&x, xs, &[0.5, 0.0], 2).unwrap();
+        assert_eq!(y.len(), 4);
+        for i in 0..2 {
+            for j in 0..2 {
+                let (r, c) = (2 * i, 2 * j);
+                let want = (x[r * 4 + c] + x[r * 4 + c + 1]) / 2.0;
+                assert!((y[i * 2 + j] - want).abs() < 1e-12, "({i}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn the_input_gradient_is_the_transpose_of_the_forward_map() {
+        for (shift, stride) in [
+            (vec![0.3, -1.7, 2.25, -0.4, 0.9, 0.0], 1),
+            (vec![-0.6, 1.2, 0.0, 3.5, -2.1, 0.75], 2),
+        ] {
+            let xs = Shape4::new(2, 3, 5, 6);
+            let x = values(xs.len(), 3);
+            let g = values(xs.strided(3, stride).len(), 4);
+            let y = asl_forward(&x, xs, &shift, stride).unwrap();
+            let dx = asl_backward_input(&g, xs, &shift, stride).unwrap();
+            let (lhs, rhs) = (dot(&y, &g), dot(&x, &dx));
+            assert!(
+                (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
+                "{lhs} vs {rhs}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shift_gradient_matches_finite_differences() {
+        let xs = Shape4::new(1, 2, 5, 5);
+        let x = values(xs.len(), 5);
+        let g = values(xs.len(), 6);
+        // Away from integers: the map is smooth there.
+        let shift = vec![0.3, -1.4, 0.6, 1.2];
+        let loss = |s: &[f64]| dot(&asl_forward(&x, xs, s, 1).unwrap(), &g);
+        let grad = asl_backward_shift(&x, xs, &g, &shift, 1).unwrap();
+        for k in 0..shift.len() {
+            let h = 1e-6;
+            let (mut up, mut down) = (shift.clone(), shift.clone());
+            up[k] += h;
+            down[k] -= h;
+            let numeric = (loss(&up) - loss(&down)) / (2.0 * h);
+            assert!(
+                (grad[k] - numeric).abs() < 1e-6,
+                "{k}: {} vs {numeric}",
+                grad[k]
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_shift_length_is_an_error() {
+        let xs = Shape4::new(1, 2, 3, 3);
+        assert!(asl_forward(&[0.0f32; 18], xs, &[0.0; 3], 1).is_err());
+        assert!(asl_forward(&[0.0f32; 17], xs, &[0.0; 4], 1).is_err());
+        assert!(asl_forward(&[0.0f32; 18], xs, &[0.0; 4], 0).is_err());
+    }
+}

@@ -361,3 +361,80 @@ pub fn depthwise3x3_backward<T: Float>(
     }
     Ok((dx, dw))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        (0..len as u64)
+            .map(|i| (((i + 3) * 2_246_822_519 + seed * 131) % 997) as f64 / 498.5 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn the_1x1_epilogue_applies_affine_then_residual_then_relu() {
+        let xs = Shape4::new(1, 2, 2, 2);
+        let x = values(xs.len(), 1);
+        let w = [0.5, -1.0, 2.0, 0.25];
+        let (scale, bias) = ([2.0, -1.0], [0.1, 0.3]);
+        let residual = values(8, 2);
+        let epilogue = Epilogue {
+            affine: Some((&scale[..], &bias[..])),
+            residual: Some(&residual),
+            relu: true,
+        };
+        let y = conv1x1(&x, xs, &w, 2, 1, epilogue).unwrap();
+        for co in 0..2 {
+            for p in 0..4 {
+                let sum: f64 = (0..2).map(|ci| w[co * 2 + ci] * x[ci * 4 + p]).sum();
+                let want = (scale[co] * sum + bias[co] + residual[co * 4 + p]).max(0.0);
+                assert!((y[co * 4 + p] - want).abs() < 1e-12, "({co}, {p})");
+            }
+        }
+    }
+
+    #[test]
+    fn the_1x1_gradients_are_the_transposes_of_the_forward_map() {
+        for stride in [1, 2] {
+            let (xs, cout) = (Shape4::new(2, 3, 5, 4), 4);
+            let x = values(xs.len(), 3);
+            let w = values(cout * xs.c, 4);
+            let g = values(xs.strided(cout, stride).len(), 5);
+            let y = conv1x1(&x, xs, &w, cout, stride, Epilogue::default()).unwrap();
+            // y is linear in x and in w: <y, g> = <x, dx> = <w, dw>.
+            let dx = conv1x1_backward_input(&g, xs, &w, cout, stride).unwrap();
+            let dw = conv1x1_backward_weight(&g, &x, xs, cout, stride).unwrap();
+            let yg = dot(&y, &g);
+            assert!((yg - dot(&x, &dx)).abs() < 1e-9, "stride {stride}: dx");
+            assert!((yg - dot(&w, &dw)).abs() < 1e-9, "stride {stride}: dw");
+        }
+    }
+
+    #[test]
+    fn a_3x3_depthwise_of_a_centre_tap_is_the_identity() {
+        let xs = Shape4::new(1, 2, 3, 3);
+        let x = values(xs.len(), 6);
+        let mut w = vec![0.0; 18];
+        w[4] = 1.0;
+        w[9 + 4] = -2.0;
+        let y = depthwise3x3(&x, xs, &w, 1).unwrap();
+        for p in 0..9 {
+            assert_eq!(y[p], x[p]);
+            assert_eq!(y[9 + p], -2.0 * x[9 + p]);
+        }
+    }
+
+    #[test]
+    fn mismatched_weights_are_errors() {
+        let xs = Shape4::new(1, 2, 2, 2);
+        let x = [0.0f32; 8];
+        assert!(conv1x1(&x, xs, &[0.0; 3], 2, 1, Epilogue::default()).is_err());
+        assert!(conv1x1(&x, xs, &[0.0; 4], 2, 0, Epilogue::default()).is_err());
+        assert!(depthwise3x3(&x, xs, &[0.0; 9], 1).is_err());
+    }
+}

@@ -314,6 +314,21 @@ impl GpuContext {
         self.kernels.env().count_download(bytes);
     }
 
+    /// From now on, dispatch every pipeline once as it is built (one workgroup, stand-in
+    /// buffers) and record what its creation and that first dispatch took
+    /// ([`GpuContext::compile_times`]): drivers such as Mesa's llvmpipe compile a shader's
+    /// machine code only at its first dispatch. Preparing then compiles on one thread, so each
+    /// time is one kernel's own. Native only (a no-op on the web).
+    pub fn time_compiles(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.kernels.env().set_probe(self.queue.clone());
+    }
+
+    /// The compile times recorded since [`GpuContext::time_compiles`], in the order built.
+    pub fn compile_times(&self) -> Vec<crate::gpu::CompileTime> {
+        self.kernels.env().compile_times()
+    }
+
     /// How many kernel pipelines this context has compiled so far.
     pub fn compiled_pipelines(&self) -> usize {
         self.kernels.env().compiled()
@@ -324,7 +339,9 @@ impl GpuContext {
     /// panics when a thread waits on it for more than a few seconds, which a long shader
     /// compile on a software rasteriser can cause), never on the web.
     pub fn compiles_in_parallel(&self) -> bool {
-        cfg!(not(target_arch = "wasm32")) && self.info.backend != wgpu::Backend::Gl
+        cfg!(not(target_arch = "wasm32"))
+            && self.info.backend != wgpu::Backend::Gl
+            && !self.kernels.env().probing()
     }
 
     /// An error if the device has been lost, or if wgpu reported an error (validation, out of

@@ -1,5 +1,6 @@
 //! The GPU runtime: device creation (or adoption of a host's device), tensors, kernels.
 
+pub mod compile_cost;
 mod context;
 pub mod kernels;
 mod policy;
@@ -7,6 +8,7 @@ mod tensor;
 mod timing;
 pub mod tune;
 
+pub use compile_cost::CompileTime;
 pub use context::{GpuContext, TransferCounts, required_limits, select_adapter};
 pub use policy::{KernelFamily, KernelPolicy, KernelPolicyBuilder};
 #[cfg(not(target_arch = "wasm32"))]

@@ -45,6 +45,7 @@ pub struct KernelPolicy {
     family: KernelFamily,
     slow_compiler: bool,
     fused: bool,
+    wide_gemm: bool,
     max_binding: u64,
     tuning: Option<Arc<Tuning>>,
     /// Every op and shape asked about, in order (what `activeshift tune` measures).
@@ -56,6 +57,7 @@ impl PartialEq for KernelPolicy {
         self.family == other.family
             && self.slow_compiler == other.slow_compiler
             && self.fused == other.fused
+            && self.wide_gemm == other.wide_gemm
             && self.max_binding == other.max_binding
             && self.tuning == other.tuning
     }
@@ -66,6 +68,7 @@ impl PartialEq for KernelPolicy {
 pub struct KernelPolicyBuilder {
     family: Option<KernelFamily>,
     fused: Option<bool>,
+    wide_gemm: Option<bool>,
     tuning: Option<Arc<Tuning>>,
 }
 
@@ -78,10 +81,16 @@ impl KernelPolicyBuilder {
     }
 
     /// Fix whether each ASL runs fused into its 1x1 convolution by default (None: by the
-    /// kernel family). [`GpuModel::set_fused`](crate::model::GpuModel::set_fused) still chooses per
-    /// model.
+    /// kernel family). A network's GPU engine may still choose per model.
     pub fn fused(mut self, fused: Option<bool>) -> Self {
         self.fused = fused;
+        self
+    }
+
+    /// Whether the register-tiled GEMMs use their 64-row entry points from 64 output channels
+    /// on (None: no, [`KernelPolicy::wide_gemm`]).
+    pub fn wide_gemm(mut self, wide: Option<bool>) -> Self {
+        self.wide_gemm = wide;
         self
     }
 
@@ -104,6 +113,7 @@ impl KernelPolicyBuilder {
             family,
             slow_compiler: cpu && swiftshader_like(info),
             fused: self.fused.unwrap_or(family == KernelFamily::Gpu),
+            wide_gemm: self.wide_gemm.unwrap_or(false),
             max_binding,
             tuning: self.tuning.clone(),
             asked: Arc::new(Mutex::new(Vec::new())),
@@ -138,23 +148,20 @@ impl KernelPolicy {
         self.family == KernelFamily::Cpu
     }
 
-    /// Whether [`GpuModel`](crate::model::GpuModel) fuses each ASL into its 1x1 convolution by
-    /// default.
-    pub fn fused_by_default(&self) -> bool {
-        self.fused
+    /// Whether the register-tiled GEMMs give layers with 64 or more output channels to their
+    /// 64-row entry points (`main_wide`, `main_wide_whole`), else to the 32-row ones. Off unless
+    /// asked for ([`KernelPolicyBuilder::wide_gemm`]): a 64-row pipeline takes about 4 times as
+    /// long to compile as a 32-row one (on llvmpipe, 4-8 s of CPU against 1-2 s, at its first
+    /// dispatch), and w32's plan needs four of them, for a warm speed within the noise of a
+    /// shared 2-core host (docs/performance.md, "Kernel compile cost").
+    pub fn wide_gemm(&self) -> bool {
+        self.wide_gemm
     }
 
-    /// The rewrites the GPU engine lowers a plan with
-    /// ([`Plan::lower`](crate::model::Plan::lower)): each ASL fused into its 1x1 convolution
-    /// when [`KernelPolicy::fused_by_default`] (up to the fused kernels' channel limit), every
-    /// pre-activation folded into the 1x1 convolutions reading it (always: it saves a launch and
-    /// a tensor on every adapter measured).
-    pub fn lowering(&self) -> crate::model::Lowering {
-        crate::model::Lowering {
-            fuse_asl: self.fused,
-            max_fused_channels: super::kernels::ASL_CONV1X1_MAX_CHANNELS,
-            fold_affine_relu: true,
-        }
+    /// Whether a network's GPU engine fuses each ASL into its 1x1 convolution by default (the
+    /// model layer reads this when it lowers a plan; this layer knows no networks).
+    pub fn fused_by_default(&self) -> bool {
+        self.fused
     }
 
     /// The measured decision for `key`, if there is one and it names a variant for `key`.
@@ -223,7 +230,7 @@ impl KernelPolicy {
         if !self.register_tiled() {
             Conv1x1Variant::Tiled
         } else if !self.slow_compiler
-            && super::kernels::one_dispatch_pays(xs, cout, stride, self.max_binding)
+            && super::kernels::one_dispatch_pays(xs, cout, stride, self.max_binding, self.wide_gemm)
         {
             if vec4 {
                 Conv1x1Variant::Vec4Whole

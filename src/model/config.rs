@@ -4,6 +4,8 @@
 
 use super::params::{Norm, ParamId, block_prefix};
 use crate::error::{Error, Result};
+// The image-input layer owns how an image becomes an input tensor; a network description names it.
+pub use crate::preprocess::{ColorOrder, Preprocess};
 use serde::{Deserialize, Serialize};
 
 /// One stage of residual blocks.
@@ -15,45 +17,6 @@ pub struct StageConfig {
     pub width: usize,
     /// Stride of the stage's first block (the others use 1).
     pub stride: usize,
-}
-
-/// Channel order the network expects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ColorOrder {
-    /// Red, green, blue.
-    Rgb,
-    /// Blue, green, red (the authors' Caffe models).
-    Bgr,
-    /// One luminance channel.
-    Gray,
-}
-
-impl ColorOrder {
-    /// Number of input channels.
-    pub fn channels(self) -> usize {
-        match self {
-            ColorOrder::Rgb | ColorOrder::Bgr => 3,
-            ColorOrder::Gray => 1,
-        }
-    }
-}
-
-/// How an image becomes the network's input tensor. Pixel values are taken in `0..=255`, then
-/// `x = (v - mean[c]) * scale[c]` in the network's channel order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Preprocess {
-    /// Resize so the shorter side has this many pixels (bilinear), keeping the aspect ratio;
-    /// `None` resizes straight to the crop size.
-    pub resize_short: Option<usize>,
-    /// Centre crop `[height, width]` (equal to the network's input size).
-    pub crop: [usize; 2],
-    /// Channel order.
-    pub color: ColorOrder,
-    /// Per-channel mean, subtracted first (network channel order, 0..255 scale).
-    pub mean: Vec<f32>,
-    /// Per-channel multiplier, applied after the mean.
-    pub scale: Vec<f32>,
 }
 
 /// Which block the network is built from.

@@ -9,14 +9,15 @@
 //!   ([`Prologue::AffineRelu`]); the activated tensor is never written. The blocks'
 //!   pre-activations fold this way.
 //!
-//! Which rewrites apply is a [`Lowering`]. The GPU engine takes it from its context's
-//! [`KernelPolicy::lowering`](crate::gpu::KernelPolicy::lowering) (the one place that decides
-//! whether to fuse); the CPU engine lowers with [`Lowering::ALL`] and runs a lowered op by its
+//! Which rewrites apply is a [`Lowering`]. The GPU engine takes it from its context's kernel
+//! policy through [`Lowering::for_policy`] (the one place that decides whether to fuse: the
+//! kernel layer only says what it can run); the CPU engine lowers with [`Lowering::ALL`] and runs a lowered op by its
 //! parts (the prologue's op, then the convolution). `GpuModel::op_dispatches` lists the lowered
 //! ops, [`LoweredOp::kind`] naming each.
 
 use super::params::{Norm, ParamId};
 use super::plan::{Op, Plan, Slot};
+use crate::gpu::KernelPolicy;
 
 /// Which rewrites [`Plan::lower`] applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,18 @@ impl Lowering {
         max_fused_channels: usize::MAX,
         fold_affine_relu: true,
     };
+
+    /// The rewrites the GPU engine lowers a plan with under `policy`: each ASL fused into its
+    /// 1x1 convolution when [`KernelPolicy::fused_by_default`] (up to the fused kernels' channel
+    /// limit), every pre-activation folded into the 1x1 convolutions reading it (always: it
+    /// saves a launch and a tensor on every adapter measured).
+    pub fn for_policy(policy: &KernelPolicy) -> Lowering {
+        Lowering {
+            fuse_asl: policy.fused_by_default(),
+            max_fused_channels: crate::gpu::kernels::ASL_CONV1X1_MAX_CHANNELS,
+            fold_affine_relu: true,
+        }
+    }
 }
 
 /// What a lowered 1x1 convolution applies to its input as it reads it: a plan op that runs
@@ -313,6 +326,108 @@ impl Plan {
             plan: self,
             ops: lowered,
             lowering,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Shape4;
+
+    /// A hand-made plan: slot 0 (c channels) -> shift -> slot 1 -> 1x1 (stride, residual)
+    /// -> slot 2, the logits.
+    fn shift_then_conv(c: usize, stride: usize, residual: Option<Slot>) -> Plan {
+        let xs = Shape4::new(1, c, 4, 4);
+        Plan {
+            ops: vec![
+                Op::Shift {
+                    input: 0,
+                    shift: ParamId::Shift(0),
+                    stride: 1,
+                    out: 1,
+                },
+                Op::Conv1x1 {
+                    input: 1,
+                    weight: ParamId::Reduce(0),
+                    stride,
+                    affine: None,
+                    bias: None,
+                    residual,
+                    relu: false,
+                    out: 2,
+                },
+            ],
+            slots: vec![xs, xs, xs.strided(c, stride)],
+            input: 0,
+            logits: 2,
+            probs: 2,
+        }
+    }
+
+    #[test]
+    fn an_asl_fuses_into_the_stride_1_convolution_reading_it_up_to_the_channel_limit() {
+        let limit = |max_fused_channels| Lowering {
+            fuse_asl: true,
+            max_fused_channels,
+            fold_affine_relu: true,
+        };
+        let fused = shift_then_conv(8, 1, None).lower(limit(8));
+        assert_eq!(fused.ops.len(), 1);
+        assert_eq!(fused.fused_asls(), 1);
+        assert_eq!(fused.ops[0].reads(), [0]);
+        assert!(!fused.writes(1), "the shifted tensor is never written");
+        assert!(matches!(
+            fused.ops[0].prologue,
+            Some(Prologue::Shift {
+                input: 0,
+                out: 1,
+                ..
+            })
+        ));
+        // One channel over the limit, a strided reader, or the shifted tensor read twice (as
+        // input and residual): the ASL runs on its own.
+        for plan in [
+            shift_then_conv(9, 1, None),
+            shift_then_conv(8, 2, None),
+            shift_then_conv(8, 1, Some(1)),
+        ] {
+            let lowered = plan.clone().lower(limit(8));
+            assert_eq!(lowered.fused_asls(), 0, "{:?}", plan.ops[1]);
+            assert_eq!(lowered.ops.len(), 2);
+            assert!(lowered.writes(1));
+        }
+        assert_eq!(
+            shift_then_conv(8, 1, None)
+                .lower(Lowering::NONE)
+                .fused_asls(),
+            0
+        );
+    }
+
+    #[test]
+    fn no_lowering_keeps_the_plan_and_every_lowering_keeps_its_outputs() {
+        let config = crate::model::ArchConfig::asnet20(4, 2, 3, 8, 10);
+        let plan = Plan::new(&config, 1);
+        let none = plan.clone().lower(Lowering::NONE);
+        assert_eq!(none.ops.len(), plan.ops.len());
+        assert!(
+            none.ops
+                .iter()
+                .zip(&plan.ops)
+                .all(|(l, op)| l.prologue.is_none() && &l.op == op)
+        );
+        assert!((0..plan.slots.len()).all(|s| none.writes(s)));
+        let all = plan.clone().lower(Lowering::ALL);
+        assert_eq!(all.fused_asls(), config.shift_layers());
+        // Every block's pre-activation folds; the head's (read by the pooling) does not.
+        assert_eq!(all.folded_affines(), config.blocks().len());
+        assert_eq!(
+            all.ops.len(),
+            plan.ops.len() - all.fused_asls() - all.folded_affines()
+        );
+        for s in [plan.input, plan.logits, plan.probs] {
+            assert!(all.writes(s), "slot {s}");
         }
     }
 }

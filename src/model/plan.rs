@@ -379,3 +379,104 @@ impl Plan {
         total / n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::StageConfig;
+
+    /// One stage of one block, widening 2 -> 4 (so it has a projection shortcut), on a
+    /// 1 x 4 x 4 input with 3 classes.
+    fn one_block() -> ArchConfig {
+        let mut c = ArchConfig::asnet20(2, 1, 1, 4, 3);
+        c.stages = vec![StageConfig {
+            blocks: 1,
+            width: 4,
+            stride: 1,
+        }];
+        c
+    }
+
+    #[test]
+    fn every_slot_is_written_once_before_it_is_read() {
+        for config in [one_block(), ArchConfig::asnet20(4, 2, 3, 8, 10)] {
+            let plan = Plan::new(&config, 2);
+            let mut written = vec![false; plan.slots.len()];
+            written[plan.input] = true;
+            for op in &plan.ops {
+                for r in op.inputs() {
+                    assert!(written[r], "{op:?} reads slot {r} before it is written");
+                }
+                let o = op.output();
+                assert!(!written[o], "{op:?} writes slot {o} a second time");
+                written[o] = true;
+            }
+            assert!(written.iter().all(|&w| w), "a slot nobody writes");
+            let [h, w] = config.input_size;
+            assert_eq!(
+                plan.slots[plan.input],
+                Shape4::new(2, config.in_channels, h, w)
+            );
+            assert_eq!(
+                plan.slots[plan.logits],
+                Shape4::new(2, config.classes, 1, 1)
+            );
+            assert_eq!(plan.slots[plan.probs], plan.slots[plan.logits]);
+        }
+    }
+
+    #[test]
+    fn each_block_is_pre_activation_projection_expand_shift_reduce() {
+        let config = ArchConfig::asnet20(4, 2, 3, 8, 10);
+        let plan = Plan::new(&config, 1);
+        // Stem, then 4 ops per block plus the projections, then head affine, pool, fc, softmax.
+        let blocks = config.blocks();
+        let projections = blocks.iter().filter(|b| b.projection).count();
+        assert_eq!(projections, 2, "the two stage transitions of ASNet-20");
+        assert_eq!(plan.ops.len(), 1 + 4 * blocks.len() + projections + 4);
+        let shifts: Vec<usize> = plan
+            .ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| matches!(op, Op::Shift { .. }).then_some(i))
+            .collect();
+        assert_eq!(shifts.len(), config.shift_layers());
+        // Every shift sits between the expanding and the reducing 1x1 convolutions.
+        for &i in &shifts {
+            assert!(matches!(
+                plan.ops[i - 1],
+                Op::Conv1x1 {
+                    relu: true,
+                    affine: Some(_),
+                    ..
+                }
+            ));
+            assert!(matches!(
+                plan.ops[i + 1],
+                Op::Conv1x1 {
+                    residual: Some(_),
+                    ..
+                }
+            ));
+        }
+        let mut depthwise = config.clone();
+        depthwise.block = BlockKind::Depthwise;
+        let plan = Plan::new(&depthwise, 1);
+        assert!(!plan.ops.iter().any(|op| matches!(op, Op::Shift { .. })));
+        let dw = plan
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Depthwise3x3 { .. }));
+        assert_eq!(dw.count(), shifts.len());
+    }
+
+    #[test]
+    fn mult_adds_count_one_image_by_hand() {
+        // Stem 3x3 1 -> 2 on 4x4: 2*16 outputs * 9 * 1. Block (cin 2, inner 4, width 4):
+        // projection 4*16 * 2, expand 4*16 * 2, shift none, reduce 4*16 * 4. Classifier 3 * 4.
+        let want = 2 * 16 * 9 + 64 * 2 + 64 * 2 + 64 * 4 + 3 * 4;
+        for n in [1, 3] {
+            assert_eq!(Plan::new(&one_block(), n).mult_adds(), want, "batch {n}");
+        }
+    }
+}

@@ -473,3 +473,123 @@ impl<B: Backend> Graph<'_, B> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::StageConfig;
+    use crate::model::{ArchConfig, Model};
+    use crate::train::backend::CpuBackend;
+    use crate::train::cpu_tensor::CpuTensor;
+
+    /// One widening block (a projection shortcut) on 1 x 6 x 6 images, 3 classes.
+    fn setup() -> (Plan, HashMap<ParamId, Vec<f32>>, Vec<f32>, Vec<u32>) {
+        let mut config = ArchConfig::asnet20(2, 2, 1, 6, 3);
+        config.stages = vec![StageConfig {
+            blocks: 1,
+            width: 4,
+            stride: 1,
+        }];
+        let model = Model::synthetic(&config, 7).unwrap();
+        let params = config
+            .params()
+            .into_iter()
+            .map(|(id, _)| (id, model.param(id).unwrap().data.clone()))
+            .collect();
+        let input = (0..2 * 36)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 8.0)
+            .collect();
+        (Plan::new(&config, 2), params, input, vec![2, 0])
+    }
+
+    fn upload(
+        be: &mut CpuBackend,
+        params: &HashMap<ParamId, Vec<f32>>,
+    ) -> HashMap<ParamId, CpuTensor> {
+        params
+            .iter()
+            .map(|(&id, v)| (id, be.upload(&[v.len()], v).unwrap()))
+            .collect()
+    }
+
+    /// The batch's mean loss (what the gradients are of).
+    fn loss(
+        plan: &Plan,
+        params: &HashMap<ParamId, Vec<f32>>,
+        input: &[f32],
+        labels: &[u32],
+    ) -> f64 {
+        let mut be = CpuBackend;
+        let on = upload(&mut be, params);
+        let pass = forward_backward(&mut be, plan, &on, None, input, labels).unwrap();
+        f64::from(be.download(&[&pass.totals]).unwrap()[0][0]) / labels.len() as f64
+    }
+
+    #[test]
+    fn parameter_gradients_match_finite_differences_of_the_loss() {
+        let (plan, params, input, labels) = setup();
+        let mut be = CpuBackend;
+        let on = upload(&mut be, &params);
+        let pass = forward_backward(&mut be, &plan, &on, None, &input, &labels).unwrap();
+        for id in [
+            ParamId::StemWeight,
+            ParamId::Expand(0),
+            ParamId::Reduce(0),
+            ParamId::Shortcut(0),
+            ParamId::FcWeight,
+            ParamId::FcBias,
+        ] {
+            let grad = &be.download(&[&pass.grads[&GradOf::Param(id)]]).unwrap()[0];
+            assert_eq!(grad.len(), params[&id].len(), "{id}");
+            for k in [0, grad.len() / 2, grad.len() - 1] {
+                let h = 1e-3;
+                let nudged = |d: f32| {
+                    let mut p = params.clone();
+                    p.get_mut(&id).unwrap()[k] += d;
+                    loss(&plan, &p, &input, &labels)
+                };
+                let numeric = (nudged(h) - nudged(-h)) / (2.0 * f64::from(h));
+                let analytic = f64::from(grad[k]);
+                assert!(
+                    (analytic - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs(),
+                    "{id}[{k}]: {analytic} vs finite differences {numeric}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batch_statistics_come_back_per_affine_layer_unless_frozen() {
+        let (plan, params, input, labels) = setup();
+        let mut be = CpuBackend;
+        let on = upload(&mut be, &params);
+        let pass = forward_backward(&mut be, &plan, &on, None, &input, &labels).unwrap();
+        // Pre-activation, the expansion's epilogue, the head.
+        let norms: Vec<Norm> = pass.batch_stats.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(norms, [Norm::Pre(0), Norm::Mid(0), Norm::Head]);
+        // Per channel over the batch's 2 x 6 x 6 positions.
+        assert!(pass.batch_stats.iter().all(|(_, _, count)| *count == 72));
+        let frozen: BTreeMap<Norm, CpuTensor> = norms
+            .iter()
+            .map(|&n| {
+                let c = params[&ParamId::Scale(n)].len();
+                let stats: Vec<f32> = [vec![0.0; c], vec![1.0; c], vec![1.0; c]].concat();
+                (n, be.upload(&[3, c], &stats).unwrap())
+            })
+            .collect();
+        let pass = forward_backward(&mut be, &plan, &on, Some(&frozen), &input, &labels).unwrap();
+        assert!(pass.batch_stats.is_empty());
+    }
+
+    #[test]
+    fn a_missing_parameter_is_an_error_naming_it() {
+        let (plan, params, input, labels) = setup();
+        let mut be = CpuBackend;
+        let mut on = upload(&mut be, &params);
+        on.remove(&ParamId::Reduce(0));
+        let err = forward_backward(&mut be, &plan, &on, None, &input, &labels)
+            .err()
+            .expect("a pass without a parameter");
+        assert!(err.to_string().contains("blocks.0"), "{err}");
+    }
+}

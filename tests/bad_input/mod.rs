@@ -4,7 +4,6 @@
 use activeshift::Error;
 use activeshift::model::{ArchConfig, Model};
 use image::{DynamicImage, ImageBuffer, ImageFormat, Rgb};
-use std::process::Command;
 
 pub fn format_err<T: std::fmt::Debug>(r: activeshift::Result<T>, format: &str) -> String {
     match r {
@@ -93,7 +92,7 @@ pub fn imagenet() -> activeshift::model::Preprocess {
 }
 
 pub fn cli(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_activeshift"))
+    let out = crate::common::bin()
         .args(args)
         .output()
         .expect("run activeshift");

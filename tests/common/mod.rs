@@ -474,9 +474,13 @@ pub fn tmpdir(name: &str) -> std::path::PathBuf {
     d
 }
 
-/// The `activeshift` program built for these tests.
+/// The `activeshift` program built for these tests: the CLI crate's (cli/tests/) build it;
+/// the library's test crates have no program to run.
 pub fn bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_activeshift"))
+    match option_env!("CARGO_BIN_EXE_activeshift") {
+        Some(exe) => std::process::Command::new(exe),
+        None => panic!("only the CLI crate's tests (cli/tests/) run the activeshift program"),
+    }
 }
 
 /// Run `cmd` to the end: (success, stdout, stderr).

@@ -308,7 +308,7 @@ test('WebGPU with ?kernels=gpu: the hardware-GPU kernels give the native top-5 t
 
 test('every WGSL kernel the library runs compiles with the browser\'s WGSL compiler', { timeout: 120_000 }, async () => {
   assert.ok(shaderDir, 'ACTIVESHIFT_WEB_SHADERS is not set (run web/test/run.sh)');
-  // naga (tests/shaders.rs) and Chromium's Tint do not reject the same programs: Tint, like
+  // naga (tests/cpu/shaders.rs) and Chromium's Tint do not reject the same programs: Tint, like
   // the WGSL specification, refuses e.g. `a >= b & c < d` without parentheses, which naga
   // accepted. Only shader modules are created here (parsing and validation); pipelines are
   // built by the inference tests above and below.

@@ -2,7 +2,7 @@
 //! matrixmultiply): every operation the CPU engine ([`Model::forward_cpu`](crate::Model::forward_cpu))
 //! and the CPU trainer (`train::CpuBackend`) run, forward and backward. Each computes what a
 //! generic twin in this module's siblings computes; those twins stay the reference the tests
-//! compare this set with (`tests/cpu_fast.rs`), and nothing else runs them.
+//! compare this set with (`tests/cpu/cpu_fast.rs`), and nothing else runs them.
 //!
 //! Tensors are NCHW. Work is split over images or over (image, channel) planes. Reductions
 //! over the batch (weight, shift and BatchNorm gradients, batch statistics) are taken per

@@ -76,7 +76,8 @@ pub struct AslConv1x1Args<'a> {
 /// Three shaders ([`AslConv1x1Variant`], chosen by [`KernelPolicy`](crate::gpu::KernelPolicy)): on CPU adapters
 /// `asl_conv1x1_vec4.wgsl` (vec4 loads and stores) for stride 1 with a width divisible by 4
 /// (except on SwiftShader, which takes minutes to compile it) and `asl_conv1x1.wgsl` for every
-/// other shape, each with an entry point for 32 and one for 64 output channels per invocation;
+/// other shape, each with an entry point for 32 and one for 64 output channels per invocation
+/// (the latter where [`KernelPolicy::wide_gemm`](crate::gpu::KernelPolicy::wide_gemm) says);
 /// elsewhere `asl_conv1x1_tiled.wgsl`, the workgroup-tiled GEMM.
 pub struct AslConv1x1 {
     gemm: PackedPipelines,

@@ -90,7 +90,8 @@ pub enum Conv1x1Variant {
     /// invocation (what [`Conv1x1::prepare`] uses on adapters other than CPU ones).
     Tiled,
     /// `shaders/conv1x1_reg.wgsl`: no workgroup memory; each invocation owns 4 output pixels
-    /// and 32 output channels (64 from 64 output channels on); weights packed into
+    /// and 32 output channels (64 from 64 output channels on, where
+    /// [`KernelPolicy::wide_gemm`](crate::gpu::KernelPolicy::wide_gemm) says); weights packed into
     /// uniform-buffer slabs. Any shape and stride.
     Register,
     /// `shaders/conv1x1_vec4.wgsl`: as [`Conv1x1Variant::Register`] with vec4 loads and stores

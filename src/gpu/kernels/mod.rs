@@ -136,6 +136,10 @@ pub(crate) struct PipelineEnv {
     cache: OnceLock<wgpu::PipelineCache>,
     hook: OnceLock<CompileHook>,
     compiled: AtomicUsize,
+    /// Set by [`crate::GpuContext::time_compiles`]: dispatch each pipeline once as it is built
+    /// and record what creating and first dispatching it took.
+    probe: OnceLock<wgpu::Queue>,
+    compile_times: std::sync::Mutex<Vec<crate::gpu::CompileTime>>,
     /// Buffers created on the context (tensors, uniforms of prepared dispatches, staging).
     buffers_created: AtomicU64,
     /// Bytes written from the host into buffers (creation with contents, queued writes).
@@ -156,6 +160,22 @@ impl PipelineEnv {
     /// The pipeline cache given with [`PipelineEnv::set_cache`].
     pub(crate) fn cache(&self) -> Option<&wgpu::PipelineCache> {
         self.cache.get()
+    }
+    /// Time every pipeline built from now on (creation, and a first dispatch on `queue`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn set_probe(&self, queue: wgpu::Queue) {
+        let _ = self.probe.set(queue);
+    }
+    /// Whether pipelines are timed.
+    pub(crate) fn probing(&self) -> bool {
+        self.probe.get().is_some()
+    }
+    /// The compile times recorded so far, in the order built.
+    pub(crate) fn compile_times(&self) -> Vec<crate::gpu::CompileTime> {
+        self.compile_times
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
     /// Pipelines compiled so far.
     pub(crate) fn compiled(&self) -> usize {
@@ -349,6 +369,19 @@ impl Kernels {
     pub fn optimizer(&self) -> &Optimizer {
         self.build(&self.optimizer, || Optimizer::new(&self.device))
     }
+    /// Build `entry` of `file` anew (outside every kernel type) with compile timing on, and
+    /// return what it took.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn probe(&self, file: &'static str, entry: &'static str) -> crate::gpu::CompileTime {
+        let (_, time) =
+            Pipeline::build_timed(&self.device, Some(Arc::clone(&self.env)), file, entry);
+        time.unwrap_or(crate::gpu::CompileTime {
+            file,
+            entry,
+            create_ms: 0.0,
+            first_dispatch_ms: 0.0,
+        })
+    }
     /// A 16-byte storage buffer bound where a kernel's optional input is absent.
     pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
         self.placeholder.get_or_init(|| {
@@ -415,6 +448,19 @@ impl Pipeline {
         file: &'static str,
         entry: &'static str,
     ) -> Self {
+        Self::build_timed(device, env, file, entry).0
+    }
+
+    /// [`Pipeline::build`], and if `env` times compiles, dispatch the pipeline once and return
+    /// (and record) what its creation and that dispatch took.
+    fn build_timed(
+        device: &wgpu::Device,
+        env: Option<Arc<PipelineEnv>>,
+        file: &'static str,
+        entry: &'static str,
+    ) -> (Self, Option<crate::gpu::CompileTime>) {
+        #[cfg(not(target_arch = "wasm32"))]
+        let start = std::time::Instant::now();
         if let Some(env) = &env {
             if let Some(hook) = env.hook.get() {
                 hook(file, entry);
@@ -434,13 +480,36 @@ impl Pipeline {
             cache: env.as_deref().and_then(PipelineEnv::cache),
         });
         let layout = pipeline.get_bind_group_layout(0);
-        Self {
-            label: file,
-            entry,
-            pipeline,
-            layout,
-            env,
-        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let time = env.as_ref().and_then(|env| {
+            let queue = env.probe.get()?;
+            let create_ms = start.elapsed().as_secs_f64() * 1e3;
+            let first_dispatch_ms = crate::gpu::compile_cost::first_dispatch(
+                device, queue, &pipeline, &layout, file, entry,
+            );
+            let t = crate::gpu::CompileTime {
+                file,
+                entry,
+                create_ms,
+                first_dispatch_ms,
+            };
+            if let Ok(mut times) = env.compile_times.lock() {
+                times.push(t.clone());
+            }
+            Some(t)
+        });
+        #[cfg(target_arch = "wasm32")]
+        let time = None;
+        (
+            Self {
+                label: file,
+                entry,
+                pipeline,
+                layout,
+                env,
+            },
+            time,
+        )
     }
 
     /// Build one dispatch of `groups` workgroups with `params` (uploaded into a uniform

@@ -13,7 +13,9 @@ use crate::shape::Shape4;
 /// `max_uniform_buffer_binding_size`; `SLAB` in the WGSL).
 pub(crate) const SLAB: usize = 16384;
 /// Output channels per invocation of the packed GEMMs' `main` entry point; `main_wide` owns
-/// twice as many and is used from [`WIDE_FROM`] output channels on.
+/// twice as many and is used from [`WIDE_FROM`] output channels on where the policy asks for
+/// it ([`KernelPolicy::wide_gemm`](crate::gpu::KernelPolicy::wide_gemm), off by default: it
+/// compiles about 4 times as slowly).
 const ROWS: usize = 32;
 /// Output channels from which the packed GEMMs use their `main_wide` entry point.
 pub(crate) const WIDE_FROM: usize = 64;
@@ -90,7 +92,7 @@ impl PackedGemm<'_> {
         let device = ctx.device();
         let (xs, cout) = (self.xs, self.cout);
         let ys = xs.strided(cout, self.stride);
-        let wide = cout >= WIDE_FROM;
+        let wide = ctx.policy().wide_gemm() && cout >= WIDE_FROM;
         let per = if wide { 2 * ROWS } else { ROWS };
         let depth = self.depth;
         if self.whole {
@@ -254,8 +256,18 @@ const WHOLE_BELOW: usize = 256;
 /// when it has a single workgroup, while a storage-buffer weight load costs more than a uniform
 /// one, so the one-dispatch form pays on small planes only (BENCHMARKS.md). The rule
 /// [`KernelPolicy::conv1x1`](crate::gpu::KernelPolicy::conv1x1) applies.
-pub(crate) fn one_dispatch_pays(xs: Shape4, cout: usize, stride: usize, max_binding: u64) -> bool {
-    let per = if cout >= WIDE_FROM { 2 * ROWS } else { ROWS };
+pub(crate) fn one_dispatch_pays(
+    xs: Shape4,
+    cout: usize,
+    stride: usize,
+    max_binding: u64,
+    wide: bool,
+) -> bool {
+    let per = if wide && cout >= WIDE_FROM {
+        2 * ROWS
+    } else {
+        ROWS
+    };
     let slabs = SlabLayout::new(cout, xs.c, per);
     let lanes = xs.strided(cout, stride).plane().div_ceil(4) * (slabs.rows / per) * xs.n;
     slabs.slabs() > 1

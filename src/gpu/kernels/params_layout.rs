@@ -170,7 +170,7 @@ fn every_params_struct_matches_its_wgsl_twin() {
         .flat_map(|r| r.wgsl.to_vec())
         .collect();
     for (file, src) in SHADERS {
-        let module = naga::front::wgsl::parse_str(src).expect("parses (tests/shaders.rs)");
+        let module = naga::front::wgsl::parse_str(src).expect("parses (tests/cpu/shaders.rs)");
         for (_, ty) in module.types.iter() {
             if let Some(name) = ty.name.as_deref()
                 && name.ends_with("Params")

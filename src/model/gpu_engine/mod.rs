@@ -115,7 +115,7 @@ impl GpuModel {
             ones,
             image_bytes,
             batch_limit: usize::MAX,
-            lowering: ctx.policy().lowering(),
+            lowering: Lowering::for_policy(ctx.policy()),
             prepared: None,
         })
     }
