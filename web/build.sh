@@ -64,6 +64,7 @@ if [ "$opt" = 1 ]; then
   before=$(stat -c %s "$bg")
   "$web/node_modules/.bin/wasm-opt" -Os --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    --enable-simd \
     "$bg" -o "$bg.opt"
   mv "$bg.opt" "$bg"
   echo "wasm-opt -Os: $before -> $(stat -c %s "$bg") bytes"
@@ -78,7 +79,8 @@ if [ "$opt" = 1 ] && [ "$gz" -gt "$WASM_BUDGET_GZ" ]; then
 fi
 
 # The package: the JS layer and its types, the built-in model, package.json, README, licences.
-cp "$web"/js/index.js "$web"/js/node.js "$web"/js/core.js "$web"/js/classifier.js "$web"/js/index.d.ts "$out/"
+cp "$web"/js/index.js "$web"/js/node.js "$web"/js/core.js "$web"/js/classifier.js "$web"/js/proxy.js \
+  "$web"/js/worker.js "$web"/js/index.d.ts "$out/"
 mkdir -p "$out/models"
 cp "$root/models/fashion-mnist-asnet20-26x1.safetensors" "$out/models/fashion.safetensors"
 cp "$web/README.md" "$root/LICENSE-MIT" "$root/LICENSE-APACHE" "$out/"

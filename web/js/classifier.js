@@ -10,6 +10,7 @@ import {
   wrapError,
   yieldToEventLoop,
 } from './core.js';
+import { openRemote, portableImage } from './proxy.js';
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 
@@ -19,13 +20,16 @@ export class Classifier {
   #source;
   #queue = Promise.resolve();
   #disposed = false;
+  /** With `worker: true`: the classifier in the package's worker (proxy.js), else null. */
+  #remote = null;
 
   /** Use `Classifier.load`. */
-  constructor(engine, info, source, token) {
+  constructor(engine, info, source, token, remote = null) {
     if (token !== LOAD) throw new ActiveShiftError('BAD_ARGUMENT', 'use Classifier.load(source, options) to make a Classifier');
     this.#engine = engine;
     this.#info = info;
     this.#source = source;
+    this.#remote = remote;
   }
 
   /** Load a model: a URL, bytes, a Blob/File, or a built-in model name ('fashion'). */
@@ -34,6 +38,11 @@ export class Classifier {
     const builtin = typeof source === 'string' && Object.hasOwn(BUILTIN_MODELS, source);
     if (source === undefined || source === null) {
       throw new ActiveShiftError('BAD_ARGUMENT', `Classifier.load needs a model: a URL, bytes, a Blob or one of ${Object.keys(BUILTIN_MODELS).join(', ')}`);
+    }
+    const name = builtin ? source : source instanceof URL || typeof source === 'string' ? String(source) : describe(source);
+    if (options.worker) {
+      const { remote } = await openRemote(source, options);
+      return new Classifier(null, null, name, LOAD, remote);
     }
     const [engine, bytes] = await Promise.all([
       openEngine({ backend, device, kernels }),
@@ -52,7 +61,6 @@ export class Classifier {
     info.adapter = info.backend;
     info.backend = engine.on_gpu() ? 'webgpu' : 'cpu';
     info.fallbackReason = engine.on_gpu() ? null : engine.gpu_error() ?? null;
-    const name = builtin ? source : source instanceof URL || typeof source === 'string' ? String(source) : describe(source);
     return new Classifier(engine, info, name, LOAD);
   }
 
@@ -61,6 +69,16 @@ export class Classifier {
    * to an array of results). `top`: how many classes (default 5).
    */
   classify(input, { top = 5, maxBytes } = {}) {
+    if (this.#remote) {
+      return this.#enqueue(async () => {
+        const transfer = [];
+        const many = Array.isArray(input);
+        const inputs = many ? input : [input];
+        const sent = [];
+        for (let i = 0; i < inputs.length; i++) sent.push(await portableImage(inputs[i], many ? i : null, transfer));
+        return this.#remote.call('classify', [many ? sent : sent[0], { top, maxBytes }], { transfer });
+      });
+    }
     return this.#enqueue(async () => {
       const k = checkTop(top, this.#info.classes);
       const many = Array.isArray(input);
@@ -101,6 +119,7 @@ export class Classifier {
   /** Model name, labels, input size and preprocessing, parameter count, backend and adapter. */
   async info() {
     this.#alive();
+    if (this.#remote) return { ...(await this.#remote.call('info')), source: this.#source };
     const i = this.#info;
     return {
       name: i.name,
@@ -127,6 +146,7 @@ export class Classifier {
   /** The learned shifts of every Active Shift layer, in execution order. */
   async shifts() {
     this.#alive();
+    if (this.#remote) return this.#remote.call('shifts');
     try {
       return JSON.parse(this.#engine.shifts()).map((l) => ({
         name: l.name,
@@ -145,6 +165,10 @@ export class Classifier {
    * (WebGPU only) and use the fastest from then on. Resolves to the measurement's report.
    */
   tune({ perKeyMs = 150, totalMs = 120_000, onProgress } = {}) {
+    if (this.#remote) {
+      const options = { perKeyMs, totalMs };
+      return this.#enqueue(() => this.#remote.call('tune', [options], { onProgress }));
+    }
     return this.#enqueue(async () => {
       this.#alive();
       try {
@@ -159,11 +183,13 @@ export class Classifier {
   /** The kernel decisions measured so far, as text to keep (e.g. in localStorage). */
   async tuning() {
     this.#alive();
+    if (this.#remote) return this.#remote.call('tuning');
     return { count: this.#engine.tuned(), json: this.#engine.tuning_json() };
   }
 
   /** Use decisions kept from an earlier `tuning()` on the same adapter; resolves to their count. */
   useTuning(json) {
+    if (this.#remote) return this.#enqueue(() => this.#remote.call('useTuning', [json]));
     return this.#enqueue(async () => {
       this.#alive();
       try {
@@ -181,6 +207,14 @@ export class Classifier {
     const engine = this.#engine;
     // After the calls already queued.
     await this.#queue;
+    if (this.#remote) {
+      try {
+        await this.#remote.call('dispose');
+      } finally {
+        this.#remote.terminate();
+      }
+      return;
+    }
     engine.dispose();
     engine.free();
   }

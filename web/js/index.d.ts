@@ -23,6 +23,8 @@ export type ErrorCode =
   | 'NO_MODEL'
   /** The WebAssembly module could not be loaded. */
   | 'WASM_LOAD'
+  /** With `worker: true`: the package's worker could not start (e.g. worker.js not served) or died. */
+  | 'WORKER_FAILED'
   /** Anything else. */
   | 'INTERNAL';
 
@@ -76,6 +78,19 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** Fix the kernel family (`'gpu'`: hardware-GPU kernels, `'cpu'`: CPU-adapter kernels). */
   kernels?: 'gpu' | 'cpu';
+  /**
+   * Run the classifier in a module Web Worker that the package spawns
+   * (`new URL('./worker.js', import.meta.url)`), with the same API: loading and classifying
+   * then never hold the page's thread (the CPU engine's forward pass and the WebGPU upload
+   * included). Pixel sources (`<img>`, canvases, video) become ImageBitmaps that are
+   * transferred. Browsers only (`BAD_ARGUMENT` in Node.js, and with `device`); a worker that
+   * cannot start rejects with `WORKER_FAILED`. Default false.
+   *
+   * @example
+   * const classifier = await Classifier.load('/models/w32.safetensors', { worker: true });
+   * const { top } = await classifier.classify(document.querySelector('img'));
+   */
+  worker?: boolean;
 }
 
 /**

@@ -680,3 +680,46 @@ impl TuneJob {
         Ok((again, tuned, json))
     }
 }
+
+/// The CPU engine's 1x1 convolution (`activeshift::cpu::fast::conv1x1`, the GEMM most of a
+/// forward pass spends its time in) on one image: `x` `[cin, h, w]`, `weight` `[cout, cin]`,
+/// stride 1, no epilogue; returns `[cout, h, w]`. Not part of the package's API: the CPU
+/// benchmark (`web/test/bench-cpu.mjs`) times it against onnxruntime-web running the same
+/// convolution. A size mismatch is an error with code `BAD_ARGUMENT`.
+#[wasm_bindgen(js_name = benchConv1x1)]
+pub fn bench_conv1x1(
+    x: &[f32],
+    weight: &[f32],
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+) -> Result<Vec<f32>, JsValue> {
+    let xs = activeshift::Shape4 { n: 1, c: cin, h, w };
+    let sizes = cin.checked_mul(h).and_then(|v| v.checked_mul(w));
+    let out = cout.checked_mul(h).and_then(|v| v.checked_mul(w));
+    let (Some(n_x), Some(n_y)) = (sizes, out) else {
+        return Err(coded(code::BAD_ARGUMENT, "convolution sizes overflow"));
+    };
+    if x.len() != n_x || weight.len() != cout.saturating_mul(cin) {
+        return Err(coded(
+            code::BAD_ARGUMENT,
+            format!(
+                "x has {} values and weight {}, expected {n_x} ([{cin}, {h}, {w}]) and {} ([{cout}, {cin}])",
+                x.len(),
+                weight.len(),
+                cout.saturating_mul(cin)
+            ),
+        ));
+    }
+    let mut y = vec![0.0; n_y];
+    let ep = activeshift::cpu::Epilogue::default();
+    let layer = activeshift::cpu::fast::Conv1x1Layer {
+        w: weight,
+        cout,
+        stride: 1,
+        ep: &ep,
+    };
+    activeshift::cpu::fast::conv1x1(x, xs, layer, &mut y, &mut Vec::new());
+    Ok(y)
+}

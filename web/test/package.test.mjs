@@ -48,7 +48,7 @@ before(async () => {
 <script type="module">import * as activeshift from 'activeshift'; window.activeshift = activeshift; document.title = 'ready';</script>`);
   writeFileSync(join(app, 'worker.js'), readFileSync(join(web, 'examples/worker/worker.js'), 'utf8')
     .replace("from 'activeshift'", "from '/node_modules/activeshift/index.js'"));
-  server = await startServer({ port: 0, mounts: { '/': app, '/test-data': data } });
+  server = await startServer({ port: 0, mounts: { '/': app, '/test-data': data, '/samples': join(web, 'www/samples') } });
 });
 after(async () => {
   await server?.close();
@@ -117,11 +117,11 @@ async function harness(browser) {
  * the longest the main thread went without answering; also the error contract.
  */
 async function mainThread(page, options) {
-  return page.evaluate(async (options) => {
+  return page.evaluate(async ({ heartbeat = true, ...options }) => {
     const { Classifier } = window.activeshift;
     let longest = 0;
     let last = performance.now();
-    let beating = true;
+    let beating = heartbeat;
     const channel = new MessageChannel();
     channel.port1.onmessage = () => {
       const t = performance.now();
@@ -129,7 +129,13 @@ async function mainThread(page, options) {
       last = t;
       if (beating) setTimeout(() => channel.port2.postMessage(0), 0);
     };
-    channel.port2.postMessage(0);
+    if (heartbeat) channel.port2.postMessage(0);
+    // Tasks that ran over 50 ms on this thread. A heartbeat gap also counts the time the
+    // thread waited for a CPU on a loaded host, and a heartbeat keeps the thread in a task
+    // nearly all the time, so the runs that assert on long tasks go without one.
+    const longTasks = [];
+    const observer = new PerformanceObserver((list) => longTasks.push(...list.getEntries().map((e) => e.duration)));
+    observer.observe({ type: 'longtask' });
     const progress = [];
     const share = options.share ? await (await navigator.gpu.requestAdapter()).requestDevice() : undefined;
     const c = await Classifier.load('/test-data/w32.safetensors', {
@@ -139,6 +145,8 @@ async function mainThread(page, options) {
     const first = await c.classify(cat);
     const warm = await c.classify(cat);
     beating = false;
+    longTasks.push(...observer.takeRecords().map((e) => e.duration));
+    observer.disconnect();
     const info = await c.info();
     const shifts = await c.shifts();
     const batch = await c.classify([cat, new Uint8Array(await cat.arrayBuffer())], { top: 5 });
@@ -157,7 +165,7 @@ async function mainThread(page, options) {
       await b.mapAsync(GPUMapMode.READ);
       sharedOk = Array.from(new Uint32Array(b.getMappedRange()));
     }
-    return { first, warm, info, shifts: shifts.length, batch, codes, longest, progress: progress.at(-1), progressCalls: progress.length, sharedOk };
+    return { first, warm, info, shifts: shifts.length, batch, codes, longest, longTask: Math.max(0, ...longTasks), longTasks: longTasks.length, progress: progress.at(-1), progressCalls: progress.length, sharedOk };
   }, options);
 }
 
@@ -175,7 +183,8 @@ function report(r, where) {
   assert.deepEqual({ ...r.codes, image: undefined }, { image: undefined, top: 'BAD_ARGUMENT', dispose: 'DISPOSED', after: 'DISPOSED', model: 'BAD_MODEL' });
   console.log(`${where}: first run ${r.first.timings.forwardMs.toFixed(0)} ms, warm ${r.warm.timings.forwardMs.toFixed(0)} ms ` +
     `(decode ${r.warm.timings.decodeMs.toFixed(0)} ms, preprocess ${r.warm.timings.preprocessMs.toFixed(0)} ms); ` +
-    `longest main-thread task while loading and classifying twice: ${r.longest.toFixed(0)} ms`);
+    `while loading and classifying twice: longest main-thread task ${r.longTask.toFixed(0)} ms (${r.longTasks} over 50 ms)` +
+    (r.longest ? `, longest heartbeat gap ${r.longest.toFixed(0)} ms` : ''));
 }
 
 test('browser main thread: the installed package classifies cat.jpg on WebGPU and on the CPU engine', { timeout: 600_000, ...needsW32 }, async () => {
@@ -218,19 +227,90 @@ test('browser main thread: the installed package classifies cat.jpg on WebGPU an
   }
 });
 
+test('browser main thread, worker: true: the package runs the classifier in its own worker (WebGPU, CPU engine)', { timeout: 600_000, ...needsW32 }, async () => {
+  const browser = await chromium.launch({ executablePath, headless: true, args: [...ARGS, '--enable-unsafe-webgpu'] });
+  try {
+    const { page, errors } = await harness(browser);
+    for (const backend of ['webgpu', 'cpu']) {
+      const r = await mainThread(page, { backend, worker: true, heartbeat: false });
+      assert.equal(r.first.backend, backend);
+      report(r, `worker: true, ${backend === 'cpu' ? 'CPU engine' : 'WebGPU'}`);
+      // The goal: nothing holds the page's thread for more than about a frame (no long task).
+      assert.ok(r.longTask <= 50, `worker: true, ${backend}: a main-thread task took ${r.longTask} ms`);
+    }
+    // Pixel sources cross to the worker as transferred ImageBitmaps; no GPUDevice with a worker.
+    const out = await page.evaluate(async () => {
+      const { Classifier } = window.activeshift;
+      const c = await Classifier.load('/test-data/w32.safetensors', { backend: 'cpu', worker: true });
+      const img = new Image();
+      img.src = '/test-data/orange.png';
+      await img.decode();
+      const canvas = document.createElement('canvas');
+      [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+      const ctx = canvas.getContext('2d');
+      ctx.drawImage(img, 0, 0);
+      const bitmap = await createImageBitmap(img);
+      const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
+      const results = await c.classify([img, canvas, bitmap, data, '/test-data/orange.png']);
+      const info = await c.info();
+      await c.dispose();
+      let device = null;
+      try { await Classifier.load('fashion', { worker: true, device: {} }); } catch (e) { device = e.code; }
+      return { results, bitmapOpen: bitmap.width > 0, source: info.source, device };
+    });
+    for (const [i, kind] of ['<img>', 'canvas', 'ImageBitmap', 'ImageData', 'URL'].entries()) check(out.results[i], 'orange.png', `worker: true, ${kind}`);
+    assert.ok(out.bitmapOpen, "the caller's ImageBitmap was closed");
+    assert.equal(out.source, '/test-data/w32.safetensors');
+    assert.equal(out.device, 'BAD_ARGUMENT');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('worker: true with the built-in model, on the CPU engine (no authors\' data needed)', { timeout: 300_000 }, async () => {
+  const browser = await chromium.launch({ executablePath, headless: true, args: ARGS });
+  try {
+    const { page, errors } = await harness(browser);
+    const r = await page.evaluate(async () => {
+      const { Classifier } = window.activeshift;
+      const progress = [];
+      const c = await Classifier.load('fashion', { worker: true, onProgress: (p) => progress.push(p) });
+      const img = new Image();
+      img.src = '/samples/sneaker.png';
+      await img.decode();
+      const one = await c.classify(img);
+      const many = await c.classify(['/samples/sneaker.png', await (await fetch('/samples/sneaker.png')).blob()]);
+      const info = await c.info();
+      const shifts = await c.shifts();
+      const codes = {};
+      try { await c.classify(new Uint8Array([1, 2, 3])); } catch (e) { codes.image = `${e.name} ${e.code} ${e instanceof Error}`; }
+      try { await c.classify(img, { top: 0 }); } catch (e) { codes.top = e.code; }
+      await c.dispose();
+      try { await c.info(); } catch (e) { codes.after = e.code; }
+      try { await Classifier.load(new Uint8Array(16), { worker: true }); } catch (e) { codes.model = e.code; }
+      return { results: [one, ...many], info, shifts: shifts.length, f32: shifts[0].x instanceof Float32Array, progress: progress.length, codes };
+    });
+    for (const [i, kind] of ['<img>', 'URL', 'Blob'].entries()) check(r.results[i], 'sneaker.png', `worker: true, built-in model, ${kind}`);
+    assert.equal(r.results[0].backend, 'cpu');
+    assert.equal(r.info.source, 'fashion');
+    assert.ok(r.shifts > 0 && r.f32 && r.progress >= 1, JSON.stringify(r));
+    assert.deepEqual(r.codes, { image: 'ActiveShiftError BAD_IMAGE true', top: 'BAD_ARGUMENT', after: 'DISPOSED', model: 'BAD_MODEL' });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('browser worker: the package in a module worker, on WebGPU and on the CPU engine', { timeout: 600_000, ...needsW32 }, async () => {
   for (const webgpu of [true, false]) {
     const browser = await chromium.launch({ executablePath, headless: true, args: webgpu ? [...ARGS, '--enable-unsafe-webgpu'] : ARGS });
     try {
       const { page, errors } = await harness(browser);
       const r = await page.evaluate(async () => {
-        let longest = 0;
-        let last = performance.now();
-        const timer = setInterval(() => {
-          const t = performance.now();
-          longest = Math.max(longest, t - last);
-          last = t;
-        }, 4);
+        const longTasks = [];
+        const observer = new PerformanceObserver((list) => longTasks.push(...list.getEntries().map((e) => e.duration)));
+        observer.observe({ type: 'longtask' });
         const worker = new Worker('/worker.js', { type: 'module' });
         const ask = (msg) => new Promise((resolve) => {
           worker.onmessage = ({ data }) => resolve(data);
@@ -240,17 +320,18 @@ test('browser worker: the package in a module worker, on WebGPU and on the CPU e
         const first = await ask({ model: '/test-data/w32.safetensors', image });
         const bitmap = await createImageBitmap(await (await fetch('/test-data/orange.png')).blob());
         const orange = await ask({ image: bitmap });
-        clearInterval(timer);
+        longTasks.push(...observer.takeRecords().map((e) => e.duration));
+        observer.disconnect();
         worker.terminate();
-        return { first, orange, longest };
+        return { first, orange, longTask: Math.max(0, ...longTasks) };
       });
       assert.equal(r.first.error, undefined, JSON.stringify(r.first.error));
       const where = `worker, ${webgpu ? 'WebGPU' : 'no WebGPU adapter'}`;
       assert.equal(r.first.result.backend, webgpu ? 'webgpu' : 'cpu');
       check(r.first.result, 'cat.jpg', where);
       check(r.orange.result, 'orange.png', `${where}, ImageBitmap`);
-      console.log(`${where}: forward ${r.first.result.timings.forwardMs.toFixed(0)} ms; longest main-thread gap meanwhile ${r.longest.toFixed(0)} ms`);
-      assert.ok(r.longest < 100, `the main thread was held ${r.longest} ms while the worker worked`);
+      console.log(`${where}: forward ${r.first.result.timings.forwardMs.toFixed(0)} ms; meanwhile the longest main-thread task ${r.longTask.toFixed(0)} ms (0: none over 50 ms)`);
+      assert.ok(r.longTask <= 50, `a main-thread task took ${r.longTask} ms while the worker worked`);
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();

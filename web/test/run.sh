@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The npm package's and the web demo's browser tests, end to end (CI runs this as its own step):
 #   1. tools: Debian's chromium, web/node_modules (npm ci: playwright-core, binaryen, esbuild,
-#      typescript);
+#      typescript, onnxruntime-web);
 #   2. lint: clippy on activeshift-web for wasm32;
 #   3. build: web/build.sh --opt --pack (wasm32 + wasm-bindgen + wasm-opt, the package in
 #      web/pkg/ and its tarball web/activeshift-VERSION.tgz);
@@ -14,7 +14,9 @@
 #      checks it (tsc, Node.js, browser main thread and worker, WebGPU and CPU, a shared
 #      GPUDevice, the minimal example unbundled and bundled); browser.test.mjs compares the demo
 #      page with the native results, tests the error paths and the CPU fallback, and saves
-#      screenshots in artifacts/browser/.
+#      screenshots in artifacts/browser/;
+#   6. web/test/bench-cpu.mjs: the wasm CPU engine against the native one and onnxruntime-web
+#      (printed, not asserted; ACTIVESHIFT_BENCH_CPU=0 skips it).
 # The w32 checks need the authors' data: ACTIVESHIFT_SHARED_DATA=DIR (the Caffe model, labels and
 # cat.jpg). Without it they are reported as skipped, or fail with ACTIVESHIFT_REQUIRE_SHARED_DATA=1.
 set -euo pipefail
@@ -82,3 +84,11 @@ export ACTIVESHIFT_WEB_DATA="$data" ACTIVESHIFT_WEB_SHOTS="$out" ACTIVESHIFT_WEB
 cd web
 node --test --test-reporter=spec --test-concurrency=1 test/package.test.mjs test/browser.test.mjs
 echo "screenshots: $(ls "$out"/*.png | tr '\n' ' ')"
+
+# A measurement, not a test (it asserts no speed): the wasm CPU engine against the native one on
+# one thread (w32, batch 1) and a 1x1 convolution against onnxruntime-web, in Node.js and
+# Chromium. ACTIVESHIFT_BENCH_CPU=0 skips it; RUNS=N timed runs per case (default 5 here).
+if [ "${ACTIVESHIFT_BENCH_CPU:-1}" != 0 ]; then
+  say "CPU benchmark (web/test/bench-cpu.mjs)"
+  RUNS="${RUNS:-5}" node test/bench-cpu.mjs
+fi
