@@ -116,24 +116,6 @@ pub fn every_kernel(ctx: &crate::gpu::GpuContext) -> crate::Result<Vec<CompileTi
     Ok(rows)
 }
 
-/// The first run of `model` at batch 1 (input of zeros) on `ctx` with compile timing on:
-/// the kernels its plan compiles, in the order compiled, and the wall milliseconds of the
-/// whole first run (model upload, pipeline builds and their first dispatches, the run).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn model_first_run(
-    ctx: &crate::gpu::GpuContext,
-    model: &crate::model::Model,
-) -> crate::Result<(Vec<CompileTime>, f64)> {
-    ctx.time_compiles();
-    let start = Instant::now();
-    let mut gm = crate::model::GpuModel::new(ctx, model)?;
-    let c = &model.config;
-    let input = vec![0.0f32; c.in_channels * c.input_size[0] * c.input_size[1]];
-    pollster::block_on(gm.forward(&input))?;
-    let wall = start.elapsed().as_secs_f64() * 1e3;
-    Ok((ctx.compile_times(), wall))
-}
-
 /// A Markdown table of `rows` (as given) with their totals.
 pub fn table(rows: &[CompileTime]) -> String {
     let mut s = String::from(
