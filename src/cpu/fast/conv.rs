@@ -270,7 +270,7 @@ pub fn conv1x1_backward_weight(
 
 /// Input gradient of [`conv3x3`] (the transposed convolution) into `dx` (shape `xs`, every
 /// value written): per image, the columns `W^T dY` (`[Cin * 9, Ho * Wo]`, a GEMM), then each
-/// column added back at the input pixel it read (col2im, the adjoint of [`im2col`]).
+/// column added back at the input pixel it read (col2im, the adjoint of `im2col`).
 pub fn conv3x3_backward_input(
     dy: &[f32],
     xs: Shape4,
