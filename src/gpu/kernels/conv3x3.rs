@@ -8,7 +8,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
-use crate::shape::{check_nonempty, check_stride};
+use crate::shape::{Shape4, check_nonempty, check_stride};
 
 /// Invocations per workgroup (`WG_SIZE` in `conv3x3.wgsl`).
 const WG_SIZE: usize = 64;
@@ -103,17 +103,7 @@ impl Conv3x3 {
         check_stride(op, stride)?;
         let xs = x.shape4(op, "input")?;
         check_nonempty(op, "input", xs)?;
-        let cout = match weight.dims() {
-            [cout, cin, 3, 3] if *cin == xs.c && *cout > 0 => *cout,
-            d => {
-                return Err(Error::shape(
-                    op,
-                    "weight",
-                    format!("[Cout, {}, 3, 3]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = weight_cout(op, "weight", weight.dims(), xs.c, 1)?;
         expect_dims(op, "output", y, &xs.strided(cout, stride).dims())?;
         expect_distinct(op, y, &[("input", x), ("weight", weight)])
     }
@@ -134,30 +124,11 @@ impl Conv3x3 {
         check_stride(OP, stride)?;
         let xs = x.shape4(OP, "input")?;
         check_nonempty(OP, "input", xs)?;
-        let cout = match weight.dims() {
-            [cout, cin, 3, 3] if *cin == xs.c => *cout,
-            d => {
-                return Err(Error::shape(
-                    OP,
-                    "weight",
-                    format!("[Cout, {}, 3, 3]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = weight_cout(OP, "weight", weight.dims(), xs.c, 0)?;
         let ys = xs.strided(cout, stride);
         expect_dims(OP, "output", y, &ys.dims())?;
         expect_distinct(OP, y, &[("input", x), ("weight", weight)])?;
-        let params = Conv3x3Params {
-            n: u32_of(OP, "batch size", xs.n)?,
-            cin: u32_of(OP, "input channels", xs.c)?,
-            cout: u32_of(OP, "output channels", cout)?,
-            h: u32_of(OP, "height", xs.h)?,
-            w: u32_of(OP, "width", xs.w)?,
-            ho: u32_of(OP, "output height", ys.h)?,
-            wo: u32_of(OP, "output width", ys.w)?,
-            stride: u32_of(OP, "stride", stride)?,
-        };
+        let params = conv3x3_params(OP, xs, ys, stride)?;
         let device = ctx.device();
         let groups = workgroups(
             OP,
@@ -175,4 +146,43 @@ impl Conv3x3 {
             groups,
         ))
     }
+}
+
+/// The output channels of a 3x3 convolution weight `dims` (`[Cout, Cin, 3, 3]`, `what` in the
+/// error) for an input of `cin` channels, at least `min_cout` of them.
+pub(super) fn weight_cout(
+    op: &'static str,
+    what: &'static str,
+    dims: &[usize],
+    cin: usize,
+    min_cout: usize,
+) -> Result<usize> {
+    match dims {
+        [cout, c, 3, 3] if *c == cin && *cout >= min_cout => Ok(*cout),
+        d => Err(Error::shape(
+            op,
+            what,
+            format!("[Cout, {cin}, 3, 3]"),
+            format!("{d:?}"),
+        )),
+    }
+}
+
+/// The kernels' parameters of the pad-1, stride-`stride` 3x3 convolution from `xs` to `ys`.
+pub(super) fn conv3x3_params(
+    op: &'static str,
+    xs: Shape4,
+    ys: Shape4,
+    stride: usize,
+) -> Result<Conv3x3Params> {
+    Ok(Conv3x3Params {
+        n: u32_of(op, "batch size", xs.n)?,
+        cin: u32_of(op, "input channels", xs.c)?,
+        cout: u32_of(op, "output channels", ys.c)?,
+        h: u32_of(op, "height", xs.h)?,
+        w: u32_of(op, "width", xs.w)?,
+        ho: u32_of(op, "output height", ys.h)?,
+        wo: u32_of(op, "output width", ys.w)?,
+        stride: u32_of(op, "stride", stride)?,
+    })
 }

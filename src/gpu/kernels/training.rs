@@ -3,10 +3,9 @@
 //! gradients, softmax cross-entropy, the gradient of global average pooling, the per-channel
 //! sum (bias gradients, loss totals), and element-wise accumulation and ReLU steps.
 
+use super::conv3x3::{conv3x3_params, weight_cout};
 use super::elementwise::grid;
-use super::params::{
-    BnParams, CeParams, ChannelSumParams, Conv3x3Params, DepthwiseBackwardParams, LenParams,
-};
+use super::params::{BnParams, CeParams, ChannelSumParams, DepthwiseBackwardParams, LenParams};
 use super::{Dispatch, LazyPipeline, Pipeline, expect_dims, expect_distinct, u32_of, workgroups};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuTensor};
@@ -280,30 +279,11 @@ impl Conv3x3BackwardWeight {
         check_stride(OP, stride)?;
         let xs = x.shape4(OP, "input")?;
         check_nonempty(OP, "input", xs)?;
-        let cout = match dw.dims() {
-            [cout, cin, 3, 3] if *cin == xs.c && *cout > 0 => *cout,
-            d => {
-                return Err(Error::shape(
-                    OP,
-                    "weight gradient",
-                    format!("[Cout, {}, 3, 3]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = weight_cout(OP, "weight gradient", dw.dims(), xs.c, 1)?;
         let ys = xs.strided(cout, stride);
         expect_dims(OP, "output gradient", dy, &ys.dims())?;
         expect_distinct(OP, dw, &[("input", x), ("output gradient", dy)])?;
-        let params = Conv3x3Params {
-            n: u32_of(OP, "batch size", xs.n)?,
-            cin: u32_of(OP, "input channels", xs.c)?,
-            cout: u32_of(OP, "output channels", cout)?,
-            h: u32_of(OP, "height", xs.h)?,
-            w: u32_of(OP, "width", xs.w)?,
-            ho: u32_of(OP, "output height", ys.h)?,
-            wo: u32_of(OP, "output width", ys.w)?,
-            stride: u32_of(OP, "stride", stride)?,
-        };
+        let params = conv3x3_params(OP, xs, ys, stride)?;
         let device = ctx.device();
         // One workgroup per (co, ci) pair.
         let groups = workgroups(OP, device, grid(device, cout * xs.c))?;
@@ -344,30 +324,11 @@ impl Conv3x3BackwardInput {
         check_stride(OP, stride)?;
         let xs = dx.shape4(OP, "input gradient")?;
         check_nonempty(OP, "input gradient", xs)?;
-        let cout = match weight.dims() {
-            [cout, cin, 3, 3] if *cin == xs.c && *cout > 0 => *cout,
-            d => {
-                return Err(Error::shape(
-                    OP,
-                    "weight",
-                    format!("[Cout, {}, 3, 3]", xs.c),
-                    format!("{d:?}"),
-                ));
-            }
-        };
+        let cout = weight_cout(OP, "weight", weight.dims(), xs.c, 1)?;
         let ys = xs.strided(cout, stride);
         expect_dims(OP, "output gradient", dy, &ys.dims())?;
         expect_distinct(OP, dx, &[("weight", weight), ("output gradient", dy)])?;
-        let params = Conv3x3Params {
-            n: u32_of(OP, "batch size", xs.n)?,
-            cin: u32_of(OP, "input channels", xs.c)?,
-            cout: u32_of(OP, "output channels", cout)?,
-            h: u32_of(OP, "height", xs.h)?,
-            w: u32_of(OP, "width", xs.w)?,
-            ho: u32_of(OP, "output height", ys.h)?,
-            wo: u32_of(OP, "output width", ys.w)?,
-            stride: u32_of(OP, "stride", stride)?,
-        };
+        let params = conv3x3_params(OP, xs, ys, stride)?;
         u32_of(OP, "input elements", xs.len())?;
         let device = ctx.device();
         let groups = workgroups(OP, device, grid(device, xs.len().div_ceil(WG_SIZE)))?;
